@@ -1,0 +1,370 @@
+/**
+ * Every environment variable iipsrv reads (1.1 and the later releases), parsed once into one typed,
+ * validated object. Existing iipsrv configurations must keep working unchanged, so:
+ *  - values iipsrv documents a fallback for (out-of-range qualities, MAX_CVT below 64 ...) take that
+ *    fallback and leave a warning, which the start-up banner logs;
+ *  - values iipsrv would have silently turned into 0 through atoi ("abc", "10MB") are start-up errors
+ *    naming the variable and what it accepts, because a silent 0 is never what the admin meant.
+ * Nothing else in the program reads process.env.
+ */
+
+export type Protocol = 'iip' | 'iiif' | 'deepzoom' | 'zoomify';
+
+export interface UriMapping {
+  /** Path prefix without slashes (`iiif` matches `/iiif/...`); empty matches every path. */
+  prefix: string;
+  protocol: Protocol;
+}
+
+export type LogTarget =
+  | { kind: 'none' }
+  | { kind: 'file'; path: string }
+  | { kind: 'stderr' }
+  | { kind: 'syslog'; host: string; port: number };
+
+export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
+
+export interface MemcachedServer {
+  host: string;
+  port: number;
+}
+
+export interface Config {
+  logTarget: LogTarget;
+  /** 0 = no log at all; 1 = start-up banner and errors; 2 = one line per request; 3-6 more detail. */
+  verbosity: number;
+  /** RAM response cache bound in bytes (MAX_IMAGE_CACHE_SIZE MB x 1 024 000, as iipsrv counts); 0 disables. */
+  maxImageCacheBytes: number;
+  /** Parsed-image-header cache entries; 0 = none, -1 = unbounded. */
+  maxMetadataCacheEntries: number;
+  filesystemPrefix: string;
+  filesystemSuffix: string;
+  filenamePattern: string;
+  jpegQuality: number;
+  pngQuality: number;
+  webpQuality: number;
+  avifQuality: number;
+  avifCodec: number;
+  tiffCompression: 'none' | 'lzw' | 'deflate' | 'jpeg' | 'webp' | 'zstd';
+  tiffQuality: number;
+  /** Largest CVT/IIIF output side in pixels; Infinity when MAX_CVT=-1. */
+  maxCvt: number;
+  allowUpscaling: boolean;
+  /** JPEG2000 quality layers decoded: 0 = half of them, -1 = all. */
+  maxLayers: number;
+  watermark: { path: string; probability: number; opacity: number } | null;
+  /** Empty = no memcached tier. */
+  memcachedServers: MemcachedServer[];
+  /** Entry lifetime in seconds. */
+  memcachedTimeout: number;
+  interpolation: Interpolation;
+  /** Access-Control-Allow-Origin value; empty = no CORS headers. */
+  cors: string;
+  baseUrl: string;
+  uriMap: UriMapping[];
+  cacheControl: string;
+  /** Largest ICC profile embedded in outputs, in bytes: 0 = never, Infinity = always. */
+  maxIcc: number;
+  codecPassthrough: boolean;
+  iiifVersion: 2 | 3;
+  iiifDelimiter: string;
+  /** JSON members (without braces) added to every info.json. */
+  iiifExtraInfo: string;
+  iiifExtensions: boolean;
+  copyright: string;
+  kakaduReadmode: number;
+  /** Threads for image processing (OMP_NUM_THREADS); 0 = library default. */
+  threads: number;
+  /** FCGI_WEB_SERVER_ADDRS: the only peers allowed to connect; empty = anyone. */
+  allowedPeers: string[];
+  /** Notes for the start-up log: fallbacks taken and variables accepted but without effect here. */
+  warnings: string[];
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/** Reads one variable; whitespace around it is an editing accident in unit files, not meaning. */
+function read(env: Env, name: string): string | undefined {
+  const raw = env[name];
+  return raw === undefined ? undefined : raw.trim();
+}
+
+function integer(env: Env, name: string, fallback: number): number {
+  const value = read(env, name);
+  if (value === undefined || value === '') return fallback;
+  if (!/^[+-]?\d+$/.test(value)) throw new ConfigError(name, `expected a whole number, got "${value}"`);
+  return Number.parseInt(value, 10);
+}
+
+function decimal(env: Env, name: string, fallback: number): number {
+  const value = read(env, name);
+  if (value === undefined || value === '') return fallback;
+  if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(value)) {
+    throw new ConfigError(name, `expected a number, got "${value}"`);
+  }
+  return Number.parseFloat(value);
+}
+
+/** iipsrv treats any non-zero integer as true; we also take the usual words. */
+function flag(env: Env, name: string, fallback: boolean): boolean {
+  const value = read(env, name)?.toLowerCase();
+  if (value === undefined || value === '') return fallback;
+  if (['1', 'true', 'yes', 'on'].includes(value)) return true;
+  if (['0', 'false', 'no', 'off'].includes(value)) return false;
+  if (/^[+-]?\d+$/.test(value)) return Number.parseInt(value, 10) !== 0;
+  throw new ConfigError(name, `expected 0 or 1, got "${value}"`);
+}
+
+function clamp(
+  warnings: string[],
+  name: string,
+  value: number,
+  min: number,
+  max: number,
+): number {
+  const clamped = Math.min(max, Math.max(min, value));
+  if (clamped !== value) warnings.push(`${name}=${value} is outside ${min}-${max}; using ${clamped}`);
+  return clamped;
+}
+
+function parseLogTarget(env: Env): LogTarget {
+  const value = read(env, 'LOGFILE');
+  if (value === undefined || value === '') return { kind: 'none' };
+  if (value === '-' || value.toLowerCase() === 'stderr') return { kind: 'stderr' };
+  if (value.toLowerCase() === 'syslog') return { kind: 'syslog', host: '127.0.0.1', port: 514 };
+  // Extension: syslog://host:port for a syslog daemon that is not on the default UDP port.
+  const remote = /^syslog:\/\/([^:/]+)(?::(\d+))?\/?$/i.exec(value);
+  if (remote) return { kind: 'syslog', host: remote[1]!, port: Number(remote[2] ?? 514) };
+  return { kind: 'file', path: value };
+}
+
+const PROTOCOLS: Record<string, Protocol> = {
+  iip: 'iip',
+  fif: 'iip',
+  iiif: 'iiif',
+  deepzoom: 'deepzoom',
+  zoomify: 'zoomify',
+};
+
+/**
+ * `prefix=>protocol`, several separated by whitespace, commas or semicolons (iipsrv takes one;
+ * several is a superset that old configs never hit).
+ */
+export function parseUriMap(value: string): UriMapping[] {
+  const mappings: UriMapping[] = [];
+  for (const entry of value.split(/[\s,;]+/).filter(Boolean)) {
+    const arrow = entry.indexOf('=>');
+    if (arrow < 0) throw new ConfigError('URI_MAP', `"${entry}" is not of the form prefix=>protocol`);
+    const prefix = entry.slice(0, arrow).replace(/^\/+|\/+$/g, '');
+    const name = entry.slice(arrow + 2).toLowerCase();
+    const protocol = PROTOCOLS[name];
+    if (!protocol) {
+      throw new ConfigError('URI_MAP', `unknown protocol "${name}" (use IIP, IIIF, DeepZoom or Zoomify)`);
+    }
+    if (mappings.some((m) => m.prefix === prefix)) {
+      throw new ConfigError('URI_MAP', `prefix "${prefix}" is mapped twice`);
+    }
+    mappings.push({ prefix, protocol });
+  }
+  // Longest prefix first so that `iiif3` is not captured by `iiif`.
+  return mappings.sort((a, b) => b.prefix.length - a.prefix.length);
+}
+
+export function parseMemcachedServers(value: string | undefined): MemcachedServer[] {
+  if (value === undefined) return [{ host: 'localhost', port: 11211 }];
+  const servers: MemcachedServer[] = [];
+  for (const entry of value.split(/[\s,]+/).filter(Boolean)) {
+    // host, host:port, [v6]:port
+    const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(entry);
+    const port = Number(match?.[2] ?? 11211);
+    if (!match || port < 1 || port > 65535) {
+      throw new ConfigError('MEMCACHED_SERVERS', `"${entry}" is not host[:port]`);
+    }
+    servers.push({ host: match[1]!.replace(/^\[|\]$/g, ''), port });
+  }
+  return servers;
+}
+
+function parseInterpolation(env: Env): Interpolation {
+  const value = read(env, 'INTERPOLATION')?.toLowerCase();
+  if (value === undefined || value === '') return 'bilinear';
+  const named: Record<string, Interpolation> = {
+    nearest: 'nearest',
+    bilinear: 'bilinear',
+    linear: 'bilinear',
+    bicubic: 'bicubic',
+    cubic: 'bicubic',
+    lanczos: 'lanczos3',
+    lanczos3: 'lanczos3',
+  };
+  if (named[value]) return named[value]!;
+  if (/^[+-]?\d+$/.test(value)) {
+    // iipsrv: 0 is nearest neighbour, anything else bilinear. 2 and 3 pick the better kernels.
+    const n = Number.parseInt(value, 10);
+    return n === 0 ? 'nearest' : n === 2 ? 'bicubic' : n === 3 ? 'lanczos3' : 'bilinear';
+  }
+  throw new ConfigError('INTERPOLATION', `expected 0 (nearest), 1 (bilinear), 2 (bicubic), 3 (lanczos3) or a name, got "${value}"`);
+}
+
+function parseTiffCompression(env: Env, warnings: string[]): Config['tiffCompression'] {
+  const value = read(env, 'TIFF_COMPRESSION')?.toLowerCase();
+  if (value === undefined || value === '') return 'deflate';
+  const byNumber: Config['tiffCompression'][] = ['none', 'lzw', 'deflate', 'jpeg', 'webp', 'zstd'];
+  if (/^\d+$/.test(value)) {
+    const chosen = byNumber[Number(value)];
+    if (chosen) return chosen;
+    warnings.push(`TIFF_COMPRESSION=${value} is not 0-5; using 0 (none) as iipsrv does`);
+    return 'none';
+  }
+  if ((byNumber as string[]).includes(value)) return value as Config['tiffCompression'];
+  if (value === 'zip') return 'deflate';
+  throw new ConfigError('TIFF_COMPRESSION', `expected 0-5 or none/lzw/deflate/jpeg/webp/zstd, got "${value}"`);
+}
+
+function parseBaseUrl(env: Env): string {
+  const value = read(env, 'BASE_URL') ?? '';
+  if (value !== '' && !/^(https?:)?\/\//i.test(value) && !value.startsWith('/')) {
+    throw new ConfigError('BASE_URL', `expected an absolute URL such as https://example.org/iiif/, got "${value}"`);
+  }
+  return value;
+}
+
+function parseExtraInfo(env: Env): string {
+  const value = read(env, 'IIIF_EXTRA_INFO') ?? '';
+  if (value === '') return '';
+  // iipsrv pastes it into info.json verbatim; refuse what would make every info.json invalid JSON.
+  const members = value.replace(/,\s*$/, '');
+  try {
+    const parsed: unknown = JSON.parse(`{${members}}`);
+    if (typeof parsed !== 'object' || parsed === null) throw new Error('not an object');
+  } catch {
+    throw new ConfigError('IIIF_EXTRA_INFO', `expected JSON members such as "rights": "https://...", got ${value}`);
+  }
+  return members;
+}
+
+function parseAllowedPeers(env: Env): string[] {
+  const value = read(env, 'FCGI_WEB_SERVER_ADDRS') ?? '';
+  const peers = value.split(/[\s,]+/).filter(Boolean);
+  for (const peer of peers) {
+    if (!/^[\d.]+$|^[\da-f:]+$/i.test(peer)) {
+      throw new ConfigError('FCGI_WEB_SERVER_ADDRS', `"${peer}" is not an IP address`);
+    }
+  }
+  return peers;
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const warnings: string[] = [];
+
+  let verbosity = integer(env, 'VERBOSITY', 1);
+  if (verbosity < 0) verbosity = 0;
+  if (verbosity > 6) verbosity = clamp(warnings, 'VERBOSITY', verbosity, 0, 6);
+
+  const cacheMb = decimal(env, 'MAX_IMAGE_CACHE_SIZE', 10);
+  if (cacheMb < 0) throw new ConfigError('MAX_IMAGE_CACHE_SIZE', 'expected a size in MB, 0 or more');
+
+  const metadataEntries = integer(env, 'MAX_METADATA_CACHE_SIZE', 1000);
+  if (metadataEntries < -1) throw new ConfigError('MAX_METADATA_CACHE_SIZE', 'expected -1 (unbounded), 0 or a count');
+
+  // MAX_CVT: -1 = unlimited (iipsrv 1.2+; 1.1 turned it into 64 by accident), 0 = default.
+  const maxCvtRaw = integer(env, 'MAX_CVT', 5000);
+  let maxCvt: number;
+  if (maxCvtRaw === -1) maxCvt = Number.POSITIVE_INFINITY;
+  else if (maxCvtRaw === 0) maxCvt = 5000;
+  else if (maxCvtRaw < 0) throw new ConfigError('MAX_CVT', 'expected -1 (unlimited) or a size in pixels');
+  else maxCvt = clamp(warnings, 'MAX_CVT', maxCvtRaw, 64, Number.MAX_SAFE_INTEGER);
+
+  const watermarkPath = read(env, 'WATERMARK') ?? '';
+  const watermark =
+    watermarkPath === ''
+      ? null
+      : {
+          path: watermarkPath,
+          probability: clamp(warnings, 'WATERMARK_PROBABILITY', decimal(env, 'WATERMARK_PROBABILITY', 1), 0, 1),
+          opacity: clamp(warnings, 'WATERMARK_OPACITY', decimal(env, 'WATERMARK_OPACITY', 1), 0, 1),
+        };
+
+  const memcachedTimeout = integer(env, 'MEMCACHED_TIMEOUT', 86400);
+  if (memcachedTimeout < 0) throw new ConfigError('MEMCACHED_TIMEOUT', 'expected a lifetime in seconds, 0 or more');
+
+  // EMBED_ICC (1.1) switches embedding off; MAX_ICC (1.3) bounds the profile size. Both honoured.
+  const embedIcc = flag(env, 'EMBED_ICC', true);
+  const maxIccRaw = integer(env, 'MAX_ICC', 65536);
+  if (maxIccRaw < -1) throw new ConfigError('MAX_ICC', 'expected -1 (any size), 0 (never) or a size in bytes');
+  const maxIcc = !embedIcc ? 0 : maxIccRaw === -1 ? Number.POSITIVE_INFINITY : maxIccRaw;
+
+  let iiifVersionRaw = integer(env, 'IIIF_VERSION', 3);
+  if (iiifVersionRaw < 1) iiifVersionRaw = 3;
+  if (iiifVersionRaw !== 2 && iiifVersionRaw !== 3) {
+    throw new ConfigError('IIIF_VERSION', `expected 2 or 3, got ${iiifVersionRaw}`);
+  }
+
+  const threads = integer(env, 'OMP_NUM_THREADS', 0);
+  if (threads < 0) throw new ConfigError('OMP_NUM_THREADS', 'expected a thread count');
+
+  const kakaduReadmode = integer(env, 'KAKADU_READMODE', 0);
+  if (read(env, 'KAKADU_READMODE')) warnings.push('KAKADU_READMODE is accepted but has no effect: JPEG2000 is decoded with OpenJPEG');
+  if (read(env, 'DECODER_MODULES')) warnings.push('DECODER_MODULES is accepted but has no effect: decoders are built in');
+
+  const uriMapValue = read(env, 'URI_MAP') ?? '';
+
+  return {
+    logTarget: parseLogTarget(env),
+    verbosity,
+    maxImageCacheBytes: Math.round(cacheMb * 1_024_000),
+    maxMetadataCacheEntries: metadataEntries,
+    filesystemPrefix: env.FILESYSTEM_PREFIX ?? '',
+    filesystemSuffix: env.FILESYSTEM_SUFFIX ?? '',
+    filenamePattern: env.FILENAME_PATTERN || '_pyr_',
+    jpegQuality: clamp(warnings, 'JPEG_QUALITY', integer(env, 'JPEG_QUALITY', 75), 1, 100),
+    pngQuality: clamp(warnings, 'PNG_QUALITY', integer(env, 'PNG_QUALITY', 1), 0, 9),
+    webpQuality: clamp(warnings, 'WEBP_QUALITY', integer(env, 'WEBP_QUALITY', 50), -1, 100),
+    avifQuality: clamp(warnings, 'AVIF_QUALITY', integer(env, 'AVIF_QUALITY', 50), -1, 100),
+    avifCodec: clamp(warnings, 'AVIF_CODEC', integer(env, 'AVIF_CODEC', 0), 0, 3),
+    tiffCompression: parseTiffCompression(env, warnings),
+    tiffQuality: clamp(warnings, 'TIFF_QUALITY', integer(env, 'TIFF_QUALITY', 1), 0, 100),
+    maxCvt,
+    allowUpscaling: flag(env, 'ALLOW_UPSCALING', true),
+    maxLayers: Math.max(-1, integer(env, 'MAX_LAYERS', 0)),
+    watermark,
+    memcachedServers: parseMemcachedServers(env.MEMCACHED_SERVERS),
+    memcachedTimeout,
+    interpolation: parseInterpolation(env),
+    cors: read(env, 'CORS') ?? '',
+    baseUrl: parseBaseUrl(env),
+    uriMap: parseUriMap(uriMapValue),
+    cacheControl: read(env, 'CACHE_CONTROL') || 'max-age=86400',
+    maxIcc,
+    codecPassthrough: flag(env, 'CODEC_PASSTHROUGH', true),
+    iiifVersion: iiifVersionRaw,
+    iiifDelimiter: read(env, 'IIIF_DELIMITER') ?? '',
+    iiifExtraInfo: parseExtraInfo(env),
+    iiifExtensions: flag(env, 'IIIF_EXTENSIONS', false),
+    copyright: read(env, 'COPYRIGHT') ?? '',
+    kakaduReadmode: clamp(warnings, 'KAKADU_READMODE', kakaduReadmode, 0, 2),
+    threads,
+    allowedPeers: parseAllowedPeers(env),
+    warnings,
+  };
+}
+
+/** The settings as the start-up banner lists them (no secrets live in iipsrv's variables). */
+export function describeConfig(config: Config): Record<string, unknown> {
+  const { warnings: _warnings, ...rest } = config;
+  return {
+    ...rest,
+    maxCvt: Number.isFinite(config.maxCvt) ? config.maxCvt : 'unlimited',
+    maxIcc: Number.isFinite(config.maxIcc) ? config.maxIcc : 'unlimited',
+  };
+}

@@ -1,0 +1,218 @@
+/**
+ * Process roles. The primary parses the command line and the environment, writes the start-up
+ * banner and keeps N workers alive; each worker serves on the shared listening socket (TCP, unix
+ * socket or the inherited fd 0 alike). Signals as in iipsrv: SIGTERM/SIGINT stop (after requests in
+ * flight finish), SIGHUP empties the caches and keeps serving.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import net from 'node:net';
+import { unlink } from 'node:fs/promises';
+import { parseArguments, USAGE, type CliOptions } from './cli.js';
+import { ConfigError, describeConfig, loadConfig, type Config } from './config.js';
+import { createLog, type Log } from './log.js';
+import { VERSION } from './version.js';
+import { startWorker } from './server/worker.js';
+
+type PrimaryMessage = { type: 'shutdown' } | { type: 'flush-caches' } | { type: 'reopen-log' };
+type WorkerMessage = { type: 'ready'; http: string | null; fastcgi: string | null } | { type: 'start-failed'; message: string };
+
+/** Replacing workers that die at once would spin; past this many deaths in a window, wait. */
+const RESTART_WINDOW_MS = 10_000;
+const RESTARTS_PER_WINDOW = 10;
+const OPTIONS_ENV = 'IIPSRV_TS_WORKER_OPTIONS';
+
+export async function main(argv: string[]): Promise<void> {
+  if (cluster.isWorker) {
+    await runWorker();
+    return;
+  }
+
+  const command = parseArguments(argv);
+  if (command.kind === 'help') {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (command.kind === 'version') {
+    process.stdout.write(`iipsrv-ts ${VERSION}\n`);
+    return;
+  }
+  if (command.kind === 'usage-error') {
+    process.stderr.write(`iipsrv: ${command.message}\n\n${USAGE}`);
+    process.exitCode = 1;
+    return;
+  }
+
+  let config: Config;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`iipsrv: invalid configuration: ${error.message}\n`);
+    process.exitCode = 1;
+    return;
+  }
+  await runPrimary(command.options, config);
+}
+
+function modeDescription(options: CliOptions): string {
+  const parts: string[] = [];
+  const target = options.fastcgi;
+  if (target?.kind === 'tcp') parts.push(`FastCGI on ${target.host}:${target.port} (backlog ${target.backlog})`);
+  if (target?.kind === 'unix') parts.push(`FastCGI on unix socket ${target.path} (backlog ${target.backlog})`);
+  if (target?.kind === 'fd') parts.push('FastCGI on the listening socket inherited as fd 0');
+  if (options.http) parts.push(`HTTP on ${options.http.host}:${options.http.port}`);
+  return parts.join(', ');
+}
+
+/** A unix socket file left behind by a killed server blocks listen(); remove it if nobody answers. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const alive = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+  if (!alive) await unlink(path).catch(() => undefined);
+}
+
+async function runPrimary(options: CliOptions, config: Config): Promise<void> {
+  const log = createLog({ target: config.logTarget, verbosity: config.verbosity, base: { role: 'primary' } });
+  log.info({ version: VERSION, mode: modeDescription(options), workers: options.workers }, 'iipsrv-ts starting');
+  log.info({ config: describeConfig(config) }, 'configuration');
+  for (const warning of config.warnings) log.warn({}, warning);
+
+  if (options.fastcgi?.kind === 'unix') await removeStaleSocket(options.fastcgi.path);
+
+  // Workers accept on the shared socket themselves: no hand-off through the primary per connection.
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
+  cluster.setupPrimary({ silent: false });
+
+  let stopping = false;
+  let announced = false;
+  const deaths: number[] = [];
+  const env = { [OPTIONS_ENV]: JSON.stringify(options) };
+
+  const fork = (): Worker => {
+    const worker = cluster.fork(env);
+    worker.on('message', (message: WorkerMessage) => {
+      if (message.type === 'start-failed') {
+        // A listen error repeats in every worker: report it once and stop instead of respawning.
+        process.stderr.write(`iipsrv: ${message.message}\n`);
+        log.error({ error: message.message }, 'worker could not start');
+        void stop(1);
+      } else if (message.type === 'ready' && !announced) {
+        announced = true;
+        log.info({ http: message.http, fastcgi: message.fastcgi }, 'ready');
+        if (message.http) process.stderr.write(`iipsrv-ts ${VERSION} serving HTTP on ${message.http} with ${options.workers} worker(s)\n`);
+      }
+    });
+    return worker;
+  };
+
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    log.error({ worker: worker.id, code, signal }, 'worker died; starting a new one');
+    const now = Date.now();
+    deaths.push(now);
+    while (deaths.length > 0 && deaths[0]! < now - RESTART_WINDOW_MS) deaths.shift();
+    if (deaths.length > RESTARTS_PER_WINDOW) setTimeout(fork, 1000);
+    else fork();
+  });
+
+  const broadcast = (message: PrimaryMessage) => {
+    for (const worker of Object.values(cluster.workers ?? {})) worker?.send(message);
+  };
+
+  const stop = async (exitCode: number, signal?: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    if (signal) log.info({ signal }, `caught ${signal}: stopping after requests in flight`);
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+    const exited = Promise.all(workers.map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve())))));
+    broadcast({ type: 'shutdown' });
+    const killer = setTimeout(() => {
+      for (const w of workers) if (!w.isDead()) w.process.kill('SIGKILL');
+    }, options.shutdownGraceMs + 2000);
+    await exited;
+    clearTimeout(killer);
+    if (options.fastcgi?.kind === 'unix') await unlink(options.fastcgi.path).catch(() => undefined);
+    log.info({}, 'stopped');
+    log.flush();
+    process.exit(exitCode);
+  };
+
+  process.on('SIGTERM', () => void stop(0, 'SIGTERM'));
+  process.on('SIGINT', () => void stop(0, 'SIGINT'));
+  process.on('SIGUSR1', () => void stop(0, 'SIGUSR1'));
+  process.on('SIGHUP', () => {
+    log.info({}, 'caught SIGHUP: emptying caches and reopening the log');
+    log.reopen();
+    broadcast({ type: 'flush-caches' });
+    broadcast({ type: 'reopen-log' });
+  });
+  // The web server may close our stdout/stderr; a write to them must not kill the primary.
+  process.stdout.on('error', () => undefined);
+  process.stderr.on('error', () => undefined);
+
+  for (let i = 0; i < options.workers; i++) fork();
+}
+
+async function runWorker(): Promise<void> {
+  const options = JSON.parse(process.env[OPTIONS_ENV] ?? '{}') as CliOptions;
+  const config = loadConfig(process.env);
+  const log = createLog({ target: config.logTarget, verbosity: config.verbosity, base: { role: 'worker', worker: cluster.worker?.id } });
+  const send = (message: WorkerMessage) => process.send?.(message);
+  process.on('uncaughtException', (error) => {
+    // Should not happen (the router catches everything); leave a trace, and let the primary replace us.
+    log.error({ err: error }, 'uncaught exception in worker');
+    log.flush();
+    process.exit(1);
+  });
+
+  // Signals reach the whole process group (Ctrl-C, systemd): the primary coordinates the stop.
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => undefined);
+  process.on('SIGHUP', () => undefined);
+  process.on('SIGUSR1', () => undefined);
+
+  let running;
+  try {
+    running = await startWorker({
+      config,
+      log,
+      fastcgi: options.fastcgi,
+      http: options.http,
+      shutdownGraceMs: options.shutdownGraceMs,
+    });
+  } catch (error) {
+    send({ type: 'start-failed', message: `cannot listen: ${(error as Error).message}` });
+    return;
+  }
+
+  const address = (a: ReturnType<NonNullable<typeof running.http>['address']> | undefined) =>
+    a == null ? null : typeof a === 'string' ? a : `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/`;
+  const fastcgiAddress = running.fastcgi?.address();
+  send({
+    type: 'ready',
+    http: address(running.http?.address()),
+    fastcgi: fastcgiAddress == null ? null : typeof fastcgiAddress === 'string' ? fastcgiAddress : `${fastcgiAddress.address}:${fastcgiAddress.port}`,
+  });
+
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
+    await running.stop();
+    log.flush();
+    process.exit(0);
+  };
+  process.on('message', (message: PrimaryMessage) => {
+    if (message.type === 'shutdown') void stop();
+    else if (message.type === 'flush-caches') running.engine.flushCaches();
+    else if (message.type === 'reopen-log') log.reopen();
+  });
+  // The primary is gone (killed without a chance to stop us): do not linger as an orphan.
+  process.on('disconnect', () => void stop());
+}

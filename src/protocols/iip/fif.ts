@@ -1,0 +1,23 @@
+/**
+ * FIF: choose the image the following commands act on. Also where If-Modified-Since is decided,
+ * as in iipsrv, so that it applies to every protocol that names an image.
+ */
+import { parseHttpDate } from '../http-dates.js';
+import { decodeImageName } from '../../engine/image-path.js';
+import type { IipSession } from './session.js';
+
+export async function selectImage(session: IipSession, rawName: string): Promise<void> {
+  const name = decodeImageName(rawName);
+  // A failure is a FileError: the whole request becomes a 404, as iipsrv answers a missing image.
+  session.image = await session.context.engine.openImage(name);
+  session.imageName = name;
+
+  // iipsrv 1.1 semantics, which are also HTTP's: not modified when the file is no newer than the
+  // date the client holds. An unreadable date is ignored (1.1 compared garbage here).
+  const since = parseHttpDate(session.request.headers['if-modified-since']);
+  if (since !== null && session.image.mtimeSeconds <= since) session.notModified = true;
+}
+
+export function fif(session: IipSession, argument: string): Promise<void> {
+  return selectImage(session, argument);
+}

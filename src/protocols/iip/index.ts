@@ -1,0 +1,81 @@
+/**
+ * The IIP protocol: a query string of `COMMAND=argument` pairs run left to right against one
+ * session. IIIF, DeepZoom and Zoomify enter through this same table, as in iipsrv, so that IIP
+ * modifiers given before them (CNT, GAM ...) apply to what they produce.
+ */
+import type { IipRequest, IipResponse } from '../../request.js';
+import { IIP_ERROR, IipError } from '../../errors.js';
+import { fif } from './fif.js';
+import { obj } from './obj.js';
+import { errorResponse, objectResponse } from './responses.js';
+import { IipSession, type ProtocolContext } from './session.js';
+
+export type IipCommand = (session: IipSession, argument: string) => void | Promise<void>;
+
+/** Command names are matched case-insensitively; keys here are lower case. */
+export const COMMANDS: Record<string, IipCommand> = {
+  fif,
+  obj,
+};
+
+export interface ParsedCommand {
+  name: string;
+  argument: string;
+}
+
+/**
+ * Splits on `&`, then at the first `=`. As in iipsrv, a segment with an empty name or an empty
+ * value is dropped, and a bare word (`INV`) becomes a command whose argument is its own name.
+ * Values stay URL-encoded: each command decodes its own argument.
+ */
+export function parseCommands(requestString: string): ParsedCommand[] {
+  const commands: ParsedCommand[] = [];
+  for (const segment of requestString.split('&')) {
+    if (segment === '') continue;
+    const equals = segment.indexOf('=');
+    if (equals < 0) {
+      commands.push({ name: segment, argument: segment });
+      continue;
+    }
+    const name = segment.slice(0, equals);
+    const argument = segment.slice(equals + 1);
+    if (name === '' || argument === '') continue;
+    commands.push({ name, argument });
+  }
+  return commands;
+}
+
+/**
+ * Runs a request string. Image and file failures (FileError, InvalidArgumentError ...) propagate to
+ * the router, which turns them into 404/400/501; IIP-level errors become the IIP error block.
+ */
+export async function runIip(
+  requestString: string,
+  request: IipRequest,
+  context: ProtocolContext,
+): Promise<IipResponse> {
+  const session = new IipSession(request, context);
+  const { log } = context;
+  for (const { name, argument } of parseCommands(requestString)) {
+    if (session.finished) break;
+    const command = COMMANDS[name.toLowerCase()];
+    if (!command) {
+      log.info({ command: name }, 'unsupported command');
+      session.errors.push(new IipError(IIP_ERROR.unsupportedCommand, name));
+      continue;
+    }
+    if (log.enabled(3)) log.detail({ command: name, argument }, 'command');
+    await command(session, argument);
+  }
+
+  if (session.notModified) return { status: 304, headers: [], body: Buffer.alloc(0) };
+  // A produced image wins over errors from other commands: iipsrv sends the image (with the error
+  // text appended, which decoders ignore), so viewers that add a stray command still get tiles.
+  if (session.output) {
+    if (session.errors.length > 0) log.info({ errors: session.errors.map((e) => e.message) }, 'errors beside an image');
+    return session.output;
+  }
+  if (session.errors.length > 0) return errorResponse(session.errors);
+  if (session.protocolLine !== null || session.objectLines.length > 0) return objectResponse(session);
+  return errorResponse([new IipError(IIP_ERROR.malformedRequest, requestString)]);
+}

@@ -1,0 +1,43 @@
+/**
+ * The response blocks IIP clients parse: OBJ text, IIP error lines. Header order and body framing
+ * follow iipsrv 1.1 (clients such as IIPMooViewer read the body line by line), with its bugs left
+ * out: error lines are not cut at 31 characters, and OBJ without FIF has no empty Last-Modified.
+ */
+import type { HeaderList, IipResponse } from '../../request.js';
+import type { IipError } from '../../errors.js';
+import { httpDate } from '../http-dates.js';
+import type { IipSession } from './session.js';
+
+export const IIP_CONTENT_TYPE = 'application/vnd.netfpx';
+
+/** `Error/<n>:<code> <argument>` where n counts everything after the colon. */
+export function errorLine(error: IipError): string {
+  const text = `${error.code} ${error.argument}`;
+  return `Error/${Buffer.byteLength(text, 'latin1')}:${text}`;
+}
+
+export function errorResponse(errors: IipError[]): IipResponse {
+  const headers: HeaderList = [
+    ['X-Powered-By', 'IIPImage'],
+    ['Cache-Control', 'no-cache'],
+    ['Content-Type', IIP_CONTENT_TYPE],
+    // iipsrv's wire format: clients that save the body get this name.
+    ['Content-Disposition', 'inline;filename="IIPisAMadGameClosedToOurUnderstanding.netfpx"'],
+  ];
+  const body = Buffer.from(errors.map((e) => errorLine(e) + '\r\n').join(''), 'latin1');
+  return { status: 400, headers, body };
+}
+
+export function objectResponse(session: IipSession): IipResponse {
+  const { config } = session.context;
+  const headers: HeaderList = [
+    ['X-Powered-By', 'IIPImage'],
+    ['Cache-Control', config.cacheControl],
+  ];
+  if (session.image) headers.push(['Last-Modified', httpDate(session.image.mtimeSeconds)]);
+  headers.push(['Content-Type', IIP_CONTENT_TYPE]);
+  // The first body line is `IIP:1.0` when asked for, otherwise empty: clients skip one line.
+  const lines = [session.protocolLine ?? '', ...session.objectLines];
+  const body = Buffer.from(lines.map((line) => line + '\r\n').join(''), 'latin1');
+  return { status: 200, headers, body };
+}

@@ -1,0 +1,66 @@
+/**
+ * The plain request and response objects that sit between the transports (FastCGI, HTTP) and
+ * the protocols. Transports build an IipRequest from whatever their peer sent and write an
+ * IipResponse back; nothing on the protocol side knows which transport is in use.
+ */
+
+export interface IipRequest {
+  /** Upper-case HTTP method (`GET`, `HEAD`, ...). */
+  method: string;
+  /** The raw query string, without the leading `?` and not URL-decoded (iipsrv decodes per command). */
+  query: string;
+  /** The request path as the client sent it (REQUEST_URI up to `?`), not URL-decoded. */
+  path: string;
+  /**
+   * HTTP request headers with lower-case names (`host`, `if-modified-since`, `x-forwarded-proto`).
+   * FastCGI `HTTP_FOO_BAR` params arrive here as `foo-bar`.
+   */
+  headers: Record<string, string>;
+  /** The front end's SCRIPT_NAME, when it sent one (used to rebuild external URLs). */
+  scriptName: string;
+  /** True when the client reached the front end over TLS (CGI `HTTPS=on`). */
+  https: boolean;
+  /** Client address as the transport saw it (the web server's, behind FastCGI). */
+  remoteAddress: string;
+  /** Aborted when the client goes away (FastCGI ABORT_REQUEST, closed connection). */
+  signal: AbortSignal;
+}
+
+/** A header list keeps order and allows repeats, so that responses match iipsrv's byte for byte. */
+export type HeaderList = Array<[name: string, value: string]>;
+
+export interface IipResponse {
+  status: number;
+  headers: HeaderList;
+  body: Buffer;
+}
+
+/** Reason phrases for the statuses this server produces (CGI `Status:` lines need them). */
+export const STATUS_TEXT: Readonly<Record<number, string>> = {
+  200: 'OK',
+  204: 'No Content',
+  303: 'See Other',
+  304: 'Not Modified',
+  400: 'Bad Request',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  413: 'Payload Too Large',
+  414: 'URI Too Long',
+  500: 'Internal Server Error',
+  501: 'Not Implemented',
+  503: 'Service Unavailable',
+};
+
+export function statusLine(status: number): string {
+  return `${status} ${STATUS_TEXT[status] ?? 'Unknown'}`;
+}
+
+export function getHeader(headers: HeaderList, name: string): string | undefined {
+  const wanted = name.toLowerCase();
+  for (const [key, value] of headers) if (key.toLowerCase() === wanted) return value;
+  return undefined;
+}
+
+/** The signature every transport calls; it must never reject (errors become responses). */
+export type RequestHandler = (request: IipRequest) => Promise<IipResponse>;

@@ -1,0 +1,123 @@
+/**
+ * From a plain request to a plain response, whatever transport carried it: picks the request
+ * string (URI_MAP path or query string), runs it, maps failures to statuses, and adds what every
+ * response carries (Server, CORS, Content-Length). The router never throws.
+ */
+import { FileError, InvalidArgumentError, NotImplementedError } from './errors.js';
+import { runIip } from './protocols/iip/index.js';
+import type { ProtocolContext } from './protocols/iip/session.js';
+import { mapUri } from './protocols/uri-map.js';
+import { type HeaderList, type IipRequest, type IipResponse, type RequestHandler } from './request.js';
+import { SERVER_NAME, VERSION } from './version.js';
+
+const CORS_METHODS = 'GET, HEAD, POST, OPTIONS';
+const CORS_HEADERS = 'Accept, Content-Type, X-Requested-With, If-Modified-Since';
+
+function corsHeaders(origin: string): HeaderList {
+  return [
+    ['Access-Control-Allow-Origin', origin],
+    ['Access-Control-Allow-Methods', CORS_METHODS],
+    ['Access-Control-Allow-Headers', CORS_HEADERS],
+    ['Access-Control-Max-Age', '86400'],
+  ];
+}
+
+function textResponse(status: number, message: string): IipResponse {
+  return {
+    status,
+    headers: [
+      ['Content-Type', 'text/plain; charset=utf-8'],
+      ['Cache-Control', 'no-cache'],
+    ],
+    body: Buffer.from(message, 'utf8'),
+  };
+}
+
+function bannerResponse(): IipResponse {
+  const html =
+    '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"/><title>iipsrv-ts</title></head>' +
+    '<body style="font-family:sans-serif;margin:4em"><h1>iipsrv-ts</h1>' +
+    `<p>IIPImage-compatible image server, version ${VERSION}.</p>` +
+    '<p>Ask for an image with IIP (<code>?FIF=image.tif&amp;OBJ=IIP,1.0</code>), IIIF, DeepZoom or Zoomify.</p>' +
+    '</body></html>';
+  return {
+    status: 200,
+    headers: [
+      ['Content-Type', 'text/html; charset=utf-8'],
+      ['Cache-Control', 'no-cache'],
+    ],
+    body: Buffer.from(html, 'utf8'),
+  };
+}
+
+/** Statuses without a body: no Content-Length, as HTTP wants. */
+function hasBody(status: number): boolean {
+  return status !== 204 && status !== 304 && !(status >= 100 && status < 200);
+}
+
+export function requestString(request: IipRequest, context: ProtocolContext): string {
+  return mapUri(request.path, request.scriptName, request.query, context.config.uriMap) ?? request.query;
+}
+
+export function createRouter(context: ProtocolContext): RequestHandler {
+  const { config, log } = context;
+
+  async function dispatch(request: IipRequest): Promise<IipResponse> {
+    switch (request.method) {
+      case 'GET':
+      case 'HEAD':
+      // iipsrv 1.1 ignores the method: a POST is answered from its query string like a GET.
+      case 'POST':
+        break;
+      case 'OPTIONS':
+        return { status: 204, headers: [['Allow', 'GET, HEAD, POST, OPTIONS']], body: Buffer.alloc(0) };
+      default:
+        return {
+          status: 405,
+          headers: [
+            ['Allow', 'GET, HEAD, POST, OPTIONS'],
+            ['Content-Type', 'text/plain; charset=utf-8'],
+          ],
+          body: Buffer.from(`Method ${request.method} is not allowed`),
+        };
+    }
+    const commands = requestString(request, context);
+    if (commands === '') return bannerResponse();
+    try {
+      return await runIip(commands, request, context);
+    } catch (error) {
+      if (error instanceof FileError) return textResponse(404, error.message);
+      if (error instanceof InvalidArgumentError) return textResponse(400, error.message);
+      if (error instanceof NotImplementedError) return textResponse(501, error.message);
+      if (request.signal.aborted) return textResponse(503, 'Request aborted');
+      log.error({ err: error, query: commands }, 'request failed');
+      return textResponse(500, 'Internal server error');
+    }
+  }
+
+  return async function handle(request: IipRequest): Promise<IipResponse> {
+    const started = process.hrtime.bigint();
+    let response: IipResponse;
+    try {
+      response = await dispatch(request);
+    } catch (error) {
+      log.error({ err: error }, 'router failed');
+      response = textResponse(500, 'Internal server error');
+    }
+
+    const headers: HeaderList = [['Server', SERVER_NAME], ...response.headers];
+    // Every response, images and errors alike (iipsrv 1.1 leaves CORS off images).
+    if (config.cors !== '') headers.push(...corsHeaders(config.cors));
+    if (hasBody(response.status)) headers.push(['Content-Length', String(response.body.length)]);
+    const finished: IipResponse = { status: response.status, headers, body: hasBody(response.status) ? response.body : Buffer.alloc(0) };
+
+    if (log.enabled(2)) {
+      const micros = Number((process.hrtime.bigint() - started) / 1000n);
+      log.request(
+        { method: request.method, query: request.query, path: request.path, status: response.status, bytes: response.body.length, micros },
+        'request',
+      );
+    }
+    return finished;
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * The plain HTTP listener (`--http HOST:PORT`): the same router and responses as FastCGI, written
+ * the way a web server would have written our CGI headers. For trying the server out and for
+ * development; production sites keep their web server in front and use FastCGI.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { IipRequest, RequestHandler } from '../request.js';
+
+export interface HttpListener {
+  server: http.Server;
+  address(): AddressInfo | string | null;
+  /** Stop accepting, let requests in flight finish, then drop idle connections; force after graceMs. */
+  close(graceMs: number): Promise<void>;
+}
+
+function toRequest(req: http.IncomingMessage, signal: AbortSignal): IipRequest {
+  const url = req.url ?? '/';
+  const question = url.indexOf('?');
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  }
+  return {
+    method: (req.method ?? 'GET').toUpperCase(),
+    query: question < 0 ? '' : url.slice(question + 1),
+    path: question < 0 ? url : url.slice(0, question),
+    headers,
+    scriptName: '',
+    https: false,
+    remoteAddress: req.socket.remoteAddress ?? '',
+    signal,
+  };
+}
+
+export function createHttpListener(handler: RequestHandler): HttpListener {
+  const server = http.createServer({ keepAliveTimeout: 5000, requestTimeout: 60_000 }, (req, res) => {
+    const controller = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort();
+    });
+    // Bodies are not used by any protocol; drain so that keep-alive stays in sync.
+    req.resume();
+    void handler(toRequest(req, controller.signal)).then((response) => {
+      if (res.destroyed) return;
+      res.statusCode = response.status;
+      for (const [name, value] of response.headers) res.appendHeader(name, value);
+      if (req.method === 'HEAD') res.end();
+      else res.end(response.body);
+    });
+  });
+  server.on('clientError', (_error, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+
+  return {
+    server,
+    address: () => server.address(),
+    close: (graceMs) =>
+      new Promise<void>((resolve) => {
+        const force = setTimeout(() => server.closeAllConnections(), graceMs);
+        force.unref();
+        server.close(() => {
+          clearTimeout(force);
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}

@@ -1,0 +1,71 @@
+/**
+ * One worker process: the engine, the router and the listeners. It serves until the primary asks
+ * it to stop (or goes away), then finishes what is in flight and exits.
+ */
+import { chmod } from 'node:fs/promises';
+import type { ListenTarget } from '../cli.js';
+import type { Config } from '../config.js';
+import { Engine } from '../engine/engine.js';
+import type { Log } from '../log.js';
+import { createRouter } from '../router.js';
+import { createFastCgiServer, type FastCgiServer } from './fastcgi/server.js';
+import { createHttpListener, type HttpListener } from './http.js';
+
+export interface WorkerOptions {
+  config: Config;
+  log: Log;
+  fastcgi: ListenTarget | null;
+  http: { host: string; port: number } | null;
+  shutdownGraceMs: number;
+}
+
+export interface RunningWorker {
+  engine: Engine;
+  fastcgi: FastCgiServer | null;
+  http: HttpListener | null;
+  /** Stop accepting, finish requests in flight (bounded), close. */
+  stop(): Promise<void>;
+}
+
+export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
+  const { config, log } = options;
+  const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix } });
+  const handler = createRouter({ config, engine, log });
+
+  let fastcgi: FastCgiServer | null = null;
+  if (options.fastcgi) {
+    fastcgi = createFastCgiServer(handler, {
+      log,
+      allowedPeers: config.allowedPeers,
+    });
+    const target = options.fastcgi;
+    if (target.kind === 'tcp') await fastcgi.listen({ host: target.host, port: target.port, backlog: target.backlog });
+    else if (target.kind === 'unix') {
+      await fastcgi.listen({ path: target.path, backlog: target.backlog });
+      // The web server usually runs as another user than the one that started us.
+      await chmod(target.path, 0o666).catch(() => undefined);
+    } else await fastcgi.listen({ fd: target.fd, backlog: target.backlog });
+  }
+
+  let http: HttpListener | null = null;
+  if (options.http) {
+    http = createHttpListener(handler);
+    const { host, port } = options.http;
+    await new Promise<void>((resolve, reject) => {
+      http!.server.once('error', reject);
+      http!.server.listen({ host, port, backlog: 2048 }, () => {
+        http!.server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  return {
+    engine,
+    fastcgi,
+    http,
+    async stop() {
+      await Promise.all([fastcgi?.close(options.shutdownGraceMs), http?.close(options.shutdownGraceMs)]);
+    },
+  };
+}

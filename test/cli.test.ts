@@ -1,0 +1,51 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseArguments } from '../src/cli.ts';
+
+describe('command line', () => {
+  it('--bind HOST:PORT with the default backlog 2048', () => {
+    const command = parseArguments(['--bind', '127.0.0.1:9000'], false);
+    assert.equal(command.kind, 'run');
+    if (command.kind !== 'run') return;
+    assert.deepEqual(command.options.fastcgi, { kind: 'tcp', host: '127.0.0.1', port: 9000, backlog: 2048 });
+    assert.equal(command.options.http, null);
+  });
+  it('--bind with an empty host or * listens on every interface; --backlog anywhere', () => {
+    for (const bind of [':9000', '*:9000']) {
+      const command = parseArguments(['--backlog', '1024', '--bind', bind], false);
+      assert.equal(command.kind, 'run');
+      if (command.kind === 'run') assert.deepEqual(command.options.fastcgi, { kind: 'tcp', host: '0.0.0.0', port: 9000, backlog: 1024 });
+    }
+  });
+  it('--bind PATH is a unix socket', () => {
+    const command = parseArguments(['--bind=/run/iipsrv.sock'], false);
+    assert.equal(command.kind, 'run');
+    if (command.kind === 'run') assert.deepEqual(command.options.fastcgi, { kind: 'unix', path: '/run/iipsrv.sock', backlog: 2048 });
+  });
+  it('no --bind and fd 0 is a socket: serve on it', () => {
+    const command = parseArguments([], true);
+    assert.equal(command.kind, 'run');
+    if (command.kind === 'run') assert.deepEqual(command.options.fastcgi, { kind: 'fd', fd: 0, backlog: 2048 });
+  });
+  it('from a shell with nothing to serve: a usage error', () => {
+    const command = parseArguments([], false);
+    assert.equal(command.kind, 'usage-error');
+  });
+  it('--http and --workers', () => {
+    const command = parseArguments(['--http', 'localhost:8080', '--workers', '3'], false);
+    assert.equal(command.kind, 'run');
+    if (command.kind !== 'run') return;
+    assert.deepEqual(command.options.http, { host: 'localhost', port: 8080 });
+    assert.equal(command.options.workers, 3);
+    assert.equal(command.options.fastcgi, null);
+  });
+  it('refuses bad values and unknown flags', () => {
+    for (const argv of [['--bind'], ['--workers', '0'], ['--backlog', 'x', '--bind', ':1'], ['--http', 'nohost'], ['--frobnicate'], ['--bind', 'h:70000']]) {
+      assert.equal(parseArguments(argv, false).kind, 'usage-error', argv.join(' '));
+    }
+  });
+  it('--help and --version', () => {
+    assert.equal(parseArguments(['--help'], false).kind, 'help');
+    assert.equal(parseArguments(['--version'], false).kind, 'version');
+  });
+});

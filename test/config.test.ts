@@ -1,0 +1,153 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfig, parseMemcachedServers, parseUriMap } from '../src/config.ts';
+
+describe('config: iipsrv defaults', () => {
+  const config = loadConfig({});
+  it('matches iipsrv 1.1 defaults where they exist', () => {
+    assert.equal(config.verbosity, 1);
+    assert.equal(config.jpegQuality, 75);
+    assert.equal(config.maxCvt, 5000);
+    assert.equal(config.maxImageCacheBytes, 10 * 1_024_000);
+    assert.equal(config.filesystemPrefix, '');
+    assert.equal(config.filenamePattern, '_pyr_');
+    assert.equal(config.allowUpscaling, true);
+    assert.equal(config.maxLayers, 0);
+    assert.equal(config.interpolation, 'bilinear');
+    assert.equal(config.cors, '');
+    assert.equal(config.cacheControl, 'max-age=86400');
+    assert.equal(config.memcachedTimeout, 86400);
+    assert.equal(config.iiifVersion, 3);
+    assert.equal(config.maxIcc, 65536);
+    assert.equal(config.codecPassthrough, true);
+    assert.deepEqual(config.uriMap, []);
+    assert.equal(config.watermark, null);
+    assert.deepEqual(config.warnings, []);
+  });
+  it('logs nowhere without LOGFILE', () => {
+    assert.deepEqual(config.logTarget, { kind: 'none' });
+  });
+  it('uses memcached on localhost when MEMCACHED_SERVERS is unset, none when it is empty', () => {
+    assert.deepEqual(config.memcachedServers, [{ host: 'localhost', port: 11211 }]);
+    assert.deepEqual(loadConfig({ MEMCACHED_SERVERS: '' }).memcachedServers, []);
+  });
+});
+
+describe('config: values from a typical iipsrv deployment', () => {
+  it('reads the Debian package settings unchanged', () => {
+    const config = loadConfig({
+      LOGFILE: '/var/log/iipsrv.log',
+      VERBOSITY: '5',
+      MAX_IMAGE_CACHE_SIZE: '10',
+      JPEG_QUALITY: '90',
+      MAX_CVT: '5000',
+      MEMCACHED_SERVERS: 'localhost',
+      FILESYSTEM_PREFIX: '/var/www/images/',
+      CORS: '*',
+      URI_MAP: 'iiif=>IIIF',
+      BASE_URL: 'https://example.org/iiif/',
+    });
+    assert.deepEqual(config.logTarget, { kind: 'file', path: '/var/log/iipsrv.log' });
+    assert.equal(config.verbosity, 5);
+    assert.equal(config.jpegQuality, 90);
+    assert.equal(config.filesystemPrefix, '/var/www/images/');
+    assert.equal(config.cors, '*');
+    assert.deepEqual(config.uriMap, [{ prefix: 'iiif', protocol: 'iiif' }]);
+    assert.equal(config.baseUrl, 'https://example.org/iiif/');
+  });
+  it('takes syslog and stderr targets', () => {
+    assert.deepEqual(loadConfig({ LOGFILE: 'syslog' }).logTarget, { kind: 'syslog', host: '127.0.0.1', port: 514 });
+    assert.deepEqual(loadConfig({ LOGFILE: 'syslog://10.1.2.3:5140' }).logTarget, { kind: 'syslog', host: '10.1.2.3', port: 5140 });
+    assert.deepEqual(loadConfig({ LOGFILE: 'stderr' }).logTarget, { kind: 'stderr' });
+  });
+  it('float cache sizes in iipsrv MB (1 024 000 bytes)', () => {
+    assert.equal(loadConfig({ MAX_IMAGE_CACHE_SIZE: '0.5' }).maxImageCacheBytes, 512_000);
+    assert.equal(loadConfig({ MAX_IMAGE_CACHE_SIZE: '0' }).maxImageCacheBytes, 0);
+  });
+});
+
+describe('config: fallbacks iipsrv documents, with a warning', () => {
+  it('clamps JPEG_QUALITY to 1-100', () => {
+    const high = loadConfig({ JPEG_QUALITY: '150' });
+    assert.equal(high.jpegQuality, 100);
+    assert.match(high.warnings.join('\n'), /JPEG_QUALITY=150/);
+    assert.equal(loadConfig({ JPEG_QUALITY: '0' }).jpegQuality, 1);
+  });
+  it('MAX_CVT: -1 unlimited (not 64 as 1.1 by accident), 0 default, small values raised to 64', () => {
+    assert.equal(loadConfig({ MAX_CVT: '-1' }).maxCvt, Number.POSITIVE_INFINITY);
+    assert.equal(loadConfig({ MAX_CVT: '0' }).maxCvt, 5000);
+    const small = loadConfig({ MAX_CVT: '10' });
+    assert.equal(small.maxCvt, 64);
+    assert.equal(small.warnings.length, 1);
+  });
+  it('negative VERBOSITY is 0', () => {
+    assert.equal(loadConfig({ VERBOSITY: '-3' }).verbosity, 0);
+  });
+  it('clamps watermark probability and opacity to 0-1', () => {
+    const config = loadConfig({ WATERMARK: '/w.tif', WATERMARK_PROBABILITY: '2', WATERMARK_OPACITY: '-1' });
+    assert.deepEqual(config.watermark, { path: '/w.tif', probability: 1, opacity: 0 });
+  });
+  it('EMBED_ICC=0 switches ICC embedding off, MAX_ICC=-1 lets any size through', () => {
+    assert.equal(loadConfig({ EMBED_ICC: '0' }).maxIcc, 0);
+    assert.equal(loadConfig({ MAX_ICC: '-1' }).maxIcc, Number.POSITIVE_INFINITY);
+  });
+  it('IIIF_VERSION below 1 means the default 3', () => {
+    assert.equal(loadConfig({ IIIF_VERSION: '0' }).iiifVersion, 3);
+    assert.equal(loadConfig({ IIIF_VERSION: '2' }).iiifVersion, 2);
+  });
+  it('INTERPOLATION: 0 nearest, other numbers bilinear or better, names accepted', () => {
+    assert.equal(loadConfig({ INTERPOLATION: '0' }).interpolation, 'nearest');
+    assert.equal(loadConfig({ INTERPOLATION: '1' }).interpolation, 'bilinear');
+    assert.equal(loadConfig({ INTERPOLATION: 'lanczos3' }).interpolation, 'lanczos3');
+  });
+  it('accepts KAKADU_READMODE and DECODER_MODULES with a note that they do nothing here', () => {
+    const config = loadConfig({ KAKADU_READMODE: '1', DECODER_MODULES: 'openjpeg' });
+    assert.equal(config.kakaduReadmode, 1);
+    assert.equal(config.warnings.length, 2);
+  });
+});
+
+describe('config: start-up errors name the variable', () => {
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ JPEG_QUALITY: 'high' }, /^JPEG_QUALITY: expected a whole number/],
+    [{ MAX_IMAGE_CACHE_SIZE: '10MB' }, /^MAX_IMAGE_CACHE_SIZE: expected a number/],
+    [{ MAX_IMAGE_CACHE_SIZE: '-1' }, /^MAX_IMAGE_CACHE_SIZE/],
+    [{ MAX_CVT: '-5' }, /^MAX_CVT/],
+    [{ IIIF_VERSION: '4' }, /^IIIF_VERSION: expected 2 or 3/],
+    [{ URI_MAP: 'iiif->IIIF' }, /^URI_MAP: "iiif->IIIF" is not of the form prefix=>protocol/],
+    [{ URI_MAP: 'x=>wms' }, /^URI_MAP: unknown protocol "wms"/],
+    [{ ALLOW_UPSCALING: 'maybe' }, /^ALLOW_UPSCALING: expected 0 or 1/],
+    [{ MEMCACHED_SERVERS: 'cache:notaport' }, /^MEMCACHED_SERVERS/],
+    [{ BASE_URL: 'example.org' }, /^BASE_URL/],
+    [{ IIIF_EXTRA_INFO: '"rights": ' }, /^IIIF_EXTRA_INFO/],
+    [{ INTERPOLATION: 'smooth' }, /^INTERPOLATION/],
+    [{ FCGI_WEB_SERVER_ADDRS: 'localhost' }, /^FCGI_WEB_SERVER_ADDRS/],
+  ];
+  for (const [env, message] of cases) {
+    it(`${JSON.stringify(env)}`, () => {
+      assert.throws(() => loadConfig(env), (error: unknown) => error instanceof ConfigError && message.test(error.message));
+    });
+  }
+});
+
+describe('config: list values', () => {
+  it('URI_MAP takes several mappings, longest prefix first', () => {
+    assert.deepEqual(parseUriMap('iiif=>IIIF deepzoom=>DeepZoom,iiif3=>iiif; zoomify=>Zoomify iip=>IIP'), [
+      { prefix: 'deepzoom', protocol: 'deepzoom' },
+      { prefix: 'zoomify', protocol: 'zoomify' },
+      { prefix: 'iiif3', protocol: 'iiif' },
+      { prefix: 'iiif', protocol: 'iiif' },
+      { prefix: 'iip', protocol: 'iip' },
+    ]);
+  });
+  it('URI_MAP with an empty prefix maps every path', () => {
+    assert.deepEqual(parseUriMap('=>IIIF'), [{ prefix: '', protocol: 'iiif' }]);
+  });
+  it('MEMCACHED_SERVERS: host[:port] lists', () => {
+    assert.deepEqual(parseMemcachedServers('a, b:11212 [::1]:11213'), [
+      { host: 'a', port: 11211 },
+      { host: 'b', port: 11212 },
+      { host: '::1', port: 11213 },
+    ]);
+  });
+});
