@@ -9,7 +9,7 @@ import net from 'node:net';
 import { unlink } from 'node:fs/promises';
 import { parseArguments, USAGE, type CliOptions } from './cli.js';
 import { ConfigError, describeConfig, loadConfig, type Config } from './config.js';
-import { createLog, type Log } from './log.js';
+import { createLog } from './log.js';
 import { VERSION } from './version.js';
 import { startWorker } from './server/worker.js';
 

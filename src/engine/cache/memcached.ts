@@ -1,0 +1,137 @@
+/**
+ * The memcached tier: finished tiles shared by every worker and every instance, which is how a
+ * site grows past one machine. It must never fail a request nor hold one up for long:
+ *  - every get is raced against a short deadline;
+ *  - sets are fire-and-forget;
+ *  - after a failure the tier is skipped for a back-off period (a circuit breaker), so a dead or
+ *    frozen memcached costs requests nothing; one probe at a time tries it again afterwards.
+ */
+import { createHash } from 'node:crypto';
+import memjs from 'memjs';
+import type { MemcachedServer } from '../../config.js';
+
+export interface MemcachedTierOptions {
+  servers: MemcachedServer[];
+  /** Entry lifetime in seconds (MEMCACHED_TIMEOUT). */
+  lifetimeSeconds: number;
+  /** Longest a lookup may delay a request. */
+  getDeadlineMs?: number;
+  /** Back-off after a failure: starts here and doubles up to maxBackoffMs. */
+  backoffMs?: number;
+  maxBackoffMs?: number;
+  /** Largest value stored (memcached's default item limit is 1 MB). */
+  maxValueBytes?: number;
+  onStateChange?: (up: boolean, reason: string) => void;
+}
+
+export class MemcachedTier {
+  private readonly client: memjs.Client;
+  private readonly getDeadlineMs: number;
+  private readonly baseBackoffMs: number;
+  private readonly maxBackoffMs: number;
+  private readonly maxValueBytes: number;
+  private backoffMs: number;
+  /** While Date.now() is below this, the tier is skipped. */
+  private openUntil = 0;
+  private probing = false;
+  private up = true;
+  hits = 0;
+  misses = 0;
+  skipped = 0;
+
+  constructor(private readonly options: MemcachedTierOptions) {
+    const servers = options.servers.map((s) => (s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`)).join(',');
+    this.client = memjs.Client.create(servers, {
+      // memjs' own retries would multiply the delay; the breaker below does the retrying.
+      retries: 1,
+      retry_delay: 0,
+      timeout: 0.2,
+      conntimeout: 0.2,
+      failover: options.servers.length > 1,
+      keepAlive: true,
+      expires: options.lifetimeSeconds,
+      logger: { log: () => undefined },
+    });
+    this.getDeadlineMs = options.getDeadlineMs ?? 60;
+    this.baseBackoffMs = options.backoffMs ?? 1000;
+    this.maxBackoffMs = options.maxBackoffMs ?? 30_000;
+    this.backoffMs = this.baseBackoffMs;
+    this.maxValueBytes = options.maxValueBytes ?? 1_000_000;
+  }
+
+  /** memcached keys are at most 250 bytes without spaces: hash ours. */
+  static key(key: string): string {
+    return `iipsrv-ts:${createHash('sha1').update(key).digest('base64url')}`;
+  }
+
+  private available(): boolean {
+    if (Date.now() >= this.openUntil) return true;
+    this.skipped++;
+    return false;
+  }
+
+  private failed(reason: string): void {
+    this.openUntil = Date.now() + this.backoffMs;
+    this.backoffMs = Math.min(this.maxBackoffMs, this.backoffMs * 2);
+    if (this.up) {
+      this.up = false;
+      this.options.onStateChange?.(false, reason);
+    }
+  }
+
+  private succeeded(): void {
+    this.backoffMs = this.baseBackoffMs;
+    if (!this.up) {
+      this.up = true;
+      this.options.onStateChange?.(true, 'answering again');
+    }
+  }
+
+  async get(key: string): Promise<Buffer | null> {
+    if (!this.available()) return null;
+    // After a back-off, let a single request find out whether memcached is back.
+    if (!this.up) {
+      if (this.probing) {
+        this.skipped++;
+        return null;
+      }
+      this.probing = true;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const deadline = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), this.getDeadlineMs);
+      });
+      const result = await Promise.race([this.client.get(MemcachedTier.key(key)), deadline]);
+      if (result === 'timeout') {
+        this.failed(`no answer within ${this.getDeadlineMs} ms`);
+        return null;
+      }
+      this.succeeded();
+      if (result.value) {
+        this.hits++;
+        return result.value;
+      }
+      this.misses++;
+      return null;
+    } catch (error) {
+      this.failed((error as Error).message);
+      return null;
+    } finally {
+      clearTimeout(timer);
+      this.probing = false;
+    }
+  }
+
+  set(key: string, value: Buffer): void {
+    if (value.length > this.maxValueBytes || !this.up || !this.available()) return;
+    this.client.set(MemcachedTier.key(key), value, { expires: this.options.lifetimeSeconds }).then(
+      () => undefined,
+      (error: Error) => this.failed(error.message),
+    );
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}

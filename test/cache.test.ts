@@ -1,0 +1,142 @@
+/**
+ * The cache tiers. The memcached tests run a real memcached (Debian package memcached), then stop
+ * and freeze it: requests must never fail and never wait long.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { LruCache } from '../src/engine/cache/lru.ts';
+import { MemcachedTier } from '../src/engine/cache/memcached.ts';
+import { TileCache } from '../src/engine/cache/tile-cache.ts';
+import { canConnect, freePort, startProgram, waitFor, which, type Started } from './helpers/daemon.ts';
+
+describe('LRU cache', () => {
+  it('returns what was stored and counts hits and misses', () => {
+    const cache = new LruCache(10_000);
+    cache.set('a', Buffer.from('alpha'));
+    assert.deepEqual(cache.get('a'), Buffer.from('alpha'));
+    assert.equal(cache.get('b'), undefined);
+    assert.equal(cache.hits, 1);
+    assert.equal(cache.misses, 1);
+  });
+  it('stays within its byte bound and evicts the least recently used entry', () => {
+    const cache = new LruCache(3 * (1000 + 1 + 64));
+    for (const key of ['a', 'b', 'c']) cache.set(key, Buffer.alloc(1000));
+    cache.get('a'); // a is now the most recent, b the least
+    cache.set('d', Buffer.alloc(1000));
+    assert.equal(cache.get('b'), undefined, 'b evicted');
+    assert.ok(cache.get('a') && cache.get('c') && cache.get('d'));
+    assert.ok(cache.bytes <= 3 * 1065);
+  });
+  it('ignores an entry bigger than the whole cache, replaces an entry with the same key', () => {
+    const cache = new LruCache(500);
+    cache.set('small', Buffer.alloc(10));
+    cache.set('huge', Buffer.alloc(10_000));
+    assert.equal(cache.get('huge'), undefined);
+    assert.ok(cache.get('small'));
+    cache.set('small', Buffer.alloc(20));
+    assert.equal(cache.get('small')?.length, 20);
+    assert.equal(cache.size, 1);
+    cache.clear();
+    assert.equal(cache.size, 0);
+    assert.equal(cache.bytes, 0);
+  });
+});
+
+const memcachedBinary = which('memcached');
+
+describe('memcached tier (real memcached)', { skip: memcachedBinary ? false : 'memcached not installed (apt-get install memcached)' }, () => {
+  let port: number;
+  let server: Started;
+  const start = async () => {
+    server = startProgram(memcachedBinary!, ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '16', '-u', 'root']);
+    await waitFor(() => canConnect({ port }), 5000, 'memcached');
+  };
+  before(async () => {
+    port = await freePort();
+    await start();
+  });
+  after(async () => {
+    try {
+      process.kill(server.child.pid!, 'SIGCONT');
+    } catch {
+      // already gone
+    }
+    await server.stop();
+  });
+
+  it('stores and finds values; a second tier object (another worker) sees them', async () => {
+    const a = new MemcachedTier({ servers: [{ host: '127.0.0.1', port }], lifetimeSeconds: 60 });
+    const b = new MemcachedTier({ servers: [{ host: '127.0.0.1', port }], lifetimeSeconds: 60 });
+    const value = Buffer.from(Array.from({ length: 30_000 }, (_, i) => i % 251));
+    assert.equal(await a.get('tile-1'), null);
+    a.set('tile-1', value);
+    await waitFor(async () => (await b.get('tile-1')) !== null, 2000, 'the value in memcached');
+    assert.deepEqual(await b.get('tile-1'), value);
+    a.close();
+    b.close();
+  });
+
+  it('TileCache copies a memcached hit into RAM', async () => {
+    const shared = new MemcachedTier({ servers: [{ host: '127.0.0.1', port }], lifetimeSeconds: 60 });
+    const writer = new TileCache(new LruCache(1e6), shared);
+    writer.set('k2', Buffer.from('shared tile'));
+    const ram = new LruCache(1e6);
+    const reader = new TileCache(ram, new MemcachedTier({ servers: [{ host: '127.0.0.1', port }], lifetimeSeconds: 60 }));
+    await waitFor(async () => (await reader.get('k2')) !== null, 2000, 'shared value');
+    assert.equal(ram.get('k2')?.toString(), 'shared tile');
+    writer.close();
+    reader.close();
+  });
+
+  it('a stopped memcached never fails a request and soon costs nothing', async () => {
+    const tier = new MemcachedTier({ servers: [{ host: '127.0.0.1', port }], lifetimeSeconds: 60 });
+    tier.set('x', Buffer.from('1'));
+    await server.stop();
+    const times: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const t0 = performance.now();
+      assert.equal(await tier.get(`x${i}`), null);
+      times.push(performance.now() - t0);
+    }
+    assert.ok(Math.max(...times) < 250, `slowest lookup ${Math.max(...times).toFixed(1)} ms`);
+    assert.ok(tier.skipped >= 45, `lookups skipped by the breaker: ${tier.skipped}`);
+    tier.set('y', Buffer.from('2')); // must not throw
+    // Back again on the same port: the tier recovers by itself after its back-off.
+    await start();
+    tier.set('after', Buffer.from('3'));
+    await waitFor(async () => {
+      tier.set('after', Buffer.from('3'));
+      return (await tier.get('after'))?.toString() === '3';
+    }, 10_000, 'recovery');
+    tier.close();
+  });
+
+  it('a frozen memcached (SIGSTOP) delays a lookup by at most the deadline', async () => {
+    const tier = new MemcachedTier({ servers: [{ host: '127.0.0.1', port }], lifetimeSeconds: 60, getDeadlineMs: 50 });
+    tier.set('warm', Buffer.from('w'));
+    await waitFor(async () => (await tier.get('warm')) !== null, 2000, 'warm-up');
+    process.kill(server.child.pid!, 'SIGSTOP');
+    try {
+      const times: number[] = [];
+      for (let i = 0; i < 30; i++) {
+        const t0 = performance.now();
+        assert.equal(await tier.get(`frozen${i}`), null);
+        times.push(performance.now() - t0);
+      }
+      assert.ok(Math.max(...times) < 150, `slowest lookup ${Math.max(...times).toFixed(1)} ms`);
+      assert.ok(times.filter((t) => t > 20).length <= 2, 'after the first timeout the breaker skips memcached');
+    } finally {
+      process.kill(server.child.pid!, 'SIGCONT');
+    }
+    tier.close();
+  });
+
+  it('no memcached listening at all (the unset-MEMCACHED_SERVERS default on most machines)', async () => {
+    const deadPort = await freePort();
+    const tier = new MemcachedTier({ servers: [{ host: '127.0.0.1', port: deadPort }], lifetimeSeconds: 60 });
+    const t0 = performance.now();
+    for (let i = 0; i < 100; i++) assert.equal(await tier.get(`k${i}`), null);
+    assert.ok(performance.now() - t0 < 500, 'a hundred lookups cost almost nothing');
+    tier.close();
+  });
+});

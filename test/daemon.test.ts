@@ -1,0 +1,247 @@
+/**
+ * The real program, started the way users start it: flags, start-up errors, HTTP mode, worker
+ * processes, signals and logging.
+ */
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import dgram from 'node:dgram';
+import { existsSync, readFileSync, readdirSync, renameSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { BIN, ROOT, canConnect, freePort, startDaemon, startProgram, tempDir, testEnv, waitFor, type Started } from './helpers/daemon.ts';
+
+const run = promisify(execFile);
+const IMAGES = path.join(ROOT, 'examples/images') + '/';
+
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+export function get(port: number, pathAndQuery: string, options: { method?: string; headers?: Record<string, string> } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: pathAndQuery, method: options.method ?? 'GET', headers: options.headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Worker pids: the children of the primary, from /proc. */
+function childPids(parent: number): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === parent) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('command line', () => {
+  it('--version prints the version and exits 0', async () => {
+    const { stdout } = await run(BIN, ['--version']);
+    const { version } = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(stdout, `iipsrv-ts ${version}\n`);
+  });
+  it('--help prints the usage and exits 0', async () => {
+    const { stdout } = await run(BIN, ['--help']);
+    assert.match(stdout, /--bind HOST:PORT/);
+    assert.match(stdout, /--workers N/);
+  });
+  it('from a shell with nothing to serve: usage on stderr, exit 1', async () => {
+    const started = startProgram(BIN, [], { env: testEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const { code } = await started.exited;
+    assert.equal(code, 1);
+    assert.match(started.stderr(), /nothing to serve/);
+    assert.match(started.stderr(), /Usage: iipsrv/);
+  });
+  it('an invalid environment variable stops the start with its name', async () => {
+    const port = await freePort();
+    const started = startProgram(BIN, ['--http', `127.0.0.1:${port}`], { env: testEnv({ JPEG_QUALITY: 'best' }) });
+    const { code } = await started.exited;
+    assert.equal(code, 1);
+    assert.match(started.stderr(), /invalid configuration: JPEG_QUALITY: expected a whole number, got "best"/);
+  });
+  it('a port already in use is reported and the process exits non-zero', async () => {
+    const port = await freePort();
+    const blocker = http.createServer().listen(port, '127.0.0.1');
+    try {
+      const started = startProgram(BIN, ['--http', `127.0.0.1:${port}`, '--workers', '1'], { env: testEnv() });
+      const { code } = await started.exited;
+      assert.equal(code, 1);
+      assert.match(started.stderr(), /EADDRINUSE/);
+    } finally {
+      blocker.close();
+    }
+  });
+});
+
+describe('HTTP mode with workers', () => {
+  let port: number;
+  let daemon: Started;
+  let dir: string;
+  before(async () => {
+    dir = tempDir();
+    port = await freePort();
+    daemon = await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '2'], {
+      env: { FILESYSTEM_PREFIX: IMAGES, LOGFILE: path.join(dir, 'iipsrv.log'), VERBOSITY: '2', CORS: '*' },
+      waitPort: port,
+    });
+  });
+  after(async () => {
+    await daemon.stop();
+  });
+
+  it('serves OBJ=IIP,1.0 on the example image with the headers a web server would send', async () => {
+    const reply = await get(port, '/?FIF=example.tif&OBJ=IIP,1.0');
+    assert.equal(reply.status, 200);
+    assert.equal(reply.body.toString('latin1'), 'IIP:1.0\r\n');
+    assert.equal(reply.headers['content-type'], 'application/vnd.netfpx');
+    assert.equal(reply.headers['content-length'], '9');
+    assert.equal(reply.headers['access-control-allow-origin'], '*');
+    const { mtimeMs } = (await import('node:fs')).statSync(path.join(IMAGES, 'example.tif'));
+    assert.equal(reply.headers['last-modified'], new Date(Math.floor(mtimeMs / 1000) * 1000).toUTCString());
+  });
+  it('HEAD has the GET headers and no body', async () => {
+    const reply = await get(port, '/?FIF=example.tif&OBJ=IIP,1.0', { method: 'HEAD' });
+    assert.equal(reply.status, 200);
+    assert.equal(reply.headers['content-length'], '9');
+    assert.equal(reply.body.length, 0);
+  });
+  it('answers 304 to a matching If-Modified-Since', async () => {
+    const first = await get(port, '/?FIF=example.tif&OBJ=IIP,1.0');
+    const reply = await get(port, '/?FIF=example.tif&OBJ=IIP,1.0', { headers: { 'If-Modified-Since': String(first.headers['last-modified']) } });
+    assert.equal(reply.status, 304);
+    assert.equal(reply.body.length, 0);
+  });
+  it('runs the number of workers asked for, and replaces one that dies', async () => {
+    const workers = childPids(daemon.child.pid!);
+    assert.equal(workers.length, 2, `workers: ${workers.join(',')}`);
+    process.kill(workers[0]!, 'SIGKILL');
+    await waitFor(async () => {
+      const now = childPids(daemon.child.pid!);
+      return now.length === 2 && !now.includes(workers[0]!);
+    }, 10_000, 'a replacement worker');
+    // Requests still succeed, whichever worker takes them.
+    for (let i = 0; i < 20; i++) assert.equal((await get(port, '/?OBJ=IIP,1.0')).status, 200);
+    assert.match(readFileSync(path.join(dir, 'iipsrv.log'), 'utf8'), /worker died; starting a new one/);
+  });
+  it('SIGHUP keeps serving', async () => {
+    const before = childPids(daemon.child.pid!).sort();
+    process.kill(daemon.child.pid!, 'SIGHUP');
+    await waitFor(async () => /caught SIGHUP/.test(readFileSync(path.join(dir, 'iipsrv.log'), 'utf8')), 5000, 'the SIGHUP log line');
+    assert.equal((await get(port, '/?OBJ=IIP,1.0')).status, 200);
+    assert.deepEqual(childPids(daemon.child.pid!).sort(), before, 'same workers: nothing restarted');
+  });
+  it('logs one line per request at VERBOSITY 2, with its time', async () => {
+    await get(port, '/?FIF=example.tif&OBJ=IIP,1.0&MARKER=1');
+    await waitFor(async () => readFileSync(path.join(dir, 'iipsrv.log'), 'utf8').includes('MARKER=1'), 5000, 'the request line');
+    const line = readFileSync(path.join(dir, 'iipsrv.log'), 'utf8').split('\n').find((l) => l.includes('MARKER=1'))!;
+    const entry = JSON.parse(line) as Record<string, unknown>;
+    assert.equal(entry.status, 400);
+    assert.equal(typeof entry.micros, 'number');
+  });
+});
+
+describe('graceful stop', () => {
+  it('SIGTERM stops accepting, and the process exits 0', async () => {
+    const port = await freePort();
+    const daemon = await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '2'], { waitPort: port });
+    // A kept-alive idle connection must not hold the stop up.
+    const agent = new http.Agent({ keepAlive: true });
+    await new Promise<void>((resolve) => http.get({ port, host: '127.0.0.1', path: '/?OBJ=IIP,1.0', agent }, (res) => res.resume().on('end', resolve)));
+    const workers = childPids(daemon.child.pid!);
+    assert.equal(workers.length, 2);
+    const started = Date.now();
+    const { code } = await daemon.stop();
+    assert.equal(code, 0);
+    assert.ok(Date.now() - started < 5000, 'idle connections are closed, not waited for');
+    await waitFor(async () => workers.every((pid) => !alive(pid)), 3000, 'workers to exit');
+    assert.equal(await canConnect({ port }), false, 'nothing listens any more');
+    agent.destroy();
+  });
+});
+
+describe('logging', () => {
+  it('VERBOSITY 1: a start-up banner with the version and the configuration, no request lines', async () => {
+    const dir = tempDir();
+    const logfile = path.join(dir, 'iipsrv.log');
+    const port = await freePort();
+    const daemon = await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '1'], {
+      env: { LOGFILE: logfile, VERBOSITY: '1', JPEG_QUALITY: '150' },
+      waitPort: port,
+    });
+    await get(port, '/?OBJ=IIP,1.0');
+    await daemon.stop();
+    const lines = readFileSync(logfile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+    const banner = lines.find((l) => l.msg === 'iipsrv-ts starting');
+    assert.ok(banner, 'banner line');
+    assert.match(String(banner.version), /^\d+\.\d+\.\d+$/);
+    const config = lines.find((l) => l.msg === 'configuration');
+    assert.equal(config?.config?.jpegQuality, 100);
+    assert.ok(lines.some((l) => /JPEG_QUALITY=150/.test(String(l.msg))), 'the fallback is logged');
+    assert.ok(!lines.some((l) => l.msg === 'request'), 'no request lines at verbosity 1');
+    assert.ok(lines.some((l) => l.msg === 'stopped'));
+  });
+  it('VERBOSITY 0 or no LOGFILE: nothing is written', async () => {
+    const dir = tempDir();
+    const logfile = path.join(dir, 'quiet.log');
+    const port = await freePort();
+    const daemon = await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '1'], { env: { LOGFILE: logfile, VERBOSITY: '0' }, waitPort: port });
+    await get(port, '/?OBJ=IIP,1.0');
+    await daemon.stop();
+    assert.equal(existsSync(logfile), false);
+  });
+  it('SIGHUP reopens the log file after logrotate moved it', async () => {
+    const dir = tempDir();
+    const logfile = path.join(dir, 'rotate.log');
+    const port = await freePort();
+    const daemon = await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '1'], { env: { LOGFILE: logfile, VERBOSITY: '2' }, waitPort: port });
+    renameSync(logfile, logfile + '.1');
+    process.kill(daemon.child.pid!, 'SIGHUP');
+    await waitFor(async () => existsSync(logfile), 5000, 'a new log file');
+    await get(port, '/?OBJ=IIP,1.0&AFTER=rotate');
+    await waitFor(async () => readFileSync(logfile, 'utf8').includes('AFTER=rotate'), 5000, 'request line in the new file');
+    await daemon.stop();
+  });
+  it('LOGFILE=syslog sends RFC 3164 datagrams', async () => {
+    const socket = dgram.createSocket('udp4');
+    const received: string[] = [];
+    socket.on('message', (m) => received.push(m.toString()));
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    const syslogPort = (socket.address() as { port: number }).port;
+    const port = await freePort();
+    const daemon = await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '1'], {
+      env: { LOGFILE: `syslog://127.0.0.1:${syslogPort}`, VERBOSITY: '1' },
+      waitPort: port,
+    });
+    await waitFor(async () => received.some((m) => m.includes('iipsrv-ts starting')), 5000, 'the banner datagram');
+    await daemon.stop();
+    socket.close();
+    const banner = received.find((m) => m.includes('iipsrv-ts starting'))!;
+    // facility user (1) * 8 + informational (6)
+    assert.match(banner, /^<14>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ iipsrv\[\d+\]: \{/);
+  });
+});
