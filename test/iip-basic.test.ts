@@ -31,7 +31,7 @@ function request(query: string, extra: Partial<IipRequest> = {}): IipRequest {
 
 function routerFor(env: Record<string, string>) {
   const config = loadConfig({ MEMCACHED_SERVERS: '', ...env });
-  const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix } });
+  const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix }, cacheBytes: config.maxImageCacheBytes });
   return createRouter({ config, engine, log: silentLog });
 }
 

@@ -1,37 +1,197 @@
 /**
  * The shared tile engine every protocol talks to. It knows image files, never URLs: protocols ask
- * it for an image by the name the client used, and it applies the filesystem rules, opens the file
- * and (as it grows) reads tiles and regions through its caches.
+ * for an image by the name the client used, then for tiles and regions of it; the engine applies
+ * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
+import type { KernelEnum, Sharp } from 'sharp';
 import { FileError } from '../errors.js';
+import type { Interpolation } from '../config.js';
+import { LruCache } from './cache/lru.js';
+import type { MemcachedTier } from './cache/memcached.js';
+import { TileCache } from './cache/tile-cache.js';
 import { inspectImageFile, type ImageFileInfo } from './image-file.js';
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
+import type { ImageSource } from './source.js';
+import { TiffSource } from './tiff-source.js';
+import { tileRect, type RegionPlan } from './view.js';
 
 export interface EngineOptions {
   paths: ImagePathRules;
+  /** Bytes of finished tiles and regions kept in RAM; 0 = none. */
+  cacheBytes?: number;
+  memcached?: MemcachedTier | null;
+  /** Parsed files kept open; 0 = none (re-read every request), -1 = unbounded. */
+  maxOpenImages?: number;
+  interpolation?: Interpolation;
 }
 
+export interface OpenImage {
+  /** The name as the client gave it (decoded): used in messages and file names. */
+  name: string;
+  file: ImageFileInfo;
+  source: ImageSource;
+}
+
+export type OutputFormat = 'jpeg';
+
+export interface TileRequest {
+  level: number;
+  col: number;
+  row: number;
+  format: OutputFormat;
+  quality: number;
+  /** May the stored bytes be sent as they are (no processing, no explicit quality)? */
+  passthrough: boolean;
+  /** Clockwise degrees, a multiple of 90. */
+  rotation: number;
+  /** Mirror left-right before rotating. */
+  mirror: boolean;
+}
+
+export interface RegionOutput {
+  format: OutputFormat;
+  quality: number;
+  /** Clockwise degrees; other than multiples of 90 the corners are filled with white. */
+  rotation: number;
+  /** Mirror left-right before rotating. */
+  mirror: boolean;
+}
+
+/** Most open files a worker keeps, whatever MAX_METADATA_CACHE_SIZE says: file descriptors are finite. */
+const OPEN_FILE_CEILING = 256;
+
 export class Engine {
-  constructor(private readonly options: EngineOptions) {}
+  private readonly cache: TileCache;
+  private readonly open = new Map<string, Promise<OpenImage>>();
+  private readonly maxOpen: number;
+  private readonly kernel: keyof KernelEnum;
+
+  constructor(private readonly options: EngineOptions) {
+    const cacheBytes = options.cacheBytes ?? 0;
+    this.cache = new TileCache(cacheBytes > 0 ? new LruCache(cacheBytes) : null, options.memcached ?? null);
+    const requested = options.maxOpenImages ?? 1000;
+    this.maxOpen = requested < 0 ? OPEN_FILE_CEILING : Math.min(requested, OPEN_FILE_CEILING);
+    this.kernel = ({ nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos3: 'lanczos3' } as const)[
+      options.interpolation ?? 'bilinear'
+    ];
+  }
 
   /**
    * @param name the decoded image name from the request
    * @throws FileError when the name is unsafe or the file is not a readable image
    */
-  async openImage(name: string): Promise<ImageFileInfo> {
+  async openImage(name: string): Promise<OpenImage> {
+    const printable = safeName(name);
     let path: string;
     try {
       path = resolveImagePath(name, this.options.paths);
     } catch (error) {
-      if (error instanceof UnsafePathError) throw new FileError(`${safeName(name)}: ${error.message}`);
+      if (error instanceof UnsafePathError) throw new FileError(`${printable}: ${error.message}`);
       throw error;
     }
-    return inspectImageFile(path, safeName(name));
+    // Every request looks at the file's time, so that a replaced file is never served stale.
+    const file = await inspectImageFile(path, printable);
+    const known = this.open.get(path);
+    if (known) {
+      const image = await known.catch(() => null);
+      if (image && image.file.mtimeSeconds === file.mtimeSeconds && image.file.size === file.size) {
+        // Most recently used last, so that eviction takes the oldest.
+        this.open.delete(path);
+        this.open.set(path, known);
+        return { ...image, name };
+      }
+      this.forget(path);
+    }
+    const opening = this.load(file, printable).then((source) => ({ name, file, source }));
+    if (this.maxOpen > 0) {
+      this.open.set(path, opening);
+      opening.catch(() => this.open.delete(path));
+      while (this.open.size > this.maxOpen) this.forget(this.open.keys().next().value!);
+    }
+    const image = await opening;
+    return image;
+  }
+
+  private async load(file: ImageFileInfo, name: string): Promise<ImageSource> {
+    if (file.format === 'tiff') return TiffSource.open(file.path, name);
+    throw new FileError(`${name}: JPEG2000 images are not supported yet`);
+  }
+
+  private forget(path: string): void {
+    const entry = this.open.get(path);
+    this.open.delete(path);
+    // Requests still using it hold their own reference; closing later costs nothing.
+    entry?.then((image) => setTimeout(() => void image.source.close().catch(() => undefined), 30_000).unref(), () => undefined);
+  }
+
+  private cacheKey(image: OpenImage, kind: string): string {
+    return `${image.file.path}\0${image.file.mtimeSeconds}\0${kind}`;
+  }
+
+  /** One tile, encoded, through the caches. */
+  async tile(image: OpenImage, request: TileRequest): Promise<Buffer> {
+    const { level, col, row } = request;
+    const key = this.cacheKey(
+      image,
+      `t:${level}:${col}:${row}:${request.format}:${request.passthrough ? 'stored' : request.quality}:${request.rotation}:${request.mirror ? 1 : 0}`,
+    );
+    const cached = await this.cache.get(key);
+    if (cached) return cached;
+
+    let bytes: Buffer | null = null;
+    const unchanged = request.rotation === 0 && !request.mirror;
+    if (request.passthrough && unchanged && request.format === 'jpeg') bytes = await image.source.storedJpegTile(level, col, row);
+    if (!bytes) {
+      const rect = tileRect(image.source.description.levels[level]!, col, row);
+      let pipeline = image.source.decode(level, rect);
+      if (request.mirror) pipeline = pipeline.flop();
+      if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
+      bytes = await this.encode(image, pipeline, request.format, request.quality);
+    }
+    this.cache.set(key, bytes);
+    return bytes;
+  }
+
+  /** A region, resized and encoded, through the caches. */
+  async region(image: OpenImage, plan: RegionPlan, output: RegionOutput): Promise<Buffer> {
+    const { source } = plan;
+    const key = this.cacheKey(
+      image,
+      `r:${plan.level}:${source.left},${source.top},${source.width},${source.height}:${plan.outputWidth}x${plan.outputHeight}:` +
+        `${output.rotation}:${output.mirror ? 1 : 0}:${output.format}:${output.quality}:${this.kernel}`,
+    );
+    const cached = await this.cache.get(key);
+    if (cached) return cached;
+
+    let pipeline = image.source.decode(plan.level, source);
+    if (plan.outputWidth !== source.width || plan.outputHeight !== source.height) {
+      pipeline = pipeline.resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
+    }
+    if (output.mirror) pipeline = pipeline.flop();
+    if (output.rotation % 360 !== 0) pipeline = pipeline.rotate(output.rotation, { background: '#ffffff' });
+    const bytes = await this.encode(image, pipeline, output.format, output.quality);
+    this.cache.set(key, bytes);
+    return bytes;
+  }
+
+  private encode(image: OpenImage, pipeline: Sharp, format: OutputFormat, quality: number): Promise<Buffer> {
+    const { channels } = image.source.description;
+    // iipsrv writes the first three bands (grey+alpha: the first) and drops alpha without compositing.
+    if (channels === 2 || channels === 4) pipeline = pipeline.removeAlpha();
+    switch (format) {
+      case 'jpeg':
+        return pipeline.jpeg({ quality, chromaSubsampling: '4:2:0' }).toBuffer();
+    }
   }
 
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
   flushCaches(): void {
-    // Nothing is cached yet beyond what each request reads.
+    this.cache.clear();
+    for (const path of [...this.open.keys()]) this.forget(path);
+  }
+
+  cacheStats(): Record<string, number> {
+    return this.cache.stats();
   }
 }
 

@@ -5,6 +5,7 @@
 import { chmod } from 'node:fs/promises';
 import type { ListenTarget } from '../cli.js';
 import type { Config } from '../config.js';
+import { MemcachedTier } from '../engine/cache/memcached.js';
 import { Engine } from '../engine/engine.js';
 import type { Log } from '../log.js';
 import { createRouter } from '../router.js';
@@ -29,7 +30,22 @@ export interface RunningWorker {
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
   const { config, log } = options;
-  const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix } });
+  const memcached =
+    config.memcachedServers.length === 0
+      ? null
+      : new MemcachedTier({
+          servers: config.memcachedServers,
+          lifetimeSeconds: config.memcachedTimeout,
+          onStateChange: (up, reason) =>
+            up ? log.info({ reason }, 'memcached is answering') : log.warn({ reason }, 'memcached is not answering; going on without it'),
+        });
+  const engine = new Engine({
+    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix },
+    cacheBytes: config.maxImageCacheBytes,
+    memcached,
+    maxOpenImages: config.maxMetadataCacheEntries,
+    interpolation: config.interpolation,
+  });
   const handler = createRouter({ config, engine, log });
 
   let fastcgi: FastCgiServer | null = null;

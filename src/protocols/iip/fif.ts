@@ -6,18 +6,17 @@ import { parseHttpDate } from '../http-dates.js';
 import { decodeImageName } from '../../engine/image-path.js';
 import type { IipSession } from './session.js';
 
-export async function selectImage(session: IipSession, rawName: string): Promise<void> {
-  const name = decodeImageName(rawName);
+/** @param name the decoded image name */
+export async function selectImage(session: IipSession, name: string): Promise<void> {
   // A failure is a FileError: the whole request becomes a 404, as iipsrv answers a missing image.
   session.image = await session.context.engine.openImage(name);
-  session.imageName = name;
 
   // iipsrv 1.1 semantics, which are also HTTP's: not modified when the file is no newer than the
   // date the client holds. An unreadable date is ignored (1.1 compared garbage here).
   const since = parseHttpDate(session.request.headers['if-modified-since']);
-  if (since !== null && session.image.mtimeSeconds <= since) session.notModified = true;
+  if (since !== null && session.image.file.mtimeSeconds <= since) session.notModified = true;
 }
 
 export function fif(session: IipSession, argument: string): Promise<void> {
-  return selectImage(session, argument);
+  return selectImage(session, decodeImageName(argument));
 }

@@ -5,8 +5,11 @@
  */
 import type { IipRequest, IipResponse } from '../../request.js';
 import { IIP_ERROR, IipError } from '../../errors.js';
+import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
+import { jtl, jtls, til } from './tiles.js';
+import { hei, qlt, rgn, rot, wid } from './view-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
 
@@ -16,6 +19,17 @@ export type IipCommand = (session: IipSession, argument: string) => void | Promi
 export const COMMANDS: Record<string, IipCommand> = {
   fif,
   obj,
+  qlt,
+  wid,
+  hei,
+  rgn,
+  rot,
+  jtl,
+  jtls,
+  til,
+  cvt,
+  // iipsrv accepts ICC and does nothing with it (its colour management was never enabled).
+  icc: () => undefined,
 };
 
 export interface ParsedCommand {

@@ -1,62 +1,139 @@
 /**
  * OBJ: text answers about the server and the image, one `Name:value` line each, byte for byte as
- * iipsrv writes them (viewers parse these lines). The image objects come with the engine.
+ * iipsrv writes them: viewers parse these lines.
  */
 import { IIP_ERROR, IipError } from '../../errors.js';
+import type { ImageDescription, ImageMetadata } from '../../engine/source.js';
 import type { IipSession } from './session.js';
 
 /** What iipsrv has always reported as its IIP server version; clients compare it, so keep it. */
 const IIP_SERVER_VERSION = '3.65';
 
-type ObjectAnswer = (session: IipSession) => void;
+/** C's `%.9g`, which iipsrv uses for sample values. */
+export function formatG9(value: number): string {
+  if (value === 0) return '0';
+  if (!Number.isFinite(value)) return value > 0 ? 'inf' : value < 0 ? '-inf' : 'nan';
+  const exponent = Math.floor(Math.log10(Math.abs(value)));
+  if (exponent < -4 || exponent >= 9) {
+    const [mantissa, power] = value.toExponential(8).split('e') as [string, string];
+    const trimmed = mantissa.includes('.') ? mantissa.replace(/0+$/, '').replace(/\.$/, '') : mantissa;
+    const sign = power.startsWith('-') ? '-' : '+';
+    const digits = power.replace(/^[+-]/, '').padStart(2, '0');
+    return `${trimmed}e${sign}${digits}`;
+  }
+  const fixed = value.toFixed(Math.max(0, 8 - exponent));
+  return fixed.includes('.') ? fixed.replace(/0+$/, '').replace(/\.$/, '') : fixed;
+}
 
-const OBJECTS: Record<string, ObjectAnswer> = {
-  'iip,1.0': (session) => {
-    session.protocolLine = 'IIP:1.0';
+function fullSize(session: IipSession, description: ImageDescription): [number, number] {
+  const { width, height } = description.levels[0]!;
+  // iipsrv reports the rotated size when a ROT of 90 or 270 came first.
+  const quarter = ((session.rotation % 360) + 360) % 360;
+  return quarter === 90 || quarter === 270 ? [height, width] : [width, height];
+}
+
+function colourSpaceLine(description: ImageDescription): string {
+  const resolutions = description.levels.length;
+  let calibrated = 0;
+  let space = 3;
+  let planes = description.channels;
+  if (description.colourSpace === 'cielab') {
+    calibrated = 1;
+    space = 4;
+  } else if (description.colourSpace === 'grey') {
+    space = 1;
+  } else if (description.colourSpace === 'binary') {
+    // iipsrv puts bilevel images in its sRGB branch.
+    planes = 3;
+  }
+  const indices = Array.from({ length: planes }, (_, i) => ` ${i}`).join('');
+  return `Colorspace,0-${resolutions - 1},0:${calibrated} 0 ${space} ${planes}${indices}`;
+}
+
+/** iipsrv 1.1's metadata names, in the order summary-info lists them. */
+const METADATA_FIELDS: Array<[string, keyof ImageMetadata]> = [
+  ['copyright', 'copyright'],
+  ['subject', 'description'],
+  ['author', 'author'],
+  ['create-dtm', 'date'],
+  ['app-name', 'software'],
+];
+
+function metadataLine(name: string, value: string | undefined): string | null {
+  if (value === undefined || value === '') return null;
+  return `${name}/${Buffer.byteLength(value, 'latin1')}:${value}`;
+}
+
+type ImageObject = (session: IipSession, description: ImageDescription) => string[];
+
+const IMAGE_OBJECTS: Record<string, ImageObject> = {
+  'basic-info': (session, d) => [
+    `IIP-server:${IIP_SERVER_VERSION}`,
+    `Max-size:${fullSize(session, d).join(' ')}`,
+    `Resolution-number:${d.levels.length}`,
+    colourSpaceLine(d),
+  ],
+  'max-size': (session, d) => [`Max-size:${fullSize(session, d).join(' ')}`],
+  'resolution-number': (_s, d) => [`Resolution-number:${d.levels.length}`],
+  'tile-size': (_s, d) => [`Tile-size:${d.levels[0]!.tileWidth} ${d.levels[0]!.tileHeight}`],
+  'bits-per-channel': (_s, d) => [`Bits-per-channel:${d.bitsPerSample}`],
+  resolutions: (_s, d) => [`Resolutions:${[...d.levels].reverse().map((l) => `${l.width} ${l.height}`).join(',')}`],
+  'min-max-sample-values': (_s, d) => {
+    const values = d.minValues.flatMap((min, i) => [min, d.maxValues[i] ?? 0]);
+    return [`Min-Max-sample-values:${values.map((v) => ` ${formatG9(v)} `).join('').replace(/ $/, '')}`];
   },
-  'iip-server': (session) => {
-    session.objectLines.push(`IIP-server:${IIP_SERVER_VERSION}`);
+  'horizontal-views': (session) => [`Horizontal-views:${session.horizontalView}`],
+  'vertical-views': (session) => [`Vertical-views:${session.verticalView}`],
+  dpi: (_s, d) => {
+    if (!d.resolution || d.resolution.unit < 2) return [];
+    // iipsrv 1.3 reports pixels per metre under this name; viewers were written against that.
+    const perMetre = d.resolution.unit === 3 ? 100 : 100 / 2.54;
+    return [`DPI:${(d.resolution.x * perMetre).toFixed(6)} ${(d.resolution.y * perMetre).toFixed(6)}`];
   },
+  'summary-info': (_s, d) =>
+    METADATA_FIELDS.map(([name, field]) => metadataLine(name, d.metadata[field])).filter((l): l is string => l !== null),
+  copyright: (_s, d) => [metadataLine('copyright', d.metadata.copyright)].filter((l): l is string => l !== null),
+  subject: (_s, d) => [metadataLine('subject', d.metadata.description)].filter((l): l is string => l !== null),
+  author: (_s, d) => [metadataLine('author', d.metadata.author)].filter((l): l is string => l !== null),
+  'create-dtm': (_s, d) => [metadataLine('create-dtm', d.metadata.date)].filter((l): l is string => l !== null),
+  'app-name': (_s, d) => [metadataLine('app-name', d.metadata.software)].filter((l): l is string => l !== null),
+  // Known to iipsrv, never present in a TIFF: answered with nothing, as iipsrv does.
+  title: () => [],
+  keywords: () => [],
+  comment: () => [],
+  'last-author': () => [],
+  'rev-number': () => [],
+  'edit-time': () => [],
+  'last-printed': () => [],
+  'last-save-dtm': () => [],
 };
-
-/** Objects that describe the image: without a FIF first they are error 1 3, as in iipsrv. */
-const IMAGE_OBJECTS = new Set([
-  'basic-info',
-  'max-size',
-  'resolution-number',
-  'tile-size',
-  'bits-per-channel',
-  'resolutions',
-  'min-max-sample-values',
-  'horizontal-views',
-  'vertical-views',
-  'dpi',
-  'summary-info',
-  'copyright',
-  'title',
-  'subject',
-  'author',
-  'keywords',
-  'comment',
-  'last-author',
-  'rev-number',
-  'edit-time',
-  'last-printed',
-  'create-dtm',
-  'last-save-dtm',
-  'app-name',
-]);
 
 export function obj(session: IipSession, argument: string): void {
   const object = argument.toLowerCase();
-  const answer = OBJECTS[object];
-  if (answer) {
-    answer(session);
+  if (object === 'iip,1.0') {
+    session.protocolLine = 'IIP:1.0';
     return;
   }
-  if ((IMAGE_OBJECTS.has(object) || object.includes('colorspace')) && !session.image) {
+  if (object === 'iip-server') {
+    session.objectLines.push(`IIP-server:${IIP_SERVER_VERSION}`);
+    return;
+  }
+  if (object === 'iip-opt-comm') {
+    session.objectLines.push('IIP-opt-comm:CVT CNT QLT JTL JTLS WID HEI RGN MINMAX SHD CMP INV CTW');
+    return;
+  }
+  if (object === 'iip-opt-obj') {
+    session.objectLines.push('IIP-opt-obj:Horizontal-views Vertical-views Tile-size Bits-per-channel Min-Max-sample-values Resolutions');
+    return;
+  }
+  const answer = IMAGE_OBJECTS[object] ?? (object.includes('colorspace') ? (_s: IipSession, d: ImageDescription) => [colourSpaceLine(d)] : undefined);
+  if (!answer) {
+    session.errors.push(new IipError(IIP_ERROR.unsupportedObject, object));
+    return;
+  }
+  if (!session.image) {
     session.errors.push(new IipError(IIP_ERROR.imageUnavailable, object));
     return;
   }
-  session.errors.push(new IipError(IIP_ERROR.unsupportedObject, object));
+  session.objectLines.push(...answer(session, session.image.source.description));
 }

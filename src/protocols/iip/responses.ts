@@ -1,7 +1,8 @@
 /**
- * The response blocks IIP clients parse: OBJ text, IIP error lines. Header order and body framing
- * follow iipsrv 1.1 (clients such as IIPMooViewer read the body line by line), with its bugs left
- * out: error lines are not cut at 31 characters, and OBJ without FIF has no empty Last-Modified.
+ * The response blocks IIP clients parse: OBJ text, IIP error lines, images. Header order and body
+ * framing follow iipsrv 1.1 (clients such as IIPMooViewer read the body line by line), with its
+ * bugs left out: error lines are not cut at 31 characters, OBJ without FIF has no empty
+ * Last-Modified, and images carry Content-Length and CORS like everything else.
  */
 import type { HeaderList, IipResponse } from '../../request.js';
 import type { IipError } from '../../errors.js';
@@ -34,10 +35,26 @@ export function objectResponse(session: IipSession): IipResponse {
     ['X-Powered-By', 'IIPImage'],
     ['Cache-Control', config.cacheControl],
   ];
-  if (session.image) headers.push(['Last-Modified', httpDate(session.image.mtimeSeconds)]);
+  if (session.image) headers.push(['Last-Modified', httpDate(session.image.file.mtimeSeconds)]);
   headers.push(['Content-Type', IIP_CONTENT_TYPE]);
   // The first body line is `IIP:1.0` when asked for, otherwise empty: clients skip one line.
   const lines = [session.protocolLine ?? '', ...session.objectLines];
   const body = Buffer.from(lines.map((line) => line + '\r\n').join(''), 'latin1');
+  return { status: 200, headers, body };
+}
+
+/** An image answer (tile or region) with the image's time and the site's caching policy. */
+export function imageResponse(
+  session: IipSession,
+  body: Buffer,
+  contentType: string,
+  extra: HeaderList = [],
+): IipResponse {
+  const headers: HeaderList = [
+    ['X-Powered-By', 'IIPImage'],
+    ['Content-Type', contentType],
+  ];
+  if (session.image) headers.push(['Last-Modified', httpDate(session.image.file.mtimeSeconds)]);
+  headers.push(['Cache-Control', session.context.config.cacheControl], ...extra);
   return { status: 200, headers, body };
 }

@@ -3,8 +3,8 @@
  * command sees what the commands before it set), and the response it ends with.
  */
 import type { Config } from '../../config.js';
-import type { Engine } from '../../engine/engine.js';
-import type { ImageFileInfo } from '../../engine/image-file.js';
+import type { Engine, OpenImage } from '../../engine/engine.js';
+import { FULL_VIEWPORT, type Viewport } from '../../engine/view.js';
 import type { Log } from '../../log.js';
 import type { IipRequest, IipResponse } from '../../request.js';
 import { IipError } from '../../errors.js';
@@ -17,9 +17,7 @@ export interface ProtocolContext {
 
 export class IipSession {
   /** The image chosen by the last FIF (or by IIIF / DeepZoom / Zoomify naming one). */
-  image: ImageFileInfo | null = null;
-  /** The image name as the client sent it, decoded; used in messages and cache keys. */
-  imageName = '';
+  image: OpenImage | null = null;
   /** `IIP:1.0` when the client asked for OBJ=IIP,1.0. */
   protocolLine: string | null = null;
   /** Text answers to OBJ, one line each. */
@@ -30,6 +28,20 @@ export class IipSession {
   /** If-Modified-Since matched the image: answer 304 and stop. */
   notModified = false;
 
+  /** QLT: null = not given (JPEG_QUALITY applies and stored tiles may be passed through). */
+  quality: number | null = null;
+  /** WID / HEI: requested output size of a region; 0 = not given. */
+  width = 0;
+  height = 0;
+  /** RGN: the part of the image a region export covers. */
+  viewport: Viewport = FULL_VIEWPORT;
+  /** ROT: clockwise degrees (multiples of 90 rotate) and `!` mirroring. */
+  rotation = 0;
+  mirror = false;
+  /** SDS: sequence angles (horizontal view, vertical view). */
+  horizontalView = 0;
+  verticalView = 90;
+
   constructor(
     readonly request: IipRequest,
     readonly context: ProtocolContext,
@@ -38,5 +50,15 @@ export class IipSession {
   /** Commands after a finished response or a 304 are not run (iipsrv would append their output). */
   get finished(): boolean {
     return this.output !== null || this.notModified;
+  }
+
+  /** Output quality for re-encoded images. */
+  get effectiveQuality(): number {
+    return this.quality ?? this.context.config.jpegQuality;
+  }
+
+  /** No command has asked for anything but the stored pixels. */
+  get unprocessed(): boolean {
+    return this.quality === null && this.rotation % 360 === 0 && !this.mirror;
   }
 }

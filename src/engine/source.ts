@@ -1,0 +1,59 @@
+/**
+ * What every image source (pyramid TIFF now, JPEG2000 later) offers the engine: a description
+ * read once per file, the stored bytes of a tile when they can be sent as they are, and decoding
+ * of any rectangle of any level. Nothing here assumes 8-bit RGB: samples, bands and colour space
+ * are described, and decoders say what they return.
+ */
+import type { Sharp } from 'sharp';
+import type { ImageFormat } from './image-file.js';
+import type { LevelSize, Rect } from './view.js';
+
+export type SampleFormat = 'uint' | 'int' | 'float';
+
+/** The colour spaces iipsrv distinguishes (OBJ=Colorspace, processing choices). */
+export type ColourSpace = 'srgb' | 'grey' | 'binary' | 'cielab' | 'multiband';
+
+/** Textual metadata, by iipsrv 1.1's OBJ names' meaning. */
+export interface ImageMetadata {
+  copyright?: string;
+  title?: string;
+  /** ImageDescription. */
+  description?: string;
+  /** Artist. */
+  author?: string;
+  /** DateTime. */
+  date?: string;
+  software?: string;
+  make?: string;
+  model?: string;
+}
+
+export interface ImageDescription {
+  format: ImageFormat;
+  /** Largest first: levels[0] is full resolution. */
+  levels: LevelSize[];
+  channels: number;
+  bitsPerSample: number;
+  sampleFormat: SampleFormat;
+  colourSpace: ColourSpace;
+  /** Per channel, used to normalise data wider than 8 bits. */
+  minValues: number[];
+  maxValues: number[];
+  /** Pixels per unit (unit 2 = inch, 3 = centimetre), or null when the file has none. */
+  resolution: { x: number; y: number; unit: number } | null;
+  icc: Buffer | null;
+  xmp: string | null;
+  metadata: ImageMetadata;
+}
+
+export interface ImageSource {
+  readonly description: ImageDescription;
+  /**
+   * The stored bytes of a whole tile when they already form a complete baseline JPEG of exactly
+   * that tile (no padding, 8-bit, 1 or 3 bands); null when the tile must be decoded.
+   */
+  storedJpegTile(level: number, col: number, row: number): Promise<Buffer | null>;
+  /** A decoder positioned on a rectangle of a level; the caller adds resizing and encoding. */
+  decode(level: number, rect: Rect): Sharp;
+  close(): Promise<void>;
+}

@@ -1,0 +1,107 @@
+/**
+ * Pyramid TIFF as an image source: our own structure reader for the pyramid, the metadata and the
+ * stored tile bytes (JPEG tiles are sent as stored), libvips through sharp for decoding (it reads
+ * only the tiles a rectangle touches, whatever their compression).
+ */
+import sharp, { type Sharp } from 'sharp';
+import { FileError } from '../errors.js';
+import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
+import { TiffFile, TiffFormatError, type TiffInfo } from './tiff/index.js';
+import type { Rect } from './view.js';
+
+const COMPRESSION_JPEG = 7;
+const PHOTOMETRIC = { minIsWhite: 0, minIsBlack: 1, rgb: 2, palette: 3, ycbcr: 6, cielab: 8, icclab: 9, itulab: 10 } as const;
+
+function colourSpaceOf(info: TiffInfo): ColourSpace {
+  const photometric = info.photometric;
+  if (photometric === PHOTOMETRIC.cielab || photometric === PHOTOMETRIC.icclab || photometric === PHOTOMETRIC.itulab) return 'cielab';
+  if (photometric === PHOTOMETRIC.minIsBlack || photometric === PHOTOMETRIC.minIsWhite) {
+    if (info.bitsPerSample === 1) return 'binary';
+    return info.channels > 2 ? 'multiband' : 'grey';
+  }
+  return 'srgb';
+}
+
+function describe(info: TiffInfo): ImageDescription {
+  return {
+    format: 'tiff',
+    levels: info.levels.map((l) => ({ width: l.width, height: l.height, tileWidth: l.tileWidth, tileHeight: l.tileHeight })),
+    channels: info.channels,
+    bitsPerSample: info.bitsPerSample,
+    sampleFormat: info.sampleFormat as SampleFormat,
+    colourSpace: colourSpaceOf(info),
+    minValues: info.minValues,
+    maxValues: info.maxValues,
+    resolution: info.resolution,
+    icc: info.icc,
+    xmp: info.xmp,
+    metadata: {
+      copyright: info.text.copyright,
+      title: info.text.documentName,
+      description: info.text.description,
+      author: info.text.artist,
+      date: info.text.datetime,
+      software: info.text.software,
+      make: info.text.make,
+      model: info.text.model,
+    },
+  };
+}
+
+export class TiffSource implements ImageSource {
+  readonly description: ImageDescription;
+
+  private constructor(
+    private readonly path: string,
+    private readonly tiff: TiffFile,
+  ) {
+    this.description = describe(tiff.info);
+  }
+
+  /** @param name the image name as the client gave it, for messages */
+  static async open(path: string, name: string): Promise<TiffSource> {
+    try {
+      return new TiffSource(path, await TiffFile.open(path));
+    } catch (error) {
+      if (error instanceof TiffFormatError) throw new FileError(`${name}: ${error.message}`);
+      throw error;
+    }
+  }
+
+  async storedJpegTile(level: number, col: number, row: number): Promise<Buffer | null> {
+    const stored = this.tiff.info.levels[level];
+    if (!stored || !stored.tiled || stored.compression !== COMPRESSION_JPEG) return null;
+    if (stored.bitsPerSample !== 8 || stored.planarConfig !== 1) return null;
+    if (stored.samplesPerPixel !== 1 && stored.samplesPerPixel !== 3) return null;
+    // Edge tiles are stored padded to the full tile size: the client wants them cropped.
+    if ((col + 1) * stored.tileWidth > stored.width || (row + 1) * stored.tileHeight > stored.height) return null;
+    let bytes: Buffer;
+    try {
+      bytes = await this.tiff.readTileBytes(level, col, row);
+    } catch (error) {
+      if (error instanceof TiffFormatError) throw new FileError(error.message);
+      throw error;
+    }
+    // Abbreviated JPEG streams need the shared tables: tables minus their EOI, tile minus its SOI.
+    if (stored.jpegTables && stored.jpegTables.length > 4 && bytes[0] === 0xff && bytes[1] === 0xd8) {
+      return Buffer.concat([stored.jpegTables.subarray(0, stored.jpegTables.length - 2), bytes.subarray(2)]);
+    }
+    return bytes;
+  }
+
+  decode(level: number, rect: Rect): Sharp {
+    const stored = this.tiff.info.levels[level]!;
+    return sharp(this.path, {
+      page: stored.page,
+      ...(stored.subifd >= 0 ? { tiff: { subifd: stored.subifd } } : {}),
+      limitInputPixels: false,
+      limitInputChannels: 64,
+      // libtiff warns about tags it does not know (GeoTIFF, private tags): not a reason to fail.
+      failOn: 'none',
+    }).extract(rect);
+  }
+
+  close(): Promise<void> {
+    return this.tiff.close();
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * JTL (one tile), JTLS (a tile of a sequence view) and TIL (a stream of tiles): resolution
+ * numbering from the smallest (0) up, tiles numbered row by row from the top left, edge tiles
+ * cropped to the image.
+ */
+import { FileError, IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
+import type { OpenImage } from '../../engine/engine.js';
+import { levelForResolution, tileGrid } from '../../engine/view.js';
+import { atoi } from './numbers.js';
+import { imageResponse, IIP_CONTENT_TYPE } from './responses.js';
+import type { IipSession } from './session.js';
+
+interface TileAddress {
+  level: number;
+  col: number;
+  row: number;
+}
+
+/** Checks a resolution and tile number against the image; iipsrv answers 404 for both. */
+export function addressTile(image: OpenImage, resolution: number, tile: number): TileAddress {
+  const { levels } = image.source.description;
+  if (resolution < 0 || tile < 0) throw new InvalidArgumentError('resolution and tile numbers cannot be negative');
+  if (resolution >= levels.length) throw new FileError(`Asked for non-existent resolution: ${resolution}`);
+  const level = levelForResolution(levels.length, resolution);
+  const { across, down } = tileGrid(levels[level]!);
+  if (tile >= across * down) throw new FileError(`Asked for non-existent tile: ${tile}`);
+  return { level, col: tile % across, row: Math.floor(tile / across) };
+}
+
+/** The encoded tile for the session's settings (quality, rotation). */
+export async function renderTile(session: IipSession, resolution: number, tile: number): Promise<Buffer> {
+  const image = session.image!;
+  let { level, col, row } = addressTile(image, resolution, tile);
+  const rotation = Math.round(session.rotation / 90) * 90 === session.rotation ? session.rotation : 0;
+  if (rotation === 180) {
+    // A client that rotates the whole image by 180 asks for tile i and expects the one opposite.
+    const { across, down } = tileGrid(image.source.description.levels[level]!);
+    const opposite = across * down - 1 - (row * across + col);
+    ({ level, col, row } = { level, col: opposite % across, row: Math.floor(opposite / across) });
+  }
+  return session.context.engine.tile(image, {
+    level,
+    col,
+    row,
+    format: 'jpeg',
+    quality: session.effectiveQuality,
+    passthrough: session.context.config.codecPassthrough && session.unprocessed,
+    rotation,
+    mirror: session.mirror,
+  });
+}
+
+function parsePair(argument: string): [number, number] {
+  // `JTL=2` without a comma means resolution 2, tile 2 (iipsrv reads the one number twice).
+  const comma = argument.indexOf(',');
+  if (comma < 0) return [atoi(argument), atoi(argument)];
+  return [atoi(argument.slice(0, comma)), atoi(argument.slice(comma + 1))];
+}
+
+export async function jtl(session: IipSession, argument: string): Promise<void> {
+  if (!session.image) {
+    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
+    return;
+  }
+  const [resolution, tile] = parsePair(argument);
+  const body = await renderTile(session, resolution, tile);
+  session.output = imageResponse(session, body, 'image/jpeg');
+}
+
+/** `JTLS=h,res,tile,v`: the sequence angles, then JTL. */
+export async function jtls(session: IipSession, argument: string): Promise<void> {
+  const parts = argument.split(',');
+  if (parts.length !== 4) throw new InvalidArgumentError('JTLS needs four values: h,resolution,tile,v');
+  const [h, resolution, tile, v] = parts.map(atoi) as [number, number, number, number];
+  session.horizontalView = h;
+  session.verticalView = v;
+  if (!session.image) {
+    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
+    return;
+  }
+  if (h !== 0 || v !== 90) throw new FileError('image sequences are not supported yet: only the view 0,90 exists');
+  const body = await renderTile(session, resolution, tile);
+  session.output = imageResponse(session, body, 'image/jpeg');
+}
+
+/** The most tiles one TIL may ask for: a stream of a whole huge level would tie a worker up. */
+const MAX_TIL_TILES = 1024;
+
+/**
+ * `TIL=res,start[-end]`: every tile of the rectangle from the start tile to the end tile, column
+ * by column, each framed as `Tile,<res>,<n>,0/<length+8>:` + codec + subtype + data + CRLF.
+ */
+export async function til(session: IipSession, argument: string): Promise<void> {
+  if (!session.image) {
+    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
+    return;
+  }
+  const comma = argument.indexOf(',');
+  const resolution = atoi(argument);
+  const range = comma < 0 ? '0' : argument.slice(comma + 1);
+  const dash = range.indexOf('-', 1);
+  const start = atoi(range);
+  const end = dash < 0 ? start : atoi(range.slice(dash + 1));
+  const first = addressTile(session.image, resolution, start);
+  const last = addressTile(session.image, resolution, end);
+  const [colStart, colEnd] = first.col <= last.col ? [first.col, last.col] : [last.col, first.col];
+  const [rowStart, rowEnd] = first.row <= last.row ? [first.row, last.row] : [last.row, first.row];
+  if ((colEnd - colStart + 1) * (rowEnd - rowStart + 1) > MAX_TIL_TILES) {
+    throw new InvalidArgumentError(`TIL: at most ${MAX_TIL_TILES} tiles per request`);
+  }
+  const { across } = tileGrid(session.image.source.description.levels[first.level]!);
+  const parts: Buffer[] = [];
+  for (let col = colStart; col <= colEnd; col++) {
+    for (let row = rowStart; row <= rowEnd; row++) {
+      const number = row * across + col;
+      const data = await renderTile(session, resolution, number);
+      const codec = Buffer.from([2, 0, 0, 0, 0x00, 0x11, 0x00, 0x00]);
+      parts.push(Buffer.from(`Tile,${resolution},${number},0/${data.length + 8}:`, 'latin1'), codec, data, Buffer.from('\r\n'));
+    }
+  }
+  session.output = imageResponse(session, Buffer.concat(parts), IIP_CONTENT_TYPE);
+}

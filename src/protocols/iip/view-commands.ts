@@ -1,0 +1,49 @@
+/**
+ * The commands that shape what the next image command produces: QLT, WID, HEI, RGN, ROT.
+ * They only change the session; nothing is read until JTL, CVT or TIL.
+ */
+import { InvalidArgumentError } from '../../errors.js';
+import { atof, atoi } from './numbers.js';
+import type { IipSession } from './session.js';
+
+/** `QLT=n` or `QLT=codec:n` (iipsrv 1.3); JPEG quality 1-100. */
+export function qlt(session: IipSession, argument: string): void {
+  const colon = argument.indexOf(':');
+  const value = atoi(colon >= 0 ? argument.slice(colon + 1) : argument);
+  session.quality = Math.min(100, Math.max(1, value));
+}
+
+export function wid(session: IipSession, argument: string): void {
+  session.width = Math.max(0, atoi(argument));
+}
+
+export function hei(session: IipSession, argument: string): void {
+  session.height = Math.max(0, atoi(argument));
+}
+
+/**
+ * `RGN=x,y,w,h` in fractions of the full image. As iipsrv: ignored unless four numbers with w and h
+ * above 0; clipped to the image. Unlike iipsrv 1.1 (which crashes), a region with nothing left
+ * inside the image is a 400.
+ */
+export function rgn(session: IipSession, argument: string): void {
+  const parts = argument.split(',');
+  if (parts.length !== 4) return;
+  const [x, y, w, h] = parts.map(atof) as [number, number, number, number];
+  if (!(w > 0 && h > 0)) return;
+  const left = Math.min(1, Math.max(0, x));
+  const top = Math.min(1, Math.max(0, y));
+  const width = Math.min(w, 1 - left);
+  const height = Math.min(h, 1 - top);
+  if (width <= 0 || height <= 0) throw new InvalidArgumentError(`RGN: the region ${argument} lies outside the image`);
+  session.viewport = { x: left, y: top, width, height };
+}
+
+/** `ROT=r` clockwise degrees, `!` first mirrors left-right (`!180` is therefore a vertical flip). */
+export function rot(session: IipSession, argument: string): void {
+  let text = argument.trim();
+  session.mirror = text.startsWith('!');
+  if (session.mirror) text = text.slice(1);
+  const degrees = atof(text);
+  session.rotation = ((degrees % 360) + 360) % 360;
+}
