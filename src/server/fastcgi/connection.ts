@@ -1,0 +1,590 @@
+/**
+ * One FastCGI connection from the web server: an incremental record parser fed by the socket's
+ * 'data' events, the table of requests in flight on it (ids are multiplexed), and the response
+ * writer.
+ *
+ * Everything the peer sends is untrusted. A protocol violation closes this connection only;
+ * nothing here throws out of a socket event handler, so one bad peer cannot take the process
+ * (and every other connection) down with it.
+ */
+import type { Socket } from 'node:net';
+import { statusLine, type IipRequest, type IipResponse, type RequestHandler } from '../../request.js';
+import { requestFromParams } from './cgi-request.js';
+import {
+  ABORT_REQUEST,
+  BEGIN_REQUEST,
+  CANT_MPX_CONN,
+  DATA,
+  END_REQUEST_RECORD_LENGTH,
+  FastCgiProtocolError,
+  FCGI_VERSION_1,
+  GET_VALUES,
+  GET_VALUES_RESULT,
+  HEADER_LENGTH,
+  KEEP_CONN,
+  NULL_REQUEST_ID,
+  OVERLOADED,
+  PARAMS,
+  REQUEST_COMPLETE,
+  RESPONDER,
+  STDIN,
+  STDOUT,
+  STREAM_CHUNK,
+  UNKNOWN_ROLE,
+  encodeEndRequest,
+  encodeNameValuePairs,
+  encodeRecord,
+  encodeUnknownType,
+  paddingFor,
+  readNameValuePairs,
+  streamRecordsLength,
+  writeEndRequest,
+  writeRecordHeader,
+  writeStreamRecords,
+  writeStreamRecordsLatin1,
+} from './records.js';
+
+/** The logger hook: the project's Log fits (it has `detail`), so does pino (it has `debug`). */
+export interface FastCgiLog {
+  warn(fields: object, message: string): void;
+  debug?(fields: object, message: string): void;
+  detail?(fields: object, message: string): void;
+}
+
+/** Counters shared by all connections of one server (cheap increments, read by tests and ops). */
+export interface FastCgiStats {
+  connections: number;
+  requestsInFlight: number;
+  requestsTotal: number;
+  /** socket.write() calls made for responses and replies. */
+  socketWrites: number;
+  protocolErrors: number;
+}
+
+export interface ConnectionOptions {
+  handler: RequestHandler;
+  log: FastCgiLog;
+  stats: FastCgiStats;
+  multiplex: boolean;
+  maxRequestsPerConnection: number;
+  maxParamsBytes: number;
+  /** The GET_VALUES answers, by name. */
+  values: ReadonlyMap<string, string>;
+  onClose(connection: FastCgiConnection): void;
+}
+
+/**
+ * Up to this size a response (records and END_REQUEST included) is built in one Buffer and
+ * handed to one socket.write(): one syscall, one TCP segment train, nothing to interleave.
+ * Above it the body is sent in place, record by record, without copying it.
+ */
+export const SMALL_RESPONSE_BYTES = 64 * 1024;
+
+/**
+ * Ids that were answered or refused before the peer finished sending their input. Their late
+ * PARAMS/STDIN records are legal and must be swallowed, but a peer that keeps opening ids it
+ * never finishes would grow the table without bound.
+ */
+const MAX_DRAINING_IDS = 1024;
+
+/** After our FIN, how long to wait for the peer's before dropping a half-open socket. */
+const LINGER_MS = 2000;
+
+const EMPTY = Buffer.alloc(0);
+/** Shared padding source: written data is never modified, so one buffer serves every record. */
+const ZEROS = Buffer.alloc(8);
+const INTERNAL_ERROR_BODY = Buffer.from('Internal Server Error\n');
+
+class RequestState {
+  readonly controller: AbortController | null;
+  /**
+   * The PARAMS stream so far. nginx sends it in one record, kept as a view of the input; a
+   * second record makes it an owned, growing buffer. (A list of views would cost an object per
+   * record, and a peer sending one-byte records would turn 1 MiB of params into ~100 MB.)
+   */
+  params: Buffer | null = null;
+  paramsOwned = false;
+  paramsBytes = 0;
+  paramsDone = false;
+  stdinDone = false;
+  started = false;
+  /** END_REQUEST sent (or the connection is gone): any late result is dropped. */
+  done = false;
+  method = 'GET';
+
+  constructor(
+    readonly id: number,
+    readonly keepConn: boolean,
+    /** Already answered; only its remaining input is expected, and ignored. */
+    public draining: boolean,
+  ) {
+    this.controller = draining ? null : new AbortController();
+  }
+}
+
+function cleanHeaderText(text: string): string {
+  // Values may echo request data; a CR or LF would let it forge headers or a body.
+  return text.includes('\r') || text.includes('\n') ? text.replace(/[\r\n]+/g, ' ') : text;
+}
+
+function responseHead(response: IipResponse): string {
+  let head = `Status: ${statusLine(response.status)}\r\n`;
+  for (const [name, value] of response.headers) head += `${cleanHeaderText(name)}: ${cleanHeaderText(value)}\r\n`;
+  return `${head}\r\n`;
+}
+
+export class FastCgiConnection {
+  /** Unparsed input: records may straddle chunks, and a chunk may hold many records. */
+  private chunks: Buffer[] = [];
+  /** Bytes of chunks[0] already parsed. */
+  private offset = 0;
+  /** Unparsed bytes over all chunks. */
+  private buffered = 0;
+
+  private readonly requests = new Map<number, RequestState>();
+  /** Requests not yet answered (the ones that count against the cap and for close()). */
+  private active = 0;
+  private draining = 0;
+
+  /** The socket is gone: no more writes, no more parsing. */
+  private closed = false;
+  /** We sent (or are about to send) FIN: parse nothing more. */
+  private ending = false;
+  private closeWhenIdle = false;
+  private inputPaused = false;
+  private drainWaiters: Array<() => void> = [];
+  private readonly socketAddress: string;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly options: ConnectionOptions,
+  ) {
+    this.socketAddress = socket.remoteAddress ?? '';
+    // Responses are whole by the time we write them: Nagle would only add latency.
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.onDrain());
+    socket.on('error', (error) => this.debug({ err: error }, 'FastCGI connection error'));
+    socket.on('close', () => this.onClose());
+  }
+
+  /** Requests still to be answered on this connection. */
+  get inFlight(): number {
+    return this.active;
+  }
+
+  /** For close(): finish what is in flight, then close; an idle connection closes now. */
+  shutdownWhenIdle(): void {
+    this.closeWhenIdle = true;
+    if (this.active === 0) this.end();
+  }
+
+  /** Drop the connection now; requests in flight are aborted before this returns. */
+  destroy(): void {
+    this.ending = true;
+    this.abortAll();
+    this.socket.destroy();
+  }
+
+  private debug(fields: object, message: string): void {
+    const log = this.options.log;
+    if (log.debug) log.debug(fields, message);
+    else log.detail?.(fields, message);
+  }
+
+  // ---- input ----
+
+  private onData(chunk: Buffer): void {
+    if (this.closed || this.ending) return;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    // A record trickling in as tiny segments would otherwise pile up thousands of Buffers.
+    if (this.chunks.length > 1024) this.merge();
+    try {
+      this.parse();
+    } catch (error) {
+      if (error instanceof FastCgiProtocolError) this.violation(error.message);
+      else this.internalFailure(error);
+    }
+  }
+
+  private parse(): void {
+    while (this.buffered >= HEADER_LENGTH && !this.closed && !this.ending) {
+      let first = this.chunks[0]!;
+      let at = this.offset;
+      if (first.length - at < HEADER_LENGTH) {
+        this.merge();
+        first = this.chunks[0]!;
+        at = 0;
+      }
+      if (first[at] !== FCGI_VERSION_1) throw new FastCgiProtocolError(`unsupported FastCGI version ${first[at]}`);
+      const type = first[at + 1]!;
+      const requestId = (first[at + 2]! << 8) | first[at + 3]!;
+      const contentLength = (first[at + 4]! << 8) | first[at + 5]!;
+      const total = HEADER_LENGTH + contentLength + first[at + 6]!;
+      // Wait for the whole record before copying anything: a record that arrives in many small
+      // chunks is merged once, not once per chunk.
+      if (this.buffered < total) return;
+      if (first.length - at < total) {
+        this.merge();
+        first = this.chunks[0]!;
+        at = 0;
+      }
+      // A view, not a copy: Node hands every 'data' event a buffer of its own.
+      const content = first.subarray(at + HEADER_LENGTH, at + HEADER_LENGTH + contentLength);
+      this.buffered -= total;
+      if (at + total === first.length) {
+        this.chunks.shift();
+        this.offset = 0;
+      } else this.offset = at + total;
+      this.dispatch(type, requestId, content);
+    }
+  }
+
+  private merge(): void {
+    this.chunks[0] = this.chunks[0]!.subarray(this.offset);
+    this.chunks = [Buffer.concat(this.chunks, this.buffered)];
+    this.offset = 0;
+  }
+
+  private dispatch(type: number, requestId: number, content: Buffer): void {
+    if (requestId === NULL_REQUEST_ID) {
+      this.management(type, content);
+      return;
+    }
+    switch (type) {
+      case BEGIN_REQUEST:
+        this.beginRequest(requestId, content);
+        break;
+      case ABORT_REQUEST:
+        this.abortRequest(requestId);
+        break;
+      case PARAMS:
+        this.params(requestId, content);
+        break;
+      case STDIN:
+        this.stdin(requestId, content);
+        break;
+      case DATA:
+        // Only the FILTER role has a DATA stream, and we refuse that role: nothing to keep.
+        this.known(requestId, 'DATA');
+        break;
+      default:
+        // Includes the types only an application sends (STDOUT, END_REQUEST, ...).
+        this.send(encodeUnknownType(type));
+    }
+  }
+
+  private management(type: number, content: Buffer): void {
+    if (type !== GET_VALUES) {
+      this.send(encodeUnknownType(type));
+      return;
+    }
+    const answer = new Map<string, string>();
+    for (const [name] of readNameValuePairs(content)) {
+      const value = this.options.values.get(name);
+      if (value !== undefined) answer.set(name, value);
+    }
+    this.send(encodeRecord(GET_VALUES_RESULT, NULL_REQUEST_ID, encodeNameValuePairs(answer)));
+  }
+
+  /** The request a stream record belongs to; an id never begun means the peer lost track. */
+  private known(requestId: number, what: string): RequestState {
+    const request = this.requests.get(requestId);
+    if (request === undefined) throw new FastCgiProtocolError(`${what} record for unknown request id ${requestId}`);
+    return request;
+  }
+
+  private beginRequest(requestId: number, content: Buffer): void {
+    if (content.length < 8) throw new FastCgiProtocolError(`BEGIN_REQUEST body of ${content.length} bytes`);
+    const role = (content[0]! << 8) | content[1]!;
+    const keepConn = (content[2]! & KEEP_CONN) !== 0;
+    const existing = this.requests.get(requestId);
+    if (existing !== undefined) {
+      if (!existing.draining) throw new FastCgiProtocolError(`BEGIN_REQUEST for request id ${requestId}, which is in use`);
+      // The peer reuses an id we answered early; what it did not send for the old one never comes.
+      this.requests.delete(requestId);
+      this.draining--;
+    }
+    if (role !== RESPONDER) this.refuse(requestId, keepConn, UNKNOWN_ROLE);
+    else if (!this.options.multiplex && this.active > 0) this.refuse(requestId, keepConn, CANT_MPX_CONN);
+    else if (this.active >= this.options.maxRequestsPerConnection) this.refuse(requestId, keepConn, OVERLOADED);
+    else {
+      this.requests.set(requestId, new RequestState(requestId, keepConn, false));
+      this.active++;
+      this.options.stats.requestsInFlight++;
+      this.options.stats.requestsTotal++;
+    }
+  }
+
+  private refuse(requestId: number, keepConn: boolean, protocolStatus: number): void {
+    this.send(encodeEndRequest(requestId, 0, protocolStatus));
+    // The peer has usually sent PARAMS and STDIN already, right behind BEGIN_REQUEST.
+    if (!this.startDraining(new RequestState(requestId, keepConn, true))) {
+      throw new FastCgiProtocolError('too many unfinished request ids');
+    }
+    if (!keepConn) this.end();
+  }
+
+  private startDraining(request: RequestState): boolean {
+    request.draining = true;
+    request.params = null;
+    this.requests.set(request.id, request);
+    return ++this.draining <= MAX_DRAINING_IDS;
+  }
+
+  /**
+   * ABORT_REQUEST for an id we already answered is a normal race (the peer sent it before our
+   * END_REQUEST arrived), so an unknown id is ignored here rather than treated as a violation.
+   */
+  private abortRequest(requestId: number): void {
+    const request = this.requests.get(requestId);
+    if (request === undefined || request.draining || request.done) {
+      this.debug({ requestId }, 'FastCGI ABORT_REQUEST for a request no longer in flight');
+      return;
+    }
+    request.controller!.abort();
+    this.send(encodeEndRequest(requestId, 0, REQUEST_COMPLETE));
+    this.finish(request);
+  }
+
+  private params(requestId: number, content: Buffer): void {
+    const request = this.known(requestId, 'PARAMS');
+    if (request.draining) return;
+    if (request.paramsDone) {
+      this.debug({ requestId }, 'FastCGI PARAMS after the end of the params stream; ignored');
+      return;
+    }
+    if (content.length > 0) {
+      const length = request.paramsBytes + content.length;
+      if (length > this.options.maxParamsBytes) throw new FastCgiProtocolError(`params exceed ${this.options.maxParamsBytes} bytes`);
+      if (request.params === null) request.params = content;
+      else {
+        if (!request.paramsOwned || length > request.params.length) {
+          const grown = Buffer.allocUnsafe(Math.min(Math.max(length, 2 * request.params.length), this.options.maxParamsBytes));
+          request.params.copy(grown, 0, 0, request.paramsBytes);
+          request.params = grown;
+          request.paramsOwned = true;
+        }
+        content.copy(request.params, request.paramsBytes);
+      }
+      request.paramsBytes = length;
+      return;
+    }
+    request.paramsDone = true;
+    this.maybeStart(request);
+  }
+
+  private stdin(requestId: number, content: Buffer): void {
+    const request = this.known(requestId, 'STDIN');
+    if (content.length > 0) return; // No protocol reads a body: drained, never stored.
+    if (request.draining) {
+      this.requests.delete(requestId);
+      this.draining--;
+      return;
+    }
+    request.stdinDone = true;
+    this.maybeStart(request);
+  }
+
+  private maybeStart(request: RequestState): void {
+    if (!request.paramsDone || !request.stdinDone || request.started) return;
+    request.started = true;
+    const params = request.params === null ? EMPTY : request.params.subarray(0, request.paramsBytes);
+    request.params = null;
+    const iipRequest: IipRequest = requestFromParams(params, request.controller!.signal, this.socketAddress);
+    request.method = iipRequest.method;
+    let result: Promise<IipResponse>;
+    try {
+      result = Promise.resolve(this.options.handler(iipRequest));
+    } catch (error) {
+      result = Promise.reject(error);
+    }
+    result
+      .then(
+        (response) => this.respond(request, response),
+        (error: unknown) => this.handlerFailed(request, error),
+      )
+      .catch((error: unknown) => this.internalFailure(error));
+  }
+
+  /** A bug of ours; still not a reason to take down the other connections. */
+  private internalFailure(error: unknown): void {
+    this.options.log.warn({ err: error, remoteAddress: this.socketAddress }, 'FastCGI connection failed');
+    this.ending = true;
+    this.socket.destroy();
+  }
+
+  /** The request leaves the active set: END_REQUEST has been queued (or there is nobody to tell). */
+  private finish(request: RequestState): void {
+    if (request.done) return;
+    request.done = true;
+    this.active--;
+    this.options.stats.requestsInFlight--;
+    if (this.closed) return;
+    if (request.stdinDone) this.requests.delete(request.id);
+    else if (!this.startDraining(request)) {
+      this.violation('too many unfinished request ids');
+      return;
+    }
+    if (!request.keepConn || (this.closeWhenIdle && this.active === 0)) this.end();
+  }
+
+  // ---- output ----
+
+  private handlerFailed(request: RequestState, error: unknown): void {
+    if (request.done) return; // Aborted: the rejection is the handler noticing.
+    this.options.log.warn({ err: error, requestId: request.id }, 'request handler failed');
+    this.respond(request, {
+      status: 500,
+      headers: [
+        ['Content-Type', 'text/plain'],
+        ['Content-Length', String(INTERNAL_ERROR_BODY.length)],
+      ],
+      body: INTERNAL_ERROR_BODY,
+    });
+  }
+
+  private respond(request: RequestState, response: IipResponse): void {
+    if (request.done || this.closed || this.ending) return;
+    let head: string;
+    let body: Buffer;
+    try {
+      head = responseHead(response);
+      body = request.method === 'HEAD' ? EMPTY : response.body;
+      if (!Buffer.isBuffer(body)) throw new TypeError('response body is not a Buffer');
+    } catch (error) {
+      // A malformed response is a handler bug like a rejection; the 500 below cannot fail here.
+      this.handlerFailed(request, error);
+      return;
+    }
+    const size =
+      streamRecordsLength(head.length) + streamRecordsLength(body.length) + HEADER_LENGTH + END_REQUEST_RECORD_LENGTH;
+    if (size <= SMALL_RESPONSE_BYTES) {
+      const out = Buffer.allocUnsafe(size);
+      let offset = writeStreamRecordsLatin1(out, 0, STDOUT, request.id, head);
+      offset = writeStreamRecords(out, offset, STDOUT, request.id, body);
+      offset = writeRecordHeader(out, offset, STDOUT, request.id, 0, 0);
+      writeEndRequest(out, offset, request.id, 0, REQUEST_COMPLETE);
+      this.send(out);
+      this.finish(request);
+    } else {
+      this.sendLarge(request, head, body).catch((error: unknown) => {
+        this.options.log.warn({ err: error, requestId: request.id }, 'FastCGI response write failed');
+        this.socket.destroy();
+      });
+    }
+  }
+
+  /**
+   * The body goes out in place, one record per write (header and slice corked together), and
+   * waits for 'drain' whenever the socket says its buffer is full. Other requests' responses may
+   * go out between two records: records of different ids may interleave, bytes of one may not.
+   */
+  private async sendLarge(request: RequestState, head: string, body: Buffer): Promise<void> {
+    const headRecords = Buffer.allocUnsafe(streamRecordsLength(head.length));
+    writeStreamRecordsLatin1(headRecords, 0, STDOUT, request.id, head);
+    let ok = this.send(headRecords);
+    for (let start = 0; start < body.length; ) {
+      if (!ok) await this.drained();
+      if (request.done || this.closed || this.ending) return;
+      const length = Math.min(STREAM_CHUNK, body.length - start);
+      const padding = paddingFor(length);
+      const header = Buffer.allocUnsafe(HEADER_LENGTH);
+      writeRecordHeader(header, 0, STDOUT, request.id, length, padding);
+      this.socket.cork();
+      this.send(header);
+      ok = this.send(body.subarray(start, start + length));
+      if (padding > 0) ok = this.send(ZEROS.subarray(0, padding));
+      this.socket.uncork();
+      ok = ok && !this.socket.writableNeedDrain;
+      start += length;
+    }
+    if (request.done || this.closed || this.ending) return;
+    const tail = Buffer.allocUnsafe(HEADER_LENGTH + END_REQUEST_RECORD_LENGTH);
+    writeEndRequest(tail, writeRecordHeader(tail, 0, STDOUT, request.id, 0, 0), request.id, 0, REQUEST_COMPLETE);
+    this.send(tail);
+    this.finish(request);
+  }
+
+  /** Every write goes through here: nothing is written to a closed socket. */
+  private send(data: Buffer): boolean {
+    if (this.closed || this.socket.writableEnded || this.socket.destroyed) return false;
+    this.options.stats.socketWrites++;
+    const ok = this.socket.write(data);
+    if (!ok && !this.inputPaused) {
+      // A peer that sends requests but does not read answers must not make us buffer without end.
+      this.inputPaused = true;
+      this.socket.pause();
+    }
+    return ok;
+  }
+
+  private drained(): Promise<void> {
+    if (this.closed || !this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private onDrain(): void {
+    if (this.inputPaused) {
+      this.inputPaused = false;
+      this.socket.resume();
+    }
+    this.wakeWriters();
+  }
+
+  private wakeWriters(): void {
+    const waiters = this.drainWaiters;
+    if (waiters.length === 0) return;
+    this.drainWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  // ---- closing ----
+
+  private violation(reason: string): void {
+    this.options.stats.protocolErrors++;
+    this.options.log.warn({ reason, remoteAddress: this.socketAddress }, 'FastCGI protocol error; closing the connection');
+    this.ending = true;
+    this.socket.destroy();
+  }
+
+  /** Close after what is queued is flushed (END_REQUEST of the last request included). */
+  private end(): void {
+    if (this.ending || this.closed) return;
+    this.ending = true;
+    this.abortAll();
+    this.chunks = [];
+    this.buffered = 0;
+    // Keep reading (and ignoring): unread input at close() would make the kernel send RST, which
+    // can throw away the response still on its way.
+    if (this.inputPaused) {
+      this.inputPaused = false;
+      this.socket.resume();
+    }
+    this.socket.end(() => {
+      setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
+    });
+  }
+
+  private abortAll(): void {
+    for (const request of this.requests.values()) {
+      if (request.draining || request.done) continue;
+      request.controller!.abort();
+      request.done = true;
+      this.active--;
+      this.options.stats.requestsInFlight--;
+    }
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.abortAll();
+    this.requests.clear();
+    this.chunks = [];
+    this.buffered = 0;
+    this.wakeWriters();
+    this.options.onClose(this);
+  }
+}

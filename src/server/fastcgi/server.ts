@@ -1,0 +1,166 @@
+/**
+ * The FastCGI listener: a net.Server whose connections speak the responder role through our own
+ * record layer (see records.ts and connection.ts; dependency-notes.md section 3 says why not
+ * node-fastcgi). It listens on TCP, on a unix socket, or on a listening socket inherited as a file
+ * descriptor (spawn-fcgi, systemd-style supervisors).
+ */
+import { lstat, unlink } from 'node:fs/promises';
+import net, { type AddressInfo } from 'node:net';
+import type { RequestHandler } from '../../request.js';
+import { FastCgiConnection, type FastCgiLog, type FastCgiStats } from './connection.js';
+import { FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS } from './records.js';
+
+export type { FastCgiLog, FastCgiStats } from './connection.js';
+
+export interface FastCgiServerOptions {
+  /** Protocol errors and handler failures go to `warn`; connection noise to `debug`/`detail`. */
+  log?: FastCgiLog;
+  /**
+   * FCGI_WEB_SERVER_ADDRS: when not empty, TCP connections from any other address are closed
+   * at once, as libfcgi does. Unix-socket and inherited-fd peers are not checked.
+   */
+  allowedPeers?: readonly string[];
+  /** Answered for FCGI_MAX_CONNS. Default 1000. */
+  maxConns?: number;
+  /** Answered for FCGI_MAX_REQS. Default 1000. */
+  maxReqs?: number;
+  /** FCGI_MPXS_CONNS: accept several request ids at once on one connection. Default true. */
+  multiplex?: boolean;
+  /** Requests in flight on one connection; more get END_REQUEST with OVERLOADED. Default 100. */
+  maxRequestsPerConnection?: number;
+  /** Bytes of PARAMS one request may send; more is a protocol violation. Default 1 MiB. */
+  maxParamsBytes?: number;
+}
+
+export type FastCgiListenTarget =
+  | { host: string; port: number; backlog?: number }
+  | { path: string; backlog?: number }
+  | { fd: number; backlog?: number };
+
+export interface FastCgiServer {
+  readonly server: net.Server;
+  listen(target: FastCgiListenTarget): Promise<void>;
+  address(): AddressInfo | string | null;
+  /**
+   * Stop accepting; let requests in flight finish and close each connection once it has none;
+   * after graceMs destroy what is left. Resolves when every connection is closed.
+   */
+  close(graceMs: number): Promise<void>;
+  /** A snapshot of the counters. */
+  stats(): FastCgiStats;
+}
+
+const noop = () => undefined;
+const silentLog: FastCgiLog = { warn: noop, debug: noop };
+
+/** `::ffff:10.0.0.1` is how a dual-stack socket reports an IPv4 peer. */
+function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/**
+ * A unix socket file left by a killed server makes listen() fail with EADDRINUSE. Remove it only
+ * when it is a socket and nothing answers on it: a live server keeps its socket.
+ */
+async function removeStaleSocket(path: string): Promise<void> {
+  const stats = await lstat(path).catch(() => null);
+  if (stats === null || !stats.isSocket()) return;
+  const refused = await new Promise<boolean>((resolve) => {
+    const probe = net.connect({ path });
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(false);
+    });
+    probe.once('error', (error: NodeJS.ErrnoException) => resolve(error.code === 'ECONNREFUSED'));
+  });
+  if (refused) await unlink(path).catch(noop);
+}
+
+export function createFastCgiServer(handler: RequestHandler, options: FastCgiServerOptions = {}): FastCgiServer {
+  const log = options.log ?? silentLog;
+  const allowed = options.allowedPeers && options.allowedPeers.length > 0 ? new Set(options.allowedPeers.map(plainAddress)) : null;
+  const multiplex = options.multiplex ?? true;
+  const values = new Map<string, string>([
+    [FCGI_MAX_CONNS, String(options.maxConns ?? 1000)],
+    [FCGI_MAX_REQS, String(options.maxReqs ?? 1000)],
+    [FCGI_MPXS_CONNS, multiplex ? '1' : '0'],
+  ]);
+  const stats: FastCgiStats = { connections: 0, requestsInFlight: 0, requestsTotal: 0, socketWrites: 0, protocolErrors: 0 };
+  const connections = new Set<FastCgiConnection>();
+  let closing = false;
+
+  const connectionOptions = {
+    handler,
+    log,
+    stats,
+    multiplex,
+    maxRequestsPerConnection: options.maxRequestsPerConnection ?? 100,
+    maxParamsBytes: options.maxParamsBytes ?? 1024 * 1024,
+    values,
+    onClose(connection: FastCgiConnection) {
+      connections.delete(connection);
+      stats.connections--;
+    },
+  };
+
+  const server = net.createServer((socket) => {
+    try {
+      if (allowed !== null && socket.remoteAddress !== undefined && !allowed.has(plainAddress(socket.remoteAddress))) {
+        log.warn({ remoteAddress: socket.remoteAddress }, 'FastCGI connection from an address not in FCGI_WEB_SERVER_ADDRS; closed');
+        socket.on('error', noop);
+        socket.destroy();
+        return;
+      }
+      const connection = new FastCgiConnection(socket, connectionOptions);
+      connections.add(connection);
+      stats.connections++;
+      // Accepted in the moment close() ran: it has nothing in flight yet.
+      if (closing) connection.shutdownWhenIdle();
+    } catch (error) {
+      log.warn({ err: error }, 'cannot set up a FastCGI connection');
+      socket.destroy();
+    }
+  });
+  // accept() errors (EMFILE, ...) arrive here; without a listener they would kill the process.
+  const onServerError = (error: Error) => log.warn({ err: error }, 'FastCGI listener error');
+
+  return {
+    server,
+
+    async listen(target) {
+      if ('path' in target) await removeStaleSocket(target.path);
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        const listening = () => {
+          server.off('error', reject);
+          server.on('error', onServerError);
+          resolve();
+        };
+        // An explicit backlog matters for fd 0: Node re-listens on an inherited socket and would
+        // otherwise replace spawn-fcgi's backlog with its default of 511.
+        if ('fd' in target) server.listen({ fd: target.fd, backlog: target.backlog }, listening);
+        else if ('path' in target) server.listen({ path: target.path, backlog: target.backlog }, listening);
+        else server.listen({ host: target.host, port: target.port, backlog: target.backlog }, listening);
+      });
+    },
+
+    address: () => server.address(),
+
+    close(graceMs) {
+      closing = true;
+      return new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          for (const connection of connections) connection.destroy();
+        }, graceMs);
+        force.unref();
+        server.close(() => {
+          clearTimeout(force);
+          resolve();
+        });
+        for (const connection of connections) connection.shutdownWhenIdle();
+      });
+    },
+
+    stats: () => ({ ...stats }),
+  };
+}
