@@ -1,0 +1,255 @@
+/**
+ * Pyramid discovery (iipsrv 1.2+ behaviour, a superset of 1.1): IFD 0 must be tiled; if its SubIFDs
+ * hold successively smaller images (OME-TIFF style) the pyramid is IFD 0 + those SubIFDs, otherwise
+ * it is IFD 0 + the main-chain IFDs that are tiled, not masks, of the same sample layout as IFD 0 and
+ * each smaller than the previous level (thumbnails, labels and other pages are skipped).
+ */
+import { TiffFormatError } from './errors.js';
+import { Ifd, isUnsignedIntegerType, readIfd, type IfdEntry, type TiffHeader } from './ifd.js';
+import type { FileSource } from './source.js';
+import { Tag, tagName } from './tags.js';
+import type { TiffLevel } from './types.js';
+
+/** Longest main IFD chain we follow. */
+export const MAX_IFDS = 65536;
+/** Largest tile edge accepted. */
+export const MAX_TILE_SIZE = 65536;
+const MAX_DIMENSION = 0xffff_ffff;
+
+/** The tags needed to describe a directory as a (candidate) pyramid level. */
+const DIRECTORY_TAGS: readonly number[] = [
+  Tag.NewSubfileType, Tag.ImageWidth, Tag.ImageLength, Tag.BitsPerSample, Tag.Compression, Tag.Photometric,
+  Tag.SamplesPerPixel, Tag.RowsPerStrip, Tag.PlanarConfig, Tag.TileWidth, Tag.TileLength, Tag.ExtraSamples,
+  Tag.SampleFormat, Tag.JPEGTables,
+];
+
+/** A directory's image properties, as stored (not validated). */
+export interface Directory {
+  ifd: Ifd;
+  /** Main-chain index (of the parent for SubIFDs) and SubIFD index (-1 for main-chain IFDs). */
+  page: number;
+  subifd: number;
+  what: string;
+  newSubfileType: number;
+  width: number;
+  height: number;
+  tiled: boolean;
+  tileWidth: number;
+  tileHeight: number;
+  rowsPerStrip: number;
+  compression: number;
+  photometric: number;
+  samplesPerPixel: number;
+  bitsPerSample: number;
+  sampleFormat: number;
+  planarConfig: number;
+  extraSamples: number[];
+}
+
+/** Where a level's TileOffsets or TileByteCounts (StripOffsets/StripByteCounts) array is. */
+export interface ArrayRef {
+  tag: number;
+  type: number;
+  position: number;
+  byteLength: number;
+  /** The bytes, when they came with the directory (inline or right after it). */
+  bytes: Buffer | undefined;
+}
+
+export interface LevelLayout {
+  level: TiffLevel;
+  what: string;
+  offsets: ArrayRef;
+  byteCounts: ArrayRef;
+  tilesPerPlane: number;
+  planes: number;
+}
+
+export interface Pyramid {
+  first: Directory;
+  levels: LevelLayout[];
+}
+
+async function describe(
+  source: FileSource, ifd: Ifd, page: number, subifd: number, what: string,
+  extraTags: readonly number[] = [], optionalTags: readonly number[] = [],
+): Promise<Directory> {
+  await Promise.all([
+    ifd.preload(source, extraTags.length > 0 ? [...DIRECTORY_TAGS, ...extraTags] : DIRECTORY_TAGS),
+    optionalTags.length > 0 ? ifd.preloadOptional(source, optionalTags) : undefined,
+  ]);
+  const samplesPerPixel = ifd.number(Tag.SamplesPerPixel, 1);
+  const height = ifd.number(Tag.ImageLength, 0);
+  const tiled = ifd.has(Tag.TileWidth) && ifd.has(Tag.TileLength);
+  return {
+    ifd,
+    page,
+    subifd,
+    what,
+    newSubfileType: ifd.number(Tag.NewSubfileType, 0),
+    width: ifd.number(Tag.ImageWidth, 0),
+    height,
+    tiled,
+    tileWidth: ifd.number(Tag.TileWidth, 0),
+    tileHeight: ifd.number(Tag.TileLength, 0),
+    rowsPerStrip: ifd.number(Tag.RowsPerStrip, MAX_DIMENSION),
+    compression: ifd.number(Tag.Compression, 1),
+    // Photometric is required; guess like most readers do when a writer forgot it.
+    photometric: ifd.number(Tag.Photometric, samplesPerPixel >= 3 ? 2 : 1),
+    samplesPerPixel,
+    bitsPerSample: ifd.number(Tag.BitsPerSample, 1),
+    sampleFormat: ifd.number(Tag.SampleFormat, 1),
+    planarConfig: ifd.number(Tag.PlanarConfig, 1),
+    extraSamples: ifd.numbers(Tag.ExtraSamples) ?? [],
+  };
+}
+
+function corrupt(what: string, problem: string): TiffFormatError {
+  return new TiffFormatError(`corrupt TIFF: ${what} ${problem}`);
+}
+
+function arrayRef(source: FileSource, d: Directory, tag: number, needed: number): ArrayRef {
+  const entry: IfdEntry | undefined = d.ifd.entry(tag);
+  if (!entry) throw new TiffFormatError(`corrupt TIFF: ${d.what} has no ${tagName(tag)}`);
+  if (!isUnsignedIntegerType(entry.type)) throw corrupt(d.what, `has ${tagName(tag)} of field type ${entry.type}`);
+  if (entry.count < needed) throw corrupt(d.what, `has ${entry.count} ${tagName(tag)} values for ${needed} tiles`);
+  if (!entry.inline && !source.contains(entry.position, entry.byteLength)) {
+    throw new TiffFormatError(`truncated TIFF: ${tagName(tag)} of ${d.what} (${entry.byteLength} bytes at offset ${entry.position}) is beyond the end of the file (${source.size} bytes)`);
+  }
+  const peeked = d.ifd.peek(entry);
+  return {
+    tag,
+    type: entry.type,
+    position: entry.position,
+    byteLength: entry.byteLength,
+    bytes: peeked ? Buffer.from(peeked) : undefined,
+  };
+}
+
+/** Validate a directory chosen as a pyramid level and locate its tile arrays. */
+export function layoutLevel(source: FileSource, d: Directory): LevelLayout {
+  const { what } = d;
+  if (!d.ifd.has(Tag.ImageWidth) || !d.ifd.has(Tag.ImageLength)) throw corrupt(what, 'has no ImageWidth/ImageLength');
+  const valid = (n: number, max: number) => Number.isInteger(n) && n >= 1 && n <= max;
+  if (!valid(d.width, MAX_DIMENSION) || !valid(d.height, MAX_DIMENSION)) throw corrupt(what, `has an invalid image size ${d.width}x${d.height}`);
+  if (!valid(d.samplesPerPixel, 0xffff)) throw corrupt(what, `has an invalid SamplesPerPixel ${d.samplesPerPixel}`);
+  if (!valid(d.bitsPerSample, 64)) throw corrupt(what, `has an unsupported BitsPerSample ${d.bitsPerSample}`);
+  if (!Number.isSafeInteger(d.width * d.height * d.samplesPerPixel * Math.ceil(d.bitsPerSample / 8))) {
+    throw corrupt(what, `has an absurd image size ${d.width}x${d.height}x${d.samplesPerPixel} (overflow)`);
+  }
+  if (d.planarConfig !== 1 && d.planarConfig !== 2) throw corrupt(what, `has an invalid PlanarConfiguration ${d.planarConfig}`);
+
+  let tileWidth: number;
+  let tileHeight: number;
+  if (d.tiled) {
+    if (!valid(d.tileWidth, MAX_TILE_SIZE) || !valid(d.tileHeight, MAX_TILE_SIZE)) {
+      throw corrupt(what, `has an invalid tile size ${d.tileWidth}x${d.tileHeight}`);
+    }
+    tileWidth = d.tileWidth;
+    tileHeight = d.tileHeight;
+  } else {
+    if (!Number.isInteger(d.rowsPerStrip) || d.rowsPerStrip < 1) throw corrupt(what, `has an invalid RowsPerStrip ${d.rowsPerStrip}`);
+    tileWidth = d.width;
+    tileHeight = Math.min(d.rowsPerStrip, d.height);
+  }
+  const tilesAcross = Math.ceil(d.width / tileWidth);
+  const tilesDown = Math.ceil(d.height / tileHeight);
+  const tilesPerPlane = tilesAcross * tilesDown;
+  const planes = d.planarConfig === 2 ? d.samplesPerPixel : 1;
+  const needed = tilesPerPlane * planes;
+  if (!Number.isSafeInteger(needed)) throw corrupt(what, 'has too many tiles');
+  const offsets = arrayRef(source, d, d.tiled ? Tag.TileOffsets : Tag.StripOffsets, needed);
+  const byteCounts = arrayRef(source, d, d.tiled ? Tag.TileByteCounts : Tag.StripByteCounts, needed);
+
+  const tables = d.ifd.bytes(Tag.JPEGTables);
+  return {
+    what,
+    offsets,
+    byteCounts,
+    tilesPerPlane,
+    planes,
+    level: {
+      width: d.width,
+      height: d.height,
+      tileWidth,
+      tileHeight,
+      tiled: d.tiled,
+      page: d.page,
+      subifd: d.subifd,
+      compression: d.compression,
+      photometric: d.photometric,
+      samplesPerPixel: d.samplesPerPixel,
+      bitsPerSample: d.bitsPerSample,
+      sampleFormat: d.sampleFormat,
+      planarConfig: d.planarConfig,
+      extraSamples: d.extraSamples,
+      jpegTables: tables && tables.length > 0 ? Buffer.from(tables) : null,
+      tilesAcross,
+      tilesDown,
+    },
+  };
+}
+
+/** True if `d` can be the next (smaller) level after `previous` in a pyramid whose full resolution is `first`. */
+function isReduction(d: Directory, previous: Directory, first: Directory): boolean {
+  return (
+    (d.newSubfileType & 4) === 0 &&
+    d.samplesPerPixel === first.samplesPerPixel &&
+    d.bitsPerSample === first.bitsPerSample &&
+    d.sampleFormat === first.sampleFormat &&
+    d.width >= 1 && d.height >= 1 &&
+    d.width <= previous.width && d.height <= previous.height &&
+    (d.width < previous.width || d.height < previous.height)
+  );
+}
+
+/**
+ * Read the directories and choose the pyramid levels.
+ * @param firstTags extra tags of IFD 0 to preload (the caller's metadata; unreadable ones are dropped)
+ */
+export async function discoverPyramid(source: FileSource, header: TiffHeader, firstTags: readonly number[]): Promise<Pyramid> {
+  if (header.firstIfd === 0) throw new TiffFormatError('TIFF file has no image (no IFD)');
+  const seen = new Set<number>([header.firstIfd]);
+  const ifd0 = await readIfd(source, header, header.firstIfd, 'IFD 0');
+  const first = await describe(source, ifd0, 0, -1, 'IFD 0', [Tag.SubIFDs], firstTags);
+  if (!first.tiled) throw new TiffFormatError('TIFF image is not tiled');
+  const levels = [layoutLevel(source, first)];
+
+  // OME-TIFF style: reduced resolutions in the SubIFDs of IFD 0.
+  const subOffsets = first.ifd.numbers(Tag.SubIFDs) ?? [];
+  if (subOffsets.length > MAX_IFDS) throw corrupt('IFD 0', `has ${subOffsets.length} SubIFDs`);
+  subOffsets.forEach((offset, i) => {
+    if (seen.has(offset)) throw new TiffFormatError(`corrupt TIFF: IFD loop (SubIFD ${i} of IFD 0 at offset ${offset} was already read)`);
+    seen.add(offset);
+  });
+  const subDirectories = await Promise.all(
+    subOffsets.map(async (offset, i) => {
+      const what = `SubIFD ${i} of IFD 0`;
+      return describe(source, await readIfd(source, header, offset, what), 0, i, what);
+    }),
+  );
+  let previous = first;
+  for (const d of subDirectories) {
+    if (!isReduction(d, previous, first)) continue;
+    levels.push(layoutLevel(source, d));
+    previous = d;
+  }
+  if (levels.length > 1) return { first, levels };
+
+  // Classic pyramid: reduced resolutions further down the main IFD chain.
+  let offset = ifd0.next;
+  for (let page = 1; offset !== 0; page++) {
+    const what = `IFD ${page}`;
+    if (page >= MAX_IFDS) throw new TiffFormatError(`corrupt TIFF: more than ${MAX_IFDS} IFDs`);
+    if (seen.has(offset)) throw new TiffFormatError(`corrupt TIFF: IFD loop (${what} at offset ${offset} was already read)`);
+    seen.add(offset);
+    const ifd = await readIfd(source, header, offset, what);
+    const d = await describe(source, ifd, page, -1, what);
+    if (d.tiled && isReduction(d, previous, first)) {
+      levels.push(layoutLevel(source, d));
+      previous = d;
+    }
+    offset = ifd.next;
+  }
+  return { first, levels };
+}
