@@ -177,7 +177,28 @@ async function runWorker(): Promise<void> {
   process.on('SIGHUP', () => undefined);
   process.on('SIGUSR1', () => undefined);
 
-  let running;
+  // The primary may ask us to stop while we are still starting: remember it rather than lose it.
+  let running: Awaited<ReturnType<typeof startWorker>> | null = null;
+  let starting = true;
+  let stopping = false;
+  const finish = async () => {
+    await running?.stop();
+    log.flush();
+    process.exit(0);
+  };
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    if (!starting) void finish();
+  };
+  process.on('message', (message: PrimaryMessage) => {
+    if (message.type === 'shutdown') stop();
+    else if (message.type === 'flush-caches') running?.engine.flushCaches();
+    else if (message.type === 'reopen-log') log.reopen();
+  });
+  // The primary is gone (killed without a chance to stop us): do not linger as an orphan.
+  process.on('disconnect', stop);
+
   try {
     running = await startWorker({
       config,
@@ -188,6 +209,13 @@ async function runWorker(): Promise<void> {
     });
   } catch (error) {
     send({ type: 'start-failed', message: `cannot listen: ${(error as Error).message}` });
+    starting = false;
+    if (stopping) await finish();
+    return;
+  }
+  starting = false;
+  if (stopping) {
+    await finish();
     return;
   }
 
@@ -199,20 +227,4 @@ async function runWorker(): Promise<void> {
     http: address(running.http?.address()),
     fastcgi: fastcgiAddress == null ? null : typeof fastcgiAddress === 'string' ? fastcgiAddress : `${fastcgiAddress.address}:${fastcgiAddress.port}`,
   });
-
-  let stopping = false;
-  const stop = async () => {
-    if (stopping) return;
-    stopping = true;
-    await running.stop();
-    log.flush();
-    process.exit(0);
-  };
-  process.on('message', (message: PrimaryMessage) => {
-    if (message.type === 'shutdown') void stop();
-    else if (message.type === 'flush-caches') running.engine.flushCaches();
-    else if (message.type === 'reopen-log') log.reopen();
-  });
-  // The primary is gone (killed without a chance to stop us): do not linger as an orphan.
-  process.on('disconnect', () => void stop());
 }
