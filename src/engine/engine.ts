@@ -3,7 +3,7 @@
  * for an image by the name the client used, then for tiles and regions of it; the engine applies
  * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
-import type { KernelEnum, Sharp } from 'sharp';
+import sharp, { type KernelEnum, type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
@@ -101,6 +101,8 @@ export class Engine {
         return { ...image, name };
       }
       this.forget(path);
+      // libvips caches opened files by name: without this it would go on decoding the old file.
+      dropDecoderCache();
     }
     const opening = this.load(file, printable).then((source) => ({ name, file, source }));
     if (this.maxOpen > 0) {
@@ -178,6 +180,8 @@ export class Engine {
     const { channels } = image.source.description;
     // iipsrv writes the first three bands (grey+alpha: the first) and drops alpha without compositing.
     if (channels === 2 || channels === 4) pipeline = pipeline.removeAlpha();
+    // sharp would turn greyscale into three identical bands; iipsrv sends one.
+    if (channels <= 2) pipeline = pipeline.toColourspace('b-w');
     switch (format) {
       case 'jpeg':
         return pipeline.jpeg({ quality, chromaSubsampling: '4:2:0' }).toBuffer();
@@ -187,12 +191,20 @@ export class Engine {
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
   flushCaches(): void {
     this.cache.clear();
+    dropDecoderCache();
     for (const path of [...this.open.keys()]) this.forget(path);
   }
 
   cacheStats(): Record<string, number> {
     return this.cache.stats();
   }
+}
+
+/** Empties libvips' cache of opened files and operations, keeping its limits. */
+function dropDecoderCache(): void {
+  const { memory, files, items } = sharp.cache();
+  sharp.cache(false);
+  sharp.cache({ memory: memory.max, files: files.max, items: items.max });
 }
 
 /** Names go back to clients in error bodies: keep them printable. */
