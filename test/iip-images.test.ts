@@ -169,6 +169,7 @@ before(async () => {
     writePyramid(path.join(dir, 'jpeg.tif'), pattern(1000, 700), 1000, 700, { compression: 'jpeg' }),
     writePyramid(path.join(dir, 'odd512.tif'), pattern(1001, 733), 1001, 733, { compression: 'deflate', tile: 512 }),
     writePyramid(path.join(dir, 'grey.tif'), pattern(600, 400, 1), 600, 400, { channels: 1, compression: 'deflate' }),
+    writePyramid(path.join(dir, 'grey-jpeg.tif'), pattern(600, 400, 1), 600, 400, { channels: 1, compression: 'jpeg' }),
     writePyramid(path.join(dir, 'rgba.tif'), pattern(600, 400, 4), 600, 400, { channels: 4, compression: 'deflate' }),
     writePyramid(path.join(dir, 'quad.tif'), quadrants(800, 600), 800, 600, { compression: 'deflate' }),
     writePyramid(path.join(dir, 'big.tif'), pattern(700, 500), 700, 500, { compression: 'deflate', bigtiff: true }),
@@ -309,6 +310,25 @@ describe('JTL tiles', () => {
     assert.equal(rgba.channels, 3);
     const rgbSource = await decode(sharp(path.join(dir, 'rgba.tif'), { page: 0 }).extract({ left: 0, top: 0, width: 256, height: 256 }).removeAlpha());
     assert.ok(psnr(rgba, rgbSource) > 30);
+  });
+  it('re-encoded JPEG tiles (QLT given): grey stays one band, edge tiles are cropped, pixels are the stored ones', async () => {
+    for (const [file, channels] of [
+      ['grey-jpeg.tif', 1],
+      ['jpeg.tif', 3],
+    ] as const) {
+      // Tile 2 of the full resolution is the right-hand edge column of a 600 or 1000 px wide image.
+      for (const tile of [0, 2, 3]) {
+        const resolution = 2;
+        const passed = await server.get(`FIF=${file}&JTL=${resolution},${tile}`);
+        const encoded = await server.get(`FIF=${file}&QLT=90&JTL=${resolution},${tile}`);
+        assert.equal(encoded.status, 200, `${file} tile ${tile}: ${encoded.body.toString()}`);
+        const a = await decode(passed.body);
+        const b = await decode(encoded.body);
+        assert.equal(b.channels, channels, `${file} tile ${tile} channels`);
+        assert.deepEqual([b.width, b.height], [a.width, a.height], `${file} tile ${tile} size`);
+        assert.ok(psnr(a, b) > 30, `${file} tile ${tile}: ${psnr(a, b).toFixed(1)} dB`);
+      }
+    }
   });
   it('an image smaller than one tile has one resolution and one tile', async () => {
     assert.equal((await server.get('FIF=tiny.tif&OBJ=Resolution-number')).body.toString(), '\r\nResolution-number:1\r\n');

@@ -7,6 +7,7 @@ import sharp, { type KernelEnum, type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
+import { jpegCodec } from './codecs/jpeg.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
 import { inspectImageFile, type ImageFileInfo } from './image-file.js';
@@ -142,7 +143,13 @@ export class Engine {
 
     let bytes: Buffer | null = null;
     const unchanged = request.rotation === 0 && !request.mirror;
-    if (request.passthrough && unchanged && request.format === 'jpeg') bytes = await image.source.storedJpegTile(level, col, row);
+    if (unchanged && request.format === 'jpeg') {
+      if (request.passthrough) bytes = await image.source.storedJpegTile(level, col, row);
+      if (!bytes && jpegCodec) {
+        const pixels = await image.source.decodeTile(level, col, row);
+        if (pixels) bytes = await jpegCodec.encode(pixels, request.quality);
+      }
+    }
     if (!bytes) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
       let pipeline = image.source.decode(level, rect);
@@ -176,15 +183,24 @@ export class Engine {
     return bytes;
   }
 
-  private encode(image: OpenImage, pipeline: Sharp, format: OutputFormat, quality: number): Promise<Buffer> {
+  private async encode(image: OpenImage, pipeline: Sharp, format: OutputFormat, quality: number): Promise<Buffer> {
     const { channels } = image.source.description;
     // iipsrv writes the first three bands (grey+alpha: the first) and drops alpha without compositing.
     if (channels === 2 || channels === 4) pipeline = pipeline.removeAlpha();
     // sharp would turn greyscale into three identical bands; iipsrv sends one.
     if (channels <= 2) pipeline = pipeline.toColourspace('b-w');
     switch (format) {
-      case 'jpeg':
-        return pipeline.jpeg({ quality, chromaSubsampling: '4:2:0' }).toBuffer();
+      case 'jpeg': {
+        if (jpegCodec) {
+          const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+          if (info.channels === 1 || info.channels === 3) {
+            const { width, height, channels } = info;
+            return jpegCodec.encode({ data, width, height, channels, stride: width * channels }, quality);
+          }
+          pipeline = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } });
+        }
+        return pipeline.jpeg({ quality, chromaSubsampling: '4:2:0', optimiseCoding: false }).toBuffer();
+      }
     }
   }
 

@@ -5,6 +5,7 @@
  * are described, and decoders say what they return.
  */
 import type { Sharp } from 'sharp';
+import type { RawPixels } from './codecs/jpeg.js';
 import type { ImageFormat } from './image-file.js';
 import type { LevelSize, Rect } from './view.js';
 
@@ -53,6 +54,11 @@ export interface ImageSource {
    * that tile (no padding, 8-bit, 1 or 3 bands); null when the tile must be decoded.
    */
   storedJpegTile(level: number, col: number, row: number): Promise<Buffer | null>;
+  /**
+   * The 8-bit samples of a whole tile, cropped to the image, when the source has a cheaper way to
+   * them than a general decode (JPEG tiles through libjpeg-turbo); null when it has none.
+   */
+  decodeTile(level: number, col: number, row: number): Promise<RawPixels | null>;
   /** A decoder positioned on a rectangle of a level; the caller adds resizing and encoding. */
   decode(level: number, rect: Rect): Sharp;
   close(): Promise<void>;

@@ -5,6 +5,7 @@
  */
 import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
+import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
 import { TiffFile, TiffFormatError, type TiffInfo } from './tiff/index.js';
 import type { Rect } from './view.js';
@@ -68,13 +69,18 @@ export class TiffSource implements ImageSource {
     }
   }
 
-  async storedJpegTile(level: number, col: number, row: number): Promise<Buffer | null> {
+  /** The level if its tiles are baseline JPEGs of 8-bit grey or RGB samples, else null. */
+  private jpegLevel(level: number) {
     const stored = this.tiff.info.levels[level];
     if (!stored || !stored.tiled || stored.compression !== COMPRESSION_JPEG) return null;
     if (stored.bitsPerSample !== 8 || stored.planarConfig !== 1) return null;
     if (stored.samplesPerPixel !== 1 && stored.samplesPerPixel !== 3) return null;
-    // Edge tiles are stored padded to the full tile size: the client wants them cropped.
-    if ((col + 1) * stored.tileWidth > stored.width || (row + 1) * stored.tileHeight > stored.height) return null;
+    if (this.description.colourSpace === 'cielab') return null;
+    return stored;
+  }
+
+  /** The tile as a standalone JPEG: abbreviated streams get the shared tables spliced in. */
+  private async jpegTileBytes(level: number, col: number, row: number, tables: Buffer | null): Promise<Buffer | null> {
     let bytes: Buffer;
     try {
       bytes = await this.tiff.readTileBytes(level, col, row);
@@ -82,11 +88,41 @@ export class TiffSource implements ImageSource {
       if (error instanceof TiffFormatError) throw new FileError(error.message);
       throw error;
     }
-    // Abbreviated JPEG streams need the shared tables: tables minus their EOI, tile minus its SOI.
-    if (stored.jpegTables && stored.jpegTables.length > 4 && bytes[0] === 0xff && bytes[1] === 0xd8) {
-      return Buffer.concat([stored.jpegTables.subarray(0, stored.jpegTables.length - 2), bytes.subarray(2)]);
+    // A sparse tile (no bytes) is left to the general decoder, which fills it.
+    if (bytes.length < 4) return null;
+    // Tables minus their EOI, then the tile minus its SOI.
+    if (tables && tables.length > 4 && bytes[0] === 0xff && bytes[1] === 0xd8) {
+      return Buffer.concat([tables.subarray(0, tables.length - 2), bytes.subarray(2)]);
     }
     return bytes;
+  }
+
+  async storedJpegTile(level: number, col: number, row: number): Promise<Buffer | null> {
+    const stored = this.jpegLevel(level);
+    if (!stored) return null;
+    // Edge tiles are stored padded to the full tile size: the client wants them cropped.
+    if ((col + 1) * stored.tileWidth > stored.width || (row + 1) * stored.tileHeight > stored.height) return null;
+    return this.jpegTileBytes(level, col, row, stored.jpegTables);
+  }
+
+  async decodeTile(level: number, col: number, row: number): Promise<RawPixels | null> {
+    const stored = this.jpegLevel(level);
+    if (!stored || !jpegCodec) return null;
+    const jpeg = await this.jpegTileBytes(level, col, row, stored.jpegTables);
+    if (!jpeg) return null;
+    const channels = stored.samplesPerPixel as 1 | 3;
+    let pixels: RawPixels;
+    try {
+      pixels = await jpegCodec.decode(jpeg, channels);
+    } catch {
+      // Let the general decoder have a go (and report the damage if it fails too).
+      return null;
+    }
+    const width = Math.min(stored.tileWidth, stored.width - col * stored.tileWidth);
+    const height = Math.min(stored.tileHeight, stored.height - row * stored.tileHeight);
+    if (pixels.width < width || pixels.height < height) return null;
+    // Cropping an edge tile is only a smaller width and height over the same rows.
+    return { ...pixels, width, height };
   }
 
   decode(level: number, rect: Rect): Sharp {
