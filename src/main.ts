@@ -87,7 +87,10 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
 
   // Workers accept on the shared socket themselves: no hand-off through the primary per connection.
   cluster.schedulingPolicy = cluster.SCHED_NONE;
-  cluster.setupPrimary({ silent: false });
+  // Workers get their listening socket from the primary, never as an inherited stdin: a socket
+  // inherited on fd 0 (mod_fcgid, lighttpd, spawn-fcgi) would otherwise stay open, and go on
+  // accepting connections nobody answers, in workers still finishing requests after the primary died.
+  cluster.setupPrimary({ silent: false, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 
   let stopping = false;
   let announced = false;

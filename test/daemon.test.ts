@@ -10,7 +10,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { BIN, ROOT, canConnect, freePort, startDaemon, startProgram, tempDir, testEnv, waitFor, type Started } from './helpers/daemon.ts';
+import { BIN, ROOT, canConnect, freePort, startDaemon, startProgram, tempDir, testEnv, waitFor, which, type Started } from './helpers/daemon.ts';
 
 const run = promisify(execFile);
 const IMAGES = path.join(ROOT, 'examples/images') + '/';
@@ -243,5 +243,32 @@ describe('logging', () => {
     const banner = received.find((m) => m.includes('iipsrv-ts starting'))!;
     // facility user (1) * 8 + informational (6)
     assert.match(banner, /^<14>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ iipsrv\[\d+\]: \{/);
+  });
+});
+
+describe('listen backlog as the kernel has it', { skip: which('ss') ? false : 'ss not installed (apt-get install iproute2)' }, () => {
+  const backlogOf = async (filter: string[]): Promise<number> => {
+    const { stdout } = await promisify(execFile)('ss', ['-l', '-H', ...filter]);
+    // State Recv-Q Send-Q ...: for a listening socket Send-Q is the backlog.
+    const fields = stdout.trim().split(/\s+/);
+    return Number(fields[fields[0] === 'u_str' ? 3 : 2]);
+  };
+  it('--bind HOST:PORT --backlog N', async () => {
+    const port = await freePort();
+    const daemon = await startDaemon(['--bind', `127.0.0.1:${port}`, '--backlog', '300', '--workers', '1'], { waitPort: port });
+    try {
+      assert.equal(await backlogOf(['-t', `sport = :${port}`]), 300);
+    } finally {
+      await daemon.stop();
+    }
+  });
+  it('a socket inherited on fd 0 gets the default 2048, not the 511 of Node', { skip: which('spawn-fcgi') ? false : 'spawn-fcgi not installed (apt-get install spawn-fcgi)' }, async () => {
+    const socket = path.join(tempDir(), 'fd0.sock');
+    const started = startProgram(which('spawn-fcgi')!, ['-n', '-s', socket, '--', BIN, '--workers', '1'], { env: testEnv() });
+    try {
+      await waitFor(async () => (await backlogOf(['-x', `src = ${socket}`]).catch(() => 0)) === 2048, 10_000, 'backlog 2048 on the inherited socket');
+    } finally {
+      await started.stop();
+    }
   });
 });

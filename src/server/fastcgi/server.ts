@@ -137,8 +137,9 @@ export function createFastCgiServer(handler: RequestHandler, options: FastCgiSer
           resolve();
         };
         // An explicit backlog matters for fd 0: Node re-listens on an inherited socket and would
-        // otherwise replace spawn-fcgi's backlog with its default of 511.
-        if ('fd' in target) server.listen({ fd: target.fd, backlog: target.backlog }, listening);
+        // otherwise replace spawn-fcgi's backlog with its default of 511. Node 20 ignores
+        // `backlog` in an options object with `fd` (it reads only the positional argument there).
+        if ('fd' in target) server.listen({ fd: target.fd, backlog: target.backlog }, target.backlog, listening);
         else if ('path' in target) server.listen({ path: target.path, backlog: target.backlog }, listening);
         else server.listen({ host: target.host, port: target.port, backlog: target.backlog }, listening);
       });
