@@ -134,7 +134,7 @@ async function writePyramid(
   raw: Buffer,
   width: number,
   height: number,
-  options: { channels?: number; tile?: number; compression?: 'jpeg' | 'deflate' | 'lzw' | 'none'; bigtiff?: boolean } = {},
+  options: { channels?: number; tile?: number; compression?: 'jpeg' | 'deflate' | 'lzw' | 'none'; bigtiff?: boolean; predictor?: 'none' | 'horizontal' } = {},
 ): Promise<void> {
   let image = sharp(raw, { raw: { width, height, channels: (options.channels ?? 3) as 1 | 3 | 4 } });
   // Without this sharp writes one-band input as RGB.
@@ -148,6 +148,7 @@ async function writePyramid(
       compression: options.compression ?? 'jpeg',
       quality: 90,
       bigtiff: options.bigtiff ?? false,
+      predictor: options.predictor ?? 'horizontal',
     })
     .toFile(file);
 }
@@ -167,6 +168,9 @@ before(async () => {
   await Promise.all([
     writePyramid(path.join(dir, 'deflate.tif'), pattern(1000, 700), 1000, 700, { compression: 'deflate' }),
     writePyramid(path.join(dir, 'jpeg.tif'), pattern(1000, 700), 1000, 700, { compression: 'jpeg' }),
+    writePyramid(path.join(dir, 'none.tif'), pattern(1000, 700), 1000, 700, { compression: 'none' }),
+    writePyramid(path.join(dir, 'lzw.tif'), pattern(1000, 700), 1000, 700, { compression: 'lzw' }),
+    writePyramid(path.join(dir, 'deflate-nopredictor.tif'), pattern(1000, 700), 1000, 700, { compression: 'deflate', predictor: 'none' }),
     writePyramid(path.join(dir, 'odd512.tif'), pattern(1001, 733), 1001, 733, { compression: 'deflate', tile: 512 }),
     writePyramid(path.join(dir, 'grey.tif'), pattern(600, 400, 1), 600, 400, { channels: 1, compression: 'deflate' }),
     writePyramid(path.join(dir, 'grey-jpeg.tif'), pattern(600, 400, 1), 600, 400, { channels: 1, compression: 'jpeg' }),
@@ -234,6 +238,16 @@ describe('JTL tiles', () => {
         const got = await decode(response.body);
         assert.deepEqual([got.width, got.height], [rect.width, rect.height], `size of JTL=${resolution},${tile}`);
         await assertJpegOf(got, await sourceRegion(path.join(dir, 'deflate.tif'), page, rect), `JTL=${resolution},${tile}`);
+      }
+    }
+  });
+  it('uncompressed, LZW and deflate without predictor: the same tiles as deflate with predictor, byte for byte', async () => {
+    for (const tile of [0, 3, 5, 11]) {
+      const reference = (await server.get(`FIF=deflate.tif&JTL=2,${tile}`)).body;
+      for (const file of ['none.tif', 'lzw.tif', 'deflate-nopredictor.tif']) {
+        const response = await server.get(`FIF=${file}&JTL=2,${tile}`);
+        assert.equal(response.status, 200);
+        assert.ok(response.body.equals(reference), `${file} tile ${tile}`);
       }
     }
   });

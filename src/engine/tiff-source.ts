@@ -3,6 +3,8 @@
  * stored tile bytes (JPEG tiles are sent as stored), libvips through sharp for decoding (it reads
  * only the tiles a rectangle touches, whatever their compression).
  */
+import { promisify } from 'node:util';
+import { inflate } from 'node:zlib';
 import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
@@ -11,6 +13,9 @@ import { TiffFile, TiffFormatError, type TiffInfo } from './tiff/index.js';
 import type { Rect } from './view.js';
 
 const COMPRESSION_JPEG = 7;
+const COMPRESSION_NONE = 1;
+const DEFLATE = new Set([8, 32946]);
+const inflateAsync = promisify(inflate);
 const PHOTOMETRIC = { minIsWhite: 0, minIsBlack: 1, rgb: 2, palette: 3, ycbcr: 6, cielab: 8, icclab: 9, itulab: 10 } as const;
 
 function colourSpaceOf(info: TiffInfo): ColourSpace {
@@ -106,23 +111,63 @@ export class TiffSource implements ImageSource {
   }
 
   async decodeTile(level: number, col: number, row: number): Promise<RawPixels | null> {
-    const stored = this.jpegLevel(level);
-    if (!stored || !jpegCodec) return null;
-    const jpeg = await this.jpegTileBytes(level, col, row, stored.jpegTables);
-    if (!jpeg) return null;
-    const channels = stored.samplesPerPixel as 1 | 3;
-    let pixels: RawPixels;
-    try {
-      pixels = await jpegCodec.decode(jpeg, channels);
-    } catch {
-      // Let the general decoder have a go (and report the damage if it fails too).
-      return null;
-    }
+    const stored = this.tiff.info.levels[level];
+    if (!stored || !stored.tiled || stored.bitsPerSample !== 8 || stored.planarConfig !== 1) return null;
+    // Plain grey, RGB and YCbCr-in-JPEG only: MinIsWhite, palettes and CIELAB need the general path.
+    if (![PHOTOMETRIC.minIsBlack, PHOTOMETRIC.rgb, PHOTOMETRIC.ycbcr].includes(stored.photometric as 1 | 2 | 6)) return null;
+    const pixels = stored.compression === COMPRESSION_JPEG ? await this.decodeJpegTile(level, col, row) : await this.decodeZipTile(level, col, row);
+    if (!pixels) return null;
     const width = Math.min(stored.tileWidth, stored.width - col * stored.tileWidth);
     const height = Math.min(stored.tileHeight, stored.height - row * stored.tileHeight);
     if (pixels.width < width || pixels.height < height) return null;
     // Cropping an edge tile is only a smaller width and height over the same rows.
     return { ...pixels, width, height };
+  }
+
+  private async decodeJpegTile(level: number, col: number, row: number): Promise<RawPixels | null> {
+    const stored = this.jpegLevel(level);
+    if (!stored || !jpegCodec) return null;
+    const jpeg = await this.jpegTileBytes(level, col, row, stored.jpegTables);
+    if (!jpeg) return null;
+    try {
+      return await jpegCodec.decode(jpeg, stored.samplesPerPixel as 1 | 3);
+    } catch {
+      // Let the general decoder have a go (and report the damage if it fails too).
+      return null;
+    }
+  }
+
+  /**
+   * Deflate or uncompressed 8-bit tiles, unpacked here: zlib is much cheaper than a libvips
+   * pipeline per tile. Alpha and other extra bands are dropped, as iipsrv does for JPEG output.
+   */
+  private async decodeZipTile(level: number, col: number, row: number): Promise<RawPixels | null> {
+    const stored = this.tiff.info.levels[level]!;
+    const compressed = stored.compression !== COMPRESSION_NONE;
+    if (compressed && !DEFLATE.has(stored.compression)) return null;
+    if (stored.predictor !== 1 && stored.predictor !== 2) return null;
+    const samples = stored.samplesPerPixel;
+    if (samples < 1 || samples > 4) return null;
+    const channels: 1 | 3 = samples >= 3 ? 3 : 1;
+    let bytes: Buffer;
+    try {
+      bytes = await this.tiff.readTileBytes(level, col, row);
+    } catch (error) {
+      if (error instanceof TiffFormatError) throw new FileError(error.message);
+      throw error;
+    }
+    const rowBytes = stored.tileWidth * samples;
+    const size = rowBytes * stored.tileHeight;
+    let data: Buffer;
+    try {
+      data = compressed ? await inflateAsync(bytes) : bytes;
+    } catch {
+      return null;
+    }
+    if (data.length < size) return null;
+    if (stored.predictor === 2) undoHorizontalDifferencing(data, rowBytes, stored.tileHeight, samples);
+    if (samples !== channels) data = firstBands(data, stored.tileWidth * stored.tileHeight, samples, channels);
+    return { data, width: stored.tileWidth, height: stored.tileHeight, channels, stride: stored.tileWidth * channels };
   }
 
   decode(level: number, rect: Rect): Sharp {
@@ -140,4 +185,37 @@ export class TiffSource implements ImageSource {
   close(): Promise<void> {
     return this.tiff.close();
   }
+}
+
+/** TIFF predictor 2 on 8-bit samples: each sample was stored as the difference to its left neighbour. */
+function undoHorizontalDifferencing(data: Buffer, rowBytes: number, rows: number, samples: number): void {
+  for (let y = 0; y < rows; y++) {
+    const start = y * rowBytes;
+    const end = start + rowBytes;
+    if (samples === 3) {
+      // The common case, with the running sums in locals: twice as fast as the general loop.
+      let r = data[start]!;
+      let g = data[start + 1]!;
+      let b = data[start + 2]!;
+      for (let i = start + 3; i < end; i += 3) {
+        r = (r + data[i]!) & 0xff;
+        g = (g + data[i + 1]!) & 0xff;
+        b = (b + data[i + 2]!) & 0xff;
+        data[i] = r;
+        data[i + 1] = g;
+        data[i + 2] = b;
+      }
+    } else {
+      for (let i = start + samples; i < end; i++) data[i] = (data[i]! + data[i - samples]!) & 0xff;
+    }
+  }
+}
+
+/** The first `channels` of every `samples`-band pixel. */
+function firstBands(data: Buffer, pixels: number, samples: number, channels: number): Buffer {
+  const out = Buffer.allocUnsafe(pixels * channels);
+  for (let p = 0, i = 0, o = 0; p < pixels; p++, i += samples) {
+    for (let c = 0; c < channels; c++) out[o++] = data[i + c]!;
+  }
+  return out;
 }

@@ -43,6 +43,7 @@ export interface Directory {
   bitsPerSample: number;
   sampleFormat: number;
   planarConfig: number;
+  predictor: number;
   extraSamples: number[];
 }
 
@@ -100,6 +101,7 @@ async function describe(
     bitsPerSample: ifd.number(Tag.BitsPerSample, 1),
     sampleFormat: ifd.number(Tag.SampleFormat, 1),
     planarConfig: ifd.number(Tag.PlanarConfig, 1),
+    predictor: ifd.number(Tag.Predictor, 1),
     extraSamples: ifd.numbers(Tag.ExtraSamples) ?? [],
   };
 }
@@ -182,6 +184,7 @@ export function layoutLevel(source: FileSource, d: Directory): LevelLayout {
       bitsPerSample: d.bitsPerSample,
       sampleFormat: d.sampleFormat,
       planarConfig: d.planarConfig,
+      predictor: d.predictor,
       extraSamples: d.extraSamples,
       jpegTables: tables && tables.length > 0 ? Buffer.from(tables) : null,
       tilesAcross,

@@ -20,6 +20,7 @@ export const Tag = {
   XResolution: 282,
   YResolution: 283,
   PlanarConfig: 284,
+  Predictor: 317,
   PageName: 285,
   ResolutionUnit: 296,
   Software: 305,

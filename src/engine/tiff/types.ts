@@ -21,6 +21,8 @@ export interface TiffLevel {
   /** 1 uint, 2 int, 3 float */
   sampleFormat: number;
   planarConfig: number;
+  /** 1 none, 2 horizontal differencing, 3 floating point. */
+  predictor: number;
   extraSamples: number[];
   /** JPEGTables tag bytes, if any */
   jpegTables: Buffer | null;
