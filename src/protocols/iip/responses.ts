@@ -18,8 +18,8 @@ export function errorLine(error: IipError): string {
 }
 
 export function errorResponse(errors: IipError[]): IipResponse {
+  // iipsrv's error block has no X-Powered-By (its OBJ and image answers do).
   const headers: HeaderList = [
-    ['X-Powered-By', 'IIPImage'],
     ['Cache-Control', 'no-cache'],
     ['Content-Type', IIP_CONTENT_TYPE],
     // iipsrv's wire format: clients that save the body get this name.
@@ -50,10 +50,9 @@ export function imageResponse(
   contentType: string,
   extra: HeaderList = [],
 ): IipResponse {
-  const headers: HeaderList = [
-    ['X-Powered-By', 'IIPImage'],
-    ['Content-Type', contentType],
-  ];
+  // iipsrv marks tiles and regions with X-Powered-By but not its IIP tile stream (TIL).
+  const headers: HeaderList = contentType === IIP_CONTENT_TYPE ? [] : [['X-Powered-By', 'IIPImage']];
+  headers.push(['Content-Type', contentType]);
   if (session.image) headers.push(['Last-Modified', httpDate(session.image.file.mtimeSeconds)]);
   headers.push(['Cache-Control', session.context.config.cacheControl], ...extra);
   return { status: 200, headers, body };
