@@ -135,9 +135,11 @@ describe('IIP: errors', () => {
     assert.match(text(response), /missing\.tif/);
     assert.ok(!text(response).includes(dir), text(response));
   });
-  it('a file that is not an image is 404, a directory too', async () => {
+  it('a file that is not an image is 400 "Unsupported image type" (as iipsrv 1.1); a directory 404', async () => {
     const router = routerFor({ FILESYSTEM_PREFIX: images });
-    assert.equal((await router(request('FIF=notes.txt&OBJ=IIP,1.0'))).status, 404);
+    const response = await router(request('FIF=notes.txt&OBJ=IIP,1.0'));
+    assert.equal(response.status, 400);
+    assert.match(text(response), /^Unsupported image type: notes\.txt/);
     assert.equal((await router(request('FIF=sub%20dir&OBJ=IIP,1.0'))).status, 404);
   });
   it('FIF decodes its argument: %20, + and UTF-8', async () => {

@@ -497,6 +497,28 @@ describe('CVT region export', () => {
     assert.equal(response.status, 400);
     assert.equal((await server.get('FIF=jpeg.tif&OBJ=Max-size')).status, 200, 'still serving');
   });
+  it('CVT=png, webp, avif, tiff: that format, the right Content-Type and file name, the same picture', async () => {
+    const reference = await decode((await server.get('FIF=deflate.tif&WID=300&CVT=jpeg')).body);
+    for (const [name, format, type, extension] of [
+      ['png', 'png', 'image/png', 'png'],
+      ['webp', 'webp', 'image/webp', 'webp'],
+      ['avif', 'heif', 'image/avif', 'avif'],
+      ['tiff', 'tiff', 'image/tiff', 'tif'],
+      ['TIF', 'tiff', 'image/tiff', 'tif'],
+    ] as const) {
+      const response = await server.get(`FIF=deflate.tif&WID=300&CVT=${name}`);
+      assert.equal(response.status, 200, `${name}: ${response.body.toString()}`);
+      assert.equal(getHeader(response.headers, 'content-type'), type);
+      assert.equal(getHeader(response.headers, 'content-disposition'), `inline;filename="deflate.${extension}"`);
+      assert.equal((await sharp(response.body).metadata()).format, format);
+      const got = await decode(sharp(response.body).removeAlpha());
+      assert.ok(psnr(got, reference) > 25, `${name}: ${psnr(got, reference).toFixed(1)} dB`);
+    }
+    // Formats with alpha keep it; JPEG drops it.
+    assert.equal((await sharp((await server.get('FIF=rgba.tif&WID=100&CVT=png')).body).metadata()).channels, 4);
+    assert.equal((await sharp((await server.get('FIF=rgba.tif&WID=100&CVT=jpeg')).body).metadata()).channels, 3);
+    assert.equal((await sharp((await server.get('FIF=grey.tif&WID=100&CVT=png')).body).metadata()).channels, 1);
+  });
   it('an unknown CVT format is 400 with a message, never a JPEG under another name', async () => {
     const response = await server.get('FIF=jpeg.tif&CVT=bmp');
     assert.equal(response.status, 400);

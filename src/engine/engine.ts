@@ -3,14 +3,15 @@
  * for an image by the name the client used, then for tiles and regions of it; the engine applies
  * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
-import sharp, { type KernelEnum, type Sharp } from 'sharp';
+import sharp, { type KernelEnum } from 'sharp';
 import { FileError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
 import { jpegCodec } from './codecs/jpeg.js';
+import { DEFAULT_ENCODER_SETTINGS, encodeImage, type EncoderSettings, type OutputFormat } from './encoders.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
-import { inspectImageFile, type ImageFileInfo } from './image-file.js';
+import { identifyImageFile, statImageFile, type ImageFileInfo } from './image-file.js';
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
 import type { ImageSource } from './source.js';
 import { TiffSource } from './tiff-source.js';
@@ -24,6 +25,7 @@ export interface EngineOptions {
   /** Parsed files kept open; 0 = none (re-read every request), -1 = unbounded. */
   maxOpenImages?: number;
   interpolation?: Interpolation;
+  encoders?: EncoderSettings;
 }
 
 export interface OpenImage {
@@ -33,7 +35,7 @@ export interface OpenImage {
   source: ImageSource;
 }
 
-export type OutputFormat = 'jpeg';
+export type { OutputFormat } from './encoders.js';
 
 export interface TileRequest {
   level: number;
@@ -66,12 +68,14 @@ export class Engine {
   private readonly open = new Map<string, Promise<OpenImage>>();
   private readonly maxOpen: number;
   private readonly kernel: keyof KernelEnum;
+  private readonly encoders: EncoderSettings;
 
   constructor(private readonly options: EngineOptions) {
     const cacheBytes = options.cacheBytes ?? 0;
     this.cache = new TileCache(cacheBytes > 0 ? new LruCache(cacheBytes) : null, options.memcached ?? null);
     const requested = options.maxOpenImages ?? 1000;
     this.maxOpen = requested < 0 ? OPEN_FILE_CEILING : Math.min(requested, OPEN_FILE_CEILING);
+    this.encoders = options.encoders ?? DEFAULT_ENCODER_SETTINGS;
     this.kernel = ({ nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos3: 'lanczos3' } as const)[
       options.interpolation ?? 'bilinear'
     ];
@@ -90,12 +94,13 @@ export class Engine {
       if (error instanceof UnsafePathError) throw new FileError(`${printable}: ${error.message}`);
       throw error;
     }
-    // Every request looks at the file's time, so that a replaced file is never served stale.
-    const file = await inspectImageFile(path, printable);
+    // Every request looks at the file's time, so that a replaced file is never served stale; only
+    // a file not seen before, or changed since, is opened and parsed.
+    const stat = await statImageFile(path, printable);
     const known = this.open.get(path);
     if (known) {
       const image = await known.catch(() => null);
-      if (image && image.file.mtimeSeconds === file.mtimeSeconds && image.file.size === file.size) {
+      if (image && image.file.mtimeSeconds === stat.mtimeSeconds && image.file.size === stat.size) {
         // Most recently used last, so that eviction takes the oldest.
         this.open.delete(path);
         this.open.set(path, known);
@@ -105,14 +110,15 @@ export class Engine {
       // libvips caches opened files by name: without this it would go on decoding the old file.
       dropDecoderCache();
     }
-    const opening = this.load(file, printable).then((source) => ({ name, file, source }));
+    const opening = identifyImageFile(stat, printable).then(async (file) => ({ name, file, source: await this.load(file, printable) }));
     if (this.maxOpen > 0) {
       this.open.set(path, opening);
-      opening.catch(() => this.open.delete(path));
+      opening.catch(() => {
+        if (this.open.get(path) === opening) this.open.delete(path);
+      });
       while (this.open.size > this.maxOpen) this.forget(this.open.keys().next().value!);
     }
-    const image = await opening;
-    return image;
+    return opening;
   }
 
   private async load(file: ImageFileInfo, name: string): Promise<ImageSource> {
@@ -155,7 +161,7 @@ export class Engine {
       let pipeline = image.source.decode(level, rect);
       if (request.mirror) pipeline = pipeline.flop();
       if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
-      bytes = await this.encode(image, pipeline, request.format, request.quality);
+      bytes = await encodeImage(pipeline, image.source.description.channels, request.format, request.quality, this.encoders);
     }
     this.cache.set(key, bytes);
     return bytes;
@@ -178,30 +184,9 @@ export class Engine {
     }
     if (output.mirror) pipeline = pipeline.flop();
     if (output.rotation % 360 !== 0) pipeline = pipeline.rotate(output.rotation, { background: '#ffffff' });
-    const bytes = await this.encode(image, pipeline, output.format, output.quality);
+    const bytes = await encodeImage(pipeline, image.source.description.channels, output.format, output.quality, this.encoders);
     this.cache.set(key, bytes);
     return bytes;
-  }
-
-  private async encode(image: OpenImage, pipeline: Sharp, format: OutputFormat, quality: number): Promise<Buffer> {
-    const { channels } = image.source.description;
-    // iipsrv writes the first three bands (grey+alpha: the first) and drops alpha without compositing.
-    if (channels === 2 || channels === 4) pipeline = pipeline.removeAlpha();
-    // sharp would turn greyscale into three identical bands; iipsrv sends one.
-    if (channels <= 2) pipeline = pipeline.toColourspace('b-w');
-    switch (format) {
-      case 'jpeg': {
-        if (jpegCodec) {
-          const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
-          if (info.channels === 1 || info.channels === 3) {
-            const { width, height, channels } = info;
-            return jpegCodec.encode({ data, width, height, channels, stride: width * channels }, quality);
-          }
-          pipeline = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } });
-        }
-        return pipeline.jpeg({ quality, chromaSubsampling: '4:2:0', optimiseCoding: false }).toBuffer();
-      }
-    }
   }
 
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */

@@ -4,7 +4,7 @@
  * as iipsrv does, so that renaming a file never changes how it is read.
  */
 import { open, stat } from 'node:fs/promises';
-import { FileError } from '../errors.js';
+import { FileError, InvalidArgumentError } from '../errors.js';
 
 export type ImageFormat = 'tiff' | 'jp2';
 
@@ -27,15 +27,25 @@ export function sniffFormat(head: Buffer): ImageFormat | null {
     const magic = head.subarray(0, 4).toString('latin1');
     // Classic TIFF and BigTIFF, both byte orders.
     if (magic === 'II*\0' || magic === 'MM\0*' || magic === 'II+\0' || magic === 'MM\0+') return 'tiff';
+    // The "I I" magic of some old TIFF writers, which iipsrv accepts too.
+    if (magic.startsWith('I I')) return 'tiff';
   }
   return null;
 }
 
+/** What `stat` says of an image file: enough to tell whether a file already opened has changed. */
+export interface ImageFileStat {
+  path: string;
+  mtimeSeconds: number;
+  size: number;
+}
+
 /**
+ * Done on every request (a replaced file must never be served stale), so it opens nothing.
  * @param name the image name as the client gave it, for messages
- * @throws FileError when the file is missing, not a regular file, unreadable or of another format
+ * @throws FileError when the file is missing or not a regular file
  */
-export async function inspectImageFile(path: string, name: string): Promise<ImageFileInfo> {
+export async function statImageFile(path: string, name: string): Promise<ImageFileStat> {
   let info;
   try {
     info = await stat(path);
@@ -43,11 +53,22 @@ export async function inspectImageFile(path: string, name: string): Promise<Imag
     throw new FileError(`${name} is neither a file nor part of an image sequence`);
   }
   if (!info.isFile()) throw new FileError(`${name} is neither a file nor part of an image sequence`);
+  return { path, mtimeSeconds: Math.floor(info.mtimeMs / 1000), size: info.size };
+}
 
+/** iipsrv reads this many bytes to recognise a format; a shorter file is no image (404). */
+const MAGIC_LENGTH = 10;
+
+/**
+ * The format from the magic bytes, for a file not opened before (or changed since).
+ * @throws FileError when the file cannot be read or is too short to be an image (404, as iipsrv)
+ * @throws InvalidArgumentError for a file of another kind (400 "Unsupported image type", as iipsrv)
+ */
+export async function identifyImageFile(file: ImageFileStat, name: string): Promise<ImageFileInfo> {
   const head = Buffer.alloc(16);
   let bytesRead = 0;
   try {
-    const handle = await open(path, 'r');
+    const handle = await open(file.path, 'r');
     try {
       ({ bytesRead } = await handle.read(head, 0, head.length, 0));
     } finally {
@@ -56,7 +77,8 @@ export async function inspectImageFile(path: string, name: string): Promise<Imag
   } catch {
     throw new FileError(`${name} cannot be read`);
   }
+  if (bytesRead < MAGIC_LENGTH) throw new FileError(`${name} is too short to be an image`);
   const format = sniffFormat(head.subarray(0, bytesRead));
-  if (!format) throw new FileError(`${name} is not a TIFF or JPEG2000 image`);
-  return { path, mtimeSeconds: Math.floor(info.mtimeMs / 1000), size: info.size, format };
+  if (!format) throw new InvalidArgumentError(`Unsupported image type: ${name} (not a TIFF or JPEG2000 image)`);
+  return { ...file, format };
 }

@@ -45,6 +45,13 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     memcached,
     maxOpenImages: config.maxMetadataCacheEntries,
     interpolation: config.interpolation,
+    encoders: {
+      pngCompression: config.pngQuality,
+      webpQuality: config.webpQuality,
+      avifQuality: config.avifQuality,
+      tiffCompression: config.tiffCompression,
+      tiffQuality: config.tiffQuality,
+    },
   });
   const handler = createRouter({ config, engine, log });
 

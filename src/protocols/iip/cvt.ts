@@ -4,18 +4,26 @@
  */
 import path from 'node:path';
 import { IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
+import { CONTENT_TYPES, EXTENSIONS, type OutputFormat } from '../../engine/encoders.js';
 import { planRegion } from '../../engine/view.js';
 import { imageResponse } from './responses.js';
 import type { IipSession } from './session.js';
 
-const FORMATS: Record<string, { format: 'jpeg'; type: string; extension: string }> = {
-  jpeg: { format: 'jpeg', type: 'image/jpeg', extension: 'jpg' },
-  jpg: { format: 'jpeg', type: 'image/jpeg', extension: 'jpg' },
+/** CVT's format names, as iipsrv 1.3 takes them. */
+const FORMATS: Record<string, OutputFormat> = {
+  jpeg: 'jpeg',
+  jpg: 'jpeg',
+  png: 'png',
+  webp: 'webp',
+  avif: 'avif',
+  tiff: 'tiff',
+  tif: 'tiff',
 };
 
 export async function cvt(session: IipSession, argument: string): Promise<void> {
-  const output = FORMATS[argument.toLowerCase()];
-  if (!output) throw new InvalidArgumentError(`CVT: unsupported output format "${argument}" (supported: jpeg)`);
+  const format = FORMATS[argument.toLowerCase()];
+  // iipsrv sends a JPEG for a format it does not know; a client asking for one gets told instead.
+  if (!format) throw new InvalidArgumentError(`CVT: unsupported output format "${argument}" (supported: ${Object.keys(FORMATS).join(', ')})`);
   if (!session.image) {
     session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
     return;
@@ -29,12 +37,12 @@ export async function cvt(session: IipSession, argument: string): Promise<void> 
     allowUpscaling: config.allowUpscaling,
   });
   const body = await engine.region(session.image, plan, {
-    format: output.format,
+    format,
     quality: session.effectiveQuality,
     rotation: session.rotation,
     mirror: session.mirror,
   });
   const base = path.posix.basename(session.image.name).replace(/\.[^.]*$/, '') || 'image';
   const filename = base.replace(/["\\\r\n]/g, '_');
-  session.output = imageResponse(session, body, output.type, [['Content-Disposition', `inline;filename="${filename}.${output.extension}"`]]);
+  session.output = imageResponse(session, body, CONTENT_TYPES[format], [['Content-Disposition', `inline;filename="${filename}.${EXTENSIONS[format]}"`]]);
 }

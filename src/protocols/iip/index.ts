@@ -9,7 +9,7 @@ import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
 import { jtl, jtls, til } from './tiles.js';
-import { hei, qlt, rgn, rot, wid } from './view-commands.js';
+import { hei, qlt, rgn, rot, sds, wid } from './view-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
 
@@ -24,6 +24,7 @@ export const COMMANDS: Record<string, IipCommand> = {
   hei,
   rgn,
   rot,
+  sds,
   jtl,
   jtls,
   til,

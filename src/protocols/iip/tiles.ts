@@ -32,8 +32,9 @@ export async function renderTile(session: IipSession, resolution: number, tile: 
   const image = session.image!;
   let { level, col, row } = addressTile(image, resolution, tile);
   const rotation = Math.round(session.rotation / 90) * 90 === session.rotation ? session.rotation : 0;
-  if (rotation === 180) {
+  if (rotation === 180 && !session.mirror) {
     // A client that rotates the whole image by 180 asks for tile i and expects the one opposite.
+    // (`!180`, a vertical flip, flips the tile asked for, as iipsrv 1.1 does.)
     const { across, down } = tileGrid(image.source.description.levels[level]!);
     const opposite = across * down - 1 - (row * across + col);
     ({ level, col, row } = { level, col: opposite % across, row: Math.floor(opposite / across) });
@@ -78,7 +79,7 @@ export async function jtls(session: IipSession, argument: string): Promise<void>
     session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
     return;
   }
-  if (h !== 0 || v !== 90) throw new FileError('image sequences are not supported yet: only the view 0,90 exists');
+  // A single image has one view whatever the angles; sequences are not read yet.
   const body = await renderTile(session, resolution, tile);
   session.output = imageResponse(session, body, 'image/jpeg');
 }

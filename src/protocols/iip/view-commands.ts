@@ -1,5 +1,5 @@
 /**
- * The commands that shape what the next image command produces: QLT, WID, HEI, RGN, ROT.
+ * The commands that shape what the next image command produces: QLT, WID, HEI, RGN, ROT, SDS.
  * They only change the session; nothing is read until JTL, CVT or TIL.
  */
 import { InvalidArgumentError } from '../../errors.js';
@@ -46,4 +46,16 @@ export function rot(session: IipSession, argument: string): void {
   if (session.mirror) text = text.slice(1);
   const degrees = atof(text);
   session.rotation = ((degrees % 360) + 360) % 360;
+}
+
+/**
+ * `SDS=h,v`: the view of an image sequence (horizontal angle, vertical angle). As in iipsrv 1.1 a
+ * single value sets both. A single image has one view whatever the angles say, so they only
+ * matter to sequences.
+ */
+export function sds(session: IipSession, argument: string): void {
+  const comma = argument.indexOf(',');
+  const h = atoi(argument);
+  session.horizontalView = h;
+  session.verticalView = comma < 0 ? h : atoi(argument.slice(comma + 1));
 }
