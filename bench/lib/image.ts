@@ -1,0 +1,103 @@
+/**
+ * The benchmark image: 10000x7000 RGB, a gradient with a sine texture and uniform noise, saved by
+ * the vips CLI as a JPEG-compressed (Q 90) tiled pyramid TIFF with 256x256 tiles in the main IFD
+ * chain (the layout iipsrv 1.1 reads). Cached in os.tmpdir() between runs, keyed by a version
+ * string (bump IMAGE_VERSION when the recipe changes).
+ */
+import { spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeSync, closeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export const IMAGE_VERSION = 'v1';
+export const IMAGE_WIDTH = 10000;
+export const IMAGE_HEIGHT = 7000;
+export const TILE = 256;
+
+export const CACHE_DIR = path.join(os.tmpdir(), 'iipsrv-ts-bench-cache');
+export const IMAGE_NAME = `bench-${IMAGE_VERSION}-${IMAGE_WIDTH}x${IMAGE_HEIGHT}.tif`;
+
+function run(command: string, args: string[]): void {
+  const r = spawnSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  if (r.error) throw new Error(`${command}: ${r.error.message} (is libvips-tools installed?)`);
+  if (r.status !== 0) throw new Error(`${command} ${args.join(' ')} failed:\n${r.stdout}${r.stderr}`);
+}
+
+/** Raw interleaved RGB, written row band by row band so that memory stays small. */
+function writeRaw(file: string, width: number, height: number): void {
+  const fd = openSync(file, 'w');
+  const band = 256;
+  const buf = Buffer.allocUnsafe(width * band * 3);
+  let s = 0x2545f491 >>> 0; // xorshift32 seed: the same image every time
+  const A = 16; // noise amplitude (+-8)
+  try {
+    for (let y0 = 0; y0 < height; y0 += band) {
+      const rows = Math.min(band, height - y0);
+      for (let yy = 0; yy < rows; yy++) {
+        const y = y0 + yy;
+        const gy = (y * 255) / (height - 1);
+        const cy = Math.cos(y / 53);
+        const sy = Math.sin(y / 11.3);
+        let i = yy * width * 3;
+        for (let x = 0; x < width; x++) {
+          s ^= s << 13;
+          s >>>= 0;
+          s ^= s >>> 17;
+          s ^= s << 5;
+          s >>>= 0;
+          const w = 60 * Math.sin(x / 37) * cy + 20 * Math.sin(x / 7.1 + sy * 3);
+          const r = (x * 255) / (width - 1) + w + (((s & 255) * A) >> 8) - A / 2;
+          const g = gy - w + ((((s >>> 8) & 255) * A) >> 8) - A / 2;
+          const b = 128 + 0.5 * w + ((((s >>> 16) & 255) * A) >> 8) - A / 2;
+          buf[i++] = r < 0 ? 0 : r > 255 ? 255 : r;
+          buf[i++] = g < 0 ? 0 : g > 255 ? 255 : g;
+          buf[i++] = b < 0 ? 0 : b > 255 ? 255 : b;
+        }
+      }
+      writeSync(fd, buf, 0, rows * width * 3);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Returns { dir, name } of the cached image, generating it first if needed. */
+export function benchImage(log: (line: string) => void): { dir: string; name: string; file: string; generated: boolean } {
+  mkdirSync(CACHE_DIR, { recursive: true });
+  chmodSync(CACHE_DIR, 0o755);
+  const file = path.join(CACHE_DIR, IMAGE_NAME);
+  if (existsSync(file)) return { dir: CACHE_DIR + '/', name: IMAGE_NAME, file, generated: false };
+  const started = Date.now();
+  log(`generating ${file} (${IMAGE_WIDTH}x${IMAGE_HEIGHT}, vips tiffsave --tile --pyramid --compression jpeg --Q 90)...`);
+  const work = path.join(CACHE_DIR, `tmp-${process.pid}`);
+  mkdirSync(work, { recursive: true });
+  try {
+    const raw = path.join(work, 'in.raw');
+    const v = path.join(work, 'in.v');
+    const tif = path.join(work, 'out.tif');
+    writeRaw(raw, IMAGE_WIDTH, IMAGE_HEIGHT);
+    run('vips', ['rawload', raw, v, String(IMAGE_WIDTH), String(IMAGE_HEIGHT), '3']);
+    run('vips', [
+      'tiffsave', v, tif,
+      '--tile', '--pyramid', '--tile-width', String(TILE), '--tile-height', String(TILE),
+      '--compression', 'jpeg', '--Q', '90',
+    ]);
+    chmodSync(tif, 0o644);
+    renameSync(tif, file);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  log(`generated in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return { dir: CACHE_DIR + '/', name: IMAGE_NAME, file, generated: true };
+}
+
+/** Level sizes as vips writes them: floor-halving until a level fits in one tile. Largest first. */
+export function expectedLevels(width: number, height: number, tile: number): Array<[number, number]> {
+  const levels: Array<[number, number]> = [[width, height]];
+  while (width > tile || height > tile) {
+    width = Math.floor(width / 2);
+    height = Math.floor(height / 2);
+    levels.push([width, height]);
+  }
+  return levels;
+}

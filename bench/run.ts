@@ -1,0 +1,660 @@
+/**
+ * Side-by-side benchmark: iipsrv-ts (./bin/iipsrv, compiled dist/) against Debian's iipsrv 1.1,
+ * both behind ONE nginx on loopback, driven by wrk. Run with `npm run bench` (which builds
+ * first) or `node --import tsx bench/run.ts`. Writes bench/results.md. See "Benchmarks" in README.md.
+ *
+ * Environment knobs (all optional):
+ *   BENCH_DURATION=10   seconds of each timed wrk run
+ *   BENCH_WARMUP=2      seconds of the untimed wrk run before each timed one
+ *   BENCH_THREADS=2 BENCH_CONNECTIONS=16
+ *   BENCH_ONLY=a,b      run only these workloads
+ *   IIPSRV11=/usr/lib/iipimage-server/iipsrv.fcgi
+ *   BENCH_OURS_ENV='MALLOC_ARENA_MAX=2 UV_THREADPOOL_SIZE=2'   extra environment for our server only
+ *   BENCH_OURS_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'   node flags for our server (workers inherit them)
+ */
+import { readFileSync, statSync, writeFileSync, copyFileSync, mkdtempSync, chmodSync, mkdirSync, readdirSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
+import sharp from 'sharp';
+import { benchImage, expectedLevels, IMAGE_HEIGHT, IMAGE_WIDTH, TILE } from './lib/image.ts';
+import {
+  cleanup,
+  freePort,
+  installCleanupHandlers,
+  isInterrupted,
+  registerTempDir,
+  sampleRss,
+  startProcess,
+  stopProcess,
+  treeCpuSeconds,
+  waitForPort,
+  type Proc,
+} from './lib/procs.ts';
+import { runWrk, writeWrkScript, type WrkParams, type WrkResult } from './lib/wrk.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const OURS_BIN = path.join(ROOT, 'bin/iipsrv');
+const IIPSRV11 = process.env.IIPSRV11 ?? '/usr/lib/iipimage-server/iipsrv.fcgi';
+const FASTCGI_PARAMS = path.join(ROOT, 'examples/nginx/iipsrv_fastcgi_params');
+const RESULTS = path.join(ROOT, 'bench/results.md');
+
+const NGINX_WORKERS = 1;
+const WRK: WrkParams = {
+  threads: Number(process.env.BENCH_THREADS ?? 2),
+  connections: Number(process.env.BENCH_CONNECTIONS ?? 16),
+  durationSeconds: Number(process.env.BENCH_DURATION ?? 10),
+  timeoutSeconds: 10,
+};
+const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP ?? 2);
+const LIST_LENGTH = 20_000;
+const HOT_TILES = 20;
+const SEED = 20261201;
+
+const log = (line = '') => process.stdout.write(line + '\n');
+const MB = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic randomness: every backend gets exactly the same request sequence.
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backends
+
+interface ServerSpec {
+  key: string;
+  kind: 'ours' | 'iipsrv11';
+  ports: number[];
+  args: (port: number) => string[];
+  env: NodeJS.ProcessEnv;
+  procs: Proc[];
+}
+
+interface Backend {
+  key: string;
+  label: string;
+  /** nginx location */
+  location: string;
+  server: ServerSpec;
+  /** worker (or iipsrv) processes that do the work */
+  processes: number;
+}
+
+async function startServer(spec: ServerSpec): Promise<void> {
+  spec.procs = [];
+  for (const port of spec.ports) {
+    const nodeArgs = process.env.BENCH_OURS_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
+    const [command, args] =
+      spec.kind === 'iipsrv11'
+        ? [IIPSRV11, spec.args(port)]
+        : nodeArgs.length > 0
+          ? [process.execPath, [...nodeArgs, OURS_BIN, ...spec.args(port)]]
+          : [OURS_BIN, spec.args(port)];
+    const proc = startProcess(`${spec.key}:${port}`, command, args, spec.env, ROOT);
+    spec.procs.push(proc);
+    await waitForPort(proc, port);
+  }
+  if (spec.kind === 'ours') {
+    // Wait until the workers are up (the primary may bind before they are forked).
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+function serverAlive(spec: ServerSpec): boolean {
+  return spec.procs.every((p) => p.alive());
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx
+
+function nginxConfig(dir: string, port: number, servers: ServerSpec[], backends: Backend[]): string {
+  const upstreams: string[] = [];
+  const locations: string[] = [];
+  for (const s of servers) {
+    upstreams.push(
+      `    upstream ${s.key}_ka {\n${s.ports.map((p) => `        server 127.0.0.1:${p};`).join('\n')}\n        keepalive 16;\n    }`,
+      `    upstream ${s.key}_plain {\n${s.ports.map((p) => `        server 127.0.0.1:${p};`).join('\n')}\n    }`,
+    );
+  }
+  for (const b of backends) {
+    const keep = b.location.endsWith('-ka');
+    locations.push(
+      `        location = ${b.location} {\n` +
+        `            fastcgi_pass ${b.server.key}_${keep ? 'ka' : 'plain'};\n` +
+        (keep ? '            fastcgi_keep_conn on;\n' : '') +
+        `            include ${path.join(dir, 'iipsrv_fastcgi_params')};\n` +
+        `        }`,
+    );
+  }
+  const temp = (name: string) => `    ${name}_temp_path ${path.join(dir, 'tmp', name)};`;
+  return [
+    'daemon off;',
+    'master_process on;',
+    `worker_processes ${NGINX_WORKERS};`,
+    `pid ${path.join(dir, 'nginx.pid')};`,
+    `error_log ${path.join(dir, 'error.log')} warn;`,
+    'events { worker_connections 2048; }',
+    'http {',
+    '    access_log off;',
+    '    keepalive_requests 1000000;',
+    // Keep whole responses (tiles up to ~70 KB, CVT up to ~150 KB) in memory, never in temp files.
+    '    fastcgi_buffer_size 32k;',
+    '    fastcgi_buffers 16 32k;',
+    ...['client_body', 'fastcgi', 'proxy', 'uwsgi', 'scgi'].map(temp),
+    ...upstreams,
+    '    server {',
+    `        listen 127.0.0.1:${port};`,
+    '        server_name localhost;',
+    ...locations,
+    '    }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP sample requests
+
+interface Reply {
+  status: number;
+  type: string;
+  body: Buffer;
+}
+
+function get(port: number, pathAndQuery: string): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: pathAndQuery, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type'] ?? ''), body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.setTimeout(30_000, () => req.destroy(new Error(`timeout: ${pathAndQuery}`)));
+    req.on('error', reject);
+  });
+}
+
+function isJpeg(body: Buffer): boolean {
+  return body.length > 4 && body[0] === 0xff && body[1] === 0xd8 && body[body.length - 2] === 0xff && body[body.length - 1] === 0xd9;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads
+
+interface Workload {
+  id: string;
+  title: string;
+  queries: string[];
+  /** samples checked on every backend before timing */
+  samples: string[];
+  kind: 'obj' | 'jpeg';
+  script?: string;
+}
+
+function levelsFromAnswer(text: string): Array<[number, number]> {
+  const m = /Resolutions:([\d ,]+)/.exec(text);
+  if (!m) throw new Error(`no Resolutions line in ${JSON.stringify(text)}`);
+  return m[1]!
+    .trim()
+    .split(',')
+    .map((pair) => pair.trim().split(/\s+/).map(Number) as [number, number]);
+}
+
+function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, number]>, tile: [number, number]): Workload[] {
+  const pairs: Array<[number, number]> = [];
+  levelsSmallestFirst.forEach(([w, h], res) => {
+    const n = Math.ceil(w / tile[0]) * Math.ceil(h / tile[1]);
+    for (let t = 0; t < n; t++) pairs.push([res, t]);
+  });
+  const rnd = mulberry32(SEED);
+  const pick = () => pairs[Math.floor(rnd() * pairs.length)]!;
+  const randomPairs = Array.from({ length: LIST_LENGTH }, pick);
+  const hotSet = Array.from({ length: HOT_TILES }, pick);
+  const hotPairs = Array.from({ length: LIST_LENGTH }, () => hotSet[Math.floor(rnd() * hotSet.length)]!);
+  const f = (x: number) => x.toFixed(4);
+  const regions = Array.from({ length: LIST_LENGTH }, () => {
+    const x = rnd() * 0.7;
+    const y = rnd() * 0.7;
+    const w = 0.1 + rnd() * 0.2;
+    const h = 0.1 + rnd() * 0.2;
+    return `FIF=${image}&RGN=${f(x)},${f(y)},${f(w)},${f(h)}&WID=800&CVT=jpeg`;
+  });
+  const jtl = ([r, t]: [number, number]) => `FIF=${image}&JTL=${r},${t}`;
+  const jtlQ = ([r, t]: [number, number]) => `FIF=${image}&QLT=75&JTL=${r},${t}`;
+  const top = levelsSmallestFirst.length - 1;
+  // A full-resolution inner tile and an edge tile, checked on every backend along with the first queries.
+  const [fw] = levelsSmallestFirst[top]!;
+  const across = Math.ceil(fw / tile[0]);
+  const extra: Array<[number, number]> = [[top, across + 1], [top, across - 1], [0, 0]];
+  log(`tile grid: ${levelsSmallestFirst.map(([w, h], r) => `r${r} ${w}x${h}=${Math.ceil(w / tile[0])}x${Math.ceil(h / tile[1])}`).join(', ')}; ${pairs.length} (res,tile) pairs`);
+  return [
+    { id: 'a', title: 'OBJ=IIP,1.0 (no image)', queries: ['OBJ=IIP,1.0'], samples: ['OBJ=IIP,1.0'], kind: 'obj' },
+    { id: 'b', title: 'random tiles, all levels (JTL)', queries: randomPairs.map(jtl), samples: [...randomPairs.slice(0, 4), ...extra].map(jtl), kind: 'jpeg' },
+    { id: 'c', title: `hot tiles (${HOT_TILES} tiles over and over)`, queries: hotPairs.map(jtl), samples: hotSet.slice(0, 5).map(jtl), kind: 'jpeg' },
+    { id: 'd', title: 'CVT random region -> 800 px wide', queries: regions, samples: regions.slice(0, 5), kind: 'jpeg' },
+    { id: 'e', title: 'random tiles, forced re-encode (QLT=75)', queries: randomPairs.map(jtlQ), samples: [...randomPairs.slice(0, 4), ...extra].map(jtlQ), kind: 'jpeg' },
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+interface RunResult {
+  workload: Workload;
+  backend: Backend;
+  wrk: WrkResult;
+  cpuSeconds: number;
+  nginxCpuSeconds: number;
+  peakRssTotal: number;
+  /** largest peak RSS of one worker process (ours: a worker; iipsrv: a process) */
+  peakRssWorker: number;
+  /** ours: the primary's peak RSS */
+  peakRssPrimary: number;
+  upstreamErrors: string[];
+  /** share of the whole machine's CPU time that was busy during the run, % */
+  boxBusy: number;
+  flags: string[];
+}
+
+/** Busy and total jiffies of the whole machine, from /proc/stat. */
+function boxCpu(): { busy: number; total: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = (f[3] ?? 0) + (f[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+const fmtMs = (n: number) => (!Number.isFinite(n) ? 'n/a' : n < 10 ? n.toFixed(2) : n < 100 ? n.toFixed(1) : n.toFixed(0));
+
+function newLines(file: string, offset: number): { lines: string[]; size: number } {
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return { lines: [], size: offset };
+  }
+  return { lines: text.slice(offset).split('\n').filter((l) => l.trim() !== ''), size: text.length };
+}
+
+async function main(): Promise<number> {
+  installCleanupHandlers();
+  const startedAt = Date.now();
+  const loadBefore = readFileSync('/proc/loadavg', 'utf8').trim();
+
+  // ---- preconditions
+  for (const [what, file] of [
+    ['the compiled server (run npm run build)', path.join(ROOT, 'dist/main.js')],
+    ['iipsrv 1.1 (apt-get install iipimage-server)', IIPSRV11],
+  ] as const) {
+    try {
+      statSync(file);
+    } catch {
+      throw new Error(`missing ${what}: ${file}`);
+    }
+  }
+  for (const program of ['nginx', 'wrk', 'vips']) {
+    const r = spawnSync('sh', ['-c', `command -v ${program} || test -x /usr/sbin/${program}`], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${program} is not installed (apt-get install ${program === 'vips' ? 'libvips-tools' : program})`);
+  }
+  const distTime = statSync(path.join(ROOT, 'dist/main.js')).mtimeMs;
+  const newerSources: string[] = [];
+  const walk = (dir: string) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (p.endsWith('.ts') && statSync(p).mtimeMs > distTime + 1000) newerSources.push(path.relative(ROOT, p));
+    }
+  };
+  walk(path.join(ROOT, 'src'));
+  if (newerSources.length > 0) log(`WARNING: dist/ is older than ${newerSources.slice(0, 3).join(', ')}${newerSources.length > 3 ? ' ...' : ''}: npm run build`);
+
+  // ---- image
+  const image = benchImage(log);
+  log(`image: ${image.file} (${(statSync(image.file).size / MB).toFixed(1)} MB${image.generated ? ', new' : ', cached'})`);
+
+  // ---- temp prefix for nginx and the wrk scripts
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'iipsrv-bench-'));
+  registerTempDir(dir);
+  chmodSync(dir, 0o755);
+
+  // ---- servers
+  const common = { PATH: process.env.PATH, HOME: process.env.HOME, FILESYSTEM_PREFIX: image.dir, JPEG_QUALITY: '75', VERBOSITY: '0' };
+  const iipEnv = { ...common, MAX_IMAGE_CACHE_SIZE: '10', MEMCACHED_SERVERS: '127.0.0.1:1' };
+  const oursEnv: NodeJS.ProcessEnv = { ...common, MAX_IMAGE_CACHE_SIZE: '10', MEMCACHED_SERVERS: '' };
+  for (const pair of (process.env.BENCH_OURS_ENV ?? '').split(/\s+/).filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq > 0) oursEnv[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  const iipArgs = (port: number) => ['--bind', `127.0.0.1:${port}`, '--backlog', '1024'];
+  const oursArgs = (workers: number) => (port: number) => ['--bind', `127.0.0.1:${port}`, '--backlog', '1024', '--workers', String(workers)];
+  const servers: ServerSpec[] = [
+    { key: 'iip1', kind: 'iipsrv11', ports: [await freePort()], args: iipArgs, env: iipEnv, procs: [] },
+    { key: 'iip2', kind: 'iipsrv11', ports: [await freePort(), await freePort()], args: iipArgs, env: iipEnv, procs: [] },
+    { key: 'ours1', kind: 'ours', ports: [await freePort()], args: oursArgs(1), env: oursEnv, procs: [] },
+    { key: 'ours2', kind: 'ours', ports: [await freePort()], args: oursArgs(2), env: oursEnv, procs: [] },
+    { key: 'ours1nc', kind: 'ours', ports: [await freePort()], args: oursArgs(1), env: { ...oursEnv, MAX_IMAGE_CACHE_SIZE: '0' }, procs: [] },
+  ];
+  const byKey = (k: string) => servers.find((s) => s.key === k)!;
+  const B = {
+    iip1: { key: 'iip1', label: 'iipsrv 1.1 x1', location: '/iip11', server: byKey('iip1'), processes: 1 },
+    iip2: { key: 'iip2', label: 'iipsrv 1.1 x2 processes', location: '/iip11x2', server: byKey('iip2'), processes: 2 },
+    ours1: { key: 'ours1', label: 'ours w1, conn/request', location: '/ours1', server: byKey('ours1'), processes: 1 },
+    ours1ka: { key: 'ours1ka', label: 'ours w1, keep-alive', location: '/ours1-ka', server: byKey('ours1'), processes: 1 },
+    ours2ka: { key: 'ours2ka', label: 'ours w2, keep-alive', location: '/ours2-ka', server: byKey('ours2'), processes: 2 },
+    ours1nc: { key: 'ours1nc', label: 'ours w1, keep-alive, MAX_IMAGE_CACHE_SIZE=0', location: '/ours1nc-ka', server: byKey('ours1nc'), processes: 1 },
+  } satisfies Record<string, Backend>;
+  const backends: Backend[] = Object.values(B);
+
+  log(`starting iipsrv 1.1 (3 processes), ours (3 instances: w1, w2, w1 without response cache)...`);
+  for (const s of servers) await startServer(s);
+
+  const nginxPort = await freePort();
+  const nginxDir = path.join(dir, 'nginx');
+  mkdirSync(path.join(nginxDir, 'tmp'), { recursive: true });
+  copyFileSync(FASTCGI_PARAMS, path.join(nginxDir, 'iipsrv_fastcgi_params'));
+  writeFileSync(path.join(nginxDir, 'nginx.conf'), nginxConfig(nginxDir, nginxPort, servers, backends));
+  for (const sub of ['client_body', 'fastcgi', 'proxy', 'uwsgi', 'scgi']) mkdirSync(path.join(nginxDir, 'tmp', sub), { recursive: true });
+  const errorLog = path.join(nginxDir, 'error.log');
+  const nginx = startProcess('nginx', 'nginx', ['-p', nginxDir + '/', '-c', path.join(nginxDir, 'nginx.conf'), '-e', errorLog], { PATH: process.env.PATH });
+  await waitForPort(nginx, nginxPort);
+  log(`nginx on 127.0.0.1:${nginxPort} (worker_processes ${NGINX_WORKERS}); wrk -t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency --timeout ${WRK.timeoutSeconds}s (+${WARMUP_SECONDS}s untimed warm-up per run)`);
+
+  // ---- geometry from the servers
+  const expected = expectedLevels(IMAGE_WIDTH, IMAGE_HEIGHT, TILE).reverse();
+  const geometry = new Map<string, { levels: Array<[number, number]>; tile: [number, number] }>();
+  for (const b of [B.ours1, B.iip1]) {
+    const r = await get(nginxPort, `${b.location}?FIF=${image.name}&OBJ=Resolutions`);
+    const t = await get(nginxPort, `${b.location}?FIF=${image.name}&OBJ=Tile-size`);
+    if (r.status !== 200) throw new Error(`${b.label}: OBJ=Resolutions answered ${r.status}: ${r.body.toString().slice(0, 300)}`);
+    const tm = /Tile-size:(\d+) (\d+)/.exec(t.body.toString());
+    if (!tm) throw new Error(`${b.label}: no Tile-size in ${JSON.stringify(t.body.toString().slice(0, 300))}`);
+    geometry.set(b.key, { levels: levelsFromAnswer(r.body.toString()), tile: [Number(tm[1]), Number(tm[2])] });
+  }
+  const gOurs = geometry.get('ours1')!;
+  const gIip = geometry.get('iip1')!;
+  const warnings: string[] = [];
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  if (!same(gOurs, gIip)) warnings.push(`ours and iipsrv 1.1 disagree on the geometry: ours ${JSON.stringify(gOurs)}, iipsrv ${JSON.stringify(gIip)}`);
+  if (!same(gIip.levels, expected)) warnings.push(`iipsrv 1.1's Resolutions ${JSON.stringify(gIip.levels)} differ from the floor-halved ${JSON.stringify(expected)}`);
+  log(`OBJ=Resolutions (both servers): ${gIip.levels.map(([w, h]) => `${w}x${h}`).join(' ')}${same(gIip.levels, expected) ? ' = floor-halving' : ''}; Tile-size ${gIip.tile.join('x')}`);
+
+  // ---- workloads
+  const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
+  const workloads = buildWorkloads(image.name, gIip.levels, gIip.tile).filter((w) => !only || only.has(w.id));
+  for (const w of workloads) w.script = writeWrkScript(dir, `workload-${w.id}`, w.queries);
+  const plan: Array<[Workload, Backend]> = [];
+  const byId = (id: string) => workloads.find((w) => w.id === id);
+  const add = (id: string, list: Backend[]) => {
+    const w = byId(id);
+    if (w) for (const b of list) plan.push([w, b]);
+  };
+  add('a', [B.ours1, B.ours1ka, B.iip1]);
+  add('b', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+  add('c', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  add('d', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  add('e', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+
+  // ---- sample checks: 200 + a JPEG (or the IIP line) on every backend, same dimensions everywhere
+  log('\nchecking sample requests on every backend...');
+  const checkFailures: string[] = [];
+  for (const w of workloads) {
+    const dims = new Map<string, string>();
+    const seen = new Set<string>();
+    for (const [pw, b] of plan) {
+      if (pw !== w || seen.has(b.key)) continue;
+      seen.add(b.key);
+      for (const q of w.samples) {
+        const r = await get(nginxPort, `${b.location}?${q}`).catch((e: Error) => ({ status: 0, type: e.message, body: Buffer.alloc(0) }));
+        if (r.status !== 200) {
+          checkFailures.push(`${w.id} ${b.label}: ${q} -> status ${r.status} ${r.type} ${r.body.toString('latin1').slice(0, 200)}`);
+          continue;
+        }
+        if (w.kind === 'obj') {
+          if (!r.body.toString().includes('IIP:1.0')) checkFailures.push(`${w.id} ${b.label}: ${q} -> no IIP:1.0 line: ${JSON.stringify(r.body.toString().slice(0, 100))}`);
+          continue;
+        }
+        if (!r.type.startsWith('image/jpeg') || !isJpeg(r.body)) {
+          checkFailures.push(`${w.id} ${b.label}: ${q} -> ${r.type}, ${r.body.length} bytes, not a complete JPEG`);
+          continue;
+        }
+        const meta = await sharp(r.body).metadata().catch(() => null);
+        const d = meta ? `${meta.width}x${meta.height}x${meta.channels}` : 'undecodable';
+        if (!meta) checkFailures.push(`${w.id} ${b.label}: ${q} -> JPEG does not decode`);
+        const prev = dims.get(q);
+        if (prev === undefined) dims.set(q, d);
+        else if (prev !== d) checkFailures.push(`${w.id} ${b.label}: ${q} -> ${d}, another backend gave ${prev}`);
+      }
+    }
+    log(`  ${w.id}. ${w.title}: ${[...seen].length} backends x ${w.samples.length} samples checked${w.kind === 'jpeg' ? ` (e.g. ${[...dims.values()].slice(0, 3).join(', ')})` : ''}`);
+  }
+  // ours must really re-encode for QLT=75 (e) and pass through the stored tile otherwise (b)
+  const eW = byId('e');
+  const bW = byId('b');
+  if (eW && bW) {
+    const stored = await get(nginxPort, `${B.ours1ka.location}?${bW.samples[0]}`);
+    const reenc = await get(nginxPort, `${B.ours1ka.location}?${eW.samples[0]}`);
+    const iip = await get(nginxPort, `${B.iip1.location}?${eW.samples[0]}`);
+    log(`  ours ${bW.samples[0]}: ${stored.body.length} bytes (stored q90 tile); with QLT=75: ${reenc.body.length} bytes; iipsrv 1.1: ${iip.body.length} bytes`);
+    if (stored.body.equals(reenc.body)) checkFailures.push('ours answers QLT=75 with the stored tile bytes: workload e would not re-encode');
+  }
+  if (checkFailures.length > 0) {
+    log('\n!!!!!!!! SAMPLE CHECKS FAILED !!!!!!!!');
+    for (const f of checkFailures) log(`  ${f}`);
+    log('(the timed runs go on, but their numbers are suspect)');
+  }
+
+  // ---- timed runs
+  log(`\n${plan.length} runs, about ${Math.round((plan.length * (WRK.durationSeconds + WARMUP_SECONDS + 0.5)) / 60 * 10) / 10} min\n`);
+  const results: RunResult[] = [];
+  let errorLogOffset = newLines(errorLog, 0).size;
+  let current: Workload | null = null;
+  for (const [w, b] of plan) {
+    const flags: string[] = [];
+    if (w !== current) {
+      // Fresh server processes for every workload: RSS and caches belong to this workload only.
+      current = w;
+      await Promise.all(servers.flatMap((s) => s.procs.map((p) => stopProcess(p))));
+      for (const s of servers) await startServer(s);
+      log(`-- ${w.id}. ${w.title} (servers restarted)`);
+    }
+    if (!serverAlive(b.server)) {
+      flags.push(`${b.server.key} had died before this run (restarted)`);
+      for (const p of b.server.procs) await stopProcess(p);
+      await startServer(b.server);
+    }
+    if (!nginx.alive()) throw new Error(`nginx died:\n${nginx.output()}`);
+    const url = `http://127.0.0.1:${nginxPort}`;
+    if (WARMUP_SECONDS > 0) await runWrk(WRK, url, w.script!, b.location, WARMUP_SECONDS);
+    errorLogOffset = newLines(errorLog, errorLogOffset).size;
+    const roots = b.server.procs.map((p) => p.pid);
+    const workersBefore = treeCpuSeconds(roots).pids.join(',');
+    const cpu0 = treeCpuSeconds(roots).seconds;
+    const ngx0 = treeCpuSeconds([nginx.pid]).seconds;
+    const box0 = boxCpu();
+    const sampler = sampleRss(roots);
+    const result = await runWrk(WRK, url, w.script!, b.location);
+    const rss = sampler.stop();
+    const box1 = boxCpu();
+    const cpu1 = treeCpuSeconds(roots);
+    const ngx1 = treeCpuSeconds([nginx.pid]).seconds;
+    const errs = newLines(errorLog, errorLogOffset);
+    errorLogOffset = errs.size;
+    if (cpu1.pids.join(',') !== workersBefore) flags.push(`server processes changed during the run (${workersBefore} -> ${cpu1.pids.join(',')})`);
+    if (!serverAlive(b.server)) flags.push(`${b.server.key} DIED during the run`);
+    if (result.non2xx > 0) flags.push(`${result.non2xx} non-2xx/3xx responses`);
+    const se = result.socketErrors;
+    if (se.connect + se.read + se.write + se.timeout > 0) flags.push(`socket errors: connect ${se.connect}, read ${se.read}, write ${se.write}, timeout ${se.timeout}`);
+    const upstreamErrors = errs.lines.filter((l) => /\[(error|crit|alert|emerg)\]/.test(l));
+    if (upstreamErrors.length > 0) flags.push(`${upstreamErrors.length} nginx error-log lines, e.g. ${upstreamErrors[0]!.slice(0, 200)}`);
+    const rootSet = new Set(roots);
+    let peakWorker = 0;
+    let peakPrimary = 0;
+    for (const [pid, bytes] of rss.peakPerProcess) {
+      if (b.server.kind === 'ours' && rootSet.has(pid)) peakPrimary = Math.max(peakPrimary, bytes);
+      else peakWorker = Math.max(peakWorker, bytes);
+    }
+    const run: RunResult = {
+      workload: w,
+      backend: b,
+      wrk: result,
+      cpuSeconds: cpu1.seconds - cpu0,
+      nginxCpuSeconds: ngx1 - ngx0,
+      peakRssTotal: rss.peakTotal,
+      peakRssWorker: peakWorker,
+      peakRssPrimary: peakPrimary,
+      upstreamErrors,
+      boxBusy: (100 * (box1.busy - box0.busy)) / Math.max(1, box1.total - box0.total),
+      flags,
+    };
+    results.push(run);
+    log(
+      `${w.id}. ${b.label.padEnd(44)} ${fmt(result.requestsPerSecond).padStart(6)} req/s  p50 ${fmtMs(result.p50ms).padStart(5)} ms  p99 ${fmtMs(result.p99ms).padStart(5)} ms  ` +
+        `CPU ${fmtMs((run.cpuSeconds * 1000) / result.requests).padStart(5)} ms/req (nginx ${fmtMs((run.nginxCpuSeconds * 1000) / result.requests)})  ` +
+        `RSS ${fmt(run.peakRssTotal / MB)} MB (per worker ${fmt(peakWorker / MB)})  ${fmt(result.bytesRead / result.requests / 1024, 1)} KB/resp  box ${fmt(run.boxBusy)}% busy` +
+        (flags.length ? `\n   !!! ${flags.join('\n   !!! ')}` : ''),
+    );
+  }
+
+  // ---- report
+  const loadAfter = readFileSync('/proc/loadavg', 'utf8').trim();
+  const md = report(results, {
+    warnings,
+    checkFailures,
+    loadBefore,
+    loadAfter,
+    image: `${image.name} (${IMAGE_WIDTH}x${IMAGE_HEIGHT}, ${gIip.levels.length} levels, ${(statSync(image.file).size / MB).toFixed(0)} MB, JPEG Q90 256x256 tiles, vips ${vipsVersion()})`,
+    minutes: (Date.now() - startedAt) / 60_000,
+    extra: [process.env.BENCH_OURS_ENV ? `BENCH_OURS_ENV=${process.env.BENCH_OURS_ENV}` : '', process.env.BENCH_OURS_NODE_ARGS ? `BENCH_OURS_NODE_ARGS=${process.env.BENCH_OURS_NODE_ARGS}` : ''].filter(Boolean).join(', '),
+  });
+  writeFileSync(RESULTS, md);
+  log('\n' + md);
+  log(`written to ${path.relative(process.cwd(), RESULTS) || RESULTS}`);
+  const bad = results.filter((r) => r.flags.length > 0);
+  if (bad.length > 0 || checkFailures.length > 0) {
+    log(`\n!!!!!!!! ${bad.length} RUN(S) WITH ERRORS${checkFailures.length ? ` AND ${checkFailures.length} FAILED SAMPLE CHECKS` : ''} — see the flags above !!!!!!!!`);
+    return 1;
+  }
+  return 0;
+}
+
+/** The commit the server was built from, and whether src/ had uncommitted changes. */
+function gitState(): string {
+  const head = spawnSync('git', ['-C', ROOT, 'log', '-1', '--format=%h %s'], { encoding: 'utf8' });
+  const dirty = spawnSync('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src'], { encoding: 'utf8' });
+  if (head.status !== 0) return 'unknown commit';
+  const subject = head.stdout.trim();
+  const changed = dirty.stdout.trim().split('\n').filter(Boolean).length;
+  return `\`${subject.length > 90 ? subject.slice(0, 87) + '...' : subject}\`${changed ? ` + ${changed} uncommitted file(s) in src/` : ''}`;
+}
+
+function vipsVersion(): string {
+  const r = spawnSync('vips', ['--version'], { encoding: 'utf8' });
+  return (r.stdout ?? '').trim().replace(/^vips-/, '');
+}
+
+function report(
+  results: RunResult[],
+  info: { warnings: string[]; checkFailures: string[]; loadBefore: string; loadAfter: string; image: string; minutes: number; extra: string },
+): string {
+  const find = (w: string, b: string) => results.find((r) => r.workload.id === w && r.backend.key === b);
+  const cpuMs = (r: RunResult) => (r.cpuSeconds * 1000) / r.wrk.requests;
+  const lat = (r: RunResult) => `${fmtMs(r.wrk.p50ms)} / ${fmtMs(r.wrk.p99ms)}`;
+  const rss = (r: RunResult) =>
+    r.backend.server.kind === 'ours'
+      ? `${fmt(r.peakRssTotal / MB)} (${r.backend.processes}×${fmt(r.peakRssWorker / MB)} + ${fmt(r.peakRssPrimary / MB)})`
+      : r.backend.processes > 1
+        ? `${fmt(r.peakRssTotal / MB)} (${r.backend.processes}×${fmt(r.peakRssWorker / MB)})`
+        : fmt(r.peakRssTotal / MB);
+  const targets: Record<string, number> = { b: 3, c: 5, d: 1.5 };
+  const rows: string[] = [];
+  const pairs: Array<[string, string, string]> = [
+    ['a', 'ours1', 'iip1'],
+    ['a', 'ours1ka', 'iip1'],
+    ['b', 'ours1ka', 'iip1'],
+    ['b', 'ours2ka', 'iip2'],
+    ['b', 'ours1nc', 'iip1'],
+    ['c', 'ours1ka', 'iip1'],
+    ['c', 'ours2ka', 'iip2'],
+    ['d', 'ours1ka', 'iip1'],
+    ['d', 'ours2ka', 'iip2'],
+    ['e', 'ours1ka', 'iip1'],
+    ['e', 'ours2ka', 'iip2'],
+    ['e', 'ours1nc', 'iip1'],
+  ];
+  for (const [w, o, i] of pairs) {
+    const ro = find(w, o);
+    const ri = find(w, i);
+    if (!ro || !ri) continue;
+    const ratio = ro.wrk.requestsPerSecond / ri.wrk.requestsPerSecond;
+    const cpuRatio = cpuMs(ri) / cpuMs(ro);
+    const target = targets[w];
+    const mark = target !== undefined && (o === 'ours1ka' || o === 'ours2ka') ? (ratio >= target ? ` ✓ (≥${target}×)` : ` ✗ (target ${target}×)`) : '';
+    const flagged = ro.flags.length + ri.flags.length > 0 ? ' ⚠' : '';
+    rows.push(
+      `| ${w}. ${ro.workload.title} | ${ro.backend.label} vs ${ri.backend.label} | ${fmt(ro.wrk.requestsPerSecond)} | ${fmt(ri.wrk.requestsPerSecond)} | **${ratio.toFixed(2)}×**${mark}${flagged} | ${lat(ro)} | ${lat(ri)} | ${fmtMs(cpuMs(ro))} | ${fmtMs(cpuMs(ri))} | ${cpuRatio.toFixed(2)}× | ${rss(ro)} | ${rss(ri)} |`,
+    );
+  }
+  const detail = results.map(
+    (r) =>
+      `| ${r.workload.id} | ${r.backend.label} | ${r.wrk.requests} | ${fmt(r.wrk.requestsPerSecond)} | ${fmtMs(r.wrk.p50ms)} | ${fmtMs(r.wrk.p90ms)} | ${fmtMs(r.wrk.p99ms)} | ${fmtMs(cpuMs(r))} | ${fmtMs((r.nginxCpuSeconds * 1000) / r.wrk.requests)} | ${fmt(r.peakRssTotal / MB)} | ${fmt(r.peakRssWorker / MB)} | ${fmt(r.wrk.bytesRead / r.wrk.requests / 1024, 1)} | ${fmt(r.boxBusy)} | ${r.wrk.non2xx} | ${r.flags.length ? r.flags.join('; ') : 'ok'} |`,
+  );
+  const rssWorst = Math.max(...results.filter((r) => r.backend.server.kind === 'ours').map((r) => r.peakRssWorker));
+  return [
+    '# Benchmark results',
+    '',
+    `Server: ${gitState()} (dist/ as built by \`npm run bench\`)${info.extra ? `; **non-default knobs: ${info.extra}**` : ''}.`,
+    '',
+    `One run of \`npm run bench\` on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'} (${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB), ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}; ${info.minutes.toFixed(1)} min. ` +
+      `Load average before: ${info.loadBefore.split(' ').slice(0, 3).join(' ')}, after: ${info.loadAfter.split(' ').slice(0, 3).join(' ')}. ` +
+      `wrk, nginx and the servers share the same cores, so req/s are noisy; **CPU ms/req** (server processes only, from /proc utime+stime) is the steadier figure.`,
+    '',
+    `Image: ${info.image}. nginx: 1 worker process, \`access_log off\`, FastCGI responses buffered in memory. ` +
+      `wrk \`-t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency\` (after a ${WARMUP_SECONDS}s untimed warm-up), the same seeded request list for every backend. ` +
+      'Both servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0`; iipsrv 1.1 with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none). ' +
+      'iipsrv 1.1 is always reached with one FastCGI connection per request (it serves one connection at a time). ' +
+      'All server processes are restarted before each workload, so RSS and caches belong to that workload (warmed by the warm-up run).',
+    '',
+    '| workload | backends (ours vs iipsrv) | ours req/s | iipsrv req/s | ratio req/s | ours p50 / p99 ms | iipsrv p50 / p99 ms | ours CPU ms/req | iipsrv CPU ms/req | CPU ratio (iipsrv/ours) | ours peak RSS MB (workers×each + primary) | iipsrv peak RSS MB |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+    `Targets: random tiles ≥ 3×, hot tiles ≥ 5×, CVT ≥ 1.5× (checked on the keep-alive rows), RSS ≤ 150 MB per worker: largest worker peak ${fmt(rssWorst / MB)} MB ${rssWorst <= 150 * MB ? '✓' : '✗'}.`,
+    '',
+    'Notes: for plain JTL (b, c) ours sends the stored Q90 tile as it is (passthrough), iipsrv 1.1 decodes and re-encodes at Q75, so the responses are larger for ours (see KB/resp). ' +
+      'Ours keeps finished responses in a per-worker 10 MB cache, so in b and e repeated tiles are cache hits; the `MAX_IMAGE_CACHE_SIZE=0` rows show the cost without it. ' +
+      "iipsrv 1.1's JPEG tile cache never hits (a 1.1 bug).",
+    '',
+    '## Every run',
+    '',
+    '| wl | backend | requests | req/s | p50 ms | p90 ms | p99 ms | server CPU ms/req | nginx CPU ms/req | peak RSS MB | peak RSS per worker MB | KB/resp | box CPU busy % | non-2xx | flags |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...detail,
+    '',
+    ...(info.warnings.length || info.checkFailures.length ? ['## Warnings', '', ...[...info.warnings, ...info.checkFailures].map((w) => `- ${w}`), ''] : []),
+  ].join('\n');
+}
+
+main()
+  .then(async (code) => {
+    await cleanup();
+    process.exit(code);
+  })
+  .catch(async (error: Error) => {
+    if (isInterrupted()) return; // the signal handler cleans up and exits
+    process.stderr.write(`\nbenchmark failed: ${error.stack ?? error.message}\n`);
+    await cleanup();
+    process.exit(2);
+  });
