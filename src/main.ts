@@ -11,7 +11,7 @@ import { parseArguments, USAGE, type CliOptions } from './cli.js';
 import { ConfigError, describeConfig, loadConfig, type Config } from './config.js';
 import { createLog } from './log.js';
 import { VERSION } from './version.js';
-import { startWorker } from './server/worker.js';
+import type { RunningWorker } from './server/worker.js';
 
 type PrimaryMessage = { type: 'shutdown' } | { type: 'flush-caches' } | { type: 'reopen-log' };
 type WorkerMessage = { type: 'ready'; http: string | null; fastcgi: string | null } | { type: 'start-failed'; message: string };
@@ -181,7 +181,7 @@ async function runWorker(): Promise<void> {
   process.on('SIGUSR1', () => undefined);
 
   // The primary may ask us to stop while we are still starting: remember it rather than lose it.
-  let running: Awaited<ReturnType<typeof startWorker>> | null = null;
+  let running: RunningWorker | null = null;
   let starting = true;
   let stopping = false;
   const finish = async () => {
@@ -203,6 +203,8 @@ async function runWorker(): Promise<void> {
   process.on('disconnect', stop);
 
   try {
+    // Only workers load the engine (sharp, libvips, codecs): the primary stays small.
+    const { startWorker } = await import('./server/worker.js');
     running = await startWorker({
       config,
       log,
