@@ -27,6 +27,15 @@ describe('LRU cache', () => {
     assert.ok(cache.get('a') && cache.get('c') && cache.get('d'));
     assert.ok(cache.bytes <= 3 * 1065);
   });
+  it('keeps a copy of a small view into a big buffer, so that its bound is real memory', () => {
+    const big = Buffer.alloc(200_000);
+    const view = big.subarray(1000, 11_000);
+    const cache = new LruCache(100_000);
+    cache.set('v', view);
+    const stored = cache.get('v')!;
+    assert.ok(stored.equals(view));
+    assert.equal(stored.buffer.byteLength < 100_000, true, 'not the 200 KB buffer');
+  });
   it('ignores an entry bigger than the whole cache, replaces an entry with the same key', () => {
     const cache = new LruCache(500);
     cache.set('small', Buffer.alloc(10));

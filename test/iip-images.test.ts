@@ -18,6 +18,7 @@ import type { IipRequest, IipResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { tempDir, which } from './helpers/daemon.ts';
+import { decodePixels, psnr, type Pixels } from './helpers/images.ts';
 
 function request(query: string): IipRequest {
   return {
@@ -48,34 +49,8 @@ function serverFor(prefix: string, env: Record<string, string> = {}): Server {
   return { engine, get: (query) => router(request(query)) };
 }
 
-interface Raw {
-  data: Buffer;
-  width: number;
-  height: number;
-  channels: number;
-}
-
-async function decode(image: Buffer | sharp.Sharp): Promise<Raw> {
-  let pipeline = Buffer.isBuffer(image) ? sharp(image) : image;
-  // sharp's raw output would turn one band into three.
-  if ((await pipeline.clone().metadata()).channels === 1) pipeline = pipeline.toColourspace('b-w');
-  const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
-  return { data, width: info.width, height: info.height, channels: info.channels };
-}
-
-/** Peak signal-to-noise ratio of two same-sized 8-bit images, in dB. */
-function psnr(a: Raw, b: Raw): number {
-  assert.equal(a.width, b.width, 'widths differ');
-  assert.equal(a.height, b.height, 'heights differ');
-  assert.equal(a.channels, b.channels, 'channel counts differ');
-  let sum = 0;
-  for (let i = 0; i < a.data.length; i++) {
-    const d = a.data[i]! - b.data[i]!;
-    sum += d * d;
-  }
-  const mse = sum / a.data.length;
-  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
-}
+type Raw = Pixels;
+const decode = decodePixels;
 
 /**
  * `got` is a JPEG of `source` at quality 75: as close to it as sharp's own JPEG of the source at

@@ -195,42 +195,7 @@ export function header(reply: RawReply, name: string): string | undefined {
 // ---------------------------------------------------------------------------------------------
 // Pixels.
 
-export interface Pixels {
-  width: number;
-  height: number;
-  channels: number;
-  data: Buffer;
-}
-
-/** Decodes an image (JPEG ...) to raw 8-bit samples, as many bands as it has. */
-export async function decodePixels(image: Buffer): Promise<Pixels> {
-  const { channels } = await sharp(image).metadata();
-  // sharp's raw output is sRGB unless told otherwise: keep a grey image one band.
-  let pipeline = sharp(image);
-  if (channels === 1) pipeline = pipeline.toColourspace('b-w');
-  const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
-  return { width: info.width, height: info.height, channels: info.channels, data };
-}
-
-/** Peak signal-to-noise ratio in dB of two images of the same size and bands (Infinity if equal). */
-export function psnr(a: Pixels, b: Pixels): number {
-  if (a.width !== b.width || a.height !== b.height || a.channels !== b.channels) {
-    throw new Error(`cannot compare ${a.width}x${a.height}x${a.channels} with ${b.width}x${b.height}x${b.channels}`);
-  }
-  let sum = 0;
-  for (let i = 0; i < a.data.length; i++) {
-    const d = a.data[i]! - b.data[i]!;
-    sum += d * d;
-  }
-  const mse = sum / a.data.length;
-  return mse === 0 ? Infinity : 10 * Math.log10((255 * 255) / mse);
-}
-
-export function meanAbsoluteDifference(a: Pixels, b: Pixels): number {
-  let sum = 0;
-  for (let i = 0; i < a.data.length; i++) sum += Math.abs(a.data[i]! - b.data[i]!);
-  return sum / a.data.length;
-}
+export { decodePixels, meanAbsoluteDifference, psnr, type Pixels } from './images.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Images, made with the vips command line.

@@ -41,6 +41,9 @@ export class LruCache {
   }
 
   set(key: string, value: Buffer): void {
+    // A small view of a big buffer (an encoder's worst-case output, a network read) would keep
+    // all of it alive while being charged for its own length: keep a copy instead.
+    if (value.byteLength > 4096 && value.byteLength < value.buffer.byteLength / 2) value = Buffer.from(value);
     const cost = value.length + key.length + ENTRY_OVERHEAD;
     // An entry larger than the whole cache would only evict everything else for nothing.
     if (cost > this.capacityBytes) return;

@@ -40,9 +40,9 @@ function createCodec(turbo: typeof JpegTurbo): JpegCodec {
       const { data, width, height } = await turbo.decompress(jpeg, { format });
       return { data, width, height, channels, stride: width * channels };
     },
-    encode(pixels, quality) {
+    async encode(pixels, quality) {
       const grey = pixels.channels === 1;
-      return turbo.compress(pixels.data, {
+      const encoded = await turbo.compress(pixels.data, {
         format: grey ? turbo.FORMAT_GRAY : turbo.FORMAT_RGB,
         subsampling: grey ? turbo.SAMP_GRAY : turbo.SAMP_420,
         width: pixels.width,
@@ -50,6 +50,9 @@ function createCodec(turbo: typeof JpegTurbo): JpegCodec {
         stride: pixels.stride / pixels.channels,
         quality,
       });
+      // The result is a view of a worst-case-sized buffer (about 200 KB for a 256x256 tile): a
+      // cache that keeps the view would keep all of it.
+      return encoded.byteLength < encoded.buffer.byteLength / 2 ? Buffer.from(encoded) : encoded;
     },
   };
 }

@@ -142,6 +142,7 @@ export class FastCgiConnection {
   private buffered = 0;
 
   private readonly requests = new Map<number, RequestState>();
+  private lingerTimer: NodeJS.Timeout | null = null;
   /** Requests not yet answered (the ones that count against the cap and for close()). */
   private active = 0;
   private draining = 0;
@@ -563,7 +564,9 @@ export class FastCgiConnection {
       this.socket.resume();
     }
     this.socket.end(() => {
-      setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
+      // Cleared on close: at thousands of connections a second, timers left to run out would
+      // keep every closed connection (and its buffers) alive for LINGER_MS.
+      if (!this.closed) this.lingerTimer = setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
     });
   }
 
@@ -578,6 +581,8 @@ export class FastCgiConnection {
   }
 
   private onClose(): void {
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
+    this.lingerTimer = null;
     if (this.closed) return;
     this.closed = true;
     this.abortAll();
