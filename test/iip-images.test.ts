@@ -153,6 +153,14 @@ before(async () => {
     writePyramid(path.join(dir, 'quad.tif'), quadrants(800, 600), 800, 600, { compression: 'deflate' }),
     writePyramid(path.join(dir, 'big.tif'), pattern(700, 500), 700, 500, { compression: 'deflate', bigtiff: true }),
     writePyramid(path.join(dir, 'tiny.tif'), pattern(100, 60), 100, 60, { compression: 'deflate' }),
+    sharp(pattern(600, 400), { raw: { width: 600, height: 400, channels: 3 } })
+      .toColourspace('rgb16')
+      .tiff({ tile: true, pyramid: true, compression: 'deflate' })
+      .toFile(path.join(dir, 'rgb16.tif')),
+    sharp(pattern(600, 400), { raw: { width: 600, height: 400, channels: 3 } })
+      .toColourspace('scrgb')
+      .tiff({ tile: true, pyramid: true, compression: 'deflate' })
+      .toFile(path.join(dir, 'float.tif')),
     sharp(pattern(300, 200), { raw: { width: 300, height: 200, channels: 3 } }).tiff({ compression: 'deflate' }).toFile(path.join(dir, 'striped.tif')),
   ]);
   writeFileSync(path.join(dir, 'empty.tif'), Buffer.alloc(0));
@@ -581,6 +589,24 @@ describe('other pyramid layouts', () => {
     assert.equal(response.status, 200);
     const source = await sourceRegion(path.join(dir, 'big.tif'), 0, { left: 0, top: 256, width: 256, height: 244 });
     assert.ok(psnr(await decode(response.body), source) > 30);
+  });
+});
+
+describe('pixel types', () => {
+  it('16-bit RGB with the full range: tiles and regions scaled to 8 bits as iipsrv normalises them', async () => {
+    const tile = await decode((await server.get('FIF=rgb16.tif&JTL=2,0')).body);
+    const expected = await decode(sharp(pattern(600, 400), { raw: { width: 600, height: 400, channels: 3 } }).extract({ left: 0, top: 0, width: 256, height: 256 }));
+    assert.ok(psnr(tile, expected) > 28, `PSNR ${psnr(tile, expected).toFixed(1)}`);
+    assert.equal((await server.get('FIF=rgb16.tif&WID=200&CVT=jpeg')).status, 200);
+    assert.equal((await server.get('FIF=rgb16.tif&OBJ=Bits-per-channel')).body.toString(), '\r\nBits-per-channel:16\r\n');
+  });
+  it('32-bit float: metadata served, pixels a 501 until iipsrv\'s normalisation is in (never different pixels)', async () => {
+    assert.equal((await server.get('FIF=float.tif&OBJ=Bits-per-channel')).body.toString(), '\r\nBits-per-channel:32\r\n');
+    for (const query of ['FIF=float.tif&JTL=0,0', 'FIF=float.tif&WID=100&CVT=jpeg']) {
+      const response = await server.get(query);
+      assert.equal(response.status, 501, query);
+      assert.match(response.body.toString(), /float\.tif: 32-bit float/);
+    }
   });
 });
 

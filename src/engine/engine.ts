@@ -4,7 +4,7 @@
  * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
 import sharp, { type KernelEnum } from 'sharp';
-import { FileError } from '../errors.js';
+import { FileError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
 import { jpegCodec } from './codecs/jpeg.js';
@@ -139,6 +139,7 @@ export class Engine {
 
   /** One tile, encoded, through the caches. */
   async tile(image: OpenImage, request: TileRequest): Promise<Buffer> {
+    assertRenderable(image);
     const { level, col, row } = request;
     const key = this.cacheKey(
       image,
@@ -169,6 +170,7 @@ export class Engine {
 
   /** A region, resized and encoded, through the caches. */
   async region(image: OpenImage, plan: RegionPlan, output: RegionOutput): Promise<Buffer> {
+    assertRenderable(image);
     const { source } = plan;
     const key = this.cacheKey(
       image,
@@ -198,6 +200,25 @@ export class Engine {
 
   cacheStats(): Record<string, number> {
     return this.cache.stats();
+  }
+}
+
+/**
+ * The pixel types whose output is iipsrv's today: 1 and 8-bit, and 16-bit with the full range
+ * (where iipsrv's min/max normalisation is a plain scaling, as libvips does it). Float, signed,
+ * 32-bit, CIELAB, multiband and 16-bit with SMin/SMaxSampleValue need iipsrv's own pipeline,
+ * which is not there yet: better a clear 501 than pixels that differ from iipsrv's.
+ */
+function assertRenderable(image: OpenImage): void {
+  const d = image.source.description;
+  const fullRange16 = d.bitsPerSample === 16 && d.minValues.every((v) => v === 0) && d.maxValues.every((v) => v === 65535);
+  const supported =
+    d.sampleFormat === 'uint' &&
+    (d.bitsPerSample <= 8 || fullRange16) &&
+    (d.colourSpace === 'srgb' || d.colourSpace === 'grey' || d.colourSpace === 'binary');
+  if (!supported) {
+    const kind = `${d.bitsPerSample}-bit ${d.sampleFormat} ${d.colourSpace}`;
+    throw new NotImplementedError(`${image.name}: ${kind} images are not rendered yet (metadata is served)`);
   }
 }
 
