@@ -5,13 +5,14 @@
  * flight finish), SIGHUP empties the caches and keeps serving.
  */
 import cluster, { type Worker } from 'node:cluster';
-import net from 'node:net';
+import net, { type Socket } from 'node:net';
 import { unlink } from 'node:fs/promises';
 import { parseArguments, USAGE, type CliOptions } from './cli.js';
 import { ConfigError, describeConfig, loadConfig, type Config } from './config.js';
 import { createLog } from './log.js';
 import { VERSION } from './version.js';
 import type { RunningWorker } from './server/worker.js';
+import { HANDOFF_MESSAGE, startConnectionHandoff, type ConnectionHandoff } from './server/connection-handoff.js';
 
 type PrimaryMessage = { type: 'shutdown' } | { type: 'flush-caches' } | { type: 'reopen-log' };
 type WorkerMessage = { type: 'ready'; http: string | null; fastcgi: string | null } | { type: 'start-failed'; message: string };
@@ -86,7 +87,22 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
   if (options.fastcgi?.kind === 'unix') await removeStaleSocket(options.fastcgi.path);
 
   // Workers accept on the shared socket themselves: no hand-off through the primary per connection.
+  // Except on a socket inherited from a web server (fd 0): there the primary alone holds it and
+  // hands each connection over (see server/connection-handoff.ts).
   cluster.schedulingPolicy = cluster.SCHED_NONE;
+  let handoff: ConnectionHandoff | null = null;
+  if (options.fastcgi?.kind === 'fd') {
+    try {
+      handoff = await startConnectionHandoff(options.fastcgi.fd, options.fastcgi.backlog, (error) =>
+        log.warn({ err: error }, 'error on the inherited FastCGI socket'),
+      );
+    } catch (error) {
+      process.stderr.write(`iipsrv: cannot listen on the inherited socket (fd ${options.fastcgi.fd}): ${(error as Error).message}\n`);
+      log.error({ err: error }, 'cannot listen on the inherited socket');
+      log.flush();
+      process.exit(1);
+    }
+  }
   // Workers get their listening socket from the primary, never as an inherited stdin: a socket
   // inherited on fd 0 (mod_fcgid, lighttpd, spawn-fcgi) would otherwise stay open, and go on
   // accepting connections nobody answers, in workers still finishing requests after the primary died.
@@ -110,7 +126,9 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
         process.stderr.write(`iipsrv: ${message.message}\n`);
         log.error({ error: message.message }, 'worker could not start');
         void stop(1);
-      } else if (message.type === 'ready' && !announced) {
+      } else if (message.type === 'ready') {
+        handoff?.addWorker(worker);
+        if (announced) return;
         announced = true;
         log.info({ http: message.http, fastcgi: message.fastcgi }, 'ready');
         if (message.http) process.stderr.write(`iipsrv-ts ${VERSION} serving HTTP on ${message.http} with ${options.workers} worker(s)\n`);
@@ -120,6 +138,7 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
   };
 
   cluster.on('exit', (worker, code, signal) => {
+    handoff?.removeWorker(worker);
     if (stopping) return;
     log.error({ worker: worker.id, code, signal }, 'worker died; starting a new one');
     const now = Date.now();
@@ -137,6 +156,7 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
     if (stopping) return;
     stopping = true;
     if (signal) log.info({ signal }, `caught ${signal}: stopping after requests in flight`);
+    handoff?.close();
     const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
     const exited = Promise.all(workers.map((w) => new Promise<void>((resolve) => (w.isDead() ? resolve() : w.once('exit', () => resolve())))));
     broadcast({ type: 'shutdown' });
@@ -199,7 +219,13 @@ async function runWorker(): Promise<void> {
     stopping = true;
     if (!starting) void finish();
   };
-  process.on('message', (message: PrimaryMessage) => {
+  process.on('message', (message: PrimaryMessage | typeof HANDOFF_MESSAGE, handle?: unknown) => {
+    if (message === HANDOFF_MESSAGE) {
+      const socket = handle as Socket | undefined;
+      if (socket && running?.fastcgi && !stopping) running.fastcgi.adopt(socket);
+      else socket?.destroy();
+      return;
+    }
     if (message.type === 'shutdown') stop();
     else if (message.type === 'flush-caches') running?.engine.flushCaches();
     else if (message.type === 'reopen-log') log.reopen();

@@ -10,6 +10,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
+import { FastCgiTestClient, fullRequest, parseCgiResponse } from './helpers/fastcgi-client.ts';
 import { BIN, ROOT, canConnect, freePort, startDaemon, startProgram, tempDir, testEnv, waitFor, which, type Started } from './helpers/daemon.ts';
 
 const run = promisify(execFile);
@@ -262,11 +263,35 @@ describe('listen backlog as the kernel has it', { skip: which('ss') ? false : 's
       await daemon.stop();
     }
   });
-  it('a socket inherited on fd 0 gets the default 2048, not the 511 of Node', { skip: which('spawn-fcgi') ? false : 'spawn-fcgi not installed (apt-get install spawn-fcgi)' }, async () => {
-    const socket = path.join(tempDir(), 'fd0.sock');
-    const started = startProgram(which('spawn-fcgi')!, ['-n', '-s', socket, '--', BIN, '--workers', '1'], { env: testEnv() });
+  it('a socket inherited on fd 0: backlog 2048 (not the 511 of Node), held by the primary alone, connections served by every worker', { skip: which('spawn-fcgi') ? false : 'spawn-fcgi not installed (apt-get install spawn-fcgi)' }, async () => {
+    const dir = tempDir();
+    const socket = path.join(dir, 'fd0.sock');
+    const logfile = path.join(dir, 'iipsrv.log');
+    const started = startProgram(which('spawn-fcgi')!, ['-n', '-s', socket, '--', BIN, '--workers', '2'], { env: testEnv({ VERBOSITY: '2', LOGFILE: logfile }) });
     try {
       await waitFor(async () => (await backlogOf(['-x', `src = ${socket}`]).catch(() => 0)) === 2048, 10_000, 'backlog 2048 on the inherited socket');
+      const primary = started.child.pid!;
+      await waitFor(async () => childPids(primary).length === 2, 10_000, 'two workers');
+      await waitFor(async () => readFileSync(logfile, 'utf8').split('\n').filter((l) => l.includes('"msg":"ready"')).length >= 1, 10_000, 'ready');
+      // Which processes have the listening socket open: the primary only, so that it goes with it.
+      const { stdout } = await promisify(execFile)('ss', ['-x', '-l', '-H', '-p', `src = ${socket}`]);
+      const holders = [...stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
+      assert.deepEqual([...new Set(holders)], [primary], `holders ${stdout.trim()}`);
+      // Connections are handed to the workers in turn: both answer.
+      for (let i = 0; i < 20; i++) {
+        const client = await FastCgiTestClient.connect({ path: socket });
+        client.send(fullRequest(1, { params: { QUERY_STRING: `OBJ=IIP,1.0&ICC=${i}`, REQUEST_METHOD: 'GET' } }));
+        assert.match(parseCgiResponse((await client.waitForEnd(1)).stdout).body.toString(), /IIP:1\.0/);
+        client.destroy();
+      }
+      await waitFor(async () => readFileSync(logfile, 'utf8').includes('ICC=19'), 5000, 'the request lines');
+      const workers = new Set(
+        readFileSync(logfile, 'utf8')
+          .split('\n')
+          .filter((l) => l.includes('"msg":"request"'))
+          .map((l) => (JSON.parse(l) as { pid: number }).pid),
+      );
+      assert.equal(workers.size, 2, `requests served by ${[...workers].join(', ')}`);
     } finally {
       await started.stop();
     }

@@ -67,7 +67,9 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       await fastcgi.listen({ path: target.path, backlog: target.backlog });
       // The web server usually runs as another user than the one that started us.
       await chmod(target.path, 0o666).catch(() => undefined);
-    } else await fastcgi.listen({ fd: target.fd, backlog: target.backlog });
+    }
+    // target.kind === 'fd': the primary listens on the inherited socket and hands us connections
+    // (see server/connection-handoff.ts); the worker must not hold that socket itself.
   }
 
   let http: HttpListener | null = null;

@@ -40,6 +40,8 @@ export type FastCgiListenTarget =
 export interface FastCgiServer {
   readonly server: net.Server;
   listen(target: FastCgiListenTarget): Promise<void>;
+  /** Serve a connection accepted elsewhere (by the primary, on a socket only it listens on). */
+  adopt(socket: net.Socket): void;
   address(): AddressInfo | string | null;
   /**
    * Stop accepting; let requests in flight finish and close each connection once it has none;
@@ -100,8 +102,10 @@ export function createFastCgiServer(handler: RequestHandler, options: FastCgiSer
     onClose(connection: FastCgiConnection) {
       connections.delete(connection);
       stats.connections--;
+      if (connections.size === 0) for (const resolve of idleWaiters.splice(0)) resolve();
     },
   };
+  const idleWaiters: Array<() => void> = [];
 
   const server = net.createServer((socket) => {
     try {
@@ -147,6 +151,10 @@ export function createFastCgiServer(handler: RequestHandler, options: FastCgiSer
 
     address: () => server.address(),
 
+    adopt(socket) {
+      server.emit('connection', socket);
+    },
+
     close(graceMs) {
       closing = true;
       return new Promise<void>((resolve) => {
@@ -154,7 +162,10 @@ export function createFastCgiServer(handler: RequestHandler, options: FastCgiSer
           for (const connection of connections) connection.destroy();
         }, graceMs);
         force.unref();
-        server.close(() => {
+        // Adopted connections are not the listener's to count: wait for our own set to empty.
+        const listenerClosed = new Promise<void>((done) => (server.listening ? server.close(() => done()) : done()));
+        const idle = new Promise<void>((done) => (connections.size === 0 ? done() : idleWaiters.push(done)));
+        void Promise.all([listenerClosed, idle]).then(() => {
           clearTimeout(force);
           resolve();
         });
