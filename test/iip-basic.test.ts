@@ -9,25 +9,14 @@ import { before, describe, it } from 'node:test';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { silentLog } from '../src/log.ts';
-import type { IipRequest, IipResponse } from '../src/request.ts';
+import type { IipResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
+import { plainRequest } from './helpers/requests.ts';
 import { tempDir } from './helpers/daemon.ts';
 import { makePyramidTiff } from './helpers/images.ts';
 
-function request(query: string, extra: Partial<IipRequest> = {}): IipRequest {
-  return {
-    method: 'GET',
-    query,
-    path: '/fcgi-bin/iipsrv.fcgi',
-    headers: {},
-    scriptName: '/fcgi-bin/iipsrv.fcgi',
-    https: false,
-    remoteAddress: '127.0.0.1',
-    signal: new AbortController().signal,
-    ...extra,
-  };
-}
+const request = plainRequest;
 
 function routerFor(env: Record<string, string>) {
   const config = loadConfig({ MEMCACHED_SERVERS: '', ...env });

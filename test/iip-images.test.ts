@@ -14,24 +14,14 @@ import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { TiffFile } from '../src/engine/tiff/index.ts';
 import { silentLog } from '../src/log.ts';
-import type { IipRequest, IipResponse } from '../src/request.ts';
+import type { IipResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
+import { plainRequest } from './helpers/requests.ts';
 import { tempDir, which } from './helpers/daemon.ts';
 import { decodePixels, psnr, type Pixels } from './helpers/images.ts';
 
-function request(query: string): IipRequest {
-  return {
-    method: 'GET',
-    query,
-    path: '/fcgi-bin/iipsrv.fcgi',
-    headers: {},
-    scriptName: '/fcgi-bin/iipsrv.fcgi',
-    https: false,
-    remoteAddress: '127.0.0.1',
-    signal: new AbortController().signal,
-  };
-}
+const request = plainRequest;
 
 interface Server {
   engine: Engine;

@@ -107,16 +107,7 @@ export function installCleanupHandlers(): void {
 
 // ---------------------------------------------------------------------------------------------
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../../test/helpers/daemon.ts';
 
 export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {

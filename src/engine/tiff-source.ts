@@ -84,15 +84,19 @@ export class TiffSource implements ImageSource {
     return stored;
   }
 
-  /** The tile as a standalone JPEG: abbreviated streams get the shared tables spliced in. */
-  private async jpegTileBytes(level: number, col: number, row: number, tables: Buffer | null): Promise<Buffer | null> {
-    let bytes: Buffer;
+  /** A damaged file (a tile beyond its end ...) is the image's fault: 404, as iipsrv. */
+  private async readTileBytes(level: number, col: number, row: number): Promise<Buffer> {
     try {
-      bytes = await this.tiff.readTileBytes(level, col, row);
+      return await this.tiff.readTileBytes(level, col, row);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(error.message);
       throw error;
     }
+  }
+
+  /** The tile as a standalone JPEG: abbreviated streams get the shared tables spliced in. */
+  private async jpegTileBytes(level: number, col: number, row: number, tables: Buffer | null): Promise<Buffer | null> {
+    const bytes = await this.readTileBytes(level, col, row);
     // A sparse tile (no bytes) is left to the general decoder, which fills it.
     if (bytes.length < 4) return null;
     // Tables minus their EOI, then the tile minus its SOI.
@@ -149,13 +153,7 @@ export class TiffSource implements ImageSource {
     const samples = stored.samplesPerPixel;
     if (samples < 1 || samples > 4) return null;
     const channels: 1 | 3 = samples >= 3 ? 3 : 1;
-    let bytes: Buffer;
-    try {
-      bytes = await this.tiff.readTileBytes(level, col, row);
-    } catch (error) {
-      if (error instanceof TiffFormatError) throw new FileError(error.message);
-      throw error;
-    }
+    const bytes = await this.readTileBytes(level, col, row);
     const rowBytes = stored.tileWidth * samples;
     const size = rowBytes * stored.tileHeight;
     let data: Buffer;
