@@ -99,7 +99,13 @@ async function writePyramid(
   raw: Buffer,
   width: number,
   height: number,
-  options: { channels?: number; tile?: number; compression?: 'jpeg' | 'deflate' | 'lzw' | 'none'; bigtiff?: boolean; predictor?: 'none' | 'horizontal' } = {},
+  options: {
+    channels?: number;
+    tile?: number;
+    compression?: 'jpeg' | 'deflate' | 'lzw' | 'none' | 'packbits' | 'webp' | 'zstd';
+    bigtiff?: boolean;
+    predictor?: 'none' | 'horizontal';
+  } = {},
 ): Promise<void> {
   let image = sharp(raw, { raw: { width, height, channels: (options.channels ?? 3) as 1 | 3 | 4 } });
   // Without this sharp writes one-band input as RGB.
@@ -136,6 +142,8 @@ before(async () => {
     writePyramid(path.join(dir, 'none.tif'), pattern(1000, 700), 1000, 700, { compression: 'none' }),
     writePyramid(path.join(dir, 'lzw.tif'), pattern(1000, 700), 1000, 700, { compression: 'lzw' }),
     writePyramid(path.join(dir, 'deflate-nopredictor.tif'), pattern(1000, 700), 1000, 700, { compression: 'deflate', predictor: 'none' }),
+    writePyramid(path.join(dir, 'packbits.tif'), pattern(1000, 700), 1000, 700, { compression: 'packbits', predictor: 'none' }),
+    writePyramid(path.join(dir, 'webp.tif'), pattern(1000, 700), 1000, 700, { compression: 'webp' }),
     writePyramid(path.join(dir, 'odd512.tif'), pattern(1001, 733), 1001, 733, { compression: 'deflate', tile: 512 }),
     writePyramid(path.join(dir, 'grey.tif'), pattern(600, 400, 1), 600, 400, { channels: 1, compression: 'deflate' }),
     writePyramid(path.join(dir, 'grey-jpeg.tif'), pattern(600, 400, 1), 600, 400, { channels: 1, compression: 'jpeg' }),
@@ -214,10 +222,28 @@ describe('JTL tiles', () => {
       }
     }
   });
-  it('uncompressed, LZW and deflate without predictor: the same tiles as deflate with predictor, byte for byte', async () => {
+  it('WebP-compressed tiles (lossy at the source): decoded, cropped, close to the picture', async () => {
+    for (const tile of [0, 3, 11]) {
+      const reference = await decode((await server.get(`FIF=deflate.tif&JTL=2,${tile}`)).body);
+      const got = await decode((await server.get(`FIF=webp.tif&JTL=2,${tile}`)).body);
+      assert.deepEqual([got.width, got.height], [reference.width, reference.height]);
+      assert.ok(psnr(got, reference) > 25, `tile ${tile}: ${psnr(got, reference).toFixed(1)} dB`);
+    }
+  });
+  it('zstd tiles (written by the vips CLI): a 501 naming the compression, never blank pixels', { skip: which('vips') ? false : 'vips not installed (apt-get install libvips-tools)' }, async () => {
+    // sharp's libtiff has no zstd: libvips would hand back blank pixels without an error.
+    execFileSync('vips', ['tiffsave', path.join(dir, 'deflate.tif'), path.join(dir, 'zstd.tif'), '--tile', '--pyramid', '--compression', 'zstd', '--tile-width', '256', '--tile-height', '256']);
+    assert.equal((await server.get('FIF=zstd.tif&OBJ=Max-size')).status, 200);
+    for (const query of ['FIF=zstd.tif&JTL=2,0', 'FIF=zstd.tif&WID=100&CVT=jpeg']) {
+      const response = await server.get(query);
+      assert.equal(response.status, 501, query);
+      assert.match(response.body.toString(), /zstd\.tif: TIFF compression zstd is not supported/);
+    }
+  });
+  it('uncompressed, LZW, deflate without predictor and PackBits: the same tiles as deflate with predictor, byte for byte', async () => {
     for (const tile of [0, 3, 5, 11]) {
       const reference = (await server.get(`FIF=deflate.tif&JTL=2,${tile}`)).body;
-      for (const file of ['none.tif', 'lzw.tif', 'deflate-nopredictor.tif']) {
+      for (const file of ['none.tif', 'lzw.tif', 'deflate-nopredictor.tif', 'packbits.tif']) {
         const response = await server.get(`FIF=${file}&JTL=2,${tile}`);
         assert.equal(response.status, 200);
         assert.ok(response.body.equals(reference), `${file} tile ${tile}`);
@@ -352,6 +378,29 @@ describe('JTL tiles', () => {
     assert.ok(near(px(rotated, 5, 5), [0, 0, 255]), 'blue (bottom left) comes to the top left');
     const mirrored = await decode((await server.get('FIF=quad.tif&ROT=!0&JTL=0,0')).body);
     assert.ok(near(px(mirrored, 5, 5), [0, 255, 0]), 'green (top right) comes to the top left');
+  });
+  it('JPEG_QUALITY sets the quality of re-encoded tiles; QLT overrides it', async () => {
+    const low = serverFor(prefix, { JPEG_QUALITY: '20' });
+    const high = serverFor(prefix, { JPEG_QUALITY: '95' });
+    const [a, b, c] = await Promise.all([low.get('FIF=deflate.tif&JTL=2,5'), high.get('FIF=deflate.tif&JTL=2,5'), low.get('FIF=deflate.tif&QLT=95&JTL=2,5')]);
+    assert.ok(a.body.length * 2 < b.body.length, `${a.body.length} bytes at 20, ${b.body.length} at 95`);
+    assert.ok(b.body.equals(c.body), 'QLT=95 is JPEG_QUALITY=95');
+  });
+  it('INTERPOLATION=0 (nearest neighbour) keeps only source colours when scaling; bilinear blends them', async () => {
+    const nearest = serverFor(prefix, { INTERPOLATION: '0' });
+    const bilinear = serverFor(prefix, { INTERPOLATION: '1' });
+    // Upscaled 8x from the 200 px level of the quadrants image, as PNG (lossless) so values are exact.
+    const query = 'FIF=quad.tif&RGN=0.45,0.45,0.1,0.1&WID=640&CVT=png';
+    const colours = async (s: Server) => {
+      const got = await decode((await s.get(query)).body);
+      const seen = new Set<string>();
+      for (let i = 0; i < got.data.length; i += got.channels) seen.add(`${got.data[i]},${got.data[i + 1]},${got.data[i + 2]}`);
+      return seen;
+    };
+    const sharpEdges = await colours(nearest);
+    const blended = await colours(bilinear);
+    assert.ok(sharpEdges.size <= 4, `nearest: ${sharpEdges.size} colours`);
+    assert.ok(blended.size > 20, `bilinear: ${blended.size} colours`);
   });
   it('the RAM cache serves a repeated tile without decoding again', async () => {
     const own = serverFor(prefix, { MAX_IMAGE_CACHE_SIZE: '10' });

@@ -211,6 +211,7 @@ export class Engine {
  */
 function assertRenderable(image: OpenImage): void {
   const d = image.source.description;
+  if (d.undecodable) throw new NotImplementedError(`${image.name}: ${d.undecodable}`);
   const fullRange16 = d.bitsPerSample === 16 && d.minValues.every((v) => v === 0) && d.maxValues.every((v) => v === 65535);
   const supported =
     d.sampleFormat === 'uint' &&

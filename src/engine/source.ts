@@ -45,6 +45,8 @@ export interface ImageDescription {
   icc: Buffer | null;
   xmp: string | null;
   metadata: ImageMetadata;
+  /** Why the pixels cannot be decoded here although the file could be read (a codec we lack), or null. */
+  undecodable: string | null;
 }
 
 export interface ImageSource {

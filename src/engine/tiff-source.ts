@@ -28,8 +28,33 @@ function colourSpaceOf(info: TiffInfo): ColourSpace {
   return 'srgb';
 }
 
+/**
+ * The TIFF compressions libvips decodes in sharp's build. Others (zstd: its libtiff lacks it;
+ * LERC, JPEG-XL, JPEG2000-in-TIFF ...) would come out as blank pixels without an error.
+ */
+const DECODABLE_COMPRESSIONS = new Map<number, string>([
+  [1, 'none'],
+  [2, 'CCITT RLE'],
+  [3, 'CCITT G3'],
+  [4, 'CCITT G4'],
+  [5, 'LZW'],
+  [7, 'JPEG'],
+  [8, 'deflate'],
+  [32946, 'deflate'],
+  [32773, 'PackBits'],
+  [50001, 'WebP'],
+]);
+const COMPRESSION_NAMES: Record<number, string> = { 6: 'old-style JPEG', 34712: 'JPEG2000', 34887: 'LERC', 34925: 'LZMA', 50000: 'zstd', 50002: 'JPEG XL' };
+
+function undecodable(info: TiffInfo): string | null {
+  const level = info.levels.find((l) => !DECODABLE_COMPRESSIONS.has(l.compression));
+  if (!level) return null;
+  return `TIFF compression ${COMPRESSION_NAMES[level.compression] ?? level.compression} is not supported`;
+}
+
 function describe(info: TiffInfo): ImageDescription {
   return {
+    undecodable: undecodable(info),
     format: 'tiff',
     levels: info.levels.map((l) => ({ width: l.width, height: l.height, tileWidth: l.tileWidth, tileHeight: l.tileHeight })),
     channels: info.channels,
