@@ -58,7 +58,11 @@ export interface RegionOutput {
   rotation: number;
   /** Mirror left-right before rotating. */
   mirror: boolean;
+  /** IIIF quality: as stored, greyscale, or black and white. Default colour. */
+  colour?: ColourMode;
 }
+
+export type ColourMode = 'colour' | 'grey' | 'bitonal';
 
 /** Most open files a worker keeps, whatever MAX_METADATA_CACHE_SIZE says: file descriptors are finite. */
 const OPEN_FILE_CEILING = 256;
@@ -175,7 +179,7 @@ export class Engine {
     const key = this.cacheKey(
       image,
       `r:${plan.level}:${source.left},${source.top},${source.width},${source.height}:${plan.outputWidth}x${plan.outputHeight}:` +
-        `${output.rotation}:${output.mirror ? 1 : 0}:${output.format}:${output.quality}:${this.kernel}`,
+        `${output.rotation}:${output.mirror ? 1 : 0}:${output.format}:${output.quality}:${this.kernel}:${output.colour ?? 'colour'}`,
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
@@ -186,7 +190,14 @@ export class Engine {
     }
     if (output.mirror) pipeline = pipeline.flop();
     if (output.rotation % 360 !== 0) pipeline = pipeline.rotate(output.rotation, { background: '#ffffff' });
-    const bytes = await encodeImage(pipeline, image.source.description.channels, output.format, output.quality, this.encoders);
+    let channels = image.source.description.channels;
+    if (output.colour === 'grey' || output.colour === 'bitonal') {
+      // One band, alpha dropped; bitonal as iipsrv: 0 or 255 split at the middle grey.
+      pipeline = pipeline.removeAlpha().toColourspace('b-w');
+      if (output.colour === 'bitonal') pipeline = pipeline.threshold(128, { greyscale: true });
+      channels = 1;
+    }
+    const bytes = await encodeImage(pipeline, channels, output.format, output.quality, this.encoders);
     this.cache.set(key, bytes);
     return bytes;
   }

@@ -110,26 +110,37 @@ export function planRegion(levels: LevelSize[], request: RegionRequest): RegionP
   if (!request.allowUpscaling) cap(regionWidth, regionHeight);
   const outputWidth = Math.max(1, Math.round(width));
   const outputHeight = Math.max(1, Math.round(height));
+  const regionPixels = { left: viewport.x * full.width, top: viewport.y * full.height, width: regionWidth, height: regionHeight };
+  return planExactRegion(levels, regionPixels, outputWidth, outputHeight);
+}
 
-  // Smallest level whose region is still at least the output size (1 px slack for rounding).
+/**
+ * The source level and rectangle for a region given in full-resolution pixels (fractions allowed)
+ * and an output size already decided (IIIF `w,h` may distort): the smallest level that still has
+ * at least the output's pixels in the region (1 px slack for rounding).
+ */
+export function planExactRegion(levels: LevelSize[], region: Rect, outputWidth: number, outputHeight: number): RegionPlan {
+  const full = levels[0]!;
   let level = 0;
   for (let i = levels.length - 1; i >= 0; i--) {
     const candidate = levels[i]!;
-    const w = regionWidth * (candidate.width / full.width);
-    const h = regionHeight * (candidate.height / full.height);
+    const w = region.width * (candidate.width / full.width);
+    const h = region.height * (candidate.height / full.height);
     if (w >= outputWidth - 1 && h >= outputHeight - 1) {
       level = i;
       break;
     }
   }
   const chosen = levels[level]!;
-  const left = Math.min(chosen.width - 1, Math.max(0, Math.floor(viewport.x * chosen.width)));
-  const top = Math.min(chosen.height - 1, Math.max(0, Math.floor(viewport.y * chosen.height)));
+  const sx = chosen.width / full.width;
+  const sy = chosen.height / full.height;
+  const left = Math.min(chosen.width - 1, Math.max(0, Math.floor(region.left * sx)));
+  const top = Math.min(chosen.height - 1, Math.max(0, Math.floor(region.top * sy)));
   const source: Rect = {
     left,
     top,
-    width: Math.max(1, Math.min(chosen.width - left, Math.round(viewport.width * chosen.width))),
-    height: Math.max(1, Math.min(chosen.height - top, Math.round(viewport.height * chosen.height))),
+    width: Math.max(1, Math.min(chosen.width - left, Math.round(region.width * sx))),
+    height: Math.max(1, Math.min(chosen.height - top, Math.round(region.height * sy))),
   };
   return { level, source, outputWidth, outputHeight };
 }

@@ -5,6 +5,7 @@
  */
 import type { IipRequest, IipResponse } from '../../request.js';
 import { IIP_ERROR, IipError } from '../../errors.js';
+import { iiif } from '../iiif/index.js';
 import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
@@ -29,6 +30,7 @@ export const COMMANDS: Record<string, IipCommand> = {
   jtls,
   til,
   cvt,
+  iiif,
   // iipsrv accepts ICC and does nothing with it (its colour management was never enabled).
   icc: () => undefined,
 };

@@ -1,0 +1,131 @@
+/**
+ * The IIIF image information document (info.json), for Image API 2.1 and 3.0, at compliance
+ * level 2: the size, every pyramid level as a preferred size, the tile grid with the scale factors
+ * of the pyramid, the limits (MAX_CVT, ALLOW_UPSCALING) and the optional features we support.
+ */
+import type { ImageDescription } from '../../engine/source.js';
+import type { LevelSize } from '../../engine/view.js';
+import type { IiifVersion, SizeLimits } from './params.js';
+
+export const CONTEXTS: Record<IiifVersion, string> = {
+  2: 'http://iiif.io/api/image/2/context.json',
+  3: 'http://iiif.io/api/image/3/context.json',
+};
+
+export const PROFILES: Record<IiifVersion, string> = {
+  2: 'http://iiif.io/api/image/2/level2.json',
+  3: 'http://iiif.io/api/image/3/level2.json',
+};
+
+/** Features beyond level 2 that every image here supports. */
+const V3_EXTRA_FEATURES = ['canonicalLinkHeader', 'mirroring', 'profileLinkHeader', 'rotationArbitrary', 'sizeUpscaling'];
+const V2_SUPPORTS = [
+  'baseUriRedirect',
+  'canonicalLinkHeader',
+  'cors',
+  'jsonldMediaType',
+  'mirroring',
+  'profileLinkHeader',
+  'regionByPct',
+  'regionByPx',
+  'regionSquare',
+  'rotationArbitrary',
+  'rotationBy90s',
+  'sizeAboveFull',
+  'sizeByConfinedWh',
+  'sizeByDistortedWh',
+  'sizeByForcedWh',
+  'sizeByH',
+  'sizeByPct',
+  'sizeByW',
+  'sizeByWh',
+];
+
+/** Scale factor of each level against full resolution, as viewers compute tile regions with it. */
+export function scaleFactors(levels: LevelSize[]): number[] {
+  const full = levels[0]!;
+  return levels.map((level) => Math.max(1, Math.round(full.width / level.width)));
+}
+
+export interface InfoOptions {
+  id: string;
+  version: IiifVersion;
+  limits: SizeLimits;
+  /** IIIF_EXTRA_INFO: JSON members added as they are. */
+  extraInfo: string;
+}
+
+/** The limits as info.json states them: none where they do not restrict this image. */
+function statedLimits(description: ImageDescription, limits: SizeLimits): { maxWidth?: number; maxHeight?: number } {
+  const full = description.levels[0]!;
+  const maxWidth = limits.allowUpscaling ? limits.maxWidth : Math.min(limits.maxWidth, full.width);
+  const maxHeight = limits.allowUpscaling ? limits.maxHeight : Math.min(limits.maxHeight, full.height);
+  const stated: { maxWidth?: number; maxHeight?: number } = {};
+  if (Number.isFinite(maxWidth)) stated.maxWidth = maxWidth;
+  if (Number.isFinite(maxHeight)) stated.maxHeight = maxHeight;
+  return stated;
+}
+
+export function infoDocument(description: ImageDescription, options: InfoOptions): string {
+  const { levels } = description;
+  const full = levels[0]!;
+  const { limits } = options;
+  const stated = statedLimits(description, options.limits);
+  // Every level a client may ask for whole, smallest first.
+  const sizes = [...levels]
+    .reverse()
+    .filter((l) => l.width <= limits.maxWidth && l.height <= limits.maxHeight)
+    .map((l) => ({ width: l.width, height: l.height }));
+  // One entry per tile size (levels may differ), each with the scale factors of its levels.
+  const factors = scaleFactors(levels);
+  const tiles: Array<{ width: number; height: number; scaleFactors: number[] }> = [];
+  levels.forEach((level, i) => {
+    let entry = tiles.find((t) => t.width === level.tileWidth && t.height === level.tileHeight);
+    if (!entry) tiles.push((entry = { width: level.tileWidth, height: level.tileHeight, scaleFactors: [] }));
+    if (!entry.scaleFactors.includes(factors[i]!)) entry.scaleFactors.push(factors[i]!);
+  });
+  for (const entry of tiles) entry.scaleFactors.sort((a, b) => a - b);
+  const colour = description.channels >= 3;
+
+  let document: Record<string, unknown>;
+  if (options.version === 3) {
+    document = {
+      '@context': CONTEXTS[3],
+      id: options.id,
+      type: 'ImageService3',
+      protocol: 'http://iiif.io/api/image',
+      profile: 'level2',
+      width: full.width,
+      height: full.height,
+      ...stated,
+      sizes,
+      tiles,
+      extraFormats: ['webp', 'tif', 'avif'],
+      extraQualities: colour ? ['color', 'gray', 'bitonal'] : ['gray', 'bitonal'],
+      extraFeatures: V3_EXTRA_FEATURES,
+    };
+  } else {
+    document = {
+      '@context': CONTEXTS[2],
+      '@id': options.id,
+      protocol: 'http://iiif.io/api/image',
+      width: full.width,
+      height: full.height,
+      sizes,
+      tiles,
+      profile: [
+        PROFILES[2],
+        {
+          formats: ['jpg', 'png', 'webp', 'tif', 'avif'],
+          qualities: colour ? ['default', 'color', 'gray', 'bitonal'] : ['default', 'gray', 'bitonal'],
+          supports: V2_SUPPORTS,
+          ...stated,
+        },
+      ],
+    };
+  }
+  const text = JSON.stringify(document, null, 2);
+  if (options.extraInfo === '') return text;
+  // IIIF_EXTRA_INFO was checked as JSON members at start-up: add them before the closing brace.
+  return `${text.slice(0, text.lastIndexOf('}')).trimEnd()},\n  ${options.extraInfo.trim()}\n}`;
+}
