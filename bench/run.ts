@@ -233,6 +233,20 @@ function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, numbe
   });
   const jtl = ([r, t]: [number, number]) => `FIF=${image}&JTL=${r},${t}`;
   const jtlQ = ([r, t]: [number, number]) => `FIF=${image}&QLT=75&JTL=${r},${t}`;
+  // The same tiles as IIIF 3 viewers (OpenSeadragon) ask for them: region from the scale factor,
+  // size the tile's own (edge tiles cropped).
+  const [fullW, fullH] = levelsSmallestFirst[levelsSmallestFirst.length - 1]!;
+  const iiifTile = ([r, t]: [number, number]) => {
+    const [w, h] = levelsSmallestFirst[r]!;
+    const factor = Math.round(fullW / w);
+    const across = Math.ceil(w / tile[0]);
+    const col = t % across;
+    const row = Math.floor(t / across);
+    const x = col * tile[0] * factor;
+    const y = row * tile[1] * factor;
+    const region = `${x},${y},${Math.min(tile[0] * factor, fullW - x)},${Math.min(tile[1] * factor, fullH - y)}`;
+    return `IIIF=${image}/${region}/${Math.min(tile[0], w - col * tile[0])},${Math.min(tile[1], h - row * tile[1])}/0/default.jpg`;
+  };
   const top = levelsSmallestFirst.length - 1;
   // A full-resolution inner tile and an edge tile, checked on every backend along with the first queries.
   const [fw] = levelsSmallestFirst[top]!;
@@ -245,6 +259,7 @@ function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, numbe
     { id: 'c', title: `hot tiles (${HOT_TILES} tiles over and over)`, queries: hotPairs.map(jtl), samples: hotSet.slice(0, 5).map(jtl), kind: 'jpeg' },
     { id: 'd', title: 'CVT random region -> 800 px wide', queries: regions, samples: regions.slice(0, 5), kind: 'jpeg' },
     { id: 'e', title: 'random tiles, forced re-encode (QLT=75)', queries: randomPairs.map(jtlQ), samples: [...randomPairs.slice(0, 4), ...extra].map(jtlQ), kind: 'jpeg' },
+    { id: 'f', title: 'the random tiles of b through IIIF 3 (ours only)', queries: randomPairs.map(iiifTile), samples: [...randomPairs.slice(0, 4), ...extra].map(iiifTile), kind: 'jpeg' },
   ];
 }
 
@@ -406,6 +421,7 @@ async function main(): Promise<number> {
   add('c', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
   add('d', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
   add('e', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+  add('f', [B.ours1ka]);
 
   // ---- sample checks: 200 + a JPEG (or the IIP line) on every backend, same dimensions everywhere
   log('\nchecking sample requests on every backend...');
@@ -565,6 +581,20 @@ function vipsVersion(): string {
   return (r.stdout ?? '').trim().replace(/^vips-/, '');
 }
 
+/** Workload f against b: the same tiles through IIIF and through IIP JTL, both ours (target: within 10 %). */
+function iiifAgainstJtl(find: (w: string, b: string) => RunResult | undefined): string[] {
+  const viaIiif = find('f', 'ours1ka');
+  const viaJtl = find('b', 'ours1ka');
+  if (!viaIiif || !viaJtl) return [];
+  const ratio = viaIiif.wrk.requestsPerSecond / viaJtl.wrk.requestsPerSecond;
+  const cpu = (r: RunResult) => (r.cpuSeconds * 1000) / r.wrk.requests;
+  return [
+    `IIIF tiles against IIP JTL on the same tiles (ours, 1 worker, keep-alive): ${fmt(viaIiif.wrk.requestsPerSecond)} against ${fmt(viaJtl.wrk.requestsPerSecond)} req/s, ` +
+      `**${ratio.toFixed(2)}×** ${ratio >= 0.9 ? '✓' : '✗'} (target ≥ 0.9×); CPU ${fmtMs(cpu(viaIiif))} against ${fmtMs(cpu(viaJtl))} ms/req.`,
+    '',
+  ];
+}
+
 function report(
   results: RunResult[],
   info: { warnings: string[]; checkFailures: string[]; loadBefore: string; loadAfter: string; image: string; minutes: number; extra: string },
@@ -633,6 +663,7 @@ function report(
     '',
     `Targets: random tiles ≥ 3×, hot tiles ≥ 5×, CVT ≥ 1.5× (checked on the keep-alive rows), RSS ≤ 150 MB per worker: largest worker peak ${fmt(rssWorst / MB)} MB ${rssWorst <= 150 * MB ? '✓' : '✗'}.`,
     '',
+    ...iiifAgainstJtl(find),
     'Notes: for plain JTL (b, c) ours sends the stored Q90 tile as it is (passthrough), iipsrv 1.1 decodes and re-encodes at Q75, so the responses are larger for ours (see KB/resp). ' +
       'Ours keeps finished responses in a per-worker 10 MB cache, so in b and e repeated tiles are cache hits; the `MAX_IMAGE_CACHE_SIZE=0` rows show the cost without it. ' +
       "iipsrv 1.1's JPEG tile cache never hits (a 1.1 bug).",
