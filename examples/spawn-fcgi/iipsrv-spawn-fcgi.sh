@@ -12,7 +12,7 @@
 
 # iipsrv's settings are environment variables (see README.md).
 export FILESYSTEM_PREFIX="/var/www/images/"
-export URI_MAP="iiif=>IIIF iip=>IIP"
+export URI_MAP="iiif=>IIIF iip=>IIP deepzoom=>DeepZoom zoomify=>Zoomify"
 export VERBOSITY="1"
 export LOGFILE="/var/log/iipsrv/iipsrv.log"
 export MEMCACHED_SERVERS="localhost:11211"

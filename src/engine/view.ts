@@ -144,3 +144,35 @@ export function planExactRegion(levels: LevelSize[], region: Rect, outputWidth: 
   };
   return { level, source, outputWidth, outputHeight };
 }
+
+/**
+ * A tile of a level some other scheme defines (DeepZoom, Zoomify: each level its own size, tiles
+ * of `tileSize`): the stored tile when a pyramid level has that size (1 px slack: those schemes
+ * round up or down where the file's writer did the other), or else the full-resolution region and
+ * the size to scale it to. Null when the tile lies outside that level.
+ */
+export type VirtualTile =
+  | { kind: 'stored'; level: number; col: number; row: number }
+  | { kind: 'scaled'; region: Rect; width: number; height: number };
+
+export function virtualTile(levels: LevelSize[], virtual: { width: number; height: number }, tileSize: number, col: number, row: number): VirtualTile | null {
+  const across = Math.ceil(virtual.width / tileSize);
+  const down = Math.ceil(virtual.height / tileSize);
+  if (!Number.isInteger(col) || !Number.isInteger(row) || col < 0 || row < 0 || col >= across || row >= down) return null;
+  const stored = levels.findIndex(
+    (l) => Math.abs(l.width - virtual.width) <= 1 && Math.abs(l.height - virtual.height) <= 1 && l.tileWidth === tileSize && l.tileHeight === tileSize,
+  );
+  if (stored >= 0) {
+    const { across: storedAcross, down: storedDown } = tileGrid(levels[stored]!);
+    if (col < storedAcross && row < storedDown) return { kind: 'stored', level: stored, col, row };
+  }
+  const full = levels[0]!;
+  const scaleX = full.width / virtual.width;
+  const scaleY = full.height / virtual.height;
+  const width = Math.min(tileSize, virtual.width - col * tileSize);
+  const height = Math.min(tileSize, virtual.height - row * tileSize);
+  const left = col * tileSize * scaleX;
+  const top = row * tileSize * scaleY;
+  const region: Rect = { left, top, width: Math.min(width * scaleX, full.width - left), height: Math.min(height * scaleY, full.height - top) };
+  return { kind: 'scaled', region, width, height };
+}

@@ -6,6 +6,8 @@
 import type { IipRequest, IipResponse } from '../../request.js';
 import { IIP_ERROR, IipError } from '../../errors.js';
 import { iiif } from '../iiif/index.js';
+import { deepzoom } from '../tile-viewers/deepzoom.js';
+import { zoomify } from '../tile-viewers/zoomify.js';
 import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
@@ -31,6 +33,8 @@ export const COMMANDS: Record<string, IipCommand> = {
   til,
   cvt,
   iiif,
+  deepzoom,
+  zoomify,
   // iipsrv accepts ICC and does nothing with it (its colour management was never enabled).
   icc: () => undefined,
 };
