@@ -247,6 +247,12 @@ function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, numbe
     const region = `${x},${y},${Math.min(tile[0] * factor, fullW - x)},${Math.min(tile[1] * factor, fullH - y)}`;
     return `IIIF=${image}/${region}/${Math.min(tile[0], w - col * tile[0])},${Math.min(tile[1], h - row * tile[1])}/0/default.jpg`;
   };
+  // DeepZoom's level for IIP resolution r: its top level is the full size, each below halves.
+  const topDeepZoom = Math.ceil(Math.log2(Math.max(fullW, fullH)));
+  const deepZoomTile = ([r, t]: [number, number]) => {
+    const across = Math.ceil(levelsSmallestFirst[r]![0] / tile[0]);
+    return `DeepZoom=${image}_files/${topDeepZoom - (levelsSmallestFirst.length - 1 - r)}/${t % across}_${Math.floor(t / across)}.jpg`;
+  };
   const top = levelsSmallestFirst.length - 1;
   // A full-resolution inner tile and an edge tile, checked on every backend along with the first queries.
   const [fw] = levelsSmallestFirst[top]!;
@@ -260,6 +266,7 @@ function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, numbe
     { id: 'd', title: 'CVT random region -> 800 px wide', queries: regions, samples: regions.slice(0, 5), kind: 'jpeg' },
     { id: 'e', title: 'random tiles, forced re-encode (QLT=75)', queries: randomPairs.map(jtlQ), samples: [...randomPairs.slice(0, 4), ...extra].map(jtlQ), kind: 'jpeg' },
     { id: 'f', title: 'the random tiles of b through IIIF 3 (ours only)', queries: randomPairs.map(iiifTile), samples: [...randomPairs.slice(0, 4), ...extra].map(iiifTile), kind: 'jpeg' },
+    { id: 'g', title: 'the random tiles of b through DeepZoom (ours only)', queries: randomPairs.map(deepZoomTile), samples: [...randomPairs.slice(0, 4), ...extra].map(deepZoomTile), kind: 'jpeg' },
   ];
 }
 
@@ -422,6 +429,7 @@ async function main(): Promise<number> {
   add('d', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
   add('e', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
   add('f', [B.ours1ka]);
+  add('g', [B.ours1ka]);
 
   // ---- sample checks: 200 + a JPEG (or the IIP line) on every backend, same dimensions everywhere
   log('\nchecking sample requests on every backend...');
@@ -581,18 +589,26 @@ function vipsVersion(): string {
   return (r.stdout ?? '').trim().replace(/^vips-/, '');
 }
 
-/** Workload f against b: the same tiles through IIIF and through IIP JTL, both ours (target: within 10 %). */
+/** Workloads f and g against b: the same tiles through IIIF, DeepZoom and IIP JTL, all ours (target: within 10 %). */
 function iiifAgainstJtl(find: (w: string, b: string) => RunResult | undefined): string[] {
-  const viaIiif = find('f', 'ours1ka');
   const viaJtl = find('b', 'ours1ka');
-  if (!viaIiif || !viaJtl) return [];
-  const ratio = viaIiif.wrk.requestsPerSecond / viaJtl.wrk.requestsPerSecond;
+  if (!viaJtl) return [];
   const cpu = (r: RunResult) => (r.cpuSeconds * 1000) / r.wrk.requests;
-  return [
-    `IIIF tiles against IIP JTL on the same tiles (ours, 1 worker, keep-alive): ${fmt(viaIiif.wrk.requestsPerSecond)} against ${fmt(viaJtl.wrk.requestsPerSecond)} req/s, ` +
-      `**${ratio.toFixed(2)}×** ${ratio >= 0.9 ? '✓' : '✗'} (target ≥ 0.9×); CPU ${fmtMs(cpu(viaIiif))} against ${fmtMs(cpu(viaJtl))} ms/req.`,
-    '',
-  ];
+  const lines: string[] = [];
+  for (const [id, name] of [
+    ['f', 'IIIF'],
+    ['g', 'DeepZoom'],
+  ] as const) {
+    const other = find(id, 'ours1ka');
+    if (!other) continue;
+    const ratio = other.wrk.requestsPerSecond / viaJtl.wrk.requestsPerSecond;
+    lines.push(
+      `${name} tiles against IIP JTL on the same tiles (ours, 1 worker, keep-alive): ${fmt(other.wrk.requestsPerSecond)} against ${fmt(viaJtl.wrk.requestsPerSecond)} req/s, ` +
+        `**${ratio.toFixed(2)}×** ${ratio >= 0.9 ? '✓' : '✗'} (target ≥ 0.9×); CPU ${fmtMs(cpu(other))} against ${fmtMs(cpu(viaJtl))} ms/req.`,
+      '',
+    );
+  }
+  return lines;
 }
 
 function report(
