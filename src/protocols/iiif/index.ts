@@ -21,7 +21,8 @@ import {
   parseSize,
   splitIiifPath,
   type IiifVersion,
-  type ImageSize,
+  type OutputSize,
+  type Rotation,
   type SizeLimits,
 } from './params.js';
 
@@ -34,6 +35,21 @@ function versionFor(request: IipRequest, configured: IiifVersion): IiifVersion {
 }
 
 /**
+ * The media type of info.json. v3: JSON-LD with the context as profile, unless the client accepts
+ * plain JSON and not JSON-LD. v2: plain JSON unless the client asks for JSON-LD (2.1 §5.1 "MUST").
+ */
+export function infoContentType(accept: string, version: IiifVersion): string {
+  const ld = `application/ld+json;profile="${CONTEXTS[version]}"`;
+  const types = accept
+    .split(',')
+    .map((part) => part.split(';')[0]!.trim().toLowerCase())
+    .filter((type) => type !== '');
+  if (types.includes('application/ld+json')) return ld;
+  if (types.includes('application/json')) return 'application/json';
+  return version === 3 ? ld : 'application/json';
+}
+
+/**
  * The identifier's URI as the client reached it: BASE_URL, else the scheme and host it used
  * (behind a proxy, X-Forwarded-Proto and -Host) and the path up to the identifier. A front end may
  * impose its own with X-IIIF-ID.
@@ -43,9 +59,9 @@ export function baseUri(session: IipSession, rawArgument: string, identifier: st
   const override = request.headers['x-iiif-id'];
   if (override) return override;
   const { baseUrl } = session.context.config;
-  if (baseUrl !== '') return baseUrl + identifier;
-  const forwardedProto = request.headers['x-forwarded-proto']?.split(',')[0]?.trim();
-  const scheme = forwardedProto === 'https' || (forwardedProto === undefined && request.https) ? 'https' : 'http';
+  if (baseUrl !== '') return (baseUrl.endsWith('/') ? baseUrl : baseUrl + '/') + identifier;
+  const forwardedProto = request.headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase();
+  const scheme = forwardedProto === 'https' || (!forwardedProto && request.https) ? 'https' : 'http';
   const host = request.headers['x-forwarded-host']?.split(',')[0]?.trim() || request.headers.host || 'localhost';
   const argument = rawArgument.replace(/^\/+/, '');
   const queryStyle = /(^|&)iiif=/i.test(request.query) && request.query.includes(argument);
@@ -57,16 +73,23 @@ export function baseUri(session: IipSession, rawArgument: string, identifier: st
   return `${scheme}://${host}${prefix}${identifier}`;
 }
 
-function limitsOf(session: IipSession): SizeLimits {
+/**
+ * MAX_CVT and ALLOW_UPSCALING as IIIF applies them. info.json promises the tiles it lists, so the
+ * limit is never below the image's tile size (MAX_CVT may be as low as 64).
+ */
+function limitsOf(session: IipSession, levels: LevelSize[]): SizeLimits {
   const { config } = session.context;
-  return { maxWidth: config.maxCvt, maxHeight: config.maxCvt, allowUpscaling: config.allowUpscaling };
+  const tileWidth = Math.max(...levels.map((l) => l.tileWidth));
+  const tileHeight = Math.max(...levels.map((l) => l.tileHeight));
+  return { maxWidth: Math.max(config.maxCvt, tileWidth), maxHeight: Math.max(config.maxCvt, tileHeight), allowUpscaling: config.allowUpscaling };
 }
 
 /**
  * The tile (level, column, row) whose pixels a region and size are exactly, as viewers ask for
- * them from info.json's tile size and scale factors; null for anything else.
+ * them from info.json's tile size and scale factors; null for anything else. A side the request
+ * left to the server (`w,`) may differ from the stored tile by the pixel the rounding leaves open.
  */
-export function tileOnGrid(levels: LevelSize[], region: Rect, size: ImageSize): { level: number; col: number; row: number } | null {
+export function tileOnGrid(levels: LevelSize[], region: Rect, size: OutputSize): { level: number; col: number; row: number } | null {
   const full = levels[0]!;
   const factors = scaleFactors(levels);
   for (let level = 0; level < levels.length; level++) {
@@ -81,17 +104,41 @@ export function tileOnGrid(levels: LevelSize[], region: Rect, size: ImageSize): 
     if (col >= across || row >= down) continue;
     if (region.width !== Math.min(spanX, full.width - region.left) || region.height !== Math.min(spanY, full.height - region.top)) continue;
     const rect = tileRect(at, col, row);
-    if (rect.width === size.width && rect.height === size.height) return { level, col, row };
+    const widthOk = rect.width === size.width || (size.derived === 'width' && Math.abs(rect.width - size.width) <= 1);
+    const heightOk = rect.height === size.height || (size.derived === 'height' && Math.abs(rect.height - size.height) <= 1);
+    if (widthOk && heightOk) return { level, col, row };
   }
   return null;
 }
 
-function canonicalParameters(region: Rect, full: LevelSize, size: ImageSize, rotation: { degrees: number; mirror: boolean }, quality: string, extension: string, version: IiifVersion): string {
+/** `22.5`, `90`: integers where possible, no trailing zeros. */
+function degreesText(degrees: number): string {
+  return String(Number(degrees.toFixed(6)));
+}
+
+/** The canonical form of a request (3.0 §4.8, 2.1 §4.7), for the Link header. */
+function canonicalParameters(
+  region: Rect,
+  full: LevelSize,
+  size: OutputSize,
+  rotation: Rotation,
+  quality: string,
+  extension: string,
+  version: IiifVersion,
+): string {
   const whole = region.left === 0 && region.top === 0 && region.width === full.width && region.height === full.height;
   const regionText = whole ? 'full' : [region.left, region.top, region.width, region.height].map((v) => Math.round(v)).join(',');
-  const natural = size.width === Math.round(region.width) && size.height === Math.round(region.height);
-  const sizeText = natural ? (version === 3 ? 'max' : 'full') : version === 3 ? `${size.width},${size.height}` : `${size.width},`;
-  return `${regionText}/${sizeText}/${rotation.mirror ? '!' : ''}${rotation.degrees}/${quality}.${extension}`;
+  // The region at its own size: what `max` (v3) and `full` (v2) give.
+  const natural = size.width === Math.max(1, Math.round(region.width)) && size.height === Math.max(1, Math.round(region.height));
+  let sizeText: string;
+  if (version === 3) {
+    if (natural || (size.max && !size.upscaled)) sizeText = 'max';
+    else if (size.max) sizeText = '^max';
+    else sizeText = `${size.upscaled ? '^' : ''}${size.width},${size.height}`;
+  } else {
+    sizeText = natural ? 'full' : size.distorted ? `${size.width},${size.height}` : `${size.width},`;
+  }
+  return `${regionText}/${sizeText}/${rotation.mirror ? '!' : ''}${degreesText(rotation.degrees)}/${quality}.${extension}`;
 }
 
 export async function iiif(session: IipSession, argument: string): Promise<void> {
@@ -126,22 +173,22 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
   await selectImage(session, decodeImageName(identifier));
   if (session.notModified) return;
   const image = session.image!;
-  const { levels } = image.source.description;
+  const { description } = image.source;
+  const { levels } = description;
   const full = levels[0]!;
   const id = baseUri(session, argument, identifier);
-  const limits = limitsOf(session);
+  const limits = limitsOf(session, levels);
   const profileLink: [string, string] = ['Link', `<${PROFILES[version]}>;rel="profile"`];
 
   if (path.kind === 'info') {
-    const body = Buffer.from(infoDocument(image.source.description, { id, version, limits, extraInfo: config.iiifExtraInfo }), 'utf8');
-    // JSON-LD for clients that ask for it (or for nothing in particular), plain JSON otherwise.
-    const accept = session.request.headers.accept ?? '';
-    const ld = accept === '' || accept.includes('application/ld+json') || !accept.includes('application/json');
-    const type = ld ? `application/ld+json;profile="${CONTEXTS[version]}"` : 'application/json';
-    const extra: HeaderList = [profileLink];
-    // A version chosen by the Accept header must not be served from a shared cache to others.
-    if (version !== config.iiifVersion) extra.push(['Vary', 'Accept']);
-    session.output = imageResponse(session, body, type, extra);
+    const rights = description.metadata.copyright ?? config.copyright;
+    const body = Buffer.from(
+      infoDocument(description, { id, version, limits, extraInfo: config.iiifExtraInfo, cors: config.cors !== '', rights }),
+      'utf8',
+    );
+    const type = infoContentType(session.request.headers.accept ?? '', version);
+    // The version and the media type follow the Accept header: shared caches must keep them apart.
+    session.output = imageResponse(session, body, type, [profileLink, ['Vary', 'Accept']]);
     return;
   }
 
@@ -149,19 +196,15 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
   const region = parseRegion(parts.region, full);
   const size = parseSize(parts.size, region, limits, version);
   const rotation = parseRotation(parts.rotation);
-  const { colour, format } = parseQualityFormat(parts.quality, version);
-  const qualityName = parts.quality.replace(/\..*$/, '');
-  const extension = parts.quality.includes('.') ? parts.quality.slice(parts.quality.lastIndexOf('.') + 1) : 'jpg';
-  const canonical = `${id}/${canonicalParameters(region, full, size, rotation, qualityName === 'native' ? 'default' : qualityName, extension, version)}`;
-  const headers: HeaderList = [
-    ['Link', `<${canonical}>;rel="canonical"`],
-    profileLink,
-  ];
+  const { colour, format, quality, extension } = parseQualityFormat(parts.quality, version);
 
   const plain = colour === 'colour' && rotation.degrees === 0 && !rotation.mirror && format === 'jpeg';
   const tile = plain ? tileOnGrid(levels, region, size) : null;
   let body: Buffer;
+  let output = size;
   if (tile) {
+    const rect = tileRect(levels[tile.level]!, tile.col, tile.row);
+    output = { ...size, width: rect.width, height: rect.height };
     body = await engine.tile(image, {
       ...tile,
       format: 'jpeg',
@@ -179,5 +222,7 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
       colour,
     });
   }
+  const canonical = `${id}/${canonicalParameters(region, full, output, rotation, quality, extension, version)}`;
+  const headers: HeaderList = [['Link', `<${canonical}>;rel="canonical"`], profileLink];
   session.output = imageResponse(session, body, CONTENT_TYPES[format], headers);
 }

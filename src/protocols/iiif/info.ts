@@ -17,30 +17,6 @@ export const PROFILES: Record<IiifVersion, string> = {
   3: 'http://iiif.io/api/image/3/level2.json',
 };
 
-/** Features beyond level 2 that every image here supports. */
-const V3_EXTRA_FEATURES = ['canonicalLinkHeader', 'mirroring', 'profileLinkHeader', 'rotationArbitrary', 'sizeUpscaling'];
-const V2_SUPPORTS = [
-  'baseUriRedirect',
-  'canonicalLinkHeader',
-  'cors',
-  'jsonldMediaType',
-  'mirroring',
-  'profileLinkHeader',
-  'regionByPct',
-  'regionByPx',
-  'regionSquare',
-  'rotationArbitrary',
-  'rotationBy90s',
-  'sizeAboveFull',
-  'sizeByConfinedWh',
-  'sizeByDistortedWh',
-  'sizeByForcedWh',
-  'sizeByH',
-  'sizeByPct',
-  'sizeByW',
-  'sizeByWh',
-];
-
 /** Scale factor of each level against full resolution, as viewers compute tile regions with it. */
 export function scaleFactors(levels: LevelSize[]): number[] {
   const full = levels[0]!;
@@ -53,6 +29,10 @@ export interface InfoOptions {
   limits: SizeLimits;
   /** IIIF_EXTRA_INFO: JSON members added as they are. */
   extraInfo: string;
+  /** CORS headers are sent (CORS is set). */
+  cors: boolean;
+  /** The image's copyright, or COPYRIGHT; empty for none. */
+  rights: string;
 }
 
 /** The limits as info.json states them: none where they do not restrict this image. */
@@ -61,9 +41,20 @@ function statedLimits(description: ImageDescription, limits: SizeLimits): { maxW
   const maxWidth = limits.allowUpscaling ? limits.maxWidth : Math.min(limits.maxWidth, full.width);
   const maxHeight = limits.allowUpscaling ? limits.maxHeight : Math.min(limits.maxHeight, full.height);
   const stated: { maxWidth?: number; maxHeight?: number } = {};
-  if (Number.isFinite(maxWidth)) stated.maxWidth = maxWidth;
-  if (Number.isFinite(maxHeight)) stated.maxHeight = maxHeight;
+  // maxHeight may only be stated with maxWidth.
+  if (Number.isFinite(maxWidth)) {
+    stated.maxWidth = maxWidth;
+    if (Number.isFinite(maxHeight)) stated.maxHeight = maxHeight;
+  }
   return stated;
+}
+
+/** Rights as each version can carry them: a URI (v3 `rights`, v2 `license`), or v2 text (`attribution`). */
+function rightsMembers(rights: string, version: IiifVersion): Record<string, string> {
+  if (rights === '') return {};
+  const uri = /^https?:\/\/\S+$/i.test(rights);
+  if (version === 3) return uri ? { rights } : {};
+  return uri ? { license: rights } : { attribution: rights };
 }
 
 export function infoDocument(description: ImageDescription, options: InfoOptions): string {
@@ -86,9 +77,15 @@ export function infoDocument(description: ImageDescription, options: InfoOptions
   });
   for (const entry of tiles) entry.scaleFactors.sort((a, b) => a - b);
   const colour = description.channels >= 3;
+  // Upscaling is offered only where the site allows it; v3 also wants a maxWidth with it.
+  const upscaling = limits.allowUpscaling && (options.version === 2 || stated.maxWidth !== undefined);
 
   let document: Record<string, unknown>;
   if (options.version === 3) {
+    // Level 2 already has every region, size and 90-degree rotation form, CORS, JSON-LD and the
+    // base URI redirect; these are beyond it.
+    const extraFeatures = ['canonicalLinkHeader', 'mirroring', 'profileLinkHeader', 'rotationArbitrary'];
+    if (upscaling) extraFeatures.push('sizeUpscaling');
     document = {
       '@context': CONTEXTS[3],
       id: options.id,
@@ -102,9 +99,31 @@ export function infoDocument(description: ImageDescription, options: InfoOptions
       tiles,
       extraFormats: ['webp', 'tif', 'avif'],
       extraQualities: colour ? ['color', 'gray', 'bitonal'] : ['gray', 'bitonal'],
-      extraFeatures: V3_EXTRA_FEATURES,
+      extraFeatures,
+      ...rightsMembers(options.rights, 3),
     };
   } else {
+    const supports = [
+      'baseUriRedirect',
+      'canonicalLinkHeader',
+      ...(options.cors ? ['cors'] : []),
+      'jsonldMediaType',
+      'mirroring',
+      'profileLinkHeader',
+      'regionByPct',
+      'regionByPx',
+      'regionSquare',
+      'rotationArbitrary',
+      'rotationBy90s',
+      ...(upscaling ? ['sizeAboveFull'] : []),
+      'sizeByConfinedWh',
+      'sizeByDistortedWh',
+      'sizeByForcedWh',
+      'sizeByH',
+      'sizeByPct',
+      'sizeByW',
+      'sizeByWh',
+    ];
     document = {
       '@context': CONTEXTS[2],
       '@id': options.id,
@@ -118,14 +137,17 @@ export function infoDocument(description: ImageDescription, options: InfoOptions
         {
           formats: ['jpg', 'png', 'webp', 'tif', 'avif'],
           qualities: colour ? ['default', 'color', 'gray', 'bitonal'] : ['default', 'gray', 'bitonal'],
-          supports: V2_SUPPORTS,
+          supports,
           ...stated,
         },
       ],
+      ...rightsMembers(options.rights, 2),
     };
   }
-  const text = JSON.stringify(document, null, 2);
-  if (options.extraInfo === '') return text;
-  // IIIF_EXTRA_INFO was checked as JSON members at start-up: add them before the closing brace.
-  return `${text.slice(0, text.lastIndexOf('}')).trimEnd()},\n  ${options.extraInfo.trim()}\n}`;
+  if (options.extraInfo !== '') {
+    // IIIF_EXTRA_INFO was checked as JSON members at start-up. New members come last; one that
+    // names a member of ours (rights, say) replaces its value rather than duplicating the key.
+    Object.assign(document, JSON.parse(`{${options.extraInfo}}`) as Record<string, unknown>);
+  }
+  return JSON.stringify(document, null, 2);
 }

@@ -4,7 +4,7 @@
  * an angle, a colour mode and a format. Pure functions: no image is opened here.
  *
  * Errors are 400 (bad syntax, or a request the limits forbid) and 501 (a well-formed request for
- * a format or quality this server does not produce), each with a message that says which part.
+ * a format, or an upscaling, this server does not produce), each with a message that says which part.
  */
 import { InvalidArgumentError, NotImplementedError } from '../../errors.js';
 import type { ColourMode } from '../../engine/engine.js';
@@ -27,7 +27,19 @@ export interface SizeLimits {
   allowUpscaling: boolean;
 }
 
-/** `1e3`, `0x10`, `12abc` and friends are not IIIF numbers. */
+/** The output size of an image request, with what the canonical URI and the tile path need. */
+export interface OutputSize extends ImageSize {
+  /** The side the request left to the server (`w,` and `,h`): its rounding is ours to choose. */
+  derived?: 'width' | 'height';
+  /** Larger than the region on some side. */
+  upscaled: boolean;
+  /** `max` (or v2 `full`, v3 `^max`): the largest the request form allows. */
+  max: boolean;
+  /** The request changed the region's aspect ratio on purpose (`w,h`). */
+  distorted: boolean;
+}
+
+/** `1e3`, `0x10`, `12abc`, `-1`, `.5` and friends are not IIIF numbers. */
 const DECIMAL = /^\d+(\.\d+)?$/;
 const INTEGER = /^\d+$/;
 
@@ -49,6 +61,7 @@ export function parseRegion(text: string, image: ImageSize): Rect {
   const { width: W, height: H } = image;
   if (text === 'full') return { left: 0, top: 0, width: W, height: H };
   if (text === 'square') {
+    // Centred in the longer dimension, as the specification suggests.
     const side = Math.min(W, H);
     return { left: Math.floor((W - side) / 2), top: Math.floor((H - side) / 2), width: side, height: side };
   }
@@ -65,28 +78,40 @@ export function parseRegion(text: string, image: ImageSize): Rect {
 
 /**
  * The output size for a region, by the rules of the version: v3 upscales only with `^` (and `max`
- * never does), v2 upscales whenever asked (sizeAboveFull) if the site allows it. Sizes that round
- * to nothing become 1 px: viewers ask for `1,` of very wide images.
+ * never does), v2 upscales whenever asked (sizeAboveFull). An upscaling the site does not allow
+ * (ALLOW_UPSCALING=0) is a 501, as the v3 specification asks for `^` sizes. `max` and the confined
+ * `!w,h` forms stay inside MAX_CVT; any other size beyond it is a 400. Sizes that round to nothing
+ * become 1 px: viewers ask for `1,` of very wide images.
  */
-export function parseSize(text: string, region: Rect, limits: SizeLimits, version: IiifVersion): ImageSize {
-  const upscale = version === 3 && text.startsWith('^');
-  const spec = upscale ? text.slice(1) : text;
+export function parseSize(text: string, region: Rect, limits: SizeLimits, version: IiifVersion): OutputSize {
+  const caret = version === 3 && text.startsWith('^');
+  const spec = caret ? text.slice(1) : text;
   const rw = region.width;
   const rh = region.height;
-  const fit = (scale: number): ImageSize => ({ width: Math.max(1, Math.round(rw * scale)), height: Math.max(1, Math.round(rh * scale)) });
-  const largest = () => Math.min(limits.maxWidth / rw, limits.maxHeight / rh);
+  const bounded = Number.isFinite(limits.maxWidth) && Number.isFinite(limits.maxHeight);
+  // The largest scale the limits allow (Infinity without limits).
+  const largest = Math.min(limits.maxWidth / rw, limits.maxHeight / rh);
+  const atMost = (size: ImageSize): ImageSize => ({ width: Math.min(size.width, limits.maxWidth), height: Math.min(size.height, limits.maxHeight) });
+  const fit = (scale: number): ImageSize =>
+    atMost({ width: Math.max(1, Math.round(rw * scale)), height: Math.max(1, Math.round(rh * scale)) });
+  // May this request form be answered larger than the region?
+  const mayUpscale = version === 2 || caret;
 
   let size: ImageSize;
-  let isMax = false;
+  let derived: OutputSize['derived'];
+  let max = false;
+  let distorted = false;
   if (spec === 'max' || (version === 2 && spec === 'full')) {
-    // The region as it is, or as large as the limits allow (v3 ^max: up to them).
-    const scale = upscale && limits.allowUpscaling ? largest() : Math.min(1, largest());
+    // The region as it is, or smaller to fit the limits; v3 `^max` as large as the limits allow
+    // (without limits there is no largest: the region as it is).
+    const scale = caret && limits.allowUpscaling && bounded ? largest : Math.min(1, largest);
     size = fit(scale);
-    isMax = true;
+    max = true;
   } else if (spec.startsWith('pct:')) {
     const percent = decimal(spec.slice(4), 'size');
-    if (percent <= 0) throw new InvalidArgumentError(`IIIF: invalid size "${text}"`);
-    size = fit(percent / 100);
+    if (percent <= 0) throw new InvalidArgumentError(`IIIF: invalid size "${text}": zero pixels`);
+    const scale = percent / 100;
+    size = { width: Math.max(1, Math.round(rw * scale)), height: Math.max(1, Math.round(rh * scale)) };
   } else {
     const confined = spec.startsWith('!');
     const pair = confined ? spec.slice(1) : spec;
@@ -97,36 +122,54 @@ export function parseSize(text: string, region: Rect, limits: SizeLimits, versio
     if (confined) {
       const w = integer(ws, 'size');
       const h = integer(hs, 'size');
-      if (w === 0 || h === 0) throw new InvalidArgumentError(`IIIF: invalid size "${text}"`);
+      if (w === 0 || h === 0) throw new InvalidArgumentError(`IIIF: invalid size "${text}": zero pixels`);
       let scale = Math.min(w / rw, h / rh);
-      // v3 `!w,h` without `^` fits inside the box but never beyond the region itself.
-      if (version === 3 && !upscale) scale = Math.min(scale, 1);
-      // Fitting must not overshoot the box through rounding.
-      size = fit(scale);
-      size = { width: Math.min(size.width, w), height: Math.min(size.height, h) };
+      // As large as possible inside the box, but never beyond the region where upscaling is not
+      // asked for (v3 without `^`) or not allowed (v2 with ALLOW_UPSCALING=0: a smaller image still
+      // fits the box), nor beyond the limits.
+      if (!mayUpscale || (version === 2 && !limits.allowUpscaling)) scale = Math.min(scale, 1);
+      scale = Math.min(scale, largest);
+      // Rounding must not overshoot the box.
+      const fitted = fit(scale);
+      size = { width: Math.min(fitted.width, w), height: Math.min(fitted.height, h) };
     } else if (ws !== '' && hs !== '') {
       size = { width: integer(ws, 'size'), height: integer(hs, 'size') };
+      distorted = true;
     } else if (ws !== '') {
       const w = integer(ws, 'size');
       size = { width: w, height: Math.max(1, Math.round((w * rh) / rw)) };
+      derived = 'height';
     } else if (hs !== '') {
       const h = integer(hs, 'size');
       size = { width: Math.max(1, Math.round((h * rw) / rh)), height: h };
+      derived = 'width';
     } else {
       throw new InvalidArgumentError(`IIIF: invalid size "${text}"`);
     }
     if (size.width === 0 || size.height === 0) throw new InvalidArgumentError(`IIIF: invalid size "${text}": zero pixels`);
   }
 
-  const larger = size.width > Math.ceil(rw) || size.height > Math.ceil(rh);
-  if (larger && !isMax) {
-    if (version === 3 && !upscale) throw new InvalidArgumentError(`IIIF: size "${text}" is larger than the region (${Math.round(rw)}x${Math.round(rh)}): upscaling must be prefixed with ^`);
-    if (!limits.allowUpscaling) throw new InvalidArgumentError(`IIIF: size "${text}" is larger than the region and this server does not upscale`);
+  // Regions may be fractional (pct:): a side that rounds up to the next pixel is not an upscaling,
+  // nor is what that does to a derived side.
+  const wider = size.width > Math.ceil(rw - 1e-9);
+  const taller = size.height > Math.ceil(rh - 1e-9);
+  const upscaled = derived === 'height' ? wider : derived === 'width' ? taller : wider || taller;
+  if (upscaled) {
+    if (!mayUpscale) {
+      throw new InvalidArgumentError(
+        `IIIF: size "${text}" is larger than the region (${Math.round(rw)}x${Math.round(rh)}): upscaling must be prefixed with ^`,
+      );
+    }
+    if (!limits.allowUpscaling) {
+      throw new NotImplementedError(`IIIF: size "${text}" is larger than the region (${Math.round(rw)}x${Math.round(rh)}) and this server does not upscale`);
+    }
   }
   if (size.width > limits.maxWidth || size.height > limits.maxHeight) {
     throw new InvalidArgumentError(`IIIF: size "${text}" (${size.width}x${size.height}) exceeds the largest allowed (${limits.maxWidth}x${limits.maxHeight})`);
   }
-  return size;
+  // A `w,h` that keeps the aspect ratio (within rounding) is not a distortion.
+  if (distorted) distorted = size.height !== Math.max(1, Math.round((size.width * rh) / rw));
+  return { ...size, derived, upscaled, max, distorted };
 }
 
 export interface Rotation {
@@ -152,22 +195,27 @@ const UNWRITTEN_FORMATS = new Set(['gif', 'jp2', 'pdf', 'heic', 'jxl']);
 export interface QualityAndFormat {
   colour: ColourMode;
   format: OutputFormat;
+  /** The quality as the canonical URI names it (`native` is `default`). */
+  quality: string;
+  /** The format's extension as asked (`jpg` when none was given). */
+  extension: string;
 }
 
-/** `default.jpg`; v2 also knows `native` (1.1's name for default) and `grey`. */
+/** `default.jpg`; v2 also knows `native` (1.1's name for default). */
 export function parseQualityFormat(text: string, version: IiifVersion): QualityAndFormat {
   const dot = text.lastIndexOf('.');
   // A missing format is taken as JPEG, as iipsrv does.
   const qualityName = dot < 0 ? text : text.slice(0, dot);
-  const formatName = dot < 0 ? 'jpg' : text.slice(dot + 1);
-  const colour = QUALITIES[qualityName] ?? (version === 2 && qualityName === 'native' ? 'colour' : undefined);
+  const extension = dot < 0 ? 'jpg' : text.slice(dot + 1);
+  const native = version === 2 && qualityName === 'native';
+  const colour = native ? 'colour' : Object.hasOwn(QUALITIES, qualityName) ? QUALITIES[qualityName] : undefined;
   if (!colour) throw new InvalidArgumentError(`IIIF: unsupported quality "${qualityName}" (default, color, gray or bitonal)`);
-  const format = FORMATS[formatName];
+  const format = Object.hasOwn(FORMATS, extension) ? FORMATS[extension] : undefined;
   if (!format) {
-    if (UNWRITTEN_FORMATS.has(formatName)) throw new NotImplementedError(`IIIF: format "${formatName}" is not produced by this server (jpg, png, webp, tif, avif)`);
-    throw new InvalidArgumentError(`IIIF: unknown format "${formatName}" (jpg, png, webp, tif, avif)`);
+    if (UNWRITTEN_FORMATS.has(extension)) throw new NotImplementedError(`IIIF: format "${extension}" is not produced by this server (jpg, png, webp, tif, avif)`);
+    throw new InvalidArgumentError(`IIIF: unknown format "${extension}" (jpg, png, webp, tif, avif)`);
   }
-  return { colour, format };
+  return { colour, format, quality: native ? 'default' : qualityName, extension };
 }
 
 /** The parts of an image request URL, still as text. */

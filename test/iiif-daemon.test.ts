@@ -1,0 +1,247 @@
+/**
+ * IIIF through the real program: `iipsrv --http`, and FastCGI behind nginx with
+ * examples/nginx/iipsrv.conf (URI_MAP path style `/iiif/<id>/...` and the classic query style
+ * `/fcgi-bin/iipsrv.fcgi?IIIF=<id>/...`). The id in info.json must be the URL the client used,
+ * host and port included, whichever way the request arrived; tiles, pixels, redirects and errors
+ * must be what the router tests see.
+ */
+import assert from 'node:assert/strict';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import sharp from 'sharp';
+import { freePort, startDaemon, type Started } from './helpers/daemon.ts';
+import { decodePixels, type Pixels } from './helpers/images.ts';
+import {
+  nginxAvailability,
+  nginxErrors,
+  nginxSiteReplacements,
+  renderExample,
+  request,
+  startNginx,
+  stopGroup,
+  webTempDir,
+  type Reply,
+  type WebServer,
+} from './helpers/webservers.ts';
+
+const VALIDATOR_DIR = '/work/shared/fixtures/iiif-validator';
+const VALIDATOR_ID = '67352ccc-d1b0-11e1-89ae-279075081939';
+const SCRIPT = '/fcgi-bin/iipsrv.fcgi';
+const CONTEXT2 = 'http://iiif.io/api/image/2/context.json';
+const LD3 = 'application/ld+json;profile="http://iiif.io/api/image/3/context.json"';
+
+interface FrontEnd {
+  /** The port clients talk to. */
+  port: number;
+  daemon: Started;
+  nginx: WebServer | null;
+}
+
+let images: string;
+let truth: Pixels;
+
+/**
+ * The IIIF validator's test image (1000x1000, 10x10 coloured squares, 128-px JPEG tiles) and its
+ * lossless original, from the shared fixtures; where they are missing, a look-alike made here
+ * (same layout, our own colours, JPEG tiles at libvips' default quality), so the checks still run.
+ */
+async function validatorImage(target: string[]): Promise<Pixels> {
+  const tif = path.join(VALIDATOR_DIR, `${VALIDATOR_ID}.tif`);
+  const png = path.join(VALIDATOR_DIR, `${VALIDATOR_ID}.png`);
+  if (existsSync(tif) && existsSync(png)) {
+    for (const file of target) copyFileSync(tif, file);
+    return decodePixels(sharp(png).removeAlpha());
+  }
+  const raw = Buffer.alloc(1000 * 1000 * 3);
+  for (let y = 0; y < 1000; y++) {
+    for (let x = 0; x < 1000; x++) {
+      const [col, row] = [Math.floor(x / 100), Math.floor(y / 100)];
+      raw.set([20 + col * 23, 20 + row * 23, 240 - (col + row) * 12], (y * 1000 + x) * 3);
+    }
+  }
+  const picture = sharp(raw, { raw: { width: 1000, height: 1000, channels: 3 } });
+  for (const file of target) await picture.clone().tiff({ tile: true, pyramid: true, tileWidth: 128, tileHeight: 128, compression: 'jpeg', quality: 75 }).toFile(file);
+  return { width: 1000, height: 1000, channels: 3, data: raw };
+}
+
+async function prepareImages(dir: string): Promise<string> {
+  const folder = path.join(dir, 'images') + '/';
+  mkdirSync(path.join(folder, 'sub'), { recursive: true });
+  truth = await validatorImage([path.join(folder, 'validator.tif'), path.join(folder, 'sub', 'validator.tif')]);
+  return folder;
+}
+
+function pixelAt(p: Pixels, x: number, y: number): number[] {
+  const i = (y * p.width + x) * p.channels;
+  return [...p.data.subarray(i, i + p.channels)];
+}
+
+function medianColour(p: Pixels): number[] {
+  const bands: number[][] = Array.from({ length: p.channels }, () => []);
+  for (let i = 0; i < p.data.length; i++) bands[i % p.channels]!.push(p.data[i]!);
+  return bands.map((values) => values.sort((a, b) => a - b)[values.length >> 1]!);
+}
+
+const json = (reply: Reply) => JSON.parse(reply.body.toString('utf8')) as Record<string, any>;
+
+function okReply(reply: Reply, what: string): Reply {
+  assert.equal(reply.status, 200, `${what}: ${reply.status} ${reply.body.toString().slice(0, 200)}`);
+  return reply;
+}
+
+/** The checks every way of reaching the server must pass. */
+function iiifChecks(get: () => FrontEnd, label: string): void {
+  const fetch = (pathAndQuery: string, headers: Record<string, string> = {}, method = 'GET') => request(get().port, pathAndQuery, { headers, method });
+  const host = () => `127.0.0.1:${get().port}`;
+
+  it(`${label}: info.json by path (URI_MAP): the id is the URL used, host and port included`, async () => {
+    const reply = okReply(await fetch('/iiif/validator.tif/info.json'), 'info.json');
+    const info = json(reply);
+    assert.equal(info.id, `http://${host()}/iiif/validator.tif`);
+    assert.equal(info['@context'], 'http://iiif.io/api/image/3/context.json');
+    assert.deepEqual([info.width, info.height, info.tiles], [1000, 1000, [{ width: 128, height: 128, scaleFactors: [1, 2, 4, 8] }]]);
+    assert.equal(reply.headers['content-type'], LD3);
+    assert.equal(reply.headers.link, '<http://iiif.io/api/image/3/level2.json>;rel="profile"');
+    assert.equal(reply.headers.vary, 'Accept');
+    assert.equal(reply.headers['content-length'], String(reply.body.length));
+  });
+  it(`${label}: info.json by query string: the id keeps the script and ?IIIF=`, async () => {
+    const info = json(okReply(await fetch(`${SCRIPT}?IIIF=validator.tif/info.json`), 'query info.json'));
+    assert.equal(info.id, `http://${host()}${SCRIPT}?IIIF=validator.tif`);
+  });
+  it(`${label}: another Host, X-Forwarded-Proto, an encoded slash`, async () => {
+    const proxied = json(okReply(await fetch('/iiif/validator.tif/info.json', { Host: 'iiif.example.org:8443', 'X-Forwarded-Proto': 'https' }), 'proxied'));
+    assert.equal(proxied.id, 'https://iiif.example.org:8443/iiif/validator.tif');
+    const encoded = json(okReply(await fetch('/iiif/sub%2Fvalidator.tif/info.json'), 'encoded'));
+    assert.equal(encoded.id, `http://${host()}/iiif/sub%2Fvalidator.tif`);
+    const byQuery = json(okReply(await fetch(`${SCRIPT}?IIIF=sub%2Fvalidator.tif/info.json`), 'encoded query'));
+    assert.equal(byQuery.id, `http://${host()}${SCRIPT}?IIIF=sub%2Fvalidator.tif`);
+    okReply(await fetch('/iiif/sub%2Fvalidator.tif/full/max/0/default.jpg'), 'encoded image');
+  });
+  it(`${label}: an Accept header naming the 2.1 context gives the 2.1 document`, async () => {
+    const reply = okReply(await fetch('/iiif/validator.tif/info.json', { Accept: `application/ld+json;profile="${CONTEXT2}"` }), 'v2');
+    const info = json(reply);
+    assert.equal(info['@context'], CONTEXT2);
+    assert.equal(info['@id'], `http://${host()}/iiif/validator.tif`);
+    assert.equal(info.profile[0], 'http://iiif.io/api/image/2/level2.json');
+    assert.equal(reply.headers['content-type'], `application/ld+json;profile="${CONTEXT2}"`);
+    assert.equal((await fetch('/iiif/validator.tif/info.json', { Accept: 'application/json' })).headers['content-type'], 'application/json');
+  });
+  it(`${label}: the identifier alone redirects (303) to its info.json, absolute`, async () => {
+    const byPath = await fetch('/iiif/validator.tif');
+    assert.equal(byPath.status, 303);
+    assert.equal(byPath.headers.location, `http://${host()}/iiif/validator.tif/info.json`);
+    const byQuery = await fetch(`${SCRIPT}?IIIF=validator.tif`);
+    assert.equal(byQuery.status, 303);
+    assert.equal(byQuery.headers.location, `http://${host()}${SCRIPT}?IIIF=validator.tif/info.json`);
+  });
+  it(`${label}: a viewer's tiles of one level (v3 w,h and v2 w, by Accept) are the IIP JTL bytes`, async () => {
+    // Scale factor 2: a 500x500 level of 4x4 tiles of 128 px, spanning 256 full-resolution pixels.
+    for (let row = 0; row < 4; row++) {
+      for (let col = 0; col < 4; col++) {
+        const [x, y] = [col * 256, row * 256];
+        const [w, h] = [Math.min(256, 1000 - x), Math.min(256, 1000 - y)];
+        const [sw, sh] = [Math.ceil(w / 2), Math.ceil(h / 2)];
+        const jtl = okReply(await fetch(`${SCRIPT}?FIF=validator.tif&JTL=2,${row * 4 + col}`), 'JTL');
+        const v3 = okReply(await fetch(`/iiif/validator.tif/${x},${y},${w},${h}/${sw},${sh}/0/default.jpg`), `v3 ${col},${row}`);
+        const v2 = okReply(await fetch(`/iiif/validator.tif/${x},${y},${w},${h}/${sw},/0/default.jpg`, { Accept: `application/ld+json;profile="${CONTEXT2}"` }), `v2 ${col},${row}`);
+        assert.ok(v3.body.equals(jtl.body), `v3 tile ${col},${row}`);
+        assert.ok(v2.body.equals(jtl.body), `v2 tile ${col},${row}`);
+        assert.equal(v3.headers['content-type'], 'image/jpeg');
+        const size = await decodePixels(v3.body);
+        assert.deepEqual([size.width, size.height], [sw, sh]);
+      }
+    }
+  });
+  it(`${label}: pixels, rotation and quality survive the transport`, async () => {
+    const square = await decodePixels(okReply(await fetch('/iiif/validator.tif/313,513,74,74/max/0/default.jpg'), 'square').body);
+    const expected = pixelAt(truth, 350, 550);
+    assert.ok(medianColour(square).every((v, i) => Math.abs(v - expected[i]!) < 6), `${medianColour(square)} vs ${expected}`);
+    const rotated = await decodePixels(okReply(await fetch(`${SCRIPT}?IIIF=validator.tif/0,0,200,100/max/90/default.png`), 'rotated').body);
+    assert.deepEqual([rotated.width, rotated.height], [100, 200]);
+    const bitonal = await decodePixels(okReply(await fetch('/iiif/validator.tif/full/200,/0/bitonal.png'), 'bitonal').body);
+    assert.equal(bitonal.channels, 1);
+    assert.ok(bitonal.data.every((v) => v === 0 || v === 255));
+    const reply = okReply(await fetch('/iiif/validator.tif/full/max/0/default.jpg'), 'canonical');
+    assert.equal(reply.headers.link, `<http://${host()}/iiif/validator.tif/full/max/0/default.jpg>;rel="canonical", <http://iiif.io/api/image/3/level2.json>;rel="profile"`);
+  });
+  it(`${label}: HEAD of info.json has the length and no body`, async () => {
+    const got = await fetch('/iiif/validator.tif/info.json');
+    const head = await fetch('/iiif/validator.tif/info.json', {}, 'HEAD');
+    assert.equal(head.status, 200);
+    assert.equal(head.body.length, 0);
+    assert.equal(head.headers['content-length'], got.headers['content-length']);
+  });
+  it(`${label}: 400, 404 and 501 with plain-text messages`, async () => {
+    for (const [pathAndQuery, status] of [
+      ['/iiif/validator.tif/full/max/0/default.bmp', 400],
+      ['/iiif/validator.tif/0,0,0,0/max/0/default.jpg', 400],
+      ['/iiif/validator.tif/full/1001,/0/default.jpg', 400],
+      [`${SCRIPT}?IIIF=validator.tif/full/max/400/default.jpg`, 400],
+      ['/iiif/nope.tif/info.json', 404],
+      [`${SCRIPT}?IIIF=nope.tif/full/max/0/default.jpg`, 404],
+      ['/iiif/validator.tif/full/max/0/default.gif', 501],
+    ] as const) {
+      const reply = await fetch(pathAndQuery);
+      assert.equal(reply.status, status, `${pathAndQuery}: ${reply.body.toString()}`);
+      assert.equal(reply.headers['content-type'], 'text/plain; charset=utf-8', pathAndQuery);
+      assert.ok(reply.body.length > 0 && !reply.body.toString().includes(images), pathAndQuery);
+    }
+  });
+}
+
+describe('IIIF through iipsrv --http', () => {
+  let front: FrontEnd | undefined;
+  const get = () => {
+    assert.ok(front, 'set-up failed');
+    return front;
+  };
+  before(async () => {
+    const dir = webTempDir('iipsrv-iiif-http-');
+    images = await prepareImages(dir);
+    const port = await freePort();
+    const daemon = await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '1'], {
+      env: { FILESYSTEM_PREFIX: images, URI_MAP: 'iiif=>IIIF', VERBOSITY: '0' },
+      waitPort: port,
+    });
+    front = { port, daemon, nginx: null };
+  });
+  after(async () => {
+    if (front) await stopGroup(front.daemon);
+  });
+  iiifChecks(get, '--http');
+});
+
+describe('IIIF through nginx and FastCGI (examples/nginx/iipsrv.conf)', { skip: nginxAvailability().skip ?? false }, () => {
+  let front: FrontEnd | undefined;
+  const get = () => {
+    assert.ok(front, 'set-up failed');
+    return front;
+  };
+  before(async () => {
+    const dir = webTempDir('iipsrv-iiif-nginx-');
+    images = await prepareImages(dir);
+    const port = await freePort();
+    const fastcgiPort = await freePort();
+    const daemon = await startDaemon(['--bind', `127.0.0.1:${fastcgiPort}`, '--workers', '1'], {
+      env: { FILESYSTEM_PREFIX: images, URI_MAP: 'iiif=>IIIF iip=>IIP', VERBOSITY: '0' },
+      waitPort: fastcgiPort,
+    });
+    try {
+      const nginx = await startNginx({ dir, port, site: renderExample('nginx/iipsrv.conf', nginxSiteReplacements({ port, fastcgiPort })) });
+      front = { port, daemon, nginx };
+    } catch (error) {
+      await stopGroup(daemon);
+      throw error;
+    }
+  });
+  after(async () => {
+    if (front) await Promise.allSettled([front.nginx?.stop(), stopGroup(front.daemon)]);
+  });
+  iiifChecks(get, 'nginx');
+  it('nginx: no upstream errors were logged', () => {
+    const errors = nginxErrors(get().nginx!.errorLog());
+    assert.deepEqual(errors, [], errors.join('\n'));
+  });
+});
