@@ -19,6 +19,8 @@ function corsHeaders(origin: string): HeaderList {
     ['Access-Control-Allow-Methods', CORS_METHODS],
     ['Access-Control-Allow-Headers', CORS_HEADERS],
     ['Access-Control-Max-Age', '86400'],
+    // IIIF clients read the canonical and profile links of images.
+    ['Access-Control-Expose-Headers', 'Link'],
   ];
 }
 

@@ -510,6 +510,15 @@ describe('CVT region export', () => {
     const flipped = await decode((await server.get('FIF=quad.tif&WID=200&ROT=!90&CVT=jpeg')).body);
     assert.deepEqual([flipped.width, flipped.height], [150, 200]);
   });
+  it('an arbitrary angle leaves white corners in JPEG and transparent ones in PNG', async () => {
+    const jpeg = await decode((await server.get('FIF=quad.tif&WID=200&ROT=30&CVT=jpeg')).body);
+    assert.ok([...jpeg.data.subarray(0, 3)].every((v) => v > 240), 'white corner');
+    const png = await decode((await server.get('FIF=quad.tif&WID=200&ROT=30&CVT=png')).body);
+    assert.equal(png.channels, 4);
+    assert.equal(png.data[3], 0, 'transparent corner');
+    const centre = ((png.height >> 1) * png.width + (png.width >> 1)) * 4;
+    assert.equal(png.data[centre + 3], 255, 'opaque picture');
+  });
   it('Content-Disposition names the image with .jpg', async () => {
     const response = await server.get('FIF=jpeg.tif&WID=100&CVT=jpeg');
     assert.equal(getHeader(response.headers, 'content-disposition'), 'inline;filename="jpeg.jpg"');

@@ -64,6 +64,12 @@ export interface RegionOutput {
 
 export type ColourMode = 'colour' | 'grey' | 'bitonal';
 
+const REC601_GREY: [[number, number, number], [number, number, number], [number, number, number]] = [
+  [0.299, 0.587, 0.114],
+  [0.299, 0.587, 0.114],
+  [0.299, 0.587, 0.114],
+];
+
 /** Most open files a worker keeps, whatever MAX_METADATA_CACHE_SIZE says: file descriptors are finite. */
 const OPEN_FILE_CEILING = 256;
 
@@ -189,10 +195,22 @@ export class Engine {
       pipeline = pipeline.resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
     }
     if (output.mirror) pipeline = pipeline.flop();
-    if (output.rotation % 360 !== 0) pipeline = pipeline.rotate(output.rotation, { background: '#ffffff' });
     let channels = image.source.description.channels;
+    if (output.rotation % 360 !== 0) {
+      // The corners an arbitrary angle uncovers: white in JPEG (as iipsrv), transparent where the
+      // format has alpha (as the IIIF specification recommends).
+      const square = output.rotation % 90 === 0;
+      if (square || output.format === 'jpeg') pipeline = pipeline.rotate(output.rotation, { background: '#ffffff' });
+      else {
+        pipeline = pipeline.ensureAlpha().rotate(output.rotation, { background: { r: 255, g: 255, b: 255, alpha: 0 } });
+        if (channels === 1 || channels === 3) channels++;
+      }
+    }
     if (output.colour === 'grey' || output.colour === 'bitonal') {
-      // One band, alpha dropped; bitonal as iipsrv: 0 or 255 split at the middle grey.
+      // One band, alpha dropped, from the encoded values with Rec. 601 weights as iipsrv does
+      // (libvips' own b-w works in linear light: pure red would be 127 instead of 76); bitonal
+      // splits it at the middle grey.
+      if (channels >= 3) pipeline = pipeline.removeAlpha().recomb(REC601_GREY).extractChannel(0);
       pipeline = pipeline.removeAlpha().toColourspace('b-w');
       if (output.colour === 'bitonal') pipeline = pipeline.threshold(128, { greyscale: true });
       channels = 1;
