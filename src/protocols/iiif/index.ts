@@ -8,7 +8,8 @@
 import { FileError, InvalidArgumentError } from '../../errors.js';
 import { tileGrid, tileRect, planExactRegion, type LevelSize, type Rect } from '../../engine/view.js';
 import { decodeImageName } from '../../engine/image-path.js';
-import { CONTENT_TYPES } from '../../engine/encoders.js';
+import { CONTENT_TYPES, type OutputFormat } from '../../engine/encoders.js';
+import type { ColourMode } from '../../engine/engine.js';
 import type { HeaderList, IipRequest } from '../../request.js';
 import { selectImage } from '../iip/fif.js';
 import { imageResponse } from '../iip/responses.js';
@@ -21,6 +22,7 @@ import {
   parseSize,
   splitIiifPath,
   type IiifVersion,
+  type ImageRequestParts,
   type OutputSize,
   type Rotation,
   type SizeLimits,
@@ -78,11 +80,23 @@ export function baseUri(session: IipSession, rawArgument: string, identifier: st
  * limit is never below the image's tile size (MAX_CVT may be as low as 64).
  */
 function limitsOf(session: IipSession, levels: LevelSize[]): SizeLimits {
-  const { config } = session.context;
-  const tileWidth = Math.max(...levels.map((l) => l.tileWidth));
-  const tileHeight = Math.max(...levels.map((l) => l.tileHeight));
-  return { maxWidth: Math.max(config.maxCvt, tileWidth), maxHeight: Math.max(config.maxCvt, tileHeight), allowUpscaling: config.allowUpscaling };
+  let limits = knownLimits.get(levels);
+  if (!limits) {
+    const { config } = session.context;
+    let tileWidth = 0;
+    let tileHeight = 0;
+    for (const l of levels) {
+      tileWidth = Math.max(tileWidth, l.tileWidth);
+      tileHeight = Math.max(tileHeight, l.tileHeight);
+    }
+    limits = { maxWidth: Math.max(config.maxCvt, tileWidth), maxHeight: Math.max(config.maxCvt, tileHeight), allowUpscaling: config.allowUpscaling };
+    knownLimits.set(levels, limits);
+  }
+  return limits;
 }
+
+/** Per opened image (its levels array); the configuration does not change while a worker runs. */
+const knownLimits = new WeakMap<LevelSize[], SizeLimits>();
 
 /**
  * The tile (level, column, row) whose pixels a region and size are exactly, as viewers ask for
@@ -141,6 +155,59 @@ function canonicalParameters(
   return `${regionText}/${sizeText}/${rotation.mirror ? '!' : ''}${degreesText(rotation.degrees)}/${quality}.${extension}`;
 }
 
+/** An image request worked out: what to read, what to make, and its canonical parameters. */
+interface ImageRequestPlan {
+  region: Rect;
+  size: OutputSize;
+  rotation: Rotation;
+  colour: ColourMode;
+  format: OutputFormat;
+  /** The stored tile when the request is exactly one (the tile path), else null. */
+  tile: { level: number; col: number; row: number } | null;
+  canonicalTail: string;
+}
+
+/**
+ * Viewers ask for the same tile URLs over and over (every client, every pan): each image keeps
+ * the plans of its recent requests, so that a tile request costs what an IIP JTL costs.
+ */
+const PLANS_PER_IMAGE = 4096;
+const knownPlans = new WeakMap<LevelSize[], Map<string, ImageRequestPlan>>();
+
+function planImageRequest(parts: ImageRequestParts, argument: string, levels: LevelSize[], limits: SizeLimits, version: IiifVersion): ImageRequestPlan {
+  let plans = knownPlans.get(levels);
+  if (!plans) knownPlans.set(levels, (plans = new Map()));
+  const key = `${version}${argument}`;
+  const known = plans.get(key);
+  if (known) return known;
+
+  const full = levels[0]!;
+  const region = parseRegion(parts.region, full);
+  const size = parseSize(parts.size, region, limits, version);
+  const rotation = parseRotation(parts.rotation);
+  const { colour, format, quality, extension } = parseQualityFormat(parts.quality, version);
+  const plain = colour === 'colour' && rotation.degrees === 0 && !rotation.mirror && format === 'jpeg';
+  const tile = plain ? tileOnGrid(levels, region, size) : null;
+  let output = size;
+  if (tile) {
+    const rect = tileRect(levels[tile.level]!, tile.col, tile.row);
+    output = { ...size, width: rect.width, height: rect.height };
+  }
+  const plan: ImageRequestPlan = {
+    region,
+    size,
+    rotation,
+    colour,
+    format,
+    tile,
+    canonicalTail: canonicalParameters(region, full, output, rotation, quality, extension, version),
+  };
+  // Bounded the simple way: a full table starts again.
+  if (plans.size >= PLANS_PER_IMAGE) plans.clear();
+  plans.set(key, plan);
+  return plan;
+}
+
 export async function iiif(session: IipSession, argument: string): Promise<void> {
   const { config, engine } = session.context;
   const version = versionFor(session.request, config.iiifVersion);
@@ -175,7 +242,6 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
   const image = session.image!;
   const { description } = image.source;
   const { levels } = description;
-  const full = levels[0]!;
   const id = baseUri(session, argument, identifier);
   const limits = limitsOf(session, levels);
   const profileLink: [string, string] = ['Link', `<${PROFILES[version]}>;rel="profile"`];
@@ -192,19 +258,9 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
     return;
   }
 
-  const { parts } = path;
-  const region = parseRegion(parts.region, full);
-  const size = parseSize(parts.size, region, limits, version);
-  const rotation = parseRotation(parts.rotation);
-  const { colour, format, quality, extension } = parseQualityFormat(parts.quality, version);
-
-  const plain = colour === 'colour' && rotation.degrees === 0 && !rotation.mirror && format === 'jpeg';
-  const tile = plain ? tileOnGrid(levels, region, size) : null;
+  const { region, size, rotation, colour, format, tile, canonicalTail } = planImageRequest(path.parts, argument, levels, limits, version);
   let body: Buffer;
-  let output = size;
   if (tile) {
-    const rect = tileRect(levels[tile.level]!, tile.col, tile.row);
-    output = { ...size, width: rect.width, height: rect.height };
     body = await engine.tile(image, {
       ...tile,
       format: 'jpeg',
@@ -222,7 +278,6 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
       colour,
     });
   }
-  const canonical = `${id}/${canonicalParameters(region, full, output, rotation, quality, extension, version)}`;
-  const headers: HeaderList = [['Link', `<${canonical}>;rel="canonical"`], profileLink];
+  const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical"`], profileLink];
   session.output = imageResponse(session, body, CONTENT_TYPES[format], headers);
 }

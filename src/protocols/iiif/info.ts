@@ -19,9 +19,17 @@ export const PROFILES: Record<IiifVersion, string> = {
 
 /** Scale factor of each level against full resolution, as viewers compute tile regions with it. */
 export function scaleFactors(levels: LevelSize[]): number[] {
-  const full = levels[0]!;
-  return levels.map((level) => Math.max(1, Math.round(full.width / level.width)));
+  let factors = knownFactors.get(levels);
+  if (!factors) {
+    const full = levels[0]!;
+    factors = levels.map((level) => Math.max(1, Math.round(full.width / level.width)));
+    knownFactors.set(levels, factors);
+  }
+  return factors;
 }
+
+/** Every tile request needs them: computed once per opened image (its levels array). */
+const knownFactors = new WeakMap<LevelSize[], number[]>();
 
 export interface InfoOptions {
   id: string;
