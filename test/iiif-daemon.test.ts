@@ -10,7 +10,7 @@ import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { freePort, startDaemon, type Started } from './helpers/daemon.ts';
+import { fixtureDir, freePort, startDaemon, type Started } from './helpers/daemon.ts';
 import { decodePixels, type Pixels } from './helpers/images.ts';
 import {
   nginxAvailability,
@@ -25,7 +25,7 @@ import {
   type WebServer,
 } from './helpers/webservers.ts';
 
-const VALIDATOR_DIR = '/work/shared/fixtures/iiif-validator';
+const VALIDATOR_DIR = fixtureDir('iiif-validator');
 const VALIDATOR_ID = '67352ccc-d1b0-11e1-89ae-279075081939';
 const SCRIPT = '/fcgi-bin/iipsrv.fcgi';
 const CONTEXT2 = 'http://iiif.io/api/image/2/context.json';

@@ -19,12 +19,12 @@ import type { IipRequest, IipResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { plainRequest } from './helpers/requests.ts';
-import { tempDir } from './helpers/daemon.ts';
+import { fixtureDir, tempDir } from './helpers/daemon.ts';
 import { decodePixels, type Pixels } from './helpers/images.ts';
 
 const HOST = 'images.example.org:8080';
 const SCRIPT = '/fcgi-bin/iipsrv.fcgi';
-const VALIDATOR_DIR = '/work/shared/fixtures/iiif-validator';
+const VALIDATOR_DIR = fixtureDir('iiif-validator');
 const VALIDATOR_ID = '67352ccc-d1b0-11e1-89ae-279075081939';
 const CONTEXT2 = 'http://iiif.io/api/image/2/context.json';
 const CONTEXT3 = 'http://iiif.io/api/image/3/context.json';

@@ -9,9 +9,10 @@ import sharp, { type TiffOptions } from 'sharp';
 import { TiffFile, TiffFormatError, Tag, FieldType } from '../src/engine/tiff/index.ts';
 import { readHeader, readIfd } from '../src/engine/tiff/ifd.ts';
 import { FileSource } from '../src/engine/tiff/source.ts';
+import { fixtureDir } from './helpers/daemon.ts';
 
 const run = promisify(execFile);
-const CANTALOUPE = '/work/shared/fixtures/cantaloupe';
+const CANTALOUPE = fixtureDir('cantaloupe');
 
 let dir = '';
 const file = (name: string) => join(dir, name);

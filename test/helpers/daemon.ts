@@ -3,7 +3,7 @@
  * waits until it answers. Every process started here is killed when the test process exits.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -133,4 +133,14 @@ export function which(program: string): string | null {
     }
   }
   return null;
+}
+
+/**
+ * A folder of the shared third-party fixtures: `../shared/fixtures/` beside the checkout (as on
+ * the developers' machines and in CI), else the workplace's copy.
+ */
+export function fixtureDir(name: string): string {
+  const beside = path.resolve(ROOT, '..', 'shared', 'fixtures', name);
+  if (existsSync(beside)) return beside;
+  return path.join('/work/shared/fixtures', name);
 }
