@@ -8,7 +8,7 @@
  * IIP JTL), a viewer-style walk of the tile grid, and the error statuses.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -19,13 +19,12 @@ import type { IipRequest, IipResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { plainRequest } from './helpers/requests.ts';
-import { fixtureDir, tempDir } from './helpers/daemon.ts';
+import { tempDir } from './helpers/daemon.ts';
+import { VALIDATOR_ID, validatorImage } from './helpers/iiif-fixtures.ts';
 import { decodePixels, type Pixels } from './helpers/images.ts';
 
 const HOST = 'images.example.org:8080';
 const SCRIPT = '/fcgi-bin/iipsrv.fcgi';
-const VALIDATOR_DIR = fixtureDir('iiif-validator');
-const VALIDATOR_ID = '67352ccc-d1b0-11e1-89ae-279075081939';
 const CONTEXT2 = 'http://iiif.io/api/image/2/context.json';
 const CONTEXT3 = 'http://iiif.io/api/image/3/context.json';
 const LD3 = `application/ld+json;profile="${CONTEXT3}"`;
@@ -159,29 +158,6 @@ function random(seed: number): (n: number) => number {
   };
 }
 
-/**
- * The IIIF validator's test image (1000x1000, 10x10 coloured squares, 128-px JPEG tiles) and its
- * lossless original, from the shared fixtures; where they are missing, a look-alike made here
- * (same layout, our own colours, JPEG tiles at libvips' default quality), so the checks still run.
- */
-async function validatorImage(target: string[]): Promise<Pixels> {
-  const tif = path.join(VALIDATOR_DIR, `${VALIDATOR_ID}.tif`);
-  const png = path.join(VALIDATOR_DIR, `${VALIDATOR_ID}.png`);
-  if (existsSync(tif) && existsSync(png)) {
-    for (const file of target) copyFileSync(tif, file);
-    return decodePixels(sharp(png).removeAlpha());
-  }
-  const raw = Buffer.alloc(1000 * 1000 * 3);
-  for (let y = 0; y < 1000; y++) {
-    for (let x = 0; x < 1000; x++) {
-      const [col, row] = [Math.floor(x / 100), Math.floor(y / 100)];
-      raw.set([20 + col * 23, 20 + row * 23, 240 - (col + row) * 12], (y * 1000 + x) * 3);
-    }
-  }
-  const picture = sharp(raw, { raw: { width: 1000, height: 1000, channels: 3 } });
-  for (const file of target) await picture.clone().tiff({ tile: true, pyramid: true, tileWidth: 128, tileHeight: 128, compression: 'jpeg', quality: 75 }).toFile(file);
-  return { width: 1000, height: 1000, channels: 3, data: raw };
-}
 
 let dir: string;
 let prefix: string;
