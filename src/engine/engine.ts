@@ -3,6 +3,7 @@
  * for an image by the name the client used, then for tiles and regions of it; the engine applies
  * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
+import { availableParallelism } from 'node:os';
 import sharp, { type KernelEnum } from 'sharp';
 import { FileError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
@@ -79,6 +80,11 @@ export class Engine {
   private readonly maxOpen: number;
   private readonly kernel: keyof KernelEnum;
   private readonly encoders: EncoderSettings;
+  /**
+   * Region exports decoded at once: each holds libvips buffers of up to tens of MB, and more than
+   * the cores can run only adds memory, not speed.
+   */
+  private readonly regionSlots = new Slots(Math.max(2, availableParallelism()));
 
   constructor(private readonly options: EngineOptions) {
     const cacheBytes = options.cacheBytes ?? 0;
@@ -189,7 +195,18 @@ export class Engine {
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
+    await this.regionSlots.acquire();
+    try {
+      const bytes = await this.renderRegion(image, plan, output);
+      this.cache.set(key, bytes);
+      return bytes;
+    } finally {
+      this.regionSlots.release();
+    }
+  }
 
+  private async renderRegion(image: OpenImage, plan: RegionPlan, output: RegionOutput): Promise<Buffer> {
+    const { source } = plan;
     let pipeline = image.source.decode(plan.level, source);
     if (plan.outputWidth !== source.width || plan.outputHeight !== source.height) {
       pipeline = pipeline.resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
@@ -215,9 +232,7 @@ export class Engine {
       if (output.colour === 'bitonal') pipeline = pipeline.threshold(128, { greyscale: true });
       channels = 1;
     }
-    const bytes = await encodeImage(pipeline, channels, output.format, output.quality, this.encoders);
-    this.cache.set(key, bytes);
-    return bytes;
+    return encodeImage(pipeline, channels, output.format, output.quality, this.encoders);
   }
 
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
@@ -249,6 +264,30 @@ function assertRenderable(image: OpenImage): void {
   if (!supported) {
     const kind = `${d.bitsPerSample}-bit ${d.sampleFormat} ${d.colourSpace}`;
     throw new NotImplementedError(`${image.name}: ${kind} images are not rendered yet (metadata is served)`);
+  }
+}
+
+/** A counting semaphore: at most `size` holders, the others wait in order. */
+class Slots {
+  private free: number;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(size: number) {
+    this.free = size;
+  }
+
+  acquire(): Promise<void> {
+    if (this.free > 0) {
+      this.free--;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free++;
   }
 }
 
