@@ -519,6 +519,15 @@ describe('CVT region export', () => {
     const centre = ((png.height >> 1) * png.width + (png.width >> 1)) * 4;
     assert.equal(png.data[centre + 3], 255, 'opaque picture');
   });
+  it('many region exports at once (more than the engine runs together) all finish, each with its own picture', async () => {
+    const own = serverFor(prefix, { MAX_IMAGE_CACHE_SIZE: '0' });
+    const queries = Array.from({ length: 24 }, (_, i) => `FIF=deflate.tif&RGN=${(i % 6) / 10},${Math.floor(i / 6) / 10},0.3,0.3&WID=${100 + i}&CVT=jpeg`);
+    const replies = await Promise.all(queries.map((q) => own.get(q)));
+    for (const [i, reply] of replies.entries()) {
+      assert.equal(reply.status, 200);
+      assert.equal((await decode(reply.body)).width, 100 + i);
+    }
+  });
   it('Content-Disposition names the image with .jpg', async () => {
     const response = await server.get('FIF=jpeg.tif&WID=100&CVT=jpeg');
     assert.equal(getHeader(response.headers, 'content-disposition'), 'inline;filename="jpeg.jpg"');
