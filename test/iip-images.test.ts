@@ -348,6 +348,29 @@ describe('JTL tiles', () => {
     const got = await decode((await server.get('FIF=tiny.tif&JTL=0,0')).body);
     assert.deepEqual([got.width, got.height], [100, 60]);
   });
+  it('PTL, WTL, ATL, TTL (iipsrv 1.3): the tile as PNG, WebP, AVIF, TIFF; PNG and TIFF exactly the stored pixels', async () => {
+    for (const [command, type, format] of [
+      ['PTL', 'image/png', 'png'],
+      ['WTL', 'image/webp', 'webp'],
+      ['ATL', 'image/avif', 'heif'],
+      ['TTL', 'image/tiff', 'tiff'],
+    ] as const) {
+      for (const tile of [5, 11]) {
+        const response = await server.get(`FIF=deflate.tif&${command}=2,${tile}`);
+        assert.equal(response.status, 200, `${command}: ${response.body.toString().slice(0, 100)}`);
+        assert.equal(getHeader(response.headers, 'content-type'), type);
+        assert.equal((await sharp(response.body).metadata()).format, format);
+        const got = await decode(response.body);
+        const col = tile % 4;
+        const row = Math.floor(tile / 4);
+        const rect = { left: col * 256, top: row * 256, width: Math.min(256, 1000 - col * 256), height: Math.min(256, 700 - row * 256) };
+        const source = await sourceRegion(path.join(dir, 'deflate.tif'), 0, rect);
+        if (command === 'PTL' || command === 'TTL') assert.ok(got.data.equals(source.data), `${command} ${tile}: lossless`);
+        else assert.ok(psnr(got, source) > 30, `${command} ${tile}: ${psnr(got, source).toFixed(1)} dB`);
+      }
+    }
+    assert.equal((await server.get('FIF=deflate.tif&PTL=2,12')).status, 404);
+  });
   it('JTL=2 without a comma is resolution 2, tile 2 (as iipsrv reads it)', async () => {
     const a = await server.get('FIF=deflate.tif&JTL=2');
     const b = await server.get('FIF=deflate.tif&JTL=2,2');

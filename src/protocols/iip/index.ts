@@ -11,7 +11,7 @@ import { zoomify } from '../tile-viewers/zoomify.js';
 import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
-import { jtl, jtls, til } from './tiles.js';
+import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
 import { hei, qlt, rgn, rot, sds, wid } from './view-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
@@ -29,6 +29,10 @@ export const COMMANDS: Record<string, IipCommand> = {
   rot,
   sds,
   jtl,
+  ptl,
+  wtl,
+  atl,
+  ttl,
   jtls,
   til,
   cvt,

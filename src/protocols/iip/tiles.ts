@@ -5,6 +5,7 @@
  */
 import { FileError, IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
 import type { OpenImage } from '../../engine/engine.js';
+import { CONTENT_TYPES, type OutputFormat } from '../../engine/encoders.js';
 import { levelForResolution, tileGrid } from '../../engine/view.js';
 import { atoi } from './numbers.js';
 import { imageResponse, IIP_CONTENT_TYPE } from './responses.js';
@@ -28,7 +29,7 @@ export function addressTile(image: OpenImage, resolution: number, tile: number):
 }
 
 /** The encoded tile for the session's settings (quality, rotation). */
-export async function renderTile(session: IipSession, resolution: number, tile: number): Promise<Buffer> {
+export async function renderTile(session: IipSession, resolution: number, tile: number, format: OutputFormat = 'jpeg'): Promise<Buffer> {
   const image = session.image!;
   let { level, col, row } = addressTile(image, resolution, tile);
   const rotation = Math.round(session.rotation / 90) * 90 === session.rotation ? session.rotation : 0;
@@ -43,7 +44,7 @@ export async function renderTile(session: IipSession, resolution: number, tile: 
     level,
     col,
     row,
-    format: 'jpeg',
+    format,
     quality: session.effectiveQuality,
     passthrough: session.context.config.codecPassthrough && session.unprocessed,
     rotation,
@@ -58,15 +59,24 @@ function parsePair(argument: string): [number, number] {
   return [atoi(argument.slice(0, comma)), atoi(argument.slice(comma + 1))];
 }
 
-export async function jtl(session: IipSession, argument: string): Promise<void> {
-  if (!session.image) {
-    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
-    return;
-  }
-  const [resolution, tile] = parsePair(argument);
-  const body = await renderTile(session, resolution, tile);
-  session.output = imageResponse(session, body, 'image/jpeg');
+/** JTL and iipsrv 1.3's PTL, WTL, ATL, TTL: one tile as JPEG, PNG, WebP, AVIF or TIFF. */
+function tileCommand(format: OutputFormat) {
+  return async (session: IipSession, argument: string): Promise<void> => {
+    if (!session.image) {
+      session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
+      return;
+    }
+    const [resolution, tile] = parsePair(argument);
+    const body = await renderTile(session, resolution, tile, format);
+    session.output = imageResponse(session, body, CONTENT_TYPES[format]);
+  };
 }
+
+export const jtl = tileCommand('jpeg');
+export const ptl = tileCommand('png');
+export const wtl = tileCommand('webp');
+export const atl = tileCommand('avif');
+export const ttl = tileCommand('tiff');
 
 /** `JTLS=h,res,tile,v`: the sequence angles, then JTL. */
 export async function jtls(session: IipSession, argument: string): Promise<void> {
