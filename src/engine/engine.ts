@@ -4,11 +4,12 @@
  * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
 import { availableParallelism } from 'node:os';
-import sharp, { type KernelEnum } from 'sharp';
+import sharp, { type KernelEnum, type Sharp } from 'sharp';
 import { FileError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
-import { jpegCodec } from './codecs/jpeg.js';
+import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
+import { NO_PROCESSING, isIdentity, process as runPipeline, processingKey, type Processing } from './processing.js';
 import { DEFAULT_ENCODER_SETTINGS, encodeImage, type EncoderSettings, type OutputFormat } from './encoders.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
@@ -16,7 +17,7 @@ import { identifyImageFile, statImageFile, type ImageFileInfo } from './image-fi
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
 import type { ImageSource } from './source.js';
 import { TiffSource } from './tiff-source.js';
-import { tileRect, type RegionPlan } from './view.js';
+import { tileRect, type Rect, type RegionPlan } from './view.js';
 
 export interface EngineOptions {
   paths: ImagePathRules;
@@ -50,6 +51,8 @@ export interface TileRequest {
   rotation: number;
   /** Mirror left-right before rotating. */
   mirror: boolean;
+  /** iipsrv's processing commands (CNT, GAM ...); none when absent. */
+  processing?: Processing;
 }
 
 export interface RegionOutput {
@@ -61,6 +64,7 @@ export interface RegionOutput {
   mirror: boolean;
   /** IIIF quality: as stored, greyscale, or black and white. Default colour. */
   colour?: ColourMode;
+  processing?: Processing;
 }
 
 export type ColourMode = 'colour' | 'grey' | 'bitonal';
@@ -159,14 +163,26 @@ export class Engine {
     const { level, col, row } = request;
     const key = this.cacheKey(
       image,
-      `t:${level}:${col}:${row}:${request.format}:${request.passthrough ? 'stored' : request.quality}:${request.rotation}:${request.mirror ? 1 : 0}`,
+      `t:${level}:${col}:${row}:${request.format}:${request.passthrough ? 'stored' : request.quality}:${request.rotation}:${request.mirror ? 1 : 0}` +
+        `:${processingKey(request.processing ?? NO_PROCESSING)}`,
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
 
     let bytes: Buffer | null = null;
     const unchanged = request.rotation === 0 && !request.mirror;
-    if (unchanged && request.format === 'jpeg') {
+    const processing = request.processing ?? NO_PROCESSING;
+    if (needsPipeline(image, processing)) {
+      const rect = tileRect(image.source.description.levels[level]!, col, row);
+      const pixels = await this.processedPixels(image, level, rect, processing);
+      if (unchanged && request.format === 'jpeg' && jpegCodec) bytes = await jpegCodec.encode(pixels, request.quality);
+      else {
+        let pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
+        if (request.mirror) pipeline = pipeline.flop();
+        if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
+        bytes = await encodeImage(pipeline, pixels.channels, request.format, request.quality, this.encoders);
+      }
+    } else if (unchanged && request.format === 'jpeg') {
       if (request.passthrough) bytes = await image.source.storedJpegTile(level, col, row);
       if (!bytes && jpegCodec) {
         const pixels = await image.source.decodeTile(level, col, row);
@@ -191,7 +207,8 @@ export class Engine {
     const key = this.cacheKey(
       image,
       `r:${plan.level}:${source.left},${source.top},${source.width},${source.height}:${plan.outputWidth}x${plan.outputHeight}:` +
-        `${output.rotation}:${output.mirror ? 1 : 0}:${output.format}:${output.quality}:${this.kernel}:${output.colour ?? 'colour'}`,
+        `${output.rotation}:${output.mirror ? 1 : 0}:${output.format}:${output.quality}:${this.kernel}:${output.colour ?? 'colour'}` +
+        `:${processingKey(output.processing ?? NO_PROCESSING)}`,
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
@@ -207,12 +224,19 @@ export class Engine {
 
   private async renderRegion(image: OpenImage, plan: RegionPlan, output: RegionOutput): Promise<Buffer> {
     const { source } = plan;
-    let pipeline = image.source.decode(plan.level, source);
+    const processing = output.processing ?? NO_PROCESSING;
+    let channels = image.source.description.channels;
+    let pipeline: Sharp;
+    if (needsPipeline(image, processing)) {
+      // iipsrv processes the region at its level, then resizes the 8-bit result.
+      const pixels = await this.processedPixels(image, plan.level, source, processing);
+      pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
+      channels = pixels.channels;
+    } else pipeline = image.source.decode(plan.level, source);
     if (plan.outputWidth !== source.width || plan.outputHeight !== source.height) {
       pipeline = pipeline.resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
     }
     if (output.mirror) pipeline = pipeline.flop();
-    let channels = image.source.description.channels;
     if (output.rotation % 360 !== 0) {
       // The corners an arbitrary angle uncovers: white in JPEG (as iipsrv), transparent where the
       // format has alpha (as the IIIF specification recommends).
@@ -235,6 +259,25 @@ export class Engine {
     return encodeImage(pipeline, channels, output.format, output.quality, this.encoders);
   }
 
+  /**
+   * The samples of a rectangle at their full precision, through iipsrv's pipeline to 8 bits
+   * (see processing.ts).
+   */
+  private async processedPixels(image: OpenImage, level: number, rect: Rect, processing: Processing): Promise<RawPixels> {
+    const d = image.source.description;
+    const wide = d.bitsPerSample > 8;
+    // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
+    const space = d.channels <= 2 ? (wide ? 'grey16' : 'b-w') : wide ? 'rgb16' : 'srgb';
+    const { data, info } = await image.source
+      .decode(level, rect)
+      .toColourspace(space)
+      .raw({ depth: wide ? 'ushort' : 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    const samples = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
+    const out = runPipeline({ data: samples, width: info.width, height: info.height, channels: info.channels }, d.minValues, d.maxValues, processing);
+    return { data: out.data, width: info.width, height: info.height, channels: out.channels, stride: info.width * out.channels };
+  }
+
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
   flushCaches(): void {
     this.cache.clear();
@@ -247,19 +290,22 @@ export class Engine {
   }
 }
 
+/** iipsrv runs its float pipeline for data wider than 8 bits and for any processing command. */
+function needsPipeline(image: OpenImage, processing: Processing): boolean {
+  return image.source.description.bitsPerSample > 8 || !isIdentity(processing);
+}
+
 /**
- * The pixel types whose output is iipsrv's today: 1 and 8-bit, and 16-bit with the full range
- * (where iipsrv's min/max normalisation is a plain scaling, as libvips does it). Float, signed,
- * 32-bit, CIELAB, multiband and 16-bit with SMin/SMaxSampleValue need iipsrv's own pipeline,
- * which is not there yet: better a clear 501 than pixels that differ from iipsrv's.
+ * The pixel types whose output is iipsrv's today: 1, 8 and 16-bit unsigned grey, RGB and RGBA.
+ * Float, signed, 32-bit, CIELAB and multiband are not there yet: better a clear 501 than pixels
+ * that differ from iipsrv's.
  */
 function assertRenderable(image: OpenImage): void {
   const d = image.source.description;
   if (d.undecodable) throw new NotImplementedError(`${image.name}: ${d.undecodable}`);
-  const fullRange16 = d.bitsPerSample === 16 && d.minValues.every((v) => v === 0) && d.maxValues.every((v) => v === 65535);
   const supported =
     d.sampleFormat === 'uint' &&
-    (d.bitsPerSample <= 8 || fullRange16) &&
+    (d.bitsPerSample <= 8 || d.bitsPerSample === 16) &&
     (d.colourSpace === 'srgb' || d.colourSpace === 'grey' || d.colourSpace === 'binary');
   if (!supported) {
     const kind = `${d.bitsPerSample}-bit ${d.sampleFormat} ${d.colourSpace}`;

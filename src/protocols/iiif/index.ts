@@ -268,6 +268,7 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
       passthrough: config.codecPassthrough && session.unprocessed,
       rotation: 0,
       mirror: false,
+      processing: session.processing,
     });
   } else {
     body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), {
@@ -275,6 +276,7 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
       quality: session.effectiveQuality,
       rotation: rotation.degrees,
       mirror: rotation.mirror,
+      processing: session.processing,
       colour,
     });
   }

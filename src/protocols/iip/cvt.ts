@@ -41,6 +41,7 @@ export async function cvt(session: IipSession, argument: string): Promise<void> 
     quality: session.effectiveQuality,
     rotation: session.rotation,
     mirror: session.mirror,
+    processing: session.processing,
   });
   const base = path.posix.basename(session.image.name).replace(/\.[^.]*$/, '') || 'image';
   const filename = base.replace(/["\\\r\n]/g, '_');

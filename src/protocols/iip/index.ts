@@ -13,6 +13,7 @@ import { fif } from './fif.js';
 import { obj } from './obj.js';
 import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
 import { hei, qlt, rgn, rot, sds, wid } from './view-commands.js';
+import { cmp, cnt, ctw, gam, inv, minmax } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
 
@@ -28,6 +29,12 @@ export const COMMANDS: Record<string, IipCommand> = {
   rgn,
   rot,
   sds,
+  minmax,
+  cnt,
+  gam,
+  inv,
+  cmp,
+  ctw,
   jtl,
   ptl,
   wtl,

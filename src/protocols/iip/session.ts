@@ -5,6 +5,7 @@
 import type { Config } from '../../config.js';
 import type { Engine, OpenImage } from '../../engine/engine.js';
 import { FULL_VIEWPORT, type Viewport } from '../../engine/view.js';
+import { NO_PROCESSING, isIdentity, type Processing } from '../../engine/processing.js';
 import type { Log } from '../../log.js';
 import type { IipRequest, IipResponse } from '../../request.js';
 import { IipError } from '../../errors.js';
@@ -38,6 +39,8 @@ export class IipSession {
   /** ROT: clockwise degrees (multiples of 90 rotate) and `!` mirroring. */
   rotation = 0;
   mirror = false;
+  /** MINMAX, CNT, GAM, INV, CMP, CTW. */
+  processing: Processing = NO_PROCESSING;
   /** SDS: sequence angles (horizontal view, vertical view). */
   horizontalView = 0;
   verticalView = 90;
@@ -59,6 +62,6 @@ export class IipSession {
 
   /** No command has asked for anything but the stored pixels. */
   get unprocessed(): boolean {
-    return this.quality === null && this.rotation % 360 === 0 && !this.mirror;
+    return this.quality === null && this.rotation % 360 === 0 && !this.mirror && isIdentity(this.processing);
   }
 }

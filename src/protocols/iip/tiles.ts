@@ -49,6 +49,7 @@ export async function renderTile(session: IipSession, resolution: number, tile: 
     passthrough: session.context.config.codecPassthrough && session.unprocessed,
     rotation,
     mirror: session.mirror,
+    processing: session.processing,
   });
 }
 

@@ -34,12 +34,14 @@ export async function sendVirtualTile(
           passthrough: config.codecPassthrough && session.unprocessed,
           rotation: 0,
           mirror: false,
+          processing: session.processing,
         })
       : await engine.region(image, planExactRegion(levels, tile.region, tile.width, tile.height), {
           format: 'jpeg',
           quality: session.effectiveQuality,
           rotation: 0,
           mirror: false,
+          processing: session.processing,
         });
   session.output = imageResponse(session, body, 'image/jpeg');
 }

@@ -1,0 +1,146 @@
+/**
+ * iipsrv's floating-point pipeline, on the decoded samples of a tile or region at its level:
+ * normalise each channel by its min/max (the image's SMin/SMaxSampleValue or MINMAX), then colour
+ * twist, gamma, inversion, colour map, and contrast with clipping to 8 bits, truncated, in that
+ * order. It runs for data wider than 8 bits and whenever a processing command is given, as in
+ * iipsrv; plain 8-bit requests never come here.
+ */
+
+export type Colormap = 'hot' | 'cold' | 'jet' | 'red' | 'green' | 'blue';
+
+export interface Processing {
+  /** MINMAX overrides by channel index (0-based here). */
+  ranges: Array<{ channel: number; min: number; max: number }>;
+  /** CNT: 1 is none. */
+  contrast: number;
+  /** GAM: 1 is none; 'log' is log(1 + 255 v) / log(256) (iipsrv 1.3). */
+  gamma: number | 'log';
+  invert: boolean;
+  colormap: Colormap | null;
+  /** CTW: one row per output channel, one column per input channel. */
+  twist: number[][] | null;
+}
+
+export const NO_PROCESSING: Processing = { ranges: [], contrast: 1, gamma: 1, invert: false, colormap: null, twist: null };
+
+export function isIdentity(p: Processing): boolean {
+  return p.ranges.length === 0 && p.contrast === 1 && p.gamma === 1 && !p.invert && p.colormap === null && p.twist === null;
+}
+
+/** Everything that changes the output, for cache keys. */
+export function processingKey(p: Processing): string {
+  if (isIdentity(p)) return '';
+  return JSON.stringify([p.ranges, p.contrast, p.gamma, p.invert, p.colormap, p.twist]);
+}
+
+export interface Samples {
+  /** Interleaved samples: Uint8Array, Uint16Array, Float32Array ... */
+  data: ArrayLike<number>;
+  width: number;
+  height: number;
+  channels: number;
+}
+
+/** The colour maps, from a normalised value to RGB in 0..1 (iipsrv's definitions). */
+function colour(map: Colormap, v: number, out: number[]): void {
+  out[0] = out[1] = out[2] = 0;
+  switch (map) {
+    case 'hot':
+      if (v <= 0) return;
+      if (v < 1 / 3) out[0] = 3 * v;
+      else if (v < 2 / 3) [out[0], out[1]] = [1, 3 * v - 1];
+      else if (v < 1) [out[0], out[1], out[2]] = [1, 1, 3 * v - 2];
+      else out[0] = out[1] = out[2] = 1;
+      return;
+    case 'cold':
+      if (v <= 0) return;
+      if (v < 1 / 3) out[2] = 3 * v;
+      else if (v < 2 / 3) [out[1], out[2]] = [3 * v - 1, 1];
+      else if (v < 1) [out[0], out[1], out[2]] = [3 * v - 2, 1, 1];
+      else out[0] = out[1] = out[2] = 1;
+      return;
+    case 'jet':
+      if (v < 0) return;
+      if (v < 1 / 8) out[2] = 4 * v + 0.5;
+      else if (v < 3 / 8) [out[1], out[2]] = [4 * v - 0.5, 1];
+      else if (v < 5 / 8) [out[0], out[1], out[2]] = [4 * v - 1.5, 1, 2.5 - 4 * v];
+      else if (v < 7 / 8) [out[0], out[1]] = [1, 3.5 - 4 * v];
+      else if (v < 1) out[0] = 4.5 - 4 * v;
+      else out[0] = 0.5;
+      return;
+    case 'red':
+      out[0] = v;
+      return;
+    case 'green':
+      out[1] = v;
+      return;
+    case 'blue':
+      out[2] = v;
+      return;
+  }
+}
+
+/**
+ * @param minValues,maxValues per source channel (the image's, before MINMAX)
+ * @returns 8-bit interleaved samples with 1 or 3 channels (alpha and extra bands dropped, as
+ * iipsrv flattens for JPEG output), or the colour map's 3
+ */
+export function process(samples: Samples, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+  const { data, width, height, channels } = samples;
+  const min = minValues.slice(0, channels);
+  const max = maxValues.slice(0, channels);
+  for (let c = 0; c < channels; c++) {
+    min[c] ??= 0;
+    max[c] ??= 255;
+  }
+  for (const r of p.ranges) {
+    if (r.channel >= 0 && r.channel < channels) [min[r.channel], max[r.channel]] = [r.min, r.max];
+  }
+  const scale = min.map((lo, c) => {
+    const span = max[c]! - lo!;
+    return Math.abs(span) < 1e-30 ? 1e30 : 1 / span;
+  });
+  // The bands that go out: the twist's rows, else the first three (or the one grey) channels.
+  const twist = p.twist;
+  const outBands = p.colormap ? 3 : twist ? Math.min(twist.length, 3) : channels >= 3 ? 3 : 1;
+  const bands: 1 | 3 = outBands >= 3 ? 3 : 1;
+  const out = Buffer.alloc(width * height * bands);
+  const pixel = new Array<number>(channels).fill(0);
+  const twisted = new Array<number>(twist ? twist.length : channels).fill(0);
+  const mapped = [0, 0, 0];
+  const gain = 255 * p.contrast;
+  const logScale = 1 / Math.log(256);
+  for (let i = 0, o = 0; i < width * height; i++) {
+    for (let c = 0; c < channels; c++) {
+      const v = (data[i * channels + c]! - min[c]!) * scale[c]!;
+      pixel[c] = Number.isFinite(v) ? v : 0;
+    }
+    let values = pixel;
+    if (twist) {
+      for (let k = 0; k < twist.length; k++) {
+        let sum = 0;
+        const row = twist[k]!;
+        for (let j = 0; j < Math.min(row.length, channels); j++) sum += row[j]! * pixel[j]!;
+        twisted[k] = sum;
+      }
+      values = twisted;
+    }
+    const count = p.colormap ? 1 : bands;
+    for (let c = 0; c < count; c++) {
+      let v = values[c] ?? 0;
+      if (p.gamma === 'log') v = Math.log(1 + 255 * Math.max(v, 0)) * logScale;
+      else if (p.gamma !== 1) v = Math.max(v, 0) ** p.gamma;
+      if (p.invert) v = 1 - v;
+      values[c] = v;
+    }
+    if (p.colormap) {
+      colour(p.colormap, values[0]!, mapped);
+      values = mapped;
+    }
+    for (let c = 0; c < bands; c++) {
+      const v = values[c]! * gain;
+      out[o++] = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
+    }
+  }
+  return { data: out, channels: bands };
+}
