@@ -86,6 +86,61 @@ function colour(map: Colormap, v: number, out: number[]): void {
  * iipsrv flattens for JPEG output), or the colour map's 3
  */
 export function process(samples: Samples, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+  const { data } = samples;
+  // Without a twist every output band depends on one input sample: integer data goes through a
+  // table, built once per setting and reused by every tile (a pow() per sample costs 8x a tile).
+  if (!p.twist && (data instanceof Uint8Array || data instanceof Uint16Array)) return processByTable(samples, data, minValues, maxValues, p);
+  return processPerPixel(samples, minValues, maxValues, p);
+}
+
+const TABLES_KEPT = 64;
+const tables = new Map<string, Uint8Array[]>();
+
+function processByTable(samples: Samples, data: Uint8Array | Uint16Array, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+  const { width, height, channels } = samples;
+  const size = data instanceof Uint16Array ? 65536 : 256;
+  const bands: 1 | 3 = p.colormap || channels >= 3 ? 3 : 1;
+  const key = `${size}:${channels}:${minValues.join(',')}:${maxValues.join(',')}:${processingKey(p)}`;
+  let luts = tables.get(key);
+  if (!luts) {
+    // Each table: the pipeline run on every possible value of its source channel.
+    const sourceChannels = p.colormap ? [0, 0, 0] : bands === 3 ? [0, 1, 2] : [0];
+    const ramp = new (size === 256 ? Uint8Array : Uint16Array)(size * channels);
+    for (let v = 0; v < size; v++) for (let c = 0; c < channels; c++) ramp[v * channels + c] = v;
+    const all = processPerPixel({ data: ramp, width: size, height: 1, channels }, minValues, maxValues, p);
+    luts = sourceChannels.map((_, band) => {
+      const lut = new Uint8Array(size);
+      for (let v = 0; v < size; v++) lut[v] = all.data[v * all.channels + band]!;
+      return lut;
+    });
+    if (tables.size >= TABLES_KEPT) tables.delete(tables.keys().next().value!);
+    tables.set(key, luts);
+  }
+  const out = Buffer.allocUnsafe(width * height * bands);
+  const pixels = width * height;
+  if (p.colormap) {
+    const [r, g, b] = luts as [Uint8Array, Uint8Array, Uint8Array];
+    for (let i = 0, o = 0; i < pixels; i++, o += 3) {
+      const v = data[i * channels]!;
+      out[o] = r[v]!;
+      out[o + 1] = g[v]!;
+      out[o + 2] = b[v]!;
+    }
+  } else if (bands === 3) {
+    const [r, g, b] = luts as [Uint8Array, Uint8Array, Uint8Array];
+    for (let i = 0, j = 0, o = 0; i < pixels; i++, j += channels, o += 3) {
+      out[o] = r[data[j]!]!;
+      out[o + 1] = g[data[j + 1]!]!;
+      out[o + 2] = b[data[j + 2]!]!;
+    }
+  } else {
+    const grey = luts[0]!;
+    for (let i = 0; i < pixels; i++) out[i] = grey[data[i * channels]!]!;
+  }
+  return { data: out, channels: bands };
+}
+
+function processPerPixel(samples: Samples, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
   const { data, width, height, channels } = samples;
   const min = minValues.slice(0, channels);
   const max = maxValues.slice(0, channels);
