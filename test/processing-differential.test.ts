@@ -1,7 +1,7 @@
 /**
  * The processing commands beside the real iipsrv 1.1 behind one nginx: the same tiles and regions
  * of 8-bit and 16-bit images through CNT, GAM, INV, CMP, CTW and MINMAX, compared by size, bands
- * and pixels (both sides encode JPEG, so a PSNR threshold).
+ * and pixels (both sides encode JPEG, so a PSNR threshold); COL=grey too.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -44,6 +44,8 @@ describe('processing commands beside iipsrv 1.1', { skip: skip ?? false }, () =>
     'FIF=rgb8.tif&CMP=jet&JTL=2,2',
     'FIF=rgb8.tif&CMP=hot&WID=300&CVT=jpeg',
     'FIF=rgb8.tif&CTW=[0,0,1;0,1,0;1,0,0]&JTL=2,0',
+    'FIF=rgb8.tif&COL=grey&JTL=2,1',
+    'FIF=rgb8.tif&COL=grey&INV&WID=300&CVT=jpeg',
     'FIF=grey16.tif&JTL=2,3',
     'FIF=grey16.tif&MINMAX=1:0,30000&JTL=2,3',
     'FIF=grey16.tif&GAM=2&CNT=1.2&WID=350&CVT=jpeg',

@@ -89,6 +89,13 @@ describe('processing commands on known values', () => {
     assert.deepEqual(await firstPixel('FIF=rgb.tif&CTW=[0,0,1;0,1,0;1,0,0]&PTL=0,0'), [30, 20, 10]);
     assert.deepEqual(await firstPixel('FIF=rgb.tif&CTW=%5B0.5,0.5,0%5D&PTL=0,0'), [15]);
   });
+  it('COL=grey: iipsrv\'s integer Rec.601 weights on RGB (10, 20, 30 -> 18), nothing on grey; binary 501, junk 400', async () => {
+    assert.deepEqual(await firstPixel('FIF=rgb.tif&COL=grey&PTL=0,0'), [18]);
+    assert.deepEqual(await firstPixel('FIF=rgb.tif&COL=gray&WID=50&CVT=png'), [18]);
+    assert.deepEqual(await firstPixel('FIF=grey100.tif&COL=grey&PTL=0,0'), [100]);
+    assert.equal((await get('FIF=rgb.tif&COL=binary&PTL=0,0')).status, 501);
+    assert.equal((await get('FIF=rgb.tif&COL=sepia&PTL=0,0')).status, 400);
+  });
   it('the plain request is cached apart from the processed one', async () => {
     assert.deepEqual(await firstPixel('FIF=grey100.tif&PTL=0,0'), [100]);
     assert.deepEqual(await firstPixel('FIF=grey100.tif&CNT=2&PTL=0,0'), [200]);

@@ -19,18 +19,20 @@ export interface Processing {
   colormap: Colormap | null;
   /** CTW: one row per output channel, one column per input channel. */
   twist: number[][] | null;
+  /** COL=grey: colour made grey at the end, with iipsrv's integer Rec.601 weights. */
+  grey: boolean;
 }
 
-export const NO_PROCESSING: Processing = { ranges: [], contrast: 1, gamma: 1, invert: false, colormap: null, twist: null };
+export const NO_PROCESSING: Processing = { ranges: [], contrast: 1, gamma: 1, invert: false, colormap: null, twist: null, grey: false };
 
 export function isIdentity(p: Processing): boolean {
-  return p.ranges.length === 0 && p.contrast === 1 && p.gamma === 1 && !p.invert && p.colormap === null && p.twist === null;
+  return p.ranges.length === 0 && p.contrast === 1 && p.gamma === 1 && !p.invert && p.colormap === null && p.twist === null && !p.grey;
 }
 
 /** Everything that changes the output, for cache keys. */
 export function processingKey(p: Processing): string {
   if (isIdentity(p)) return '';
-  return JSON.stringify([p.ranges, p.contrast, p.gamma, p.invert, p.colormap, p.twist]);
+  return JSON.stringify([p.ranges, p.contrast, p.gamma, p.invert, p.colormap, p.twist, p.grey]);
 }
 
 export interface Samples {
@@ -89,8 +91,18 @@ export function process(samples: Samples, minValues: number[], maxValues: number
   const { data } = samples;
   // Without a twist every output band depends on one input sample: integer data goes through a
   // table, built once per setting and reused by every tile (a pow() per sample costs 8x a tile).
-  if (!p.twist && (data instanceof Uint8Array || data instanceof Uint16Array)) return processByTable(samples, data, minValues, maxValues, p);
-  return processPerPixel(samples, minValues, maxValues, p);
+  const colour =
+    !p.twist && (data instanceof Uint8Array || data instanceof Uint16Array)
+      ? processByTable(samples, data, minValues, maxValues, p)
+      : processPerPixel(samples, minValues, maxValues, p);
+  return p.grey && colour.channels === 3 ? { data: toGrey(colour.data), channels: 1 } : colour;
+}
+
+/** iipsrv's COL=grey: Y = (1254097 R + 2462056 G + 478151 B) >> 22, no linearisation. */
+function toGrey(rgb: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(rgb.length / 3);
+  for (let i = 0, j = 0; i < out.length; i++, j += 3) out[i] = (1254097 * rgb[j]! + 2462056 * rgb[j + 1]! + 478151 * rgb[j + 2]!) >>> 22;
+  return out;
 }
 
 const TABLES_KEPT = 64;

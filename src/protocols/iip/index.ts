@@ -13,7 +13,7 @@ import { fif } from './fif.js';
 import { obj } from './obj.js';
 import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
 import { hei, qlt, rgn, rot, sds, wid } from './view-commands.js';
-import { cmp, cnt, ctw, gam, inv, minmax } from './processing-commands.js';
+import { cmp, cnt, col, ctw, gam, inv, minmax } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
 
@@ -35,6 +35,7 @@ export const COMMANDS: Record<string, IipCommand> = {
   inv,
   cmp,
   ctw,
+  col,
   jtl,
   ptl,
   wtl,

@@ -59,3 +59,11 @@ export function ctw(session: IipSession, argument: string): void {
   if (rows.length === 0 || rows.some((row) => row.length === 0)) throw new InvalidArgumentError(`CTW: empty matrix "${argument}"`);
   session.processing = { ...session.processing, twist: rows };
 }
+
+/** `COL=grey|gray`; `COL=binary` needs the image's histogram (Otsu), which is not in yet. */
+export function col(session: IipSession, argument: string): void {
+  const value = argument.toLowerCase();
+  if (value === 'grey' || value === 'gray') session.processing = { ...session.processing, grey: true };
+  else if (value === 'binary') throw new NotImplementedError('COL=binary is not supported yet');
+  else throw new InvalidArgumentError(`COL: expected grey or binary, got "${argument}"`);
+}
