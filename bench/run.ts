@@ -34,6 +34,7 @@ import {
   type Proc,
 } from './lib/procs.ts';
 import { runWrk, writeWrkScript, type WrkParams, type WrkResult } from './lib/wrk.ts';
+import { seededRandom } from '../test/helpers/random.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const OURS_BIN = path.join(ROOT, 'bin/iipsrv');
@@ -55,20 +56,6 @@ const SEED = 20261201;
 
 const log = (line = '') => process.stdout.write(line + '\n');
 const MB = 1024 * 1024;
-
-// ---------------------------------------------------------------------------------------------
-// Deterministic randomness: every backend gets exactly the same request sequence.
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Backends
@@ -218,7 +205,8 @@ function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, numbe
     const n = Math.ceil(w / tile[0]) * Math.ceil(h / tile[1]);
     for (let t = 0; t < n; t++) pairs.push([res, t]);
   });
-  const rnd = mulberry32(SEED);
+  // Deterministic: every backend gets exactly the same request sequence.
+  const rnd = seededRandom(SEED);
   const pick = () => pairs[Math.floor(rnd() * pairs.length)]!;
   const randomPairs = Array.from({ length: LIST_LENGTH }, pick);
   const hotSet = Array.from({ length: HOT_TILES }, pick);

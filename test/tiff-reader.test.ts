@@ -10,6 +10,7 @@ import { TiffFile, TiffFormatError, Tag, FieldType } from '../src/engine/tiff/in
 import { readHeader, readIfd } from '../src/engine/tiff/ifd.ts';
 import { FileSource } from '../src/engine/tiff/source.ts';
 import { fixtureDir } from './helpers/daemon.ts';
+import { seededRandom } from './helpers/random.ts';
 
 const run = promisify(execFile);
 const CANTALOUPE = fixtureDir('cantaloupe');
@@ -17,17 +18,6 @@ const CANTALOUPE = fixtureDir('cantaloupe');
 let dir = '';
 const file = (name: string) => join(dir, name);
 
-/** A deterministic pseudo-random generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** An RGB test picture with detail everywhere (so that JPEG tiles differ). */
 function picture(width: number, height: number): Buffer {
@@ -689,7 +679,7 @@ describe('TiffFile: bad files reject with TiffFormatError', () => {
   });
 
   it('random garbage, with and without a TIFF header', async () => {
-    const random = rng(42);
+    const random = seededRandom(42);
     const prefixes = [Buffer.alloc(0), Buffer.from('II*\0'), Buffer.from('MM\0*'), Buffer.from('II+\0\x08\0\0\0'), Buffer.from('MM\0+\0\x08\0\0')];
     for (let i = 0; i < 100; i++) {
       const prefix = prefixes[i % prefixes.length]!;
@@ -704,7 +694,7 @@ describe('TiffFile: bad files reject with TiffFormatError', () => {
   });
 
   it('fuzz: corrupted bytes and truncations of valid files never give another error type or hang', async () => {
-    const random = rng(7);
+    const random = seededRandom(7);
     const bases = [handMade(true, false), handMade(false, true), await readFile(join(CANTALOUPE, 'tif-rgb-1res-64x56x8-tiled-jpeg.tif'))];
     // structure of the cantaloupe file lives at its end
     const cantaloupeIfd = bases[2]!.readUInt32LE(4);
@@ -772,7 +762,7 @@ describe('TiffFile: speed', () => {
     const tiff = await TiffFile.open(path);
     const { levels } = tiff.info;
     assert.deepEqual([levels[0]!.width, levels[0]!.height, levels[0]!.tilesAcross, levels[0]!.tilesDown], [20000, 15000, 79, 59]);
-    const random = rng(1);
+    const random = seededRandom(1);
     t0 = performance.now();
     const firstTileMs = await tiff.readTileBytes(0, 40, 30).then(() => performance.now() - t0);
     t0 = performance.now();

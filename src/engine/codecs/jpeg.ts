@@ -40,9 +40,10 @@ function createCodec(turbo: typeof JpegTurbo): JpegCodec {
       const { data, width, height } = await turbo.decompress(jpeg, { format });
       return { data, width, height, channels, stride: width * channels };
     },
-    async encode(pixels, quality) {
+    encode(pixels, quality) {
       const grey = pixels.channels === 1;
-      const encoded = await turbo.compress(pixels.data, {
+      // The result is a view of a worst-case-sized buffer; the RAM cache keeps copies of such views.
+      return turbo.compress(pixels.data, {
         format: grey ? turbo.FORMAT_GRAY : turbo.FORMAT_RGB,
         subsampling: grey ? turbo.SAMP_GRAY : turbo.SAMP_420,
         width: pixels.width,
@@ -50,9 +51,6 @@ function createCodec(turbo: typeof JpegTurbo): JpegCodec {
         stride: pixels.stride / pixels.channels,
         quality,
       });
-      // The result is a view of a worst-case-sized buffer (about 200 KB for a 256x256 tile): a
-      // cache that keeps the view would keep all of it.
-      return encoded.byteLength < encoded.buffer.byteLength / 2 ? Buffer.from(encoded) : encoded;
     },
   };
 }

@@ -261,15 +261,7 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
   const { region, size, rotation, colour, format, tile, canonicalTail } = planImageRequest(path.parts, argument, levels, limits, version);
   let body: Buffer;
   if (tile) {
-    body = await engine.tile(image, {
-      ...tile,
-      format: 'jpeg',
-      quality: session.effectiveQuality,
-      passthrough: config.codecPassthrough && session.unprocessed,
-      rotation: 0,
-      mirror: false,
-      processing: session.processing,
-    });
+    body = await engine.tile(image, session.tileRequest(tile));
   } else {
     body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), {
       format,

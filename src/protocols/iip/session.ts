@@ -3,7 +3,7 @@
  * command sees what the commands before it set), and the response it ends with.
  */
 import type { Config } from '../../config.js';
-import type { Engine, OpenImage } from '../../engine/engine.js';
+import type { Engine, OpenImage, TileRequest } from '../../engine/engine.js';
 import { FULL_VIEWPORT, type Viewport } from '../../engine/view.js';
 import { NO_PROCESSING, isIdentity, type Processing } from '../../engine/processing.js';
 import type { Log } from '../../log.js';
@@ -63,5 +63,21 @@ export class IipSession {
   /** No command has asked for anything but the stored pixels. */
   get unprocessed(): boolean {
     return this.quality === null && this.rotation % 360 === 0 && !this.mirror && isIdentity(this.processing);
+  }
+
+  /**
+   * An upright JPEG of a stored tile with this session's quality and processing: what every
+   * protocol asks the engine for (IIP adds its rotation and format).
+   */
+  tileRequest(tile: { level: number; col: number; row: number }): TileRequest {
+    return {
+      ...tile,
+      format: 'jpeg',
+      quality: this.effectiveQuality,
+      passthrough: this.context.config.codecPassthrough && this.unprocessed,
+      rotation: 0,
+      mirror: false,
+      processing: this.processing,
+    };
   }
 }

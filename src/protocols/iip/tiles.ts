@@ -40,17 +40,7 @@ export async function renderTile(session: IipSession, resolution: number, tile: 
     const opposite = across * down - 1 - (row * across + col);
     ({ level, col, row } = { level, col: opposite % across, row: Math.floor(opposite / across) });
   }
-  return session.context.engine.tile(image, {
-    level,
-    col,
-    row,
-    format,
-    quality: session.effectiveQuality,
-    passthrough: session.context.config.codecPassthrough && session.unprocessed,
-    rotation,
-    mirror: session.mirror,
-    processing: session.processing,
-  });
+  return session.context.engine.tile(image, { ...session.tileRequest({ level, col, row }), format, rotation, mirror: session.mirror });
 }
 
 function parsePair(argument: string): [number, number] {

@@ -22,20 +22,10 @@ export async function sendVirtualTile(
   const { levels } = image.source.description;
   const tile = virtualTile(levels, level, tileSize, col, row);
   if (!tile) throw new FileError(`${protocol}: no tile ${col},${row} at level ${level.index} (${level.width}x${level.height})`);
-  const { engine, config } = session.context;
+  const { engine } = session.context;
   const body =
     tile.kind === 'stored'
-      ? await engine.tile(image, {
-          level: tile.level,
-          col: tile.col,
-          row: tile.row,
-          format: 'jpeg',
-          quality: session.effectiveQuality,
-          passthrough: config.codecPassthrough && session.unprocessed,
-          rotation: 0,
-          mirror: false,
-          processing: session.processing,
-        })
+      ? await engine.tile(image, session.tileRequest({ level: tile.level, col: tile.col, row: tile.row }))
       : await engine.region(image, planExactRegion(levels, tile.region, tile.width, tile.height), {
           format: 'jpeg',
           quality: session.effectiveQuality,
