@@ -299,8 +299,8 @@ describe('FastCGI responder', () => {
     const cuts = [1, 13, 14, 15, 16, 17, 40, 330, 340, 500, params.length - 1];
     let id = 1;
     for (const pieces of [
-      cuts.map((cut, i) => params.subarray(i === 0 ? 0 : cuts[i - 1], cut)).concat(params.subarray(cuts[cuts.length - 1])),
-      Array.from(params.subarray(0, 400), (byte) => Buffer.from([byte])).concat(params.subarray(400)),
+      cuts.map((cut, i): Buffer => params.subarray(i === 0 ? 0 : cuts[i - 1], cut)).concat(params.subarray(cuts[cuts.length - 1])),
+      Array.from(params.subarray(0, 400), (byte): Buffer => Buffer.from([byte])).concat(params.subarray(400)),
     ]) {
       assert.deepEqual(Buffer.concat(pieces), params);
       const records = pieces.flatMap((piece) => {

@@ -191,7 +191,7 @@ export class Engine {
     }
     if (!bytes) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
-      let pipeline = image.source.decode(level, rect);
+      let pipeline = await image.source.decode(level, rect);
       if (request.mirror) pipeline = pipeline.flop();
       if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
       bytes = await encodeImage(pipeline, image.source.description.channels, request.format, request.quality, this.encoders);
@@ -232,7 +232,7 @@ export class Engine {
       const pixels = await this.processedPixels(image, plan.level, source, processing);
       pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
       channels = pixels.channels;
-    } else pipeline = image.source.decode(plan.level, source);
+    } else pipeline = await image.source.decode(plan.level, source);
     if (plan.outputWidth !== source.width || plan.outputHeight !== source.height) {
       pipeline = pipeline.resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
     }
@@ -265,17 +265,9 @@ export class Engine {
    */
   private async processedPixels(image: OpenImage, level: number, rect: Rect, processing: Processing): Promise<RawPixels> {
     const d = image.source.description;
-    const wide = d.bitsPerSample > 8;
-    // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
-    const space = d.channels <= 2 ? (wide ? 'grey16' : 'b-w') : wide ? 'rgb16' : 'srgb';
-    const { data, info } = await image.source
-      .decode(level, rect)
-      .toColourspace(space)
-      .raw({ depth: wide ? 'ushort' : 'uchar' })
-      .toBuffer({ resolveWithObject: true });
-    const samples = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
-    const out = runPipeline({ data: samples, width: info.width, height: info.height, channels: info.channels }, d.minValues, d.maxValues, processing);
-    return { data: out.data, width: info.width, height: info.height, channels: out.channels, stride: info.width * out.channels };
+    const samples = await image.source.samples(level, rect);
+    const out = runPipeline(samples, d.minValues, d.maxValues, processing);
+    return { data: out.data, width: samples.width, height: samples.height, channels: out.channels, stride: samples.width * out.channels };
   }
 
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */

@@ -7,6 +7,7 @@
 import type { Sharp } from 'sharp';
 import type { RawPixels } from './codecs/jpeg.js';
 import type { ImageFormat } from './image-file.js';
+import type { Samples } from './processing.js';
 import type { LevelSize, Rect } from './view.js';
 
 export type SampleFormat = 'uint' | 'int' | 'float';
@@ -61,7 +62,15 @@ export interface ImageSource {
    * them than a general decode (JPEG tiles through libjpeg-turbo); null when it has none.
    */
   decodeTile(level: number, col: number, row: number): Promise<RawPixels | null>;
-  /** A decoder positioned on a rectangle of a level; the caller adds resizing and encoding. */
-  decode(level: number, rect: Rect): Sharp;
+  /**
+   * A decoder positioned on a rectangle of a level, delivering 8 or 16-bit samples; the caller
+   * adds resizing and encoding.
+   */
+  decode(level: number, rect: Rect): Promise<Sharp>;
+  /**
+   * The samples of a rectangle of a level exactly as stored (bands, sample type and precision),
+   * interleaved: what iipsrv's processing pipeline works on.
+   */
+  samples(level: number, rect: Rect): Promise<Samples>;
   close(): Promise<void>;
 }

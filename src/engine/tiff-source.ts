@@ -10,6 +10,7 @@ import { FileError } from '../errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
 import { TiffFile, TiffFormatError, type TiffInfo } from './tiff/index.js';
+import type { Samples } from './processing.js';
 import type { Rect } from './view.js';
 
 const COMPRESSION_JPEG = 7;
@@ -193,7 +194,25 @@ export class TiffSource implements ImageSource {
     return { data, width: stored.tileWidth, height: stored.tileHeight, channels, stride: stored.tileWidth * channels };
   }
 
-  decode(level: number, rect: Rect): Sharp {
+  async decode(level: number, rect: Rect): Promise<Sharp> {
+    return this.open(level).extract(rect);
+  }
+
+  async samples(level: number, rect: Rect): Promise<Samples> {
+    const d = this.description;
+    const wide = d.bitsPerSample > 8;
+    // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
+    const space = d.channels <= 2 ? (wide ? 'grey16' : 'b-w') : wide ? 'rgb16' : 'srgb';
+    const { data, info } = await this.open(level)
+      .extract(rect)
+      .toColourspace(space)
+      .raw({ depth: wide ? 'ushort' : 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    const values = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
+    return { data: values, width: info.width, height: info.height, channels: info.channels };
+  }
+
+  private open(level: number): Sharp {
     const stored = this.tiff.info.levels[level]!;
     return sharp(this.path, {
       page: stored.page,
@@ -202,7 +221,7 @@ export class TiffSource implements ImageSource {
       limitInputChannels: 64,
       // libtiff warns about tags it does not know (GeoTIFF, private tags): not a reason to fail.
       failOn: 'none',
-    }).extract(rect);
+    });
   }
 
   close(): Promise<void> {

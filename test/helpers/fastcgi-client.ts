@@ -151,7 +151,7 @@ export class FastCgiTestClient {
   closed = false;
   /** Set when the server's bytes did not parse as records. */
   parseError: string | null = null;
-  private pending = Buffer.alloc(0);
+  private pending: Buffer = Buffer.alloc(0);
   private readonly replies = new Map<number, Reply>();
   private readonly listeners = new Set<() => void>();
   readonly closedPromise: Promise<void>;

@@ -1,5 +1,5 @@
 /** Test images made on the fly (big ones are never committed). */
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 
 export interface PyramidOptions {
   width: number;
@@ -14,7 +14,7 @@ export interface PyramidOptions {
 /** A tiled pyramid TIFF in the main IFD chain, the layout iipsrv 1.1 reads. */
 export async function makePyramidTiff(file: string, options: PyramidOptions): Promise<void> {
   const { width, height } = options;
-  let image: sharp.Sharp;
+  let image: Sharp;
   if (options.colour) {
     image = sharp({ create: { width, height, channels: 3, background: options.colour } });
   } else {
@@ -49,7 +49,7 @@ export interface Pixels {
 }
 
 /** Decodes an image (JPEG ..., or a sharp pipeline) to raw 8-bit samples, as many bands as it has. */
-export async function decodePixels(image: Buffer | sharp.Sharp): Promise<Pixels> {
+export async function decodePixels(image: Buffer | Sharp): Promise<Pixels> {
   let pipeline = Buffer.isBuffer(image) ? sharp(image) : image;
   const { channels } = await pipeline.clone().metadata();
   // sharp's raw output is sRGB unless told otherwise: keep a grey image one band.
