@@ -19,6 +19,11 @@ export class NotImplementedError extends Error {
   override name = 'NotImplementedError';
 }
 
+/** The server could not do its part (a decoder that hung or is missing): 500 with the reason. */
+export class ServerFailureError extends Error {
+  override name = 'ServerFailureError';
+}
+
 /** IIP's own error lines (`Error/<n>:<class> <number> <argument>`), answered with 400. */
 export class IipError extends Error {
   override name = 'IipError';

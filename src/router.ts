@@ -3,7 +3,7 @@
  * string (URI_MAP path or query string), runs it, maps failures to statuses, and adds what every
  * response carries (Server, CORS, Content-Length). The router never throws.
  */
-import { FileError, InvalidArgumentError, NotImplementedError } from './errors.js';
+import { FileError, InvalidArgumentError, NotImplementedError, ServerFailureError } from './errors.js';
 import { runIip } from './protocols/iip/index.js';
 import type { ProtocolContext } from './protocols/iip/session.js';
 import { mapUri } from './protocols/uri-map.js';
@@ -91,6 +91,10 @@ export function createRouter(context: ProtocolContext): RequestHandler {
       if (error instanceof FileError) return textResponse(404, error.message);
       if (error instanceof InvalidArgumentError) return textResponse(400, error.message);
       if (error instanceof NotImplementedError) return textResponse(501, error.message);
+      if (error instanceof ServerFailureError) {
+        log.error({ err: error, query: commands }, 'request failed');
+        return textResponse(500, error.message);
+      }
       if (request.signal.aborted) return textResponse(503, 'Request aborted');
       log.error({ err: error, query: commands }, 'request failed');
       return textResponse(500, 'Internal server error');

@@ -15,8 +15,11 @@ import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
 import { identifyImageFile, statImageFile, type ImageFileInfo } from './image-file.js';
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
-import type { ImageSource } from './source.js';
+import type { DecodeOptions, ImageSource } from './source.js';
 import { TiffSource } from './tiff-source.js';
+import { Jp2Source } from './jp2-source.js';
+import { Jp2Decoder } from './jp2/decoder.js';
+import { DecodedLevelCache } from './jp2/level-cache.js';
 import { tileRect, type Rect, type RegionPlan } from './view.js';
 
 export interface EngineOptions {
@@ -28,6 +31,8 @@ export interface EngineOptions {
   maxOpenImages?: number;
   interpolation?: Interpolation;
   encoders?: EncoderSettings;
+  /** MAX_LAYERS: JPEG2000 quality layers decoded when a request gives no LYR. */
+  maxLayers?: number;
 }
 
 export interface OpenImage {
@@ -53,6 +58,8 @@ export interface TileRequest {
   mirror: boolean;
   /** iipsrv's processing commands (CNT, GAM ...); none when absent. */
   processing?: Processing;
+  /** IIP LYR: JPEG2000 quality layers; absent = MAX_LAYERS. */
+  layers?: number;
 }
 
 export interface RegionOutput {
@@ -65,6 +72,8 @@ export interface RegionOutput {
   /** IIIF quality: as stored, greyscale, or black and white. Default colour. */
   colour?: ColourMode;
   processing?: Processing;
+  /** IIP LYR: JPEG2000 quality layers; absent = MAX_LAYERS. */
+  layers?: number;
 }
 
 export type ColourMode = 'colour' | 'grey' | 'bitonal';
@@ -74,6 +83,14 @@ const REC601_GREY: [[number, number, number], [number, number, number], [number,
   [0.299, 0.587, 0.114],
   [0.299, 0.587, 0.114],
 ];
+
+/** Decoded whole JPEG2000 levels kept per worker (each at most 1 Mpx). */
+const JP2_LEVEL_CACHE_BYTES = 48 * 1024 * 1024;
+
+/** LYR changes JPEG2000 pixels; absent, keys stay as they were. */
+function layersKey(layers: number | undefined): string {
+  return layers ? `:l${layers}` : '';
+}
 
 /** Most open files a worker keeps, whatever MAX_METADATA_CACHE_SIZE says: file descriptors are finite. */
 const OPEN_FILE_CEILING = 256;
@@ -89,6 +106,8 @@ export class Engine {
    * the cores can run only adds memory, not speed.
    */
   private readonly regionSlots = new Slots(Math.max(2, availableParallelism()));
+  /** JPEG2000 decoder children (bounded by the cores) and the small levels they decoded whole. */
+  private jp2: { decoder: Jp2Decoder; levelCache: DecodedLevelCache } | null = null;
 
   constructor(private readonly options: EngineOptions) {
     const cacheBytes = options.cacheBytes ?? 0;
@@ -143,7 +162,8 @@ export class Engine {
 
   private async load(file: ImageFileInfo, name: string): Promise<ImageSource> {
     if (file.format === 'tiff') return TiffSource.open(file.path, name);
-    throw new FileError(`${name}: JPEG2000 images are not supported yet`);
+    this.jp2 ??= { decoder: new Jp2Decoder(), levelCache: new DecodedLevelCache(JP2_LEVEL_CACHE_BYTES) };
+    return Jp2Source.open(file.path, name, { ...this.jp2, maxLayers: this.options.maxLayers ?? 0 });
   }
 
   private forget(path: string): void {
@@ -164,17 +184,18 @@ export class Engine {
     const key = this.cacheKey(
       image,
       `t:${level}:${col}:${row}:${request.format}:${request.passthrough ? 'stored' : request.quality}:${request.rotation}:${request.mirror ? 1 : 0}` +
-        `:${processingKey(request.processing ?? NO_PROCESSING)}`,
+        `:${processingKey(request.processing ?? NO_PROCESSING)}${layersKey(request.layers)}`,
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
 
+    const decodeOptions = { layers: request.layers };
     let bytes: Buffer | null = null;
     const unchanged = request.rotation === 0 && !request.mirror;
     const processing = request.processing ?? NO_PROCESSING;
     if (needsPipeline(image, processing)) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
-      const pixels = await this.processedPixels(image, level, rect, processing);
+      const pixels = await this.processedPixels(image, level, rect, processing, decodeOptions);
       if (unchanged && request.format === 'jpeg' && jpegCodec) bytes = await jpegCodec.encode(pixels, request.quality);
       else {
         let pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
@@ -191,7 +212,7 @@ export class Engine {
     }
     if (!bytes) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
-      let pipeline = await image.source.decode(level, rect);
+      let pipeline = await image.source.decode(level, rect, decodeOptions);
       if (request.mirror) pipeline = pipeline.flop();
       if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
       bytes = await encodeImage(pipeline, image.source.description.channels, request.format, request.quality, this.encoders);
@@ -208,7 +229,7 @@ export class Engine {
       image,
       `r:${plan.level}:${source.left},${source.top},${source.width},${source.height}:${plan.outputWidth}x${plan.outputHeight}:` +
         `${output.rotation}:${output.mirror ? 1 : 0}:${output.format}:${output.quality}:${this.kernel}:${output.colour ?? 'colour'}` +
-        `:${processingKey(output.processing ?? NO_PROCESSING)}`,
+        `:${processingKey(output.processing ?? NO_PROCESSING)}${layersKey(output.layers)}`,
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
@@ -229,10 +250,10 @@ export class Engine {
     let pipeline: Sharp;
     if (needsPipeline(image, processing)) {
       // iipsrv processes the region at its level, then resizes the 8-bit result.
-      const pixels = await this.processedPixels(image, plan.level, source, processing);
+      const pixels = await this.processedPixels(image, plan.level, source, processing, { layers: output.layers });
       pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
       channels = pixels.channels;
-    } else pipeline = await image.source.decode(plan.level, source);
+    } else pipeline = await image.source.decode(plan.level, source, { layers: output.layers });
     if (plan.outputWidth !== source.width || plan.outputHeight !== source.height) {
       pipeline = pipeline.resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
     }
@@ -263,9 +284,9 @@ export class Engine {
    * The samples of a rectangle at their full precision, through iipsrv's pipeline to 8 bits
    * (see processing.ts).
    */
-  private async processedPixels(image: OpenImage, level: number, rect: Rect, processing: Processing): Promise<RawPixels> {
+  private async processedPixels(image: OpenImage, level: number, rect: Rect, processing: Processing, options: DecodeOptions): Promise<RawPixels> {
     const d = image.source.description;
-    const samples = await image.source.samples(level, rect);
+    const samples = await image.source.samples(level, rect, options);
     const out = runPipeline(samples, d.minValues, d.maxValues, processing);
     return { data: out.data, width: samples.width, height: samples.height, channels: out.channels, stride: samples.width * out.channels };
   }
@@ -273,6 +294,7 @@ export class Engine {
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
   flushCaches(): void {
     this.cache.clear();
+    this.jp2?.levelCache.clear();
     dropDecoderCache();
     for (const path of [...this.open.keys()]) this.forget(path);
   }

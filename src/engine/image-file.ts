@@ -23,6 +23,8 @@ export function sniffFormat(head: Buffer): ImageFormat | null {
   if (head.length >= JP2_SIGNATURE.length && head.subarray(0, JP2_SIGNATURE.length).equals(JP2_SIGNATURE)) {
     return 'jp2';
   }
+  // A bare JPEG2000 codestream (.j2k, .j2c): SOC then SIZ. iipsrv 1.1 refuses these.
+  if (head.length >= 4 && head.readUInt32BE(0) === 0xff4fff51) return 'jp2';
   if (head.length >= 4) {
     const magic = head.subarray(0, 4).toString('latin1');
     // Classic TIFF and BigTIFF, both byte orders.

@@ -1,5 +1,5 @@
 /**
- * What every image source (pyramid TIFF now, JPEG2000 later) offers the engine: a description
+ * What every image source (pyramid TIFF, JPEG2000) offers the engine: a description
  * read once per file, the stored bytes of a tile when they can be sent as they are, and decoding
  * of any rectangle of any level. Nothing here assumes 8-bit RGB: samples, bands and colour space
  * are described, and decoders say what they return.
@@ -50,6 +50,12 @@ export interface ImageDescription {
   undecodable: string | null;
 }
 
+/** What a request may ask of a decoder beyond the rectangle. */
+export interface DecodeOptions {
+  /** JPEG2000 quality layers (IIP LYR); absent or 0 = the server's MAX_LAYERS rule. */
+  layers?: number;
+}
+
 export interface ImageSource {
   readonly description: ImageDescription;
   /**
@@ -66,11 +72,11 @@ export interface ImageSource {
    * A decoder positioned on a rectangle of a level, delivering 8 or 16-bit samples; the caller
    * adds resizing and encoding.
    */
-  decode(level: number, rect: Rect): Promise<Sharp>;
+  decode(level: number, rect: Rect, options?: DecodeOptions): Promise<Sharp>;
   /**
    * The samples of a rectangle of a level exactly as stored (bands, sample type and precision),
    * interleaved: what iipsrv's processing pipeline works on.
    */
-  samples(level: number, rect: Rect): Promise<Samples>;
+  samples(level: number, rect: Rect, options?: DecodeOptions): Promise<Samples>;
   close(): Promise<void>;
 }

@@ -269,6 +269,7 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
       rotation: rotation.degrees,
       mirror: rotation.mirror,
       processing: session.processing,
+      layers: session.layers,
       colour,
     });
   }

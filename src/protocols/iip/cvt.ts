@@ -42,6 +42,7 @@ export async function cvt(session: IipSession, argument: string): Promise<void> 
     rotation: session.rotation,
     mirror: session.mirror,
     processing: session.processing,
+    layers: session.layers,
   });
   const base = path.posix.basename(session.image.name).replace(/\.[^.]*$/, '') || 'image';
   const filename = base.replace(/["\\\r\n]/g, '_');

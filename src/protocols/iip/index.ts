@@ -12,7 +12,7 @@ import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
 import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
-import { hei, qlt, rgn, rot, sds, wid } from './view-commands.js';
+import { hei, lyr, qlt, rgn, rot, sds, wid } from './view-commands.js';
 import { cmp, cnt, col, ctw, gam, inv, minmax } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
@@ -29,6 +29,7 @@ export const COMMANDS: Record<string, IipCommand> = {
   rgn,
   rot,
   sds,
+  lyr,
   minmax,
   cnt,
   gam,

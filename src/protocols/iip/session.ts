@@ -41,6 +41,8 @@ export class IipSession {
   mirror = false;
   /** MINMAX, CNT, GAM, INV, CMP, CTW. */
   processing: Processing = NO_PROCESSING;
+  /** LYR: JPEG2000 quality layers to decode; undefined = MAX_LAYERS decides. */
+  layers: number | undefined = undefined;
   /** SDS: sequence angles (horizontal view, vertical view). */
   horizontalView = 0;
   verticalView = 90;
@@ -78,6 +80,7 @@ export class IipSession {
       rotation: 0,
       mirror: false,
       processing: this.processing,
+      layers: this.layers,
     };
   }
 }

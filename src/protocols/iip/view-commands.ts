@@ -1,5 +1,5 @@
 /**
- * The commands that shape what the next image command produces: QLT, WID, HEI, RGN, ROT, SDS.
+ * The commands that shape what the next image command produces: QLT, WID, HEI, RGN, ROT, SDS, LYR.
  * They only change the session; nothing is read until JTL, CVT or TIL.
  */
 import { InvalidArgumentError } from '../../errors.js';
@@ -58,4 +58,13 @@ export function sds(session: IipSession, argument: string): void {
   const h = atoi(argument);
   session.horizontalView = h;
   session.verticalView = comma < 0 ? h : atoi(argument.slice(comma + 1));
+}
+
+/**
+ * `LYR=n`: JPEG2000 quality layers to decode (fewer = faster, coarser); more than the file has
+ * means all of them. Other images ignore it. 0 or less falls back to MAX_LAYERS.
+ */
+export function lyr(session: IipSession, argument: string): void {
+  const layers = atoi(argument);
+  session.layers = layers > 0 ? Math.min(layers, 65535) : undefined;
 }

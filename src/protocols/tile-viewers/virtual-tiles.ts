@@ -32,6 +32,7 @@ export async function sendVirtualTile(
           rotation: 0,
           mirror: false,
           processing: session.processing,
+          layers: session.layers,
         });
   session.output = imageResponse(session, body, 'image/jpeg');
 }

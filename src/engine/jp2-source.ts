@@ -1,0 +1,243 @@
+/**
+ * JPEG2000 (JP2 / JPX files and raw J2K codestreams) as an image source. The header is read here
+ * (jp2/header.ts); pixels come from OpenJPEG (jp2/decoder.ts), asked for exactly the resolution,
+ * area and quality layers a request needs.
+ *
+ * Levels: the codestream's resolutions with the codec's own sizes (ceil division per level), then,
+ * when even the smallest is larger than a tile, virtual levels halving further (decoded from the
+ * smallest real one and scaled), so that viewers always find a level that fits one tile. Tiles are
+ * virtual too, 256x256, as in iipsrv.
+ */
+import { open } from 'node:fs/promises';
+import sharp, { type Sharp } from 'sharp';
+import { FileError, ServerFailureError } from '../errors.js';
+import type { RawPixels } from './codecs/jpeg.js';
+import { Jp2Decoder, type DecodeArea } from './jp2/decoder.js';
+import { Jp2FormatError, readJp2Header, type Jp2Header } from './jp2/header.js';
+import { DecodedLevelCache } from './jp2/level-cache.js';
+import type { DecodedPixels } from './jp2/pnm.js';
+import { DecodeError } from './jp2/process-pool.js';
+import type { Samples } from './processing.js';
+import type { ColourSpace, DecodeOptions, ImageDescription, ImageSource } from './source.js';
+import type { LevelSize, Rect } from './view.js';
+
+export const JP2_TILE_SIZE = 256;
+/** A level this small is decoded whole once and its tiles cut from it. */
+const WHOLE_LEVEL_PIXELS = 1024 * 1024;
+
+export interface Jp2SourceOptions {
+  decoder: Jp2Decoder;
+  /** Decoded whole levels shared by all JPEG2000 images. */
+  levelCache: DecodedLevelCache;
+  /** MAX_LAYERS: -1 all, 0 half of them (rounded up), n at most n. */
+  maxLayers: number;
+}
+
+const ceilDiv = (value: number, power: number) => Math.ceil(value / 2 ** power);
+
+/** The levels, largest first: codestream resolutions, then virtual halvings down to one tile. */
+export function jp2Levels(header: Jp2Header): LevelSize[] {
+  const levels: LevelSize[] = [];
+  for (let r = 0; r <= header.dwtLevels; r++) {
+    levels.push({
+      width: ceilDiv(header.x1, r) - ceilDiv(header.x0, r),
+      height: ceilDiv(header.y1, r) - ceilDiv(header.y0, r),
+      tileWidth: JP2_TILE_SIZE,
+      tileHeight: JP2_TILE_SIZE,
+    });
+  }
+  for (let last = levels[levels.length - 1]!; last.width > JP2_TILE_SIZE || last.height > JP2_TILE_SIZE; last = levels[levels.length - 1]!) {
+    levels.push({ width: Math.ceil(last.width / 2), height: Math.ceil(last.height / 2), tileWidth: JP2_TILE_SIZE, tileHeight: JP2_TILE_SIZE });
+  }
+  return levels;
+}
+
+/** iipsrv's rule: LYR when given, else MAX_LAYERS (0 = half, rounded up; -1 = all); MAX_LAYERS > 0 caps both. */
+export function effectiveLayers(total: number, maxLayers: number, requested?: number): number {
+  let layers = requested !== undefined && requested > 0 ? requested : maxLayers < 0 ? total : maxLayers === 0 ? Math.ceil(total / 2) : maxLayers;
+  if (maxLayers > 0) layers = Math.min(layers, maxLayers);
+  return Math.max(1, Math.min(total, layers));
+}
+
+function colourSpaceOf(header: Jp2Header): ColourSpace {
+  const channels = header.components.length;
+  if (header.enumeratedColourSpace === 14) return 'cielab';
+  if (channels <= 2) return header.components[0]!.precision === 1 ? 'binary' : 'grey';
+  return channels <= 4 ? 'srgb' : 'multiband';
+}
+
+function undecodable(header: Jp2Header): string | null {
+  const channels = header.components.length;
+  if (channels > 4) return `JPEG2000 with ${channels} components is not supported`;
+  const precisions = new Set(header.components.map((c) => c.precision));
+  if (precisions.size > 1) return 'JPEG2000 components of different bit depths are not supported';
+  if ([...precisions][0]! > 16) return 'JPEG2000 samples wider than 16 bits are not supported';
+  return null;
+}
+
+function describe(header: Jp2Header): ImageDescription {
+  const precision = header.components[0]!.precision;
+  const max = 2 ** precision - 1;
+  return {
+    format: 'jp2',
+    levels: jp2Levels(header),
+    channels: header.components.length,
+    // Fewer than 8 bits are widened to 8 when decoded; 9-15 travel as 16-bit with their own maximum.
+    bitsPerSample: precision <= 8 ? 8 : 16,
+    sampleFormat: header.components[0]!.signed ? 'int' : 'uint',
+    colourSpace: colourSpaceOf(header),
+    minValues: header.components.map(() => 0),
+    maxValues: header.components.map(() => (precision <= 8 ? 255 : max)),
+    // iipsrv reports JP2 resolution per centimetre.
+    resolution: header.resolution ? { x: header.resolution.x / 100, y: header.resolution.y / 100, unit: 3 } : null,
+    icc: header.icc,
+    xmp: header.xmp,
+    metadata: {},
+    undecodable: undecodable(header),
+  };
+}
+
+export class Jp2Source implements ImageSource {
+  readonly description: ImageDescription;
+  /** Index of the smallest level the codestream holds; levels after it are virtual. */
+  private readonly smallestReal: number;
+
+  private constructor(
+    private readonly path: string,
+    private readonly name: string,
+    readonly header: Jp2Header,
+    private readonly options: Jp2SourceOptions,
+  ) {
+    this.description = describe(header);
+    this.smallestReal = header.dwtLevels;
+  }
+
+  /** @throws FileError for a file whose JPEG2000 header cannot be read (404, as iipsrv) */
+  static async open(path: string, name: string, options: Jp2SourceOptions): Promise<Jp2Source> {
+    let handle;
+    try {
+      handle = await open(path, 'r');
+    } catch {
+      throw new FileError(`${name} cannot be read`);
+    }
+    try {
+      const { size } = await handle.stat();
+      return new Jp2Source(path, name, await readJp2Header(handle, size), options);
+    } catch (error) {
+      if (error instanceof Jp2FormatError) throw new FileError(`${name}: not a readable JPEG2000 file (${error.message})`);
+      throw error;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async storedJpegTile(): Promise<Buffer | null> {
+    return null;
+  }
+
+  async decodeTile(): Promise<RawPixels | null> {
+    return null;
+  }
+
+  async decode(level: number, rect: Rect, options?: DecodeOptions): Promise<Sharp> {
+    const pixels = await this.pixels(level, rect, options);
+    return sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels as 1 | 2 | 3 | 4 } });
+  }
+
+  async samples(level: number, rect: Rect, options?: DecodeOptions): Promise<Samples> {
+    return this.pixels(level, rect, options);
+  }
+
+  /** The samples of a rectangle of any level, real or virtual. */
+  private async pixels(level: number, rect: Rect, options?: DecodeOptions): Promise<DecodedPixels> {
+    const layers = effectiveLayers(this.header.qualityLayers, this.options.maxLayers, options?.layers);
+    if (level <= this.smallestReal) return this.realPixels(level, rect, layers);
+    // A virtual level: the same area of the smallest real level, scaled down.
+    const real = this.description.levels[this.smallestReal]!;
+    const target = this.description.levels[level]!;
+    const sx = real.width / target.width;
+    const sy = real.height / target.height;
+    const left = Math.floor(rect.left * sx);
+    const top = Math.floor(rect.top * sy);
+    const source: Rect = {
+      left,
+      top,
+      width: Math.max(1, Math.min(real.width - left, Math.round((rect.left + rect.width) * sx) - left)),
+      height: Math.max(1, Math.min(real.height - top, Math.round((rect.top + rect.height) * sy) - top)),
+    };
+    const full = await this.realPixels(this.smallestReal, source, layers);
+    const wide = full.data instanceof Uint16Array;
+    const { data, info } = await sharp(full.data, { raw: { width: full.width, height: full.height, channels: full.channels as 1 | 2 | 3 | 4 } })
+      .resize(rect.width, rect.height, { fit: 'fill' })
+      .raw({ depth: wide ? 'ushort' : 'uchar' })
+      .toBuffer({ resolveWithObject: true });
+    const values = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
+    return { data: values, width: info.width, height: info.height, channels: info.channels };
+  }
+
+  private async realPixels(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
+    const level = this.description.levels[reduce]!;
+    if (level.width * level.height <= WHOLE_LEVEL_PIXELS && (rect.width < level.width || rect.height < level.height)) {
+      const whole = await this.options.levelCache.get(`${this.path}\0${reduce}\0${layers}`, () =>
+        this.decodeArea(reduce, { left: 0, top: 0, width: level.width, height: level.height }, layers),
+      );
+      return crop(whole, rect);
+    }
+    return this.decodeArea(reduce, rect, layers);
+  }
+
+  private async decodeArea(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
+    const h = this.header;
+    const scale = 2 ** reduce;
+    const originX = ceilDiv(h.x0, reduce);
+    const originY = ceilDiv(h.y0, reduce);
+    const area: DecodeArea = {
+      reduce,
+      layers,
+      x0: (originX + rect.left) * scale,
+      y0: (originY + rect.top) * scale,
+      x1: Math.min(h.x1, (originX + rect.left + rect.width) * scale),
+      y1: Math.min(h.y1, (originY + rect.top + rect.height) * scale),
+      width: rect.width,
+      height: rect.height,
+      channels: h.components.length,
+    };
+    let pixels: DecodedPixels;
+    try {
+      pixels = await this.options.decoder.decode(this.path, area);
+    } catch (error) {
+      if (!(error instanceof DecodeError)) throw error;
+      // The codec refusing the data is the file's fault (404, as iipsrv); a hang or a missing
+      // decoder is ours.
+      if (error.kind === 'failed') throw new FileError(`${this.name}: the JPEG2000 data cannot be decoded (${error.message})`);
+      throw new ServerFailureError(`${this.name}: JPEG2000 decoding failed: ${error.message}`);
+    }
+    const precision = h.components[0]!.precision;
+    if (precision < 8 && pixels.data instanceof Uint8Array) widenTo8Bits(pixels.data, precision);
+    return pixels;
+  }
+
+  close(): Promise<void> {
+    this.options.levelCache.forget(`${this.path}\0`);
+    return Promise.resolve();
+  }
+}
+
+function crop(pixels: DecodedPixels, rect: Rect): DecodedPixels {
+  const { channels } = pixels;
+  const rowLength = rect.width * channels;
+  const out = pixels.data instanceof Uint16Array ? new Uint16Array(rowLength * rect.height) : new Uint8Array(rowLength * rect.height);
+  for (let y = 0; y < rect.height; y++) {
+    const start = ((rect.top + y) * pixels.width + rect.left) * channels;
+    out.set(pixels.data.subarray(start, start + rowLength), y * rowLength);
+  }
+  const data = out instanceof Uint8Array ? Buffer.from(out.buffer, out.byteOffset, out.byteLength) : out;
+  return { data, width: rect.width, height: rect.height, channels };
+}
+
+/** 1 to 7-bit samples scaled to 0..255, so that the 8-bit paths show them as they are meant. */
+function widenTo8Bits(data: Uint8Array, precision: number): void {
+  const max = 2 ** precision - 1;
+  for (let i = 0; i < data.length; i++) data[i] = Math.round((Math.min(data[i]!, max) * 255) / max);
+}
+

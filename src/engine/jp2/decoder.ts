@@ -1,0 +1,104 @@
+/**
+ * JPEG2000 decoding through OpenJPEG's `opj_decompress` (Debian libopenjp2-tools), one child per
+ * decode: it decodes only the resolution (-r), the quality layers (-l) and the area (-d) asked
+ * for, on another core, and a crash or a hang in the codec costs a child, never the server.
+ *
+ * opj_decompress picks its writer by the output name's extension and cannot write to a socket
+ * (Node's child pipes are sockets: /dev/stdout cannot be reopened), so each decode writes a PNM
+ * file in a private directory (in RAM under /dev/shm when there is one), read and removed as soon
+ * as the child has gone, whatever happened; the directory goes when the process exits.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFile, stat, unlink } from 'node:fs/promises';
+import { availableParallelism, tmpdir } from 'node:os';
+import path from 'node:path';
+import { parsePnm, type DecodedPixels } from './pnm.js';
+import { DecodeError, ProcessPool } from './process-pool.js';
+
+export interface DecodeArea {
+  /** Resolutions discarded from the top (0 = full resolution). */
+  reduce: number;
+  /** Quality layers decoded (1 .. all). */
+  layers: number;
+  /** On the full-resolution reference grid: x0 <= x < x1, y0 <= y < y1. */
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
+  /** What the area decodes to, to bound the output. */
+  width: number;
+  height: number;
+  channels: number;
+}
+
+export interface Jp2DecoderOptions {
+  command?: string;
+  /** Children at once; default the cores. */
+  concurrency?: number;
+  timeoutMs?: number;
+}
+
+export const DEFAULT_DECODE_TIMEOUT_MS = 30_000;
+
+let outputDir: string | null = null;
+let outputCounter = 0;
+
+/** A fresh output name in this process's directory (made again if a tmp cleaner took it). */
+function outputFile(): string {
+  if (!outputDir || !existsSync(outputDir)) {
+    const first = outputDir === null;
+    const base = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+    try {
+      outputDir = mkdtempSync(path.join(base, 'iipsrv-jp2-'));
+    } catch {
+      outputDir = mkdtempSync(path.join(tmpdir(), 'iipsrv-jp2-'));
+    }
+    if (first) process.once('exit', () => outputDir && rmSync(outputDir, { recursive: true, force: true }));
+  }
+  return path.join(outputDir, `${++outputCounter}.pnm`);
+}
+
+/** The directory decodes write into, or null before the first (for tests). */
+export function decoderOutputDir(): string | null {
+  return outputDir;
+}
+
+export class Jp2Decoder {
+  readonly pool: ProcessPool;
+  private readonly command: string;
+  private readonly timeoutMs: number;
+
+  constructor(options: Jp2DecoderOptions = {}) {
+    this.command = options.command ?? 'opj_decompress';
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_DECODE_TIMEOUT_MS;
+    this.pool = new ProcessPool(options.concurrency ?? Math.max(1, availableParallelism()));
+  }
+
+  /** @throws DecodeError when the codec fails, hangs, or delivers something else than asked */
+  async decode(file: string, area: DecodeArea): Promise<DecodedPixels> {
+    const output = outputFile();
+    const args = ['-i', file, '-o', output, '-r', String(area.reduce), '-l', String(area.layers), '-d', `${area.x0},${area.y0},${area.x1},${area.y1}`, '-quiet'];
+    // 16-bit samples at most, plus the header.
+    const maxBytes = area.width * area.height * Math.max(area.channels, 1) * 2 + 4096;
+    let bytes: Buffer;
+    try {
+      await this.pool.run(this.command, args, { timeoutMs: this.timeoutMs, maxBytes: 64 * 1024 });
+      const { size } = await stat(output).catch(() => ({ size: -1 }));
+      if (size < 0) throw new DecodeError(`${this.command} wrote no image`);
+      if (size > maxBytes) throw new DecodeError(`${this.command} wrote ${size} bytes where at most ${maxBytes} were expected`);
+      bytes = await readFile(output);
+    } catch (error) {
+      if (error instanceof DecodeError && error.kind === 'unavailable') {
+        throw new DecodeError(`${this.command} is not installed (apt-get install libopenjp2-tools)`, 'unavailable');
+      }
+      throw error;
+    } finally {
+      await unlink(output).catch(() => undefined);
+    }
+    const pixels = parsePnm(bytes);
+    if (pixels.width !== area.width || pixels.height !== area.height) {
+      throw new DecodeError(`the decoder gave ${pixels.width}x${pixels.height} where ${area.width}x${area.height} was expected`);
+    }
+    return pixels;
+  }
+}

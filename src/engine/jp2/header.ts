@@ -1,0 +1,237 @@
+/**
+ * The JPEG2000 header without decoding a pixel: the JP2 boxes (ihdr, colr with its ICC profile,
+ * res, XMP) and the codestream's main header (SIZ, COD, QCD) up to the first tile-part. Reads a
+ * JP2 file or a raw J2K codestream (FF4F FF51) alike.
+ */
+import type { FileHandle } from 'node:fs/promises';
+
+export class Jp2FormatError extends Error {
+  override name = 'Jp2FormatError';
+}
+
+export interface Jp2Component {
+  /** Bits per sample as coded (1-38). */
+  precision: number;
+  signed: boolean;
+  /** Subsampling on the reference grid. */
+  dx: number;
+  dy: number;
+}
+
+export interface Jp2Header {
+  /** 'jp2' for the box container, 'j2k' for a bare codestream. */
+  container: 'jp2' | 'j2k';
+  /** Image area on the reference grid: x0 (XOsiz) to x1 (Xsiz), y likewise. */
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
+  components: Jp2Component[];
+  /** Codestream tile size and origin. */
+  tileWidth: number;
+  tileHeight: number;
+  tileX0: number;
+  tileY0: number;
+  /** Wavelet decomposition levels (COD): the codestream holds levels + 1 resolutions. */
+  dwtLevels: number;
+  qualityLayers: number;
+  /** LRCP, RLCP, RPCL, PCRL, CPRL. */
+  progression: string;
+  /** 5-3 reversible wavelet (lossless capable) or 9-7 irreversible. */
+  reversible: boolean;
+  /** Multiple component transform (RGB coded as YCbCr) on. */
+  mct: boolean;
+  /** From colr: an enumerated space (16 sRGB, 17 grey, 18 sYCC ...), or null. */
+  enumeratedColourSpace: number | null;
+  icc: Buffer | null;
+  /** Pixels per metre from the res box (capture resolution preferred), or null. */
+  resolution: { x: number; y: number } | null;
+  xmp: string | null;
+  /** Byte offset of the codestream in the file. */
+  codestreamOffset: number;
+}
+
+const PROGRESSIONS = ['LRCP', 'RLCP', 'RPCL', 'PCRL', 'CPRL'];
+const XMP_UUID = 'be7acfcb97a942e89c71999491e3afac';
+/** A main header larger than this is not one a sane encoder writes. */
+const MAX_MAIN_HEADER = 16 * 1024 * 1024;
+/** Metadata boxes are read up to this size; larger ones are skipped. */
+const MAX_METADATA_BOX = 4 * 1024 * 1024;
+
+interface Box {
+  type: string;
+  /** Offset of the contents (after the box header). */
+  start: number;
+  /** Offset just past the box. */
+  end: number;
+}
+
+async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
+  const buffer = Buffer.alloc(length);
+  const { bytesRead } = await file.read(buffer, 0, length, position);
+  return buffer.subarray(0, bytesRead);
+}
+
+async function boxAt(file: FileHandle, position: number, limit: number): Promise<Box | null> {
+  if (position + 8 > limit) return null;
+  const head = await readAt(file, position, 16);
+  if (head.length < 8) return null;
+  let length = head.readUInt32BE(0);
+  const type = head.toString('latin1', 4, 8);
+  let start = position + 8;
+  if (length === 1) {
+    if (head.length < 16) throw new Jp2FormatError('truncated box header');
+    length = Number(head.readBigUInt64BE(8));
+    start = position + 16;
+  } else if (length === 0) length = limit - position;
+  const end = position + length;
+  if (length < start - position || end > limit) throw new Jp2FormatError(`box '${type}' runs past the end of the file`);
+  return { type, start, end };
+}
+
+/** The boxes inside a byte range (a file or a superbox's contents). */
+async function* boxes(file: FileHandle, start: number, end: number): AsyncGenerator<Box> {
+  let position = start;
+  for (;;) {
+    const box = await boxAt(file, position, end);
+    if (!box) return;
+    yield box;
+    position = box.end;
+  }
+}
+
+/**
+ * @param size the file's length in bytes
+ * @throws Jp2FormatError for anything that is not a readable JP2 / J2K header
+ */
+export async function readJp2Header(file: FileHandle, size: number): Promise<Jp2Header> {
+  const magic = await readAt(file, 0, 12);
+  if (magic.length >= 4 && magic.readUInt32BE(0) === 0xff4fff51) return { ...(await readCodestream(file, 0, size)), ...noBoxes(), container: 'j2k' };
+  if (magic.length < 12 || magic.toString('latin1', 4, 8) !== 'jP  ') throw new Jp2FormatError('neither a JP2 file nor a J2K codestream');
+
+  const found = noBoxes();
+  let ihdr: Buffer | null = null;
+  for await (const box of boxes(file, 0, size)) {
+    if (box.type === 'jp2h') {
+      for await (const inner of boxes(file, box.start, box.end)) {
+        if (inner.type === 'ihdr') ihdr = await readAt(file, inner.start, Math.min(14, inner.end - inner.start));
+        else if (inner.type === 'colr' && found.enumeratedColourSpace === null && found.icc === null) {
+          const colr = await readAt(file, inner.start, Math.min(inner.end - inner.start, MAX_METADATA_BOX));
+          if (colr.length >= 7 && colr[0] === 1) found.enumeratedColourSpace = colr.readUInt32BE(3);
+          else if (colr.length > 3 && (colr[0] === 2 || colr[0] === 3)) found.icc = Buffer.from(colr.subarray(3));
+        } else if (inner.type === 'res ') found.resolution = await readResolution(file, inner);
+      }
+    } else if (box.type === 'uuid' && box.end - box.start > 16 && box.end - box.start <= MAX_METADATA_BOX) {
+      const contents = await readAt(file, box.start, box.end - box.start);
+      if (contents.toString('hex', 0, 16) === XMP_UUID) found.xmp = contents.toString('utf8', 16);
+    } else if (box.type === 'jp2c') {
+      if (!ihdr || ihdr.length < 14) throw new Jp2FormatError('no image header (ihdr) before the codestream');
+      const codestream = await readCodestream(file, box.start, box.end);
+      const height = ihdr.readUInt32BE(0);
+      const width = ihdr.readUInt32BE(4);
+      if (width !== codestream.x1 - codestream.x0 || height !== codestream.y1 - codestream.y0) {
+        throw new Jp2FormatError(`the image header says ${width}x${height}, the codestream ${codestream.x1 - codestream.x0}x${codestream.y1 - codestream.y0}`);
+      }
+      return { ...codestream, ...found, container: 'jp2' };
+    }
+  }
+  throw new Jp2FormatError('no codestream (jp2c box)');
+}
+
+function noBoxes(): Pick<Jp2Header, 'enumeratedColourSpace' | 'icc' | 'resolution' | 'xmp'> {
+  return { enumeratedColourSpace: null, icc: null, resolution: null, xmp: null };
+}
+
+/** resc (capture) wins over resd (display): both are numerator/denominator * 10^exponent per metre. */
+async function readResolution(file: FileHandle, res: Box): Promise<{ x: number; y: number } | null> {
+  let chosen: { x: number; y: number } | null = null;
+  for await (const box of boxes(file, res.start, res.end)) {
+    if ((box.type !== 'resc' && box.type !== 'resd') || box.end - box.start < 10) continue;
+    const b = await readAt(file, box.start, 10);
+    const value = (num: number, den: number, exp: number) => (den === 0 ? 0 : (num / den) * 10 ** exp);
+    const r = { y: value(b.readUInt16BE(0), b.readUInt16BE(2), b.readInt8(8)), x: value(b.readUInt16BE(4), b.readUInt16BE(6), b.readInt8(9)) };
+    if (box.type === 'resc' || !chosen) chosen = r;
+  }
+  return chosen && chosen.x > 0 && chosen.y > 0 ? chosen : null;
+}
+
+type Codestream = Omit<Jp2Header, 'container' | 'enumeratedColourSpace' | 'icc' | 'resolution' | 'xmp'>;
+
+/** The main header: SOC, SIZ first, then markers up to the first SOT. */
+async function readCodestream(file: FileHandle, start: number, end: number): Promise<Codestream> {
+  let length = Math.min(end - start, 64 * 1024);
+  for (;;) {
+    const bytes = await readAt(file, start, length);
+    const parsed = parseMainHeader(bytes, start);
+    if (parsed) return parsed;
+    if (bytes.length < length || length >= end - start || length >= MAX_MAIN_HEADER) {
+      throw new Jp2FormatError('the codestream ends inside its main header');
+    }
+    length = Math.min(end - start, length * 4, MAX_MAIN_HEADER);
+  }
+}
+
+/** Null when the buffer ends before the first tile-part (read more). */
+function parseMainHeader(b: Buffer, offset: number): Codestream | null {
+  if (b.length < 4) return null;
+  if (b.readUInt16BE(0) !== 0xff4f) throw new Jp2FormatError('the codestream does not start with SOC');
+  if (b.readUInt16BE(2) !== 0xff51) throw new Jp2FormatError('SIZ does not follow SOC');
+  let siz: Omit<Codestream, 'dwtLevels' | 'qualityLayers' | 'progression' | 'reversible' | 'mct' | 'codestreamOffset'> | null = null;
+  let cod: Pick<Codestream, 'dwtLevels' | 'qualityLayers' | 'progression' | 'reversible' | 'mct'> | null = null;
+  let quantised = false;
+  let position = 2;
+  for (;;) {
+    if (position + 4 > b.length) return null;
+    const marker = b.readUInt16BE(position);
+    if (marker === 0xff90) break;
+    if (marker >> 8 !== 0xff) throw new Jp2FormatError(`not a marker at codestream byte ${position}`);
+    const size = b.readUInt16BE(position + 2);
+    if (size < 2) throw new Jp2FormatError(`marker ${marker.toString(16)} has length ${size}`);
+    if (position + 2 + size > b.length) return null;
+    const body = b.subarray(position + 4, position + 2 + size);
+    if (marker === 0xff51) siz = parseSiz(body);
+    else if (marker === 0xff52) cod = parseCod(body);
+    else if (marker === 0xff5c) quantised = body.length >= 1;
+    position += 2 + size;
+  }
+  if (!siz) throw new Jp2FormatError('no SIZ marker');
+  if (!cod) throw new Jp2FormatError('no COD marker in the main header');
+  if (!quantised) throw new Jp2FormatError('no QCD marker in the main header');
+  return { ...siz, ...cod, codestreamOffset: offset };
+}
+
+function parseSiz(b: Buffer) {
+  if (b.length < 36) throw new Jp2FormatError('SIZ is too short');
+  const x1 = b.readUInt32BE(2);
+  const y1 = b.readUInt32BE(6);
+  const x0 = b.readUInt32BE(10);
+  const y0 = b.readUInt32BE(14);
+  const tileWidth = b.readUInt32BE(18);
+  const tileHeight = b.readUInt32BE(22);
+  const tileX0 = b.readUInt32BE(26);
+  const tileY0 = b.readUInt32BE(30);
+  const count = b.readUInt16BE(34);
+  if (x1 <= x0 || y1 <= y0) throw new Jp2FormatError(`SIZ: empty image area ${x0},${y0} to ${x1},${y1}`);
+  if (tileWidth === 0 || tileHeight === 0) throw new Jp2FormatError('SIZ: zero tile size');
+  if (count === 0 || count > 16384 || b.length < 36 + 3 * count) throw new Jp2FormatError(`SIZ: ${count} components do not fit`);
+  const components: Jp2Component[] = [];
+  for (let i = 0; i < count; i++) {
+    const s = b[36 + 3 * i]!;
+    const dx = b[37 + 3 * i]!;
+    const dy = b[38 + 3 * i]!;
+    if (dx === 0 || dy === 0) throw new Jp2FormatError('SIZ: zero subsampling');
+    components.push({ precision: (s & 0x7f) + 1, signed: (s & 0x80) !== 0, dx, dy });
+  }
+  return { x0, y0, x1, y1, tileWidth, tileHeight, tileX0, tileY0, components };
+}
+
+function parseCod(b: Buffer) {
+  if (b.length < 10) throw new Jp2FormatError('COD is too short');
+  const progression = PROGRESSIONS[b[1]!];
+  if (!progression) throw new Jp2FormatError(`COD: unknown progression order ${b[1]}`);
+  const qualityLayers = b.readUInt16BE(2);
+  const dwtLevels = b[5]!;
+  if (qualityLayers === 0) throw new Jp2FormatError('COD: zero quality layers');
+  if (dwtLevels > 32) throw new Jp2FormatError(`COD: ${dwtLevels} decomposition levels`);
+  return { progression, qualityLayers, mct: b[4] === 1, dwtLevels, reversible: b[9] === 1 };
+}

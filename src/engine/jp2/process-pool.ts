@@ -1,0 +1,107 @@
+/**
+ * Runs decoder programs with bounded concurrency: at most `size` children at once (more than the
+ * cores only adds memory and context switches), each killed when it outlives its time or writes
+ * more than it may, and always waited for, so that none is left behind as a zombie.
+ */
+import { spawn } from 'node:child_process';
+
+/** `failed`: the program said no (a damaged file); the others are the server's trouble. */
+export type DecodeFailure = 'failed' | 'timeout' | 'overflow' | 'unavailable';
+
+export class DecodeError extends Error {
+  override name = 'DecodeError';
+  constructor(
+    message: string,
+    readonly kind: DecodeFailure = 'failed',
+  ) {
+    super(message);
+  }
+}
+
+export interface RunOptions {
+  timeoutMs: number;
+  /** Most bytes of output accepted; a child writing more is killed. */
+  maxBytes: number;
+}
+
+export class ProcessPool {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+  private readonly children = new Set<import('node:child_process').ChildProcess>();
+
+  constructor(readonly size: number) {}
+
+  /** Children running now (for tests and statistics). */
+  get active(): number {
+    return this.running;
+  }
+
+  /**
+   * The child's standard output once it exits with status 0.
+   * @throws DecodeError when it fails, times out or writes too much (with its error output)
+   */
+  async run(command: string, args: string[], options: RunOptions): Promise<Buffer> {
+    await this.acquire();
+    try {
+      return await this.spawnOne(command, args, options);
+    } finally {
+      this.release();
+    }
+  }
+
+  private spawnOne(command: string, args: string[], options: RunOptions): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      this.children.add(child);
+      const chunks: Buffer[] = [];
+      let bytes = 0;
+      let errorText = '';
+      let failure: string | null = null;
+      let kind: DecodeFailure = 'failed';
+      const kill = (why: string, reason: DecodeFailure) => {
+        if (failure === null) [failure, kind] = [why, reason];
+        child.kill('SIGKILL');
+      };
+      const timer = setTimeout(() => kill(`timed out after ${options.timeoutMs} ms`, 'timeout'), options.timeoutMs);
+      child.stdout!.on('data', (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (bytes > options.maxBytes) kill(`wrote more than the ${options.maxBytes} bytes expected`, 'overflow');
+        else chunks.push(chunk);
+      });
+      child.stderr!.on('data', (chunk: Buffer) => {
+        if (errorText.length < 2000) errorText += chunk.toString('utf8');
+      });
+      child.on('error', (error: NodeJS.ErrnoException) => {
+        if (failure === null) [failure, kind] = [`${command}: ${error.message}`, error.code === 'ENOENT' ? 'unavailable' : 'failed'];
+      });
+      // 'close' comes after the exit has been reaped and both pipes have ended.
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        this.children.delete(child);
+        if (failure === null && code === 0) return resolve(Buffer.concat(chunks, bytes));
+        const detail = errorText.replace(/\s+/g, ' ').trim().slice(0, 300);
+        const why = failure ?? (signal ? `killed by ${signal}` : `exit status ${code}`);
+        reject(new DecodeError(`${why}${detail ? `: ${detail}` : ''}`, kind));
+      });
+    });
+  }
+
+  /** Kills every child still running (shutdown). */
+  killAll(): void {
+    for (const child of this.children) child.kill('SIGKILL');
+  }
+
+  private acquire(): Promise<void> {
+    if (this.running < this.size) {
+      this.running++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.running--;
+  }
+}
