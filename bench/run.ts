@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import sharp from 'sharp';
-import { benchImage, expectedLevels, IMAGE_HEIGHT, IMAGE_WIDTH, TILE } from './lib/image.ts';
+import { benchImage, benchJp2, expectedLevels, IMAGE_HEIGHT, IMAGE_WIDTH, JP2_RECIPE, TILE } from './lib/image.ts';
 import {
   cleanup,
   freePort,
@@ -258,6 +258,43 @@ function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, numbe
   ];
 }
 
+/**
+ * j: random JTL tiles of a 10000x7000 lossy JP2 (bench/lib/image.ts), at every resolution. Both
+ * servers' own level sizes are used for their tile counts (iipsrv 1.1 floor-halves, ours uses the
+ * codec's ceil sizes: the counts agree here); the samples checked are inner tiles, whose size
+ * does not depend on that.
+ */
+async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation: string): Promise<Workload> {
+  const jp2 = benchJp2(log);
+  log(`JPEG2000 image: ${jp2.file} (${(statSync(jp2.file).size / MB).toFixed(1)} MB${jp2.generated ? ', new' : ', cached'}; opj_compress ${JP2_RECIPE.join(' ')})`);
+  const levelsOf = async (location: string) => {
+    const r = await get(nginxPort, `${location}?FIF=${jp2.name}&OBJ=Resolutions`);
+    if (r.status !== 200) throw new Error(`${location}: OBJ=Resolutions on the JP2 answered ${r.status}: ${r.body.toString().slice(0, 300)}`);
+    return levelsFromAnswer(r.body.toString());
+  };
+  const iipLevels = await levelsOf(iipLocation);
+  const ourLevels = await levelsOf(oursLocation);
+  log(`JP2 OBJ=Resolutions: iipsrv 1.1 ${iipLevels.map(([w, h]) => `${w}x${h}`).join(' ')}; ours ${ourLevels.map(([w, h]) => `${w}x${h}`).join(' ')}`);
+  const count = ([w, h]: [number, number]) => Math.ceil(w / TILE) * Math.ceil(h / TILE);
+  if (iipLevels.length !== ourLevels.length || iipLevels.some((l, i) => count(l) !== count(ourLevels[i]!))) {
+    throw new Error('the JP2 tile grids of ours and iipsrv 1.1 differ: the same JTL list would not ask for the same tiles');
+  }
+  const pairs: Array<[number, number]> = [];
+  const inner: Array<[number, number]> = [];
+  iipLevels.forEach(([w, h], res) => {
+    const across = Math.ceil(w / TILE);
+    const down = Math.ceil(h / TILE);
+    for (let t = 0; t < across * down; t++) {
+      pairs.push([res, t]);
+      if (t % across < across - 1 && Math.floor(t / across) < down - 1) inner.push([res, t]);
+    }
+  });
+  const rnd = seededRandom(SEED + 7);
+  const queries = Array.from({ length: LIST_LENGTH }, () => pairs[Math.floor(rnd() * pairs.length)]!).map(([r, t]) => `FIF=${jp2.name}&JTL=${r},${t}`);
+  const samples = [inner[0]!, inner[Math.floor(inner.length / 2)]!, inner[inner.length - 1]!].map(([r, t]) => `FIF=${jp2.name}&JTL=${r},${t}`);
+  return { id: 'j', title: 'random JPEG2000 tiles, all levels (JTL)', queries, samples, kind: 'jpeg' };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Runs
 
@@ -404,6 +441,7 @@ async function main(): Promise<number> {
   // ---- workloads
   const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
   const workloads = buildWorkloads(image.name, gIip.levels, gIip.tile).filter((w) => !only || only.has(w.id));
+  if (!only || only.has('j')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location));
   for (const w of workloads) w.script = writeWrkScript(dir, `workload-${w.id}`, w.queries);
   const plan: Array<[Workload, Backend]> = [];
   const byId = (id: string) => workloads.find((w) => w.id === id);
@@ -419,6 +457,7 @@ async function main(): Promise<number> {
   add('c', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
   add('d', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
   add('e', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+  add('j', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
 
   // ---- sample checks: 200 + a JPEG (or the IIP line) on every backend, same dimensions everywhere
   log('\nchecking sample requests on every backend...');
@@ -613,7 +652,7 @@ function report(
       : r.backend.processes > 1
         ? `${fmt(r.peakRssTotal / MB)} (${r.backend.processes}×${fmt(r.peakRssWorker / MB)})`
         : fmt(r.peakRssTotal / MB);
-  const targets: Record<string, number> = { b: 3, c: 5, d: 1.5 };
+  const targets: Record<string, number> = { b: 3, c: 5, d: 1.5, j: 1 };
   const rows: string[] = [];
   const pairs: Array<[string, string, string]> = [
     ['a', 'ours1', 'iip1'],
@@ -628,6 +667,8 @@ function report(
     ['e', 'ours1ka', 'iip1'],
     ['e', 'ours2ka', 'iip2'],
     ['e', 'ours1nc', 'iip1'],
+    ['j', 'ours1ka', 'iip1'],
+    ['j', 'ours2ka', 'iip2'],
   ];
   for (const [w, o, i] of pairs) {
     const ro = find(w, o);

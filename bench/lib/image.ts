@@ -101,3 +101,34 @@ export function expectedLevels(width: number, height: number, tile: number): Arr
   }
   return levels;
 }
+
+export const JP2_VERSION = 'v1';
+export const JP2_NAME = `bench-jp2-${JP2_VERSION}-${IMAGE_WIDTH}x${IMAGE_HEIGHT}.jp2`;
+/** How the JPEG2000 bench image is coded: 1024x1024 codestream tiles, 6 DWT levels, 3 lossy layers. */
+export const JP2_RECIPE = ['-t', '1024,1024', '-n', '7', '-r', '40,20,10', '-p', 'RPCL', '-TLM'];
+
+/**
+ * The same pixels as the TIFF as a lossy JP2 made by OpenJPEG (opj_compress, as archives'
+ * masters often are), cached beside it. About 35 s the first time.
+ */
+export function benchJp2(log: (line: string) => void): { dir: string; name: string; file: string; generated: boolean } {
+  const tiff = benchImage(log);
+  const file = path.join(CACHE_DIR, JP2_NAME);
+  if (existsSync(file)) return { dir: CACHE_DIR + '/', name: JP2_NAME, file, generated: false };
+  const started = Date.now();
+  log(`generating ${file} (opj_compress ${JP2_RECIPE.join(' ')})...`);
+  const work = path.join(CACHE_DIR, `tmp-jp2-${process.pid}`);
+  mkdirSync(work, { recursive: true });
+  try {
+    const ppm = path.join(work, 'in.ppm');
+    const jp2 = path.join(work, 'out.jp2');
+    run('vips', ['copy', tiff.file, ppm]);
+    run('opj_compress', ['-i', ppm, '-o', jp2, ...JP2_RECIPE]);
+    chmodSync(jp2, 0o644);
+    renameSync(jp2, file);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  log(`generated in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return { dir: CACHE_DIR + '/', name: JP2_NAME, file, generated: true };
+}
