@@ -23,6 +23,8 @@ import { decodePixels, psnr } from './helpers/images.ts';
 import { expectedRect, JP2_SKIP, makeJp2, testImage, type TestImage } from './helpers/jp2.ts';
 import { plainRequest } from './helpers/requests.ts';
 
+const engines: Engine[] = [];
+
 function serverFor(prefix: string, env: Record<string, string> = {}) {
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: prefix, ...env });
   const engine = new Engine({
@@ -30,6 +32,7 @@ function serverFor(prefix: string, env: Record<string, string> = {}) {
     cacheBytes: config.maxImageCacheBytes,
     maxLayers: config.maxLayers,
   });
+  engines.push(engine);
   const router = createRouter({ config, engine, log: silentLog });
   return { engine, get: (query: string): Promise<IipResponse> => router(plainRequest(query)) };
 }
@@ -72,7 +75,9 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     server = serverFor(dir + '/');
   });
 
-  after(() => {
+  after(async () => {
+    for (const engine of engines) engine.close();
+    await new Promise((r) => setTimeout(r, 200));
     assert.deepEqual(liveChildren(), [], 'a decoder child is still running');
     const out = decoderOutputDir();
     if (out) assert.deepEqual(readdirSync(out), [], 'decoder output files were left behind');

@@ -18,7 +18,7 @@ import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-
 import type { DecodeOptions, ImageSource } from './source.js';
 import { TiffSource } from './tiff-source.js';
 import { Jp2Source } from './jp2-source.js';
-import { Jp2Decoder } from './jp2/decoder.js';
+import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
 import { DecodedLevelCache } from './jp2/level-cache.js';
 import { tileRect, type Rect, type RegionPlan } from './view.js';
 
@@ -33,6 +33,8 @@ export interface EngineOptions {
   encoders?: EncoderSettings;
   /** MAX_LAYERS: JPEG2000 quality layers decoded when a request gives no LYR. */
   maxLayers?: number;
+  /** How JPEG2000 is decoded (the helper, opj_decompress, time limit); defaults suit a server. */
+  jp2Decoder?: Jp2DecoderOptions;
 }
 
 export interface OpenImage {
@@ -162,7 +164,7 @@ export class Engine {
 
   private async load(file: ImageFileInfo, name: string): Promise<ImageSource> {
     if (file.format === 'tiff') return TiffSource.open(file.path, name);
-    this.jp2 ??= { decoder: new Jp2Decoder(), levelCache: new DecodedLevelCache(JP2_LEVEL_CACHE_BYTES) };
+    this.jp2 ??= { decoder: new Jp2Decoder(this.options.jp2Decoder), levelCache: new DecodedLevelCache(JP2_LEVEL_CACHE_BYTES) };
     return Jp2Source.open(file.path, name, { ...this.jp2, maxLayers: this.options.maxLayers ?? 0 });
   }
 
@@ -297,6 +299,11 @@ export class Engine {
     this.jp2?.levelCache.clear();
     dropDecoderCache();
     for (const path of [...this.open.keys()]) this.forget(path);
+  }
+
+  /** Ends the decoder processes (they would also end by themselves when this process goes). */
+  close(): void {
+    this.jp2?.decoder.close();
   }
 
   cacheStats(): Record<string, number> {

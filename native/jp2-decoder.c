@@ -1,0 +1,151 @@
+/*
+ * A persistent JPEG2000 decoder for iipsrv-ts (src/engine/jp2/helper.ts), over Debian's
+ * libopenjp2: it saves the cost of starting opj_decompress for every tile.
+ *
+ * Requests on standard input, one per line:
+ *   <reduce> <layers> <x0> <y0> <x1> <y1> <path>\n
+ * (area on the full-resolution reference grid; the path runs to the end of the line).
+ * Answers on standard output: a 24-byte header of six little-endian uint32
+ *   'J2KR' magic, status (0 ok, 1 decode failed, 2 not supported here), width, height, channels,
+ *   payload length
+ * then the payload: interleaved samples (1 byte each when the precision is at most 8 bits, else
+ * 2 bytes little-endian), or the error text. Ends at end of input.
+ *
+ * Build: cc -O2 -o build/jp2-decoder native/jp2-decoder.c $(pkg-config --cflags --libs libopenjp2)
+ */
+#include <openjpeg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAGIC 0x524b324au /* "J2KR" little-endian */
+
+static char error_text[1024];
+
+static void on_error(const char *message, void *data) {
+  (void)data;
+  size_t used = strlen(error_text);
+  if (used < sizeof error_text - 1) snprintf(error_text + used, sizeof error_text - used, "%s", message);
+}
+
+static void quiet(const char *message, void *data) {
+  (void)message;
+  (void)data;
+}
+
+static int write_all(const void *bytes, size_t length) {
+  return fwrite(bytes, 1, length, stdout) == length ? 0 : -1;
+}
+
+static int answer(uint32_t status, uint32_t width, uint32_t height, uint32_t channels, const void *payload, uint32_t length) {
+  uint32_t header[6] = {MAGIC, status, width, height, channels, length};
+  if (write_all(header, sizeof header) != 0) return -1;
+  if (length > 0 && write_all(payload, length) != 0) return -1;
+  return fflush(stdout) == 0 ? 0 : -1;
+}
+
+static int fail(uint32_t status, const char *why) {
+  char text[1400];
+  snprintf(text, sizeof text, "%s%s%s", why, error_text[0] ? ": " : "", error_text);
+  for (char *c = text; *c; c++)
+    if (*c == '\n') *c = ' ';
+  return answer(status, 0, 0, 0, text, (uint32_t)strlen(text));
+}
+
+static OPJ_CODEC_FORMAT format_of(const char *path) {
+  unsigned char magic[12] = {0};
+  FILE *file = fopen(path, "rb");
+  if (!file) return OPJ_CODEC_UNKNOWN;
+  size_t got = fread(magic, 1, sizeof magic, file);
+  fclose(file);
+  if (got >= 4 && magic[0] == 0xff && magic[1] == 0x4f && magic[2] == 0xff && magic[3] == 0x51) return OPJ_CODEC_J2K;
+  if (got >= 12 && memcmp(magic + 4, "jP  ", 4) == 0) return OPJ_CODEC_JP2;
+  return OPJ_CODEC_UNKNOWN;
+}
+
+static int decode(unsigned reduce, unsigned layers, unsigned x0, unsigned y0, unsigned x1, unsigned y1, const char *path) {
+  error_text[0] = 0;
+  OPJ_CODEC_FORMAT format = format_of(path);
+  if (format == OPJ_CODEC_UNKNOWN) return fail(1, "not a JP2 file or J2K codestream");
+  opj_stream_t *stream = opj_stream_create_default_file_stream(path, OPJ_TRUE);
+  if (!stream) return fail(1, "cannot open the file");
+  opj_codec_t *codec = opj_create_decompress(format);
+  opj_set_error_handler(codec, on_error, NULL);
+  opj_set_warning_handler(codec, quiet, NULL);
+  opj_set_info_handler(codec, quiet, NULL);
+  opj_dparameters_t parameters;
+  opj_set_default_decoder_parameters(&parameters);
+  parameters.cp_reduce = reduce;
+  parameters.cp_layer = layers;
+  opj_image_t *image = NULL;
+  int status = 0;
+  if (!opj_setup_decoder(codec, &parameters) || !opj_read_header(stream, codec, &image)) {
+    status = fail(1, "cannot read the header");
+  } else if (!opj_set_decode_area(codec, image, (OPJ_INT32)x0, (OPJ_INT32)y0, (OPJ_INT32)x1, (OPJ_INT32)y1)) {
+    status = fail(1, "cannot set the decode area");
+  } else if (!opj_decode(codec, stream, image) || !opj_end_decompress(codec, stream)) {
+    status = fail(1, "cannot decode");
+  } else if (image->numcomps == 0 || image->numcomps > 4) {
+    status = fail(2, "unsupported number of components");
+  } else if (image->color_space == OPJ_CLRSPC_SYCC || image->color_space == OPJ_CLRSPC_EYCC || image->color_space == OPJ_CLRSPC_CMYK) {
+    status = fail(2, "colour space needs a conversion done by opj_decompress");
+  } else {
+    const opj_image_comp_t *first = &image->comps[0];
+    uint32_t width = first->w, height = first->h, channels = image->numcomps;
+    int wide = first->prec > 8;
+    int same = 1;
+    for (uint32_t c = 1; c < channels; c++)
+      if (image->comps[c].w != width || image->comps[c].h != height || image->comps[c].prec != first->prec) same = 0;
+    if (!same || first->prec > 16 || !first->data) {
+      status = fail(2, "subsampled or mixed components");
+    } else {
+      size_t count = (size_t)width * height * channels;
+      size_t length = count * (wide ? 2 : 1);
+      unsigned char *out = malloc(length ? length : 1);
+      if (!out) {
+        status = fail(1, "out of memory");
+      } else {
+        int32_t max = (int32_t)((1u << first->prec) - 1);
+        for (uint32_t c = 0; c < channels; c++) {
+          const opj_image_comp_t *comp = &image->comps[c];
+          int32_t offset = comp->sgnd ? (int32_t)(1u << (comp->prec - 1)) : 0;
+          for (size_t p = 0, n = (size_t)width * height; p < n; p++) {
+            int32_t v = comp->data[p] + offset;
+            if (v < 0) v = 0;
+            if (v > max) v = max;
+            size_t i = p * channels + c;
+            if (wide) {
+              out[2 * i] = (unsigned char)(v & 0xff);
+              out[2 * i + 1] = (unsigned char)(v >> 8);
+            } else
+              out[i] = (unsigned char)v;
+          }
+        }
+        status = answer(0, width, height, channels, out, (uint32_t)length);
+        free(out);
+      }
+    }
+  }
+  if (image) opj_image_destroy(image);
+  opj_destroy_codec(codec);
+  opj_stream_destroy(stream);
+  return status;
+}
+
+int main(void) {
+  char line[8192];
+  while (fgets(line, sizeof line, stdin)) {
+    unsigned reduce, layers, x0, y0, x1, y1;
+    int consumed = 0;
+    size_t length = strlen(line);
+    if (length > 0 && line[length - 1] == '\n') line[--length] = 0;
+    error_text[0] = 0;
+    if (sscanf(line, "%u %u %u %u %u %u %n", &reduce, &layers, &x0, &y0, &x1, &y1, &consumed) < 6 || consumed <= 0 || line[consumed] == 0) {
+      if (fail(1, "malformed request") != 0) return 1;
+      continue;
+    }
+    if (decode(reduce, layers, x0, y0, x1, y1, line + consumed) != 0) return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,195 @@
+/**
+ * Persistent decoder processes (native/jp2-decoder.c over libopenjp2): each takes one request at
+ * a time on its standard input and answers on its standard output, so that a tile costs a decode,
+ * not a program start. At most `size` of them (the cores); one that hangs past its time is killed
+ * and replaced by a fresh one on the next request; one that crashes fails only its own request.
+ * Idle helpers do not keep the server alive, and end by themselves when it goes (end of input).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { DecodedPixels } from './pnm.js';
+import { DecodeError } from './process-pool.js';
+
+const MAGIC = 0x524b324a;
+const HEADER_BYTES = 24;
+
+export interface HelperRequest {
+  reduce: number;
+  layers: number;
+  x0: number;
+  y0: number;
+  x1: number;
+  y1: number;
+  path: string;
+}
+
+/** Status 2: the helper cannot do this one (a colour conversion only opj_decompress has). */
+export class HelperUnsupported extends Error {
+  override name = 'HelperUnsupported';
+}
+
+interface Pending {
+  resolve: (pixels: DecodedPixels) => void;
+  reject: (error: Error) => void;
+  timer: NodeJS.Timeout;
+  maxBytes: number;
+}
+
+class Helper {
+  readonly child: ChildProcess;
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private pending: Pending | null = null;
+  private errorText = '';
+  alive = true;
+
+  constructor(binary: string) {
+    this.child = spawn(binary, [], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
+    this.child.stderr!.on('data', (chunk: Buffer) => {
+      if (this.errorText.length < 1000) this.errorText += chunk.toString('utf8');
+    });
+    this.child.stdin!.on('error', () => undefined);
+    this.child.on('error', (error: NodeJS.ErrnoException) => this.onGone(error.code === 'ENOENT' ? `${binary} is missing` : error.message));
+    this.child.on('close', (code, signal) => this.onGone(signal ? `the decoder died of ${signal}` : `the decoder exited with status ${code}`));
+    this.idle();
+  }
+
+  decode(request: HelperRequest, timeoutMs: number, maxBytes: number): Promise<DecodedPixels> {
+    return new Promise((resolve, reject) => {
+      if (!this.alive) return reject(new DecodeError('the decoder has gone', 'failed'));
+      const timer = setTimeout(() => {
+        this.fail(new DecodeError(`timed out after ${timeoutMs} ms`, 'timeout'));
+        this.kill();
+      }, timeoutMs);
+      this.pending = { resolve, reject, timer, maxBytes };
+      this.busy();
+      const { reduce, layers, x0, y0, x1, y1, path } = request;
+      this.child.stdin!.write(`${reduce} ${layers} ${x0} ${y0} ${x1} ${y1} ${path}\n`);
+    });
+  }
+
+  /** An idle helper must not keep the event loop (and so the process) alive. */
+  private idle(): void {
+    this.child.unref();
+    for (const stream of [this.child.stdin, this.child.stdout, this.child.stderr]) (stream as unknown as { unref?: () => void }).unref?.();
+  }
+
+  private busy(): void {
+    this.child.ref();
+    for (const stream of [this.child.stdin, this.child.stdout, this.child.stderr]) (stream as unknown as { ref?: () => void }).ref?.();
+  }
+
+  private onData(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    if (!this.pending || this.buffered < HEADER_BYTES) return;
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    this.chunks = [all];
+    const [magic, status, width, height, channels, length] = [0, 4, 8, 12, 16, 20].map((o) => all.readUInt32LE(o)) as [number, number, number, number, number, number];
+    if (magic !== MAGIC) {
+      this.fail(new DecodeError('the decoder answered garbage', 'failed'));
+      this.kill();
+      return;
+    }
+    if (length > this.pending.maxBytes) {
+      this.fail(new DecodeError(`the decoder sent ${length} bytes where at most ${this.pending.maxBytes} were expected`, 'overflow'));
+      this.kill();
+      return;
+    }
+    if (this.buffered < HEADER_BYTES + length) return;
+    const payload = all.subarray(HEADER_BYTES, HEADER_BYTES + length);
+    const rest = all.subarray(HEADER_BYTES + length);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.buffered = rest.length;
+    const { resolve, reject, timer } = this.pending;
+    clearTimeout(timer);
+    this.pending = null;
+    this.idle();
+    if (status === 2) return reject(new HelperUnsupported(payload.toString('utf8')));
+    if (status !== 0) return reject(new DecodeError(payload.toString('utf8'), 'failed'));
+    const wide = length === width * height * channels * 2 && length > 0;
+    if (!wide && length !== width * height * channels) return reject(new DecodeError('the decoder sent a short image', 'failed'));
+    // Copy out: the payload is a view of a buffer that may hold the next answer's start.
+    const data = wide ? new Uint16Array(payload.buffer.slice(payload.byteOffset, payload.byteOffset + length)) : Buffer.from(payload);
+    resolve({ data, width, height, channels });
+  }
+
+  private fail(error: Error): void {
+    const pending = this.pending;
+    if (!pending) return;
+    this.pending = null;
+    clearTimeout(pending.timer);
+    pending.reject(error);
+  }
+
+  private onGone(why: string): void {
+    this.alive = false;
+    const detail = this.errorText.replace(/\s+/g, ' ').trim().slice(0, 300);
+    this.fail(new DecodeError(`${why}${detail ? `: ${detail}` : ''}`, /missing/.test(why) ? 'unavailable' : 'failed'));
+  }
+
+  kill(): void {
+    this.alive = false;
+    this.child.kill('SIGKILL');
+  }
+}
+
+export class HelperPool {
+  private readonly idleHelpers: Helper[] = [];
+  private readonly all = new Set<Helper>();
+  private readonly waiting: Array<(helper: Helper) => void> = [];
+
+  constructor(
+    private readonly binary: string,
+    readonly size: number,
+  ) {}
+
+  /** Helper processes alive now. */
+  get processes(): number {
+    return [...this.all].filter((h) => h.alive).length;
+  }
+
+  async decode(request: HelperRequest, timeoutMs: number, maxBytes: number): Promise<DecodedPixels> {
+    const helper = await this.acquire();
+    try {
+      return await helper.decode(request, timeoutMs, maxBytes);
+    } finally {
+      this.release(helper);
+    }
+  }
+
+  private acquire(): Promise<Helper> {
+    while (this.idleHelpers.length > 0) {
+      const helper = this.idleHelpers.pop()!;
+      if (helper.alive) return Promise.resolve(helper);
+      this.all.delete(helper);
+    }
+    if (this.all.size < this.size) return Promise.resolve(this.spawn());
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  private spawn(): Helper {
+    const helper = new Helper(this.binary);
+    this.all.add(helper);
+    return helper;
+  }
+
+  private release(helper: Helper): void {
+    if (!helper.alive) {
+      this.all.delete(helper);
+      const next = this.waiting.shift();
+      if (next) next(this.spawn());
+      return;
+    }
+    const next = this.waiting.shift();
+    if (next) next(helper);
+    else this.idleHelpers.push(helper);
+  }
+
+  /** Ends every helper (shutdown, tests). */
+  close(): void {
+    for (const helper of this.all) helper.kill();
+    this.all.clear();
+    this.idleHelpers.length = 0;
+  }
+}
