@@ -378,7 +378,8 @@ async function main(): Promise<number> {
   chmodSync(dir, 0o755);
 
   // ---- servers
-  const common = { PATH: process.env.PATH, HOME: process.env.HOME, FILESYSTEM_PREFIX: image.dir, JPEG_QUALITY: '75', VERBOSITY: '0' };
+  // MAX_LAYERS=-1: iipsrv 1.1 decodes every JPEG2000 layer whatever it says; ours then does the same work (j).
+  const common = { PATH: process.env.PATH, HOME: process.env.HOME, FILESYSTEM_PREFIX: image.dir, JPEG_QUALITY: '75', VERBOSITY: '0', MAX_LAYERS: '-1' };
   const iipEnv = { ...common, MAX_IMAGE_CACHE_SIZE: '10', MEMCACHED_SERVERS: '127.0.0.1:1' };
   const oursEnv: NodeJS.ProcessEnv = { ...common, MAX_IMAGE_CACHE_SIZE: '10', MEMCACHED_SERVERS: '' };
   for (const pair of (process.env.BENCH_OURS_ENV ?? '').split(/\s+/).filter(Boolean)) {

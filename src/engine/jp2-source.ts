@@ -3,10 +3,10 @@
  * (jp2/header.ts); pixels come from OpenJPEG (jp2/decoder.ts), asked for exactly the resolution,
  * area and quality layers a request needs.
  *
- * Levels: the codestream's resolutions with the codec's own sizes (ceil division per level), then,
- * when even the smallest is larger than a tile, virtual levels halving further (decoded from the
- * smallest real one and scaled), so that viewers always find a level that fits one tile. Tiles are
- * virtual too, 256x256, as in iipsrv.
+ * Levels: the codestream's resolutions with the codec's own sizes (ceil division per level) down
+ * to one that fits a tile, as iipsrv; when even the smallest is larger, virtual levels halving
+ * further (decoded from the smallest real one and scaled; iipsrv 1.1 crashes on these). Tiles
+ * are virtual too, 256x256, as in iipsrv.
  */
 import { open } from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
@@ -35,19 +35,20 @@ export interface Jp2SourceOptions {
 
 const ceilDiv = (value: number, power: number) => Math.ceil(value / 2 ** power);
 
-/** The levels, largest first: codestream resolutions, then virtual halvings down to one tile. */
+/**
+ * The levels, largest first, down to the first that fits in one tile, as iipsrv counts them (so
+ * that IIP resolution numbers mean the same as in 1.1): codestream resolutions, then virtual
+ * halvings when the codestream has no level that small.
+ */
 export function jp2Levels(header: Jp2Header): LevelSize[] {
-  const levels: LevelSize[] = [];
-  for (let r = 0; r <= header.dwtLevels; r++) {
-    levels.push({
-      width: ceilDiv(header.x1, r) - ceilDiv(header.x0, r),
-      height: ceilDiv(header.y1, r) - ceilDiv(header.y0, r),
-      tileWidth: JP2_TILE_SIZE,
-      tileHeight: JP2_TILE_SIZE,
-    });
+  const tile = { tileWidth: JP2_TILE_SIZE, tileHeight: JP2_TILE_SIZE };
+  const fits = (level: LevelSize) => level.width <= JP2_TILE_SIZE && level.height <= JP2_TILE_SIZE;
+  const levels: LevelSize[] = [{ width: header.x1 - header.x0, height: header.y1 - header.y0, ...tile }];
+  for (let r = 1; r <= header.dwtLevels && !fits(levels[r - 1]!); r++) {
+    levels.push({ width: ceilDiv(header.x1, r) - ceilDiv(header.x0, r), height: ceilDiv(header.y1, r) - ceilDiv(header.y0, r), ...tile });
   }
-  for (let last = levels[levels.length - 1]!; last.width > JP2_TILE_SIZE || last.height > JP2_TILE_SIZE; last = levels[levels.length - 1]!) {
-    levels.push({ width: Math.ceil(last.width / 2), height: Math.ceil(last.height / 2), tileWidth: JP2_TILE_SIZE, tileHeight: JP2_TILE_SIZE });
+  for (let last = levels[levels.length - 1]!; !fits(last); last = levels[levels.length - 1]!) {
+    levels.push({ width: Math.ceil(last.width / 2), height: Math.ceil(last.height / 2), ...tile });
   }
   return levels;
 }
@@ -109,7 +110,7 @@ export class Jp2Source implements ImageSource {
     private readonly options: Jp2SourceOptions,
   ) {
     this.description = describe(header);
-    this.smallestReal = header.dwtLevels;
+    this.smallestReal = Math.min(header.dwtLevels, this.description.levels.length - 1);
   }
 
   /** @throws FileError for a file whose JPEG2000 header cannot be read (404, as iipsrv) */
