@@ -172,6 +172,11 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     const two = await quality(withCache.get, 'FIF=rgb-layers.jp2&LYR=2&PTL=2,5');
     const all = await quality(withCache.get, 'FIF=rgb-layers.jp2&LYR=3&PTL=2,5');
     assert.ok(one + 2 < two && two + 2 < all, `PSNR by layers: ${one}, ${two}, ${all}`);
+    // JPEG tiles too (they take the libjpeg-turbo path), and the cache keeps them apart.
+    const jpegOne = await quality(withCache.get, 'FIF=rgb-layers.jp2&LYR=1&JTL=2,5');
+    const jpegAll = await quality(withCache.get, 'FIF=rgb-layers.jp2&LYR=3&JTL=2,5');
+    assert.ok(jpegOne + 2 < jpegAll, `JPEG PSNR by layers: ${jpegOne}, ${jpegAll}`);
+    assert.equal(await quality(withCache.get, 'FIF=rgb-layers.jp2&LYR=1&JTL=2,5'), jpegOne);
     // The default (MAX_LAYERS=0) is half the layers, rounded up: 2 of 3.
     assert.equal(await quality(withCache.get, 'FIF=rgb-layers.jp2&PTL=2,5'), two);
     const allByDefault = serverFor(dir + '/', { MAX_LAYERS: '-1' });

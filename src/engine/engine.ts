@@ -208,7 +208,7 @@ export class Engine {
     } else if (unchanged && request.format === 'jpeg') {
       if (request.passthrough) bytes = await image.source.storedJpegTile(level, col, row);
       if (!bytes && jpegCodec) {
-        const pixels = await image.source.decodeTile(level, col, row);
+        const pixels = await image.source.decodeTile(level, col, row, decodeOptions);
         if (pixels) bytes = await jpegCodec.encode(pixels, request.quality);
       }
     }

@@ -67,7 +67,7 @@ export interface ImageSource {
    * The 8-bit samples of a whole tile, cropped to the image, when the source has a cheaper way to
    * them than a general decode (JPEG tiles through libjpeg-turbo); null when it has none.
    */
-  decodeTile(level: number, col: number, row: number): Promise<RawPixels | null>;
+  decodeTile(level: number, col: number, row: number, options?: DecodeOptions): Promise<RawPixels | null>;
   /**
    * A decoder positioned on a rectangle of a level, delivering 8 or 16-bit samples; the caller
    * adds resizing and encoding.
