@@ -79,39 +79,61 @@ class Helper {
     for (const stream of [this.child.stdin, this.child.stdout, this.child.stderr]) (stream as unknown as { ref?: () => void }).ref?.();
   }
 
+  /** The answer being read: its header once complete, and its payload filled in place. */
+  private answer: { status: number; width: number; height: number; channels: number; payload: Buffer; filled: number } | null = null;
+
   private onData(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    if (!this.pending || this.buffered < HEADER_BYTES) return;
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-    this.chunks = [all];
-    const [magic, status, width, height, channels, length] = [0, 4, 8, 12, 16, 20].map((o) => all.readUInt32LE(o)) as [number, number, number, number, number, number];
-    if (magic !== MAGIC) {
-      this.fail(new DecodeError('the decoder answered garbage', 'failed'));
-      this.kill();
-      return;
+    while (chunk.length > 0) {
+      if (!this.answer) {
+        this.chunks.push(chunk);
+        this.buffered += chunk.length;
+        if (this.buffered < HEADER_BYTES) return;
+        const all = Buffer.concat(this.chunks, this.buffered);
+        this.chunks = [];
+        this.buffered = 0;
+        const [magic, status, width, height, channels, length] = [0, 4, 8, 12, 16, 20].map((o) => all.readUInt32LE(o)) as [number, number, number, number, number, number];
+        if (!this.pending || magic !== MAGIC) {
+          this.fail(new DecodeError('the decoder answered garbage', 'failed'));
+          this.kill();
+          return;
+        }
+        if (length > this.pending.maxBytes) {
+          this.fail(new DecodeError(`the decoder sent ${length} bytes where at most ${this.pending.maxBytes} were expected`, 'overflow'));
+          this.kill();
+          return;
+        }
+        this.answer = { status, width, height, channels, payload: Buffer.allocUnsafe(length), filled: 0 };
+        chunk = all.subarray(HEADER_BYTES);
+        continue;
+      }
+      const answer = this.answer;
+      const take = Math.min(chunk.length, answer.payload.length - answer.filled);
+      chunk.copy(answer.payload, answer.filled, 0, take);
+      answer.filled += take;
+      chunk = chunk.subarray(take);
+      if (answer.filled < answer.payload.length) return;
+      this.answer = null;
+      this.finish(answer);
     }
-    if (length > this.pending.maxBytes) {
-      this.fail(new DecodeError(`the decoder sent ${length} bytes where at most ${this.pending.maxBytes} were expected`, 'overflow'));
-      this.kill();
-      return;
-    }
-    if (this.buffered < HEADER_BYTES + length) return;
-    const payload = all.subarray(HEADER_BYTES, HEADER_BYTES + length);
-    const rest = all.subarray(HEADER_BYTES + length);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered = rest.length;
-    const { resolve, reject, timer } = this.pending;
-    clearTimeout(timer);
+  }
+
+  private finish(answer: { status: number; width: number; height: number; channels: number; payload: Buffer }): void {
+    const pending = this.pending;
+    if (!pending) return;
+    clearTimeout(pending.timer);
     this.pending = null;
     this.idle();
-    if (status === 2) return reject(new HelperUnsupported(payload.toString('utf8')));
-    if (status !== 0) return reject(new DecodeError(payload.toString('utf8'), 'failed'));
-    const wide = length === width * height * channels * 2 && length > 0;
-    if (!wide && length !== width * height * channels) return reject(new DecodeError('the decoder sent a short image', 'failed'));
-    // Copy out: the payload is a view of a buffer that may hold the next answer's start.
-    const data = wide ? new Uint16Array(payload.buffer.slice(payload.byteOffset, payload.byteOffset + length)) : Buffer.from(payload);
-    resolve({ data, width, height, channels });
+    const { status, width, height, channels, payload } = answer;
+    if (status === 2) return pending.reject(new HelperUnsupported(payload.toString('utf8')));
+    if (status !== 0) return pending.reject(new DecodeError(payload.toString('utf8'), 'failed'));
+    const samples = width * height * channels;
+    if (payload.length === samples) return pending.resolve({ data: payload, width, height, channels });
+    if (payload.length === samples * 2 && samples > 0) {
+      // allocUnsafe may hand out a slice of a shared pool: 16-bit views need their own aligned buffer.
+      const data = payload.byteOffset % 2 === 0 ? new Uint16Array(payload.buffer, payload.byteOffset, samples) : new Uint16Array(payload.buffer.slice(payload.byteOffset, payload.byteOffset + payload.length));
+      return pending.resolve({ data, width, height, channels });
+    }
+    pending.reject(new DecodeError('the decoder sent a short image', 'failed'));
   }
 
   private fail(error: Error): void {
