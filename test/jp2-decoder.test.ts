@@ -14,7 +14,7 @@ import { DecodedLevelCache } from '../src/engine/jp2/level-cache.ts';
 import { DecodeError, ProcessPool } from '../src/engine/jp2/process-pool.ts';
 import { Jp2Source } from '../src/engine/jp2-source.ts';
 import { tempDir } from './helpers/daemon.ts';
-import { JP2_SKIP, makeJp2, testImage } from './helpers/jp2.ts';
+import { expectedRect, JP2_SKIP, makeJp2, testImage } from './helpers/jp2.ts';
 
 const alive = (pid: number | undefined) => {
   if (!pid) return false;
@@ -130,6 +130,31 @@ describe('JPEG2000 decoders', { skip: JP2_SKIP ?? false }, () => {
     const src = await source(d);
     await assert.rejects(src.samples(1, { left: 0, top: 0, width: 64, height: 64 }), (error: Error) => error instanceof ServerFailureError && /timed out/.test(error.message));
     assert.equal(d.pool.active, 0);
+  });
+
+  it('cuts tiles asked for together from one decoded 512x512 block, edge blocks included, exactly', async () => {
+    // Over 1 Mpx, so that its full resolution is not decoded whole.
+    const big = testImage(1300, 900, 3, 8);
+    const bigFile = makeJp2(dir, 'big.jp2', big, ['-n', '3']);
+    const cache = new DecodedLevelCache(16 << 20);
+    const src = await Jp2Source.open(bigFile, 'big.jp2', { decoder: decoder({}), levelCache: cache, maxLayers: -1 });
+    const tiles = [
+      [4, 2],
+      [4, 3],
+      [5, 3],
+      [0, 0],
+      [1, 1],
+    ] as const;
+    const got = await Promise.all(tiles.map(([col, row]) => src.decodeTile(0, col, row)));
+    assert.ok(cache.bytes >= 512 * 512 * 3, 'no block was kept');
+    tiles.forEach(([col, row], i) => {
+      const left = col * 256;
+      const top = row * 256;
+      const expected = expectedRect(big, left, top, Math.min(256, 1300 - left), Math.min(256, 900 - top));
+      const pixels = got[i]!;
+      assert.deepEqual([pixels.width, pixels.height], [expected.width, expected.height], `tile ${col},${row}`);
+      assert.ok(pixels.data.equals(expected.data), `tile ${col},${row} differs from the source`);
+    });
   });
 
   it('says which package is missing when there is no decoder at all', async () => {

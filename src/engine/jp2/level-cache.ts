@@ -1,7 +1,8 @@
 /**
- * Whole decoded levels of JPEG2000 images, bounded in bytes: a small level costs one decode of all
- * of it (the codec reads every codestream tile for it anyway), and then each of its 256x256 tiles
- * is a copy. Decodes of the same level asked for at the same time share one child.
+ * Decoded JPEG2000 pixels kept for the tiles they contain, bounded in bytes: whole small levels (a
+ * small level costs one decode of all of it: the codec reads every codestream tile for it anyway)
+ * and 512x512 blocks of larger ones that a viewer is reading tile after tile. Decodes of the same
+ * key asked for at the same time share one child.
  */
 import type { DecodedPixels } from './pnm.js';
 
@@ -14,6 +15,17 @@ export class DecodedLevelCache {
 
   get bytes(): number {
     return this.used;
+  }
+
+  /** What is kept or being decoded under `key`, without decoding anything. */
+  peek(key: string): DecodedPixels | Promise<DecodedPixels> | undefined {
+    const hit = this.entries.get(key);
+    if (hit) {
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+      return hit;
+    }
+    return this.pending.get(key);
   }
 
   async get(key: string, decode: () => Promise<DecodedPixels>): Promise<DecodedPixels> {
