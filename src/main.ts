@@ -242,6 +242,7 @@ async function runWorker(): Promise<void> {
       fastcgi: options.fastcgi,
       http: options.http,
       shutdownGraceMs: options.shutdownGraceMs,
+      workers: options.workers,
     });
   } catch (error) {
     send({ type: 'start-failed', message: `cannot listen: ${(error as Error).message}` });

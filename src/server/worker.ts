@@ -2,6 +2,7 @@
  * One worker process: the engine, the router and the listeners. It serves until the primary asks
  * it to stop (or goes away), then finishes what is in flight and exits.
  */
+import { availableParallelism } from 'node:os';
 import { chmod } from 'node:fs/promises';
 import type { ListenTarget } from '../cli.js';
 import type { Config } from '../config.js';
@@ -18,6 +19,8 @@ export interface WorkerOptions {
   fastcgi: ListenTarget | null;
   http: { host: string; port: number } | null;
   shutdownGraceMs: number;
+  /** Worker processes in all, to share the cores between their JPEG2000 decoders. */
+  workers?: number;
 }
 
 export interface RunningWorker {
@@ -46,6 +49,8 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     maxOpenImages: config.maxMetadataCacheEntries,
     interpolation: config.interpolation,
     maxLayers: config.maxLayers,
+    // The decoders of all workers together: one per core.
+    jp2Decoder: { concurrency: Math.max(1, Math.ceil(availableParallelism() / (options.workers ?? 1))) },
     encoders: {
       pngCompression: config.pngQuality,
       webpQuality: config.webpQuality,
