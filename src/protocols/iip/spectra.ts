@@ -11,11 +11,14 @@ import { documentResponse } from './responses.js';
 import type { IipSession } from './session.js';
 import { addressTile } from './tiles.js';
 
-/** iipsrv's scale: 8 and 16-bit integers as fractions of their range, wider data as stored. */
+/**
+ * iipsrv's scale: 8 and 16-bit integers as fractions of their range, wider data as stored, in
+ * single precision as iipsrv keeps it (182 / 255 prints as 0.713726, not 0.713725).
+ */
 function reflectance(value: number, d: ImageDescription): number {
-  if (d.sampleFormat !== 'float' && d.bitsPerSample <= 8) return value / 255;
-  if (d.sampleFormat !== 'float' && d.bitsPerSample === 16) return value / 65535;
-  return value;
+  if (d.sampleFormat !== 'float' && d.bitsPerSample <= 8) return Math.fround(value / 255);
+  if (d.sampleFormat !== 'float' && d.bitsPerSample === 16) return Math.fround(value / 65535);
+  return Math.fround(value);
 }
 
 export async function spectra(session: IipSession, argument: string): Promise<void> {
