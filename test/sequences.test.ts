@@ -15,6 +15,7 @@ import { Engine } from '../src/engine/engine.ts';
 import { silentLog } from '../src/log.ts';
 import { getHeader, type IipResponse } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
+import { atoiChain, formatFixed } from '../src/protocols/iip/numbers.ts';
 import { tempDir } from './helpers/daemon.ts';
 import { decodePixels, meanAbsoluteDifference, type Pixels } from './helpers/images.ts';
 import { plainRequest } from './helpers/requests.ts';
@@ -195,7 +196,7 @@ describe('image sequences, SPECTRA and PFL', () => {
       assert.equal((await router(plainRequest('FIF=pano&SDS=10,45&JTL=0,0', { headers: { 'if-modified-since': httpDate(FIRST_MTIME - 1) } }))).status, 200);
     });
 
-    it('a replaced view is never served stale (the RAM cache follows each view file), and a new view is listed', async () => {
+    it('a replaced view is never served stale (the RAM cache follows each view file); new views and sequences are found', async () => {
       const own = path.join(tempDir('iipsrv-seq-replace-'), 'images') + '/';
       mkdirSync(own, { recursive: true });
       await colourPyramid(path.join(own, 's_pyr_000_090.tif'), [0, 90, 77]);
@@ -209,6 +210,10 @@ describe('image sequences, SPECTRA and PFL', () => {
       await colourPyramid(path.join(own, 's_pyr_030_090.tif'), [30, 90, 77]);
       assert.equal(text(await mine('FIF=s&OBJ=Horizontal-views')), '\r\nHorizontal-views:0 10 30\r\n');
       assertColour(await decodePixels((await mine('FIF=s&SDS=30,90&JTL=0,0')).body), [30, 90, 77], 'the new view');
+      // A name that was no sequence becomes one when its 000_090 view appears.
+      assert.equal((await mine('FIF=later&OBJ=Max-size')).status, 404);
+      await colourPyramid(path.join(own, 'later_pyr_000_090.tif'), [0, 90, 77]);
+      assert.equal(text(await mine('FIF=later&OBJ=Max-size')), '\r\nMax-size:600 400\r\n');
     });
 
     it('FILENAME_PATTERN names the infix', async () => {
@@ -341,6 +346,23 @@ describe('image sequences, SPECTRA and PFL', () => {
       assert.deepEqual((await profile('FIF=ms&PFL=abc')).json.profile, (await profile('FIF=ms&PFL=0:0,0')).json.profile);
       assert.deepEqual((await profile('FIF=ms&PFL=0:5')).json.profile, (await profile('FIF=ms&PFL=0:5,5')).json.profile);
     });
+  });
+});
+
+describe("iipsrv's number reading and printing", () => {
+  it('atoiChain reads the last part again once the commas run out', () => {
+    assert.deepEqual(atoiChain('1,2,3,4', 4), [1, 2, 3, 4]);
+    assert.deepEqual(atoiChain('0,0,3', 4), [0, 0, 3, 3]);
+    assert.deepEqual(atoiChain('7', 2), [7, 7]);
+    assert.deepEqual(atoiChain('x,5', 2), [0, 5]);
+  });
+
+  it("formatFixed prints as printf's %f", () => {
+    assert.equal(formatFixed(0.5, 6), '0.500000');
+    assert.equal(formatFixed(1.25, 9), '1.250000000');
+    assert.equal(formatFixed(Number.NaN, 6), 'nan');
+    assert.equal(formatFixed(-Infinity, 6), '-inf');
+    assert.equal(formatFixed(1e21, 2), '1000000000000000000000.00');
   });
 });
 

@@ -46,63 +46,73 @@ function escapeRegExp(text: string): string {
 /**
  * Lists sequences from their directory, and lists again only when the directory changed (a view
  * added, removed or renamed changes its mtime), so that a request costs one stat of the directory.
+ * Names that are no sequence are remembered the same way: asking again for a missing image does
+ * not read the directory again.
  */
 export class SequenceFinder {
-  private readonly listings = new Map<string, { mtimeMs: number; sequence: ImageSequence }>();
+  private readonly listings = new Map<string, { mtimeMs: number; found: ImageSequence | FileError }>();
 
   constructor(private readonly maxEntries = 1000) {}
 
   /**
    * @param stem absolute path up to the angles (directory + name + pattern)
    * @param printableStem what messages may show of it
+   * @param printableName the image name, for messages
    * @throws FileError with iipsrv's messages when there is no 000_090 view or several extensions
    */
   async find(stem: string, printableStem: string, printableName: string): Promise<ImageSequence> {
     const directory = path.dirname(stem);
-    const notFound = new FileError(`${printableName} is neither a file nor part of an image sequence`);
     let mtimeMs: number;
     try {
       const info = await stat(directory);
-      if (!info.isDirectory()) throw notFound;
+      if (!info.isDirectory()) throw new Error('not a directory');
       mtimeMs = info.mtimeMs;
     } catch {
-      throw notFound;
+      throw notASequence(printableName);
     }
-    const known = this.listings.get(stem);
-    if (known && known.mtimeMs === mtimeMs) return known.sequence;
-
-    let entries: string[];
-    try {
-      entries = await readdir(directory);
-    } catch {
-      throw notFound;
+    let known = this.listings.get(stem);
+    if (!known || known.mtimeMs !== mtimeMs) {
+      let entries: string[] | null = null;
+      try {
+        entries = await readdir(directory);
+      } catch {
+        // Unreadable: no sequence, until the directory changes.
+      }
+      known = { mtimeMs, found: entries ? sequenceIn(entries, stem, printableStem, printableName) : notASequence(printableName) };
+      this.listings.delete(stem);
+      this.listings.set(stem, known);
+      while (this.listings.size > this.maxEntries) this.listings.delete(this.listings.keys().next().value!);
     }
-    const base = path.basename(stem);
-    const first = `${base}000_090.`;
-    const firstViews = entries.filter((entry) => entry.startsWith(first) && entry.length > first.length);
-    if (firstViews.length === 0) throw notFound;
-    if (firstViews.length > 1) throw new FileError(`There are multiple file extensions matching ${printableStem}000_090.*`);
-    const extension = firstViews[0]!.slice(first.length);
-    const quoted = escapeRegExp(base);
-    const tail = escapeRegExp('.' + extension);
-    const horizontalName = new RegExp(`^${quoted}(\\d{3,})_090${tail}$`);
-    const verticalName = new RegExp(`^${quoted}000_(\\d{3,})${tail}$`);
-    const numbers = (pattern: RegExp) =>
-      [...new Set(entries.map((entry) => pattern.exec(entry)?.[1]).filter((n): n is string => n !== undefined).map(Number))].sort((a, b) => a - b);
-    const sequence: ImageSequence = {
-      stem,
-      printableStem,
-      extension,
-      horizontal: numbers(horizontalName),
-      vertical: numbers(verticalName),
-    };
-    this.listings.delete(stem);
-    this.listings.set(stem, { mtimeMs, sequence });
-    while (this.listings.size > this.maxEntries) this.listings.delete(this.listings.keys().next().value!);
-    return sequence;
+    if (known.found instanceof FileError) throw known.found;
+    return known.found;
   }
 
   clear(): void {
     this.listings.clear();
   }
+}
+
+function notASequence(printableName: string): FileError {
+  return new FileError(`${printableName} is neither a file nor part of an image sequence`);
+}
+
+/** The sequence `stem` names among a directory's entries, or why there is none. */
+function sequenceIn(entries: string[], stem: string, printableStem: string, printableName: string): ImageSequence | FileError {
+  const base = path.basename(stem);
+  const first = `${base}000_090.`;
+  const firstViews = entries.filter((entry) => entry.startsWith(first) && entry.length > first.length);
+  if (firstViews.length === 0) return notASequence(printableName);
+  if (firstViews.length > 1) return new FileError(`There are multiple file extensions matching ${printableStem}000_090.*`);
+  const extension = firstViews[0]!.slice(first.length);
+  const quoted = escapeRegExp(base);
+  const tail = escapeRegExp('.' + extension);
+  const numbers = (pattern: RegExp) =>
+    [...new Set(entries.map((entry) => pattern.exec(entry)?.[1]).filter((n): n is string => n !== undefined).map(Number))].sort((a, b) => a - b);
+  return {
+    stem,
+    printableStem,
+    extension,
+    horizontal: numbers(new RegExp(`^${quoted}(\\d{3,})_090${tail}$`)),
+    vertical: numbers(new RegExp(`^${quoted}000_(\\d{3,})${tail}$`)),
+  };
 }
