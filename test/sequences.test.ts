@@ -6,7 +6,8 @@
  * Through the router as plain requests; differential tests against iipsrv 1.1 at the end.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, utimesSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -16,7 +17,7 @@ import { silentLog } from '../src/log.ts';
 import { getHeader, type IipResponse } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { atoiChain, formatFixed } from '../src/protocols/iip/numbers.ts';
-import { tempDir } from './helpers/daemon.ts';
+import { tempDir, which } from './helpers/daemon.ts';
 import { decodePixels, meanAbsoluteDifference, type Pixels } from './helpers/images.ts';
 import { plainRequest } from './helpers/requests.ts';
 import { imagesDir, referenceSkipReason, startDifferentialPair, type DifferentialPair, type RawReply } from './helpers/reference-iipsrv.ts';
@@ -58,6 +59,24 @@ async function greyPyramid(file: string, band: number, bits: 8 | 16): Promise<vo
     .toFile(file);
 }
 
+/** 32-bit bands: floats `band + x/8 + y/3`, and unsigned integers beyond 2^31. */
+const valueFloat = (band: number, x: number, y: number) => Math.fround(band + x * 0.125 + y / 3);
+const valueUint32 = (x: number, y: number) => 3_000_000_000 + x * 70_000 + y;
+const HAVE_VIPS = which('vips') !== null;
+
+/** A tiled 32-bit TIFF (one level) made with the vips command line, which writes them as 1.1 reads them. */
+function vips32(file: string, kind: 'float' | 'uint', value: (x: number, y: number) => number): void {
+  const data = kind === 'float' ? new Float32Array(WIDTH * HEIGHT) : new Uint32Array(WIDTH * HEIGHT);
+  for (let y = 0; y < HEIGHT; y++) for (let x = 0; x < WIDTH; x++) data[y * WIDTH + x] = value(x, y);
+  const raw = file + '.raw';
+  const loaded = file + '.v';
+  writeFileSync(raw, Buffer.from(data.buffer));
+  execFileSync('vips', ['rawload', raw, loaded, String(WIDTH), String(HEIGHT), '1', '--format', kind]);
+  execFileSync('vips', ['tiffsave', loaded, file, '--tile', '--tile-width', String(TILE), '--tile-height', String(TILE), '--compression', 'deflate']);
+  rmSync(raw);
+  rmSync(loaded);
+}
+
 async function colourPyramid(file: string, colour: number[]): Promise<void> {
   const [r, g, b] = colour as [number, number, number];
   await sharp({ create: { width: WIDTH, height: HEIGHT, channels: 3, background: { r, g, b } } })
@@ -77,6 +96,10 @@ async function makeSequences(dir: string): Promise<void> {
   jobs.push(greyPyramid(path.join(dir, 'two_pyr_000_090.tif'), 0, 8));
   jobs.push(greyPyramid(path.join(dir, 'two_pyr_000_090.tiff'), 0, 8));
   await Promise.all(jobs);
+  if (HAVE_VIPS) {
+    for (const band of [0, 400]) vips32(path.join(dir, `fl_pyr_${angle(band)}_090.tif`), 'float', (x, y) => valueFloat(band, x, y));
+    vips32(path.join(dir, 'u32.tif'), 'uint', valueUint32);
+  }
   for (const band of BANDS) {
     for (const name of ['ms', 'm16']) {
       const time = band === 0 ? FIRST_MTIME : OTHER_MTIME;
@@ -276,6 +299,14 @@ describe('image sequences, SPECTRA and PFL', () => {
       assert.equal((await get('FIF=ms&SPECTRA=2,6,0,0')).status, 404, 'no tile 6');
     });
 
+    it('32-bit floats and integers as stored, with six decimals', { skip: HAVE_VIPS ? false : 'vips not installed' }, async () => {
+      // One level: resolution 0 is full size; tile 1 starts at x 256, so the point is (266, 20).
+      assert.equal(text(await get('FIF=fl&SPECTRA=0,1,10,20')), spectraXml([[0, '39.916668'], [400, '439.916656']]));
+      assert.equal(valueFloat(0, 266, 20).toFixed(6), '39.916668');
+      // 3018620020 in single precision, as iipsrv prints it.
+      assert.equal(text(await get('FIF=u32.tif&SPECTRA=0,1,10,20')), spectraXml([[0, '3018619904.000000']]));
+    });
+
     it('without an image: an IIP error, not a crash', async () => {
       const response = await get('SPECTRA=2,1,10,20');
       assert.equal(response.status, 400);
@@ -322,6 +353,13 @@ describe('image sequences, SPECTRA and PFL', () => {
         20: [20, 90, 77, 20, 90, 77],
         1000: [232, 90, 77, 232, 90, 77],
       });
+    });
+
+    it('32-bit: floats with nine decimals, integers in full', { skip: HAVE_VIPS ? false : 'vips not installed' }, async () => {
+      const floats = await profile('FIF=fl&PFL=0:10,20-13,20');
+      assert.equal(floats.raw, '{\n\t"profile": {\n\t\t"0": [7.916666508,8.041666985,8.166666985],\n\t\t"400": [407.916656494,408.041656494,408.166656494]\n\t}\n}');
+      assert.deepEqual((floats.json.profile as Record<string, number[]>)['0']!.map((v) => Math.fround(v)), [10, 11, 12].map((x) => valueFloat(0, x, 20)));
+      assert.deepEqual((await profile('FIF=u32.tif&PFL=0:266,20-266,23')).json.profile, [20, 21, 22].map((y) => valueUint32(266, y)));
     });
 
     it("lower resolutions read that level's samples", async () => {
@@ -429,6 +467,12 @@ describe('differential: sequences, SPECTRA and PFL against iipsrv 1.1', { skip: 
     const index = 20 * TILE + 10;
     const [col, row] = [index % 88, Math.floor(index / 88)];
     assert.equal(edge.ref.body.toString('latin1'), spectraXml(BANDS.map((b) => [b, reflectance8(value8(b, 512 + col, row))])), "1.1's edge-tile indexing");
+    if (HAVE_VIPS) {
+      for (const query of ['FIF=fl&SPECTRA=0,1,10,20', 'FIF=fl&SPECTRA=0,4,1,2', 'FIF=u32.tif&SPECTRA=0,1,10,20']) {
+        const { ref, ours } = await need().get(query);
+        assert.equal(ours.body.toString('latin1'), ref.body.toString('latin1'), query);
+      }
+    }
     const bounds = await need().get('FIF=ms&SPECTRA=2,2,256,20');
     assert.equal(bounds.ours.status, bounds.ref.status);
     assert.equal(bounds.ours.body.toString('latin1'), bounds.ref.body.toString('latin1'));
@@ -473,12 +517,19 @@ describe('differential: sequences, SPECTRA and PFL against iipsrv 1.1', { skip: 
       'FIF=m16&PFL=1:3,0-3,200',
       'FIF=single.tif&PFL=2:10,20-13,20',
       'FIF=rgb.tif&PFL=1:10,20',
+      ...(HAVE_VIPS ? ['FIF=fl&PFL=0:10,20-13,20', 'FIF=fl&PFL=0:599,0-599,400'] : []),
     ];
     for (const query of queries) {
       const { ref, ours } = await need().get(query);
       assert.equal(ref.status, 200, query);
       assert.equal(ours.status, 200, query);
       assert.deepEqual(JSON.parse(ours.body.toString('latin1')), referenceProfile(ref), query);
+    }
+    if (HAVE_VIPS) {
+      // 1.1 prints 32-bit integers with six significant digits (3.01862e+09); ours in full.
+      const { ref, ours } = await need().get('FIF=u32.tif&PFL=0:266,20-268,20');
+      assert.equal(ref.body.toString('latin1'), '{\n\t"profile": [3.01862e+09,3.01869e+09]\n}');
+      assert.equal(ours.body.toString('latin1'), '{\n\t"profile": [3018620020,3018690020]\n}');
     }
     for (const query of ['FIF=ms&PFL=3:0,0', 'FIF=ms&PFL=2:590,20-610,20']) {
       const { ref, ours } = await need().get(query);
