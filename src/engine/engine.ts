@@ -5,16 +5,17 @@
  */
 import { availableParallelism } from 'node:os';
 import sharp, { type KernelEnum, type Sharp } from 'sharp';
-import { FileError, NotImplementedError } from '../errors.js';
+import { FileError, InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
-import { NO_PROCESSING, isIdentity, process as runPipeline, processingKey, type Processing } from './processing.js';
+import { NO_PROCESSING, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
 import { DEFAULT_ENCODER_SETTINGS, encodeImage, type EncoderSettings, type OutputFormat } from './encoders.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
-import { identifyImageFile, statImageFile, type ImageFileInfo } from './image-file.js';
+import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileStat } from './image-file.js';
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
+import { SequenceFinder, viewFileName, viewPath, type ImageSequence } from './image-sequence.js';
 import type { ImageSource } from './source.js';
 import { TiffSource } from './tiff-source.js';
 import { tileRect, type Rect, type RegionPlan } from './view.js';
@@ -28,14 +29,27 @@ export interface EngineOptions {
   maxOpenImages?: number;
   interpolation?: Interpolation;
   encoders?: EncoderSettings;
+  /** FILENAME_PATTERN: what joins a sequence's name and its views' angles. */
+  filenamePattern?: string;
 }
 
 export interface OpenImage {
   /** The name as the client gave it (decoded): used in messages and file names. */
   name: string;
+  /** The file read (for a sequence, the file of the selected view): cache keys follow it. */
   file: ImageFileInfo;
   source: ImageSource;
+  /**
+   * The time clients see (Last-Modified, If-Modified-Since), in seconds: the file's, or for every
+   * view of a sequence its 000_090 file's, as iipsrv does.
+   */
+  modifiedSeconds: number;
+  /** Set when the name is an image sequence; this image is then one of its views. */
+  sequence?: ImageSequence;
 }
+
+/** What the open-file cache keeps of a parsed file. */
+type OpenFile = Pick<OpenImage, 'file' | 'source'>;
 
 export type { OutputFormat } from './encoders.js';
 
@@ -80,7 +94,7 @@ const OPEN_FILE_CEILING = 256;
 
 export class Engine {
   private readonly cache: TileCache;
-  private readonly open = new Map<string, Promise<OpenImage>>();
+  private readonly open = new Map<string, Promise<OpenFile>>();
   private readonly maxOpen: number;
   private readonly kernel: keyof KernelEnum;
   private readonly encoders: EncoderSettings;
@@ -89,6 +103,7 @@ export class Engine {
    * the cores can run only adds memory, not speed.
    */
   private readonly regionSlots = new Slots(Math.max(2, availableParallelism()));
+  private readonly sequences = new SequenceFinder();
 
   constructor(private readonly options: EngineOptions) {
     const cacheBytes = options.cacheBytes ?? 0;
@@ -102,21 +117,85 @@ export class Engine {
   }
 
   /**
+   * The image a name stands for: its file, or when there is none, the 000_090 view of the image
+   * sequence of that name (iipsrv's convention).
    * @param name the decoded image name from the request
-   * @throws FileError when the name is unsafe or the file is not a readable image
+   * @throws FileError when the name is unsafe or neither a readable image nor a sequence
    */
   async openImage(name: string): Promise<OpenImage> {
     const printable = safeName(name);
-    let path: string;
+    const path = this.resolve(name, this.options.paths.suffix, printable);
+    // Every request looks at the file's time, so that a replaced file is never served stale; only
+    // a file not seen before, or changed since, is opened and parsed.
+    let stat;
     try {
-      path = resolveImagePath(name, this.options.paths);
+      stat = await statImageFile(path, printable);
+    } catch (error) {
+      if (!(error instanceof FileError)) throw error;
+      return this.openSequence(name, printable);
+    }
+    const file = await this.openFile(stat, printable);
+    return { ...file, name, modifiedSeconds: file.file.mtimeSeconds };
+  }
+
+  private async openSequence(name: string, printable: string): Promise<OpenImage> {
+    const pattern = this.options.filenamePattern ?? '_pyr_';
+    // Sequences take the pattern where single files take FILESYSTEM_SUFFIX (as iipsrv 1.3).
+    const stem = this.resolve(name, pattern, printable);
+    const sequence = await this.sequences.find(stem, printable + pattern, printable);
+    const first = viewPath(sequence, 0, 90);
+    const stat = await statImageFile(first, printable + pattern + viewFileName(sequence, 0, 90));
+    const file = await this.openFile(stat, printable);
+    return { ...file, name, modifiedSeconds: file.file.mtimeSeconds, sequence };
+  }
+
+  /**
+   * The view of `image`'s sequence at these angles (SDS, JTLS), an image like any other whose
+   * caches follow its own file; a single image is its own only view, whatever the angles.
+   * @throws FileError when the sequence has no such view
+   */
+  async openView(image: OpenImage, horizontal: number, vertical: number): Promise<OpenImage> {
+    const { sequence } = image;
+    if (!sequence) return image;
+    const path = viewPath(sequence, horizontal, vertical);
+    const printable = sequence.printableStem + viewFileName(sequence, horizontal, vertical);
+    let stat;
+    try {
+      stat = await statImageFile(path, printable);
+    } catch (error) {
+      if (error instanceof FileError) throw new FileError(`${safeName(image.name)} has no view ${horizontal},${vertical}: ${printable} is missing`);
+      throw error;
+    }
+    const file = await this.openFile(stat, safeName(image.name));
+    return { ...file, name: image.name, modifiedSeconds: image.modifiedSeconds, sequence };
+  }
+
+  /**
+   * The samples of a rectangle of a level exactly as stored (SPECTRA, PFL).
+   * @throws InvalidArgumentError when the rectangle leaves the level
+   */
+  async samples(image: OpenImage, level: number, rect: Rect): Promise<Samples> {
+    const size = image.source.description.levels[level];
+    if (!size) throw new InvalidArgumentError(`${image.name}: no resolution level ${level}`);
+    if (rect.left < 0 || rect.top < 0 || rect.width < 1 || rect.height < 1 || rect.left + rect.width > size.width || rect.top + rect.height > size.height) {
+      throw new InvalidArgumentError(`${image.name}: ${rect.width}x${rect.height} at ${rect.left},${rect.top} lies outside the ${size.width}x${size.height} level`);
+    }
+    if (image.source.description.undecodable) throw new NotImplementedError(`${image.name}: ${image.source.description.undecodable}`);
+    return image.source.samples(level, rect);
+  }
+
+  private resolve(name: string, suffix: string, printable: string): string {
+    try {
+      return resolveImagePath(name, { prefix: this.options.paths.prefix, suffix });
     } catch (error) {
       if (error instanceof UnsafePathError) throw new FileError(`${printable}: ${error.message}`);
       throw error;
     }
-    // Every request looks at the file's time, so that a replaced file is never served stale; only
-    // a file not seen before, or changed since, is opened and parsed.
-    const stat = await statImageFile(path, printable);
+  }
+
+  /** A parsed file, from the open-file cache when it has not changed since. */
+  private async openFile(stat: ImageFileStat, printable: string): Promise<OpenFile> {
+    const { path } = stat;
     const known = this.open.get(path);
     if (known) {
       const image = await known.catch(() => null);
@@ -124,13 +203,13 @@ export class Engine {
         // Most recently used last, so that eviction takes the oldest.
         this.open.delete(path);
         this.open.set(path, known);
-        return { ...image, name };
+        return image;
       }
       this.forget(path);
       // libvips caches opened files by name: without this it would go on decoding the old file.
       dropDecoderCache();
     }
-    const opening = identifyImageFile(stat, printable).then(async (file) => ({ name, file, source: await this.load(file, printable) }));
+    const opening = identifyImageFile(stat, printable).then(async (file) => ({ file, source: await this.load(file, printable) }));
     if (this.maxOpen > 0) {
       this.open.set(path, opening);
       opening.catch(() => {
@@ -273,6 +352,7 @@ export class Engine {
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
   flushCaches(): void {
     this.cache.clear();
+    this.sequences.clear();
     dropDecoderCache();
     for (const path of [...this.open.keys()]) this.forget(path);
   }

@@ -45,6 +45,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     memcached,
     maxOpenImages: config.maxMetadataCacheEntries,
     interpolation: config.interpolation,
+    filenamePattern: config.filenamePattern,
     encoders: {
       pngCompression: config.pngQuality,
       webpQuality: config.webpQuality,

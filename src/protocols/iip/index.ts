@@ -11,6 +11,8 @@ import { zoomify } from '../tile-viewers/zoomify.js';
 import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
+import { pfl } from './profile.js';
+import { spectra } from './spectra.js';
 import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
 import { hei, qlt, rgn, rot, sds, wid } from './view-commands.js';
 import { cmp, cnt, col, ctw, gam, inv, minmax } from './processing-commands.js';
@@ -44,6 +46,8 @@ export const COMMANDS: Record<string, IipCommand> = {
   jtls,
   til,
   cvt,
+  spectra,
+  pfl,
   iiif,
   deepzoom,
   zoomify,
