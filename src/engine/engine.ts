@@ -231,24 +231,24 @@ export class Engine {
     const processing = output.processing ?? NO_PROCESSING;
     let channels = image.source.description.channels;
     let pipeline: Sharp;
-    let resized = plan.outputWidth === source.width && plan.outputHeight === source.height;
+    let atOutputSize = plan.outputWidth === source.width && plan.outputHeight === source.height;
     if (needsPipeline(image, processing)) {
       // iipsrv processes the region at its level, then resizes the 8-bit result.
       let pixels = await this.processedPixels(image, plan.level, source, processing);
-      if (!resized && hasOutputSteps(processing)) {
+      if (!atOutputSize && hasOutputSteps(processing)) {
         // Grey, binary and equalisation work on the pixels as sent, so after the resize.
-        const { data, info } = await rawPipeline(pixels)
-          .resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel })
-          .raw()
-          .toBuffer({ resolveWithObject: true });
+        let resize = rawPipeline(pixels).resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
+        // libvips would hand one band back as three (sRGB) otherwise.
+        if (pixels.channels === 1) resize = resize.toColourspace('b-w');
+        const { data, info } = await resize.raw().toBuffer({ resolveWithObject: true });
         pixels = { data, width: info.width, height: info.height, channels: pixels.channels, stride: info.width * pixels.channels };
-        resized = true;
+        atOutputSize = true;
       }
       pixels = await this.withOutputSteps(image, pixels, processing);
       pipeline = rawPipeline(pixels);
       channels = pixels.channels;
     } else pipeline = await image.source.decode(plan.level, source);
-    if (!resized) {
+    if (!atOutputSize) {
       pipeline = pipeline.resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
     }
     if (output.mirror) pipeline = pipeline.flop();
