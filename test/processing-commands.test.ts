@@ -271,6 +271,7 @@ describe('CNV: convolution', () => {
   });
   it('a box kernel on an edge: averages, divided by the kernel sum', async () => {
     near(await stepAfter('[1,1,1,1,1,1,1,1,1]'), [0, 13, 26, 40, 40], 'box');
+    near(await stepAfter(`[${new Array(25).fill(1).join(',')}]`), [8, 16, 24, 32, 40], '5 x 5 box');
   });
   const presets: Record<string, number[]> = {
     sobel: [0, 160, 160, 0, 0],
