@@ -84,6 +84,7 @@ before(async () => {
     .tiff({ ...tiled, tileWidth: 128, tileHeight: 128 })
     .toFile(file('normals.tif'));
   await greyImage(W, 50, (x) => (x < 100 ? 0 : 40)).tiff(tiled).toFile(file('step.tif'));
+  await greyImage(W, 50, (x) => (x < 100 ? 40 : 0)).tiff(tiled).toFile(file('stepdown.tif'));
   await greyImage(W, 50, (x) => (x < 100 ? 0 : 200)).tiff(tiled).toFile(file('step200.tif'));
   await rgbImage(W, H, () => [10, 20, 30]).tiff(tiled).toFile(file('rgb.tif'));
   let seed = 7;
@@ -252,9 +253,9 @@ describe('SHD: hill shading of a normal map', () => {
   });
 });
 
-/** A row of the step image (0 | 40 at x = 100) through a kernel, at x = 98..101 and the right edge. */
-async function stepAfter(kernel: string): Promise<number[]> {
-  const out = row(await pixels(`FIF=step.tif&CNV=${kernel}&PTL=0,0`), 25);
+/** A row of the step image (0 | 40 at x = 100, or 40 | 0) through a kernel, at x = 98..101 and the right edge. */
+async function stepAfter(kernel: string, image = 'step.tif'): Promise<number[]> {
+  const out = row(await pixels(`FIF=${image}&CNV=${kernel}&PTL=0,0`), 25);
   return [out[98]!, out[99]!, out[100]!, out[101]!, out[W - 1]!];
 }
 
@@ -273,18 +274,43 @@ describe('CNV: convolution', () => {
     near(await stepAfter('[1,1,1,1,1,1,1,1,1]'), [0, 13, 26, 40, 40], 'box');
     near(await stepAfter(`[${new Array(25).fill(1).join(',')}]`), [8, 16, 24, 32, 40], '5 x 5 box');
   });
-  const presets: Record<string, number[]> = {
-    sobel: [0, 160, 160, 0, 0],
-    prewitt: [0, 120, 120, 0, 0],
-    scharr: [0, 255, 255, 0, 0],
-    laplace: [0, 40, 0, 0, 0],
+  // iipsrv 1.3's kernels by hand, on the rising and the falling edge (negative results clip to 0).
+  const presets: Record<string, [number[], number[]]> = {
+    sobel: [
+      [0, 160, 160, 0, 0],
+      [0, 0, 0, 0, 0],
+    ],
+    prewitt: [
+      [0, 0, 0, 0, 0],
+      [0, 120, 120, 0, 0],
+    ],
+    scharr: [
+      [0, 255, 255, 0, 0],
+      [0, 0, 0, 0, 0],
+    ],
+    laplace: [
+      [0, 0, 120, 0, 0],
+      [0, 120, 0, 0, 0],
+    ],
     // Edge extension: the last column sees itself beyond the edge (wrapping would give 30).
-    gaussian: [0, 10, 30, 40, 40],
-    sharpen: [0, 0, 80, 40, 40],
-    emboss: [0, 120, 160, 40, 40],
+    gaussian: [
+      [0, 10, 30, 40, 40],
+      [40, 30, 10, 0, 0],
+    ],
+    sharpen: [
+      [0, 0, 80, 40, 40],
+      [40, 80, 0, 0, 0],
+    ],
+    emboss: [
+      [0, 120, 160, 40, 40],
+      [40, 0, 0, 0, 0],
+    ],
   };
-  for (const [name, want] of Object.entries(presets)) {
-    it(`${name} on a step edge`, async () => near(await stepAfter(name), want, name));
+  for (const [name, [rising, falling]] of Object.entries(presets)) {
+    it(`${name} on a rising and a falling step edge`, async () => {
+      near(await stepAfter(name), rising, `${name} rising`);
+      near(await stepAfter(name, 'stepdown.tif'), falling, `${name} falling`);
+    });
   }
   it('presets in brackets, encoded or not, in any case', async () => {
     const plain = await stepAfter('sobel');

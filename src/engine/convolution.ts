@@ -8,13 +8,16 @@
 
 export const MAX_KERNEL_SIDE = 5;
 
-/** iipsrv's named kernels, 3x3, row by row (x grows to the right, y downwards). */
+/**
+ * iipsrv 1.3's named kernels, 3x3, row by row (x grows to the right, y downwards). Its Sobel and
+ * Scharr are bright where the image grows brighter to the right, its Prewitt where it grows
+ * darker; its Laplace is the 8-neighbour one, positive at the centre.
+ */
 export const KERNEL_PRESETS: Readonly<Record<string, readonly number[]>> = {
-  // Horizontal derivatives: bright where the image grows brighter to the right.
   sobel: [-1, 0, 1, -2, 0, 2, -1, 0, 1],
-  prewitt: [-1, 0, 1, -1, 0, 1, -1, 0, 1],
+  prewitt: [1, 0, -1, 1, 0, -1, 1, 0, -1],
   scharr: [-3, 0, 3, -10, 0, 10, -3, 0, 3],
-  laplace: [0, 1, 0, 1, -4, 1, 0, 1, 0],
+  laplace: [-1, -1, -1, -1, 8, -1, -1, -1, -1],
   gaussian: [1, 2, 1, 2, 4, 2, 1, 2, 1],
   sharpen: [0, -1, 0, -1, 5, -1, 0, -1, 0],
   emboss: [-2, -1, 0, -1, 1, 1, 0, 1, 2],
