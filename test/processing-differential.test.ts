@@ -60,6 +60,9 @@ describe('processing commands beside iipsrv 1.1', { skip: skip ?? false }, () =>
     // At the level's own size: a threshold turns the two resizers' 1-level differences into 255s.
     'FIF=rgb8.tif&COL=binary&WID=700&CVT=jpeg',
     'FIF=rgb8.tif&COL=binary&RGN=0.2,0.1,0.5,0.5&WID=350&CVT=jpeg',
+    // IIIF's bitonal is COL=binary in iipsrv (Otsu, not a fixed middle grey).
+    'IIIF=rgb8.tif/full/700,/0/bitonal.jpg',
+    'IIIF=rgb8.tif/full/700,/90/bitonal.jpg',
     'FIF=grey16.tif&CNT=st&JTL=2,3',
     'FIF=grey16.tif&CNT=-1&WID=350&CVT=jpeg',
     'FIF=grey16.tif&CNT=eq&JTL=2,3',

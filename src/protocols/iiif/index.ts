@@ -263,13 +263,15 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
   if (tile) {
     body = await engine.tile(image, session.tileRequest(tile));
   } else {
+    // iipsrv's bitonal is COL=binary: grey, then the image histogram's Otsu threshold.
+    const bitonal = colour === 'bitonal';
     body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), {
       format,
       quality: session.effectiveQuality,
       rotation: rotation.degrees,
       mirror: rotation.mirror,
-      processing: session.processing,
-      colour,
+      processing: bitonal ? { ...session.processing, grey: false, binary: true } : session.processing,
+      colour: bitonal ? 'colour' : colour,
     });
   }
   const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical"`], profileLink];
