@@ -17,6 +17,8 @@ import { decodePixels, type Pixels } from './helpers/images.ts';
 import { plainRequest } from './helpers/requests.ts';
 
 let get: (query: string) => ReturnType<ReturnType<typeof createRouter>>;
+/** The same images with IIIF_EXTENSIONS=1. */
+let getExtended: typeof get;
 
 async function pixels(query: string): Promise<Pixels> {
   const response = await get(query);
@@ -96,6 +98,9 @@ before(async () => {
   const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: '' }, cacheBytes: config.maxImageCacheBytes });
   const router = createRouter({ config, engine, log: silentLog });
   get = (query) => router(plainRequest(query));
+  const extendedConfig = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir + '/', IIIF_EXTENSIONS: '1' });
+  const extended = createRouter({ config: extendedConfig, engine, log: silentLog });
+  getExtended = (query) => extended(plainRequest(query));
 });
 
 describe('the histogram algorithms', () => {
@@ -357,5 +362,32 @@ describe('commands combined, in iipsrv\'s order', () => {
   it('IIIF takes the modifiers too', async () => {
     const image = await pixels('CNT=eq&IIIF=quads.tif/full/256,/0/default.png');
     assert.equal(image.data[0], 64);
+  });
+});
+
+describe('IIIF: bitonal and the IIIF_EXTENSIONS qualities are these commands, as in iipsrv', () => {
+  const same = async (iiif: string, iip: string, router = getExtended): Promise<void> => {
+    const response = await router(iiif);
+    assert.equal(response.status, 200, `${iiif}: ${response.body.toString().slice(0, 200)}`);
+    assert.deepEqual((await decodePixels(response.body)).data, (await pixels(iip)).data, iiif);
+  };
+  it('bitonal is COL=binary: the Otsu threshold (50 here), not the middle grey', async () => {
+    await same('IIIF=bimodal.tif/full/max/0/bitonal.png', 'FIF=bimodal.tif&COL=binary&PTL=0,0', get);
+  });
+  it('negative, stretch, equalization and log are INV, CNT=st, CNT=eq and GAM=log', async () => {
+    await same('IIIF=ramp8.tif/full/max/0/negative.png', 'FIF=ramp8.tif&INV&PTL=0,0');
+    await same('IIIF=ramp8.tif/full/max/0/stretch.png', 'FIF=ramp8.tif&CNT=st&PTL=0,0');
+    await same('IIIF=quads.tif/full/256,/0/equalization.png', 'FIF=quads.tif&CNT=eq&PTL=0,0');
+    await same('IIIF=ramp8.tif/full/max/0/log.png', 'FIF=ramp8.tif&GAM=log&PTL=0,0');
+    // A tile on the grid goes the tile path, with the processing.
+    const tile = await decodePixels((await getExtended('IIIF=quads.tif/0,0,256,256/256,/0/equalization.jpg')).body);
+    assert.ok(Math.abs(tile.data[0]! - 64) <= 2);
+  });
+  it('offered in info.json only with IIIF_EXTENSIONS; otherwise a 400', async () => {
+    const info = JSON.parse((await getExtended('IIIF=ramp8.tif/info.json')).body.toString());
+    assert.deepEqual(info.extraQualities, ['gray', 'bitonal', 'negative', 'stretch', 'equalization', 'log']);
+    const plain = JSON.parse((await get('IIIF=ramp8.tif/info.json')).body.toString());
+    assert.deepEqual(plain.extraQualities, ['gray', 'bitonal']);
+    assert.equal((await get('IIIF=ramp8.tif/full/max/0/negative.png')).status, 400);
   });
 });
