@@ -4,12 +4,14 @@
  * requests combining several commands whose result shows the order they ran in.
  */
 import assert from 'node:assert/strict';
+import { utimesSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp, { type Sharp } from 'sharp';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { equalisationTable, otsuThreshold, stretchRange } from '../src/engine/histogram.ts';
+import { NO_PROCESSING } from '../src/engine/processing.ts';
 import { silentLog } from '../src/log.ts';
 import { createRouter } from '../src/router.ts';
 import { tempDir } from './helpers/daemon.ts';
@@ -19,6 +21,7 @@ import { plainRequest } from './helpers/requests.ts';
 let get: (query: string) => ReturnType<ReturnType<typeof createRouter>>;
 /** The same images with IIIF_EXTENSIONS=1. */
 let getExtended: typeof get;
+let imagesDirectory: string;
 
 async function pixels(query: string): Promise<Pixels> {
   const response = await get(query);
@@ -70,6 +73,7 @@ const normalAt = (x: number, y: number): [number, number, number] => (x === 0 &&
 
 before(async () => {
   const dir = tempDir();
+  imagesDirectory = dir;
   const file = (name: string) => path.join(dir, name);
   await greyImage(W, H, ramp8).tiff(tiled).toFile(file('ramp8.tif'));
   const wide = new Uint16Array(W * H);
@@ -180,6 +184,27 @@ describe('CNT=eq: histogram equalisation', () => {
     // Resizing blends the quadrants' edges; equalising afterwards maps the blends onto the table.
     assert.ok([...values].every((v) => [0, 64, 127, 191, 255].includes(v)), `values ${[...values].sort((a, b) => a - b).join(',')}`);
     assert.ok(values.size >= 4, `values ${[...values].join(",")}`);
+  });
+  it('the histogram is read once per open file, and afresh when the file is replaced', async () => {
+    const engine = new Engine({ paths: { prefix: imagesDirectory + '/', suffix: '' }, cacheBytes: 0 });
+    const name = 'quads-replaced.tif';
+    await greyImage(512, 512, (x, y) => QUADRANTS[(y < 256 ? 0 : 2) + (x < 256 ? 0 : 1)]!).tiff(tiled).toFile(path.join(imagesDirectory, name));
+    const request = (tile: number) => ({ level: 0, col: tile % 2, row: Math.floor(tile / 2), format: 'png' as const, quality: 75, passthrough: false, rotation: 0, mirror: false, processing: { ...NO_PROCESSING, equalise: true } });
+    const image = await engine.openImage(name);
+    let smallestReads = 0;
+    const samples = image.source.samples.bind(image.source);
+    image.source.samples = (level, rect) => {
+      if (level === 1) smallestReads++;
+      return samples(level, rect);
+    };
+    for (let tile = 0; tile < 4; tile++) await engine.tile(await engine.openImage(name), request(tile));
+    assert.equal(smallestReads, 1);
+    assert.equal((await decodePixels(await engine.tile(image, request(0)))).data[0], 64);
+    // The same name, other values (three quarters 10) and a later time: a new histogram.
+    await greyImage(512, 512, (x, y) => (x >= 256 && y >= 256 ? 200 : 10)).tiff(tiled).toFile(path.join(imagesDirectory, name));
+    utimesSync(path.join(imagesDirectory, name), new Date(), new Date(Date.now() + 5000));
+    const replaced = await decodePixels(await engine.tile(await engine.openImage(name), request(0)));
+    assert.equal(replaced.data[0], 191);
   });
   it('is cached apart from the plain and the stretched tile', async () => {
     assert.equal((await pixels('FIF=quads.tif&PTL=1,0')).data[0], 10);
