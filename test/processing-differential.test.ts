@@ -70,6 +70,13 @@ describe('processing commands beside iipsrv 1.1', { skip: skip ?? false }, () =>
     'FIF=grey16.tif&COL=binary&JTL=2,3',
     'FIF=grey16.tif&COL=binary&WID=350&CVT=jpeg',
     'FIF=grey16.tif&CNT=st&GAM=0.7&INV&JTL=2,3',
+    // One contrast value: a later factor replaces the stretch; a stretch replaces MINMAX;
+    // equalisation keeps a factor; COL is one colour space, the last given.
+    'FIF=rgb8.tif&CNT=st&CNT=1.5&JTL=2,1',
+    'FIF=rgb8.tif&MINMAX=1:0,100&CNT=st&JTL=2,1',
+    'FIF=rgb8.tif&CNT=eq&CNT=2&JTL=2,1',
+    'FIF=rgb8.tif&COL=binary&COL=grey&JTL=2,1',
+    'FIF=rgb8.tif&CNT=eq&COL=binary&WID=700&CVT=jpeg',
   ];
   for (const query of queries) {
     it(query, async () => {
