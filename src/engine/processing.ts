@@ -128,10 +128,12 @@ export function process(samples: Samples, minValues: number[], maxValues: number
   const { data } = samples;
   // Without a twist every output band depends on one input sample: integer data goes through a
   // table, built once per setting and reused by every tile (a pow() per sample costs 8x a tile).
-  const colour =
-    !p.twist && !p.shade && !p.convolution && (data instanceof Uint8Array || data instanceof Uint16Array)
-      ? processByTable(samples, data, minValues, maxValues, p)
-      : processPerPixel(samples, minValues, maxValues, p);
+  const tabulated = !p.twist && !p.shade && (data instanceof Uint8Array || data instanceof Uint16Array);
+  const colour = !tabulated
+    ? processPerPixel(samples, minValues, maxValues, p)
+    : p.convolution
+      ? convolveByTable(samples, data as Uint8Array | Uint16Array, minValues, maxValues, p)
+      : processByTable(samples, data as Uint8Array | Uint16Array, minValues, maxValues, p);
   return p.grey && colour.channels === 3 ? { data: toGrey(colour.data), channels: 1 } : colour;
 }
 
@@ -189,7 +191,54 @@ function processByTable(samples: Samples, data: Uint8Array | Uint16Array, minVal
   return { data: out, channels: bands };
 }
 
-function processPerPixel(samples: Samples, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+const floatTables = new Map<string, Float32Array>();
+
+/**
+ * CNV on integer data without SHD or CTW: every band before the convolution depends on one
+ * sample, so it comes from a table of floats (made once per setting, as processByTable's); only
+ * the convolution itself is per pixel.
+ */
+function convolveByTable(samples: Samples, data: Uint8Array | Uint16Array, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+  const { width, height, channels } = samples;
+  const size = data instanceof Uint16Array ? 65536 : 256;
+  const key = `${size}:${channels}:${minValues.join(',')}:${maxValues.join(',')}:${processingKey({ ...p, convolution: null, contrast: 1 })}`;
+  let table = floatTables.get(key);
+  if (!table) {
+    const ramp = new (size === 256 ? Uint8Array : Uint16Array)(size * channels);
+    for (let v = 0; v < size; v++) for (let c = 0; c < channels; c++) ramp[v * channels + c] = v;
+    table = processPerPixel({ data: ramp, width: size, height: 1, channels }, minValues, maxValues, p, true).floats!;
+    if (floatTables.size >= TABLES_KEPT / 8) floatTables.delete(floatTables.keys().next().value!);
+    floatTables.set(key, table);
+  }
+  const bands = table.length / size;
+  const floats = new Float32Array(width * height * bands);
+  for (let i = 0, o = 0; i < width * height; i++) {
+    // A colour map reads the first channel only; otherwise band b is channel b's own value.
+    for (let b = 0; b < bands; b++) floats[o++] = table[data[i * channels + (p.colormap ? 0 : b)]! * bands + b]!;
+  }
+  return { data: convolvedBytes(floats, width, height, bands, p), channels: bands as 1 | 3 };
+}
+
+/** CNV works on the neighbourhood, so it runs once the whole rectangle is through CMP; then contrast and clipping. */
+function convolvedBytes(floats: Float32Array, width: number, height: number, bands: number, p: Processing): Buffer {
+  const convolved = convolve(floats, width, height, bands, p.convolution!);
+  const gain = 255 * p.contrast;
+  const out = Buffer.allocUnsafe(convolved.length);
+  for (let i = 0; i < out.length; i++) {
+    const v = convolved[i]! * gain;
+    out[i] = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
+  }
+  return out;
+}
+
+/** @param floatsOnly with CNV: return the bands as they go into the convolution (for convolveByTable) */
+function processPerPixel(
+  samples: Samples,
+  minValues: number[],
+  maxValues: number[],
+  p: Processing,
+  floatsOnly = false,
+): { data: Buffer; channels: 1 | 3; floats?: Float32Array } {
   const { data, width, height, channels } = samples;
   const min = minValues.slice(0, channels);
   const max = maxValues.slice(0, channels);
@@ -213,7 +262,7 @@ function processPerPixel(samples: Samples, minValues: number[], maxValues: numbe
   const bandsIn = light ? 1 : channels;
   const outBands = p.colormap ? 3 : twist ? Math.min(twist.length, 3) : bandsIn >= 3 ? 3 : 1;
   const bands: 1 | 3 = outBands >= 3 ? 3 : 1;
-  const out = Buffer.alloc(width * height * bands);
+  const out = Buffer.alloc(p.convolution ? 0 : width * height * bands);
   const floats = p.convolution ? new Float32Array(width * height * bands) : null;
   const pixel = new Array<number>(channels).fill(0);
   const twisted = new Array<number>(twist ? twist.length : channels).fill(0);
@@ -255,13 +304,6 @@ function processPerPixel(samples: Samples, minValues: number[], maxValues: numbe
         out[o++] = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
       }
   }
-  if (floats) {
-    // CNV works on the neighbourhood, so it runs once the whole rectangle is through CMP.
-    const convolved = convolve(floats, width, height, bands, p.convolution!);
-    for (let i = 0; i < out.length; i++) {
-      const v = convolved[i]! * gain;
-      out[i] = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
-    }
-  }
+  if (floats) return floatsOnly ? { data: out, channels: bands, floats } : { data: convolvedBytes(floats, width, height, bands, p), channels: bands };
   return { data: out, channels: bands };
 }
