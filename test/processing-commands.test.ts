@@ -353,6 +353,17 @@ describe('CNV: convolution', () => {
       assert.equal(response.status, 400, kernel);
     }
   });
+  it('the tabulated path (8/16-bit, no CTW) equals the per-pixel one (an identity CTW forces it)', async () => {
+    for (const [query, identity] of [
+      ['FIF=noise.tif&CNV=gaussian&GAM=0.7&CMP=jet&PTL=0,0', 'CTW=[1,0,0;0,1,0;0,0,1]'],
+      ['FIF=noise.tif&CNV=sharpen&INV&PTL=0,0', 'CTW=[1,0,0;0,1,0;0,0,1]'],
+      ['FIF=ramp16.tif&MINMAX=1:10000,20000&CNV=emboss&PTL=0,0', 'CTW=[1]'],
+    ] as const) {
+      const tabulated = await pixels(query);
+      const perPixel = await pixels(query.replace('&PTL', `&${identity}&PTL`));
+      assert.deepEqual(tabulated.data, perPixel.data, query);
+    }
+  });
   it('on 16-bit data and on a region', async () => {
     const wide = row(await pixels('FIF=ramp16.tif&CNV=[1,1,1,1,1,1,1,1,1]&PTL=0,0'), 0);
     assert.ok(Math.abs(wide[100]! - eightBit(normalised(ramp16(100), 0, 65535))) <= 1);
