@@ -2,8 +2,8 @@
  * iipsrv's floating-point pipeline, on the decoded samples of a tile or region at its level:
  * normalise each channel by its min/max (the image's SMin/SMaxSampleValue or MINMAX), then hill
  * shading, colour twist, gamma, inversion, colour map, convolution, and contrast with clipping to
- * 8 bits, truncated, in that order. It runs for data wider than 8 bits and whenever a processing command is given, as in
- * iipsrv; plain 8-bit requests never come here.
+ * 8 bits, truncated, in that order. It runs for data wider than 8 bits and whenever a processing
+ * command is given, as in iipsrv; plain 8-bit requests never come here.
  */
 import { convolve } from './convolution.js';
 import { lightVector, shade } from './hillshade.js';
@@ -191,6 +191,8 @@ function processByTable(samples: Samples, data: Uint8Array | Uint16Array, minVal
   return { data: out, channels: bands };
 }
 
+/** Fewer than the byte tables: a 16-bit setting's floats take 768 kB. */
+const FLOAT_TABLES_KEPT = 8;
 const floatTables = new Map<string, Float32Array>();
 
 /**
@@ -207,7 +209,7 @@ function convolveByTable(samples: Samples, data: Uint8Array | Uint16Array, minVa
     const ramp = new (size === 256 ? Uint8Array : Uint16Array)(size * channels);
     for (let v = 0; v < size; v++) for (let c = 0; c < channels; c++) ramp[v * channels + c] = v;
     table = processPerPixel({ data: ramp, width: size, height: 1, channels }, minValues, maxValues, p, true).floats!;
-    if (floatTables.size >= TABLES_KEPT / 8) floatTables.delete(floatTables.keys().next().value!);
+    if (floatTables.size >= FLOAT_TABLES_KEPT) floatTables.delete(floatTables.keys().next().value!);
     floatTables.set(key, table);
   }
   const bands = table.length / size;
