@@ -346,6 +346,8 @@ describe('CNV: convolution', () => {
     const plain = await stepAfter('sobel');
     assert.deepEqual(await stepAfter('[sobel]'), plain);
     assert.deepEqual(await stepAfter('%5BSobel%5D'), plain);
+    assert.deepEqual(await stepAfter('[sobel'), plain);
+    near(await stepAfter('%5B1, 1, 1, 1, 1, 1, 1, 1, 1%5D'), [0, 13, 26, 40, 40], 'spaces');
   });
   it('bad kernels are a 400: wrong count, even side, more than 5 x 5, unknown name', async () => {
     for (const kernel of ['[1,2]', '[1,1,1,1]', `[${new Array(49).fill(1).join(',')}]`, 'blur', '[1,x,3]']) {

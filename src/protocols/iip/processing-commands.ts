@@ -87,8 +87,10 @@ export function shd(session: IipSession, argument: string): void {
  * 400 so that the client learns why nothing changed.
  */
 export function cnv(session: IipSession, argument: string): void {
-  const text = decodeImageName(argument).trim();
-  const inner = (text.startsWith('[') && text.endsWith(']') ? text.slice(1, -1) : text).trim();
+  // As iipsrv: what lies between the first `[` (or the start) and the first `]` (or the end).
+  const text = decodeImageName(argument);
+  const close = text.indexOf(']');
+  const inner = text.slice(text.indexOf('[') + 1, close < 0 ? undefined : close).trim();
   const preset = KERNEL_PRESETS[inner.toLowerCase()];
   let kernel: number[];
   if (preset) kernel = [...preset];
