@@ -9,7 +9,9 @@ import { FileError, InvalidArgumentError, NotImplementedError } from '../errors.
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
-import { NO_PROCESSING, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
+import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
+import { imageHistogram, stretchRange } from './histogram.js';
+import { applyOutputSteps, flattenSamples, hasOutputSteps } from './output-steps.js';
 import { DEFAULT_ENCODER_SETTINGS, encodeImage, type EncoderSettings, type OutputFormat } from './encoders.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
@@ -104,6 +106,8 @@ export class Engine {
    */
   private readonly regionSlots = new Slots(Math.max(2, availableParallelism()));
   private readonly sequences = new SequenceFinder();
+  /** Each open file's histogram (CNT=st/eq, COL=binary), made on first use: a replaced file has a new source. */
+  private readonly histograms = new WeakMap<ImageSource, Promise<Uint32Array>>();
 
   constructor(private readonly options: EngineOptions) {
     const cacheBytes = options.cacheBytes ?? 0;
@@ -253,7 +257,7 @@ export class Engine {
     const processing = request.processing ?? NO_PROCESSING;
     if (needsPipeline(image, processing)) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
-      const pixels = await this.processedPixels(image, level, rect, processing);
+      const pixels = await this.withOutputSteps(image, await this.processedPixels(image, level, rect, processing), processing);
       if (unchanged && request.format === 'jpeg' && jpegCodec) bytes = await jpegCodec.encode(pixels, request.quality);
       else {
         let pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
@@ -306,13 +310,24 @@ export class Engine {
     const processing = output.processing ?? NO_PROCESSING;
     let channels = image.source.description.channels;
     let pipeline: Sharp;
+    let atOutputSize = plan.outputWidth === source.width && plan.outputHeight === source.height;
     if (needsPipeline(image, processing)) {
       // iipsrv processes the region at its level, then resizes the 8-bit result.
-      const pixels = await this.processedPixels(image, plan.level, source, processing);
-      pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
+      let pixels = await this.processedPixels(image, plan.level, source, processing);
+      if (!atOutputSize && hasOutputSteps(processing)) {
+        // Grey, binary and equalisation work on the pixels as sent, so after the resize.
+        let resize = rawPipeline(pixels).resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
+        // libvips would hand one band back as three (sRGB) otherwise.
+        if (pixels.channels === 1) resize = resize.toColourspace('b-w');
+        const { data, info } = await resize.raw().toBuffer({ resolveWithObject: true });
+        pixels = { data, width: info.width, height: info.height, channels: pixels.channels, stride: info.width * pixels.channels };
+        atOutputSize = true;
+      }
+      pixels = await this.withOutputSteps(image, pixels, processing);
+      pipeline = rawPipeline(pixels);
       channels = pixels.channels;
     } else pipeline = await image.source.decode(plan.level, source);
-    if (plan.outputWidth !== source.width || plan.outputHeight !== source.height) {
+    if (!atOutputSize) {
       pipeline = pipeline.resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
     }
     if (output.mirror) pipeline = pipeline.flop();
@@ -344,9 +359,48 @@ export class Engine {
    */
   private async processedPixels(image: OpenImage, level: number, rect: Rect, processing: Processing): Promise<RawPixels> {
     const d = image.source.description;
+    if (processing.shade && d.channels < 3) {
+      throw new InvalidArgumentError(`${image.name}: SHD needs a surface-normal image of 3 bands; this one has ${d.channels}`);
+    }
     const samples = await image.source.samples(level, rect);
-    const out = runPipeline(samples, d.minValues, d.maxValues, processing);
+    // Grey, binary and equalisation come later, on the pixels as sent (withOutputSteps).
+    let floatSteps: Processing = { ...processing, grey: false, binary: false, equalise: false };
+    let [minValues, maxValues] = [d.minValues, d.maxValues];
+    if (processing.contrast === STRETCH) {
+      // iipsrv's stretch replaces every channel's range (MINMAX too) and then contrast is 1.
+      const { min, max } = stretchRange(await this.histogram(image), d.bitsPerSample);
+      minValues = d.minValues.map(() => min);
+      maxValues = d.maxValues.map(() => max);
+      floatSteps = { ...floatSteps, contrast: 1, ranges: [] };
+    }
+    // As in iipsrv, 8-bit data with nothing for the float pipeline to do goes out as stored.
+    if (d.bitsPerSample <= 8 && isIdentity(floatSteps) && processing.contrast !== STRETCH) return flattenSamples(samples);
+    const out = runPipeline(samples, minValues, maxValues, floatSteps);
     return { data: out.data, width: samples.width, height: samples.height, channels: out.channels, stride: samples.width * out.channels };
+  }
+
+  /**
+   * The image's histogram, from the first tile of its smallest resolution, made once per open
+   * file (iipsrv keeps it in its metadata cache).
+   */
+  private histogram(image: OpenImage): Promise<Uint32Array> {
+    const { source } = image;
+    let histogram = this.histograms.get(source);
+    if (!histogram) {
+      const d = source.description;
+      const smallest = d.levels.length - 1;
+      histogram = source.samples(smallest, tileRect(d.levels[smallest]!, 0, 0)).then((samples) => imageHistogram(samples, d.bitsPerSample > 8, d.minValues, d.maxValues));
+      this.histograms.set(source, histogram);
+      histogram.catch(() => this.histograms.delete(source));
+    }
+    return histogram;
+  }
+
+  /** COL=grey, COL=binary and CNT=eq on the 8-bit pixels about to be mirrored, rotated and encoded. */
+  private async withOutputSteps(image: OpenImage, pixels: RawPixels, processing: Processing): Promise<RawPixels> {
+    if (!hasOutputSteps(processing)) return pixels;
+    const histogram = processing.binary || processing.equalise ? await this.histogram(image) : null;
+    return applyOutputSteps(pixels, processing, image.source.description.colourSpace, histogram);
   }
 
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
@@ -360,6 +414,10 @@ export class Engine {
   cacheStats(): Record<string, number> {
     return this.cache.stats();
   }
+}
+
+function rawPipeline(pixels: RawPixels): Sharp {
+  return sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
 }
 
 /** iipsrv runs its float pipeline for data wider than 8 bits and for any processing command. */

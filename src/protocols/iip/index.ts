@@ -15,7 +15,7 @@ import { pfl } from './profile.js';
 import { spectra } from './spectra.js';
 import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
 import { hei, qlt, rgn, rot, sds, wid } from './view-commands.js';
-import { cmp, cnt, col, ctw, gam, inv, minmax } from './processing-commands.js';
+import { cmp, cnt, cnv, col, ctw, gam, inv, minmax, shd } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
 
@@ -38,6 +38,8 @@ export const COMMANDS: Record<string, IipCommand> = {
   cmp,
   ctw,
   col,
+  shd,
+  cnv,
   jtl,
   ptl,
   wtl,

@@ -40,7 +40,7 @@ export class IipSession {
   /** ROT: clockwise degrees (multiples of 90 rotate) and `!` mirroring. */
   rotation = 0;
   mirror = false;
-  /** MINMAX, CNT, GAM, INV, CMP, CTW. */
+  /** MINMAX, CNT, GAM, INV, CMP, CTW, COL, SHD, CNV. */
   processing: Processing = NO_PROCESSING;
   /** SDS: sequence angles (horizontal view, vertical view); FIF resets them, as in iipsrv. */
   horizontalView: number = DEFAULT_VIEW.horizontal;
