@@ -1,5 +1,6 @@
 // CPU per tile of the processing pipeline, in one process (no HTTP): a 16-bit RGB tile through
-// CNT+GAM against an 8-bit tile that is re-encoded (QLT), the target being at most 2x.
+// CNT+GAM against an 8-bit tile that is re-encoded (QLT), the target being at most 2x; and the
+// histogram commands (CNT=st/eq, COL=binary), hill shading (SHD) and convolution (CNV).
 // Run after `npm run build`:  node bench/processing-cost.mjs
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -29,6 +30,12 @@ try {
     ['16-bit tile', 'FIF=rgb16.tif&JTL=3,'],
     ['16-bit tile, CNT=1.5&GAM=0.8', 'FIF=rgb16.tif&CNT=1.5&GAM=0.8&JTL=3,'],
     ['16-bit tile, CMP=jet', 'FIF=rgb16.tif&CMP=jet&JTL=3,'],
+    ['16-bit tile, CNT=st', 'FIF=rgb16.tif&CNT=st&JTL=3,'],
+    ['8-bit tile, CNT=eq', 'FIF=rgb8.tif&CNT=eq&JTL=3,'],
+    ['8-bit tile, COL=binary', 'FIF=rgb8.tif&COL=binary&JTL=3,'],
+    ['8-bit tile, SHD=45,30', 'FIF=rgb8.tif&SHD=45,30&JTL=3,'],
+    ['8-bit tile, CNV=sobel', 'FIF=rgb8.tif&CNV=sobel&JTL=3,'],
+    ['16-bit tile, CNV=sobel', 'FIF=rgb16.tif&CNV=sobel&JTL=3,'],
   ]) {
     // A warm-up pass, then the timed one over the same 64 tiles.
     for (let pass = 0; pass < 2; pass++) {
@@ -42,7 +49,7 @@ try {
     }
   }
   const base = results['8-bit tile re-encoded (QLT=75)'];
-  for (const [name, ms] of Object.entries(results)) console.log(`${name.padEnd(34)} ${ms.toFixed(2)} ms CPU/tile  ${(ms / base).toFixed(2)}x`);
+  for (const [name, ms] of Object.entries(results)) console.log(`${name.padEnd(36)} ${ms.toFixed(2)} ms CPU/tile  ${(ms / base).toFixed(2)}x`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

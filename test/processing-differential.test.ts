@@ -1,7 +1,8 @@
 /**
  * The processing commands beside the real iipsrv 1.1 behind one nginx: the same tiles and regions
  * of 8-bit and 16-bit images through CNT, GAM, INV, CMP, CTW and MINMAX, compared by size, bands
- * and pixels (both sides encode JPEG, so a PSNR threshold); COL=grey too.
+ * and pixels (both sides encode JPEG, so a PSNR threshold); COL=grey, and the histogram commands
+ * CNT=eq, CNT=st and COL=binary. (1.1 has no CNV, and crashes on SHD.)
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -50,6 +51,32 @@ describe('processing commands beside iipsrv 1.1', { skip: skip ?? false }, () =>
     'FIF=grey16.tif&MINMAX=1:0,30000&JTL=2,3',
     'FIF=grey16.tif&GAM=2&CNT=1.2&WID=350&CVT=jpeg',
     'FIF=grey16.tif&CMP=cold&JTL=1,1',
+    // The image histogram: equalisation, stretch, Otsu (1.1 mangles COL=binary on 8-bit RGB JTL only).
+    'FIF=rgb8.tif&CNT=eq&JTL=2,1',
+    'FIF=rgb8.tif&CNT=eq&WID=300&CVT=jpeg',
+    'FIF=rgb8.tif&CNT=eq&ROT=90&JTL=2,4',
+    'FIF=rgb8.tif&CNT=st&JTL=2,1',
+    'FIF=rgb8.tif&CNT=st&WID=300&CVT=jpeg',
+    // At the level's own size: a threshold turns the two resizers' 1-level differences into 255s.
+    'FIF=rgb8.tif&COL=binary&WID=700&CVT=jpeg',
+    'FIF=rgb8.tif&COL=binary&RGN=0.2,0.1,0.5,0.5&WID=350&CVT=jpeg',
+    // IIIF's bitonal is COL=binary in iipsrv (Otsu, not a fixed middle grey).
+    'IIIF=rgb8.tif/full/700,/0/bitonal.jpg',
+    'IIIF=rgb8.tif/full/700,/90/bitonal.jpg',
+    'FIF=grey16.tif&CNT=st&JTL=2,3',
+    'FIF=grey16.tif&CNT=-1&WID=350&CVT=jpeg',
+    'FIF=grey16.tif&CNT=eq&JTL=2,3',
+    'FIF=grey16.tif&CNT=eq&WID=350&CVT=jpeg',
+    'FIF=grey16.tif&COL=binary&JTL=2,3',
+    'FIF=grey16.tif&COL=binary&WID=350&CVT=jpeg',
+    'FIF=grey16.tif&CNT=st&GAM=0.7&INV&JTL=2,3',
+    // One contrast value: a later factor replaces the stretch; a stretch replaces MINMAX;
+    // equalisation keeps a factor; COL is one colour space, the last given.
+    'FIF=rgb8.tif&CNT=st&CNT=1.5&JTL=2,1',
+    'FIF=rgb8.tif&MINMAX=1:0,100&CNT=st&JTL=2,1',
+    'FIF=rgb8.tif&CNT=eq&CNT=2&JTL=2,1',
+    'FIF=rgb8.tif&COL=binary&COL=grey&JTL=2,1',
+    'FIF=rgb8.tif&CNT=eq&COL=binary&WID=700&CVT=jpeg',
   ];
   for (const query of queries) {
     it(query, async () => {

@@ -5,16 +5,19 @@
  */
 import { availableParallelism } from 'node:os';
 import sharp, { type KernelEnum, type Sharp } from 'sharp';
-import { FileError, NotImplementedError } from '../errors.js';
+import { FileError, InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
-import { NO_PROCESSING, isIdentity, process as runPipeline, processingKey, type Processing } from './processing.js';
+import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
+import { imageHistogram, stretchRange } from './histogram.js';
+import { applyOutputSteps, flattenSamples, hasOutputSteps } from './output-steps.js';
 import { DEFAULT_ENCODER_SETTINGS, encodeImage, type EncoderSettings, type OutputFormat } from './encoders.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
-import { identifyImageFile, statImageFile, type ImageFileInfo } from './image-file.js';
+import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileStat } from './image-file.js';
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
+import { SequenceFinder, viewFileName, viewPath, type ImageSequence } from './image-sequence.js';
 import type { DecodeOptions, ImageSource } from './source.js';
 import { TiffSource } from './tiff-source.js';
 import { Jp2Source } from './jp2-source.js';
@@ -31,6 +34,8 @@ export interface EngineOptions {
   maxOpenImages?: number;
   interpolation?: Interpolation;
   encoders?: EncoderSettings;
+  /** FILENAME_PATTERN: what joins a sequence's name and its views' angles. */
+  filenamePattern?: string;
   /** MAX_LAYERS: JPEG2000 quality layers decoded when a request gives no LYR. */
   maxLayers?: number;
   /** How JPEG2000 is decoded (the helper, opj_decompress, time limit); defaults suit a server. */
@@ -40,9 +45,20 @@ export interface EngineOptions {
 export interface OpenImage {
   /** The name as the client gave it (decoded): used in messages and file names. */
   name: string;
+  /** The file read (for a sequence, the file of the selected view): cache keys follow it. */
   file: ImageFileInfo;
   source: ImageSource;
+  /**
+   * The time clients see (Last-Modified, If-Modified-Since), in seconds: the file's, or for every
+   * view of a sequence its 000_090 file's, as iipsrv does.
+   */
+  modifiedSeconds: number;
+  /** Set when the name is an image sequence; this image is then one of its views. */
+  sequence?: ImageSequence;
 }
+
+/** What the open-file cache keeps of a parsed file. */
+type OpenFile = Pick<OpenImage, 'file' | 'source'>;
 
 export type { OutputFormat } from './encoders.js';
 
@@ -99,7 +115,7 @@ const OPEN_FILE_CEILING = 256;
 
 export class Engine {
   private readonly cache: TileCache;
-  private readonly open = new Map<string, Promise<OpenImage>>();
+  private readonly open = new Map<string, Promise<OpenFile>>();
   private readonly maxOpen: number;
   private readonly kernel: keyof KernelEnum;
   private readonly encoders: EncoderSettings;
@@ -108,6 +124,9 @@ export class Engine {
    * the cores can run only adds memory, not speed.
    */
   private readonly regionSlots = new Slots(Math.max(2, availableParallelism()));
+  private readonly sequences = new SequenceFinder();
+  /** Each open file's histogram (CNT=st/eq, COL=binary), made on first use: a replaced file has a new source. */
+  private readonly histograms = new WeakMap<ImageSource, Promise<Uint32Array>>();
   /** JPEG2000 decoder children (bounded by the cores) and the small levels they decoded whole. */
   private jp2: { decoder: Jp2Decoder; levelCache: DecodedLevelCache } | null = null;
 
@@ -123,21 +142,85 @@ export class Engine {
   }
 
   /**
+   * The image a name stands for: its file, or when there is none, the 000_090 view of the image
+   * sequence of that name (iipsrv's convention).
    * @param name the decoded image name from the request
-   * @throws FileError when the name is unsafe or the file is not a readable image
+   * @throws FileError when the name is unsafe or neither a readable image nor a sequence
    */
   async openImage(name: string): Promise<OpenImage> {
     const printable = safeName(name);
-    let path: string;
+    const path = this.resolve(name, this.options.paths.suffix, printable);
+    // Every request looks at the file's time, so that a replaced file is never served stale; only
+    // a file not seen before, or changed since, is opened and parsed.
+    let stat;
     try {
-      path = resolveImagePath(name, this.options.paths);
+      stat = await statImageFile(path, printable);
+    } catch (error) {
+      if (!(error instanceof FileError)) throw error;
+      return this.openSequence(name, printable);
+    }
+    const file = await this.openFile(stat, printable);
+    return { ...file, name, modifiedSeconds: file.file.mtimeSeconds };
+  }
+
+  private async openSequence(name: string, printable: string): Promise<OpenImage> {
+    const pattern = this.options.filenamePattern ?? '_pyr_';
+    // Sequences take the pattern where single files take FILESYSTEM_SUFFIX (as iipsrv 1.3).
+    const stem = this.resolve(name, pattern, printable);
+    const sequence = await this.sequences.find(stem, printable + pattern, printable);
+    const first = viewPath(sequence, 0, 90);
+    const stat = await statImageFile(first, printable + pattern + viewFileName(sequence, 0, 90));
+    const file = await this.openFile(stat, printable);
+    return { ...file, name, modifiedSeconds: file.file.mtimeSeconds, sequence };
+  }
+
+  /**
+   * The view of `image`'s sequence at these angles (SDS, JTLS), an image like any other whose
+   * caches follow its own file; a single image is its own only view, whatever the angles.
+   * @throws FileError when the sequence has no such view
+   */
+  async openView(image: OpenImage, horizontal: number, vertical: number): Promise<OpenImage> {
+    const { sequence } = image;
+    if (!sequence) return image;
+    const path = viewPath(sequence, horizontal, vertical);
+    const printable = sequence.printableStem + viewFileName(sequence, horizontal, vertical);
+    let stat;
+    try {
+      stat = await statImageFile(path, printable);
+    } catch (error) {
+      if (error instanceof FileError) throw new FileError(`${safeName(image.name)} has no view ${horizontal},${vertical}: ${printable} is missing`);
+      throw error;
+    }
+    const file = await this.openFile(stat, safeName(image.name));
+    return { ...file, name: image.name, modifiedSeconds: image.modifiedSeconds, sequence };
+  }
+
+  /**
+   * The samples of a rectangle of a level exactly as stored (SPECTRA, PFL).
+   * @throws InvalidArgumentError when the rectangle leaves the level
+   */
+  async samples(image: OpenImage, level: number, rect: Rect): Promise<Samples> {
+    const size = image.source.description.levels[level];
+    if (!size) throw new InvalidArgumentError(`${image.name}: no resolution level ${level}`);
+    if (rect.left < 0 || rect.top < 0 || rect.width < 1 || rect.height < 1 || rect.left + rect.width > size.width || rect.top + rect.height > size.height) {
+      throw new InvalidArgumentError(`${image.name}: ${rect.width}x${rect.height} at ${rect.left},${rect.top} lies outside the ${size.width}x${size.height} level`);
+    }
+    if (image.source.description.undecodable) throw new NotImplementedError(`${image.name}: ${image.source.description.undecodable}`);
+    return image.source.samples(level, rect);
+  }
+
+  private resolve(name: string, suffix: string, printable: string): string {
+    try {
+      return resolveImagePath(name, { prefix: this.options.paths.prefix, suffix });
     } catch (error) {
       if (error instanceof UnsafePathError) throw new FileError(`${printable}: ${error.message}`);
       throw error;
     }
-    // Every request looks at the file's time, so that a replaced file is never served stale; only
-    // a file not seen before, or changed since, is opened and parsed.
-    const stat = await statImageFile(path, printable);
+  }
+
+  /** A parsed file, from the open-file cache when it has not changed since. */
+  private async openFile(stat: ImageFileStat, printable: string): Promise<OpenFile> {
+    const { path } = stat;
     const known = this.open.get(path);
     if (known) {
       const image = await known.catch(() => null);
@@ -145,13 +228,13 @@ export class Engine {
         // Most recently used last, so that eviction takes the oldest.
         this.open.delete(path);
         this.open.set(path, known);
-        return { ...image, name };
+        return image;
       }
       this.forget(path);
       // libvips caches opened files by name: without this it would go on decoding the old file.
       dropDecoderCache();
     }
-    const opening = identifyImageFile(stat, printable).then(async (file) => ({ name, file, source: await this.load(file, printable) }));
+    const opening = identifyImageFile(stat, printable).then(async (file) => ({ file, source: await this.load(file, printable) }));
     if (this.maxOpen > 0) {
       this.open.set(path, opening);
       opening.catch(() => {
@@ -197,7 +280,7 @@ export class Engine {
     const processing = request.processing ?? NO_PROCESSING;
     if (needsPipeline(image, processing)) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
-      const pixels = await this.processedPixels(image, level, rect, processing, decodeOptions);
+      const pixels = await this.withOutputSteps(image, await this.processedPixels(image, level, rect, processing, decodeOptions), processing);
       if (unchanged && request.format === 'jpeg' && jpegCodec) bytes = await jpegCodec.encode(pixels, request.quality);
       else {
         let pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
@@ -250,13 +333,24 @@ export class Engine {
     const processing = output.processing ?? NO_PROCESSING;
     let channels = image.source.description.channels;
     let pipeline: Sharp;
+    let atOutputSize = plan.outputWidth === source.width && plan.outputHeight === source.height;
     if (needsPipeline(image, processing)) {
       // iipsrv processes the region at its level, then resizes the 8-bit result.
-      const pixels = await this.processedPixels(image, plan.level, source, processing, { layers: output.layers });
-      pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
+      let pixels = await this.processedPixels(image, plan.level, source, processing, { layers: output.layers });
+      if (!atOutputSize && hasOutputSteps(processing)) {
+        // Grey, binary and equalisation work on the pixels as sent, so after the resize.
+        let resize = rawPipeline(pixels).resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
+        // libvips would hand one band back as three (sRGB) otherwise.
+        if (pixels.channels === 1) resize = resize.toColourspace('b-w');
+        const { data, info } = await resize.raw().toBuffer({ resolveWithObject: true });
+        pixels = { data, width: info.width, height: info.height, channels: pixels.channels, stride: info.width * pixels.channels };
+        atOutputSize = true;
+      }
+      pixels = await this.withOutputSteps(image, pixels, processing);
+      pipeline = rawPipeline(pixels);
       channels = pixels.channels;
     } else pipeline = await image.source.decode(plan.level, source, { layers: output.layers });
-    if (plan.outputWidth !== source.width || plan.outputHeight !== source.height) {
+    if (!atOutputSize) {
       pipeline = pipeline.resize(plan.outputWidth, plan.outputHeight, { fit: 'fill', kernel: this.kernel });
     }
     if (output.mirror) pipeline = pipeline.flop();
@@ -288,15 +382,55 @@ export class Engine {
    */
   private async processedPixels(image: OpenImage, level: number, rect: Rect, processing: Processing, options: DecodeOptions): Promise<RawPixels> {
     const d = image.source.description;
+    if (processing.shade && d.channels < 3) {
+      throw new InvalidArgumentError(`${image.name}: SHD needs a surface-normal image of 3 bands; this one has ${d.channels}`);
+    }
     const samples = await image.source.samples(level, rect, options);
-    const out = runPipeline(samples, d.minValues, d.maxValues, processing);
+    // Grey, binary and equalisation come later, on the pixels as sent (withOutputSteps).
+    let floatSteps: Processing = { ...processing, grey: false, binary: false, equalise: false };
+    let [minValues, maxValues] = [d.minValues, d.maxValues];
+    if (processing.contrast === STRETCH) {
+      // iipsrv's stretch replaces every channel's range (MINMAX too) and then contrast is 1.
+      const { min, max } = stretchRange(await this.histogram(image), d.bitsPerSample);
+      minValues = d.minValues.map(() => min);
+      maxValues = d.maxValues.map(() => max);
+      floatSteps = { ...floatSteps, contrast: 1, ranges: [] };
+    }
+    // As in iipsrv, 8-bit data with nothing for the float pipeline to do goes out as stored.
+    if (d.bitsPerSample <= 8 && isIdentity(floatSteps) && processing.contrast !== STRETCH) return flattenSamples(samples);
+    const out = runPipeline(samples, minValues, maxValues, floatSteps);
     return { data: out.data, width: samples.width, height: samples.height, channels: out.channels, stride: samples.width * out.channels };
+  }
+
+  /**
+   * The image's histogram, from the first tile of its smallest resolution, made once per open
+   * file (iipsrv keeps it in its metadata cache).
+   */
+  private histogram(image: OpenImage): Promise<Uint32Array> {
+    const { source } = image;
+    let histogram = this.histograms.get(source);
+    if (!histogram) {
+      const d = source.description;
+      const smallest = d.levels.length - 1;
+      histogram = source.samples(smallest, tileRect(d.levels[smallest]!, 0, 0)).then((samples) => imageHistogram(samples, d.bitsPerSample > 8, d.minValues, d.maxValues));
+      this.histograms.set(source, histogram);
+      histogram.catch(() => this.histograms.delete(source));
+    }
+    return histogram;
+  }
+
+  /** COL=grey, COL=binary and CNT=eq on the 8-bit pixels about to be mirrored, rotated and encoded. */
+  private async withOutputSteps(image: OpenImage, pixels: RawPixels, processing: Processing): Promise<RawPixels> {
+    if (!hasOutputSteps(processing)) return pixels;
+    const histogram = processing.binary || processing.equalise ? await this.histogram(image) : null;
+    return applyOutputSteps(pixels, processing, image.source.description.colourSpace, histogram);
   }
 
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
   flushCaches(): void {
     this.cache.clear();
     this.jp2?.levelCache.clear();
+    this.sequences.clear();
     dropDecoderCache();
     for (const path of [...this.open.keys()]) this.forget(path);
   }
@@ -309,6 +443,10 @@ export class Engine {
   cacheStats(): Record<string, number> {
     return this.cache.stats();
   }
+}
+
+function rawPipeline(pixels: RawPixels): Sharp {
+  return sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
 }
 
 /** iipsrv runs its float pipeline for data wider than 8 bits and for any processing command. */

@@ -1,10 +1,12 @@
 /**
  * iipsrv's floating-point pipeline, on the decoded samples of a tile or region at its level:
- * normalise each channel by its min/max (the image's SMin/SMaxSampleValue or MINMAX), then colour
- * twist, gamma, inversion, colour map, and contrast with clipping to 8 bits, truncated, in that
- * order. It runs for data wider than 8 bits and whenever a processing command is given, as in
- * iipsrv; plain 8-bit requests never come here.
+ * normalise each channel by its min/max (the image's SMin/SMaxSampleValue or MINMAX), then hill
+ * shading, colour twist, gamma, inversion, colour map, convolution, and contrast with clipping to
+ * 8 bits, truncated, in that order. It runs for data wider than 8 bits and whenever a processing
+ * command is given, as in iipsrv; plain 8-bit requests never come here.
  */
+import { convolve } from './convolution.js';
+import { lightVector, shade } from './hillshade.js';
 
 export type Colormap = 'hot' | 'cold' | 'jet' | 'red' | 'green' | 'blue';
 
@@ -21,18 +23,53 @@ export interface Processing {
   twist: number[][] | null;
   /** COL=grey: colour made grey at the end, with iipsrv's integer Rec.601 weights. */
   grey: boolean;
+  /** COL=binary: grey, then split at the image's Otsu threshold (engine/histogram.ts). */
+  binary: boolean;
+  /** CNT=eq: the 8-bit output mapped through the image histogram's equalisation table. */
+  equalise: boolean;
+  /** SHD=h,v: a normal map lit from azimuth h and elevation v, in degrees (engine/hillshade.ts). */
+  shade: { azimuth: number; elevation: number } | null;
+  /** CNV: a square kernel of odd side, row by row (engine/convolution.ts). */
+  convolution: number[] | null;
 }
 
-export const NO_PROCESSING: Processing = { ranges: [], contrast: 1, gamma: 1, invert: false, colormap: null, twist: null, grey: false };
+/** CNT's value for a contrast stretch (iipsrv's reserved -1): the engine swaps in the histogram's range. */
+export const STRETCH = -1;
+
+export const NO_PROCESSING: Processing = {
+  ranges: [],
+  contrast: 1,
+  gamma: 1,
+  invert: false,
+  colormap: null,
+  twist: null,
+  grey: false,
+  binary: false,
+  equalise: false,
+  shade: null,
+  convolution: null,
+};
 
 export function isIdentity(p: Processing): boolean {
-  return p.ranges.length === 0 && p.contrast === 1 && p.gamma === 1 && !p.invert && p.colormap === null && p.twist === null && !p.grey;
+  return (
+    p.ranges.length === 0 &&
+    p.contrast === 1 &&
+    p.gamma === 1 &&
+    !p.invert &&
+    p.colormap === null &&
+    p.twist === null &&
+    !p.grey &&
+    !p.binary &&
+    !p.equalise &&
+    p.shade === null &&
+    p.convolution === null
+  );
 }
 
 /** Everything that changes the output, for cache keys. */
 export function processingKey(p: Processing): string {
   if (isIdentity(p)) return '';
-  return JSON.stringify([p.ranges, p.contrast, p.gamma, p.invert, p.colormap, p.twist, p.grey]);
+  return JSON.stringify([p.ranges, p.contrast, p.gamma, p.invert, p.colormap, p.twist, p.grey, p.binary, p.equalise, p.shade, p.convolution]);
 }
 
 export interface Samples {
@@ -91,15 +128,17 @@ export function process(samples: Samples, minValues: number[], maxValues: number
   const { data } = samples;
   // Without a twist every output band depends on one input sample: integer data goes through a
   // table, built once per setting and reused by every tile (a pow() per sample costs 8x a tile).
-  const colour =
-    !p.twist && (data instanceof Uint8Array || data instanceof Uint16Array)
-      ? processByTable(samples, data, minValues, maxValues, p)
-      : processPerPixel(samples, minValues, maxValues, p);
+  const tabulated = !p.twist && !p.shade && (data instanceof Uint8Array || data instanceof Uint16Array);
+  const colour = !tabulated
+    ? processPerPixel(samples, minValues, maxValues, p)
+    : p.convolution
+      ? convolveByTable(samples, data as Uint8Array | Uint16Array, minValues, maxValues, p)
+      : processByTable(samples, data as Uint8Array | Uint16Array, minValues, maxValues, p);
   return p.grey && colour.channels === 3 ? { data: toGrey(colour.data), channels: 1 } : colour;
 }
 
 /** iipsrv's COL=grey: Y = (1254097 R + 2462056 G + 478151 B) >> 22, no linearisation. */
-function toGrey(rgb: Buffer): Buffer {
+export function toGrey(rgb: Buffer): Buffer {
   const out = Buffer.allocUnsafe(rgb.length / 3);
   for (let i = 0, j = 0; i < out.length; i++, j += 3) out[i] = (1254097 * rgb[j]! + 2462056 * rgb[j + 1]! + 478151 * rgb[j + 2]!) >>> 22;
   return out;
@@ -152,7 +191,56 @@ function processByTable(samples: Samples, data: Uint8Array | Uint16Array, minVal
   return { data: out, channels: bands };
 }
 
-function processPerPixel(samples: Samples, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+/** Fewer than the byte tables: a 16-bit setting's floats take 768 kB. */
+const FLOAT_TABLES_KEPT = 8;
+const floatTables = new Map<string, Float32Array>();
+
+/**
+ * CNV on integer data without SHD or CTW: every band before the convolution depends on one
+ * sample, so it comes from a table of floats (made once per setting, as processByTable's); only
+ * the convolution itself is per pixel.
+ */
+function convolveByTable(samples: Samples, data: Uint8Array | Uint16Array, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+  const { width, height, channels } = samples;
+  const size = data instanceof Uint16Array ? 65536 : 256;
+  const key = `${size}:${channels}:${minValues.join(',')}:${maxValues.join(',')}:${processingKey({ ...p, convolution: null, contrast: 1 })}`;
+  let table = floatTables.get(key);
+  if (!table) {
+    const ramp = new (size === 256 ? Uint8Array : Uint16Array)(size * channels);
+    for (let v = 0; v < size; v++) for (let c = 0; c < channels; c++) ramp[v * channels + c] = v;
+    table = processPerPixel({ data: ramp, width: size, height: 1, channels }, minValues, maxValues, p, true).floats!;
+    if (floatTables.size >= FLOAT_TABLES_KEPT) floatTables.delete(floatTables.keys().next().value!);
+    floatTables.set(key, table);
+  }
+  const bands = table.length / size;
+  const floats = new Float32Array(width * height * bands);
+  for (let i = 0, o = 0; i < width * height; i++) {
+    // A colour map reads the first channel only; otherwise band b is channel b's own value.
+    for (let b = 0; b < bands; b++) floats[o++] = table[data[i * channels + (p.colormap ? 0 : b)]! * bands + b]!;
+  }
+  return { data: convolvedBytes(floats, width, height, bands, p), channels: bands as 1 | 3 };
+}
+
+/** CNV works on the neighbourhood, so it runs once the whole rectangle is through CMP; then contrast and clipping. */
+function convolvedBytes(floats: Float32Array, width: number, height: number, bands: number, p: Processing): Buffer {
+  const convolved = convolve(floats, width, height, bands, p.convolution!);
+  const gain = 255 * p.contrast;
+  const out = Buffer.allocUnsafe(convolved.length);
+  for (let i = 0; i < out.length; i++) {
+    const v = convolved[i]! * gain;
+    out[i] = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
+  }
+  return out;
+}
+
+/** @param floatsOnly with CNV: return the bands as they go into the convolution (for convolveByTable) */
+function processPerPixel(
+  samples: Samples,
+  minValues: number[],
+  maxValues: number[],
+  p: Processing,
+  floatsOnly = false,
+): { data: Buffer; channels: 1 | 3; floats?: Float32Array } {
   const { data, width, height, channels } = samples;
   const min = minValues.slice(0, channels);
   const max = maxValues.slice(0, channels);
@@ -165,13 +253,19 @@ function processPerPixel(samples: Samples, minValues: number[], maxValues: numbe
   }
   const scale = min.map((lo, c) => {
     const span = max[c]! - lo!;
-    return Math.abs(span) < 1e-30 ? 1e30 : 1 / span;
+    // Single precision, as iipsrv normalises: in doubles v / 255 x 255 truncates to v - 1 for 24 of
+    // the 256 byte values.
+    return Math.abs(span) < 1e-30 ? 1e30 : Math.fround(1 / span);
   });
   // The bands that go out: the twist's rows, else the first three (or the one grey) channels.
   const twist = p.twist;
-  const outBands = p.colormap ? 3 : twist ? Math.min(twist.length, 3) : channels >= 3 ? 3 : 1;
+  // SHD makes one band of the normal map before everything else.
+  const light = p.shade ? lightVector(p.shade.azimuth, p.shade.elevation) : null;
+  const bandsIn = light ? 1 : channels;
+  const outBands = p.colormap ? 3 : twist ? Math.min(twist.length, 3) : bandsIn >= 3 ? 3 : 1;
   const bands: 1 | 3 = outBands >= 3 ? 3 : 1;
-  const out = Buffer.alloc(width * height * bands);
+  const out = Buffer.alloc(p.convolution ? 0 : width * height * bands);
+  const floats = p.convolution ? new Float32Array(width * height * bands) : null;
   const pixel = new Array<number>(channels).fill(0);
   const twisted = new Array<number>(twist ? twist.length : channels).fill(0);
   const mapped = [0, 0, 0];
@@ -179,15 +273,16 @@ function processPerPixel(samples: Samples, minValues: number[], maxValues: numbe
   const logScale = 1 / Math.log(256);
   for (let i = 0, o = 0; i < width * height; i++) {
     for (let c = 0; c < channels; c++) {
-      const v = (data[i * channels + c]! - min[c]!) * scale[c]!;
+      const v = Math.fround((data[i * channels + c]! - min[c]!) * scale[c]!);
       pixel[c] = Number.isFinite(v) ? v : 0;
     }
+    if (light) pixel[0] = shade(pixel, channels, light);
     let values = pixel;
     if (twist) {
       for (let k = 0; k < twist.length; k++) {
         let sum = 0;
         const row = twist[k]!;
-        for (let j = 0; j < Math.min(row.length, channels); j++) sum += row[j]! * pixel[j]!;
+        for (let j = 0; j < Math.min(row.length, bandsIn); j++) sum += row[j]! * pixel[j]!;
         twisted[k] = sum;
       }
       values = twisted;
@@ -204,10 +299,13 @@ function processPerPixel(samples: Samples, minValues: number[], maxValues: numbe
       colour(p.colormap, values[0]!, mapped);
       values = mapped;
     }
-    for (let c = 0; c < bands; c++) {
-      const v = values[c]! * gain;
-      out[o++] = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
-    }
+    if (floats) for (let c = 0; c < bands; c++) floats[o++] = values[c]!;
+    else
+      for (let c = 0; c < bands; c++) {
+        const v = values[c]! * gain;
+        out[o++] = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
+      }
   }
+  if (floats) return floatsOnly ? { data: out, channels: bands, floats } : { data: convolvedBytes(floats, width, height, bands, p), channels: bands };
   return { data: out, channels: bands };
 }

@@ -200,6 +200,7 @@ export class TiffSource implements ImageSource {
 
   async samples(level: number, rect: Rect): Promise<Samples> {
     const d = this.description;
+    if (d.bitsPerSample === 32) return this.samples32(level, rect);
     const wide = d.bitsPerSample > 8;
     // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
     const space = d.channels <= 2 ? (wide ? 'grey16' : 'b-w') : wide ? 'rgb16' : 'srgb';
@@ -210,6 +211,21 @@ export class TiffSource implements ImageSource {
       .toBuffer({ resolveWithObject: true });
     const values = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
     return { data: values, width: info.width, height: info.height, channels: info.channels };
+  }
+
+  /** 32-bit integers and floats as stored: the plain colour spaces keep 32-bit data unscaled. */
+  private async samples32(level: number, rect: Rect): Promise<Samples> {
+    const d = this.description;
+    const depth = d.sampleFormat === 'float' ? 'float' : d.sampleFormat === 'int' ? 'int' : 'uint';
+    const { data, info } = await this.open(level)
+      .extract(rect)
+      .toColourspace(d.channels <= 2 ? 'b-w' : 'srgb')
+      .raw({ depth })
+      .toBuffer({ resolveWithObject: true });
+    const View = depth === 'float' ? Float32Array : depth === 'int' ? Int32Array : Uint32Array;
+    // Buffers from libvips are not always 4-byte aligned: copy when they are not.
+    const bytes = data.byteOffset % 4 === 0 ? data : Buffer.from(data);
+    return { data: new View(bytes.buffer, bytes.byteOffset, bytes.length / 4), width: info.width, height: info.height, channels: info.channels };
   }
 
   private open(level: number): Sharp {

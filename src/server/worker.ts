@@ -51,6 +51,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     maxLayers: config.maxLayers,
     // The decoders of all workers together: one per core.
     jp2Decoder: { concurrency: Math.max(1, Math.ceil(availableParallelism() / (options.workers ?? 1))) },
+    filenamePattern: config.filenamePattern,
     encoders: {
       pngCompression: config.pngQuality,
       webpQuality: config.webpQuality,

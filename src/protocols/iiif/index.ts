@@ -10,6 +10,7 @@ import { tileGrid, tileRect, planExactRegion, type LevelSize, type Rect } from '
 import { decodeImageName } from '../../engine/image-path.js';
 import { CONTENT_TYPES, type OutputFormat } from '../../engine/encoders.js';
 import type { ColourMode } from '../../engine/engine.js';
+import { STRETCH, type Processing } from '../../engine/processing.js';
 import type { HeaderList, IipRequest } from '../../request.js';
 import { selectImage } from '../iip/fif.js';
 import { imageResponse } from '../iip/responses.js';
@@ -165,7 +166,17 @@ interface ImageRequestPlan {
   /** The stored tile when the request is exactly one (the tile path), else null. */
   tile: { level: number; col: number; row: number } | null;
   canonicalTail: string;
+  /** An IIIF_EXTENSIONS quality's processing, added to the session's. */
+  effect: ((p: Processing) => Processing) | null;
 }
+
+/** iipsrv 1.3's IIIF_EXTENSIONS qualities are its IIP commands. */
+const EFFECTS: Record<string, (p: Processing) => Processing> = {
+  negative: (p) => ({ ...p, invert: true }),
+  stretch: (p) => ({ ...p, contrast: STRETCH }),
+  equalization: (p) => ({ ...p, equalise: true }),
+  log: (p) => ({ ...p, gamma: 'log' }),
+};
 
 /**
  * Viewers ask for the same tile URLs over and over (every client, every pan): each image keeps
@@ -174,10 +185,17 @@ interface ImageRequestPlan {
 const PLANS_PER_IMAGE = 4096;
 const knownPlans = new WeakMap<LevelSize[], Map<string, ImageRequestPlan>>();
 
-function planImageRequest(parts: ImageRequestParts, argument: string, levels: LevelSize[], limits: SizeLimits, version: IiifVersion): ImageRequestPlan {
+function planImageRequest(
+  parts: ImageRequestParts,
+  argument: string,
+  levels: LevelSize[],
+  limits: SizeLimits,
+  version: IiifVersion,
+  extensions: boolean,
+): ImageRequestPlan {
   let plans = knownPlans.get(levels);
   if (!plans) knownPlans.set(levels, (plans = new Map()));
-  const key = `${version}${argument}`;
+  const key = `${version}${extensions ? 'x' : ''}${argument}`;
   const known = plans.get(key);
   if (known) return known;
 
@@ -185,7 +203,8 @@ function planImageRequest(parts: ImageRequestParts, argument: string, levels: Le
   const region = parseRegion(parts.region, full);
   const size = parseSize(parts.size, region, limits, version);
   const rotation = parseRotation(parts.rotation);
-  const { colour, format, quality, extension } = parseQualityFormat(parts.quality, version);
+  const { colour, format, quality, extension } = parseQualityFormat(parts.quality, version, extensions);
+  const effect = colour === 'colour' && Object.hasOwn(EFFECTS, quality) ? EFFECTS[quality]! : null;
   const plain = colour === 'colour' && rotation.degrees === 0 && !rotation.mirror && format === 'jpeg';
   const tile = plain ? tileOnGrid(levels, region, size) : null;
   let output = size;
@@ -201,6 +220,7 @@ function planImageRequest(parts: ImageRequestParts, argument: string, levels: Le
     format,
     tile,
     canonicalTail: canonicalParameters(region, full, output, rotation, quality, extension, version),
+    effect,
   };
   // Bounded the simple way: a full table starts again.
   if (plans.size >= PLANS_PER_IMAGE) plans.clear();
@@ -249,7 +269,15 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
   if (path.kind === 'info') {
     const rights = description.metadata.copyright ?? config.copyright;
     const body = Buffer.from(
-      infoDocument(description, { id, version, limits, extraInfo: config.iiifExtraInfo, cors: config.cors !== '', rights }),
+      infoDocument(description, {
+        id,
+        version,
+        limits,
+        extraInfo: config.iiifExtraInfo,
+        cors: config.cors !== '',
+        rights,
+        extensions: config.iiifExtensions,
+      }),
       'utf8',
     );
     const type = infoContentType(session.request.headers.accept ?? '', version);
@@ -258,19 +286,23 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
     return;
   }
 
-  const { region, size, rotation, colour, format, tile, canonicalTail } = planImageRequest(path.parts, argument, levels, limits, version);
+  const plan = planImageRequest(path.parts, argument, levels, limits, version, config.iiifExtensions);
+  const { region, size, rotation, colour, format, tile, canonicalTail, effect } = plan;
+  const processing = effect ? effect(session.processing) : session.processing;
   let body: Buffer;
   if (tile) {
-    body = await engine.tile(image, session.tileRequest(tile));
+    body = await engine.tile(image, effect ? { ...session.tileRequest(tile), processing, passthrough: false } : session.tileRequest(tile));
   } else {
+    // iipsrv's bitonal is COL=binary: grey, then the image histogram's Otsu threshold.
+    const bitonal = colour === 'bitonal';
     body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), {
       format,
       quality: session.effectiveQuality,
       rotation: rotation.degrees,
       mirror: rotation.mirror,
-      processing: session.processing,
+      processing: bitonal ? { ...processing, grey: false, binary: true } : processing,
       layers: session.layers,
-      colour,
+      colour: bitonal ? 'colour' : colour,
     });
   }
   const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical"`], profileLink];

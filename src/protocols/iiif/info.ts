@@ -5,7 +5,7 @@
  */
 import type { ImageDescription } from '../../engine/source.js';
 import type { LevelSize } from '../../engine/view.js';
-import type { IiifVersion, SizeLimits } from './params.js';
+import { EXTENSION_QUALITIES, type IiifVersion, type SizeLimits } from './params.js';
 
 export const CONTEXTS: Record<IiifVersion, string> = {
   2: 'http://iiif.io/api/image/2/context.json',
@@ -41,6 +41,8 @@ export interface InfoOptions {
   cors: boolean;
   /** The image's copyright, or COPYRIGHT; empty for none. */
   rights: string;
+  /** IIIF_EXTENSIONS: the extra qualities (negative, stretch, equalization, log) are offered. */
+  extensions?: boolean;
 }
 
 /** The limits as info.json states them: none where they do not restrict this image. */
@@ -85,6 +87,7 @@ export function infoDocument(description: ImageDescription, options: InfoOptions
   });
   for (const entry of tiles) entry.scaleFactors.sort((a, b) => a - b);
   const colour = description.channels >= 3;
+  const extensionQualities = options.extensions ? EXTENSION_QUALITIES : [];
   // Upscaling is offered only where the site allows it; v3 also wants a maxWidth with it.
   const upscaling = limits.allowUpscaling && (options.version === 2 || stated.maxWidth !== undefined);
 
@@ -106,7 +109,7 @@ export function infoDocument(description: ImageDescription, options: InfoOptions
       sizes,
       tiles,
       extraFormats: ['webp', 'tif', 'avif'],
-      extraQualities: colour ? ['color', 'gray', 'bitonal'] : ['gray', 'bitonal'],
+      extraQualities: [...(colour ? ['color', 'gray', 'bitonal'] : ['gray', 'bitonal']), ...extensionQualities],
       extraFeatures,
       ...rightsMembers(options.rights, 3),
     };
@@ -144,7 +147,7 @@ export function infoDocument(description: ImageDescription, options: InfoOptions
         PROFILES[2],
         {
           formats: ['jpg', 'png', 'webp', 'tif', 'avif'],
-          qualities: colour ? ['default', 'color', 'gray', 'bitonal'] : ['default', 'gray', 'bitonal'],
+          qualities: [...(colour ? ['default', 'color', 'gray', 'bitonal'] : ['default', 'gray', 'bitonal']), ...extensionQualities],
           supports,
           ...stated,
         },

@@ -187,6 +187,8 @@ export function parseRotation(text: string): Rotation {
 }
 
 const QUALITIES: Record<string, ColourMode> = { default: 'colour', color: 'colour', gray: 'grey', bitonal: 'bitonal' };
+/** iipsrv 1.3's IIIF_EXTENSIONS qualities, in its order: INV, CNT=st, CNT=eq, GAM=log. */
+export const EXTENSION_QUALITIES = ['negative', 'stretch', 'equalization', 'log'] as const;
 
 const FORMATS: Record<string, OutputFormat> = { jpg: 'jpeg', png: 'png', webp: 'webp', tif: 'tiff', avif: 'avif' };
 /** IIIF formats we know of but do not write. */
@@ -201,15 +203,22 @@ export interface QualityAndFormat {
   extension: string;
 }
 
-/** `default.jpg`; v2 also knows `native` (1.1's name for default). */
-export function parseQualityFormat(text: string, version: IiifVersion): QualityAndFormat {
+/**
+ * `default.jpg`; v2 also knows `native` (1.1's name for default); with IIIF_EXTENSIONS the
+ * EXTENSION_QUALITIES too (colour, their processing named by `quality`).
+ */
+export function parseQualityFormat(text: string, version: IiifVersion, extensions = false): QualityAndFormat {
   const dot = text.lastIndexOf('.');
   // A missing format is taken as JPEG, as iipsrv does.
   const qualityName = dot < 0 ? text : text.slice(0, dot);
   const extension = dot < 0 ? 'jpg' : text.slice(dot + 1);
   const native = version === 2 && qualityName === 'native';
-  const colour = native ? 'colour' : Object.hasOwn(QUALITIES, qualityName) ? QUALITIES[qualityName] : undefined;
-  if (!colour) throw new InvalidArgumentError(`IIIF: unsupported quality "${qualityName}" (default, color, gray or bitonal)`);
+  const extended = extensions && (EXTENSION_QUALITIES as readonly string[]).includes(qualityName);
+  const colour = native || extended ? 'colour' : Object.hasOwn(QUALITIES, qualityName) ? QUALITIES[qualityName] : undefined;
+  if (!colour) {
+    const known = extensions ? `default, color, gray, bitonal, ${EXTENSION_QUALITIES.join(', ')}` : 'default, color, gray or bitonal';
+    throw new InvalidArgumentError(`IIIF: unsupported quality "${qualityName}" (${known})`);
+  }
   const format = Object.hasOwn(FORMATS, extension) ? FORMATS[extension] : undefined;
   if (!format) {
     if (UNWRITTEN_FORMATS.has(extension)) throw new NotImplementedError(`IIIF: format "${extension}" is not produced by this server (jpg, png, webp, tif, avif)`);

@@ -4,17 +4,21 @@
  */
 import { parseHttpDate } from '../http-dates.js';
 import { decodeImageName } from '../../engine/image-path.js';
+import { DEFAULT_VIEW } from '../../engine/image-sequence.js';
 import type { IipSession } from './session.js';
 
 /** @param name the decoded image name */
 export async function selectImage(session: IipSession, name: string): Promise<void> {
   // A failure is a FileError: the whole request becomes a 404, as iipsrv answers a missing image.
   session.image = await session.context.engine.openImage(name);
+  // A sequence opens at its 000_090 view; SDS chooses another after FIF.
+  session.horizontalView = DEFAULT_VIEW.horizontal;
+  session.verticalView = DEFAULT_VIEW.vertical;
 
   // iipsrv 1.1 semantics, which are also HTTP's: not modified when the file is no newer than the
   // date the client holds. An unreadable date is ignored (1.1 compared garbage here).
   const since = parseHttpDate(session.request.headers['if-modified-since']);
-  if (since !== null && session.image.file.mtimeSeconds <= since) session.notModified = true;
+  if (since !== null && session.image.modifiedSeconds <= since) session.notModified = true;
 }
 
 export function fif(session: IipSession, argument: string): Promise<void> {

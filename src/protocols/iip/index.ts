@@ -11,9 +11,11 @@ import { zoomify } from '../tile-viewers/zoomify.js';
 import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
+import { pfl } from './profile.js';
+import { spectra } from './spectra.js';
 import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
 import { hei, lyr, qlt, rgn, rot, sds, wid } from './view-commands.js';
-import { cmp, cnt, col, ctw, gam, inv, minmax } from './processing-commands.js';
+import { cmp, cnt, cnv, col, ctw, gam, inv, minmax, shd } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
 
@@ -37,6 +39,8 @@ export const COMMANDS: Record<string, IipCommand> = {
   cmp,
   ctw,
   col,
+  shd,
+  cnv,
   jtl,
   ptl,
   wtl,
@@ -45,6 +49,8 @@ export const COMMANDS: Record<string, IipCommand> = {
   jtls,
   til,
   cvt,
+  spectra,
+  pfl,
   iiif,
   deepzoom,
   zoomify,

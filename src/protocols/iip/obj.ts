@@ -5,6 +5,7 @@
 import { IIP_ERROR, IipError } from '../../errors.js';
 import type { ImageDescription, ImageMetadata } from '../../engine/source.js';
 import type { IipSession } from './session.js';
+import { SINGLE_VIEW } from '../../engine/image-sequence.js';
 
 /** What iipsrv has always reported as its IIP server version; clients compare it, so keep it. */
 const IIP_SERVER_VERSION = '3.65';
@@ -82,8 +83,9 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
     const values = d.minValues.flatMap((min, i) => [min, d.maxValues[i] ?? 0]);
     return [`Min-Max-sample-values:${values.map((v) => ` ${formatG9(v)} `).join('').replace(/ $/, '')}`];
   },
-  'horizontal-views': (session) => [`Horizontal-views:${session.horizontalView}`],
-  'vertical-views': (session) => [`Vertical-views:${session.verticalView}`],
+  // Every view of a sequence, whichever is selected; a single image is its own only view.
+  'horizontal-views': (session) => [`Horizontal-views:${(session.image!.sequence ?? SINGLE_VIEW).horizontal.join(' ')}`],
+  'vertical-views': (session) => [`Vertical-views:${(session.image!.sequence ?? SINGLE_VIEW).vertical.join(' ')}`],
   dpi: (_s, d) => {
     if (!d.resolution || d.resolution.unit < 2) return [];
     // iipsrv 1.3 reports pixels per metre under this name; viewers were written against that.

@@ -1,10 +1,11 @@
 /**
  * The IIP processing commands that shape the pixels of the next image command: MINMAX, CNT, GAM,
- * INV, CMP, CTW, with iipsrv's argument forms. The pixels are worked in the engine
+ * INV, CMP, CTW, COL, SHD, CNV, with iipsrv's argument forms. The pixels are worked in the engine
  * (engine/processing.ts); these only fill the session's settings.
  */
-import { InvalidArgumentError, NotImplementedError } from '../../errors.js';
-import type { Colormap } from '../../engine/processing.js';
+import { InvalidArgumentError } from '../../errors.js';
+import { KERNEL_PRESETS, MAX_KERNEL_SIDE, kernelSide } from '../../engine/convolution.js';
+import { STRETCH, type Colormap } from '../../engine/processing.js';
 import { decodeImageName } from '../../engine/image-path.js';
 import { atof, atoi } from './numbers.js';
 import type { IipSession } from './session.js';
@@ -21,11 +22,15 @@ export function minmax(session: IipSession, argument: string): void {
   session.processing = { ...session.processing, ranges: [...ranges, { channel, min, max }] };
 }
 
-/** `CNT=c`: contrast factor; equalisation and stretch come with the histogram. */
+/**
+ * `CNT=c`: a contrast factor; `eq`/`equalization` adds histogram equalisation (the factor stays);
+ * `st`/`stretch`, like the factor -1 it stands for in iipsrv, stretches the histogram's range.
+ */
 export function cnt(session: IipSession, argument: string): void {
   const value = argument.toLowerCase();
-  if (['eq', 'equalization', 'st', 'stretch', '-1'].includes(value)) throw new NotImplementedError(`CNT=${argument}: histogram equalisation and stretch are not supported yet`);
-  session.processing = { ...session.processing, contrast: atof(argument) };
+  if (value === 'eq' || value === 'equalization') session.processing = { ...session.processing, equalise: true };
+  else if (value === 'st' || value === 'stretch') session.processing = { ...session.processing, contrast: STRETCH };
+  else session.processing = { ...session.processing, contrast: atof(argument) };
 }
 
 /** `GAM=g`, or `GAM=log` (iipsrv 1.3's logarithm). */
@@ -60,10 +65,39 @@ export function ctw(session: IipSession, argument: string): void {
   session.processing = { ...session.processing, twist: rows };
 }
 
-/** `COL=grey|gray`; `COL=binary` needs the image's histogram (Otsu), which is not in yet. */
+/** `COL=grey|gray|binary`: one output colour space, the last one given. */
 export function col(session: IipSession, argument: string): void {
   const value = argument.toLowerCase();
-  if (value === 'grey' || value === 'gray') session.processing = { ...session.processing, grey: true };
-  else if (value === 'binary') throw new NotImplementedError('COL=binary is not supported yet');
+  if (value === 'grey' || value === 'gray') session.processing = { ...session.processing, grey: true, binary: false };
+  else if (value === 'binary') session.processing = { ...session.processing, grey: false, binary: true };
   else throw new InvalidArgumentError(`COL: expected grey or binary, got "${argument}"`);
+}
+
+/** `SHD=h,v`: hill shading lit from azimuth h and elevation v (integer degrees, as iipsrv reads them). */
+export function shd(session: IipSession, argument: string): void {
+  const comma = argument.indexOf(',');
+  if (comma < 0) throw new InvalidArgumentError(`SHD: expected azimuth,elevation in degrees, got "${argument}"`);
+  const shade = { azimuth: atoi(argument.slice(0, comma)), elevation: atoi(argument.slice(comma + 1)) };
+  session.processing = { ...session.processing, shade };
+}
+
+/**
+ * `CNV=[v1,v2,...]`, a square kernel of odd side up to 5 given row by row, or a preset name, with
+ * or without brackets; URL-decoded first. iipsrv ignores a kernel of the wrong size; here it is a
+ * 400 so that the client learns why nothing changed.
+ */
+export function cnv(session: IipSession, argument: string): void {
+  // As iipsrv: what lies between the first `[` (or the start) and the first `]` (or the end).
+  const text = decodeImageName(argument);
+  const close = text.indexOf(']');
+  const inner = text.slice(text.indexOf('[') + 1, close < 0 ? undefined : close).trim();
+  const preset = KERNEL_PRESETS[inner.toLowerCase()];
+  let kernel: number[];
+  if (preset) kernel = [...preset];
+  else if (/^[\s\d.,eE+-]+$/.test(inner)) kernel = inner.split(',').map(atof);
+  else throw new InvalidArgumentError(`CNV: expected [v1,v2,...] or one of ${Object.keys(KERNEL_PRESETS).join(', ')}, got "${argument}"`);
+  if (kernelSide(kernel.length) === 0) {
+    throw new InvalidArgumentError(`CNV: a kernel needs 1, 9 or 25 values (a square of odd side up to ${MAX_KERNEL_SIDE}); got ${kernel.length}`);
+  }
+  session.processing = { ...session.processing, convolution: kernel };
 }

@@ -35,7 +35,7 @@ export function objectResponse(session: IipSession): IipResponse {
     ['X-Powered-By', 'IIPImage'],
     ['Cache-Control', config.cacheControl],
   ];
-  if (session.image) headers.push(['Last-Modified', httpDate(session.image.file.mtimeSeconds)]);
+  if (session.image) headers.push(['Last-Modified', httpDate(session.image.modifiedSeconds)]);
   headers.push(['Content-Type', IIP_CONTENT_TYPE]);
   // The first body line is `IIP:1.0` when asked for, otherwise empty: clients skip one line.
   const lines = [session.protocolLine ?? '', ...session.objectLines];
@@ -53,7 +53,15 @@ export function imageResponse(
   // iipsrv marks tiles and regions with X-Powered-By but not its IIP tile stream (TIL).
   const headers: HeaderList = contentType === IIP_CONTENT_TYPE ? [] : [['X-Powered-By', 'IIPImage']];
   headers.push(['Content-Type', contentType]);
-  if (session.image) headers.push(['Last-Modified', httpDate(session.image.file.mtimeSeconds)]);
+  if (session.image) headers.push(['Last-Modified', httpDate(session.image.modifiedSeconds)]);
   headers.push(['Cache-Control', session.context.config.cacheControl], ...extra);
   return { status: 200, headers, body };
+}
+
+/** A text document about the image (SPECTRA's XML, PFL's JSON), headers in iipsrv's order. */
+export function documentResponse(session: IipSession, body: string, contentType: string): IipResponse {
+  const headers: HeaderList = [['Content-Type', contentType]];
+  if (session.image) headers.push(['Last-Modified', httpDate(session.image.modifiedSeconds)]);
+  headers.push(['Cache-Control', session.context.config.cacheControl]);
+  return { status: 200, headers, body: Buffer.from(body, 'utf8') };
 }

@@ -9,6 +9,7 @@ import { NO_PROCESSING, isIdentity, type Processing } from '../../engine/process
 import type { Log } from '../../log.js';
 import type { IipRequest, IipResponse } from '../../request.js';
 import { IipError } from '../../errors.js';
+import { DEFAULT_VIEW } from '../../engine/image-sequence.js';
 
 export interface ProtocolContext {
   config: Config;
@@ -39,18 +40,29 @@ export class IipSession {
   /** ROT: clockwise degrees (multiples of 90 rotate) and `!` mirroring. */
   rotation = 0;
   mirror = false;
-  /** MINMAX, CNT, GAM, INV, CMP, CTW. */
+  /** MINMAX, CNT, GAM, INV, CMP, CTW, COL, SHD, CNV. */
   processing: Processing = NO_PROCESSING;
   /** LYR: JPEG2000 quality layers to decode; undefined = MAX_LAYERS decides. */
   layers: number | undefined = undefined;
-  /** SDS: sequence angles (horizontal view, vertical view). */
-  horizontalView = 0;
-  verticalView = 90;
+  /** SDS: sequence angles (horizontal view, vertical view); FIF resets them, as in iipsrv. */
+  horizontalView: number = DEFAULT_VIEW.horizontal;
+  verticalView: number = DEFAULT_VIEW.vertical;
 
   constructor(
     readonly request: IipRequest,
     readonly context: ProtocolContext,
   ) {}
+
+  /**
+   * SDS and JTLS: the view of the image sequence at these angles becomes the image later commands
+   * read (a single image stays itself).
+   * @throws FileError when the sequence has no such view (404, as iipsrv)
+   */
+  async selectView(horizontal: number, vertical: number): Promise<void> {
+    this.horizontalView = horizontal;
+    this.verticalView = vertical;
+    if (this.image) this.image = await this.context.engine.openView(this.image, horizontal, vertical);
+  }
 
   /** Commands after a finished response or a 304 are not run (iipsrv would append their output). */
   get finished(): boolean {

@@ -1,5 +1,5 @@
 /**
- * JTL (one tile), JTLS (a tile of a sequence view) and TIL (a stream of tiles): resolution
+ * JTL (one tile), JTLS (a tile of a view of an image sequence) and TIL (a stream of tiles): resolution
  * numbering from the smallest (0) up, tiles numbered row by row from the top left, edge tiles
  * cropped to the image.
  */
@@ -74,13 +74,11 @@ export async function jtls(session: IipSession, argument: string): Promise<void>
   const parts = argument.split(',');
   if (parts.length !== 4) throw new InvalidArgumentError('JTLS needs four values: h,resolution,tile,v');
   const [h, resolution, tile, v] = parts.map(atoi) as [number, number, number, number];
-  session.horizontalView = h;
-  session.verticalView = v;
+  await session.selectView(h, v);
   if (!session.image) {
     session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
     return;
   }
-  // A single image has one view whatever the angles; sequences are not read yet.
   const body = await renderTile(session, resolution, tile);
   session.output = imageResponse(session, body, 'image/jpeg');
 }

@@ -49,15 +49,13 @@ export function rot(session: IipSession, argument: string): void {
 }
 
 /**
- * `SDS=h,v`: the view of an image sequence (horizontal angle, vertical angle). As in iipsrv 1.1 a
- * single value sets both. A single image has one view whatever the angles say, so they only
- * matter to sequences.
+ * `SDS=h,v`: the view of an image sequence (horizontal angle or band, vertical angle). A single
+ * value selects horizontal view h at vertical 0, as iipsrv 1.3 does (1.1 set both angles to it,
+ * which no sequence has a use for). A single image has one view whatever the angles say.
  */
-export function sds(session: IipSession, argument: string): void {
+export function sds(session: IipSession, argument: string): Promise<void> {
   const comma = argument.indexOf(',');
-  const h = atoi(argument);
-  session.horizontalView = h;
-  session.verticalView = comma < 0 ? h : atoi(argument.slice(comma + 1));
+  return session.selectView(atoi(argument), comma < 0 ? 0 : atoi(argument.slice(comma + 1)));
 }
 
 /**

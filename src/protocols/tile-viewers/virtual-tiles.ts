@@ -41,7 +41,7 @@ export async function sendVirtualTile(
 export function sendDescriptor(session: IipSession, xml: string): void {
   const { config } = session.context;
   const headers: Array<[string, string]> = [['Content-Type', 'application/xml']];
-  if (session.image) headers.push(['Last-Modified', httpDate(session.image.file.mtimeSeconds)]);
+  if (session.image) headers.push(['Last-Modified', httpDate(session.image.modifiedSeconds)]);
   headers.push(['Cache-Control', config.cacheControl]);
   session.output = { status: 200, headers, body: Buffer.from(xml, 'utf8') };
 }

@@ -1,0 +1,55 @@
+/**
+ * The steps iipsrv runs on the 8-bit pixels it is about to encode, after the float pipeline and
+ * any resizing: COL=grey (sRGB sources only), COL=binary (grey, then the image's Otsu threshold;
+ * not for sources that are already bi-level), CNT=eq (every band through the equalisation table).
+ * Mirroring and rotation follow in the engine.
+ */
+import type { RawPixels } from './codecs/jpeg.js';
+import { equalisationTable, otsuThreshold } from './histogram.js';
+import { toGrey, type Processing } from './processing.js';
+import type { ColourSpace } from './source.js';
+
+/** Whether any of these steps is asked for (and so the image histogram may be needed). */
+export function hasOutputSteps(p: Processing): boolean {
+  return p.grey || p.binary || p.equalise;
+}
+
+/**
+ * 8-bit samples as iipsrv encodes them when no float step runs: 2 bands become 1, more than 3
+ * become the first 3 (alpha dropped, not composited).
+ */
+export function flattenSamples(samples: { data: ArrayLike<number>; width: number; height: number; channels: number }): RawPixels {
+  const { data, width, height, channels: stored } = samples;
+  const channels: 1 | 3 = stored >= 3 ? 3 : 1;
+  const pixels = width * height;
+  const out = Buffer.allocUnsafe(pixels * channels);
+  if (stored === channels) for (let i = 0; i < out.length; i++) out[i] = data[i]!;
+  else for (let p = 0, o = 0; p < pixels; p++) for (let c = 0; c < channels; c++) out[o++] = data[p * stored + c]!;
+  return { data: out, width, height, channels, stride: width * channels };
+}
+
+/**
+ * @param pixels tightly packed (stride = width * channels)
+ * @param histogram the image's (see histogram.ts); only read for binary and equalisation
+ */
+export function applyOutputSteps(pixels: RawPixels, p: Processing, source: ColourSpace, histogram: Uint32Array | null): RawPixels {
+  let { data, channels } = pixels;
+  const { width, height } = pixels;
+  if (((p.grey && source === 'srgb') || (p.binary && source !== 'binary')) && channels === 3) {
+    data = toGrey(data);
+    channels = 1;
+  }
+  if (p.binary && source !== 'binary') {
+    const threshold = otsuThreshold(histogram!);
+    const out = Buffer.allocUnsafe(data.length);
+    for (let i = 0; i < data.length; i++) out[i] = data[i]! < threshold ? 0 : 255;
+    data = out;
+  }
+  if (p.equalise) {
+    const table = equalisationTable(histogram!, width * height);
+    const out = Buffer.allocUnsafe(data.length);
+    for (let i = 0; i < data.length; i++) out[i] = table[data[i]!]!;
+    data = out;
+  }
+  return { data, width, height, channels, stride: width * channels };
+}
