@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -225,6 +225,22 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
       const tile = await local.get(`FIF=${name}&JTL=0,0`);
       assert.equal(tile.status, 200, `${name}: ${text(tile)}`);
     }
+  });
+
+  it('serves a replaced file afresh, also from the decoded-level cache', async () => {
+    const other = testImage(1024, 768, 3, 8);
+    other.data.forEach((v, i) => (other.data[i] = 255 - v));
+    makeJp2(dir, 'inverse.jp2', other, ['-n', '6']);
+    copyFileSync(path.join(dir, 'rgb-lossless.jp2'), path.join(dir, 'swap.jp2'));
+    // The 512x384 level is decoded whole and kept for its tiles.
+    const before = await decodePixels((await server.get('FIF=swap.jp2&PTL=1,0')).body);
+    copyFileSync(path.join(dir, 'inverse.jp2'), path.join(dir, 'swap.jp2'));
+    const later = new Date(Date.now() + 5000);
+    utimesSync(path.join(dir, 'swap.jp2'), later, later);
+    const after = await decodePixels((await server.get('FIF=swap.jp2&PTL=1,0')).body);
+    const expected = await decodePixels((await server.get('FIF=inverse.jp2&PTL=1,0')).body);
+    assert.equal(psnr(after, expected), Infinity);
+    assert.ok(psnr(before, after) < 20);
   });
 
   it('rejects truncated and corrupt files with an error and goes on serving', async () => {

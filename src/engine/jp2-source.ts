@@ -45,6 +45,8 @@ export interface Jp2SourceOptions {
   blocks?: boolean;
 }
 
+let openedSources = 0;
+
 const ceilDiv = (value: number, power: number) => Math.ceil(value / 2 ** power);
 
 /**
@@ -114,6 +116,11 @@ export class Jp2Source implements ImageSource {
   readonly description: ImageDescription;
   /** Index of the smallest level the codestream holds; levels after it are virtual. */
   private readonly smallestReal: number;
+  /**
+   * This open file's prefix in the shared cache of decoded pixels: a file replaced under the same
+   * name is a new source, whose keys never meet the old one's.
+   */
+  private readonly cacheId = `jp2:${++openedSources}\0`;
   /** When a tile of each block was last asked for (insertion order = age). */
   private readonly recentBlocks = new Map<string, number>();
 
@@ -203,14 +210,14 @@ export class Jp2Source implements ImageSource {
   private async realPixels(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
     const level = this.description.levels[reduce]!;
     if (level.width * level.height <= WHOLE_LEVEL_PIXELS && (rect.width < level.width || rect.height < level.height)) {
-      const whole = await this.options.levelCache.get(`${this.path}\0${reduce}\0${layers}`, () =>
+      const whole = await this.options.levelCache.get(`${this.cacheId}${reduce}\0${layers}`, () =>
         this.decodeArea(reduce, { left: 0, top: 0, width: level.width, height: level.height }, layers),
       );
       return crop(whole, rect);
     }
     const block = this.options.blocks === false ? null : this.blockOf(level, rect);
     if (block) {
-      const key = `${this.path}\0${reduce}\0${layers}\0${block.left},${block.top}`;
+      const key = `${this.cacheId}${reduce}\0${layers}\0${block.left},${block.top}`;
       const kept = this.options.levelCache.peek(key);
       if (kept) return crop(await kept, { ...rect, left: rect.left - block.left, top: rect.top - block.top });
       const now = Date.now();
@@ -266,7 +273,7 @@ export class Jp2Source implements ImageSource {
   }
 
   close(): Promise<void> {
-    this.options.levelCache.forget(`${this.path}\0`);
+    this.options.levelCache.forget(this.cacheId);
     return Promise.resolve();
   }
 }
