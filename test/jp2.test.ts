@@ -14,6 +14,8 @@ import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { decoderOutputDir } from '../src/engine/jp2/decoder.ts';
 import { effectiveLayers } from '../src/engine/jp2-source.ts';
+import { readJp2Header } from '../src/engine/jp2/header.ts';
+import { open } from 'node:fs/promises';
 import { silentLog } from '../src/log.ts';
 import type { IipResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
@@ -241,6 +243,35 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     const expected = await decodePixels((await server.get('FIF=inverse.jp2&PTL=1,0')).body);
     assert.equal(psnr(after, expected), Infinity);
     assert.ok(psnr(before, after) < 20);
+  });
+
+  it('reads the boxes and markers of a real-world JP2: components, layers, tiles, wavelet, ICC, XMP, resolution', async () => {
+    const handle = await open(path.join(fixtureDir('cantaloupe'), 'jp2-6res-rgb-64x56x16-multitiled-lossy.jp2'));
+    try {
+      const h = await readJp2Header(handle, (await handle.stat()).size);
+      assert.deepEqual([h.container, h.x1 - h.x0, h.y1 - h.y0, h.components.length], ['jp2', 64, 56, 3]);
+      assert.deepEqual(h.components[0], { precision: 16, signed: false, dx: 1, dy: 1 });
+      assert.deepEqual([h.dwtLevels, h.qualityLayers, h.progression, h.tileWidth, h.tileHeight, h.reversible], [5, 4, 'LRCP', 28, 32, false]);
+      assert.equal(h.icc?.length, 3144);
+      assert.equal(h.icc?.toString('latin1', 36, 40), 'acsp');
+      assert.match(h.xmp ?? '', /<x:xmpmeta/);
+      assert.ok(Math.abs(h.resolution!.x - 2834.6) < 0.1, 'resolution: 72 dpi in pixels per metre');
+    } finally {
+      await handle.close();
+    }
+  });
+
+  it('serves the IIIF validator JP2 with the pixels of its PNG', async () => {
+    const fixtures = fixtureDir('iiif-validator');
+    const local = serverFor(fixtures + '/');
+    const name = '67352ccc-d1b0-11e1-89ae-279075081939';
+    const jp2 = await local.get(`FIF=${name}.jp2&CVT=png`);
+    assert.equal(jp2.status, 200, text(jp2));
+    const png = await decodePixels(readFileSync(path.join(fixtures, `${name}.png`)));
+    assert.ok(psnr(await decodePixels(jp2.body), png) > 35);
+    const iiifTile = await decodePixels((await local.get(`IIIF=${name}.jp2/500,500,250,250/max/0/default.png`)).body);
+    const expected = await decodePixels(sharp(readFileSync(path.join(fixtures, `${name}.png`))).extract({ left: 500, top: 500, width: 250, height: 250 }));
+    assert.ok(psnr(iiifTile, expected) > 35);
   });
 
   it('rejects truncated and corrupt files with an error and goes on serving', async () => {
