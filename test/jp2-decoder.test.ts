@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FileError, ServerFailureError } from '../src/errors.ts';
+import { FileError, NotImplementedError, ServerFailureError } from '../src/errors.ts';
 import { Jp2Decoder, decoderOutputDir, HELPER_BINARY } from '../src/engine/jp2/decoder.ts';
 import { DecodedLevelCache } from '../src/engine/jp2/level-cache.ts';
 import { DecodeError, ProcessPool } from '../src/engine/jp2/process-pool.ts';
@@ -155,6 +155,16 @@ describe('JPEG2000 decoders', { skip: JP2_SKIP ?? false }, () => {
       assert.deepEqual([pixels.width, pixels.height], [expected.width, expected.height], `tile ${col},${row}`);
       assert.ok(pixels.data.equals(expected.data), `tile ${col},${row} differs from the source`);
     });
+  });
+
+  it('refuses a virtual level that would need too many pixels decoded (501), instead of exhausting memory', async () => {
+    // One resolution only: its virtual levels are scaled from the full image.
+    const flat = makeJp2(dir, 'flat.jp2', testImage(1024, 768, 3, 8), ['-n', '1']);
+    const src = await Jp2Source.open(flat, 'flat.jp2', { decoder: decoder({}), levelCache: new DecodedLevelCache(1 << 20), maxLayers: -1, maxVirtualSourcePixels: 500_000 });
+    assert.deepEqual(src.description.levels.map((l) => `${l.width}x${l.height}`), ['1024x768', '512x384', '256x192']);
+    await assert.rejects(src.samples(2, { left: 0, top: 0, width: 256, height: 192 }), (error: Error) => error instanceof NotImplementedError && /1024x768 pixels decoded/.test(error.message));
+    const part = await src.samples(1, { left: 0, top: 0, width: 256, height: 256 });
+    assert.deepEqual([part.width, part.height], [256, 256]);
   });
 
   it('says which package is missing when there is no decoder at all', async () => {

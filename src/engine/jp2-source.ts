@@ -10,7 +10,7 @@
  */
 import { open } from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
-import { FileError, ServerFailureError } from '../errors.js';
+import { FileError, NotImplementedError, ServerFailureError } from '../errors.js';
 import type { RawPixels } from './codecs/jpeg.js';
 import { Jp2Decoder, type DecodeArea } from './jp2/decoder.js';
 import { Jp2FormatError, readJp2Header, type Jp2Header } from './jp2/header.js';
@@ -32,6 +32,11 @@ const WHOLE_LEVEL_PIXELS = 1024 * 1024;
  * tile; scattered requests (the random benchmark) almost never trigger it.
  */
 const BLOCK = 512;
+/**
+ * Most pixels of the smallest real level decoded for one rectangle of a virtual level: a file with
+ * too few wavelet levels would otherwise need gigabytes for a thumbnail.
+ */
+const MAX_VIRTUAL_SOURCE_PIXELS = 64 * 1024 * 1024;
 const BLOCK_WINDOW_MS = 250;
 const RECENT_BLOCKS = 1024;
 
@@ -43,6 +48,8 @@ export interface Jp2SourceOptions {
   maxLayers: number;
   /** Decode 512x512 blocks for tiles asked for together (default on). */
   blocks?: boolean;
+  /** Most pixels decoded for one rectangle of a virtual level (default 64 Mpx). */
+  maxVirtualSourcePixels?: number;
 }
 
 let openedSources = 0;
@@ -197,6 +204,11 @@ export class Jp2Source implements ImageSource {
       width: Math.max(1, Math.min(real.width - left, Math.round((rect.left + rect.width) * sx) - left)),
       height: Math.max(1, Math.min(real.height - top, Math.round((rect.top + rect.height) * sy) - top)),
     };
+    if (source.width * source.height > (this.options.maxVirtualSourcePixels ?? MAX_VIRTUAL_SOURCE_PIXELS)) {
+      throw new NotImplementedError(
+        `${this.name}: a ${rect.width}x${rect.height} view of this level needs ${source.width}x${source.height} pixels decoded (the codestream has only ${this.header.dwtLevels} wavelet levels)`,
+      );
+    }
     const full = await this.realPixels(this.smallestReal, source, layers);
     const wide = full.data instanceof Uint16Array;
     const { data, info } = await sharp(full.data, { raw: { width: full.width, height: full.height, channels: full.channels as 1 | 2 | 3 | 4 } })
