@@ -125,6 +125,11 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     for (let y = 0; y < 30; y++) {
       for (let x = 0; x < 40; x++) assert.equal(samples.data[y * 40 + x], grey16.data[(50 + y) * 600 + 100 + x], `sample ${x},${y}`);
     }
+    // The sharp pipeline over the same samples keeps 16 bits.
+    const pipeline = await image.source.decode(0, { left: 100, top: 50, width: 40, height: 30 });
+    const { data, info } = await pipeline.raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+    assert.deepEqual([info.width, info.height, info.channels], [40, 30, 1]);
+    assert.equal(new Uint16Array(data.buffer, data.byteOffset, data.length / 2)[0], grey16.data[50 * 600 + 100]);
     const tile = await decodePixels((await server.get('FIF=grey16.jp2&PTL=2,0')).body);
     assert.equal(tile.channels, 1);
     assert.ok(psnr(tile, expectedRect(grey16, 0, 0, 256, 256)) > 45);

@@ -84,7 +84,8 @@ export function effectiveLayers(total: number, maxLayers: number, requested?: nu
 function colourSpaceOf(header: Jp2Header): ColourSpace {
   const channels = header.components.length;
   if (header.enumeratedColourSpace === 14) return 'cielab';
-  if (channels <= 2) return header.components[0]!.precision === 1 ? 'binary' : 'grey';
+  // 1-bit data is widened to 0/255 when decoded: plain grey from then on.
+  if (channels <= 2) return 'grey';
   return channels <= 4 ? 'srgb' : 'multiband';
 }
 
@@ -180,7 +181,9 @@ export class Jp2Source implements ImageSource {
 
   async decode(level: number, rect: Rect, options?: DecodeOptions): Promise<Sharp> {
     const pixels = await this.pixels(level, rect, options);
-    return sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels as 1 | 2 | 3 | 4 } });
+    const pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels as 1 | 2 | 3 | 4 } });
+    // libvips takes one 16-bit band for sRGB otherwise, and would hand back three.
+    return pixels.data instanceof Uint16Array && pixels.channels <= 2 ? pipeline.toColourspace('grey16') : pipeline;
   }
 
   async samples(level: number, rect: Rect, options?: DecodeOptions): Promise<Samples> {
