@@ -77,6 +77,13 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     server = serverFor(dir + '/');
   });
 
+  before(async () => {
+    // The same pixels as a lossless pyramid TIFF, served beside them.
+    await sharp(Buffer.from(rgb.data), { raw: { width: 1024, height: 768, channels: 3 } })
+      .tiff({ tile: true, pyramid: true, tileWidth: 256, tileHeight: 256, compression: 'deflate' })
+      .toFile(path.join(dir, 'rgb.tif'));
+  });
+
   after(async () => {
     for (const engine of engines) engine.close();
     await new Promise((r) => setTimeout(r, 200));
@@ -115,6 +122,22 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     const expected = { width: 512, height: 384, channels: 3, data: reduced };
     const crop = await sharp(expected.data, { raw: { width: 512, height: 384, channels: 3 } }).extract({ left: 0, top: 0, width: 256, height: 256 }).raw().toBuffer();
     assert.ok(psnr(level, { width: 256, height: 256, channels: 3, data: crop }) > 28);
+  });
+
+  it('matches the same image served as a TIFF: identical lossless tiles, close lossy ones and regions', async () => {
+    const { get } = server;
+    assert.equal(await obj(get, 'rgb.tif', 'Resolutions'), await obj(get, 'rgb-lossless.jp2', 'Resolutions'));
+    for (const tile of [0, 5, 11]) {
+      const tiff = await decodePixels((await get(`FIF=rgb.tif&PTL=2,${tile}`)).body);
+      const lossless = await decodePixels((await get(`FIF=rgb-lossless.jp2&PTL=2,${tile}`)).body);
+      assert.equal(psnr(lossless, tiff), Infinity, `tile ${tile}`);
+      const lossy = await decodePixels((await get(`FIF=rgb-layers.jp2&LYR=3&JTL=2,${tile}`)).body);
+      assert.ok(psnr(lossy, tiff) > 30, `lossy tile ${tile}: ${psnr(lossy, tiff)}`);
+    }
+    const a = await decodePixels((await get('FIF=rgb.tif&WID=300&CVT=png')).body);
+    const b = await decodePixels((await get('FIF=rgb-lossless.jp2&WID=300&CVT=png')).body);
+    assert.deepEqual([b.width, b.height], [a.width, a.height]);
+    assert.ok(psnr(a, b) > 30, `regions: ${psnr(a, b)}`);
   });
 
   it('keeps 16-bit samples as stored and runs them through the 8-bit pipeline', async () => {
