@@ -27,12 +27,13 @@ import { plainRequest } from './helpers/requests.ts';
 
 const engines: Engine[] = [];
 
-function serverFor(prefix: string, env: Record<string, string> = {}) {
+function serverFor(prefix: string, env: Record<string, string> = {}, jp2Decoder?: ConstructorParameters<typeof Engine>[0]['jp2Decoder']) {
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: prefix, ...env });
   const engine = new Engine({
     paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix },
     cacheBytes: config.maxImageCacheBytes,
     maxLayers: config.maxLayers,
+    jp2Decoder,
   });
   engines.push(engine);
   const router = createRouter({ config, engine, log: silentLog });
@@ -300,6 +301,24 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     const iiifTile = await decodePixels((await local.get(`IIIF=${name}.jp2/500,500,250,250/max/0/default.png`)).body);
     const expected = await decodePixels(sharp(readFileSync(path.join(fixtures, `${name}.png`))).extract({ left: 500, top: 500, width: 250, height: 250 }));
     assert.ok(psnr(iiifTile, expected) > 35);
+  });
+
+  it('gives the same answers through opj_decompress alone (no helper): grey, RGB, RGBA, 16-bit', async () => {
+    const fixtures = fixtureDir('cantaloupe');
+    const withHelper = serverFor(fixtures + '/');
+    const programOnly = serverFor(fixtures + '/', {}, { helper: null });
+    for (const name of ['jp2-6res-rgba-64x56x8-multitiled-lossy.jp2', 'jp2-6res-rgba-64x56x16-monotiled-reversible.jp2', 'jp2-6res-rgb-64x56x16-multitiled-lossy.jp2']) {
+      for (const query of [`FIF=${name}&CVT=png`, `FIF=${name}&JTL=0,0`]) {
+        const a = await withHelper.get(query);
+        const b = await programOnly.get(query);
+        assert.equal(b.status, 200, `${query}: ${text(b)}`);
+        // opj_decompress applies the files' ICC profile (an sRGB-like one here), the helper does not.
+        assert.ok(psnr(await decodePixels(a.body), await decodePixels(b.body)) > 30, query);
+      }
+    }
+    const grey = serverFor(dir + '/', {}, { helper: null });
+    const tile = await decodePixels((await grey.get('FIF=grey16.jp2&PTL=2,0')).body);
+    assert.ok(psnr(tile, expectedRect(grey16, 0, 0, 256, 256)) > 45);
   });
 
   it('rejects truncated and corrupt files with an error and goes on serving', async () => {
