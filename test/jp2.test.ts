@@ -221,6 +221,20 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     assert.equal(effectiveLayers(5, 0, 9), 5);
   });
 
+  it('handles an image offset on the reference grid and offset codestream tiles', async () => {
+    const image = testImage(600, 401, 3, 8);
+    // Image origin at 3,5 and tile origin at 1,2: level sizes are ceil(x1/2^r) - ceil(x0/2^r).
+    makeJp2(dir, 'offset.jp2', image, ['-n', '4', '-d', '3,5', '-t', '256,256', '-T', '1,2']);
+    assert.equal(await obj(server.get, 'offset.jp2', 'Resolutions'), 'Resolutions:150 100,300 200,600 401');
+    for (const [tile, left, top, width, height] of [
+      [1, 256, 0, 256, 256],
+      [5, 512, 256, 88, 145],
+    ] as const) {
+      const got = await decodePixels((await server.get(`FIF=offset.jp2&PTL=2,${tile}`)).body);
+      assert.equal(psnr(got, expectedRect(image, left, top, width, height)), Infinity, `tile ${tile}`);
+    }
+  });
+
   it('reads raw J2K codestreams, which iipsrv 1.1 rejects', async () => {
     assert.equal(await obj(server.get, 'raw.j2k', 'Max-size'), 'Max-size:1024 768');
     assert.equal(await obj(server.get, 'raw.j2k', 'Resolution-number'), 'Resolution-number:3');
