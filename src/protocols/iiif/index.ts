@@ -266,6 +266,7 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
     body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), {
       format,
       quality: session.effectiveQuality,
+      requested: session.requestedQuality,
       rotation: rotation.degrees,
       mirror: rotation.mirror,
       processing: session.processing,

@@ -12,7 +12,7 @@ import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
 import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
-import { hei, qlt, rgn, rot, sds, wid } from './view-commands.js';
+import { bits, hei, qlt, rgn, rot, sds, wid } from './view-commands.js';
 import { cmp, cnt, col, ctw, gam, inv, minmax } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
@@ -24,6 +24,7 @@ export const COMMANDS: Record<string, IipCommand> = {
   fif,
   obj,
   qlt,
+  bits,
   wid,
   hei,
   rgn,

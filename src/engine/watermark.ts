@@ -1,0 +1,131 @@
+/**
+ * WATERMARK: an image added to output pixels (iipsrv §12.5). It is read once at start-up and
+ * premultiplied there (`rgb × opacity × alpha / 255`), then added with clipping at a random place
+ * inside a tile (cropped when the tile is smaller), with WATERMARK_PROBABILITY per tile; regions
+ * get one chance per block of twice the tile size, as current iipsrv does. One-band output uses
+ * the watermark's red band; alpha bands are left alone.
+ */
+import sharp, { type Sharp } from 'sharp';
+import { outputBands } from './encoders.js';
+
+/** Interleaved samples to mark in place: 8-bit (Uint8Array / Buffer) or 16-bit. */
+export interface MarkablePixels {
+  data: Uint8Array | Uint16Array;
+  width: number;
+  height: number;
+  channels: number;
+  /** Samples per row; width × channels when absent. */
+  stride?: number;
+}
+
+export interface WatermarkSettings {
+  path: string;
+  probability: number;
+  opacity: number;
+}
+
+export class Watermark {
+  private constructor(
+    readonly width: number,
+    readonly height: number,
+    /** Premultiplied red, green, blue per pixel, truncated to whole 8-bit values as iipsrv keeps them. */
+    private readonly values: Uint8Array,
+    readonly probability: number,
+    /** Distinguishes this watermark's outputs from any other's in shared caches. */
+    readonly fingerprint: string,
+    private readonly random: () => number,
+  ) {}
+
+  /**
+   * @throws Error naming the file when it is not an image sharp reads
+   */
+  static async load(settings: WatermarkSettings, random: () => number = Math.random): Promise<Watermark> {
+    let decoded;
+    try {
+      decoded = await sharp(settings.path).ensureAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+    } catch (error) {
+      throw new Error(`WATERMARK ${settings.path} cannot be read as an image: ${(error as Error).message}`);
+    }
+    const { data, info } = decoded;
+    const pixels = info.width * info.height;
+    const values = new Uint8Array(pixels * 3);
+    for (let i = 0; i < pixels; i++) {
+      const scale = (settings.opacity * data[i * 4 + 3]!) / 255;
+      for (let c = 0; c < 3; c++) values[i * 3 + c] = Math.trunc(data[i * 4 + c]! * scale);
+    }
+    const fingerprint = `${settings.path}:${settings.probability}:${settings.opacity}:${info.width}x${info.height}:${checksum(data)}`;
+    return new Watermark(info.width, info.height, values, settings.probability, fingerprint, random);
+  }
+
+  /** One draw against WATERMARK_PROBABILITY. */
+  draw(): boolean {
+    return this.probability >= 1 || (this.probability > 0 && this.random() < this.probability);
+  }
+
+  /** Marks a tile the caller has drawn for (it must know first: a marked tile is never the stored one). */
+  markTile(pixels: MarkablePixels): void {
+    this.place(pixels, 0, 0, pixels.width, pixels.height);
+  }
+
+  /**
+   * Marks a region block by block (blocks of twice the tile size), a draw for each.
+   * @returns whether any block was marked
+   */
+  markRegion(pixels: MarkablePixels, tileWidth: number, tileHeight: number): boolean {
+    const blockWidth = Math.max(1, 2 * tileWidth);
+    const blockHeight = Math.max(1, 2 * tileHeight);
+    let marked = false;
+    for (let top = 0; top < pixels.height; top += blockHeight) {
+      for (let left = 0; left < pixels.width; left += blockWidth) {
+        if (!this.draw()) continue;
+        this.place(pixels, left, top, Math.min(blockWidth, pixels.width - left), Math.min(blockHeight, pixels.height - top));
+        marked = true;
+      }
+    }
+    return marked;
+  }
+
+  /** Adds the watermark at a random offset inside the area (at its corner, cropped, when larger). */
+  private place(pixels: MarkablePixels, areaLeft: number, areaTop: number, areaWidth: number, areaHeight: number): void {
+    const x0 = areaLeft + (areaWidth > this.width ? Math.floor(this.random() * (areaWidth - this.width + 1)) : 0);
+    const y0 = areaTop + (areaHeight > this.height ? Math.floor(this.random() * (areaHeight - this.height + 1)) : 0);
+    const width = Math.min(this.width, areaLeft + areaWidth - x0);
+    const height = Math.min(this.height, areaTop + areaHeight - y0);
+    const { data, channels } = pixels;
+    const stride = pixels.stride ?? pixels.width * channels;
+    const wide = data instanceof Uint16Array;
+    const max = wide ? 65535 : 255;
+    const scale = wide ? 256 : 1;
+    const colours = channels >= 3 ? 3 : 1;
+    for (let y = 0; y < height; y++) {
+      let out = (y0 + y) * stride + x0 * channels;
+      let mark = y * this.width * 3;
+      for (let x = 0; x < width; x++, out += channels, mark += 3) {
+        for (let c = 0; c < colours; c++) {
+          const sum = data[out + c]! + this.values[mark + c]! * scale;
+          data[out + c] = sum > max ? max : sum;
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Runs a pipeline to its pixels (in the output's band layout), marks them and hands back a
+ * pipeline of the marked pixels: watermarking is the last step before encoding.
+ */
+export async function markPipeline(pipeline: Sharp, channels: number, bits: 8 | 16, mark: (pixels: MarkablePixels) => void): Promise<Sharp> {
+  const { data, info } = await outputBands(pipeline, channels, bits)
+    .raw(bits === 16 ? { depth: 'ushort' } : {})
+    .toBuffer({ resolveWithObject: true });
+  const samples = bits === 16 ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
+  mark({ data: samples, width: info.width, height: info.height, channels: info.channels });
+  return sharp(samples, { raw: { width: info.width, height: info.height, channels: info.channels as 1 | 2 | 3 | 4 } });
+}
+
+/** A cheap content checksum, so that a replaced watermark file changes cache keys. */
+function checksum(data: Buffer): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < data.length; i++) hash = Math.imul(hash ^ data[i]!, 0x01000193);
+  return (hash >>> 0).toString(16);
+}
