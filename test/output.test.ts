@@ -348,13 +348,13 @@ describe('output formats', () => {
     });
 
     it('not with EMBED_ICC=0, MAX_ICC=0 or a MAX_ICC below the profile size; by default (65536) it is', async () => {
-      for (const env of [{ EMBED_ICC: '0' }, { MAX_ICC: '0' }, { MAX_ICC: String(icc.length - 1) }, { EMBED_ICC: '0', MAX_ICC: '-1' }]) {
+      for (const env of <Array<Record<string, string>>>[{ EMBED_ICC: '0' }, { MAX_ICC: '0' }, { MAX_ICC: String(icc.length - 1) }, { EMBED_ICC: '0', MAX_ICC: '-1' }]) {
         const site = serverFor(prefix, env);
         for (const query of [`JTL=${top},0`, 'WID=100&CVT=jpeg', `PTL=${top},0`]) {
           assert.equal((await sharp((await site.get(`FIF=icc.tif&${query}`)).body).metadata()).icc, undefined, `${JSON.stringify(env)} ${query}`);
         }
       }
-      for (const env of [{}, { MAX_ICC: String(icc.length) }]) {
+      for (const env of <Array<Record<string, string>>>[{}, { MAX_ICC: String(icc.length) }]) {
         const site = serverFor(prefix, env);
         assert.ok((await sharp((await site.get(`FIF=icc.tif&JTL=${top},0`)).body).metadata()).icc?.equals(icc), JSON.stringify(env));
       }
