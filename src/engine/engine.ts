@@ -3,6 +3,7 @@
  * for an image by the name the client used, then for tiles and regions of it; the engine applies
  * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
+import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import sharp, { type KernelEnum, type Sharp } from 'sharp';
 import { FileError, NotImplementedError } from '../errors.js';
@@ -117,7 +118,7 @@ export class Engine {
     this.encoders = options.encoders ?? DEFAULT_ENCODER_SETTINGS;
     this.watermark = options.watermark ?? null;
     this.maxIcc = options.maxIcc ?? 0;
-    this.outputTag = JSON.stringify([this.watermark?.fingerprint ?? '', this.maxIcc, this.encoders]);
+    this.outputTag = createHash('sha1').update(JSON.stringify([this.watermark?.fingerprint ?? '', this.maxIcc, this.encoders])).digest('base64url');
     this.kernel = ({ nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos3: 'lanczos3' } as const)[
       options.interpolation ?? 'bilinear'
     ];
