@@ -297,11 +297,14 @@ describe('output formats', () => {
     it('the profile goes into tiles (stored JPEG ones too) and regions of every format but AVIF', async () => {
       const site = embedding();
       for (const file of ['icc.tif', 'icc-deflate.tif']) {
-        for (const query of [`JTL=${top},0`, `QLT=80&JTL=${top},0`, `PTL=${top},0`, `WTL=${top},0`, `TTL=${top},0`, 'CVT=jpeg', 'WID=200&CVT=png', 'WID=200&CVT=webp', 'WID=200&CVT=tiff', 'ROT=90&CVT=jpeg']) {
+        for (const query of [`JTL=${top},0`, `QLT=80&JTL=${top},0`, `PTL=${top},0`, `WTL=${top},0`, `QLT=0&WTL=${top},0`, `TTL=${top},0`, `QLT=jpeg:80&TTL=${top},0`, 'CVT=jpeg', 'WID=200&CVT=png', 'WID=200&CVT=webp', 'WID=200&CVT=tiff', 'ROT=90&CVT=jpeg']) {
           const response = await site.get(`FIF=${file}&${query}`);
           assert.equal(response.status, 200, query);
           const metadata = await sharp(response.body).metadata();
           assert.ok(metadata.icc?.equals(icc), `${file} ${query}: profile ${metadata.icc?.length ?? 'absent'}`);
+          // Still a well-formed file: it decodes to the size asked for.
+          const { info } = await sharp(response.body).raw().toBuffer({ resolveWithObject: true });
+          assert.equal(info.width, metadata.width, query);
         }
         const avif = await site.get(`FIF=${file}&ATL=${top},0`);
         assert.equal((await sharp(avif.body).metadata()).icc, undefined);
