@@ -46,9 +46,21 @@ function jpegHeaderEnd(jpeg: Buffer): number {
   return at;
 }
 
+/** An image's profile is spliced into every tile: its segments are made once per profile. */
+const segmentsOf = new WeakMap<Buffer, Buffer>();
+
+function iccMarkers(icc: Buffer): Buffer {
+  let markers = segmentsOf.get(icc);
+  if (!markers) {
+    markers = Buffer.concat(iccSegments(icc));
+    segmentsOf.set(icc, markers);
+  }
+  return markers;
+}
+
 export function embedInJpeg(jpeg: Buffer, icc: Buffer | null, xmp: string | null): Buffer {
   if (!icc && !xmp) return jpeg;
-  const parts: Buffer[] = icc ? iccSegments(icc) : [];
+  const parts: Buffer[] = icc ? [iccMarkers(icc)] : [];
   if (xmp) {
     const packet = Buffer.from(xmp, 'utf8');
     // An XMP packet too big for one segment would need Extended XMP; iipsrv sends none either.
