@@ -274,8 +274,8 @@ describe('output formats', () => {
       assert.equal((await sharp(response.body).metadata()).depth, 'uchar');
     });
 
-    it('is a 400 with processing, with 8-bit formats, and for values other than 8 and 16', async () => {
-      for (const query of ['BITS=16&CNT=2&PTL=1,0', 'BITS=16&INV&CVT=png', 'BITS=16&COL=grey&CVT=tiff', 'BITS=16&JTL=1,0', 'BITS=16&CVT=jpeg', 'BITS=16&WTL=1,0', 'BITS=12&PTL=1,0']) {
+    it('is a 400 with processing, with 8-bit formats (JPEG or WebP in TIFF too), and for values other than 8 and 16', async () => {
+      for (const query of ['BITS=16&CNT=2&PTL=1,0', 'BITS=16&INV&CVT=png', 'BITS=16&COL=grey&CVT=tiff', 'BITS=16&JTL=1,0', 'BITS=16&CVT=jpeg', 'BITS=16&WTL=1,0', 'BITS=12&PTL=1,0', 'BITS=16&QLT=jpeg:90&TTL=1,0', 'BITS=16&QLT=webp:90&CVT=tiff']) {
         const response = await server.get(`FIF=wide.tif&${query}`);
         assert.equal(response.status, 400, query);
         assert.match(response.body.toString(), /BITS/, query);

@@ -86,6 +86,10 @@ export class IipSession {
   checkBits(format: OutputFormat): void {
     if (this.bits !== 16) return;
     if (!keepsSixteenBits(format)) throw new InvalidArgumentError(`BITS=16: ${format.toUpperCase()} output has 8-bit samples (16 bits come as PNG or TIFF: PTL, TTL, CVT=png, CVT=tiff)`);
+    const compression = this.tiffCompression ?? this.context.config.tiffCompression;
+    if (format === 'tiff' && (compression === 'jpeg' || compression === 'webp')) {
+      throw new InvalidArgumentError(`BITS=16: TIFF with ${compression} compression has 8-bit samples (use lzw, deflate or none)`);
+    }
     if (!isIdentity(this.processing)) {
       throw new InvalidArgumentError('BITS=16 cannot be combined with MINMAX, CNT, GAM, INV, CMP, CTW or COL: their output has 8-bit samples');
     }
