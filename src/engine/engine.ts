@@ -180,9 +180,13 @@ export class Engine {
     return `${image.file.path}\0${image.file.mtimeSeconds}\0${kind}\0${this.outputTag}`;
   }
 
-  /** 16 when asked for, the image has 16-bit samples and the format keeps them. */
-  private outputBits(image: OpenImage, format: OutputFormat, bits: 8 | 16 | undefined): 8 | 16 {
-    return bits === 16 && image.source.description.bitsPerSample === 16 && keepsSixteenBits(format) ? 16 : 8;
+  /**
+   * 16 when asked for, the image has 16-bit samples and the format keeps them; never with
+   * processing, whose output is 8-bit (protocols refuse that combination before asking).
+   */
+  private outputBits(image: OpenImage, format: OutputFormat, bits: 8 | 16 | undefined, processing: Processing | undefined): 8 | 16 {
+    const wide = bits === 16 && image.source.description.bitsPerSample === 16 && keepsSixteenBits(format);
+    return wide && isIdentity(processing ?? NO_PROCESSING) ? 16 : 8;
   }
 
   /**
@@ -203,7 +207,7 @@ export class Engine {
     const key = this.cacheKey(
       image,
       `t:${level}:${col}:${row}:${request.format}:${request.passthrough ? 'stored' : request.quality}:${request.rotation}:${request.mirror ? 1 : 0}` +
-        `:${processingKey(request.processing ?? NO_PROCESSING)}:${qualityKey(request.requested)}:${this.outputBits(image, request.format, request.bits)}`,
+        `:${processingKey(request.processing ?? NO_PROCESSING)}:${qualityKey(request.requested)}:${this.outputBits(image, request.format, request.bits, request.processing)}`,
     );
     // With WATERMARK_PROBABILITY < 1 the cache keeps whichever the first rendering drew: a tile
     // stays as it was first served (marked or not) while it is cached, as in iipsrv 1.3.
@@ -213,7 +217,7 @@ export class Engine {
     let bytes: Buffer | null = null;
     const unchanged = request.rotation === 0 && !request.mirror;
     const processing = request.processing ?? NO_PROCESSING;
-    const bits = this.outputBits(image, request.format, request.bits);
+    const bits = this.outputBits(image, request.format, request.bits, request.processing);
     const marked = this.watermark?.draw() ?? false;
     const encoding: EncodeOptions = {
       format: request.format,
@@ -337,7 +341,7 @@ export class Engine {
   /** As outputBits; greyscale and bitonal IIIF qualities are 8-bit. */
   private regionBits(image: OpenImage, output: RegionOutput): 8 | 16 {
     const colour = output.colour ?? 'colour';
-    return colour === 'colour' ? this.outputBits(image, output.format, output.bits) : 8;
+    return colour === 'colour' ? this.outputBits(image, output.format, output.bits, output.processing) : 8;
   }
 
   /**
