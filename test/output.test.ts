@@ -294,10 +294,10 @@ describe('output formats', () => {
   describe('ICC and XMP', () => {
     const embedding = () => serverFor(prefix, { MAX_ICC: '-1' });
 
-    it('the profile goes into tiles (stored JPEG ones too) and regions of every format but AVIF', async () => {
+    it('the profile goes into tiles (stored JPEG ones too) and regions of every format', async () => {
       const site = embedding();
       for (const file of ['icc.tif', 'icc-deflate.tif']) {
-        for (const query of [`JTL=${top},0`, `QLT=80&JTL=${top},0`, `PTL=${top},0`, `WTL=${top},0`, `QLT=0&WTL=${top},0`, `TTL=${top},0`, `QLT=jpeg:80&TTL=${top},0`, 'CVT=jpeg', 'WID=200&CVT=png', 'WID=200&CVT=webp', 'WID=200&CVT=tiff', 'ROT=90&CVT=jpeg']) {
+        for (const query of [`JTL=${top},0`, `QLT=80&JTL=${top},0`, `PTL=${top},0`, `WTL=${top},0`, `QLT=0&WTL=${top},0`, `TTL=${top},0`, `QLT=jpeg:80&TTL=${top},0`, `ATL=${top},0`, 'CVT=jpeg', 'WID=100&CVT=avif', 'WID=200&CVT=png', 'WID=200&CVT=webp', 'WID=200&CVT=tiff', 'ROT=90&CVT=jpeg']) {
           const response = await site.get(`FIF=${file}&${query}`);
           assert.equal(response.status, 200, query);
           const metadata = await sharp(response.body).metadata();
@@ -306,8 +306,6 @@ describe('output formats', () => {
           const { info } = await sharp(response.body).raw().toBuffer({ resolveWithObject: true });
           assert.equal(info.width, metadata.width, query);
         }
-        const avif = await site.get(`FIF=${file}&ATL=${top},0`);
-        assert.equal((await sharp(avif.body).metadata()).icc, undefined);
       }
       // The stored JPEG tile is sent with the profile spliced in after SOI and nothing else changed.
       const passthrough = (await site.get(`FIF=icc.tif&JTL=${top},0`)).body;
@@ -316,6 +314,34 @@ describe('output formats', () => {
       assert.ok(Buffer.concat([plain.subarray(0, 2), ...segments, plain.subarray(2)]).equals(passthrough));
       // (it is the stored tile: a re-encoding at QLT=75 differs)
       assert.ok(!plain.equals((await serverFor(prefix, { EMBED_ICC: '0' }).get(`FIF=icc.tif&QLT=75&JTL=${top},0`)).body));
+    });
+
+    it('pixels are the stored values, not converted from the profile to sRGB', async () => {
+      const site = embedding();
+      // The TIFF's samples as stored (sharp would otherwise convert them from Display P3).
+      const stored = await sharp(path.join(dir, 'icc-deflate.tif'), { ignoreIcc: true }).raw().toBuffer();
+      const storedPixels: Pixels = { width: WIDTH, height: HEIGHT, channels: 3, data: stored };
+      const tile: Pixels = { width: 256, height: 256, channels: 3, data: crop(stored, (n) => Buffer.alloc(n), WIDTH, 3, { left: 0, top: 0, width: 256, height: 256 }) };
+      // Read back as written: keepIccProfile stops sharp converting on the way out.
+      const asWritten = async (image: Buffer) => {
+        const { data, info } = await sharp(image).keepIccProfile().raw().toBuffer({ resolveWithObject: true });
+        return { width: info.width, height: info.height, channels: info.channels, data };
+      };
+      for (const server of [site, serverFor(prefix, { EMBED_ICC: '0' })]) {
+        for (const [query, expected, quality] of [
+          [`PTL=${top},0`, tile, Infinity],
+          [`QLT=0&WTL=${top},0`, tile, Infinity],
+          [`CNT=1.0001&PTL=${top},0`, tile, 40],
+          ['CVT=png', storedPixels, Infinity],
+          ['CVT=tiff', storedPixels, Infinity],
+          ['QLT=0&CVT=avif', storedPixels, 40],
+          [`QLT=95&JTL=${top},0`, tile, 30],
+        ] as const) {
+          const got = await asWritten((await server.get(`FIF=icc-deflate.tif&${query}`)).body);
+          const value = psnr(got, expected);
+          assert.ok(value >= quality, `${query}: PSNR ${value.toFixed(1)} dB against the stored samples`);
+        }
+      }
     });
 
     it('the JPEG layout is iipsrv 1.1s: JFIF, then ICC_PROFILE chunks numbered from 1, then XMP in regions', async () => {
