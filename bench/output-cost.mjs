@@ -52,7 +52,10 @@ try {
     ['re-encoded tile (QLT=75), EMBED_ICC=0', { EMBED_ICC: '0' }, 'FIF=icc.tif&QLT=75&JTL=3,'],
     ['re-encoded tile + ICC', {}, 'FIF=icc.tif&QLT=75&JTL=3,'],
     ['JTL with WATERMARK (64x32, probability 1)', { EMBED_ICC: '0', WATERMARK: path.join(dir, 'mark.png') }, 'FIF=icc.tif&JTL=3,'],
+    ['ATL, EMBED_ICC=0', { EMBED_ICC: '0' }, 'FIF=icc.tif&ATL=3,'],
+    ['ATL + ICC (through a PNG)', {}, 'FIF=icc.tif&ATL=3,'],
     ['PTL, EMBED_ICC=0', { EMBED_ICC: '0' }, 'FIF=icc.tif&PTL=3,'],
+    ['PTL + ICC', {}, 'FIF=icc.tif&PTL=3,'],
     ['PTL with WATERMARK', { EMBED_ICC: '0', WATERMARK: path.join(dir, 'mark.png') }, 'FIF=icc.tif&PTL=3,'],
   ]) {
     results[name] = `${(await cpuPerTile(env, query)).toFixed(3)} ms CPU/tile`;
