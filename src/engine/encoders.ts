@@ -124,14 +124,17 @@ export async function encodeImage(pipeline: Sharp, channels: number, options: En
       bytes = await pipeline.avif(avif).toBuffer();
       break;
     }
-    case 'tiff':
+    case 'tiff': {
+      const compression = requested?.tiffCompression ?? settings.tiffCompression;
       bytes = await pipeline
         .tiff({
-          compression: requested?.tiffCompression ?? settings.tiffCompression,
+          // sharp's libtiff is built without zstd: deflate is the lossless codec closest to it.
+          compression: compression === 'zstd' ? 'deflate' : compression,
           quality: clampQuality(requested ? requested.factor : settings.tiffQuality, 1, 100),
         })
         .toBuffer();
       break;
+    }
   }
   return embedMetadata(bytes, format, options.icc ?? null, format === 'jpeg' ? (options.xmp ?? null) : null);
 }

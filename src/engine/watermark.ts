@@ -42,7 +42,8 @@ export class Watermark {
   static async load(settings: WatermarkSettings, random: () => number = Math.random): Promise<Watermark> {
     let decoded;
     try {
-      decoded = await sharp(settings.path).ensureAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+      // The values as stored, as iipsrv's RGBA reader gives them (no ICC conversion).
+      decoded = await sharp(settings.path, { ignoreIcc: true }).ensureAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
     } catch (error) {
       throw new Error(`WATERMARK ${settings.path} cannot be read as an image: ${(error as Error).message}`);
     }
