@@ -88,11 +88,14 @@ describe('ICC, XMP and watermark beside iipsrv 1.1', { skip: skip ?? false }, ()
       const { ref, ours } = await embedding.get(query);
       assert.equal(ref.status, 200);
       assert.equal(ours.status, 200);
+      const packets: Array<Buffer | undefined> = [];
       for (const [side, reply] of [['reference', ref], ['ours', ours]] as const) {
         const metadata = await sharp(reply.body).metadata();
         assert.equal(metadata.icc?.equals(icc) ?? false, profile, `${side}: profile`);
         assert.equal(metadata.xmp !== undefined, xmp, `${side}: XMP`);
+        packets.push(metadata.xmp);
       }
+      if (xmp) assert.ok(packets[0]!.equals(packets[1]!), 'the same XMP packet');
       // The reference's APP order (JFIF, ICC, XMP); a stored tile of ours has no JFIF header.
       const theirs = appMarkers(ref.body);
       const mine = appMarkers(ours.body);
