@@ -8,8 +8,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { tempDir } from './helpers/daemon.ts';
-import { decodePixels, type Pixels } from './helpers/images.ts';
-import { imagesDir, referenceSkipReason, startDifferentialPair, type DifferentialPair } from './helpers/reference-iipsrv.ts';
+import { decodePixels, psnr, type Pixels } from './helpers/images.ts';
+import { imagesDir, referenceSkipReason, startDifferentialPair, testPattern, type DifferentialPair } from './helpers/reference-iipsrv.ts';
 
 const skip = referenceSkipReason();
 const XMP = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>';
@@ -25,6 +25,11 @@ function appMarkers(jpeg: Buffer): number[] {
     at += 2 + jpeg.readUInt16BE(at + 2);
   }
   return markers;
+}
+
+async function asWritten(image: Buffer): Promise<Pixels> {
+  const { data, info } = await sharp(image).keepIccProfile().raw().toBuffer({ resolveWithObject: true });
+  return { width: info.width, height: info.height, channels: info.channels, data };
 }
 
 /** Pixels clearly brighter than a solid background of `level` in the red band. */
@@ -44,8 +49,7 @@ describe('ICC, XMP and watermark beside iipsrv 1.1', { skip: skip ?? false }, ()
     const images = imagesDir(dir);
     const width = 600;
     const height = 400;
-    const raw = Buffer.alloc(width * height * 3);
-    for (let i = 0; i < raw.length; i++) raw[i] = (i * 7) % 251;
+    const raw = testPattern(width, height, 3);
     await sharp(raw, { raw: { width, height, channels: 3 } })
       .withIccProfile('p3')
       .withXmp(XMP)
@@ -96,6 +100,11 @@ describe('ICC, XMP and watermark beside iipsrv 1.1', { skip: skip ?? false }, ()
         packets.push(metadata.xmp);
       }
       if (xmp) assert.ok(packets[0]!.equals(packets[1]!), 'the same XMP packet');
+      // The same pixels as written (neither side converts them with the profile).
+      const [a, b] = await Promise.all([asWritten(ref.body), asWritten(ours.body)]);
+      assert.deepEqual([b.width, b.height, b.channels], [a.width, a.height, a.channels]);
+      const quality = psnr(a, b);
+      assert.ok(quality > 30, `PSNR ${quality.toFixed(1)} dB`);
       // The reference's APP order (JFIF, ICC, XMP); a stored tile of ours has no JFIF header.
       const theirs = appMarkers(ref.body);
       const mine = appMarkers(ours.body);
