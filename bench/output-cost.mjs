@@ -75,6 +75,9 @@ try {
   const mark = await Watermark.load({ path: path.join(dir, 'mark.png'), probability: 1, opacity: 1 });
   const pixels = { data: Buffer.alloc(256 * 256 * 3, 100), width: 256, height: 256, channels: 3 };
   results['watermark alone: 64x32 into a 256x256 RGB tile'] = micro(() => mark.markTile(pixels));
+  await sharp({ create: { width: 256, height: 256, channels: 4, background: { r: 50, g: 60, b: 70, alpha: 1 } } }).png().toFile(path.join(dir, 'big.png'));
+  const big = await Watermark.load({ path: path.join(dir, 'big.png'), probability: 1, opacity: 1 });
+  results['watermark alone: 256x256 into a 256x256 RGB tile'] = micro(() => big.markTile(pixels), 2000);
   console.log(results);
 } finally {
   rmSync(dir, { recursive: true, force: true });

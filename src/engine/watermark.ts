@@ -94,17 +94,36 @@ export class Watermark {
     const height = Math.min(this.height, areaTop + areaHeight - y0);
     const { data, channels } = pixels;
     const stride = pixels.stride ?? pixels.width * channels;
-    const wide = data instanceof Uint16Array;
-    const max = wide ? 65535 : 255;
-    const scale = wide ? 256 : 1;
     const colours = channels >= 3 ? 3 : 1;
+    const area = { x0, y0, width, height, stride, channels, colours };
+    if (data instanceof Uint16Array) this.add(data, area, 256, 65535);
+    else this.add(data, area, 1, 255);
+  }
+
+  private add(
+    data: Uint8Array | Uint16Array,
+    area: { x0: number; y0: number; width: number; height: number; stride: number; channels: number; colours: number },
+    scale: number,
+    max: number,
+  ): void {
+    const { x0, y0, width, height, stride, channels, colours } = area;
+    const values = this.values;
     for (let y = 0; y < height; y++) {
       let out = (y0 + y) * stride + x0 * channels;
       let mark = y * this.width * 3;
-      for (let x = 0; x < width; x++, out += channels, mark += 3) {
-        for (let c = 0; c < colours; c++) {
-          const sum = data[out + c]! + this.values[mark + c]! * scale;
-          data[out + c] = sum > max ? max : sum;
+      if (colours === 3) {
+        for (let x = 0; x < width; x++, out += channels, mark += 3) {
+          const r = data[out]! + values[mark]! * scale;
+          const g = data[out + 1]! + values[mark + 1]! * scale;
+          const b = data[out + 2]! + values[mark + 2]! * scale;
+          data[out] = r > max ? max : r;
+          data[out + 1] = g > max ? max : g;
+          data[out + 2] = b > max ? max : b;
+        }
+      } else {
+        for (let x = 0; x < width; x++, out += channels, mark += 3) {
+          const v = data[out]! + values[mark]! * scale;
+          data[out] = v > max ? max : v;
         }
       }
     }
