@@ -1,5 +1,5 @@
 /**
- * The commands that shape what the next image command produces: QLT, WID, HEI, RGN, ROT, SDS.
+ * The commands that shape what the next image command produces: QLT, BITS, WID, HEI, RGN, ROT, SDS.
  * They only change the session; nothing is read until JTL, CVT or TIL.
  */
 import { InvalidArgumentError } from '../../errors.js';
