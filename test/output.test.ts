@@ -4,18 +4,20 @@
  * embedding and its suppression. Generated pyramid TIFFs, requests through the router.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { loadConfig } from '../src/config.ts';
-import { embedInJpeg, ICC_CHUNK, iccSegments } from '../src/engine/codecs/embed.ts';
+import { embedInJpeg, embedInTiff, embedInWebp, ICC_CHUNK, iccSegments } from '../src/engine/codecs/embed.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { silentLog } from '../src/log.ts';
 import type { IipResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
-import { tempDir } from './helpers/daemon.ts';
+import { tempDir, which } from './helpers/daemon.ts';
 import { decodePixels, psnr, type Pixels } from './helpers/images.ts';
 import { plainRequest } from './helpers/requests.ts';
 
@@ -389,6 +391,38 @@ describe('output formats', () => {
         const site = serverFor(prefix, env);
         assert.ok((await sharp((await site.get(`FIF=icc.tif&JTL=${top},0`)).body).metadata()).icc?.equals(icc), JSON.stringify(env));
       }
+    });
+
+    it('splicing keeps the rest of the file: WebP with alpha, big-endian TIFF, oversized XMP', async () => {
+      const rgba = Buffer.alloc(40 * 30 * 4);
+      for (let i = 0; i < rgba.length; i++) rgba[i] = (i * 13) % 256;
+      const input = () => sharp(rgba, { raw: { width: 40, height: 30, channels: 4 } });
+      for (const webp of [await input().webp({ quality: 80 }).toBuffer(), await input().webp({ lossless: true }).toBuffer()]) {
+        const embedded = embedInWebp(webp, icc);
+        const metadata = await sharp(embedded).metadata();
+        assert.ok(metadata.icc?.equals(icc));
+        assert.equal(metadata.hasAlpha, true);
+        const [a, b] = await Promise.all([sharp(webp).raw().toBuffer(), sharp(embedded).keepIccProfile().raw().toBuffer()]);
+        assert.ok(a.equals(b), 'the same pixels');
+      }
+      if (which('tiffcp')) {
+        const little = path.join(dir, 'little.tif');
+        const big = path.join(dir, 'big.tif');
+        await input().tiff({ compression: 'lzw' }).toFile(little);
+        execFileSync('tiffcp', ['-B', little, big]);
+        const bytes = readFileSync(big);
+        assert.equal(bytes.toString('latin1', 0, 2), 'MM');
+        const embedded = embedInTiff(bytes, icc);
+        assert.ok((await sharp(embedded).metadata()).icc?.equals(icc));
+        const [a, b] = await Promise.all([sharp(bytes).raw().toBuffer(), sharp(embedded).keepIccProfile().raw().toBuffer()]);
+        assert.ok(a.equals(b), 'the same pixels');
+      }
+      // An XMP packet beyond one marker is left out (no Extended XMP); the JPEG stays valid.
+      const jpeg = await input().jpeg().toBuffer();
+      const withBig = embedInJpeg(jpeg, icc, `<x:xmpmeta>${'x'.repeat(70_000)}</x:xmpmeta>`);
+      const metadata = await sharp(withBig).metadata();
+      assert.equal(metadata.xmp, undefined);
+      assert.ok(metadata.icc?.equals(icc));
     });
 
     it('a profile larger than one marker is split into numbered chunks that decoders join', async () => {
