@@ -182,9 +182,20 @@ describe('watermark', () => {
     assert.deepEqual([...full.values], ['150,160,170']);
     const small = changes(await decodePixels((await server.get('FIF=solid.tif&WID=300&CVT=png')).body), [100, 100, 100]);
     assert.equal(small.count, 64 * 32);
-    // Rotated output is marked after rotating: the watermark stays upright.
+    // Rotated output is marked after rotating: the watermark stays upright, the blocks are the
+    // rotated output's (400 × 600: one column, two rows).
     const rotated = changes(await decodePixels((await server.get('FIF=solid.tif&WID=300&ROT=90&CVT=png')).body), [100, 100, 100]);
     assert.equal(rotated.box.right - rotated.box.left + 1, 64);
+    const turned = changes(await decodePixels((await server.get('FIF=solid.tif&ROT=270&CVT=png')).body), [100, 100, 100]);
+    assert.equal(turned.count, 2 * 64 * 32);
+    // Any angle: marked too (at this seed it falls on the picture, not in a transparent corner).
+    const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: prefix, ...env() });
+    const seeded = new Engine({ paths: { prefix, suffix: '' }, watermark: await Watermark.load(config.watermark!, seededRandom(1)) });
+    const router = createRouter({ config, engine: seeded, log: silentLog });
+    const angled = await decodePixels((await router(plainRequest('FIF=solid.tif&WID=300&ROT=30&CVT=png'))).body);
+    let marked = 0;
+    for (let i = 0; i < angled.data.length; i += angled.channels) if (angled.data[i] === 150 && angled.data[i + 1] === 160) marked++;
+    assert.ok(marked > 0, `${marked} marked pixels`);
   });
 
   it('a stored JPEG tile is re-encoded when marked', async () => {

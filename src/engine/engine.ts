@@ -325,7 +325,14 @@ export class Engine {
     }
     if (this.watermark && this.watermark.probability > 0) {
       const { tileWidth, tileHeight } = image.source.description.levels[0]!;
-      pipeline = await markPipeline(pipeline, channels, bits, (p) => this.watermark!.markRegion(p, tileWidth, tileHeight));
+      const watermark = this.watermark;
+      if (output.rotation % 90 === 0) {
+        // The output size is known: draw first, and leave the pipeline whole when nothing is drawn.
+        const turned = output.rotation % 180 !== 0;
+        const [width, height] = turned ? [plan.outputHeight, plan.outputWidth] : [plan.outputWidth, plan.outputHeight];
+        const blocks = watermark.drawBlocks(width, height, tileWidth, tileHeight);
+        if (blocks.length > 0) pipeline = await markPipeline(pipeline, channels, bits, (p) => watermark.markBlocks(p, blocks));
+      } else pipeline = await markPipeline(pipeline, channels, bits, (p) => watermark.markRegion(p, tileWidth, tileHeight));
     }
     const encoding: EncodeOptions = {
       format: output.format,

@@ -18,6 +18,13 @@ export interface MarkablePixels {
   stride?: number;
 }
 
+export interface Area {
+  left: number;
+  top: number;
+  width: number;
+  height: number;
+}
+
 export interface WatermarkSettings {
   path: string;
   probability: number;
@@ -69,25 +76,36 @@ export class Watermark {
   }
 
   /**
-   * Marks a region block by block (blocks of twice the tile size), a draw for each.
-   * @returns whether any block was marked
+   * The blocks of a region (twice the tile size) that get a watermark, a draw for each: drawn
+   * before the pixels exist, so that a region without any is never taken apart for nothing.
    */
-  markRegion(pixels: MarkablePixels, tileWidth: number, tileHeight: number): boolean {
+  drawBlocks(width: number, height: number, tileWidth: number, tileHeight: number): Area[] {
     const blockWidth = Math.max(1, 2 * tileWidth);
     const blockHeight = Math.max(1, 2 * tileHeight);
-    let marked = false;
-    for (let top = 0; top < pixels.height; top += blockHeight) {
-      for (let left = 0; left < pixels.width; left += blockWidth) {
-        if (!this.draw()) continue;
-        this.place(pixels, left, top, Math.min(blockWidth, pixels.width - left), Math.min(blockHeight, pixels.height - top));
-        marked = true;
+    const blocks: Area[] = [];
+    for (let top = 0; top < height; top += blockHeight) {
+      for (let left = 0; left < width; left += blockWidth) {
+        if (this.draw()) blocks.push({ left, top, width: Math.min(blockWidth, width - left), height: Math.min(blockHeight, height - top) });
       }
     }
-    return marked;
+    return blocks;
+  }
+
+  /** Marks the blocks drawn for a region of this size. */
+  markBlocks(pixels: MarkablePixels, blocks: Area[]): void {
+    for (const block of blocks) this.place(pixels, block.left, block.top, block.width, block.height);
+  }
+
+  /** Draws and marks in one go, for a region whose size is only known from its pixels. */
+  markRegion(pixels: MarkablePixels, tileWidth: number, tileHeight: number): void {
+    this.markBlocks(pixels, this.drawBlocks(pixels.width, pixels.height, tileWidth, tileHeight));
   }
 
   /** Adds the watermark at a random offset inside the area (at its corner, cropped, when larger). */
   private place(pixels: MarkablePixels, areaLeft: number, areaTop: number, areaWidth: number, areaHeight: number): void {
+    areaWidth = Math.min(areaWidth, pixels.width - areaLeft);
+    areaHeight = Math.min(areaHeight, pixels.height - areaTop);
+    if (areaWidth <= 0 || areaHeight <= 0) return;
     const x0 = areaLeft + (areaWidth > this.width ? Math.floor(this.random() * (areaWidth - this.width + 1)) : 0);
     const y0 = areaTop + (areaHeight > this.height ? Math.floor(this.random() * (areaHeight - this.height + 1)) : 0);
     const width = Math.min(this.width, areaLeft + areaWidth - x0);
