@@ -83,6 +83,15 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
   log.info({ version: VERSION, mode: modeDescription(options), workers: options.workers }, 'iipsrv-ts starting');
   log.info({ config: describeConfig(config) }, 'configuration');
   for (const warning of config.warnings) log.warn({}, warning);
+  if (config.watermark) {
+    // Loaded only to check it (the primary serves nothing and otherwise never loads libvips).
+    const { Watermark } = await import('./engine/watermark.js');
+    await Watermark.load(config.watermark).catch((error: Error) => {
+      const message = `${error.message}; serving without a watermark`;
+      log.warn({}, message);
+      process.stderr.write(`iipsrv: warning: ${message}\n`);
+    });
+  }
 
   if (options.fastcgi?.kind === 'unix') await removeStaleSocket(options.fastcgi.path);
 

@@ -4,6 +4,7 @@
  * JPEG gets grey or RGB (alpha dropped, never composited), the other formats keep alpha.
  */
 import sharp, { type Sharp } from 'sharp';
+import { EmbedError, embedInJpeg, embedInPng, embedInTiff, embedInWebp } from './codecs/embed.js';
 import { jpegCodec } from './codecs/jpeg.js';
 
 export type OutputFormat = 'jpeg' | 'png' | 'webp' | 'avif' | 'tiff';
@@ -37,13 +38,54 @@ export const DEFAULT_ENCODER_SETTINGS: EncoderSettings = {
   tiffQuality: 1,
 };
 
+/** What a request asks of the encoder beyond the format. */
+export interface EncodeOptions {
+  format: OutputFormat;
+  /** JPEG quality 1-100 (the request's QLT or JPEG_QUALITY). */
+  quality: number;
+  /** The request's QLT for the other codecs; null = the site's settings (PNG_QUALITY ...). */
+  requested?: RequestedQuality | null;
+  /** Embedded when given (the caller has applied EMBED_ICC / MAX_ICC and the processing rules). */
+  icc?: Buffer | null;
+  xmp?: string | null;
+  /** 16 keeps 16-bit samples (PNG and TIFF only; the pipeline must carry them). */
+  bits?: 8 | 16;
+}
+
+/** `QLT=n` or `QLT=codec:n` as iipsrv 1.3 reads it: one factor for every codec. */
+export interface RequestedQuality {
+  /** The factor as given (atoi): each codec clamps it to its own range. */
+  factor: number;
+  tiffCompression: TiffCompression | null;
+}
+
+export type TiffCompression = EncoderSettings['tiffCompression'];
+
+/** The formats that carry 16-bit samples. */
+export function keepsSixteenBits(format: OutputFormat): boolean {
+  return format === 'png' || format === 'tiff';
+}
+
+/** Band layout for the output: grey stays one band (sharp would make three), 16-bit stays 16-bit. */
+export function outputBands(pipeline: Sharp, channels: number, bits: 8 | 16 = 8): Sharp {
+  if (bits === 16) return pipeline.toColourspace(channels <= 2 ? 'grey16' : 'rgb16');
+  return channels <= 2 ? pipeline.toColourspace('b-w') : pipeline;
+}
+
+function clampQuality(value: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, value));
+}
+
 /**
- * @param channels bands of the source image
- * @param quality JPEG quality (the request's QLT or JPEG_QUALITY)
+ * @param channels bands of the pipeline's image
  */
-export async function encodeImage(pipeline: Sharp, channels: number, format: OutputFormat, quality: number, settings: EncoderSettings): Promise<Buffer> {
-  // sharp would turn greyscale into three identical bands; iipsrv sends one.
-  if (channels <= 2) pipeline = pipeline.toColourspace('b-w');
+export async function encodeImage(pipeline: Sharp, channels: number, options: EncodeOptions, settings: EncoderSettings): Promise<Buffer> {
+  const { format, requested } = options;
+  const bits = options.bits === 16 && keepsSixteenBits(format) ? 16 : 8;
+  pipeline = outputBands(pipeline, channels, bits);
+  // sharp writes XMP into every format but JPEG, which is spliced with the ICC (below).
+  if (options.xmp && format !== 'jpeg') pipeline = pipeline.withXmp(options.xmp);
+  let bytes: Buffer;
   switch (format) {
     case 'jpeg': {
       // iipsrv writes the first three bands (grey+alpha: the first) and drops alpha without compositing.
@@ -52,21 +94,70 @@ export async function encodeImage(pipeline: Sharp, channels: number, format: Out
         const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
         if (info.channels === 1 || info.channels === 3) {
           const { width, height, channels: bands } = info;
-          return jpegCodec.encode({ data, width, height, channels: bands, stride: width * bands }, quality);
+          bytes = await jpegCodec.encode({ data, width, height, channels: bands, stride: width * bands }, options.quality);
+          break;
         }
         pipeline = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } });
       }
-      return pipeline.jpeg({ quality, chromaSubsampling: '4:2:0', optimiseCoding: false }).toBuffer();
+      bytes = await pipeline.jpeg({ quality: options.quality, chromaSubsampling: '4:2:0', optimiseCoding: false }).toBuffer();
+      break;
     }
     case 'png':
-      return pipeline.png({ compressionLevel: settings.pngCompression }).toBuffer();
-    case 'webp':
-      return pipeline.webp(settings.webpQuality < 0 ? { lossless: true } : { quality: Math.max(1, settings.webpQuality) }).toBuffer();
-    case 'avif':
-      return pipeline.avif(settings.avifQuality < 0 ? { lossless: true } : { quality: Math.max(1, settings.avifQuality) }).toBuffer();
-    case 'tiff':
-      return pipeline
-        .tiff({ compression: settings.tiffCompression, quality: Math.min(100, Math.max(1, settings.tiffQuality)) })
+      bytes = await pipeline.png({ compressionLevel: requested ? clampQuality(requested.factor, 0, 9) : settings.pngCompression }).toBuffer();
+      break;
+    case 'webp': {
+      const quality = requested ? (requested.factor < 1 ? -1 : Math.min(100, requested.factor)) : settings.webpQuality;
+      bytes = await pipeline.webp(quality < 0 ? { lossless: true } : { quality: Math.max(1, quality) }).toBuffer();
+      break;
+    }
+    case 'avif': {
+      const quality = requested ? (requested.factor < 1 ? -1 : Math.min(100, requested.factor)) : settings.avifQuality;
+      const avif = quality < 0 ? { lossless: true } : { quality: Math.max(1, quality) };
+      // AVIF keeps its profile in a box that cannot be spliced in afterwards; sharp keeps an input's
+      // profile as it is (no conversion), so the pixels reach it as a PNG carrying the profile.
+      // That costs an uncompressed PNG, next to an AVIF encoding 50-100 times more.
+      if (options.icc) {
+        const png = embedInPng(await pipeline.png({ compressionLevel: 0 }).toBuffer(), options.icc);
+        pipeline = sharp(png).keepIccProfile();
+        if (options.xmp) pipeline = pipeline.withXmp(options.xmp);
+      }
+      bytes = await pipeline.avif(avif).toBuffer();
+      break;
+    }
+    case 'tiff': {
+      const compression = requested?.tiffCompression ?? settings.tiffCompression;
+      bytes = await pipeline
+        .tiff({
+          // sharp's libtiff is built without zstd: deflate is the lossless codec closest to it.
+          compression: compression === 'zstd' ? 'deflate' : compression,
+          quality: clampQuality(requested ? requested.factor : settings.tiffQuality, 1, 100),
+        })
         .toBuffer();
+      break;
+    }
+  }
+  return embedMetadata(bytes, format, options.icc ?? null, format === 'jpeg' ? (options.xmp ?? null) : null);
+}
+
+/** Splices the profile (and, for JPEG, the XMP packet) into encoded bytes; AVIF has it already. */
+export function embedMetadata(bytes: Buffer, format: OutputFormat, icc: Buffer | null, xmp: string | null): Buffer {
+  if (!icc && !xmp) return bytes;
+  try {
+    switch (format) {
+      case 'jpeg':
+        return embedInJpeg(bytes, icc, xmp);
+      case 'png':
+        return icc ? embedInPng(bytes, icc) : bytes;
+      case 'webp':
+        return icc ? embedInWebp(bytes, icc) : bytes;
+      case 'tiff':
+        return icc ? embedInTiff(bytes, icc) : bytes;
+      case 'avif':
+        return bytes;
+    }
+  } catch (error) {
+    // A profile too large for JPEG markers: the image is still worth sending.
+    if (error instanceof EmbedError) return bytes;
+    throw error;
   }
 }

@@ -3,6 +3,7 @@
  * for an image by the name the client used, then for tiles and regions of it; the engine applies
  * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
+import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import sharp, { type KernelEnum, type Sharp } from 'sharp';
 import { FileError, InvalidArgumentError, NotImplementedError } from '../errors.js';
@@ -12,7 +13,7 @@ import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
 import { imageHistogram, stretchRange } from './histogram.js';
 import { applyOutputSteps, flattenSamples, hasOutputSteps } from './output-steps.js';
-import { DEFAULT_ENCODER_SETTINGS, encodeImage, type EncoderSettings, type OutputFormat } from './encoders.js';
+import { DEFAULT_ENCODER_SETTINGS, embedMetadata, encodeImage, keepsSixteenBits, type EncodeOptions, type EncoderSettings, type OutputFormat, type RequestedQuality } from './encoders.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
 import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileStat } from './image-file.js';
@@ -24,6 +25,7 @@ import { Jp2Source } from './jp2-source.js';
 import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
 import { DecodedLevelCache } from './jp2/level-cache.js';
 import { tileRect, type Rect, type RegionPlan } from './view.js';
+import { markPipeline, type Watermark } from './watermark.js';
 
 export interface EngineOptions {
   paths: ImagePathRules;
@@ -36,6 +38,10 @@ export interface EngineOptions {
   encoders?: EncoderSettings;
   /** FILENAME_PATTERN: what joins a sequence's name and its views' angles. */
   filenamePattern?: string;
+  /** WATERMARK, loaded; null = none. */
+  watermark?: Watermark | null;
+  /** Largest ICC profile embedded in outputs (EMBED_ICC / MAX_ICC); 0 (the default here) = never. */
+  maxIcc?: number;
   /** MAX_LAYERS: JPEG2000 quality layers decoded when a request gives no LYR. */
   maxLayers?: number;
   /** How JPEG2000 is decoded (the helper, opj_decompress, time limit); defaults suit a server. */
@@ -68,6 +74,10 @@ export interface TileRequest {
   row: number;
   format: OutputFormat;
   quality: number;
+  /** An explicit QLT, for the codecs other than JPEG; null = the site's settings. */
+  requested?: RequestedQuality | null;
+  /** 16: 16-bit samples of a 16-bit image in PNG or TIFF (the caller has refused processing). */
+  bits?: 8 | 16;
   /** May the stored bytes be sent as they are (no processing, no explicit quality)? */
   passthrough: boolean;
   /** Clockwise degrees, a multiple of 90. */
@@ -83,6 +93,8 @@ export interface TileRequest {
 export interface RegionOutput {
   format: OutputFormat;
   quality: number;
+  requested?: RequestedQuality | null;
+  bits?: 8 | 16;
   /** Clockwise degrees; other than multiples of 90 the corners are filled with white. */
   rotation: number;
   /** Mirror left-right before rotating. */
@@ -119,6 +131,14 @@ export class Engine {
   private readonly maxOpen: number;
   private readonly kernel: keyof KernelEnum;
   private readonly encoders: EncoderSettings;
+  private readonly watermark: Watermark | null;
+  private readonly maxIcc: number;
+  /**
+   * The engine-wide settings that change output bytes (watermark, ICC limit, codec settings): part
+   * of every cache key, so that a memcached shared with differently configured servers never
+   * serves one's output to the other.
+   */
+  private readonly outputTag: string;
   /**
    * Region exports decoded at once: each holds libvips buffers of up to tens of MB, and more than
    * the cores can run only adds memory, not speed.
@@ -136,6 +156,9 @@ export class Engine {
     const requested = options.maxOpenImages ?? 1000;
     this.maxOpen = requested < 0 ? OPEN_FILE_CEILING : Math.min(requested, OPEN_FILE_CEILING);
     this.encoders = options.encoders ?? DEFAULT_ENCODER_SETTINGS;
+    this.watermark = options.watermark ?? null;
+    this.maxIcc = options.maxIcc ?? 0;
+    this.outputTag = createHash('sha1').update(JSON.stringify([this.watermark?.fingerprint ?? '', this.maxIcc, this.encoders])).digest('base64url');
     this.kernel = ({ nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos3: 'lanczos3' } as const)[
       options.interpolation ?? 'bilinear'
     ];
@@ -259,7 +282,29 @@ export class Engine {
   }
 
   private cacheKey(image: OpenImage, kind: string): string {
-    return `${image.file.path}\0${image.file.mtimeSeconds}\0${kind}`;
+    return `${image.file.path}\0${image.file.mtimeSeconds}\0${kind}\0${this.outputTag}`;
+  }
+
+  /**
+   * 16 when asked for, the image has 16-bit samples and the format keeps them; never with
+   * processing, whose output is 8-bit (protocols refuse that combination before asking).
+   */
+  private outputBits(image: OpenImage, format: OutputFormat, bits: 8 | 16 | undefined, processing: Processing | undefined): 8 | 16 {
+    const wide = bits === 16 && image.source.description.bitsPerSample === 16 && keepsSixteenBits(format);
+    return wide && isIdentity(processing ?? NO_PROCESSING) ? 16 : 8;
+  }
+
+  /**
+   * The image's profile when it still describes the output: not after colour maps, twists or
+   * greyscale conversion (iipsrv's rule), and not beyond EMBED_ICC / MAX_ICC.
+   */
+  private iccFor(image: OpenImage, processing: Processing, colour: ColourMode = 'colour'): Buffer | null {
+    const icc = image.source.description.icc;
+    if (!icc || icc.length === 0 || icc.length > this.maxIcc) return null;
+    // iipsrv drops the profile where the output's colours are no longer the source's.
+    const recoloured = processing.colormap !== null || processing.twist !== null || processing.shade !== null || processing.grey || processing.binary;
+    if (recoloured || colour !== 'colour') return null;
+    return icc;
   }
 
   /** One tile, encoded, through the caches. */
@@ -269,8 +314,10 @@ export class Engine {
     const key = this.cacheKey(
       image,
       `t:${level}:${col}:${row}:${request.format}:${request.passthrough ? 'stored' : request.quality}:${request.rotation}:${request.mirror ? 1 : 0}` +
-        `:${processingKey(request.processing ?? NO_PROCESSING)}${layersKey(request.layers)}`,
+        `:${processingKey(request.processing ?? NO_PROCESSING)}:${qualityKey(request.requested)}:${this.outputBits(image, request.format, request.bits, request.processing)}${layersKey(request.layers)}`,
     );
+    // With WATERMARK_PROBABILITY < 1 the cache keeps whichever the first rendering drew: a tile
+    // stays as it was first served (marked or not) while it is cached, as in iipsrv 1.3.
     const cached = await this.cache.get(key);
     if (cached) return cached;
 
@@ -278,29 +325,50 @@ export class Engine {
     let bytes: Buffer | null = null;
     const unchanged = request.rotation === 0 && !request.mirror;
     const processing = request.processing ?? NO_PROCESSING;
-    if (needsPipeline(image, processing)) {
+    const bits = this.outputBits(image, request.format, request.bits, request.processing);
+    const marked = this.watermark?.draw() ?? false;
+    const encoding: EncodeOptions = {
+      format: request.format,
+      quality: request.quality,
+      requested: request.requested ?? null,
+      icc: this.iccFor(image, processing),
+      bits,
+    };
+    if (bits === 8 && needsPipeline(image, processing)) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
       const pixels = await this.withOutputSteps(image, await this.processedPixels(image, level, rect, processing, decodeOptions), processing);
-      if (unchanged && request.format === 'jpeg' && jpegCodec) bytes = await jpegCodec.encode(pixels, request.quality);
-      else {
+      if (unchanged && request.format === 'jpeg' && jpegCodec) {
+        if (marked) this.watermark!.markTile(pixels);
+        bytes = embedMetadata(await jpegCodec.encode(pixels, request.quality), 'jpeg', encoding.icc ?? null, null);
+      } else {
         let pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
         if (request.mirror) pipeline = pipeline.flop();
         if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
-        bytes = await encodeImage(pipeline, pixels.channels, request.format, request.quality, this.encoders);
+        if (marked) pipeline = await markPipeline(pipeline, pixels.channels, 8, (p) => this.watermark!.markTile(p));
+        bytes = await encodeImage(pipeline, pixels.channels, encoding, this.encoders);
       }
     } else if (unchanged && request.format === 'jpeg') {
-      if (request.passthrough) bytes = await image.source.storedJpegTile(level, col, row);
+      // A watermarked tile is never the stored one.
+      if (request.passthrough && !marked) {
+        const stored = await image.source.storedJpegTile(level, col, row);
+        if (stored) bytes = embedMetadata(stored, 'jpeg', encoding.icc ?? null, null);
+      }
       if (!bytes && jpegCodec) {
         const pixels = await image.source.decodeTile(level, col, row, decodeOptions);
-        if (pixels) bytes = await jpegCodec.encode(pixels, request.quality);
+        if (pixels) {
+          if (marked) this.watermark!.markTile(pixels);
+          bytes = embedMetadata(await jpegCodec.encode(pixels, request.quality), 'jpeg', encoding.icc ?? null, null);
+        }
       }
     }
     if (!bytes) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
+      const channels = image.source.description.channels;
       let pipeline = await image.source.decode(level, rect, decodeOptions);
       if (request.mirror) pipeline = pipeline.flop();
       if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
-      bytes = await encodeImage(pipeline, image.source.description.channels, request.format, request.quality, this.encoders);
+      if (marked) pipeline = await markPipeline(pipeline, channels, bits, (p) => this.watermark!.markTile(p));
+      bytes = await encodeImage(pipeline, channels, encoding, this.encoders);
     }
     this.cache.set(key, bytes);
     return bytes;
@@ -314,7 +382,7 @@ export class Engine {
       image,
       `r:${plan.level}:${source.left},${source.top},${source.width},${source.height}:${plan.outputWidth}x${plan.outputHeight}:` +
         `${output.rotation}:${output.mirror ? 1 : 0}:${output.format}:${output.quality}:${this.kernel}:${output.colour ?? 'colour'}` +
-        `:${processingKey(output.processing ?? NO_PROCESSING)}${layersKey(output.layers)}`,
+        `:${processingKey(output.processing ?? NO_PROCESSING)}:${qualityKey(output.requested)}:${this.regionBits(image, output)}${layersKey(output.layers)}`,
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
@@ -332,9 +400,10 @@ export class Engine {
     const { source } = plan;
     const processing = output.processing ?? NO_PROCESSING;
     let channels = image.source.description.channels;
+    const bits = this.regionBits(image, output);
     let pipeline: Sharp;
     let atOutputSize = plan.outputWidth === source.width && plan.outputHeight === source.height;
-    if (needsPipeline(image, processing)) {
+    if (bits === 8 && needsPipeline(image, processing)) {
       // iipsrv processes the region at its level, then resizes the 8-bit result.
       let pixels = await this.processedPixels(image, plan.level, source, processing, { layers: output.layers });
       if (!atOutputSize && hasOutputSteps(processing)) {
@@ -373,7 +442,32 @@ export class Engine {
       if (output.colour === 'bitonal') pipeline = pipeline.threshold(128, { greyscale: true });
       channels = 1;
     }
-    return encodeImage(pipeline, channels, output.format, output.quality, this.encoders);
+    if (this.watermark && this.watermark.probability > 0) {
+      const { tileWidth, tileHeight } = image.source.description.levels[0]!;
+      const watermark = this.watermark;
+      if (output.rotation % 90 === 0) {
+        // The output size is known: draw first, and leave the pipeline whole when nothing is drawn.
+        const turned = output.rotation % 180 !== 0;
+        const [width, height] = turned ? [plan.outputHeight, plan.outputWidth] : [plan.outputWidth, plan.outputHeight];
+        const blocks = watermark.drawBlocks(width, height, tileWidth, tileHeight);
+        if (blocks.length > 0) pipeline = await markPipeline(pipeline, channels, bits, (p) => watermark.markBlocks(p, blocks));
+      } else pipeline = await markPipeline(pipeline, channels, bits, (p) => watermark.markRegion(p, tileWidth, tileHeight));
+    }
+    const encoding: EncodeOptions = {
+      format: output.format,
+      quality: output.quality,
+      requested: output.requested ?? null,
+      icc: this.iccFor(image, processing, output.colour),
+      xmp: image.source.description.xmp,
+      bits,
+    };
+    return encodeImage(pipeline, channels, encoding, this.encoders);
+  }
+
+  /** As outputBits; greyscale and bitonal IIIF qualities are 8-bit. */
+  private regionBits(image: OpenImage, output: RegionOutput): 8 | 16 {
+    const colour = output.colour ?? 'colour';
+    return colour === 'colour' ? this.outputBits(image, output.format, output.bits, output.processing) : 8;
   }
 
   /**
@@ -447,6 +541,10 @@ export class Engine {
 
 function rawPipeline(pixels: RawPixels): Sharp {
   return sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
+}
+
+function qualityKey(requested: RequestedQuality | null | undefined): string {
+  return requested ? `${requested.factor}${requested.tiffCompression ?? ''}` : '';
 }
 
 /** iipsrv runs its float pipeline for data wider than 8 bits and for any processing command. */

@@ -65,7 +65,8 @@ export interface ImageSource {
   storedJpegTile(level: number, col: number, row: number): Promise<Buffer | null>;
   /**
    * The 8-bit samples of a whole tile, cropped to the image, when the source has a cheaper way to
-   * them than a general decode (JPEG tiles through libjpeg-turbo); null when it has none.
+   * them than a general decode (JPEG tiles through libjpeg-turbo); null when it has none. The
+   * caller owns the samples (the watermark is added to them in place).
    */
   decodeTile(level: number, col: number, row: number, options?: DecodeOptions): Promise<RawPixels | null>;
   /**

@@ -237,6 +237,9 @@ export class TiffSource implements ImageSource {
       limitInputChannels: 64,
       // libtiff warns about tags it does not know (GeoTIFF, private tags): not a reason to fail.
       failOn: 'none',
+      // The samples as stored, as iipsrv sends them: without this sharp converts an image with an
+      // ICC profile to sRGB on output (the profile itself is embedded by the engine, see encoders).
+      ignoreIcc: true,
     });
   }
 

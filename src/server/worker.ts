@@ -8,6 +8,7 @@ import type { ListenTarget } from '../cli.js';
 import type { Config } from '../config.js';
 import { MemcachedTier } from '../engine/cache/memcached.js';
 import { Engine } from '../engine/engine.js';
+import { Watermark } from '../engine/watermark.js';
 import type { Log } from '../log.js';
 import { createRouter } from '../router.js';
 import { createFastCgiServer, type FastCgiServer } from './fastcgi/server.js';
@@ -42,6 +43,9 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
           onStateChange: (up, reason) =>
             up ? log.info({ reason }, 'memcached is answering') : log.warn({ reason }, 'memcached is not answering; going on without it'),
         });
+  // A watermark that cannot be read is iipsrv's case too: it serves without one. The primary has
+  // said so at start-up.
+  const watermark = config.watermark ? await Watermark.load(config.watermark).catch(() => null) : null;
   const engine = new Engine({
     paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix },
     cacheBytes: config.maxImageCacheBytes,
@@ -59,6 +63,8 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       tiffCompression: config.tiffCompression,
       tiffQuality: config.tiffQuality,
     },
+    watermark,
+    maxIcc: config.maxIcc,
   });
   const handler = createRouter({ config, engine, log });
 

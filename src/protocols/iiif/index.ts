@@ -298,6 +298,7 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
     body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), {
       format,
       quality: session.effectiveQuality,
+      requested: session.requestedQuality,
       rotation: rotation.degrees,
       mirror: rotation.mirror,
       processing: bitonal ? { ...processing, grey: false, binary: true } : processing,

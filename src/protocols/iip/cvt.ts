@@ -28,6 +28,7 @@ export async function cvt(session: IipSession, argument: string): Promise<void> 
     session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
     return;
   }
+  session.checkBits(format);
   const { config, engine } = session.context;
   const plan = planRegion(session.image.source.description.levels, {
     viewport: session.viewport,
@@ -39,6 +40,8 @@ export async function cvt(session: IipSession, argument: string): Promise<void> 
   const body = await engine.region(session.image, plan, {
     format,
     quality: session.effectiveQuality,
+    requested: session.requestedQuality,
+    bits: session.bits,
     rotation: session.rotation,
     mirror: session.mirror,
     processing: session.processing,

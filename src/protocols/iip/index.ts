@@ -14,7 +14,7 @@ import { obj } from './obj.js';
 import { pfl } from './profile.js';
 import { spectra } from './spectra.js';
 import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
-import { hei, lyr, qlt, rgn, rot, sds, wid } from './view-commands.js';
+import { bits, hei, lyr, qlt, rgn, rot, sds, wid } from './view-commands.js';
 import { cmp, cnt, cnv, col, ctw, gam, inv, minmax, shd } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import { IipSession, type ProtocolContext } from './session.js';
@@ -26,6 +26,7 @@ export const COMMANDS: Record<string, IipCommand> = {
   fif,
   obj,
   qlt,
+  bits,
   wid,
   hei,
   rgn,

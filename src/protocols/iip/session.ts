@@ -8,8 +8,9 @@ import { FULL_VIEWPORT, type Viewport } from '../../engine/view.js';
 import { NO_PROCESSING, isIdentity, type Processing } from '../../engine/processing.js';
 import type { Log } from '../../log.js';
 import type { IipRequest, IipResponse } from '../../request.js';
-import { IipError } from '../../errors.js';
+import { IipError, InvalidArgumentError } from '../../errors.js';
 import { DEFAULT_VIEW } from '../../engine/image-sequence.js';
+import { keepsSixteenBits, type OutputFormat, type RequestedQuality, type TiffCompression } from '../../engine/encoders.js';
 
 export interface ProtocolContext {
   config: Config;
@@ -30,8 +31,15 @@ export class IipSession {
   /** If-Modified-Since matched the image: answer 304 and stop. */
   notModified = false;
 
-  /** QLT: null = not given (JPEG_QUALITY applies and stored tiles may be passed through). */
+  /**
+   * QLT's factor as given: null = not given (JPEG_QUALITY and the other codecs' settings apply,
+   * and stored tiles may be passed through). Each codec clamps it to its range.
+   */
   quality: number | null = null;
+  /** `QLT=codec:n`: the TIFF compression; null = TIFF_COMPRESSION. */
+  tiffCompression: TiffCompression | null = null;
+  /** BITS (our extension): 16 asks PNG and TIFF output of 16-bit images for their 16-bit samples. */
+  bits: 8 | 16 = 8;
   /** WID / HEI: requested output size of a region; 0 = not given. */
   width = 0;
   height = 0;
@@ -71,12 +79,34 @@ export class IipSession {
 
   /** Output quality for re-encoded images. */
   get effectiveQuality(): number {
-    return this.quality ?? this.context.config.jpegQuality;
+    // libjpeg takes 0 as 1.
+    return this.quality === null ? this.context.config.jpegQuality : Math.min(100, Math.max(1, this.quality));
+  }
+
+  /** QLT for the codecs other than JPEG. */
+  get requestedQuality(): RequestedQuality | null {
+    return this.quality === null ? null : { factor: this.quality, tiffCompression: this.tiffCompression };
   }
 
   /** No command has asked for anything but the stored pixels. */
   get unprocessed(): boolean {
     return this.quality === null && this.rotation % 360 === 0 && !this.mirror && isIdentity(this.processing);
+  }
+
+  /**
+   * BITS=16 is a promise of the stored 16-bit samples: refused (400) where it cannot be kept, rather
+   * than quietly answered with 8 bits.
+   */
+  checkBits(format: OutputFormat): void {
+    if (this.bits !== 16) return;
+    if (!keepsSixteenBits(format)) throw new InvalidArgumentError(`BITS=16: ${format.toUpperCase()} output has 8-bit samples (16 bits come as PNG or TIFF: PTL, TTL, CVT=png, CVT=tiff)`);
+    const compression = this.tiffCompression ?? this.context.config.tiffCompression;
+    if (format === 'tiff' && (compression === 'jpeg' || compression === 'webp')) {
+      throw new InvalidArgumentError(`BITS=16: TIFF with ${compression} compression has 8-bit samples (use lzw, deflate or none)`);
+    }
+    if (!isIdentity(this.processing)) {
+      throw new InvalidArgumentError('BITS=16 cannot be combined with MINMAX, CNT, GAM, INV, CMP, CTW or COL: their output has 8-bit samples');
+    }
   }
 
   /**
@@ -88,6 +118,8 @@ export class IipSession {
       ...tile,
       format: 'jpeg',
       quality: this.effectiveQuality,
+      requested: this.requestedQuality,
+      bits: this.bits,
       passthrough: this.context.config.codecPassthrough && this.unprocessed,
       rotation: 0,
       mirror: false,

@@ -31,6 +31,7 @@ export function addressTile(image: OpenImage, resolution: number, tile: number):
 /** The encoded tile for the session's settings (quality, rotation). */
 export async function renderTile(session: IipSession, resolution: number, tile: number, format: OutputFormat = 'jpeg'): Promise<Buffer> {
   const image = session.image!;
+  session.checkBits(format);
   let { level, col, row } = addressTile(image, resolution, tile);
   const rotation = Math.round(session.rotation / 90) * 90 === session.rotation ? session.rotation : 0;
   if (rotation === 180 && !session.mirror) {

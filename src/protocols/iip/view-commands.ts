@@ -1,16 +1,30 @@
 /**
- * The commands that shape what the next image command produces: QLT, WID, HEI, RGN, ROT, SDS, LYR.
+ * The commands that shape what the next image command produces: QLT, BITS, WID, HEI, RGN, ROT, SDS, LYR.
  * They only change the session; nothing is read until JTL, CVT or TIL.
  */
 import { InvalidArgumentError } from '../../errors.js';
+import type { TiffCompression } from '../../engine/encoders.js';
 import { atof, atoi } from './numbers.js';
 import type { IipSession } from './session.js';
 
-/** `QLT=n` or `QLT=codec:n` (iipsrv 1.3); JPEG quality 1-100. */
+const TIFF_CODECS: Record<string, TiffCompression> = { lzw: 'lzw', deflate: 'deflate', jpeg: 'jpeg', webp: 'webp', zstd: 'zstd' };
+
+/**
+ * `QLT=n` or `QLT=codec:n` (iipsrv 1.3): one factor for every codec (JPEG 1-100, PNG zlib level
+ * 0-9, WebP and AVIF below 1 lossless, TIFF 1-100), the codec naming the TIFF compression (an
+ * unknown name is none, as in iipsrv).
+ */
 export function qlt(session: IipSession, argument: string): void {
   const colon = argument.indexOf(':');
-  const value = atoi(colon >= 0 ? argument.slice(colon + 1) : argument);
-  session.quality = Math.min(100, Math.max(1, value));
+  if (colon >= 0) session.tiffCompression = TIFF_CODECS[argument.slice(0, colon).toLowerCase()] ?? 'none';
+  session.quality = atoi(colon >= 0 ? argument.slice(colon + 1) : argument);
+}
+
+/** `BITS=8|16` (our extension): the sample depth of PNG and TIFF output of 16-bit images. */
+export function bits(session: IipSession, argument: string): void {
+  const value = atoi(argument);
+  if (value !== 8 && value !== 16) throw new InvalidArgumentError(`BITS: expected 8 or 16, got "${argument}"`);
+  session.bits = value;
 }
 
 export function wid(session: IipSession, argument: string): void {
