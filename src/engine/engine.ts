@@ -115,7 +115,7 @@ const REC601_GREY: [[number, number, number], [number, number, number], [number,
 ];
 
 /** Decoded whole JPEG2000 levels kept per worker (each at most 1 Mpx). */
-const JP2_LEVEL_CACHE_BYTES = 48 * 1024 * 1024;
+const JP2_LEVEL_CACHE_BYTES = 32 * 1024 * 1024;
 
 /** LYR changes JPEG2000 pixels; absent, keys stay as they were. */
 function layersKey(layers: number | undefined): string {
