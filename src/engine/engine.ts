@@ -15,7 +15,8 @@ import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
 import { identifyImageFile, statImageFile, type ImageFileInfo } from './image-file.js';
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
-import type { ImageSource } from './source.js';
+import { asUnsigned, firstBands, labToSrgb } from './pixel-types.js';
+import type { ImageDescription, ImageSource } from './source.js';
 import { TiffSource } from './tiff-source.js';
 import { tileRect, type Rect, type RegionPlan } from './view.js';
 
@@ -265,8 +266,14 @@ export class Engine {
    */
   private async processedPixels(image: OpenImage, level: number, rect: Rect, processing: Processing): Promise<RawPixels> {
     const d = image.source.description;
-    const samples = await image.source.samples(level, rect);
-    const out = runPipeline(samples, d.minValues, d.maxValues, processing);
+    let samples = await image.source.samples(level, rect);
+    let [minValues, maxValues] = [d.minValues, d.maxValues];
+    if (d.colourSpace === 'cielab') {
+      // iipsrv converts to 8-bit sRGB before anything else, so the pipeline sees 0..255.
+      samples = labToSrgb(samples);
+      [minValues, maxValues] = [[0, 0, 0], [255, 255, 255]];
+    } else samples = asUnsigned(samples);
+    const out = (isIdentity(processing) && firstBands(samples)) || runPipeline(samples, minValues, maxValues, processing);
     return { data: out.data, width: samples.width, height: samples.height, channels: out.channels, stride: samples.width * out.channels };
   }
 
@@ -282,27 +289,23 @@ export class Engine {
   }
 }
 
-/** iipsrv runs its float pipeline for data wider than 8 bits and for any processing command. */
+/**
+ * iipsrv runs its float pipeline for data wider than 8 bits and for any processing command; the
+ * pixel types libvips does not read as iipsrv (signed, CIELAB, multiband) come the same way.
+ */
 function needsPipeline(image: OpenImage, processing: Processing): boolean {
-  return image.source.description.bitsPerSample > 8 || !isIdentity(processing);
+  return !isIdentity(processing) || !plainEightBit(image.source.description);
 }
 
-/**
- * The pixel types whose output is iipsrv's today: 1, 8 and 16-bit unsigned grey, RGB and RGBA.
- * Float, signed, 32-bit, CIELAB and multiband are not there yet: better a clear 501 than pixels
- * that differ from iipsrv's.
- */
+function plainEightBit(d: ImageDescription): boolean {
+  const space = d.colourSpace === 'srgb' || d.colourSpace === 'grey' || d.colourSpace === 'binary';
+  return d.sampleFormat === 'uint' && d.bitsPerSample <= 8 && space && d.channels <= 4;
+}
+
+/** Every pixel type renders; only what cannot be decoded at all (a codec we lack) is a 501. */
 function assertRenderable(image: OpenImage): void {
   const d = image.source.description;
   if (d.undecodable) throw new NotImplementedError(`${image.name}: ${d.undecodable}`);
-  const supported =
-    d.sampleFormat === 'uint' &&
-    (d.bitsPerSample <= 8 || d.bitsPerSample === 16) &&
-    (d.colourSpace === 'srgb' || d.colourSpace === 'grey' || d.colourSpace === 'binary');
-  if (!supported) {
-    const kind = `${d.bitsPerSample}-bit ${d.sampleFormat} ${d.colourSpace}`;
-    throw new NotImplementedError(`${image.name}: ${kind} images are not rendered yet (metadata is served)`);
-  }
 }
 
 /** A counting semaphore: at most `size` holders, the others wait in order. */

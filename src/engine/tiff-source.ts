@@ -9,7 +9,8 @@ import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
-import { TiffFile, TiffFormatError, type TiffInfo } from './tiff/index.js';
+import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './tiff/index.js';
+import { decodeTile as decodeStoredTile, nativelyDecodable, type SampleArray } from './tiff/tile-decoder.js';
 import type { Samples } from './processing.js';
 import type { Rect } from './view.js';
 
@@ -47,10 +48,26 @@ const DECODABLE_COMPRESSIONS = new Map<number, string>([
 ]);
 const COMPRESSION_NAMES: Record<number, string> = { 6: 'old-style JPEG', 34712: 'JPEG2000', 34887: 'LERC', 34925: 'LZMA', 50000: 'zstd', 50002: 'JPEG XL' };
 
+/**
+ * What libvips (through sharp) decodes as iipsrv does: 8 and 16-bit unsigned grey, RGB and their
+ * alpha, and bilevel. It reads float RGB as scRGB (gamma-encoding it), fails on 8-bit CIELAB,
+ * takes grey + extra bands as alpha, and reads signed data as signed (iipsrv: as unsigned).
+ */
+function sharpDecodesAsIipsrv(info: TiffInfo): boolean {
+  if (info.sampleFormat !== 'uint' || !(info.bitsPerSample <= 8 || info.bitsPerSample === 16)) return false;
+  const space = colourSpaceOf(info);
+  return (space === 'srgb' || space === 'grey' || space === 'binary') && info.channels <= 4;
+}
+
 function undecodable(info: TiffInfo): string | null {
   const level = info.levels.find((l) => !DECODABLE_COMPRESSIONS.has(l.compression));
-  if (!level) return null;
-  return `TIFF compression ${COMPRESSION_NAMES[level.compression] ?? level.compression} is not supported`;
+  if (level) return `TIFF compression ${COMPRESSION_NAMES[level.compression] ?? level.compression} is not supported`;
+  if (sharpDecodesAsIipsrv(info)) return null;
+  const other = info.levels.find((l) => !nativelyDecodable(l));
+  if (!other) return null;
+  const kind = `${info.bitsPerSample}-bit ${info.sampleFormat} ${colourSpaceOf(info)}`;
+  const layout = other.planarConfig !== 1 ? 'separate planes' : `compression ${COMPRESSION_NAMES[other.compression] ?? DECODABLE_COMPRESSIONS.get(other.compression) ?? other.compression}`;
+  return `${kind} TIFF with ${layout} is not supported (uncompressed, deflate, LZW and PackBits are)`;
 }
 
 function describe(info: TiffInfo): ImageDescription {
@@ -199,6 +216,50 @@ export class TiffSource implements ImageSource {
   }
 
   async samples(level: number, rect: Rect): Promise<Samples> {
+    const stored = this.tiff.info.levels[level]!;
+    if (nativelyDecodable(stored)) return this.decodeSamples(level, stored, rect);
+    return this.sharpSamples(level, rect);
+  }
+
+  /** The rectangle assembled from the stored tiles (or strips) it touches, decoded here. */
+  private async decodeSamples(level: number, stored: TiffLevel, rect: Rect): Promise<Samples> {
+    const channels = stored.samplesPerPixel;
+    const { tileWidth, tileHeight } = stored;
+    const firstCol = Math.floor(rect.left / tileWidth);
+    const firstRow = Math.floor(rect.top / tileHeight);
+    const lastCol = Math.floor((rect.left + rect.width - 1) / tileWidth);
+    const lastRow = Math.floor((rect.top + rect.height - 1) / tileHeight);
+    let out: SampleArray | null = null;
+    const jobs: Array<Promise<void>> = [];
+    for (let row = firstRow; row <= lastRow; row++) {
+      for (let col = firstCol; col <= lastCol; col++) {
+        jobs.push(
+          (async () => {
+            // A strip is as long as the rows left in the image; a tile is always whole.
+            const rows = stored.tiled ? tileHeight : Math.min(tileHeight, stored.height - row * tileHeight);
+            const bytes = await this.readTileBytes(level, col, row);
+            const tile = await decodeStoredTile(bytes, stored, this.tiff.info.littleEndian, rows);
+            out ??= new (tile.data.constructor as new (n: number) => SampleArray)(rect.width * rect.height * channels);
+            const x0 = Math.max(rect.left, col * tileWidth);
+            const x1 = Math.min(rect.left + rect.width, (col + 1) * tileWidth);
+            const y0 = Math.max(rect.top, row * tileHeight);
+            const y1 = Math.min(rect.top + rect.height, row * tileHeight + rows);
+            const span = (x1 - x0) * channels;
+            for (let y = y0; y < y1; y++) {
+              const from = ((y - row * tileHeight) * tile.width + (x0 - col * tileWidth)) * channels;
+              const to = ((y - rect.top) * rect.width + (x0 - rect.left)) * channels;
+              out.set(tile.data.subarray(from, from + span), to);
+            }
+          })(),
+        );
+      }
+    }
+    await Promise.all(jobs);
+    return { data: out!, width: rect.width, height: rect.height, channels };
+  }
+
+  /** 8 and 16-bit unsigned data in compressions only libvips decodes (JPEG, WebP, CCITT). */
+  private async sharpSamples(level: number, rect: Rect): Promise<Samples> {
     const d = this.description;
     const wide = d.bitsPerSample > 8;
     // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
