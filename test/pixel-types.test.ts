@@ -146,6 +146,21 @@ describe('samples as stored', () => {
     });
   }
 
+  it("libvips' float TIFFs: deflate with the horizontal (its default) and floating-point predictors", { skip: which('vips') ? false : 'vips not installed' }, async () => {
+    for (const predictor of ['horizontal', 'float']) {
+      const file = path.join(dir, `vips-float-${predictor}.tif`);
+      execFileSync('vips', ['tiffsave', path.join(dir, 'float-minmax-be.tif'), file, '--tile', '--pyramid', '--compression', 'deflate', '--predictor', predictor]);
+      const source = await TiffSource.open(file, 'x');
+      try {
+        const samples = await source.samples(0, { left: 0, top: 0, width: W, height: H });
+        assert.equal(samples.data.constructor.name, 'Float32Array');
+        for (let i = 0; i < W * H; i += 13) assert.equal(samples.data[i], Math.fround(mid(ramp(i % W, Math.floor(i / W)), -10, 20)), `${predictor} ${i}`);
+      } finally {
+        await source.close();
+      }
+    }
+  });
+
   for (const name of ['lzw', 'lzw2', 'packbits']) {
     it(`libtiff's ${name}: 16-bit signed and 5-band 16-bit read back exactly`, { skip: which('tiffcp') ? false : 'tiffcp not installed' }, async () => {
       const signed = await TiffSource.open(path.join(dir, `int16-${name}.tif`), 'x');

@@ -20,7 +20,7 @@ export const NATIVE_COMPRESSIONS = new Set([1, 5, 8, 32946, 32773]);
 export function nativelyDecodable(level: TiffLevel): boolean {
   if (!NATIVE_COMPRESSIONS.has(level.compression) || level.planarConfig !== 1) return false;
   const bits = level.bitsPerSample;
-  if (level.sampleFormat === 3) return bits === 32 && level.predictor !== 2;
+  if (level.sampleFormat === 3) return bits === 32;
   if (bits === 1) return level.predictor === 1 && level.samplesPerPixel === 1;
   return (bits === 8 || bits === 16 || bits === 32) && level.predictor !== 3;
 }
@@ -53,8 +53,11 @@ export async function decodeTile(bytes: Buffer, level: TiffLevel, littleEndian: 
   }
   if (bits === 1) return { data: unpackBits(raw, width, rows, rowBytes, level.photometric === 0), width, height: rows };
   if (level.predictor === 3) raw = undoFloatPredictor(raw, rowBytes, rows, bits / 8);
-  const data = typed(raw, size, bits, level.sampleFormat, littleEndian || level.predictor === 3);
+  const float = level.sampleFormat === 3;
+  // libtiff applies the horizontal predictor to float data as to 32-bit integers.
+  const data = typed(raw, size, bits, float && level.predictor === 2 ? 1 : level.sampleFormat, littleEndian || level.predictor === 3);
   if (level.predictor === 2) undoDifferencing(data, width * samples, rows, samples);
+  if (float && !(data instanceof Float32Array)) return { data: new Float32Array(data.buffer, data.byteOffset, data.length), width, height: rows };
   return { data, width, height: rows };
 }
 
