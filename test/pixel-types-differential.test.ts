@@ -87,6 +87,23 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
     });
   }
 
+  it('TIL: wider than 8 bits as stored samples, byte for byte; 8-bit CIELAB as a JPEG of its Lab bytes; 5 bands raw', async () => {
+    for (const file of ['u16', 's16', 'u32', 'float-minmax', 'float-rgb', 'band4-16']) {
+      const { ref, ours } = await pair.get(`FIF=${file}.tif&CNT=2&TIL=1,0-1`);
+      assert.equal(ours.status, 200);
+      assert.ok(ours.body.equals(ref.body), `${file}: ${ours.body.length} bytes against ${ref.body.length}`);
+    }
+    const lab = await pair.get('FIF=lab8.tif&TIL=1,0');
+    const jpeg = (body: Buffer) => body.subarray(body.indexOf(':') + 9, body.length - 2);
+    const [a, b] = await Promise.all([decodePixels(jpeg(lab.ref.body)), decodePixels(jpeg(lab.ours.body))]);
+    assert.ok(psnr(a, b) > 45, `CIELAB: PSNR ${psnr(a, b).toFixed(1)}`);
+    // 1.1 labels the raw 5-band bytes JPEG (2): ours says raw (0); the bytes are the same.
+    const bands = await pair.get('FIF=band5.tif&TIL=1,0');
+    const header = (body: Buffer) => body.subarray(body.indexOf(':') + 1, body.indexOf(':') + 9).toString('hex');
+    assert.deepEqual([header(bands.ref.body), header(bands.ours.body)], ['0200000000110000', '0000000000110000']);
+    assert.ok(jpeg(bands.ours.body).equals(jpeg(bands.ref.body)));
+  });
+
   it('differs on purpose: float without SMaxSampleValue (1.1: max 0, white; ours: 1.0 as iipsrv master)', async () => {
     const objects = await pair.get('FIF=float.tif&OBJ=Min-Max-sample-values');
     assert.match(objects.ref.body.toString(), /Min-Max-sample-values: 0 {2}0\r\n/);

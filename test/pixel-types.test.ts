@@ -332,6 +332,27 @@ describe('CIELAB', () => {
   });
 });
 
+describe('TIL', () => {
+  it('float and 16-bit tiles as stored samples (little-endian, edge tile cropped), no processing', async () => {
+    const stream = async (query: string) => {
+      const response = await get(query);
+      assert.equal(response.status, 200, response.body.toString().slice(0, 200));
+      const body = response.body;
+      const colon = body.indexOf(':');
+      return { head: body.subarray(0, colon).toString('latin1'), codec: body.readUInt32LE(colon + 1), data: body.subarray(colon + 9, body.length - 2) };
+    };
+    const float = await stream('FIF=float-minmax-be.tif&CNT=3&TIL=1,1');
+    assert.equal(float.head, `Tile,1,1,0/${44 * 200 * 4 + 8}`);
+    assert.equal(float.codec, 0);
+    for (let i = 0; i < 44 * 200; i += 11) assert.equal(float.data.readFloatLE(i * 4), Math.fround(mid(ramp(256 + (i % 44), Math.floor(i / 44)), -10, 20)));
+    const signed = await stream('FIF=int16.tif&TIL=0,0');
+    assert.equal(signed.codec, 3);
+    assert.equal(signed.data.length, 150 * 100 * 2);
+    // Level 0 (150 x 100) is every other pixel of the full image.
+    assert.equal(signed.data.readInt16LE((3 * 150 + 7) * 2), (14 - 150) * 200 + 6);
+  });
+});
+
 describe('what cannot be decoded', () => {
   it('float in a compression only libvips reads: a 501 naming it', async () => {
     // tiffcp's JPEG cannot hold float: take zstd, which sharp's libtiff lacks and we do not decode either.

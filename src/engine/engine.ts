@@ -17,6 +17,7 @@ import { identifyImageFile, statImageFile, type ImageFileInfo } from './image-fi
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
 import { asUnsigned, firstBands, labToSrgb } from './pixel-types.js';
 import type { ImageDescription, ImageSource } from './source.js';
+import { streamTile, type StreamTile } from './stream-tile.js';
 import { TiffSource } from './tiff-source.js';
 import { tileRect, type Rect, type RegionPlan } from './view.js';
 
@@ -199,6 +200,12 @@ export class Engine {
     }
     this.cache.set(key, bytes);
     return bytes;
+  }
+
+  /** A tile of IIP's TIL stream when it is not JTL's JPEG (see stream-tile.ts), else null. */
+  async streamTile(image: OpenImage, level: number, col: number, row: number, quality: number): Promise<StreamTile | null> {
+    assertRenderable(image);
+    return streamTile(image.source, level, col, row, quality);
   }
 
   /** A region, resized and encoded, through the caches. */
