@@ -90,6 +90,7 @@ before(async () => {
   write('float-minmax.tif', { ...tiled, predictor: 3, channels: 1, bits: 32, kind: 'float', smin: [-10], smax: [20] }, image(1, (x, y) => (y === 0 && x < 5 ? specials[x]! : mid(ramp(x, y), -10, 20))));
   write('float-minmax-be.tif', { channels: 1, bits: 32, kind: 'float', smin: [-10], smax: [20], bigEndian: true }, image(1, (x, y) => mid(ramp(x, y), -10, 20)));
   write('float.tif', { channels: 1, bits: 32, kind: 'float' }, image(1, (x, y) => mid(ramp(x, y), 0, 1)));
+  write('float-flat.tif', { channels: 1, bits: 32, kind: 'float', smin: [5], smax: [5] }, image(1, (x) => [4, 5, 5.001, 6][x % 4]!));
   write('float-rgb.tif', { ...tiled, channels: 3, bits: 32, kind: 'float', smin: [0, -1, 100], smax: [1, 1, 200] }, image(3, (x, y, c) => mid((x + 50 * c) % 255, [0, -1, 100][c]!, [1, 1, 200][c]!)));
   write('int16.tif', { ...tiled, predictor: 2, channels: 1, bits: 16, kind: 'int' }, image(1, (x, y) => (x - 150) * 200 + y));
   write('int16-be.tif', { channels: 1, bits: 16, kind: 'int', bigEndian: true }, image(1, (x, y) => (x - 150) * 200 + y));
@@ -198,6 +199,10 @@ describe('float data', () => {
   it('no SMaxSampleValue: max 1.0 (iipsrv master; 1.1 leaves it 0)', async () => {
     assertPixels(await pixels('FIF=float.tif&PTL=1,0'), 0, 0, (x, y) => [ramp(x, y)], 'tile');
     assert.match((await get('FIF=float.tif&OBJ=Min-Max-sample-values')).body.toString(), /Min-Max-sample-values: 0 {2}1\r\n/);
+  });
+
+  it('SMin = SMax: 1/(max-min) taken as 1e30, so at or below the value 0, above it 255', async () => {
+    assertPixels(await pixels('FIF=float-flat.tif&PTL=1,0'), 0, 0, (x) => [[0, 0, 255, 255][x % 4]!], 'tile');
   });
 
   it('three bands, each through its own SMin/SMax', async () => {

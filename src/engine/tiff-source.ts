@@ -66,8 +66,11 @@ function undecodable(info: TiffInfo): string | null {
   const other = info.levels.find((l) => !nativelyDecodable(l));
   if (!other) return null;
   const kind = `${info.bitsPerSample}-bit ${info.sampleFormat} ${colourSpaceOf(info)}`;
-  const layout = other.planarConfig !== 1 ? 'separate planes' : `compression ${COMPRESSION_NAMES[other.compression] ?? DECODABLE_COMPRESSIONS.get(other.compression) ?? other.compression}`;
-  return `${kind} TIFF with ${layout} is not supported (uncompressed, deflate, LZW and PackBits are)`;
+  const depths = info.sampleFormat === 'float' ? [32] : [1, 8, 16, 32];
+  if (!depths.includes(info.bitsPerSample)) return `${kind} TIFF samples are not supported (iipsrv reads 1, 8, 16 and 32-bit integers and 32-bit floats)`;
+  if (other.planarConfig !== 1) return `${kind} TIFF with separate planes is not supported`;
+  const compression = COMPRESSION_NAMES[other.compression] ?? DECODABLE_COMPRESSIONS.get(other.compression) ?? other.compression;
+  return `${kind} TIFF with compression ${compression} is not supported (uncompressed, deflate, LZW and PackBits are)`;
 }
 
 function describe(info: TiffInfo): ImageDescription {
