@@ -201,6 +201,17 @@ describe('float data', () => {
     assert.match((await get('FIF=float.tif&OBJ=Min-Max-sample-values')).body.toString(), /Min-Max-sample-values: 0 {2}1\r\n/);
   });
 
+  it('DeepZoom and Zoomify tiles are the JTL tile: the same bytes', async () => {
+    const jtl = await get('FIF=float-minmax.tif&JTL=1,1');
+    assert.equal(jtl.status, 200);
+    // 300 px: DeepZoom level 9 and Zoomify tier 1 are the full resolution.
+    for (const query of ['DeepZoom=float-minmax.tif_files/9/1_0.jpg', 'Zoomify=float-minmax.tif/TileGroup0/1-1-0.jpg']) {
+      const response = await get(query);
+      assert.equal(response.status, 200, `${query}: ${response.body.toString().slice(0, 200)}`);
+      assert.ok(response.body.equals(jtl.body), query);
+    }
+  });
+
   it('SMin = SMax: 1/(max-min) taken as 1e30, so at or below the value 0, above it 255', async () => {
     assertPixels(await pixels('FIF=float-flat.tif&PTL=1,0'), 0, 0, (x) => [[0, 0, 255, 255][x % 4]!], 'tile');
   });
