@@ -82,29 +82,28 @@ async function decompress(bytes: Buffer, compression: number, size: number): Pro
 
 /**
  * The samples as a typed array of their type. `nativeOrder`: the bytes are little-endian (the
- * machine's order, as on every platform Node runs on), else they are big-endian and swapped.
+ * machine's order on every platform Node runs on here), else big-endian and swapped.
  */
 function typed(raw: Buffer, size: number, bits: number, sampleFormat: number, nativeOrder: boolean): SampleArray {
   const bytes = bits / 8;
-  // Typed arrays need aligned, owned memory: copy (and swap) into a fresh buffer.
-  const own = new Uint8Array(size);
-  if (bytes === 1 || nativeOrder) own.set(raw.subarray(0, size));
-  else if (bytes === 2) for (let i = 0; i < size; i += 2) [own[i], own[i + 1]] = [raw[i + 1]!, raw[i]!];
-  else {
-    for (let i = 0; i < size; i += 4) {
-      own[i] = raw[i + 3]!;
-      own[i + 1] = raw[i + 2]!;
-      own[i + 2] = raw[i + 1]!;
-      own[i + 3] = raw[i]!;
-    }
+  let own: Uint8Array;
+  if ((bytes === 1 || nativeOrder) && raw.byteOffset % bytes === 0) {
+    // The decompressed (or just read) bytes are ours alone: used in place when aligned.
+    own = new Uint8Array(raw.buffer, raw.byteOffset, size);
+  } else if (bytes === 1 || nativeOrder) {
+    own = new Uint8Array(size);
+    own.set(raw.subarray(0, size));
+  } else {
+    own = new Uint8Array(size);
+    for (let i = 0; i < size; i += bytes) for (let b = 0; b < bytes; b++) own[i + b] = raw[i + bytes - 1 - b]!;
   }
-  const buffer = own.buffer;
+  const { buffer, byteOffset } = own;
   const count = size / bytes;
-  if (sampleFormat === 3) return new Float32Array(buffer, 0, count);
+  if (sampleFormat === 3) return new Float32Array(buffer, byteOffset, count);
   const signed = sampleFormat === 2;
-  if (bytes === 1) return signed ? new Int8Array(buffer, 0, count) : own;
-  if (bytes === 2) return signed ? new Int16Array(buffer, 0, count) : new Uint16Array(buffer, 0, count);
-  return signed ? new Int32Array(buffer, 0, count) : new Uint32Array(buffer, 0, count);
+  if (bytes === 1) return signed ? new Int8Array(buffer, byteOffset, count) : own;
+  if (bytes === 2) return signed ? new Int16Array(buffer, byteOffset, count) : new Uint16Array(buffer, byteOffset, count);
+  return signed ? new Int32Array(buffer, byteOffset, count) : new Uint32Array(buffer, byteOffset, count);
 }
 
 /** Predictor 2: each sample was stored as the difference to the same band of its left neighbour. */
