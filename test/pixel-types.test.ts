@@ -92,6 +92,8 @@ before(async () => {
   write('float.tif', { channels: 1, bits: 32, kind: 'float' }, image(1, (x, y) => mid(ramp(x, y), 0, 1)));
   write('float-flat.tif', { channels: 1, bits: 32, kind: 'float', smin: [5], smax: [5] }, image(1, (x) => [4, 5, 5.001, 6][x % 4]!));
   write('float-rgb.tif', { ...tiled, channels: 3, bits: 32, kind: 'float', smin: [0, -1, 100], smax: [1, 1, 200] }, image(3, (x, y, c) => mid((x + 50 * c) % 255, [0, -1, 100][c]!, [1, 1, 200][c]!)));
+  write('float-rgb-planes.tif', { ...tiled, planar: 2, channels: 3, bits: 32, kind: 'float', smin: [0, -1, 100], smax: [1, 1, 200] }, image(3, (x, y, c) => mid((x + 50 * c) % 255, [0, -1, 100][c]!, [1, 1, 200][c]!)));
+  write('rgb8-planes.tif', { ...tiled, planar: 2, channels: 3, bits: 8 }, image(3, (x, y, c) => (x + y * c) % 256));
   write('int16.tif', { ...tiled, predictor: 2, channels: 1, bits: 16, kind: 'int' }, image(1, (x, y) => (x - 150) * 200 + y));
   write('int16-be.tif', { channels: 1, bits: 16, kind: 'int', bigEndian: true }, image(1, (x, y) => (x - 150) * 200 + y));
   write('int8.tif', { channels: 1, bits: 8, kind: 'int' }, image(1, (x) => Math.round((x - 150) * 0.8)));
@@ -216,8 +218,10 @@ describe('float data', () => {
     assertPixels(await pixels('FIF=float-flat.tif&PTL=1,0'), 0, 0, (x) => [[0, 0, 255, 255][x % 4]!], 'tile');
   });
 
-  it('three bands, each through its own SMin/SMax', async () => {
+  it('three bands, each through its own SMin/SMax; stored as separate planes the same', async () => {
     assertPixels(await pixels('FIF=float-rgb.tif&PTL=1,1'), 256, 0, (x) => [0, 1, 2].map((c) => (x + 50 * c) % 255), 'tile');
+    const planes = await pixels('FIF=float-rgb-planes.tif&PTL=1,1');
+    assertPixels(planes, 256, 0, (x) => [0, 1, 2].map((c) => (x + 50 * c) % 255), 'separate planes');
   });
 
   it('MINMAX overrides the file, CMP=jet maps the normalised value', async () => {
@@ -285,6 +289,15 @@ describe('bands', () => {
     assert.equal(await obj('grey-alpha.tif'), 'Colorspace,0-1,0:0 0 1 1 0\r\nMin-Max-sample-values: 0  255  0  255\r\n');
     assert.equal(await obj('float-rgb.tif'), 'Colorspace,0-1,0:0 0 3 3 0 1 2\r\nMin-Max-sample-values: 0  1  -1  1  100  200\r\n');
     assert.equal(await obj('lab8.tif'), 'Colorspace,0-1,0:1 0 4 3 0 1 2\r\nMin-Max-sample-values: 0  255  0  255  0  255\r\n');
+  });
+});
+
+describe('separate planes (libvips does not read them tiled)', () => {
+  it('8-bit RGB: tiles and regions', async () => {
+    const expected = (x: number, y: number) => [0, 1, 2].map((c) => (x + y * c) % 256);
+    assertPixels(await pixels('FIF=rgb8-planes.tif&PTL=1,1'), 256, 0, expected, 'tile');
+    assertPixels(await pixels('IIIF=rgb8-planes.tif/200,10,80,50/max/0/default.png'), 200, 10, expected, 'IIIF');
+    assert.equal((await get('FIF=rgb8-planes.tif&JTL=1,0')).status, 200);
   });
 });
 

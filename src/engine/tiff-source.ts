@@ -62,8 +62,9 @@ function sharpDecodesAsIipsrv(info: TiffInfo): boolean {
 function undecodable(info: TiffInfo): string | null {
   const level = info.levels.find((l) => !DECODABLE_COMPRESSIONS.has(l.compression));
   if (level) return `TIFF compression ${COMPRESSION_NAMES[level.compression] ?? level.compression} is not supported`;
-  if (sharpDecodesAsIipsrv(info)) return null;
-  const other = info.levels.find((l) => !nativelyDecodable(l));
+  // libvips reads these, except in tiled separate planes, which are left to our decoder.
+  const sharpReads = sharpDecodesAsIipsrv(info);
+  const other = info.levels.find((l) => !nativelyDecodable(l) && !(sharpReads && l.planarConfig === 1));
   if (!other) return null;
   const kind = `${info.bitsPerSample}-bit ${info.sampleFormat} ${colourSpaceOf(info)}`;
   const depths = info.sampleFormat === 'float' ? [32] : [1, 8, 16, 32];
@@ -131,9 +132,9 @@ export class TiffSource implements ImageSource {
   }
 
   /** A damaged file (a tile beyond its end ...) is the image's fault: 404, as iipsrv. */
-  private async readTileBytes(level: number, col: number, row: number): Promise<Buffer> {
+  private async readTileBytes(level: number, col: number, row: number, plane = 0): Promise<Buffer> {
     try {
-      return await this.tiff.readTileBytes(level, col, row);
+      return await this.tiff.readTileBytes(level, col, row, plane);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(error.message);
       throw error;
@@ -215,6 +216,12 @@ export class TiffSource implements ImageSource {
   }
 
   async decode(level: number, rect: Rect): Promise<Sharp> {
+    const stored = this.tiff.info.levels[level]!;
+    // libvips does not read tiled separate planes: decoded here, handed over raw.
+    if (stored.planarConfig === 2 && nativelyDecodable(stored)) {
+      const { data, width, height, channels } = await this.samples(level, rect);
+      return sharp(data as Uint8Array | Uint16Array, { raw: { width, height, channels: channels as 1 | 2 | 3 | 4 } });
+    }
     return this.open(level).extract(rect);
   }
 
@@ -240,8 +247,7 @@ export class TiffSource implements ImageSource {
           (async () => {
             // A strip is as long as the rows left in the image; a tile is always whole.
             const rows = stored.tiled ? tileHeight : Math.min(tileHeight, stored.height - row * tileHeight);
-            const bytes = await this.readTileBytes(level, col, row);
-            const tile = await decodeStoredTile(bytes, stored, this.tiff.info.littleEndian, rows);
+            const tile = await this.decodeStoredTile(level, stored, col, row, rows);
             out ??= new (tile.data.constructor as new (n: number) => SampleArray)(rect.width * rect.height * channels);
             const x0 = Math.max(rect.left, col * tileWidth);
             const x1 = Math.min(rect.left + rect.width, (col + 1) * tileWidth);
@@ -259,6 +265,22 @@ export class TiffSource implements ImageSource {
     }
     await Promise.all(jobs);
     return { data: out!, width: rect.width, height: rect.height, channels };
+  }
+
+  /** One tile's samples, interleaved; separate planes (one tile each) are interleaved here. */
+  private async decodeStoredTile(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
+    const { littleEndian } = this.tiff.info;
+    if (stored.planarConfig === 1) return decodeStoredTile(await this.readTileBytes(level, col, row), stored, littleEndian, rows);
+    const bands = stored.samplesPerPixel;
+    const plane = { ...stored, samplesPerPixel: 1 };
+    const planes = await Promise.all(
+      Array.from({ length: bands }, async (_, p) => (await decodeStoredTile(await this.readTileBytes(level, col, row, p), plane, littleEndian, rows)).data),
+    );
+    const data = new (planes[0]!.constructor as new (n: number) => SampleArray)(planes[0]!.length * bands);
+    planes.forEach((samples, p) => {
+      for (let i = 0, o = p; i < samples.length; i++, o += bands) data[o] = samples[i]!;
+    });
+    return { data, width: stored.tileWidth };
   }
 
   /** 8 and 16-bit unsigned data in compressions only libvips decodes (JPEG, WebP, CCITT). */

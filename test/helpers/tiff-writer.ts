@@ -30,6 +30,8 @@ export interface TiffSpec {
   bigEndian?: boolean;
   smin?: number[];
   smax?: number[];
+  /** 2: each band in its own tiles (PlanarConfiguration separate). */
+  planar?: 1 | 2;
   /** ExtraSamples values (e.g. [2] for unassociated alpha). */
   extraSamples?: number[];
 }
@@ -168,12 +170,22 @@ export function writeTiff(file: string, spec: TiffSpec): Buffer {
     const down = Math.ceil(level.height / tile);
     const offsets: number[] = [];
     const counts: number[] = [];
-    for (let row = 0; row < down; row++) {
-      for (let col = 0; col < across; col++) {
-        let data = tileBytes(spec, level, col, row);
-        if (compression === 'deflate') data = deflateSync(data);
-        offsets.push(append(data));
-        counts.push(data.length);
+    // Separate planes: every tile of band 0, then of band 1 ...
+    const planes =
+      spec.planar === 2
+        ? Array.from({ length: spec.channels }, (_, p) => ({
+            spec: { ...spec, channels: 1 },
+            level: { ...level, samples: Array.from({ length: level.width * level.height }, (_, i) => level.samples[i * spec.channels + p]!) },
+          }))
+        : [{ spec, level }];
+    for (const plane of planes) {
+      for (let row = 0; row < down; row++) {
+        for (let col = 0; col < across; col++) {
+          let data = tileBytes(plane.spec, plane.level, col, row);
+          if (compression === 'deflate') data = deflateSync(data);
+          offsets.push(append(data));
+          counts.push(data.length);
+        }
       }
     }
     const SHORT = 3;
@@ -193,7 +205,7 @@ export function writeTiff(file: string, spec: TiffSpec): Buffer {
     shorts(259, [compression === 'deflate' ? 8 : 1]);
     shorts(262, [photometric]);
     shorts(277, [spec.channels]);
-    shorts(284, [1]);
+    shorts(284, [spec.planar ?? 1]);
     if (spec.predictor && spec.predictor !== 1) shorts(317, [spec.predictor]);
     longs(322, [tile]);
     longs(323, [tile]);

@@ -1,5 +1,5 @@
 /**
- * Decoding of one stored tile (or strip) to its samples exactly as stored: decompression (none,
+ * Decoding of one stored tile (or strip, or one plane's tile) to its samples exactly as stored: decompression (none,
  * deflate, LZW, PackBits), the predictors, the file's byte order, and 1-bit data unpacked to
  * 0/255 (MinIsWhite inverted) as iipsrv does. Used for the pixel types libvips reinterprets
  * (signed, float as scRGB, 8-bit CIELAB it cannot read, multiband it expands or zeroes).
@@ -18,7 +18,7 @@ export const NATIVE_COMPRESSIONS = new Set([1, 5, 8, 32946, 32773]);
 
 /** Can {@link decodeTile} read this level's tiles? */
 export function nativelyDecodable(level: TiffLevel): boolean {
-  if (!NATIVE_COMPRESSIONS.has(level.compression) || level.planarConfig !== 1) return false;
+  if (!NATIVE_COMPRESSIONS.has(level.compression) || (level.planarConfig !== 1 && level.planarConfig !== 2)) return false;
   const bits = level.bitsPerSample;
   if (level.sampleFormat === 3) return bits === 32;
   if (bits === 1) return level.predictor === 1 && level.samplesPerPixel === 1;
