@@ -248,6 +248,12 @@ export class TiffSource implements ImageSource {
             // A strip is as long as the rows left in the image; a tile is always whole.
             const rows = stored.tiled ? tileHeight : Math.min(tileHeight, stored.height - row * tileHeight);
             const tile = await this.decodeStoredTile(level, stored, col, row, rows);
+            const whole = rect.left === col * tileWidth && rect.top === row * tileHeight && rect.width === tileWidth && rect.height === rows;
+            if (whole && firstCol === lastCol && firstRow === lastRow) {
+              // A whole stored tile (most tile requests): its samples as they are.
+              out = tile.data;
+              return;
+            }
             out ??= new (tile.data.constructor as new (n: number) => SampleArray)(rect.width * rect.height * channels);
             const x0 = Math.max(rect.left, col * tileWidth);
             const x1 = Math.min(rect.left + rect.width, (col + 1) * tileWidth);
