@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -383,6 +384,18 @@ describe('TIL', () => {
 });
 
 describe('what cannot be decoded', () => {
+  it('a damaged deflate tile: a 404 naming the tile, the server goes on', async () => {
+    const file = write('damaged.tif', { compression: 'deflate', channels: 1, bits: 16, kind: 'int' }, image(1, (x) => x));
+    const bytes = readFileSync(file);
+    // The first tile's data starts right after the 8-byte header: break its zlib header.
+    bytes.fill(0xff, 8, 40);
+    writeFileSync(file, bytes);
+    const response = await get('FIF=damaged.tif&JTL=1,0');
+    assert.equal(response.status, 404, response.body.toString());
+    assert.match(response.body.toString(), /tile 0,0 of level 0/);
+    assert.equal((await get('FIF=int16.tif&JTL=1,0')).status, 200);
+  });
+
   it('float in a compression only libvips reads: a 501 naming it', async () => {
     // tiffcp's JPEG cannot hold float: take zstd, which sharp's libtiff lacks and we do not decode either.
     if (!which('tiffcp')) return;

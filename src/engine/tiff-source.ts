@@ -275,6 +275,16 @@ export class TiffSource implements ImageSource {
 
   /** One tile's samples, interleaved; separate planes (one tile each) are interleaved here. */
   private async decodeStoredTile(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
+    try {
+      return await this.decodePlanes(level, stored, col, row, rows);
+    } catch (error) {
+      // Damaged tile data is the image's fault: 404, as for a tile beyond the end of the file.
+      if (error instanceof TiffFormatError) throw new FileError(`tile ${col},${row} of level ${level}: ${error.message}`);
+      throw error;
+    }
+  }
+
+  private async decodePlanes(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
     const { littleEndian } = this.tiff.info;
     if (stored.planarConfig === 1) return decodeStoredTile(await this.readTileBytes(level, col, row), stored, littleEndian, rows);
     const bands = stored.samplesPerPixel;
