@@ -1,9 +1,8 @@
 /**
  * The pixel types beside the real iipsrv 1.1 behind one nginx: 16-bit, signed 16-bit, 32-bit
  * integer, float with SMin/SMaxSampleValue, multiband, grey + alpha, 8-bit CIELAB and 1-bit
- * (MinIsBlack and MinIsWhite). Tiles must match to the JPEG byte (both encode with libjpeg at the
- * same quality from the same 8-bit pixels), regions closely (the resize kernels differ), OBJ
- * answers exactly. Where 1.1 differs on purpose (float without SMaxSampleValue, 16-bit CIELAB,
+ * (MinIsBlack and MinIsWhite). Decoded tiles must be the same pixels (all but 1 in 1000 samples:
+ * a pixel one level off changes its JPEG block), regions close (the resize kernels differ), OBJ answers and raw TIL tiles exactly. Where 1.1 differs on purpose (float without SMaxSampleValue, 16-bit CIELAB,
  * Min-Max of a fifth band and beyond) the difference itself is asserted.
  */
 import assert from 'node:assert/strict';
@@ -54,17 +53,18 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
   const files = ['u16', 's16', 'u32', 's32', 'float-minmax', 'float-rgb', 'band5', 'band4-16', 'grey-alpha', 'lab8', 'bw', 'bw-white'];
 
   for (const file of files) {
-    it(`${file}.tif: tiles byte for byte, with and without processing`, async () => {
+    it(`${file}.tif: tiles, with and without processing`, async () => {
       for (const query of ['JTL=2,1', 'JTL=1,0', 'JTL=0,0', 'CNT=1.4&GAM=0.7&JTL=2,4', 'CMP=jet&JTL=2,2', 'INV&JTL=2,3']) {
         const { ref, ours } = await pair.get(`FIF=${file}.tif&${query}`);
         assert.equal(ref.status, 200, `reference ${query}`);
         assert.equal(ours.status, 200, `ours ${query}: ${ours.body.toString().slice(0, 200)}`);
-        if (ref.body.equals(ours.body)) continue;
-        // Not the same bytes: then the pixels must be all but the same (float rounding at a boundary).
+        // The JPEG headers differ, the encoding does not: decoded, the pixels are the same but
+        // for the odd sample where a float lands on a truncation boundary.
         const [a, b] = await Promise.all([decodePixels(ref.body), decodePixels(ours.body)]);
         assert.deepEqual([b.width, b.height, b.channels], [a.width, a.height, a.channels], query);
-        const quality = psnr(a, b);
-        assert.ok(quality > 45, `${query}: PSNR ${quality.toFixed(1)} dB`);
+        let different = 0;
+        for (let i = 0; i < a.data.length; i++) if (a.data[i] !== b.data[i]) different++;
+        assert.ok(different <= a.data.length / 1000, `${query}: ${different} of ${a.data.length} samples differ (PSNR ${psnr(a, b).toFixed(1)} dB)`);
       }
     });
 

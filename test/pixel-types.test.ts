@@ -56,10 +56,12 @@ function assertPixels(p: Pixels, left: number, top: number, expected: (x: number
   }
 }
 
-/** iipsrv's normalisation to 8 bits: truncated, clipped, non-finite -> 0. */
+const f = Math.fround;
+
+/** iipsrv's normalisation to 8 bits, in its single precision: truncated, clipped, non-finite -> 0. */
 function norm(v: number, min: number, max: number): number {
-  const scaled = (v - min) * (1 / (max - min));
-  const out = (Number.isFinite(scaled) ? scaled : 0) * 255;
+  const scaled = f(f(f(v) - f(min)) * f(1 / f(f(max) - f(min))));
+  const out = f((Number.isFinite(scaled) ? scaled : 0) * 255);
   return out <= 0 ? 0 : out >= 255 ? 255 : Math.trunc(out);
 }
 
@@ -231,7 +233,7 @@ describe('float data', () => {
     assertPixels(p, 256, 0, (x, y) => [norm(Math.fround(mid(ramp(x, y), -10, 20)), -10, 50)], 'MINMAX');
     const jet = await pixels('FIF=float.tif&CMP=jet&PTL=1,0');
     // v = 0.5/255 < 1/8: blue = 4v + 0.5.
-    assert.deepEqual([...jet.data.subarray(0, 3)], [0, 0, Math.trunc((4 * Math.fround(0.5 / 255) + 0.5) * 255)]);
+    assert.deepEqual([...jet.data.subarray(0, 3)], [0, 0, Math.trunc(f((4 * f(0.5 / 255) + 0.5) * 255))]);
   });
 });
 
@@ -257,8 +259,8 @@ describe('integer data wider than 8 bits, and signed data', () => {
   it('CNT and GAM on 16-bit signed data: the table path gives the per-pixel arithmetic', async () => {
     const p = await pixels('FIF=int16.tif&CNT=1.3&GAM=0.6&PTL=1,0');
     assertPixels(p, 0, 0, (x, y) => {
-      const v = (((x - 150) * 200 + y) & 0xffff) * (1 / 65535);
-      const out = v ** 0.6 * 255 * 1.3;
+      const v = f((((x - 150) * 200 + y) & 0xffff) * f(1 / 65535));
+      const out = f(f(f(v ** f(0.6)) * 255) * f(1.3));
       return [out >= 255 ? 255 : Math.trunc(out)];
     }, 'CNT+GAM');
   });

@@ -163,9 +163,13 @@ function processPerPixel(samples: Samples, minValues: number[], maxValues: numbe
   for (const r of p.ranges) {
     if (r.channel >= 0 && r.channel < channels) [min[r.channel], max[r.channel]] = [r.min, r.max];
   }
+  // iipsrv works in single precision (its min/max are floats): the same roundings here, so that
+  // truncation to 8 bits lands where it does (1 - 127/255 is 127.99999 there, not 128).
+  const f = Math.fround;
+  for (let c = 0; c < channels; c++) [min[c], max[c]] = [f(min[c]!), f(max[c]!)];
   const scale = min.map((lo, c) => {
-    const span = max[c]! - lo!;
-    return Math.abs(span) < 1e-30 ? 1e30 : 1 / span;
+    const span = f(max[c]! - lo!);
+    return f(Math.abs(span) < 1e-30 ? 1e30 : 1 / span);
   });
   // The bands that go out: the twist's rows, else the first three (or the one grey) channels.
   const twist = p.twist;
@@ -175,11 +179,12 @@ function processPerPixel(samples: Samples, minValues: number[], maxValues: numbe
   const pixel = new Array<number>(channels).fill(0);
   const twisted = new Array<number>(twist ? twist.length : channels).fill(0);
   const mapped = [0, 0, 0];
-  const gain = 255 * p.contrast;
+  const contrast = f(p.contrast);
+  const gamma = p.gamma === 'log' ? p.gamma : f(p.gamma);
   const logScale = 1 / Math.log(256);
   for (let i = 0, o = 0; i < width * height; i++) {
     for (let c = 0; c < channels; c++) {
-      const v = (data[i * channels + c]! - min[c]!) * scale[c]!;
+      const v = f(f(f(data[i * channels + c]!) - min[c]!) * scale[c]!);
       pixel[c] = Number.isFinite(v) ? v : 0;
     }
     let values = pixel;
@@ -195,9 +200,9 @@ function processPerPixel(samples: Samples, minValues: number[], maxValues: numbe
     const count = p.colormap ? 1 : bands;
     for (let c = 0; c < count; c++) {
       let v = values[c] ?? 0;
-      if (p.gamma === 'log') v = Math.log(1 + 255 * Math.max(v, 0)) * logScale;
-      else if (p.gamma !== 1) v = Math.max(v, 0) ** p.gamma;
-      if (p.invert) v = 1 - v;
+      if (gamma === 'log') v = f(Math.log(1 + 255 * Math.max(v, 0)) * logScale);
+      else if (gamma !== 1) v = f(Math.max(v, 0) ** gamma);
+      if (p.invert) v = f(1 - v);
       values[c] = v;
     }
     if (p.colormap) {
@@ -205,7 +210,7 @@ function processPerPixel(samples: Samples, minValues: number[], maxValues: numbe
       values = mapped;
     }
     for (let c = 0; c < bands; c++) {
-      const v = values[c]! * gain;
+      const v = f(f(values[c]! * 255) * contrast);
       out[o++] = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
     }
   }
