@@ -313,6 +313,13 @@ describe('1-bit data', () => {
     assertPixels(await pixels('FIF=bilevel-white.tif&PTL=1,0'), 0, 0, (x, y) => [checker(x, y) ? 0 : 255], 'tile');
     assertPixels(await pixels('FIF=bilevel-white.tif&INV&PTL=1,0'), 0, 0, (x, y) => [checker(x, y) ? 255 : 0], 'INV');
   });
+  it('CCITT G4 (decoded by libvips): the same', { skip: which('tiffcp') ? false : 'tiffcp not installed' }, async () => {
+    for (const [file, one] of [['bilevel', 255], ['bilevel-white', 0]] as const) {
+      execFileSync('tiffcp', ['-c', 'g4', path.join(dir, `${file}.tif`), path.join(dir, `${file}-g4.tif`)]);
+      assertPixels(await pixels(`FIF=${file}-g4.tif&PTL=1,0`), 0, 0, (x, y) => [checker(x, y) ? one : 255 - one], file);
+      assertPixels(await pixels(`FIF=${file}-g4.tif&CNT=1.5&PTL=1,1`), 256, 0, (x, y) => [checker(x, y) ? one : 255 - one], `${file} CNT`);
+    }
+  });
 });
 
 describe('CIELAB', () => {
