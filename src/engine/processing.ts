@@ -50,23 +50,23 @@ function colour(map: Colormap, v: number, out: number[]): void {
     case 'hot':
       if (v <= 0) return;
       if (v < 1 / 3) out[0] = 3 * v;
-      else if (v < 2 / 3) [out[0], out[1]] = [1, 3 * v - 1];
-      else if (v < 1) [out[0], out[1], out[2]] = [1, 1, 3 * v - 2];
+      else if (v < 2 / 3) { out[0] = 1; out[1] = 3 * v - 1; }
+      else if (v < 1) { out[0] = 1; out[1] = 1; out[2] = 3 * v - 2; }
       else out[0] = out[1] = out[2] = 1;
       return;
     case 'cold':
       if (v <= 0) return;
       if (v < 1 / 3) out[2] = 3 * v;
-      else if (v < 2 / 3) [out[1], out[2]] = [3 * v - 1, 1];
-      else if (v < 1) [out[0], out[1], out[2]] = [3 * v - 2, 1, 1];
+      else if (v < 2 / 3) { out[1] = 3 * v - 1; out[2] = 1; }
+      else if (v < 1) { out[0] = 3 * v - 2; out[1] = 1; out[2] = 1; }
       else out[0] = out[1] = out[2] = 1;
       return;
     case 'jet':
       if (v < 0) return;
       if (v < 1 / 8) out[2] = 4 * v + 0.5;
-      else if (v < 3 / 8) [out[1], out[2]] = [4 * v - 0.5, 1];
-      else if (v < 5 / 8) [out[0], out[1], out[2]] = [4 * v - 1.5, 1, 2.5 - 4 * v];
-      else if (v < 7 / 8) [out[0], out[1]] = [1, 3.5 - 4 * v];
+      else if (v < 3 / 8) { out[1] = 4 * v - 0.5; out[2] = 1; }
+      else if (v < 5 / 8) { out[0] = 4 * v - 1.5; out[1] = 1; out[2] = 2.5 - 4 * v; }
+      else if (v < 7 / 8) { out[0] = 1; out[1] = 3.5 - 4 * v; }
       else if (v < 1) out[0] = 4.5 - 4 * v;
       else out[0] = 0.5;
       return;

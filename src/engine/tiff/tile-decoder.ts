@@ -122,13 +122,22 @@ function undoDifferencing(data: SampleArray, rowSamples: number, rows: number, s
 function undoFloatPredictor(raw: Buffer, rowBytes: number, rows: number, bytes: number): Buffer {
   const out = Buffer.allocUnsafe(rowBytes * rows);
   const count = rowBytes / bytes;
-  const row = Buffer.allocUnsafe(rowBytes);
   for (let y = 0; y < rows; y++) {
     const base = y * rowBytes;
-    raw.copy(row, 0, base, base + rowBytes);
-    for (let i = 1; i < rowBytes; i++) row[i] = (row[i]! + row[i - 1]!) & 0xff;
-    for (let s = 0; s < count; s++) {
-      for (let b = 0; b < bytes; b++) out[base + s * bytes + (bytes - 1 - b)] = row[b * count + s]!;
+    // The sums in place (the buffer is ours), then each sample's bytes gathered from the groups.
+    let sum = raw[base]!;
+    for (let i = base + 1; i < base + rowBytes; i++) raw[i] = sum = (sum + raw[i]!) & 0xff;
+    if (bytes === 4) {
+      for (let s = 0, o = base; s < count; s++, o += 4) {
+        out[o + 3] = raw[base + s]!;
+        out[o + 2] = raw[base + count + s]!;
+        out[o + 1] = raw[base + 2 * count + s]!;
+        out[o] = raw[base + 3 * count + s]!;
+      }
+    } else {
+      for (let s = 0; s < count; s++) {
+        for (let b = 0; b < bytes; b++) out[base + s * bytes + (bytes - 1 - b)] = raw[base + b * count + s]!;
+      }
     }
   }
   return out;
