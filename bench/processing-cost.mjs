@@ -1,7 +1,9 @@
 // CPU per tile of the processing pipeline, in one process (no HTTP): a 16-bit RGB tile through
-// CNT+GAM against an 8-bit tile that is re-encoded (QLT), the target being at most 2x; and the
-// histogram commands (CNT=st/eq, COL=binary), hill shading (SHD) and convolution (CNV).
+// CNT+GAM against an 8-bit tile that is re-encoded (QLT), the target being at most 2x; the
+// histogram commands (CNT=st/eq, COL=binary), hill shading (SHD), convolution (CNV), float and
+// 8-bit CIELAB tiles (vips CLI needed for the CIELAB file) for comparison.
 // Run after `npm run build`:  node bench/processing-cost.mjs
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +22,11 @@ try {
   const tiled = { tile: true, pyramid: true, tileWidth: 256, tileHeight: 256, compression: 'deflate' };
   await sharp(wide, { raw: { width: W, height: H, channels: 3 } }).toColourspace('rgb16').tiff(tiled).toFile(path.join(dir, 'rgb16.tif'));
   await sharp(narrow, { raw: { width: W, height: H, channels: 3 } }).tiff(tiled).toFile(path.join(dir, 'rgb8.tif'));
+  const grey = new Float32Array(W * H).map((_, i) => ((i * 37) % 65536) / 65535);
+  await sharp(grey, { raw: { width: W, height: H, channels: 1 } }).tiff(tiled).toFile(path.join(dir, 'float.tif'));
+  const vips = (...args) => spawnSync('vips', args, { stdio: 'ignore' }).status === 0;
+  const lab = vips('colourspace', path.join(dir, 'rgb8.tif'), path.join(dir, 'lab.v'), 'labq') &&
+    vips('tiffsave', path.join(dir, 'lab.v'), path.join(dir, 'lab.tif'), '--tile', '--pyramid', '--compression', 'deflate');
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir + '/' });
   const engine = new Engine({ paths: { prefix: dir + '/', suffix: '' }, cacheBytes: 0 });
   const router = createRouter({ config, engine, log: silentLog });
@@ -36,6 +43,8 @@ try {
     ['8-bit tile, SHD=45,30', 'FIF=rgb8.tif&SHD=45,30&JTL=3,'],
     ['8-bit tile, CNV=sobel', 'FIF=rgb8.tif&CNV=sobel&JTL=3,'],
     ['16-bit tile, CNV=sobel', 'FIF=rgb16.tif&CNV=sobel&JTL=3,'],
+    ['float tile, CMP=jet', 'FIF=float.tif&CMP=jet&JTL=3,'],
+    ...(lab ? [['8-bit CIELAB tile', 'FIF=lab.tif&JTL=3,']] : []),
   ]) {
     // A warm-up pass, then the timed one over the same 64 tiles.
     for (let pass = 0; pass < 2; pass++) {

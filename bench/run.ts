@@ -7,7 +7,7 @@
  *   BENCH_DURATION=10   seconds of each timed wrk run
  *   BENCH_WARMUP=2      seconds of the untimed wrk run before each timed one
  *   BENCH_THREADS=2 BENCH_CONNECTIONS=16
- *   BENCH_ONLY=a,b      run only these workloads
+ *   BENCH_ONLY=a,b      run only these workloads (h, i, j: the pixel-type images, k: the JP2; made on first use)
  *   IIPSRV11=/usr/lib/iipimage-server/iipsrv.fcgi
  *   BENCH_OURS_ENV='MALLOC_ARENA_MAX=2 UV_THREADPOOL_SIZE=2'   extra environment for our server only
  *   BENCH_OURS_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'   node flags for our server (workers inherit them)
@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import sharp from 'sharp';
-import { benchImage, benchJp2, expectedLevels, IMAGE_HEIGHT, IMAGE_WIDTH, JP2_RECIPE, TILE } from './lib/image.ts';
+import { benchImage, benchJp2, expectedLevels, IMAGE_HEIGHT, IMAGE_WIDTH, JP2_RECIPE, pixelTypeImages, TILE, TYPED_SIZE } from './lib/image.ts';
 import {
   cleanup,
   freePort,
@@ -199,7 +199,23 @@ function levelsFromAnswer(text: string): Array<[number, number]> {
     .map((pair) => pair.trim().split(/\s+/).map(Number) as [number, number]);
 }
 
-function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, number]>, tile: [number, number]): Workload[] {
+/** Random tiles of every level of a TYPED_SIZE square image, with a processing prefix. */
+function typedTiles(image: string, prefix: string): { queries: string[]; samples: string[] } {
+  const pairs: Array<[number, number]> = [];
+  expectedLevels(TYPED_SIZE, TYPED_SIZE, TILE)
+    .reverse()
+    .forEach(([w, h], res) => {
+      for (let t = 0; t < Math.ceil(w / TILE) * Math.ceil(h / TILE); t++) pairs.push([res, t]);
+    });
+  const rnd = seededRandom(SEED + 1);
+  const queries = Array.from({ length: LIST_LENGTH }, () => {
+    const [r, t] = pairs[Math.floor(rnd() * pairs.length)]!;
+    return `FIF=${image}&${prefix}JTL=${r},${t}`;
+  });
+  return { queries, samples: queries.slice(0, 5) };
+}
+
+function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, number]>, tile: [number, number], typed: { rgb16: string; float: string; lab: string } | null): Workload[] {
   const pairs: Array<[number, number]> = [];
   levelsSmallestFirst.forEach(([w, h], res) => {
     const n = Math.ceil(w / tile[0]) * Math.ceil(h / tile[1]);
@@ -255,11 +271,18 @@ function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, numbe
     { id: 'e', title: 'random tiles, forced re-encode (QLT=75)', queries: randomPairs.map(jtlQ), samples: [...randomPairs.slice(0, 4), ...extra].map(jtlQ), kind: 'jpeg' },
     { id: 'f', title: 'the random tiles of b through IIIF 3 (ours only)', queries: randomPairs.map(iiifTile), samples: [...randomPairs.slice(0, 4), ...extra].map(iiifTile), kind: 'jpeg' },
     { id: 'g', title: 'the random tiles of b through DeepZoom (ours only)', queries: randomPairs.map(deepZoomTile), samples: [...randomPairs.slice(0, 4), ...extra].map(deepZoomTile), kind: 'jpeg' },
+    ...(typed
+      ? ([
+          { id: 'h', title: `16-bit RGB tiles with CNT=1.5&GAM=0.8 (${TYPED_SIZE}² deflate)`, ...typedTiles(typed.rgb16, 'CNT=1.5&GAM=0.8&'), kind: 'jpeg' },
+          { id: 'i', title: `32-bit float grey tiles with CMP=jet (${TYPED_SIZE}² deflate)`, ...typedTiles(typed.float, 'CMP=jet&'), kind: 'jpeg' },
+          { id: 'j', title: `8-bit CIELAB tiles (${TYPED_SIZE}² deflate)`, ...typedTiles(typed.lab, ''), kind: 'jpeg' },
+        ] as const)
+      : []),
   ];
 }
 
 /**
- * j: random JTL tiles of a 10000x7000 lossy JP2 (bench/lib/image.ts), at every resolution. Both
+ * k: random JTL tiles of a 10000x7000 lossy JP2 (bench/lib/image.ts), at every resolution. Both
  * servers' own level sizes are used for their tile counts (iipsrv 1.1 floor-halves, ours uses the
  * codec's ceil sizes: the counts agree here); the samples checked are inner tiles, whose size
  * does not depend on that.
@@ -292,7 +315,7 @@ async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation:
   const rnd = seededRandom(SEED + 7);
   const queries = Array.from({ length: LIST_LENGTH }, () => pairs[Math.floor(rnd() * pairs.length)]!).map(([r, t]) => `FIF=${jp2.name}&JTL=${r},${t}`);
   const samples = [inner[0]!, inner[Math.floor(inner.length / 2)]!, inner[inner.length - 1]!].map(([r, t]) => `FIF=${jp2.name}&JTL=${r},${t}`);
-  return { id: 'j', title: 'random JPEG2000 tiles, all levels (JTL)', queries, samples, kind: 'jpeg' };
+  return { id: 'k', title: 'random JPEG2000 tiles, all levels (JTL)', queries, samples, kind: 'jpeg' };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,7 +401,7 @@ async function main(): Promise<number> {
   chmodSync(dir, 0o755);
 
   // ---- servers
-  // MAX_LAYERS=-1: iipsrv 1.1 decodes every JPEG2000 layer whatever it says; ours then does the same work (j).
+  // MAX_LAYERS=-1: iipsrv 1.1 decodes every JPEG2000 layer whatever it says; ours then does the same work (k).
   const common = { PATH: process.env.PATH, HOME: process.env.HOME, FILESYSTEM_PREFIX: image.dir, JPEG_QUALITY: '75', VERBOSITY: '0', MAX_LAYERS: '-1' };
   const iipEnv = { ...common, MAX_IMAGE_CACHE_SIZE: '10', MEMCACHED_SERVERS: '127.0.0.1:1' };
   const oursEnv: NodeJS.ProcessEnv = { ...common, MAX_IMAGE_CACHE_SIZE: '10', MEMCACHED_SERVERS: '' };
@@ -394,6 +417,8 @@ async function main(): Promise<number> {
     { key: 'ours1', kind: 'ours', ports: [await freePort()], args: oursArgs(1), env: oursEnv, procs: [] },
     { key: 'ours2', kind: 'ours', ports: [await freePort()], args: oursArgs(2), env: oursEnv, procs: [] },
     { key: 'ours1nc', kind: 'ours', ports: [await freePort()], args: oursArgs(1), env: { ...oursEnv, MAX_IMAGE_CACHE_SIZE: '0' }, procs: [] },
+    // For the pixel-type workloads, whose few hundred tiles would otherwise all come from the caches.
+    { key: 'iip1nc', kind: 'iipsrv11', ports: [await freePort()], args: iipArgs, env: { ...iipEnv, MAX_IMAGE_CACHE_SIZE: '0' }, procs: [] },
   ];
   const byKey = (k: string) => servers.find((s) => s.key === k)!;
   const B = {
@@ -403,6 +428,7 @@ async function main(): Promise<number> {
     ours1ka: { key: 'ours1ka', label: 'ours w1, keep-alive', location: '/ours1-ka', server: byKey('ours1'), processes: 1 },
     ours2ka: { key: 'ours2ka', label: 'ours w2, keep-alive', location: '/ours2-ka', server: byKey('ours2'), processes: 2 },
     ours1nc: { key: 'ours1nc', label: 'ours w1, keep-alive, MAX_IMAGE_CACHE_SIZE=0', location: '/ours1nc-ka', server: byKey('ours1nc'), processes: 1 },
+    iip1nc: { key: 'iip1nc', label: 'iipsrv 1.1 x1, MAX_IMAGE_CACHE_SIZE=0', location: '/iip11nc', server: byKey('iip1nc'), processes: 1 },
   } satisfies Record<string, Backend>;
   const backends: Backend[] = Object.values(B);
 
@@ -441,8 +467,9 @@ async function main(): Promise<number> {
 
   // ---- workloads
   const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
-  const workloads = buildWorkloads(image.name, gIip.levels, gIip.tile).filter((w) => !only || only.has(w.id));
-  if (!only || only.has('j')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location));
+  const typed = !only || ['h', 'i', 'j'].some((id) => only.has(id)) ? pixelTypeImages(log, image.file) : null;
+  const workloads = buildWorkloads(image.name, gIip.levels, gIip.tile, typed).filter((w) => !only || only.has(w.id));
+  if (!only || only.has('k')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location));
   for (const w of workloads) w.script = writeWrkScript(dir, `workload-${w.id}`, w.queries);
   const plan: Array<[Workload, Backend]> = [];
   const byId = (id: string) => workloads.find((w) => w.id === id);
@@ -458,7 +485,8 @@ async function main(): Promise<number> {
   add('c', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
   add('d', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
   add('e', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
-  add('j', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  for (const id of ['h', 'i', 'j']) add(id, [B.ours1nc, B.iip1nc]);
+  add('k', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
 
   // ---- sample checks: 200 + a JPEG (or the IIP line) on every backend, same dimensions everywhere
   log('\nchecking sample requests on every backend...');
@@ -653,7 +681,7 @@ function report(
       : r.backend.processes > 1
         ? `${fmt(r.peakRssTotal / MB)} (${r.backend.processes}×${fmt(r.peakRssWorker / MB)})`
         : fmt(r.peakRssTotal / MB);
-  const targets: Record<string, number> = { b: 3, c: 5, d: 1.5, j: 1 };
+  const targets: Record<string, number> = { b: 3, c: 5, d: 1.5, k: 1 };
   const rows: string[] = [];
   const pairs: Array<[string, string, string]> = [
     ['a', 'ours1', 'iip1'],
@@ -668,8 +696,11 @@ function report(
     ['e', 'ours1ka', 'iip1'],
     ['e', 'ours2ka', 'iip2'],
     ['e', 'ours1nc', 'iip1'],
-    ['j', 'ours1ka', 'iip1'],
-    ['j', 'ours2ka', 'iip2'],
+    ['h', 'ours1nc', 'iip1nc'],
+    ['i', 'ours1nc', 'iip1nc'],
+    ['j', 'ours1nc', 'iip1nc'],
+    ['k', 'ours1ka', 'iip1'],
+    ['k', 'ours2ka', 'iip2'],
   ];
   for (const [w, o, i] of pairs) {
     const ro = find(w, o);

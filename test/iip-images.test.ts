@@ -680,13 +680,18 @@ describe('pixel types', () => {
     assert.equal((await server.get('FIF=rgb16.tif&WID=200&CVT=jpeg')).status, 200);
     assert.equal((await server.get('FIF=rgb16.tif&OBJ=Bits-per-channel')).body.toString(), '\r\nBits-per-channel:16\r\n');
   });
-  it('32-bit float: metadata served, pixels a 501 until iipsrv\'s normalisation is in (never different pixels)', async () => {
+  it('32-bit float (scRGB as sharp writes it, no SMaxSampleValue): the stored values over 0..1, not gamma-encoded', async () => {
     assert.equal((await server.get('FIF=float.tif&OBJ=Bits-per-channel')).body.toString(), '\r\nBits-per-channel:32\r\n');
-    for (const query of ['FIF=float.tif&JTL=0,0', 'FIF=float.tif&WID=100&CVT=jpeg']) {
-      const response = await server.get(query);
-      assert.equal(response.status, 501, query);
-      assert.match(response.body.toString(), /float\.tif: 32-bit float/);
-    }
+    const { data } = await sharp(pattern(600, 400), { raw: { width: 600, height: 400, channels: 3 } })
+      .toColourspace('scrgb')
+      .extract({ left: 0, top: 0, width: 256, height: 256 })
+      .raw({ depth: 'float' })
+      .toBuffer({ resolveWithObject: true });
+    const linear = new Float32Array(data.buffer, data.byteOffset, data.length / 4);
+    const expected = { width: 256, height: 256, channels: 3, data: Buffer.from(Array.from(linear, (v) => Math.max(0, Math.min(255, Math.trunc(v * 255))))) };
+    const tile = await decode((await server.get('FIF=float.tif&JTL=2,0')).body);
+    assert.ok(psnr(tile, expected) > 30, `PSNR ${psnr(tile, expected).toFixed(1)}`);
+    assert.equal((await server.get('FIF=float.tif&WID=100&CVT=jpeg')).status, 200);
   });
 });
 

@@ -5,9 +5,10 @@
  * string (bump IMAGE_VERSION when the recipe changes).
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, openSync, renameSync, rmSync, writeSync, closeSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, closeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pyramid, writeTiff } from '../../test/helpers/tiff-writer.ts';
 
 export const IMAGE_VERSION = 'v1';
 export const IMAGE_WIDTH = 10000;
@@ -100,6 +101,49 @@ export function expectedLevels(width: number, height: number, tile: number): Arr
     levels.push([width, height]);
   }
   return levels;
+}
+
+export const TYPED_SIZE = 4096;
+
+/**
+ * The pixel-type images of workloads h, i, j: a 4096x4096 crop of the benchmark image as 16-bit
+ * RGB, as 32-bit float grey (SMaxSampleValue 255, so that iipsrv 1.1, which defaults a float
+ * maximum to 0, renders it too) and as 8-bit CIELAB; deflate, vips' default predictor.
+ * Cached beside the benchmark image.
+ */
+export function pixelTypeImages(log: (line: string) => void, base: string): { rgb16: string; float: string; lab: string } {
+  const names = {
+    rgb16: `bench-${IMAGE_VERSION}-rgb16-${TYPED_SIZE}.tif`,
+    float: `bench-${IMAGE_VERSION}-float-${TYPED_SIZE}.tif`,
+    lab: `bench-${IMAGE_VERSION}-lab8-${TYPED_SIZE}.tif`,
+  };
+  if (Object.values(names).every((n) => existsSync(path.join(CACHE_DIR, n)))) return names;
+  const started = Date.now();
+  log(`generating the pixel-type images (${TYPED_SIZE}x${TYPED_SIZE} 16-bit RGB, float grey, CIELAB)...`);
+  const work = path.join(CACHE_DIR, `tmp-${process.pid}`);
+  mkdirSync(work, { recursive: true });
+  try {
+    const v = (name: string) => path.join(work, `${name}.v`);
+    run('vips', ['crop', `${base}[page=0]`, v('crop'), '0', '0', String(TYPED_SIZE), String(TYPED_SIZE)]);
+    run('vips', ['colourspace', v('crop'), v('rgb16'), 'rgb16']);
+    run('vips', ['colourspace', v('crop'), v('grey'), 'b-w']);
+    run('vips', ['colourspace', v('crop'), v('lab'), 'labq']);
+    // The float image by our test writer: vips cannot set SMaxSampleValue (and tiffset writes it wrong).
+    run('vips', ['rawsave', v('grey'), path.join(work, 'grey.raw')]);
+    const grey = readFileSync(path.join(work, 'grey.raw'));
+    const full = { width: TYPED_SIZE, height: TYPED_SIZE, samples: Float64Array.from(grey) };
+    writeTiff(path.join(work, names.float), { levels: pyramid(full, 1), channels: 1, bits: 32, kind: 'float', smin: [0], smax: [255], compression: 'deflate', predictor: 3 });
+    for (const [key, source] of [['rgb16', 'rgb16'], ['float', ''], ['lab', 'lab']] as const) {
+      const tif = path.join(work, names[key]);
+      if (source) run('vips', ['tiffsave', v(source), tif, '--tile', '--pyramid', '--tile-width', String(TILE), '--tile-height', String(TILE), '--compression', 'deflate']);
+      chmodSync(tif, 0o644);
+      renameSync(tif, path.join(CACHE_DIR, names[key]));
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  log(`generated in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return names;
 }
 
 export const JP2_VERSION = 'v1';

@@ -12,14 +12,16 @@ import { LruCache } from './cache/lru.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
 import { imageHistogram, stretchRange } from './histogram.js';
-import { applyOutputSteps, flattenSamples, hasOutputSteps } from './output-steps.js';
+import { applyOutputSteps, hasOutputSteps } from './output-steps.js';
 import { DEFAULT_ENCODER_SETTINGS, embedMetadata, encodeImage, keepsSixteenBits, type EncodeOptions, type EncoderSettings, type OutputFormat, type RequestedQuality } from './encoders.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
 import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileStat } from './image-file.js';
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
 import { SequenceFinder, viewFileName, viewPath, type ImageSequence } from './image-sequence.js';
-import type { DecodeOptions, ImageSource } from './source.js';
+import { asUnsigned, firstBands, labToSrgb } from './pixel-types.js';
+import type { DecodeOptions, ImageDescription, ImageSource } from './source.js';
+import { streamTile, type StreamTile } from './stream-tile.js';
 import { TiffSource } from './tiff-source.js';
 import { Jp2Source } from './jp2-source.js';
 import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
@@ -374,6 +376,12 @@ export class Engine {
     return bytes;
   }
 
+  /** A tile of IIP's TIL stream when it is not JTL's JPEG (see stream-tile.ts), else null. */
+  async streamTile(image: OpenImage, level: number, col: number, row: number, quality: number): Promise<StreamTile | null> {
+    assertRenderable(image);
+    return streamTile(image.source, level, col, row, quality);
+  }
+
   /** A region, resized and encoded, through the caches. */
   async region(image: OpenImage, plan: RegionPlan, output: RegionOutput): Promise<Buffer> {
     assertRenderable(image);
@@ -479,20 +487,25 @@ export class Engine {
     if (processing.shade && d.channels < 3) {
       throw new InvalidArgumentError(`${image.name}: SHD needs a surface-normal image of 3 bands; this one has ${d.channels}`);
     }
-    const samples = await image.source.samples(level, rect, options);
+    let samples = await image.source.samples(level, rect, options);
+    let [minValues, maxValues] = [d.minValues, d.maxValues];
+    if (d.colourSpace === 'cielab') {
+      // iipsrv converts to 8-bit sRGB before anything else, so the pipeline sees 0..255.
+      samples = labToSrgb(samples);
+      [minValues, maxValues] = [[0, 0, 0], [255, 255, 255]];
+    } else samples = asUnsigned(samples);
     // Grey, binary and equalisation come later, on the pixels as sent (withOutputSteps).
     let floatSteps: Processing = { ...processing, grey: false, binary: false, equalise: false };
-    let [minValues, maxValues] = [d.minValues, d.maxValues];
     if (processing.contrast === STRETCH) {
       // iipsrv's stretch replaces every channel's range (MINMAX too) and then contrast is 1.
       const { min, max } = stretchRange(await this.histogram(image), d.bitsPerSample);
-      minValues = d.minValues.map(() => min);
-      maxValues = d.maxValues.map(() => max);
+      minValues = minValues.map(() => min);
+      maxValues = maxValues.map(() => max);
       floatSteps = { ...floatSteps, contrast: 1, ranges: [] };
     }
     // As in iipsrv, 8-bit data with nothing for the float pipeline to do goes out as stored.
-    if (d.bitsPerSample <= 8 && isIdentity(floatSteps) && processing.contrast !== STRETCH) return flattenSamples(samples);
-    const out = runPipeline(samples, minValues, maxValues, floatSteps);
+    const stored = isIdentity(floatSteps) && processing.contrast !== STRETCH ? firstBands(samples) : null;
+    const out = stored ?? runPipeline(samples, minValues, maxValues, floatSteps);
     return { data: out.data, width: samples.width, height: samples.height, channels: out.channels, stride: samples.width * out.channels };
   }
 
@@ -547,27 +560,23 @@ function qualityKey(requested: RequestedQuality | null | undefined): string {
   return requested ? `${requested.factor}${requested.tiffCompression ?? ''}` : '';
 }
 
-/** iipsrv runs its float pipeline for data wider than 8 bits and for any processing command. */
+/**
+ * iipsrv runs its float pipeline for data wider than 8 bits and for any processing command; the
+ * pixel types libvips does not read as iipsrv (signed, CIELAB, multiband) come the same way.
+ */
 function needsPipeline(image: OpenImage, processing: Processing): boolean {
-  return image.source.description.bitsPerSample > 8 || !isIdentity(processing);
+  return !isIdentity(processing) || !plainEightBit(image.source.description);
 }
 
-/**
- * The pixel types whose output is iipsrv's today: 1, 8 and 16-bit unsigned grey, RGB and RGBA.
- * Float, signed, 32-bit, CIELAB and multiband are not there yet: better a clear 501 than pixels
- * that differ from iipsrv's.
- */
+function plainEightBit(d: ImageDescription): boolean {
+  const space = d.colourSpace === 'srgb' || d.colourSpace === 'grey' || d.colourSpace === 'binary';
+  return d.sampleFormat === 'uint' && d.bitsPerSample <= 8 && space && d.channels <= 4;
+}
+
+/** Every pixel type renders; only what cannot be decoded at all (a codec we lack) is a 501. */
 function assertRenderable(image: OpenImage): void {
   const d = image.source.description;
   if (d.undecodable) throw new NotImplementedError(`${image.name}: ${d.undecodable}`);
-  const supported =
-    d.sampleFormat === 'uint' &&
-    (d.bitsPerSample <= 8 || d.bitsPerSample === 16) &&
-    (d.colourSpace === 'srgb' || d.colourSpace === 'grey' || d.colourSpace === 'binary');
-  if (!supported) {
-    const kind = `${d.bitsPerSample}-bit ${d.sampleFormat} ${d.colourSpace}`;
-    throw new NotImplementedError(`${image.name}: ${kind} images are not rendered yet (metadata is served)`);
-  }
 }
 
 /** A counting semaphore: at most `size` holders, the others wait in order. */

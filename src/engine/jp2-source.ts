@@ -92,6 +92,8 @@ function colourSpaceOf(header: Jp2Header): ColourSpace {
 function undecodable(header: Jp2Header): string | null {
   const channels = header.components.length;
   if (channels > 4) return `JPEG2000 with ${channels} components is not supported`;
+  // Its L*a*b* coding (the colr box's range and offset parameters) is not TIFF's.
+  if (header.enumeratedColourSpace === 14) return 'JPEG2000 CIELab is not supported';
   const precisions = new Set(header.components.map((c) => c.precision));
   if (precisions.size > 1) return 'JPEG2000 components of different bit depths are not supported';
   if ([...precisions][0]! > 16) return 'JPEG2000 samples wider than 16 bits are not supported';

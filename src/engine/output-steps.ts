@@ -15,20 +15,6 @@ export function hasOutputSteps(p: Processing): boolean {
 }
 
 /**
- * 8-bit samples as iipsrv encodes them when no float step runs: 2 bands become 1, more than 3
- * become the first 3 (alpha dropped, not composited).
- */
-export function flattenSamples(samples: { data: ArrayLike<number>; width: number; height: number; channels: number }): RawPixels {
-  const { data, width, height, channels: stored } = samples;
-  const channels: 1 | 3 = stored >= 3 ? 3 : 1;
-  const pixels = width * height;
-  const out = Buffer.allocUnsafe(pixels * channels);
-  if (stored === channels) for (let i = 0; i < out.length; i++) out[i] = data[i]!;
-  else for (let p = 0, o = 0; p < pixels; p++) for (let c = 0; c < channels; c++) out[o++] = data[p * stored + c]!;
-  return { data: out, width, height, channels, stride: width * channels };
-}
-
-/**
  * @param pixels tightly packed (stride = width * channels)
  * @param histogram the image's (see histogram.ts); only read for binary and equalisation
  */

@@ -87,23 +87,23 @@ function colour(map: Colormap, v: number, out: number[]): void {
     case 'hot':
       if (v <= 0) return;
       if (v < 1 / 3) out[0] = 3 * v;
-      else if (v < 2 / 3) [out[0], out[1]] = [1, 3 * v - 1];
-      else if (v < 1) [out[0], out[1], out[2]] = [1, 1, 3 * v - 2];
+      else if (v < 2 / 3) { out[0] = 1; out[1] = 3 * v - 1; }
+      else if (v < 1) { out[0] = 1; out[1] = 1; out[2] = 3 * v - 2; }
       else out[0] = out[1] = out[2] = 1;
       return;
     case 'cold':
       if (v <= 0) return;
       if (v < 1 / 3) out[2] = 3 * v;
-      else if (v < 2 / 3) [out[1], out[2]] = [3 * v - 1, 1];
-      else if (v < 1) [out[0], out[1], out[2]] = [3 * v - 2, 1, 1];
+      else if (v < 2 / 3) { out[1] = 3 * v - 1; out[2] = 1; }
+      else if (v < 1) { out[0] = 3 * v - 2; out[1] = 1; out[2] = 1; }
       else out[0] = out[1] = out[2] = 1;
       return;
     case 'jet':
       if (v < 0) return;
       if (v < 1 / 8) out[2] = 4 * v + 0.5;
-      else if (v < 3 / 8) [out[1], out[2]] = [4 * v - 0.5, 1];
-      else if (v < 5 / 8) [out[0], out[1], out[2]] = [4 * v - 1.5, 1, 2.5 - 4 * v];
-      else if (v < 7 / 8) [out[0], out[1]] = [1, 3.5 - 4 * v];
+      else if (v < 3 / 8) { out[1] = 4 * v - 0.5; out[2] = 1; }
+      else if (v < 5 / 8) { out[0] = 4 * v - 1.5; out[1] = 1; out[2] = 2.5 - 4 * v; }
+      else if (v < 7 / 8) { out[0] = 1; out[1] = 3.5 - 4 * v; }
       else if (v < 1) out[0] = 4.5 - 4 * v;
       else out[0] = 0.5;
       return;
@@ -251,11 +251,13 @@ function processPerPixel(
   for (const r of p.ranges) {
     if (r.channel >= 0 && r.channel < channels) [min[r.channel], max[r.channel]] = [r.min, r.max];
   }
+  // iipsrv works in single precision (its min/max are floats): the same roundings here, so that
+  // truncation to 8 bits lands where it does (1 - 127/255 is 127.99999 there, not 128).
+  const f = Math.fround;
+  for (let c = 0; c < channels; c++) [min[c], max[c]] = [f(min[c]!), f(max[c]!)];
   const scale = min.map((lo, c) => {
-    const span = max[c]! - lo!;
-    // Single precision, as iipsrv normalises: in doubles v / 255 x 255 truncates to v - 1 for 24 of
-    // the 256 byte values.
-    return Math.abs(span) < 1e-30 ? 1e30 : Math.fround(1 / span);
+    const span = f(max[c]! - lo!);
+    return f(Math.abs(span) < 1e-30 ? 1e30 : 1 / span);
   });
   // The bands that go out: the twist's rows, else the first three (or the one grey) channels.
   const twist = p.twist;
@@ -269,11 +271,12 @@ function processPerPixel(
   const pixel = new Array<number>(channels).fill(0);
   const twisted = new Array<number>(twist ? twist.length : channels).fill(0);
   const mapped = [0, 0, 0];
-  const gain = 255 * p.contrast;
+  const contrast = f(p.contrast);
+  const gamma = p.gamma === 'log' ? p.gamma : f(p.gamma);
   const logScale = 1 / Math.log(256);
   for (let i = 0, o = 0; i < width * height; i++) {
     for (let c = 0; c < channels; c++) {
-      const v = Math.fround((data[i * channels + c]! - min[c]!) * scale[c]!);
+      const v = f(f(f(data[i * channels + c]!) - min[c]!) * scale[c]!);
       pixel[c] = Number.isFinite(v) ? v : 0;
     }
     if (light) pixel[0] = shade(pixel, channels, light);
@@ -290,9 +293,9 @@ function processPerPixel(
     const count = p.colormap ? 1 : bands;
     for (let c = 0; c < count; c++) {
       let v = values[c] ?? 0;
-      if (p.gamma === 'log') v = Math.log(1 + 255 * Math.max(v, 0)) * logScale;
-      else if (p.gamma !== 1) v = Math.max(v, 0) ** p.gamma;
-      if (p.invert) v = 1 - v;
+      if (gamma === 'log') v = f(Math.log(1 + 255 * Math.max(v, 0)) * logScale);
+      else if (gamma !== 1) v = f(Math.max(v, 0) ** gamma);
+      if (p.invert) v = f(1 - v);
       values[c] = v;
     }
     if (p.colormap) {
@@ -302,7 +305,7 @@ function processPerPixel(
     if (floats) for (let c = 0; c < bands; c++) floats[o++] = values[c]!;
     else
       for (let c = 0; c < bands; c++) {
-        const v = values[c]! * gain;
+        const v = f(f(values[c]! * 255) * contrast);
         out[o++] = v <= 0 ? 0 : v >= 255 ? 255 : Math.trunc(v);
       }
   }

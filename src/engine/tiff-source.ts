@@ -9,7 +9,8 @@ import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
-import { TiffFile, TiffFormatError, type TiffInfo } from './tiff/index.js';
+import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './tiff/index.js';
+import { decodeTile as decodeStoredTile, nativelyDecodable, type SampleArray } from './tiff/tile-decoder.js';
 import type { Samples } from './processing.js';
 import type { Rect } from './view.js';
 
@@ -47,10 +48,30 @@ const DECODABLE_COMPRESSIONS = new Map<number, string>([
 ]);
 const COMPRESSION_NAMES: Record<number, string> = { 6: 'old-style JPEG', 34712: 'JPEG2000', 34887: 'LERC', 34925: 'LZMA', 50000: 'zstd', 50002: 'JPEG XL' };
 
+/**
+ * What libvips (through sharp) decodes as iipsrv does: 8 and 16-bit unsigned grey, RGB and their
+ * alpha, and bilevel. It reads float RGB as scRGB (gamma-encoding it), fails on 8-bit CIELAB,
+ * takes grey + extra bands as alpha, and reads signed data as signed (iipsrv: as unsigned).
+ */
+function sharpDecodesAsIipsrv(info: TiffInfo): boolean {
+  if (info.sampleFormat !== 'uint' || !(info.bitsPerSample <= 8 || info.bitsPerSample === 16)) return false;
+  const space = colourSpaceOf(info);
+  return (space === 'srgb' || space === 'grey' || space === 'binary') && info.channels <= 4;
+}
+
 function undecodable(info: TiffInfo): string | null {
   const level = info.levels.find((l) => !DECODABLE_COMPRESSIONS.has(l.compression));
-  if (!level) return null;
-  return `TIFF compression ${COMPRESSION_NAMES[level.compression] ?? level.compression} is not supported`;
+  if (level) return `TIFF compression ${COMPRESSION_NAMES[level.compression] ?? level.compression} is not supported`;
+  // libvips reads these, except in tiled separate planes, which are left to our decoder.
+  const sharpReads = sharpDecodesAsIipsrv(info);
+  const other = info.levels.find((l) => !nativelyDecodable(l) && !(sharpReads && l.planarConfig === 1));
+  if (!other) return null;
+  const kind = `${info.bitsPerSample}-bit ${info.sampleFormat} ${colourSpaceOf(info)}`;
+  const depths = info.sampleFormat === 'float' ? [32] : [1, 8, 16, 32];
+  if (!depths.includes(info.bitsPerSample)) return `${kind} TIFF samples are not supported (iipsrv reads 1, 8, 16 and 32-bit integers and 32-bit floats)`;
+  if (other.planarConfig !== 1) return `${kind} TIFF with separate planes is not supported`;
+  const compression = COMPRESSION_NAMES[other.compression] ?? DECODABLE_COMPRESSIONS.get(other.compression) ?? other.compression;
+  return `${kind} TIFF with compression ${compression} is not supported (uncompressed, deflate, LZW and PackBits are)`;
 }
 
 function describe(info: TiffInfo): ImageDescription {
@@ -111,9 +132,9 @@ export class TiffSource implements ImageSource {
   }
 
   /** A damaged file (a tile beyond its end ...) is the image's fault: 404, as iipsrv. */
-  private async readTileBytes(level: number, col: number, row: number): Promise<Buffer> {
+  private async readTileBytes(level: number, col: number, row: number, plane = 0): Promise<Buffer> {
     try {
-      return await this.tiff.readTileBytes(level, col, row);
+      return await this.tiff.readTileBytes(level, col, row, plane);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(error.message);
       throw error;
@@ -195,12 +216,92 @@ export class TiffSource implements ImageSource {
   }
 
   async decode(level: number, rect: Rect): Promise<Sharp> {
+    const stored = this.tiff.info.levels[level]!;
+    // libvips does not read tiled separate planes: decoded here, handed over raw.
+    if (stored.planarConfig === 2 && nativelyDecodable(stored)) {
+      const { data, width, height, channels } = await this.samples(level, rect);
+      return sharp(data as Uint8Array | Uint16Array, { raw: { width, height, channels: channels as 1 | 2 | 3 | 4 } });
+    }
     return this.open(level).extract(rect);
   }
 
   async samples(level: number, rect: Rect): Promise<Samples> {
+    const stored = this.tiff.info.levels[level]!;
+    if (nativelyDecodable(stored)) return this.decodeSamples(level, stored, rect);
+    return this.sharpSamples(level, rect);
+  }
+
+  /** The rectangle assembled from the stored tiles (or strips) it touches, decoded here. */
+  private async decodeSamples(level: number, stored: TiffLevel, rect: Rect): Promise<Samples> {
+    const channels = stored.samplesPerPixel;
+    const { tileWidth, tileHeight } = stored;
+    const firstCol = Math.floor(rect.left / tileWidth);
+    const firstRow = Math.floor(rect.top / tileHeight);
+    const lastCol = Math.floor((rect.left + rect.width - 1) / tileWidth);
+    const lastRow = Math.floor((rect.top + rect.height - 1) / tileHeight);
+    let out: SampleArray | null = null;
+    const jobs: Array<Promise<void>> = [];
+    for (let row = firstRow; row <= lastRow; row++) {
+      for (let col = firstCol; col <= lastCol; col++) {
+        jobs.push(
+          (async () => {
+            // A strip is as long as the rows left in the image; a tile is always whole.
+            const rows = stored.tiled ? tileHeight : Math.min(tileHeight, stored.height - row * tileHeight);
+            const tile = await this.decodeStoredTile(level, stored, col, row, rows);
+            const whole = rect.left === col * tileWidth && rect.top === row * tileHeight && rect.width === tileWidth && rect.height === rows;
+            if (whole && firstCol === lastCol && firstRow === lastRow) {
+              // A whole stored tile (most tile requests): its samples as they are.
+              out = tile.data;
+              return;
+            }
+            out ??= new (tile.data.constructor as new (n: number) => SampleArray)(rect.width * rect.height * channels);
+            const x0 = Math.max(rect.left, col * tileWidth);
+            const x1 = Math.min(rect.left + rect.width, (col + 1) * tileWidth);
+            const y0 = Math.max(rect.top, row * tileHeight);
+            const y1 = Math.min(rect.top + rect.height, row * tileHeight + rows);
+            const span = (x1 - x0) * channels;
+            for (let y = y0; y < y1; y++) {
+              const from = ((y - row * tileHeight) * tile.width + (x0 - col * tileWidth)) * channels;
+              const to = ((y - rect.top) * rect.width + (x0 - rect.left)) * channels;
+              out.set(tile.data.subarray(from, from + span), to);
+            }
+          })(),
+        );
+      }
+    }
+    await Promise.all(jobs);
+    return { data: out!, width: rect.width, height: rect.height, channels };
+  }
+
+  /** One tile's samples, interleaved; separate planes (one tile each) are interleaved here. */
+  private async decodeStoredTile(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
+    try {
+      return await this.decodePlanes(level, stored, col, row, rows);
+    } catch (error) {
+      // Damaged tile data is the image's fault: 404, as for a tile beyond the end of the file.
+      if (error instanceof TiffFormatError) throw new FileError(`tile ${col},${row} of level ${level}: ${error.message}`);
+      throw error;
+    }
+  }
+
+  private async decodePlanes(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
+    const { littleEndian } = this.tiff.info;
+    if (stored.planarConfig === 1) return decodeStoredTile(await this.readTileBytes(level, col, row), stored, littleEndian, rows);
+    const bands = stored.samplesPerPixel;
+    const plane = { ...stored, samplesPerPixel: 1 };
+    const planes = await Promise.all(
+      Array.from({ length: bands }, async (_, p) => (await decodeStoredTile(await this.readTileBytes(level, col, row, p), plane, littleEndian, rows)).data),
+    );
+    const data = new (planes[0]!.constructor as new (n: number) => SampleArray)(planes[0]!.length * bands);
+    planes.forEach((samples, p) => {
+      for (let i = 0, o = p; i < samples.length; i++, o += bands) data[o] = samples[i]!;
+    });
+    return { data, width: stored.tileWidth };
+  }
+
+  /** 8 and 16-bit unsigned data in compressions only libvips decodes (JPEG, WebP, CCITT). */
+  private async sharpSamples(level: number, rect: Rect): Promise<Samples> {
     const d = this.description;
-    if (d.bitsPerSample === 32) return this.samples32(level, rect);
     const wide = d.bitsPerSample > 8;
     // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
     const space = d.channels <= 2 ? (wide ? 'grey16' : 'b-w') : wide ? 'rgb16' : 'srgb';
@@ -211,21 +312,6 @@ export class TiffSource implements ImageSource {
       .toBuffer({ resolveWithObject: true });
     const values = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
     return { data: values, width: info.width, height: info.height, channels: info.channels };
-  }
-
-  /** 32-bit integers and floats as stored: the plain colour spaces keep 32-bit data unscaled. */
-  private async samples32(level: number, rect: Rect): Promise<Samples> {
-    const d = this.description;
-    const depth = d.sampleFormat === 'float' ? 'float' : d.sampleFormat === 'int' ? 'int' : 'uint';
-    const { data, info } = await this.open(level)
-      .extract(rect)
-      .toColourspace(d.channels <= 2 ? 'b-w' : 'srgb')
-      .raw({ depth })
-      .toBuffer({ resolveWithObject: true });
-    const View = depth === 'float' ? Float32Array : depth === 'int' ? Int32Array : Uint32Array;
-    // Buffers from libvips are not always 4-byte aligned: copy when they are not.
-    const bytes = data.byteOffset % 4 === 0 ? data : Buffer.from(data);
-    return { data: new View(bytes.buffer, bytes.byteOffset, bytes.length / 4), width: info.width, height: info.height, channels: info.channels };
   }
 
   private open(level: number): Sharp {

@@ -195,6 +195,8 @@ export function layoutLevel(source: FileSource, d: Directory): LevelLayout {
 
 /** True if `d` can be the next (smaller) level after `previous` in a pyramid whose full resolution is `first`. */
 function isReduction(d: Directory, previous: Directory, first: Directory): boolean {
+  // libvips (8.14) writes SampleFormat in IFD 0 only of a float pyramid; iipsrv takes IFD 0's for every level.
+  if (!d.ifd.has(Tag.SampleFormat)) d.sampleFormat = first.sampleFormat;
   return (
     (d.newSubfileType & 4) === 0 &&
     d.samplesPerPixel === first.samplesPerPixel &&

@@ -33,22 +33,17 @@ function fullSize(session: IipSession, description: ImageDescription): [number, 
   return quarter === 90 || quarter === 270 ? [height, width] : [width, height];
 }
 
+/**
+ * iipsrv 1.1 writes a fixed line per colour space whatever the band count: greyscale (MinIsBlack,
+ * so multiband too) one plane, CIELAB and everything else (sRGB, bilevel) three.
+ */
 function colourSpaceLine(description: ImageDescription): string {
   const resolutions = description.levels.length;
-  let calibrated = 0;
-  let space = 3;
-  let planes = description.channels;
-  if (description.colourSpace === 'cielab') {
-    calibrated = 1;
-    space = 4;
-  } else if (description.colourSpace === 'grey') {
-    space = 1;
-  } else if (description.colourSpace === 'binary') {
-    // iipsrv puts bilevel images in its sRGB branch.
-    planes = 3;
-  }
+  const space = description.colourSpace;
+  const grey = space === 'grey' || space === 'multiband';
+  const [calibrated, code, planes] = space === 'cielab' ? [1, 4, 3] : grey ? [0, 1, 1] : [0, 3, 3];
   const indices = Array.from({ length: planes }, (_, i) => ` ${i}`).join('');
-  return `Colorspace,0-${resolutions - 1},0:${calibrated} 0 ${space} ${planes}${indices}`;
+  return `Colorspace,0-${resolutions - 1},0:${calibrated} 0 ${code} ${planes}${indices}`;
 }
 
 /** iipsrv 1.1's metadata names, in the order summary-info lists them. */

@@ -114,8 +114,9 @@ export async function til(session: IipSession, argument: string): Promise<void> 
   for (let col = colStart; col <= colEnd; col++) {
     for (let row = rowStart; row <= rowEnd; row++) {
       const number = row * across + col;
-      const data = await renderTile(session, resolution, number);
-      const codec = Buffer.from([2, 0, 0, 0, 0x00, 0x11, 0x00, 0x00]);
+      const raw = await session.context.engine.streamTile(session.image, first.level, col, row, session.tileRequest({ level: first.level, col, row }).quality);
+      const data = raw ? raw.data : await renderTile(session, resolution, number);
+      const codec = Buffer.from([raw ? raw.codec : 2, 0, 0, 0, 0x00, 0x11, 0x00, 0x00]);
       parts.push(Buffer.from(`Tile,${resolution},${number},0/${data.length + 8}:`, 'latin1'), codec, data, Buffer.from('\r\n'));
     }
   }

@@ -1,0 +1,247 @@
+/**
+ * Decoding of one stored tile (or strip, or one plane's tile) to its samples exactly as stored: decompression (none,
+ * deflate, LZW, PackBits), the predictors, the file's byte order, and 1-bit data unpacked to
+ * 0/255 (MinIsWhite inverted) as iipsrv does. Used for the pixel types libvips reinterprets
+ * (signed, float as scRGB, 8-bit CIELAB it cannot read, multiband it expands or zeroes).
+ */
+import { promisify } from 'node:util';
+import { inflate } from 'node:zlib';
+import { TiffFormatError } from './errors.js';
+import type { TiffLevel } from './types.js';
+
+const inflateAsync = promisify(inflate);
+
+export type SampleArray = Uint8Array | Uint16Array | Uint32Array | Int8Array | Int16Array | Int32Array | Float32Array;
+
+/** The compressions decoded here, by TIFF code. */
+export const NATIVE_COMPRESSIONS = new Set([1, 5, 8, 32946, 32773]);
+
+/** Can {@link decodeTile} read this level's tiles? */
+export function nativelyDecodable(level: TiffLevel): boolean {
+  if (!NATIVE_COMPRESSIONS.has(level.compression) || (level.planarConfig !== 1 && level.planarConfig !== 2)) return false;
+  const bits = level.bitsPerSample;
+  if (level.sampleFormat === 3) return bits === 32;
+  if (bits === 1) return level.predictor === 1 && level.samplesPerPixel === 1;
+  return (bits === 8 || bits === 16 || bits === 32) && level.predictor !== 3;
+}
+
+export interface DecodedTile {
+  data: SampleArray;
+  /** Pixels across and down as stored (a whole tile, or a strip of rowsPerStrip rows). */
+  width: number;
+  height: number;
+}
+
+/**
+ * @param bytes the stored bytes of the tile (empty for a sparse tile, which is zeros)
+ * @param rows rows in this tile or strip (the last strip may be shorter)
+ */
+export async function decodeTile(bytes: Buffer, level: TiffLevel, littleEndian: boolean, rows: number): Promise<DecodedTile> {
+  const width = level.tileWidth;
+  const samples = level.samplesPerPixel;
+  const bits = level.bitsPerSample;
+  const rowBytes = bits === 1 ? Math.ceil(width / 8) : width * samples * (bits / 8);
+  const size = rowBytes * rows;
+  let raw: Buffer;
+  if (bytes.length === 0) raw = Buffer.alloc(size);
+  else raw = await decompress(bytes, level.compression, size);
+  if (raw.length < size) {
+    // libtiff fills a short tile with zeros too (and warns).
+    const padded = Buffer.alloc(size);
+    raw.copy(padded);
+    raw = padded;
+  }
+  if (bits === 1) return { data: unpackBits(raw, width, rows, rowBytes, level.photometric === 0), width, height: rows };
+  if (level.predictor === 3) raw = undoFloatPredictor(raw, rowBytes, rows, bits / 8);
+  const float = level.sampleFormat === 3;
+  // libtiff applies the horizontal predictor to float data as to 32-bit integers.
+  const data = typed(raw, size, bits, float && level.predictor === 2 ? 1 : level.sampleFormat, littleEndian || level.predictor === 3);
+  if (level.predictor === 2) undoDifferencing(data, width * samples, rows, samples);
+  if (float && !(data instanceof Float32Array)) return { data: new Float32Array(data.buffer, data.byteOffset, data.length), width, height: rows };
+  return { data, width, height: rows };
+}
+
+async function decompress(bytes: Buffer, compression: number, size: number): Promise<Buffer> {
+  try {
+    switch (compression) {
+      case 1:
+        return bytes;
+      case 8:
+      case 32946:
+        return await inflateAsync(bytes);
+      case 5:
+        return lzwDecode(bytes, size);
+      case 32773:
+        return unpackBitsRle(bytes, size);
+    }
+  } catch (error) {
+    throw new TiffFormatError(`corrupt TIFF tile: ${(error as Error).message}`);
+  }
+  throw new TiffFormatError(`TIFF compression ${compression} is not decoded here`);
+}
+
+/**
+ * The samples as a typed array of their type. `nativeOrder`: the bytes are little-endian (the
+ * machine's order on every platform Node runs on here), else big-endian and swapped.
+ */
+function typed(raw: Buffer, size: number, bits: number, sampleFormat: number, nativeOrder: boolean): SampleArray {
+  const bytes = bits / 8;
+  let own: Uint8Array;
+  if ((bytes === 1 || nativeOrder) && raw.byteOffset % bytes === 0) {
+    // The decompressed (or just read) bytes are ours alone: used in place when aligned.
+    own = new Uint8Array(raw.buffer, raw.byteOffset, size);
+  } else if (bytes === 1 || nativeOrder) {
+    own = new Uint8Array(size);
+    own.set(raw.subarray(0, size));
+  } else {
+    own = new Uint8Array(size);
+    for (let i = 0; i < size; i += bytes) for (let b = 0; b < bytes; b++) own[i + b] = raw[i + bytes - 1 - b]!;
+  }
+  const { buffer, byteOffset } = own;
+  const count = size / bytes;
+  if (sampleFormat === 3) return new Float32Array(buffer, byteOffset, count);
+  const signed = sampleFormat === 2;
+  if (bytes === 1) return signed ? new Int8Array(buffer, byteOffset, count) : own;
+  if (bytes === 2) return signed ? new Int16Array(buffer, byteOffset, count) : new Uint16Array(buffer, byteOffset, count);
+  return signed ? new Int32Array(buffer, byteOffset, count) : new Uint32Array(buffer, byteOffset, count);
+}
+
+/** Predictor 2: each sample was stored as the difference to the same band of its left neighbour. */
+function undoDifferencing(data: SampleArray, rowSamples: number, rows: number, samples: number): void {
+  // Typed arrays wrap on assignment, as the integer sums of the predictor do.
+  for (let y = 0; y < rows; y++) {
+    const start = y * rowSamples;
+    for (let i = start + samples; i < start + rowSamples; i++) data[i] = data[i]! + data[i - samples]!;
+  }
+}
+
+/**
+ * Predictor 3 (floating point): per row, byte-wise differences over the bytes of all samples
+ * regrouped most significant byte first. Returns the samples in little-endian order.
+ */
+function undoFloatPredictor(raw: Buffer, rowBytes: number, rows: number, bytes: number): Buffer {
+  const out = Buffer.allocUnsafe(rowBytes * rows);
+  const count = rowBytes / bytes;
+  for (let y = 0; y < rows; y++) {
+    const base = y * rowBytes;
+    // The sums in place (the buffer is ours), then each sample's bytes gathered from the groups.
+    let sum = raw[base]!;
+    for (let i = base + 1; i < base + rowBytes; i++) raw[i] = sum = (sum + raw[i]!) & 0xff;
+    if (bytes === 4) {
+      for (let s = 0, o = base; s < count; s++, o += 4) {
+        out[o + 3] = raw[base + s]!;
+        out[o + 2] = raw[base + count + s]!;
+        out[o + 1] = raw[base + 2 * count + s]!;
+        out[o] = raw[base + 3 * count + s]!;
+      }
+    } else {
+      for (let s = 0; s < count; s++) {
+        for (let b = 0; b < bytes; b++) out[base + s * bytes + (bytes - 1 - b)] = raw[base + b * count + s]!;
+      }
+    }
+  }
+  return out;
+}
+
+/** 1-bit samples to 0/255 bytes; MinIsWhite (photometric 0) inverted, as iipsrv does. */
+function unpackBits(raw: Buffer, width: number, rows: number, rowBytes: number, minIsWhite: boolean): Uint8Array {
+  const out = new Uint8Array(width * rows);
+  const on = minIsWhite ? 0 : 255;
+  const off = minIsWhite ? 255 : 0;
+  for (let y = 0; y < rows; y++) {
+    for (let x = 0; x < width; x++) out[y * width + x] = raw[y * rowBytes + (x >> 3)]! & (0x80 >> (x & 7)) ? on : off;
+  }
+  return out;
+}
+
+/** PackBits run-length decoding. */
+function unpackBitsRle(input: Buffer, size: number): Buffer {
+  const out = Buffer.alloc(size);
+  let i = 0;
+  let o = 0;
+  while (i < input.length && o < size) {
+    const n = (input[i++]! << 24) >> 24;
+    if (n >= 0) {
+      const count = Math.min(n + 1, size - o, input.length - i);
+      input.copy(out, o, i, i + count);
+      i += n + 1;
+      o += count;
+    } else if (n !== -128) {
+      const count = Math.min(1 - n, size - o);
+      out.fill(input[i++]!, o, o + count);
+      o += count;
+    }
+  }
+  return out;
+}
+
+/** TIFF LZW (MSB-first codes, 9 to 12 bits, the code width growing one code early). */
+function lzwDecode(input: Buffer, size: number): Buffer {
+  const CLEAR = 256;
+  const EOI = 257;
+  const out = Buffer.alloc(size);
+  // The table as (prefix code, last byte, length); strings are written out backwards.
+  const prefix = new Int32Array(4096);
+  const suffix = new Uint8Array(4096);
+  const length = new Uint16Array(4096);
+  const first = new Uint8Array(4096);
+  for (let c = 0; c < 256; c++) {
+    suffix[c] = c;
+    length[c] = 1;
+    first[c] = c;
+  }
+  let next = 258;
+  let width = 9;
+  let previous = -1;
+  let o = 0;
+  let bitBuffer = 0;
+  let bitCount = 0;
+  let i = 0;
+  while (o < size) {
+    while (bitCount < width && i < input.length) {
+      bitBuffer = ((bitBuffer << 8) | input[i++]!) >>> 0;
+      bitCount += 8;
+    }
+    if (bitCount < width) break;
+    const code = (bitBuffer >>> (bitCount - width)) & ((1 << width) - 1);
+    bitCount -= width;
+    bitBuffer &= (1 << bitCount) - 1;
+    if (code === EOI) break;
+    if (code === CLEAR) {
+      next = 258;
+      width = 9;
+      previous = -1;
+      continue;
+    }
+    let entry: number;
+    if (previous < 0) {
+      if (code > 255) throw new Error('LZW stream starts with a non-literal code');
+      entry = code;
+    } else if (code < next) {
+      entry = code;
+      if (next < 4096) {
+        prefix[next] = previous;
+        suffix[next] = first[code]!;
+        length[next] = length[previous]! + 1;
+        first[next] = first[previous]!;
+        next++;
+      }
+    } else if (code === next && next < 4096) {
+      prefix[next] = previous;
+      suffix[next] = first[previous]!;
+      length[next] = length[previous]! + 1;
+      first[next] = first[previous]!;
+      entry = next++;
+    } else throw new Error(`LZW code ${code} out of sequence`);
+    const n = length[entry]!;
+    let at = o + n - 1;
+    for (let c = entry; c >= 0 && at >= o; c = c > 255 ? prefix[c]! : -1) {
+      if (at < size) out[at] = suffix[c]!;
+      at--;
+    }
+    o += n;
+    previous = entry;
+    if (next + 1 >= 1 << width && width < 12) width++;
+  }
+  return out;
+}

@@ -1,0 +1,242 @@
+/**
+ * A small tiled-TIFF writer for tests: any sample type (1, 8, 16, 32-bit; unsigned, signed,
+ * float), any band count and photometric, SMin/SMaxSampleValue, uncompressed or deflate (with the
+ * horizontal or floating-point predictor), either byte order, several levels in the main IFD chain
+ * (the layout iipsrv 1.1 reads). libvips cannot write most of these (signed, MinIsWhite, SMin...).
+ */
+import { writeFileSync } from 'node:fs';
+import { deflateSync } from 'node:zlib';
+
+export type SampleKind = 'uint' | 'int' | 'float';
+
+export interface TiffLevelData {
+  width: number;
+  height: number;
+  /** Interleaved samples, one number per sample (for 1-bit: 0 or 1). */
+  samples: ArrayLike<number>;
+}
+
+export interface TiffSpec {
+  levels: TiffLevelData[];
+  channels: number;
+  bits: 1 | 8 | 16 | 32;
+  kind?: SampleKind;
+  /** 0 MinIsWhite, 1 MinIsBlack, 2 RGB, 8 CIELAB. Default: 1 for 1-2 bands, else 2. */
+  photometric?: number;
+  tile?: number;
+  compression?: 'none' | 'deflate';
+  /** 1 none, 2 horizontal differencing, 3 floating point. */
+  predictor?: 1 | 2 | 3;
+  bigEndian?: boolean;
+  smin?: number[];
+  smax?: number[];
+  /** 2: each band in its own tiles (PlanarConfiguration separate). */
+  planar?: 1 | 2;
+  /** ExtraSamples values (e.g. [2] for unassociated alpha). */
+  extraSamples?: number[];
+}
+
+/** Halves a level by taking every other pixel (enough for test pyramids). */
+export function halve(level: TiffLevelData, channels: number): TiffLevelData {
+  const width = Math.max(1, Math.floor(level.width / 2));
+  const height = Math.max(1, Math.floor(level.height / 2));
+  const samples = new Float64Array(width * height * channels);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      for (let c = 0; c < channels; c++) samples[(y * width + x) * channels + c] = level.samples[(2 * y * level.width + 2 * x) * channels + c]!;
+    }
+  }
+  return { width, height, samples };
+}
+
+/** Levels down to one tile, by {@link halve}. */
+export function pyramid(full: TiffLevelData, channels: number, tile = 256): TiffLevelData[] {
+  const levels = [full];
+  while (levels.at(-1)!.width > tile || levels.at(-1)!.height > tile) levels.push(halve(levels.at(-1)!, channels));
+  return levels;
+}
+
+function tileBytes(spec: TiffSpec, level: TiffLevelData, col: number, row: number): Buffer {
+  const tile = spec.tile ?? 256;
+  const { channels, bits } = spec;
+  const kind = spec.kind ?? 'uint';
+  const little = !spec.bigEndian;
+  const bytes = bits / 8;
+  let out: Buffer;
+  if (bits === 1) {
+    const rowBytes = Math.ceil((tile * channels) / 8);
+    out = Buffer.alloc(rowBytes * tile);
+    for (let y = 0; y < tile; y++) {
+      for (let x = 0; x < tile; x++) {
+        const sx = col * tile + x;
+        const sy = row * tile + y;
+        if (sx >= level.width || sy >= level.height) continue;
+        if (level.samples[sy * level.width + sx]) out[y * rowBytes + (x >> 3)]! |= 0x80 >> (x & 7);
+      }
+    }
+    return out;
+  }
+  const rowBytes = tile * channels * bytes;
+  out = Buffer.alloc(rowBytes * tile);
+  const values = new Float64Array(tile * tile * channels);
+  for (let y = 0; y < tile; y++) {
+    for (let x = 0; x < tile; x++) {
+      const sx = col * tile + x;
+      const sy = row * tile + y;
+      if (sx >= level.width || sy >= level.height) continue;
+      for (let c = 0; c < channels; c++) values[(y * tile + x) * channels + c] = level.samples[(sy * level.width + sx) * channels + c]!;
+    }
+  }
+  const predictor = spec.predictor ?? 1;
+  if (predictor === 2) {
+    // Differences of the integer values, wrapping at the sample size.
+    const modulo = 2 ** bits;
+    for (let y = 0; y < tile; y++) {
+      for (let i = tile * channels - 1; i >= channels; i--) {
+        const at = y * tile * channels + i;
+        values[at] = (((values[at]! - values[at - channels]!) % modulo) + modulo) % modulo;
+      }
+    }
+  }
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    const at = i * bytes;
+    if (kind === 'float') little ? out.writeFloatLE(v, at) : out.writeFloatBE(v, at);
+    else if (predictor === 2 || kind === 'uint') {
+      const u = bits === 32 ? v >>> 0 : v & (2 ** bits - 1);
+      if (bits === 8) out[at] = u;
+      else if (bits === 16) little ? out.writeUInt16LE(u, at) : out.writeUInt16BE(u, at);
+      else little ? out.writeUInt32LE(u, at) : out.writeUInt32BE(u, at);
+    } else if (bits === 8) out.writeInt8(v, at);
+    else if (bits === 16) little ? out.writeInt16LE(v, at) : out.writeInt16BE(v, at);
+    else little ? out.writeInt32LE(v, at) : out.writeInt32BE(v, at);
+  }
+  if (predictor === 3) {
+    // Bytes of each row regrouped most significant first, then byte-wise differences.
+    const regrouped = Buffer.alloc(out.length);
+    const count = tile * channels;
+    for (let y = 0; y < tile; y++) {
+      const base = y * rowBytes;
+      for (let s = 0; s < count; s++) {
+        for (let b = 0; b < bytes; b++) {
+          const source = little ? base + s * bytes + (bytes - 1 - b) : base + s * bytes + b;
+          regrouped[base + b * count + s] = out[source]!;
+        }
+      }
+      for (let i = rowBytes - 1; i >= 1; i--) regrouped[base + i] = (regrouped[base + i]! - regrouped[base + i - 1]!) & 0xff;
+    }
+    out = regrouped;
+  }
+  return out;
+}
+
+/** Writes the TIFF; returns its bytes too. */
+export function writeTiff(file: string, spec: TiffSpec): Buffer {
+  const little = !spec.bigEndian;
+  const tile = spec.tile ?? 256;
+  const kind = spec.kind ?? 'uint';
+  const compression = spec.compression ?? 'none';
+  const photometric = spec.photometric ?? (spec.channels <= 2 ? 1 : 2);
+  const chunks: Buffer[] = [];
+  let size = 8;
+  const append = (b: Buffer): number => {
+    const at = size;
+    chunks.push(b);
+    size += b.length;
+    if (size % 2) {
+      chunks.push(Buffer.alloc(1));
+      size++;
+    }
+    return at;
+  };
+  const u16 = (v: number) => {
+    const b = Buffer.alloc(2);
+    little ? b.writeUInt16LE(v) : b.writeUInt16BE(v);
+    return b;
+  };
+  const u32 = (v: number) => {
+    const b = Buffer.alloc(4);
+    little ? b.writeUInt32LE(v >>> 0) : b.writeUInt32BE(v >>> 0);
+    return b;
+  };
+  const header = Buffer.alloc(8);
+  header.write(little ? 'II' : 'MM', 0, 'latin1');
+  little ? header.writeUInt16LE(42, 2) : header.writeUInt16BE(42, 2);
+  chunks.push(header);
+  const ifdOffsets: number[] = [];
+  const ifds: Array<Array<[number, number, number, Buffer]>> = [];
+  for (const level of spec.levels) {
+    const across = Math.ceil(level.width / tile);
+    const down = Math.ceil(level.height / tile);
+    const offsets: number[] = [];
+    const counts: number[] = [];
+    // Separate planes: every tile of band 0, then of band 1 ...
+    const planes =
+      spec.planar === 2
+        ? Array.from({ length: spec.channels }, (_, p) => ({
+            spec: { ...spec, channels: 1 },
+            level: { ...level, samples: Array.from({ length: level.width * level.height }, (_, i) => level.samples[i * spec.channels + p]!) },
+          }))
+        : [{ spec, level }];
+    for (const plane of planes) {
+      for (let row = 0; row < down; row++) {
+        for (let col = 0; col < across; col++) {
+          let data = tileBytes(plane.spec, plane.level, col, row);
+          if (compression === 'deflate') data = deflateSync(data);
+          offsets.push(append(data));
+          counts.push(data.length);
+        }
+      }
+    }
+    const SHORT = 3;
+    const LONG = 4;
+    const entries: Array<[number, number, number, Buffer]> = [];
+    const shorts = (tag: number, values: number[]) => entries.push([tag, SHORT, values.length, Buffer.concat(values.map(u16))]);
+    const longs = (tag: number, values: number[]) => entries.push([tag, LONG, values.length, Buffer.concat(values.map(u32))]);
+    const doubles = (tag: number, values: number[]) => {
+      const b = Buffer.alloc(values.length * 8);
+      values.forEach((v, i) => (little ? b.writeDoubleLE(v, i * 8) : b.writeDoubleBE(v, i * 8)));
+      entries.push([tag, 12, values.length, b]);
+    };
+    if (ifds.length > 0) longs(254, [1]);
+    longs(256, [level.width]);
+    longs(257, [level.height]);
+    shorts(258, new Array(spec.channels).fill(spec.bits));
+    shorts(259, [compression === 'deflate' ? 8 : 1]);
+    shorts(262, [photometric]);
+    shorts(277, [spec.channels]);
+    shorts(284, [spec.planar ?? 1]);
+    if (spec.predictor && spec.predictor !== 1) shorts(317, [spec.predictor]);
+    longs(322, [tile]);
+    longs(323, [tile]);
+    longs(324, offsets);
+    longs(325, counts);
+    if (spec.extraSamples) shorts(338, spec.extraSamples);
+    shorts(339, new Array(spec.channels).fill(kind === 'float' ? 3 : kind === 'int' ? 2 : 1));
+    if (spec.smin) doubles(340, spec.smin);
+    if (spec.smax) doubles(341, spec.smax);
+    ifds.push(entries.sort((a, b) => a[0] - b[0]));
+  }
+  for (const entries of ifds) {
+    // Out-of-line values first, then the directory.
+    const values = entries.map(([, , , bytes]) => (bytes.length > 4 ? append(bytes) : -1));
+    const dir = Buffer.alloc(2 + entries.length * 12 + 4);
+    little ? dir.writeUInt16LE(entries.length, 0) : dir.writeUInt16BE(entries.length, 0);
+    entries.forEach(([tag, type, count, bytes], i) => {
+      const at = 2 + i * 12;
+      u16(tag).copy(dir, at);
+      u16(type).copy(dir, at + 2);
+      u32(count).copy(dir, at + 4);
+      if (values[i]! >= 0) u32(values[i]!).copy(dir, at + 8);
+      else bytes.copy(dir, at + 8);
+    });
+    ifdOffsets.push(append(dir));
+  }
+  const all = Buffer.concat(chunks);
+  // Chain: header -> first IFD -> next ...
+  const put = (at: number, v: number) => (little ? all.writeUInt32LE(v, at) : all.writeUInt32BE(v, at));
+  put(4, ifdOffsets[0]!);
+  ifds.forEach((entries, i) => put(ifdOffsets[i]! + 2 + entries.length * 12, ifdOffsets[i + 1] ?? 0));
+  writeFileSync(file, all);
+  return all;
+}
