@@ -144,10 +144,11 @@ describe('HTTP mode with workers', () => {
     await waitFor(async () => {
       const now = childPids(daemon.child.pid!);
       return now.length === 2 && !now.includes(workers[0]!);
-    }, 10_000, 'a replacement worker');
+    }, 20_000, 'a replacement worker');
     // Requests still succeed, whichever worker takes them.
     for (let i = 0; i < 20; i++) assert.equal((await get(port, '/?OBJ=IIP,1.0')).status, 200);
-    assert.match(readFileSync(path.join(dir, 'iipsrv.log'), 'utf8'), /worker died; starting a new one/);
+    // The primary's log is written asynchronously: give the line a moment to reach the file.
+    await waitFor(async () => /worker died; starting a new one/.test(readFileSync(path.join(dir, 'iipsrv.log'), 'utf8')), 5000, 'the worker-died log line');
   });
   it('SIGHUP keeps serving', async () => {
     const before = childPids(daemon.child.pid!).sort();

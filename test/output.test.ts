@@ -20,6 +20,7 @@ import { createRouter } from '../src/router.ts';
 import { tempDir, which } from './helpers/daemon.ts';
 import { decodePixels, psnr, type Pixels } from './helpers/images.ts';
 import { plainRequest } from './helpers/requests.ts';
+import { engineOptionsFor } from '../src/server/engine-options.ts';
 
 interface Server {
   engine: Engine;
@@ -28,18 +29,7 @@ interface Server {
 
 function serverFor(prefix: string, env: Record<string, string> = {}): Server {
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: prefix, ...env });
-  const engine = new Engine({
-    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix },
-    cacheBytes: config.maxImageCacheBytes,
-    maxIcc: config.maxIcc,
-    encoders: {
-      pngCompression: config.pngQuality,
-      webpQuality: config.webpQuality,
-      avifQuality: config.avifQuality,
-      tiffCompression: config.tiffCompression,
-      tiffQuality: config.tiffQuality,
-    },
-  });
+  const engine = new Engine(engineOptionsFor(config));
   const router = createRouter({ config, engine, log: silentLog });
   return { engine, get: (query) => router(plainRequest(query)) };
 }

@@ -11,6 +11,7 @@ import { Engine } from '../engine/engine.js';
 import { Watermark } from '../engine/watermark.js';
 import type { Log } from '../log.js';
 import { createRouter } from '../router.js';
+import { engineOptionsFor } from './engine-options.js';
 import { createFastCgiServer, type FastCgiServer } from './fastcgi/server.js';
 import { createHttpListener, type HttpListener } from './http.js';
 
@@ -47,24 +48,11 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   // said so at start-up.
   const watermark = config.watermark ? await Watermark.load(config.watermark).catch(() => null) : null;
   const engine = new Engine({
-    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix },
-    cacheBytes: config.maxImageCacheBytes,
+    ...engineOptionsFor(config),
     memcached,
-    maxOpenImages: config.maxMetadataCacheEntries,
-    interpolation: config.interpolation,
-    maxLayers: config.maxLayers,
     // The decoders of all workers together: one per core.
     jp2Decoder: { concurrency: Math.max(1, Math.ceil(availableParallelism() / (options.workers ?? 1))) },
-    filenamePattern: config.filenamePattern,
-    encoders: {
-      pngCompression: config.pngQuality,
-      webpQuality: config.webpQuality,
-      avifQuality: config.avifQuality,
-      tiffCompression: config.tiffCompression,
-      tiffQuality: config.tiffQuality,
-    },
     watermark,
-    maxIcc: config.maxIcc,
   });
   const handler = createRouter({ config, engine, log });
 
