@@ -6,21 +6,15 @@
  * Idle helpers do not keep the server alive, and end by themselves when it goes (end of input).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { DecodeArea } from './decoder.js';
 import type { DecodedPixels } from './pnm.js';
 import { DecodeError } from './process-pool.js';
 
 const MAGIC = 0x524b324a;
 const HEADER_BYTES = 24;
 
-export interface HelperRequest {
-  reduce: number;
-  layers: number;
-  x0: number;
-  y0: number;
-  x1: number;
-  y1: number;
-  path: string;
-}
+/** One decode, as the helper reads it from its input line. */
+export type HelperRequest = Pick<DecodeArea, 'reduce' | 'layers' | 'x0' | 'y0' | 'x1' | 'y1'> & { path: string };
 
 /** Status 2: the helper cannot do this one (a colour conversion only opj_decompress has). */
 export class HelperUnsupported extends Error {
