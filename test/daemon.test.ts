@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { FastCgiTestClient, fullRequest, parseCgiResponse } from './helpers/fastcgi-client.ts';
 import { BIN, ROOT, canConnect, freePort, startDaemon, startProgram, tempDir, testEnv, waitFor, which, type Started } from './helpers/daemon.ts';
+import { decodePixels, psnr } from './helpers/images.ts';
 
 const run = promisify(execFile);
 const IMAGES = path.join(ROOT, 'examples/images') + '/';
@@ -136,6 +137,17 @@ describe('HTTP mode with workers', () => {
     const reply = await get(port, '/?FIF=example.tif&OBJ=IIP,1.0', { headers: { 'If-Modified-Since': String(first.headers['last-modified']) } });
     assert.equal(reply.status, 304);
     assert.equal(reply.body.length, 0);
+  });
+  it('serves both bundled example images, TIFF and JPEG2000, as the same picture', async () => {
+    // At full resolution: the smaller levels differ more, a wavelet low-pass against a box filter.
+    const tiff = await get(port, '/?FIF=example.tif&CVT=png');
+    const jp2 = await get(port, '/?FIF=example.jp2&CVT=png');
+    assert.equal(tiff.status, 200);
+    assert.equal(jp2.status, 200, jp2.body.toString('latin1'));
+    const [a, b] = await Promise.all([decodePixels(tiff.body), decodePixels(jp2.body)]);
+    assert.deepEqual([b.width, b.height], [a.width, a.height]);
+    // The JPEG2000 copy is lossy (15:1 at best, half its layers by default): close, not equal.
+    assert.ok(psnr(a, b) > 38, `PSNR ${psnr(a, b)}`);
   });
   it('runs the number of workers asked for, and replaces one that dies', async () => {
     const workers = childPids(daemon.child.pid!);
