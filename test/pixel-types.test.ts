@@ -321,6 +321,16 @@ describe('integer data wider than 8 bits, and signed data', () => {
     }
   });
 
+  it('CNT=st on signed data: the histogram by the signed range, stretched from -32768 on', async () => {
+    // -1000..1000 fall in bins 123..131 of -32768..32767, so the stretch is -32768 + (n << 8).
+    const [low, high] = [norm(-1000, -32768, 32767), norm(1000, -32768, 32767)];
+    assert.deepEqual([low, high], [123, 131]);
+    const [min, max] = [-32768 + low * 256, -32768 + high * 256];
+    const p = await pixels('FIF=dem.tif&CNT=st&PTL=1,0');
+    assert.deepEqual([...p.data.subarray(0, 5)], [34, 97, 159, 221, 255]);
+    assertPixels(p, 0, 0, (x, y) => [norm(dem(x, y), min, max)], 'CNT=st');
+  });
+
   it('SPECTRA and PFL print signed values as signed', async () => {
     const profile = JSON.parse((await get('FIF=dem.tif&PFL=1:0,0-5,0')).body.toString()) as { profile: number[] };
     assert.deepEqual(profile.profile.slice(0, 5), DEM_POINTS);
