@@ -1,9 +1,11 @@
 /**
- * The pixel types beside the real iipsrv 1.1 behind one nginx: 16-bit, signed 16-bit, 32-bit
- * integer, float with SMin/SMaxSampleValue, multiband, grey + alpha, 8-bit CIELAB and 1-bit
+ * The pixel types beside the real iipsrv 1.1 behind one nginx: 16-bit, signed 16 and 32-bit with
+ * a non-negative SMin/SMaxSampleValue range (where reading the bits as unsigned changes nothing),
+ * 32-bit integer, float with SMin/SMaxSampleValue, multiband, grey + alpha, 8-bit CIELAB and 1-bit
  * (MinIsBlack and MinIsWhite). Decoded tiles must be the same pixels (all but 1 in 1000 samples:
  * a pixel one level off changes its JPEG block), regions close (the resize kernels differ), OBJ answers and raw TIL tiles exactly. Where 1.1 differs on purpose (float without SMaxSampleValue, 16-bit CIELAB,
- * Min-Max of a fifth band and beyond) the difference itself is asserted.
+ * Min-Max of a fifth band and beyond, negative signed values and the signed default range) the
+ * difference itself is asserted.
  */
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -34,7 +36,12 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
     write('u16.tif', { channels: 3, bits: 16 }, image(3, (x, y, c) => Math.floor(65535 * wave(x + 40 * c, y))));
     write('s16.tif', { channels: 1, bits: 16, kind: 'int', predictor: 2 }, image(1, (x, y) => Math.floor(60000 * wave(x, y)) - 30000));
     write('u32.tif', { channels: 1, bits: 32 }, image(1, (x, y) => Math.floor(4e9 * wave(x, y))));
-    write('s32.tif', { channels: 1, bits: 32, kind: 'int' }, image(1, (x, y) => Math.floor(4e9 * wave(x, y)) - 2e9));
+    write('s16-range.tif', { channels: 1, bits: 16, kind: 'int', predictor: 2, smin: [0], smax: [30000] }, image(1, (x, y) => Math.floor(30000 * wave(x, y))));
+    write('s32-range.tif', { channels: 1, bits: 32, kind: 'int', smin: [0], smax: [2e9] }, image(1, (x, y) => Math.floor(2e9 * wave(x, y))));
+    // Heights of -2000 on the left half, +2000 on the right, without and with SMin/SMax -2000/2000.
+    const split = image(1, (x) => (x < W / 2 ? -2000 : 2000));
+    write('s16-split.tif', { channels: 1, bits: 16, kind: 'int' }, split);
+    write('s16-split-range.tif', { channels: 1, bits: 16, kind: 'int', smin: [-2000], smax: [2000] }, split);
     write('float-minmax.tif', { channels: 1, bits: 32, kind: 'float', predictor: 3, smin: [-5], smax: [15] }, image(1, (x, y) => 20 * wave(x, y) - 5));
     write('float-rgb.tif', { channels: 3, bits: 32, kind: 'float', smin: [0, 0, 0], smax: [1, 2, 4] }, image(3, (x, y, c) => 2 ** c * wave(x + 40 * c, y)));
     write('float.tif', { channels: 1, bits: 32, kind: 'float' }, image(1, (x, y) => wave(x, y)));
@@ -50,7 +57,7 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
   });
   after(async () => pair?.stop());
 
-  const files = ['u16', 's16', 'u32', 's32', 'float-minmax', 'float-rgb', 'band5', 'band4-16', 'grey-alpha', 'lab8', 'bw', 'bw-white'];
+  const files = ['u16', 's16-range', 'u32', 's32-range', 'float-minmax', 'float-rgb', 'band5', 'band4-16', 'grey-alpha', 'lab8', 'bw', 'bw-white'];
 
   for (const file of files) {
     it(`${file}.tif: tiles, with and without processing`, async () => {
@@ -117,6 +124,35 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
     const [a, b] = await Promise.all([decodePixels(ref.body), decodePixels(ours.body)]);
     assert.ok(a.data.every((v) => v >= 250), '1.1: all but white');
     assert.ok(b.data.some((v) => v < 100) && b.data.some((v) => v > 200), 'ours: the wave');
+  });
+
+  it('differs on purpose: signed data (1.1 reads the bits as unsigned, so -2000 is 63536 and bright; ours signed)', async () => {
+    const objects = await pair.get('FIF=s16-split.tif&OBJ=Min-Max-sample-values');
+    assert.match(objects.ref.body.toString(), /Min-Max-sample-values: 0 {2}65535\r\n/);
+    assert.match(objects.ours.body.toString(), /Min-Max-sample-values: -32768 {2}32767\r\n/);
+    const ranged = await pair.get('FIF=s16-split-range.tif&OBJ=Min-Max-sample-values');
+    assert.equal(ranged.ours.body.toString(), ranged.ref.body.toString());
+    assert.match(ranged.ours.body.toString(), /Min-Max-sample-values: -2000 {2}2000\r\n/);
+    // [left, right] as 1.1 and we render them: -2000 and 2000 by 0..65535 (63536 -> 247, 2000 ->
+    // 7) and by -32768..32767 (119, 135); with the range -2000..2000, 1.1 clips both to 255 (63536
+    // is above 2000, 2000 + 2000 is the top), ours 0 and 255.
+    const cases: Array<[string, number[], number[]]> = [
+      ['s16-split.tif', [247, 7], [119, 135]],
+      ['s16-split-range.tif', [255, 255], [0, 255]],
+    ];
+    for (const [file, refValues, ourValues] of cases) {
+      for (const query of [`FIF=${file}&JTL=0,0`, `FIF=${file}&WID=600&CVT=jpeg`]) {
+        const { ref, ours } = await pair.get(query);
+        assert.equal(ref.status, 200, `reference ${query}`);
+        assert.equal(ours.status, 200, `ours ${query}`);
+        const [a, b] = await Promise.all([decodePixels(ref.body), decodePixels(ours.body)]);
+        const at = (p: typeof a, fraction: number) => p.data[Math.floor(p.height / 2) * p.width * p.channels + Math.floor(p.width * fraction) * p.channels]!;
+        for (const [side, fraction] of [[0, 1 / 6], [1, 5 / 6]] as const) {
+          assert.ok(Math.abs(at(a, fraction) - refValues[side]!) <= 2, `${query} 1.1 side ${side}: ${at(a, fraction)}, expected ${refValues[side]}`);
+          assert.ok(Math.abs(at(b, fraction) - ourValues[side]!) <= 2, `${query} ours side ${side}: ${at(b, fraction)}, expected ${ourValues[side]}`);
+        }
+      }
+    }
   });
 
   it('differs on purpose: 16-bit CIELAB (1.1 reads it as 8-bit; ours L/655.35 as master)', async () => {

@@ -1,5 +1,6 @@
 /**
- * Every TIFF pixel type rendered as iipsrv renders it: generated images of known values (signed,
+ * Every TIFF pixel type rendered as iipsrv renders it (signed data as signed numbers, where iipsrv
+ * reads the bits as unsigned): generated images of known values (signed,
  * 32-bit, float with and without SMin/SMaxSampleValue, multiband, grey + alpha, 1-bit MinIsBlack
  * and MinIsWhite, CIELAB 8 and 16-bit) read back from lossless PNG tiles and regions (PTL, CVT,
  * IIIF) so that every value can be checked; the tile decoder against every compression, predictor
@@ -68,6 +69,9 @@ function norm(v: number, min: number, max: number): number {
 /** Float values placed mid-way between two output levels, so that the expected byte is unambiguous. */
 const mid = (k: number, min: number, max: number) => min + ((k + 0.5) / 255) * (max - min);
 const ramp = (x: number, y: number) => (x + y) % 255;
+/** Signed 16-bit heights -1000..1000; row 0 starts with -1000, -500, 0, 500, 1000. */
+const DEM_POINTS = [-1000, -500, 0, 500, 1000];
+const dem = (x: number, y: number) => (y === 0 && x < 5 ? DEM_POINTS[x]! : ((x * 7 + y * 13) % 2001) - 1000);
 
 // Lab -> sRGB in plain doubles, written from the CIE definitions (for the ±1 comparison).
 function labReference(L: number, a: number, b: number): number[] {
@@ -102,6 +106,14 @@ before(async () => {
   write('int8.tif', { channels: 1, bits: 8, kind: 'int' }, image(1, (x) => Math.round((x - 150) * 0.8)));
   write('uint32.tif', { ...tiled, predictor: 2, channels: 1, bits: 32 }, image(1, (x, y) => x * 14_000_000 + y));
   write('int32.tif', { channels: 1, bits: 32, kind: 'int' }, image(1, (x, y) => (x - 150) * 14_000_000 + y));
+  // An elevation model of -1000..1000 without a range, with SMin/SMax -1000/1000 as doubles, as
+  // SSHORT (libtiff's way) and as SHORT (the bits of -1000).
+  const demSamples = image(1, dem);
+  write('dem.tif', { ...tiled, predictor: 2, channels: 1, bits: 16, kind: 'int' }, demSamples);
+  write('dem-range.tif', { ...tiled, channels: 1, bits: 16, kind: 'int', smin: [-1000], smax: [1000] }, demSamples);
+  write('dem-sshort.tif', { ...tiled, channels: 1, bits: 16, kind: 'int', smin: [-1000], smax: [1000], rangeType: 8, bigEndian: true }, demSamples);
+  write('dem-short.tif', { ...tiled, channels: 1, bits: 16, kind: 'int', smin: [-1000], smax: [1000], rangeType: 3 }, demSamples);
+  write('dem-depth.tif', { ...tiled, channels: 1, bits: 16, kind: 'int', smin: [-1000], smax: [0], rangeType: 8 }, demSamples);
   write('band5.tif', { ...tiled, channels: 5, bits: 8, photometric: 1 }, image(5, (x, y, c) => (x + y + 40 * c) % 256));
   write('band5-16.tif', { ...tiled, channels: 5, bits: 16, photometric: 1 }, image(5, (x, y, c) => x * 100 + y + 1000 * c));
   write('grey-alpha.tif', { channels: 2, bits: 8, photometric: 1, extraSamples: [2] }, image(2, (x, y, c) => (c === 0 ? ramp(x, y) : 77)));
@@ -238,31 +250,92 @@ describe('float data', () => {
 });
 
 describe('integer data wider than 8 bits, and signed data', () => {
-  it('signed 16-bit: read as unsigned, as iipsrv does (-30000 -> 35536 -> 138)', async () => {
-    const expected = (x: number, y: number) => [norm(((x - 150) * 200 + y) & 0xffff, 0, 65535)];
+  it('signed 16-bit: by -32768..32767 without SMin/SMax (iipsrv 1.1 reads the bits as unsigned: -30000 -> 35536 -> 138)', async () => {
+    const expected = (x: number, y: number) => [norm((x - 150) * 200 + y, -32768, 32767)];
     assertPixels(await pixels('FIF=int16.tif&PTL=1,0'), 0, 0, expected, 'tile');
     assertPixels(await pixels('FIF=int16-be.tif&WID=300&CVT=png'), 0, 0, expected, 'CVT, big-endian');
-    assert.deepEqual([...(await pixels('FIF=int16.tif&PTL=1,0')).data.subarray(0, 1)], [138]);
+    // -30000: 2768 / 65535 x 255 = 10.77.
+    assert.deepEqual([...(await pixels('FIF=int16.tif&PTL=1,0')).data.subarray(0, 1)], [10]);
   });
 
-  it('signed 8-bit: the same', async () => {
-    assertPixels(await pixels('FIF=int8.tif&PTL=1,1'), 256, 0, (x) => [Math.round((x - 150) * 0.8) & 0xff], 'tile');
+  it('signed 8-bit: by -128..127, JTL without processing too', async () => {
+    assertPixels(await pixels('FIF=int8.tif&PTL=1,1'), 256, 0, (x) => [norm(Math.round((x - 150) * 0.8), -128, 127)], 'tile');
+    assertPixels(await pixels('FIF=int8.tif&WID=300&CVT=png'), 0, 0, (x) => [norm(Math.round((x - 150) * 0.8), -128, 127)], 'CVT');
+    const jtl = await pixels('FIF=int8.tif&QLT=100&JTL=1,0');
+    // x = 0: -120 -> 8/255 x 255 = 8, where 1.1 sends the byte 136.
+    assert.ok(Math.abs(jtl.data[0]! - 8) <= 2, `JTL pixel 0 is ${jtl.data[0]}`);
   });
 
-  it('32-bit unsigned and signed: by 0..4294967295', async () => {
+  it('32-bit unsigned by 0..4294967295, signed by -2^31..2^31-1', async () => {
     assertPixels(await pixels('FIF=uint32.tif&PTL=1,1'), 256, 0, (x, y) => [norm(x * 14_000_000 + y, 0, 4294967295)], 'uint32');
-    assertPixels(await pixels('FIF=int32.tif&PTL=1,0'), 0, 0, (x, y) => [norm(((x - 150) * 14_000_000 + y) >>> 0, 0, 4294967295)], 'int32');
+    assertPixels(await pixels('FIF=int32.tif&PTL=1,0'), 0, 0, (x, y) => [norm((x - 150) * 14_000_000 + y, -(2 ** 31), 2 ** 31 - 1)], 'int32');
     const obj = (await get('FIF=uint32.tif&OBJ=Bits-per-channel&OBJ=Min-Max-sample-values')).body.toString();
     assert.match(obj, /Bits-per-channel:32\r\nMin-Max-sample-values: 0 {2}4\.2949673e\+09\r\n/);
   });
 
-  it('CNT and GAM on 16-bit signed data: the table path gives the per-pixel arithmetic', async () => {
+  it('OBJ=Min-Max-sample-values of signed data: the type range, or SMin/SMax read as signed in any field type', async () => {
+    const minMax = async (file: string) => (await get(`FIF=${file}&OBJ=Min-Max-sample-values`)).body.toString().replace(/^\r\n/, '');
+    assert.equal(await minMax('int8.tif'), 'Min-Max-sample-values: -128  127\r\n');
+    assert.equal(await minMax('dem.tif'), 'Min-Max-sample-values: -32768  32767\r\n');
+    assert.equal(await minMax('int32.tif'), 'Min-Max-sample-values: -2.14748365e+09  2.14748365e+09\r\n');
+    for (const file of ['dem-range.tif', 'dem-sshort.tif', 'dem-short.tif']) assert.equal(await minMax(file), 'Min-Max-sample-values: -1000  1000\r\n', file);
+    // A range ending at 0 is a range (the unsigned rule "max 0 means absent" does not apply).
+    assert.equal(await minMax('dem-depth.tif'), 'Min-Max-sample-values: -1000  0\r\n');
+  });
+
+  it('signed 16-bit -1000..1000: exact values in a JTL tile (PTL) and a CVT region, without and with SMin/SMax', async () => {
+    // trunc((v - min) / (max - min) x 255) in single precision, for -1000, -500, 0, 500, 1000.
+    const cases: Array<[string, number, number, number[]]> = [
+      ['dem.tif', -32768, 32767, [123, 125, 127, 129, 131]],
+      ['dem-range.tif', -1000, 1000, [0, 63, 127, 191, 255]],
+      ['dem-sshort.tif', -1000, 1000, [0, 63, 127, 191, 255]],
+      ['dem-short.tif', -1000, 1000, [0, 63, 127, 191, 255]],
+      ['dem-depth.tif', -1000, 0, [0, 127, 255, 255, 255]],
+    ];
+    for (const [file, min, max, points] of cases) {
+      assert.deepEqual(DEM_POINTS.map((v) => norm(v, min, max)), points, `${file}: the formula`);
+      const tile = await pixels(`FIF=${file}&PTL=1,0`);
+      assert.deepEqual([...tile.data.subarray(0, 5)], points, `${file}: PTL`);
+      assertPixels(tile, 0, 0, (x, y) => [norm(dem(x, y), min, max)], `${file}: PTL`);
+      const region = await pixels(`FIF=${file}&RGN=0,0,0.5,0.5&WID=150&CVT=png`);
+      assert.deepEqual([region.width, region.height], [150, 100]);
+      assert.deepEqual([...region.data.subarray(0, 5)], points, `${file}: CVT`);
+      assertPixels(region, 0, 0, (x, y) => [norm(dem(x, y), min, max)], `${file}: CVT`);
+    }
+  });
+
+  it('signed data through the table path (CNT, GAM, CMP, CNV) gives the per-pixel arithmetic (CTW)', async () => {
     const p = await pixels('FIF=int16.tif&CNT=1.3&GAM=0.6&PTL=1,0');
     assertPixels(p, 0, 0, (x, y) => {
-      const v = f((((x - 150) * 200 + y) & 0xffff) * f(1 / 65535));
+      const v = f(f(f((x - 150) * 200 + y) - -32768) * f(1 / 65535));
       const out = f(f(f(v ** f(0.6)) * 255) * f(1.3));
       return [out >= 255 ? 255 : Math.trunc(out)];
     }, 'CNT+GAM');
+    // A one-band twist of weight 1 is the identity but takes the per-pixel path.
+    for (const file of ['dem-range.tif', 'int8.tif']) {
+      for (const query of ['INV&PTL=1,0', 'CMP=jet&PTL=1,0', 'CNV=sharpen&PTL=1,0']) {
+        const byTable = await pixels(`FIF=${file}&${query}`);
+        const perPixel = await pixels(`FIF=${file}&CTW=[1]&${query}`);
+        assert.ok(byTable.data.equals(perPixel.data), `${file} ${query}`);
+      }
+    }
+  });
+
+  it('CNT=st on signed data: the histogram by the signed range, stretched from -32768 on', async () => {
+    // -1000..1000 fall in bins 123..131 of -32768..32767, so the stretch is -32768 + (n << 8).
+    const [low, high] = [norm(-1000, -32768, 32767), norm(1000, -32768, 32767)];
+    assert.deepEqual([low, high], [123, 131]);
+    const [min, max] = [-32768 + low * 256, -32768 + high * 256];
+    const p = await pixels('FIF=dem.tif&CNT=st&PTL=1,0');
+    assert.deepEqual([...p.data.subarray(0, 5)], [34, 97, 159, 221, 255]);
+    assertPixels(p, 0, 0, (x, y) => [norm(dem(x, y), min, max)], 'CNT=st');
+  });
+
+  it('SPECTRA and PFL print signed values as signed', async () => {
+    const profile = JSON.parse((await get('FIF=dem.tif&PFL=1:0,0-5,0')).body.toString()) as { profile: number[] };
+    assert.deepEqual(profile.profile.slice(0, 5), DEM_POINTS);
+    const spectra = (await get('FIF=dem.tif&SPECTRA=1,0,0,0')).body.toString();
+    assert.match(spectra, /<reflectance>-0\.015259<\/reflectance>/);
   });
 });
 

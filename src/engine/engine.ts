@@ -19,7 +19,7 @@ import { TileCache } from './cache/tile-cache.js';
 import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileStat } from './image-file.js';
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
 import { SequenceFinder, viewFileName, viewPath, type ImageSequence } from './image-sequence.js';
-import { asUnsigned, firstBands, labToSrgb } from './pixel-types.js';
+import { firstBands, labToSrgb } from './pixel-types.js';
 import type { DecodeOptions, ImageDescription, ImageSource } from './source.js';
 import { streamTile, type StreamTile } from './stream-tile.js';
 import { TiffSource } from './tiff-source.js';
@@ -493,12 +493,12 @@ export class Engine {
       // iipsrv converts to 8-bit sRGB before anything else, so the pipeline sees 0..255.
       samples = labToSrgb(samples);
       [minValues, maxValues] = [[0, 0, 0], [255, 255, 255]];
-    } else samples = asUnsigned(samples);
+    }
     // Grey, binary and equalisation come later, on the pixels as sent (withOutputSteps).
     let floatSteps: Processing = { ...processing, grey: false, binary: false, equalise: false };
     if (processing.contrast === STRETCH) {
       // iipsrv's stretch replaces every channel's range (MINMAX too) and then contrast is 1.
-      const { min, max } = stretchRange(await this.histogram(image), d.bitsPerSample);
+      const { min, max } = stretchRange(await this.histogram(image), d.bitsPerSample, d.sampleFormat === 'int');
       minValues = minValues.map(() => min);
       maxValues = maxValues.map(() => max);
       floatSteps = { ...floatSteps, contrast: 1, ranges: [] };
@@ -519,7 +519,7 @@ export class Engine {
     if (!histogram) {
       const d = source.description;
       const smallest = d.levels.length - 1;
-      histogram = source.samples(smallest, tileRect(d.levels[smallest]!, 0, 0)).then((samples) => imageHistogram(samples, d.bitsPerSample > 8, d.minValues, d.maxValues));
+      histogram = source.samples(smallest, tileRect(d.levels[smallest]!, 0, 0)).then((samples) => imageHistogram(samples, d.bitsPerSample > 8 || d.sampleFormat === 'int', d.minValues, d.maxValues));
       this.histograms.set(source, histogram);
       histogram.catch(() => this.histograms.delete(source));
     }

@@ -12,7 +12,7 @@ export const BINS = 256;
 
 /**
  * @param samples the smallest resolution's first tile, as stored
- * @param wide whether the samples are wider than 8 bits (normalised by minValues/maxValues)
+ * @param wide whether the samples are wider than 8 bits or signed (normalised by minValues/maxValues)
  */
 export function imageHistogram(samples: Samples, wide: boolean, minValues: number[], maxValues: number[]): Uint32Array {
   const { data, width, height, channels } = samples;
@@ -36,15 +36,17 @@ export function imageHistogram(samples: Samples, wide: boolean, minValues: numbe
 
 /**
  * CNT=st: the range of the first and last non-empty bins, scaled back to the image's depth as
- * iipsrv does (a shift, so 16-bit data stretches from n0 << 8 to n1 << 8), for every channel.
+ * iipsrv does (a shift, so 16-bit data stretches from n0 << 8 to n1 << 8), for every channel;
+ * signed data from the type's least value on (-32768 + (n0 << 8)).
  */
-export function stretchRange(histogram: Uint32Array, bitsPerSample: number): { min: number; max: number } {
+export function stretchRange(histogram: Uint32Array, bitsPerSample: number, signed = false): { min: number; max: number } {
   let first = 0;
   while (first < BINS - 1 && histogram[first] === 0) first++;
   let last = BINS - 1;
   while (last > 0 && histogram[last] === 0) last--;
   const shift = bitsPerSample > 8 ? 2 ** (bitsPerSample - 8) : 1;
-  return { min: first * shift, max: last * shift };
+  const base = signed ? -(2 ** (bitsPerSample - 1)) : 0;
+  return { min: base + first * shift, max: base + last * shift };
 }
 
 /** COL=binary: Otsu's threshold (maximum between-class variance) of the histogram. */

@@ -1,18 +1,10 @@
 /**
- * The samples of a tile or region as iipsrv reads them, before its float pipeline: signed
- * integers as the unsigned values of the same bits (iipsrv has never read SampleFormat=2), CIELAB
+ * The samples of a tile or region as iipsrv reads them, before its float pipeline: CIELAB
  * converted to 8-bit sRGB first, and 8-bit data without processing only cut to its first bands.
+ * Signed integers stay signed (Int8Array ...): iipsrv reads their bits as unsigned (§12.1), which
+ * we do not copy.
  */
 import type { Samples } from './processing.js';
-
-/** Signed samples as iipsrv reads them: their bits taken as unsigned (iipsrv-reference §12.1). */
-export function asUnsigned(samples: Samples): Samples {
-  const { data } = samples;
-  if (data instanceof Int8Array) return { ...samples, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
-  if (data instanceof Int16Array) return { ...samples, data: new Uint16Array(data.buffer, data.byteOffset, data.length) };
-  if (data instanceof Int32Array) return { ...samples, data: new Uint32Array(data.buffer, data.byteOffset, data.length) };
-  return samples;
-}
 
 /**
  * 8-bit samples cut to what iipsrv sends without processing: the first band of 1 or 2 (grey,

@@ -3,7 +3,7 @@
  * normalise each channel by its min/max (the image's SMin/SMaxSampleValue or MINMAX), then hill
  * shading, colour twist, gamma, inversion, colour map, convolution, and contrast with clipping to
  * 8 bits, truncated, in that order. It runs for data wider than 8 bits and whenever a processing
- * command is given, as in iipsrv; plain 8-bit requests never come here.
+ * command is given, as in iipsrv; plain 8-bit unsigned requests never come here.
  */
 import { convolve } from './convolution.js';
 import { lightVector, shade } from './hillshade.js';
@@ -128,12 +128,12 @@ export function process(samples: Samples, minValues: number[], maxValues: number
   const { data } = samples;
   // Without a twist every output band depends on one input sample: integer data goes through a
   // table, built once per setting and reused by every tile (a pow() per sample costs 8x a tile).
-  const tabulated = !p.twist && !p.shade && (data instanceof Uint8Array || data instanceof Uint16Array);
+  const tabulated = !p.twist && !p.shade && isTableData(data);
   const colour = !tabulated
     ? processPerPixel(samples, minValues, maxValues, p)
     : p.convolution
-      ? convolveByTable(samples, data as Uint8Array | Uint16Array, minValues, maxValues, p)
-      : processByTable(samples, data as Uint8Array | Uint16Array, minValues, maxValues, p);
+      ? convolveByTable(samples, data as TableData, minValues, maxValues, p)
+      : processByTable(samples, data as TableData, minValues, maxValues, p);
   return p.grey && colour.channels === 3 ? { data: toGrey(colour.data), channels: 1 } : colour;
 }
 
@@ -144,21 +144,43 @@ export function toGrey(rgb: Buffer): Buffer {
   return out;
 }
 
+type TableData = Uint8Array | Uint16Array | Int8Array | Int16Array;
+
+function isTableData(data: ArrayLike<number>): data is TableData {
+  return data instanceof Uint8Array || data instanceof Uint16Array || data instanceof Int8Array || data instanceof Int16Array;
+}
+
+/**
+ * Tables are indexed by a sample's bits: signed data is looked up through an unsigned view of the
+ * same memory, and its table made from the signed view of the ramp 0..size-1 (so entry 65535 is -1).
+ */
+function tableLayout(data: TableData): { size: number; index: Uint8Array | Uint16Array; ramp: (channels: number) => TableData; tag: string } {
+  const wide = data.BYTES_PER_ELEMENT === 2;
+  const signed = data instanceof Int8Array || data instanceof Int16Array;
+  const size = wide ? 65536 : 256;
+  const index = !signed ? (data as Uint8Array | Uint16Array) : wide ? new Uint16Array(data.buffer, data.byteOffset, data.length) : new Uint8Array(data.buffer, data.byteOffset, data.length);
+  const ramp = (channels: number): TableData => {
+    const bits = new (wide ? Uint16Array : Uint8Array)(size * channels);
+    for (let v = 0; v < size; v++) for (let c = 0; c < channels; c++) bits[v * channels + c] = v;
+    if (!signed) return bits;
+    return wide ? new Int16Array(bits.buffer) : new Int8Array(bits.buffer);
+  };
+  return { size, index, ramp, tag: `${signed ? 'int' : 'uint'}${size}` };
+}
+
 const TABLES_KEPT = 64;
 const tables = new Map<string, Uint8Array[]>();
 
-function processByTable(samples: Samples, data: Uint8Array | Uint16Array, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+function processByTable(samples: Samples, stored: TableData, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
   const { width, height, channels } = samples;
-  const size = data instanceof Uint16Array ? 65536 : 256;
+  const { size, index: data, ramp, tag } = tableLayout(stored);
   const bands: 1 | 3 = p.colormap || channels >= 3 ? 3 : 1;
-  const key = `${size}:${channels}:${minValues.join(',')}:${maxValues.join(',')}:${processingKey(p)}`;
+  const key = `${tag}:${channels}:${minValues.join(',')}:${maxValues.join(',')}:${processingKey(p)}`;
   let luts = tables.get(key);
   if (!luts) {
     // Each table: the pipeline run on every possible value of its source channel.
     const sourceChannels = p.colormap ? [0, 0, 0] : bands === 3 ? [0, 1, 2] : [0];
-    const ramp = new (size === 256 ? Uint8Array : Uint16Array)(size * channels);
-    for (let v = 0; v < size; v++) for (let c = 0; c < channels; c++) ramp[v * channels + c] = v;
-    const all = processPerPixel({ data: ramp, width: size, height: 1, channels }, minValues, maxValues, p);
+    const all = processPerPixel({ data: ramp(channels), width: size, height: 1, channels }, minValues, maxValues, p);
     luts = sourceChannels.map((_, band) => {
       const lut = new Uint8Array(size);
       for (let v = 0; v < size; v++) lut[v] = all.data[v * all.channels + band]!;
@@ -200,15 +222,13 @@ const floatTables = new Map<string, Float32Array>();
  * sample, so it comes from a table of floats (made once per setting, as processByTable's); only
  * the convolution itself is per pixel.
  */
-function convolveByTable(samples: Samples, data: Uint8Array | Uint16Array, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+function convolveByTable(samples: Samples, stored: TableData, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
   const { width, height, channels } = samples;
-  const size = data instanceof Uint16Array ? 65536 : 256;
-  const key = `${size}:${channels}:${minValues.join(',')}:${maxValues.join(',')}:${processingKey({ ...p, convolution: null, contrast: 1 })}`;
+  const { size, index: data, ramp, tag } = tableLayout(stored);
+  const key = `${tag}:${channels}:${minValues.join(',')}:${maxValues.join(',')}:${processingKey({ ...p, convolution: null, contrast: 1 })}`;
   let table = floatTables.get(key);
   if (!table) {
-    const ramp = new (size === 256 ? Uint8Array : Uint16Array)(size * channels);
-    for (let v = 0; v < size; v++) for (let c = 0; c < channels; c++) ramp[v * channels + c] = v;
-    table = processPerPixel({ data: ramp, width: size, height: 1, channels }, minValues, maxValues, p, true).floats!;
+    table = processPerPixel({ data: ramp(channels), width: size, height: 1, channels }, minValues, maxValues, p, true).floats!;
     if (floatTables.size >= FLOAT_TABLES_KEPT) floatTables.delete(floatTables.keys().next().value!);
     floatTables.set(key, table);
   }

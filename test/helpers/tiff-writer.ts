@@ -30,6 +30,8 @@ export interface TiffSpec {
   bigEndian?: boolean;
   smin?: number[];
   smax?: number[];
+  /** Field type of smin/smax: 12 DOUBLE (default), 8 SSHORT, or 3 SHORT (a negative value as its 16 bits). */
+  rangeType?: 3 | 8 | 12;
   /** 2: each band in its own tiles (PlanarConfiguration separate). */
   planar?: 1 | 2;
   /** ExtraSamples values (e.g. [2] for unassociated alpha). */
@@ -213,8 +215,14 @@ export function writeTiff(file: string, spec: TiffSpec): Buffer {
     longs(325, counts);
     if (spec.extraSamples) shorts(338, spec.extraSamples);
     shorts(339, new Array(spec.channels).fill(kind === 'float' ? 3 : kind === 'int' ? 2 : 1));
-    if (spec.smin) doubles(340, spec.smin);
-    if (spec.smax) doubles(341, spec.smax);
+    const range = (tag: number, values: number[]) => {
+      if ((spec.rangeType ?? 12) === 12) return doubles(tag, values);
+      const b = Buffer.alloc(values.length * 2);
+      values.forEach((v, i) => (little ? b.writeUInt16LE(v & 0xffff, i * 2) : b.writeUInt16BE(v & 0xffff, i * 2)));
+      entries.push([tag, spec.rangeType!, values.length, b]);
+    };
+    if (spec.smin) range(340, spec.smin);
+    if (spec.smax) range(341, spec.smax);
     ifds.push(entries.sort((a, b) => a[0] - b[0]));
   }
   for (const entries of ifds) {

@@ -3,7 +3,7 @@ import { TiffFormatError } from './errors.js';
 import { NumberArray, readHeader, type Ifd, type TiffHeader } from './ifd.js';
 import { discoverPyramid, type ArrayRef, type Directory, type LevelLayout } from './pyramid.js';
 import { FileSource } from './source.js';
-import { Tag, tagName } from './tags.js';
+import { FieldType, fieldTypeSize, Tag, tagName } from './tags.js';
 import type { TextTagName, TiffInfo } from './types.js';
 
 const TEXT_TAGS: ReadonlyArray<readonly [TextTagName, number]> = [
@@ -27,11 +27,22 @@ const INFO_TAGS: readonly number[] = [
 /** iipsrv's default maximum when SMaxSampleValue is absent or 0 (§12.2; master's 1.0 for float). */
 export function defaultMaxValue(bitsPerSample: number, sampleFormat: number): number {
   if (sampleFormat === 3) return 1.0;
+  if (sampleFormat === 2 && isSignedDepth(bitsPerSample)) return 2 ** (bitsPerSample - 1) - 1;
   if (bitsPerSample <= 8) return 255;
   if (bitsPerSample === 12) return 4095;
   if (bitsPerSample === 16) return 65535;
   if (bitsPerSample === 32) return 4294967295;
   return 2 ** bitsPerSample - 1;
+}
+
+/** The default minimum: 0, or the type's least value for signed data (iipsrv reads it as unsigned, 0). */
+export function defaultMinValue(bitsPerSample: number, sampleFormat: number): number {
+  return sampleFormat === 2 && isSignedDepth(bitsPerSample) ? -(2 ** (bitsPerSample - 1)) : 0;
+}
+
+/** The signed depths the tile decoder hands out as Int8Array, Int16Array, Int32Array. */
+function isSignedDepth(bits: number): boolean {
+  return bits === 8 || bits === 16 || bits === 32;
 }
 
 function perChannel(values: number[] | undefined, channels: number, fallback: number): number[] {
@@ -43,13 +54,40 @@ function perChannel(values: number[] | undefined, channels: number, fallback: nu
   return out;
 }
 
+/**
+ * SMin/SMaxSampleValue of a signed image. libtiff writes them in the sample's own signed type
+ * (SBYTE, SSHORT, SLONG), which decodes as it is; a writer that used the unsigned type of the same
+ * width stored the bits of a negative value, which as unsigned lie above the signed maximum.
+ */
+function signedValues(ifd: Ifd, tag: number, bits: number): number[] | undefined {
+  const values = ifd.numbers(tag);
+  const type = ifd.entry(tag)?.type;
+  const unsigned = type === FieldType.BYTE || type === FieldType.SHORT || type === FieldType.LONG;
+  if (!values || !unsigned || fieldTypeSize(type) * 8 !== bits) return values;
+  return values.map((v) => (v >= 2 ** (bits - 1) ? v - 2 ** bits : v));
+}
+
 function buildInfo(header: TiffHeader, first: Directory, levels: LevelLayout[]): TiffInfo {
   const ifd: Ifd = first.ifd;
   const channels = first.samplesPerPixel;
   const sampleFormat = first.sampleFormat === 3 ? 'float' : first.sampleFormat === 2 ? 'int' : 'uint';
-  const defaultMax = defaultMaxValue(first.bitsPerSample, first.sampleFormat);
-  const minValues = perChannel(ifd.numbers(Tag.SMinSampleValue), channels, 0);
-  const maxValues = perChannel(ifd.numbers(Tag.SMaxSampleValue), channels, 0).map((v) => (v === 0 ? defaultMax : v));
+  const bits = first.bitsPerSample;
+  const defaultMax = defaultMaxValue(bits, first.sampleFormat);
+  let minValues: number[];
+  let maxValues: number[];
+  if (sampleFormat === 'int' && isSignedDepth(bits)) {
+    // A signed range may end at 0 (depths, bathymetry): a max of 0 is a max, unless the min is 0
+    // too, which is no range but the unset value some writers leave.
+    const defaultMin = defaultMinValue(bits, 2);
+    minValues = perChannel(signedValues(ifd, Tag.SMinSampleValue, bits), channels, defaultMin);
+    maxValues = perChannel(signedValues(ifd, Tag.SMaxSampleValue, bits), channels, defaultMax);
+    for (let c = 0; c < channels; c++) {
+      if (minValues[c] === 0 && maxValues[c] === 0) [minValues[c], maxValues[c]] = [defaultMin, defaultMax];
+    }
+  } else {
+    minValues = perChannel(ifd.numbers(Tag.SMinSampleValue), channels, 0);
+    maxValues = perChannel(ifd.numbers(Tag.SMaxSampleValue), channels, 0).map((v) => (v === 0 ? defaultMax : v));
+  }
 
   let resolution: TiffInfo['resolution'] = null;
   const x = ifd.number(Tag.XResolution);

@@ -53,7 +53,8 @@ export interface TiffInfo {
   /**
    * Per channel; from SMinSampleValue/SMaxSampleValue (one value or per sample), else iipsrv's defaults:
    * min 0; max 255 for <=8-bit, 4095 12-bit, 65535 16-bit, 4294967295 32-bit integer, 1.0 for float
-   * (iipsrv master), 2^bits-1 for other integer depths.
+   * (iipsrv master), 2^bits-1 for other integer depths; signed 8, 16 and 32-bit data the type's
+   * range (-128..127 ...), where iipsrv reads the bits as unsigned.
    */
   minValues: number[];
   maxValues: number[];
