@@ -456,6 +456,14 @@ describe('JTL tiles', () => {
 });
 
 describe('TIL tile streams', () => {
+  it('streams tiles unprocessed and upright whatever processing or rotation was asked, as iipsrv 1.1', async () => {
+    const plain = await server.get('FIF=deflate.tif&TIL=2,0-1');
+    for (const extra of ['INV', 'CNT=2', 'CMP=jet', 'ROT=90', 'COL=grey']) {
+      const got = await server.get(`FIF=deflate.tif&${extra}&TIL=2,0-1`);
+      assert.equal(got.status, 200, extra);
+      assert.ok(got.body.equals(plain.body), `TIL with ${extra} is the plain stream`);
+    }
+  });
   it('frames each tile of the rectangle column by column, as iipsrv 1.1', async () => {
     const response = await server.get('FIF=deflate.tif&TIL=2,0-5');
     assert.equal(response.status, 200);

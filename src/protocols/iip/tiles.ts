@@ -6,6 +6,7 @@
 import { FileError, IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
 import type { OpenImage } from '../../engine/engine.js';
 import { CONTENT_TYPES, type OutputFormat } from '../../engine/encoders.js';
+import { NO_PROCESSING } from '../../engine/processing.js';
 import { levelForResolution, tileGrid } from '../../engine/view.js';
 import { atoi } from './numbers.js';
 import { imageResponse, IIP_CONTENT_TYPE } from './responses.js';
@@ -114,8 +115,12 @@ export async function til(session: IipSession, argument: string): Promise<void> 
   for (let col = colStart; col <= colEnd; col++) {
     for (let row = rowStart; row <= rowEnd; row++) {
       const number = row * across + col;
-      const raw = await session.context.engine.streamTile(session.image, first.level, col, row, session.tileRequest({ level: first.level, col, row }).quality);
-      const data = raw ? raw.data : await renderTile(session, resolution, number);
+      // The stream carries the tiles unprocessed and upright, as in iipsrv 1.1 (QLT still sets the
+      // quality of a re-encoded tile).
+      const request = { ...session.tileRequest({ level: first.level, col, row }), processing: NO_PROCESSING };
+      request.passthrough = session.context.config.codecPassthrough && session.quality === null;
+      const raw = await session.context.engine.streamTile(session.image, first.level, col, row, request.quality);
+      const data = raw ? raw.data : await session.context.engine.tile(session.image, request);
       const codec = Buffer.from([raw ? raw.codec : 2, 0, 0, 0, 0x00, 0x11, 0x00, 0x00]);
       parts.push(Buffer.from(`Tile,${resolution},${number},0/${data.length + 8}:`, 'latin1'), codec, data, Buffer.from('\r\n'));
     }
