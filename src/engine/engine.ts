@@ -383,8 +383,11 @@ export class Engine {
   }
 
   /** A region, resized and encoded, through the caches. */
-  async region(image: OpenImage, plan: RegionPlan, output: RegionOutput): Promise<Buffer> {
+  async region(image: OpenImage, plan: RegionPlan, requested: RegionOutput): Promise<Buffer> {
     assertRenderable(image);
+    // Black and white is iipsrv's COL=binary: grey, then the image histogram's Otsu threshold.
+    const output: RegionOutput =
+      requested.colour === 'bitonal' ? { ...requested, colour: 'colour', processing: { ...(requested.processing ?? NO_PROCESSING), grey: false, binary: true } } : requested;
     const { source } = plan;
     const key = this.cacheKey(
       image,
@@ -441,13 +444,11 @@ export class Engine {
         if (channels === 1 || channels === 3) channels++;
       }
     }
-    if (output.colour === 'grey' || output.colour === 'bitonal') {
+    if (output.colour === 'grey') {
       // One band, alpha dropped, from the encoded values with Rec. 601 weights as iipsrv does
-      // (libvips' own b-w works in linear light: pure red would be 127 instead of 76); bitonal
-      // splits it at the middle grey.
+      // (libvips' own b-w works in linear light: pure red would be 127 instead of 76).
       if (channels >= 3) pipeline = pipeline.removeAlpha().recomb(REC601_GREY).extractChannel(0);
       pipeline = pipeline.removeAlpha().toColourspace('b-w');
-      if (output.colour === 'bitonal') pipeline = pipeline.threshold(128, { greyscale: true });
       channels = 1;
     }
     if (this.watermark && this.watermark.probability > 0) {

@@ -293,17 +293,15 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
   if (tile) {
     body = await engine.tile(image, effect ? { ...session.tileRequest(tile), processing, passthrough: false } : session.tileRequest(tile));
   } else {
-    // iipsrv's bitonal is COL=binary: grey, then the image histogram's Otsu threshold.
-    const bitonal = colour === 'bitonal';
     body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), {
       format,
       quality: session.effectiveQuality,
       requested: session.requestedQuality,
       rotation: rotation.degrees,
       mirror: rotation.mirror,
-      processing: bitonal ? { ...processing, grey: false, binary: true } : processing,
+      processing,
       layers: session.layers,
-      colour: bitonal ? 'colour' : colour,
+      colour,
     });
   }
   const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical"`], profileLink];
