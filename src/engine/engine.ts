@@ -9,6 +9,7 @@ import sharp, { type KernelEnum, type Sharp } from 'sharp';
 import { FileError, InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
+import { asDecodeFailure } from './decode-errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
 import { imageHistogram, stretchRange } from './histogram.js';
@@ -366,11 +367,15 @@ export class Engine {
     if (!bytes) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
       const channels = image.source.description.channels;
-      let pipeline = await image.source.decode(level, rect, decodeOptions);
-      if (request.mirror) pipeline = pipeline.flop();
-      if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
-      if (marked) pipeline = await markPipeline(pipeline, channels, bits, (p) => this.watermark!.markTile(p));
-      bytes = await encodeImage(pipeline, channels, encoding, this.encoders);
+      try {
+        let pipeline = await image.source.decode(level, rect, decodeOptions);
+        if (request.mirror) pipeline = pipeline.flop();
+        if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
+        if (marked) pipeline = await markPipeline(pipeline, channels, bits, (p) => this.watermark!.markTile(p));
+        bytes = await encodeImage(pipeline, channels, encoding, this.encoders);
+      } catch (error) {
+        throw asDecodeFailure(error, image.name);
+      }
     }
     this.cache.set(key, bytes);
     return bytes;
@@ -396,7 +401,9 @@ export class Engine {
     if (cached) return cached;
     await this.regionSlots.acquire();
     try {
-      const bytes = await this.renderRegion(image, plan, output);
+      const bytes = await this.renderRegion(image, plan, output).catch((error: unknown) => {
+        throw asDecodeFailure(error, image.name);
+      });
       this.cache.set(key, bytes);
       return bytes;
     } finally {

@@ -8,6 +8,7 @@ import { inflate } from 'node:zlib';
 import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
+import { asDecodeFailure } from './decode-errors.js';
 import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
 import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './tiff/index.js';
 import { decodeTile as decodeStoredTile, nativelyDecodable, type SampleArray } from './tiff/tile-decoder.js';
@@ -107,6 +108,8 @@ export class TiffSource implements ImageSource {
   private constructor(
     private readonly path: string,
     private readonly tiff: TiffFile,
+    /** As the client gave it, for messages. */
+    private readonly name: string,
   ) {
     this.description = describe(tiff.info);
   }
@@ -114,7 +117,7 @@ export class TiffSource implements ImageSource {
   /** @param name the image name as the client gave it, for messages */
   static async open(path: string, name: string): Promise<TiffSource> {
     try {
-      return new TiffSource(path, await TiffFile.open(path));
+      return new TiffSource(path, await TiffFile.open(path), name);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(`${name}: ${error.message}`);
       throw error;
@@ -309,7 +312,10 @@ export class TiffSource implements ImageSource {
       .extract(rect)
       .toColourspace(space)
       .raw({ depth: wide ? 'ushort' : 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+      .toBuffer({ resolveWithObject: true })
+      .catch((error: unknown) => {
+        throw asDecodeFailure(error, this.name);
+      });
     const values = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
     return { data: values, width: info.width, height: info.height, channels: info.channels };
   }
