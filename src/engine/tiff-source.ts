@@ -161,7 +161,10 @@ export class TiffSource implements ImageSource {
     if (!stored) return null;
     // Edge tiles are stored padded to the full tile size: the client wants them cropped.
     if ((col + 1) * stored.tileWidth > stored.width || (row + 1) * stored.tileHeight > stored.height) return null;
-    return this.jpegTileBytes(level, col, row, stored.jpegTables);
+    const jpeg = await this.jpegTileBytes(level, col, row, stored.jpegTables);
+    // Bytes not framed as a JPEG (damaged data) are not sent as one: the decoders say what is wrong.
+    const framed = jpeg !== null && jpeg[0] === 0xff && jpeg[1] === 0xd8 && jpeg[jpeg.length - 2] === 0xff && jpeg[jpeg.length - 1] === 0xd9;
+    return framed ? jpeg : null;
   }
 
   async decodeTile(level: number, col: number, row: number): Promise<RawPixels | null> {
