@@ -366,6 +366,29 @@ describe('protocol level: random requests', () => {
   });
 });
 
+describe('protocol level: damaged pixel data', () => {
+  // The headers read, the tiles do not decode: a 404 naming the image and the decoder's reason,
+  // for every path to the pixels (stored JPEG passthrough included).
+  const cases: Array<[string, RegExp]> = [
+    ['FIF=badjpeg.tif&JTL=2,1', /badjpeg\.tif: the image data cannot be decoded \(VipsJpeg/],
+    ['FIF=badjpeg.tif&PTL=2,1', /badjpeg\.tif: the image data cannot be decoded/],
+    ['FIF=badjpeg.tif&CVT=jpeg', /badjpeg\.tif: the image data cannot be decoded/],
+    ['FIF=badjpeg.tif&CNT=2&CVT=png', /badjpeg\.tif: the image data cannot be decoded/],
+    ['FIF=badjpeg.tif&SPECTRA=2,1,0,0', /badjpeg\.tif: the image data cannot be decoded/],
+    ['IIIF=badjpeg.tif/full/max/0/default.jpg', /badjpeg\.tif: the image data cannot be decoded/],
+    ['DeepZoom=badjpeg.tif_files/10/1_0.jpg', /badjpeg\.tif: the image data cannot be decoded/],
+    ['FIF=baddeflate.tif&CVT=png', /corrupt TIFF tile/],
+    ...(JP2_SKIP ? [] : ([['FIF=badcode.jp2&CVT=jpeg', /badcode\.jp2: the JPEG2000 data cannot be decoded/]] as Array<[string, RegExp]>)),
+  ];
+  for (const [query, message] of cases) {
+    it(query, async () => {
+      const response = await withTimeout(v3(plainRequest(query)), query);
+      assert.equal(response.status, 404, `${query}: ${response.body.toString()}`);
+      assert.match(response.body.toString(), message);
+    });
+  }
+});
+
 describe('protocol level: huge outputs are refused or bounded', () => {
   const cases = [
     'FIF=rgb.tif&WID=100000&CVT=jpeg',
