@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -455,6 +456,18 @@ function fetch(port: number, target: string): Promise<{ status: number; body: Bu
   });
 }
 
+/** Bytes in, everything the server sends until it closes out. */
+function rawExchange(port: number, bytes: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(bytes));
+    const chunks: Buffer[] = [];
+    socket.setTimeout(TIME_LIMIT_MS, () => socket.destroy(new Error('no answer to raw bytes')));
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    socket.on('end', () => resolve(Buffer.concat(chunks).toString()));
+    socket.on('error', reject);
+  });
+}
+
 /** A path that Node's HTTP client accepts: anything outside printable ASCII percent-encoded. */
 function wire(text: string): string {
   return text.replace(/[^\x21-\x7e]/gu, (ch) => encodeURIComponent(ch));
@@ -514,6 +527,13 @@ describe('daemon level: concurrent nasty requests', () => {
     const log = readFileSync(logfile, 'utf8');
     assert.doesNotMatch(log, /worker died/);
     assert.deepEqual(workers(), before, 'the same workers as at the start');
+
+    // What Node's HTTP parser refuses before the router: the status and a message all the same.
+    const long = await fetch(port, `/fcgi-bin/iipsrv.fcgi?FIF=${'x'.repeat(20_000)}`);
+    assert.equal(long.status, 431);
+    assert.match(long.body.toString(), /longer than the server accepts/);
+    const garbage = await rawExchange(port, 'GARBAGE\r\n\r\n');
+    assert.match(garbage, /^HTTP\/1\.1 400 Bad Request\r\n[^]*\r\n\r\nMalformed HTTP request \(HPE_INVALID_METHOD\)/);
 
     await daemon!.stop();
     daemon = undefined;
