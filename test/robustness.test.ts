@@ -325,12 +325,14 @@ async function run(router: Router, c: Case, statuses: Map<number, number>): Prom
 /** One pair for the whole file: an engine dropped unclosed would leave its files to the GC. */
 let v3: Router;
 let v2: Router;
+let unlimitedRouter: Router;
 
 before(async () => {
   dir = tempDir('iipsrv-robust-');
   await makeImages();
   v3 = routerFor();
   v2 = routerFor({ IIIF_VERSION: '2' });
+  unlimitedRouter = routerFor({ MAX_CVT: '-1' });
 });
 
 /** ROBUSTNESS_SEED=n explores other requests (the failures print the query, for a test of their own). */
@@ -409,6 +411,23 @@ describe('protocol level: huge outputs are refused or bounded', () => {
       const statuses = new Map<number, number>();
       await run(router, { what: 'huge', query }, statuses);
       assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
+    });
+  }
+  // With MAX_CVT=-1 (unlimited) only the encoders' and the server's own limits stand between a
+  // request and a process that runs out of memory.
+  const unlimited: Array<[string, RegExp]> = [
+    ['FIF=rgb.tif&WID=9007199254740992&CVT=jpeg', /JPEG is larger than the encoder writes \(65500 pixels a side\)/],
+    ['FIF=rgb.tif&WID=70000&CVT=jpeg', /a 70000x46667 JPEG is larger than the encoder writes/],
+    ['FIF=rgb.tif&WID=16000&ROT=45&CVT=webp', /WEBP is larger than the encoder writes \(16383 pixels a side\)/],
+    ['FIF=rgb.tif&WID=100000&CVT=png', /a 100000x66667 output is larger than the server makes \(268402689 pixels\)/],
+    ['IIIF=rgb.tif/full/^100000,/0/default.png', /larger than the server makes/],
+    ['IIIF=rgb.tif/full/^9007199254740992,/0/default.tif', /TIFF is larger than the encoder writes/],
+  ];
+  for (const [query, message] of unlimited) {
+    it(`MAX_CVT=-1: ${query}`, async () => {
+      const response = await withTimeout(unlimitedRouter(plainRequest(query)), query);
+      assert.equal(response.status, 400, `${query}: ${response.status} ${response.body.subarray(0, 200).toString()}`);
+      assert.match(response.body.toString(), message);
     });
   }
   it('IIIF: ^1e12, sizes beyond MAX_CVT, tiny regions upscaled', async () => {

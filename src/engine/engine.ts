@@ -390,6 +390,7 @@ export class Engine {
   /** A region, resized and encoded, through the caches. */
   async region(image: OpenImage, plan: RegionPlan, output: RegionOutput): Promise<Buffer> {
     assertRenderable(image);
+    assertEncodable(image, plan, output);
     const { source } = plan;
     const key = this.cacheKey(
       image,
@@ -556,6 +557,29 @@ export class Engine {
 
   cacheStats(): Record<string, number> {
     return this.cache.stats();
+  }
+}
+
+/** The largest side each encoder writes (libjpeg 65500, WebP 16383, HEIF 16384 here). */
+const MAX_OUTPUT_SIDE: Readonly<Record<OutputFormat, number>> = { jpeg: 65_500, webp: 16_383, avif: 16_384, png: 1e8, tiff: 1e8 };
+/**
+ * sharp's own default input limit: beyond it the samples (and the float pipeline's copy) no longer
+ * fit Node's buffers, and the process would die instead of answering. Matters with MAX_CVT=-1.
+ */
+const MAX_OUTPUT_PIXELS = 0x3fff * 0x3fff;
+
+/** @throws InvalidArgumentError for an output no encoder here can write, before any pixel is made */
+function assertEncodable(image: OpenImage, plan: RegionPlan, output: RegionOutput): void {
+  // An arbitrary angle widens the box by up to √2.
+  const grow = output.rotation % 90 === 0 ? 1 : Math.SQRT2;
+  const width = Math.ceil(plan.outputWidth * grow);
+  const height = Math.ceil(plan.outputHeight * grow);
+  const side = MAX_OUTPUT_SIDE[output.format];
+  if (width > side || height > side) {
+    throw new InvalidArgumentError(`${image.name}: a ${width}x${height} ${output.format.toUpperCase()} is larger than the encoder writes (${side} pixels a side)`);
+  }
+  if (width * height > MAX_OUTPUT_PIXELS) {
+    throw new InvalidArgumentError(`${image.name}: a ${width}x${height} output is larger than the server makes (${MAX_OUTPUT_PIXELS} pixels)`);
   }
 }
 
