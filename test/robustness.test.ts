@@ -392,6 +392,14 @@ describe('protocol level: damaged pixel data', () => {
   }
 });
 
+describe('protocol level: documents stay parseable', () => {
+  it('PFL over a NaN float sample is JSON (null where iipsrv prints nan)', async () => {
+    const response = await v3(plainRequest('FIF=float.tif&PFL=2:0,0-3,0'));
+    assert.equal(response.status, 200, response.body.toString());
+    assert.deepEqual(JSON.parse(response.body.toString()), { profile: [null, 0.100000001, 0.200000003] });
+  });
+});
+
 describe('protocol level: huge outputs are refused or bounded', () => {
   const cases = [
     'FIF=rgb.tif&WID=100000&CVT=jpeg',
