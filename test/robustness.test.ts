@@ -338,6 +338,7 @@ before(async () => {
 /** ROBUSTNESS_SEED=n explores other requests (the failures print the query, for a test of their own). */
 const SEED = Number(process.env.ROBUSTNESS_SEED ?? 20261201);
 const IIP_CASES = 2500;
+const CONCURRENCY = 4;
 const IIIF_CASES = 500;
 const VIEWER_CASES = 400;
 
@@ -356,14 +357,21 @@ describe('protocol level: random requests', () => {
     const failures: string[] = [];
     const cases = generatedCases();
     let n = 0;
-    for (const c of cases) {
-      const router = c.what === 'iiif' && n++ % 2 === 1 ? v2 : v3;
-      try {
-        await run(router, c, statuses);
-      } catch (error) {
-        failures.push((error as Error).message.split('\n')[0]!);
+    // A few at a time, as a server sees them: the shared caches (open files, histograms, tiles)
+    // get concurrent users of the same broken and good images.
+    let next = 0;
+    const lane = async () => {
+      while (next < cases.length) {
+        const c = cases[next++]!;
+        const router = c.what === 'iiif' && n++ % 2 === 1 ? v2 : v3;
+        try {
+          await run(router, c, statuses);
+        } catch (error) {
+          failures.push((error as Error).message.split('\n')[0]!);
+        }
       }
-    }
+    };
+    await Promise.all(Array.from({ length: CONCURRENCY }, lane));
     console.log(`robustness: ${cases.length} requests; statuses ${summary(statuses)}`);
     assert.deepEqual(failures.slice(0, 20), [], `${failures.length} failing requests`);
   });

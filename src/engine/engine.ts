@@ -9,7 +9,7 @@ import sharp, { type KernelEnum, type Sharp } from 'sharp';
 import { FileError, InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
-import { asDecodeFailure } from './decode-errors.js';
+import { decoding } from './decode-errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
 import { imageHistogram, stretchRange } from './histogram.js';
@@ -367,15 +367,13 @@ export class Engine {
     if (!bytes) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
       const channels = image.source.description.channels;
-      try {
+      bytes = await decoding(image.name, async () => {
         let pipeline = await image.source.decode(level, rect, decodeOptions);
         if (request.mirror) pipeline = pipeline.flop();
         if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
         if (marked) pipeline = await markPipeline(pipeline, channels, bits, (p) => this.watermark!.markTile(p));
-        bytes = await encodeImage(pipeline, channels, encoding, this.encoders);
-      } catch (error) {
-        throw asDecodeFailure(error, image.name);
-      }
+        return encodeImage(pipeline, channels, encoding, this.encoders);
+      });
     }
     this.cache.set(key, bytes);
     return bytes;
@@ -402,9 +400,7 @@ export class Engine {
     if (cached) return cached;
     await this.regionSlots.acquire();
     try {
-      const bytes = await this.renderRegion(image, plan, output).catch((error: unknown) => {
-        throw asDecodeFailure(error, image.name);
-      });
+      const bytes = await decoding(image.name, () => this.renderRegion(image, plan, output));
       this.cache.set(key, bytes);
       return bytes;
     } finally {

@@ -8,7 +8,7 @@ import { inflate } from 'node:zlib';
 import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
-import { asDecodeFailure } from './decode-errors.js';
+import { decoding } from './decode-errors.js';
 import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
 import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './tiff/index.js';
 import { decodeTile as decodeStoredTile, nativelyDecodable, type SampleArray } from './tiff/tile-decoder.js';
@@ -311,14 +311,13 @@ export class TiffSource implements ImageSource {
     const wide = d.bitsPerSample > 8;
     // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
     const space = d.channels <= 2 ? (wide ? 'grey16' : 'b-w') : wide ? 'rgb16' : 'srgb';
-    const { data, info } = await this.open(level)
-      .extract(rect)
-      .toColourspace(space)
-      .raw({ depth: wide ? 'ushort' : 'uchar' })
-      .toBuffer({ resolveWithObject: true })
-      .catch((error: unknown) => {
-        throw asDecodeFailure(error, this.name);
-      });
+    const { data, info } = await decoding(this.name, () =>
+      this.open(level)
+        .extract(rect)
+        .toColourspace(space)
+        .raw({ depth: wide ? 'ushort' : 'uchar' })
+        .toBuffer({ resolveWithObject: true }),
+    );
     const values = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
     return { data: values, width: info.width, height: info.height, channels: info.channels };
   }
