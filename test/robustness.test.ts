@@ -315,6 +315,8 @@ function routerFor(env: Record<string, string> = {}): Router {
     FILESYSTEM_PREFIX: dir + '/',
     MAX_CVT: String(FUZZ_MAX_CVT),
     URI_MAP: 'iiif=>IIIF deepzoom=>DeepZoom zoomify=>Zoomify',
+    // ROBUSTNESS_ENV='{"CODEC_PASSTHROUGH":"0"}' explores other configurations.
+    ...(JSON.parse(process.env.ROBUSTNESS_ENV ?? '{}') as Record<string, string>),
     ...env,
   });
   return createRouter({ config, engine: new Engine(engineOptionsFor(config)), log: silentLog });
@@ -330,6 +332,7 @@ async function run(router: Router, c: Case, statuses: Map<number, number>): Prom
 let v3: Router;
 let v2: Router;
 let unlimitedRouter: Router;
+let defaultRouter: Router;
 
 before(async () => {
   dir = tempDir('iipsrv-robust-');
@@ -337,6 +340,7 @@ before(async () => {
   v3 = routerFor();
   v2 = routerFor({ IIIF_VERSION: '2' });
   unlimitedRouter = routerFor({ MAX_CVT: '-1' });
+  defaultRouter = routerFor({ MAX_CVT: '5000' });
 });
 
 /** ROBUSTNESS_SEED=n explores other requests (the failures print the query, for a test of their own). */
@@ -433,6 +437,18 @@ describe('protocol level: huge outputs are refused or bounded', () => {
       assert.ok(Date.now() - started < 10_000, `took ${Date.now() - started} ms`);
     });
   }
+  it('the default MAX_CVT (5000): a 5x5 convolution over the largest output is bounded in size and time', async () => {
+    const ones = Array(25).fill(1).join(',');
+    for (const query of [`FIF=rgb.tif&WID=9000&CNV=${ones}&CVT=png`, 'FIF=rgb.tif&RGN=0,0,0.001,0.001&HEI=1000000&SHD=30,40&CVT=jpeg']) {
+      const started = Date.now();
+      const response = await withTimeout(defaultRouter(plainRequest(query)), query);
+      assert.equal(response.status, 200, `${query}: ${response.body.subarray(0, 200).toString()}`);
+      const { width, height } = await sharp(response.body).metadata();
+      assert.ok(Math.max(width!, height!) === 5000, `${query}: ${width}x${height}`);
+      assert.ok(Date.now() - started < 15_000, `${query} took ${Date.now() - started} ms`);
+    }
+  });
+
   // With MAX_CVT=-1 (unlimited) only the encoders' and the server's own limits stand between a
   // request and a process that runs out of memory.
   const unlimited: Array<[string, RegExp]> = [
