@@ -194,7 +194,10 @@ function iiifPath(r: Rand): string {
   if (roll < 0.16) return `/iiif/${id}`;
   if (roll < 0.2) return `/iiif/${id}/${pick(r, ['', 'info.xml', 'full', 'full/max', 'full/max/0', '../../etc', '%2F%2F'])}`;
   const part = (values: readonly string[]) => (r() < 0.1 ? pick(r, BOUNDARY) : pick(r, values));
-  let text = `/iiif/${id}/${part(REGIONS)}/${part(SIZES)}/${part(ROTATIONS)}/${part(QUALITIES)}.${part(IIIF_FORMATS)}`;
+  const region = r() < 0.5 ? part(REGIONS) : r() < 0.6 ? list(r, 4, () => number(r, -10, 700)) : `pct:${list(r, 4, () => number(r, -5, 120))}`;
+  const size = r() < 0.5 ? part(SIZES) : `${pick(r, ['', '', '^', '!', '^!'])}${r() < 0.2 ? '' : number(r, 0, 1000)},${r() < 0.2 ? '' : number(r, 0, 1000)}`;
+  const rotation = r() < 0.7 ? part(ROTATIONS) : `${r() < 0.2 ? '!' : ''}${number(r, -400, 400)}`;
+  let text = `/iiif/${id}/${region}/${size}/${rotation}/${part(QUALITIES)}.${part(IIIF_FORMATS)}`;
   if (r() < 0.05) text += '/extra';
   return text;
 }
