@@ -159,9 +159,20 @@ const IIP_VALUES: Record<string, (r: Rand) => string> = {
   SPECTRA: (r) => list(r, 4, () => number(r, -1, 130)),
   PFL: (r) => `${number(r, -1, 4)}:${number(r, -10, 310)},${number(r, -10, 210)}-${number(r, -10, 310)},${number(r, -10, 210)}`,
   ICC: (r) => number(r, 0, 1),
+  // The viewer protocols are commands of the same table: IIP modifiers before them apply.
+  IIIF: (r) => iiifPath(r).slice('/iiif/'.length),
+  DeepZoom: (r) => viewerArgument(r, 'DeepZoom'),
+  Zoomify: (r) => viewerArgument(r, 'Zoomify'),
 };
+
+function viewerArgument(r: Rand, protocol: 'DeepZoom' | 'Zoomify'): string {
+  for (;;) {
+    const request = tileViewerRequest(r);
+    if ('query' in request && request.query.startsWith(`${protocol}=`)) return request.query.slice(protocol.length + 1);
+  }
+}
 const MODIFIERS = ['QLT', 'WID', 'HEI', 'RGN', 'ROT', 'SDS', 'MINMAX', 'CNT', 'GAM', 'INV', 'CMP', 'CTW', 'COL', 'SHD', 'CNV', 'LYR', 'BITS', 'ICC'];
-const OUTPUTS = ['OBJ', 'JTL', 'JTLS', 'PTL', 'WTL', 'ATL', 'TTL', 'TIL', 'CVT', 'SPECTRA', 'PFL'];
+const OUTPUTS = ['OBJ', 'JTL', 'JTLS', 'PTL', 'WTL', 'ATL', 'TTL', 'TIL', 'CVT', 'SPECTRA', 'PFL', 'IIIF', 'DeepZoom', 'Zoomify'];
 
 function iipQuery(r: Rand): string {
   const parts: string[] = [];
