@@ -9,6 +9,7 @@ import sharp, { type KernelEnum, type Sharp } from 'sharp';
 import { FileError, InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
+import { decoding } from './decode-errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
 import { imageHistogram, stretchRange } from './histogram.js';
@@ -366,11 +367,13 @@ export class Engine {
     if (!bytes) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
       const channels = image.source.description.channels;
-      let pipeline = await image.source.decode(level, rect, decodeOptions);
-      if (request.mirror) pipeline = pipeline.flop();
-      if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
-      if (marked) pipeline = await markPipeline(pipeline, channels, bits, (p) => this.watermark!.markTile(p));
-      bytes = await encodeImage(pipeline, channels, encoding, this.encoders);
+      bytes = await decoding(image.name, async () => {
+        let pipeline = await image.source.decode(level, rect, decodeOptions);
+        if (request.mirror) pipeline = pipeline.flop();
+        if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
+        if (marked) pipeline = await markPipeline(pipeline, channels, bits, (p) => this.watermark!.markTile(p));
+        return encodeImage(pipeline, channels, encoding, this.encoders);
+      });
     }
     this.cache.set(key, bytes);
     return bytes;
@@ -388,6 +391,7 @@ export class Engine {
     // Black and white is iipsrv's COL=binary: grey, then the image histogram's Otsu threshold.
     const output: RegionOutput =
       requested.colour === 'bitonal' ? { ...requested, colour: 'colour', processing: { ...(requested.processing ?? NO_PROCESSING), grey: false, binary: true } } : requested;
+    assertEncodable(image, plan, output);
     const { source } = plan;
     const key = this.cacheKey(
       image,
@@ -399,7 +403,7 @@ export class Engine {
     if (cached) return cached;
     await this.regionSlots.acquire();
     try {
-      const bytes = await this.renderRegion(image, plan, output);
+      const bytes = await decoding(image.name, () => this.renderRegion(image, plan, output));
       this.cache.set(key, bytes);
       return bytes;
     } finally {
@@ -550,6 +554,29 @@ export class Engine {
 
   cacheStats(): Record<string, number> {
     return this.cache.stats();
+  }
+}
+
+/** The largest side each encoder writes (libjpeg 65500, WebP 16383, HEIF 16384 here). */
+const MAX_OUTPUT_SIDE: Readonly<Record<OutputFormat, number>> = { jpeg: 65_500, webp: 16_383, avif: 16_384, png: 1e8, tiff: 1e8 };
+/**
+ * sharp's own default input limit: beyond it the samples (and the float pipeline's copy) no longer
+ * fit Node's buffers, and the process would die instead of answering. Matters with MAX_CVT=-1.
+ */
+const MAX_OUTPUT_PIXELS = 0x3fff * 0x3fff;
+
+/** @throws InvalidArgumentError for an output no encoder here can write, before any pixel is made */
+function assertEncodable(image: OpenImage, plan: RegionPlan, output: RegionOutput): void {
+  // An arbitrary angle widens the box by up to √2.
+  const grow = output.rotation % 90 === 0 ? 1 : Math.SQRT2;
+  const width = Math.ceil(plan.outputWidth * grow);
+  const height = Math.ceil(plan.outputHeight * grow);
+  const side = MAX_OUTPUT_SIDE[output.format];
+  if (width > side || height > side) {
+    throw new InvalidArgumentError(`${image.name}: a ${width}x${height} ${output.format.toUpperCase()} is larger than the encoder writes (${side} pixels a side)`);
+  }
+  if (width * height > MAX_OUTPUT_PIXELS) {
+    throw new InvalidArgumentError(`${image.name}: a ${width}x${height} output is larger than the server makes (${MAX_OUTPUT_PIXELS} pixels)`);
   }
 }
 

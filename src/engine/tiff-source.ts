@@ -8,6 +8,7 @@ import { inflate } from 'node:zlib';
 import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
+import { decoding } from './decode-errors.js';
 import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
 import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './tiff/index.js';
 import { decodeTile as decodeStoredTile, nativelyDecodable, type SampleArray } from './tiff/tile-decoder.js';
@@ -107,6 +108,8 @@ export class TiffSource implements ImageSource {
   private constructor(
     private readonly path: string,
     private readonly tiff: TiffFile,
+    /** As the client gave it, for messages. */
+    private readonly name: string,
   ) {
     this.description = describe(tiff.info);
   }
@@ -114,7 +117,7 @@ export class TiffSource implements ImageSource {
   /** @param name the image name as the client gave it, for messages */
   static async open(path: string, name: string): Promise<TiffSource> {
     try {
-      return new TiffSource(path, await TiffFile.open(path));
+      return new TiffSource(path, await TiffFile.open(path), name);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(`${name}: ${error.message}`);
       throw error;
@@ -158,7 +161,10 @@ export class TiffSource implements ImageSource {
     if (!stored) return null;
     // Edge tiles are stored padded to the full tile size: the client wants them cropped.
     if ((col + 1) * stored.tileWidth > stored.width || (row + 1) * stored.tileHeight > stored.height) return null;
-    return this.jpegTileBytes(level, col, row, stored.jpegTables);
+    const jpeg = await this.jpegTileBytes(level, col, row, stored.jpegTables);
+    // Bytes not framed as a JPEG (damaged data) are not sent as one: the decoders say what is wrong.
+    const framed = jpeg !== null && jpeg[0] === 0xff && jpeg[1] === 0xd8 && jpeg[jpeg.length - 2] === 0xff && jpeg[jpeg.length - 1] === 0xd9;
+    return framed ? jpeg : null;
   }
 
   async decodeTile(level: number, col: number, row: number): Promise<RawPixels | null> {
@@ -305,11 +311,13 @@ export class TiffSource implements ImageSource {
     const wide = d.bitsPerSample > 8;
     // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
     const space = d.channels <= 2 ? (wide ? 'grey16' : 'b-w') : wide ? 'rgb16' : 'srgb';
-    const { data, info } = await this.open(level)
-      .extract(rect)
-      .toColourspace(space)
-      .raw({ depth: wide ? 'ushort' : 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    const { data, info } = await decoding(this.name, () =>
+      this.open(level)
+        .extract(rect)
+        .toColourspace(space)
+        .raw({ depth: wide ? 'ushort' : 'uchar' })
+        .toBuffer({ resolveWithObject: true }),
+    );
     const values = wide ? new Uint16Array(data.buffer, data.byteOffset, data.length / 2) : data;
     return { data: values, width: info.width, height: info.height, channels: info.channels };
   }

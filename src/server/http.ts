@@ -33,6 +33,21 @@ function toRequest(req: http.IncomingMessage, signal: AbortSignal): IipRequest {
   };
 }
 
+/**
+ * What Node's parser refused before the router saw it, with Node's own statuses (a URL counts
+ * towards its 16 KB header limit) and, as every other error here, a message saying why.
+ */
+function clientErrorResponse(code: string | undefined): string {
+  const [status, reason, message] =
+    code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'Request Header Fields Too Large', 'The URL and headers are longer than the server accepts (16 KB)']
+      : code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', 'The request did not arrive in time']
+        : [400, 'Bad Request', `Malformed HTTP request${code ? ` (${code})` : ''}`];
+  const body = `${message}\n`;
+  return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}
+
 export function createHttpListener(handler: RequestHandler): HttpListener {
   const server = http.createServer({ keepAliveTimeout: 5000, requestTimeout: 60_000 }, (req, res) => {
     const controller = new AbortController();
@@ -49,8 +64,8 @@ export function createHttpListener(handler: RequestHandler): HttpListener {
       else res.end(response.body);
     });
   });
-  server.on('clientError', (_error, socket) => {
-    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (socket.writable) socket.end(clientErrorResponse(error.code));
     else socket.destroy();
   });
 

@@ -69,7 +69,8 @@ export async function pfl(session: IipSession, argument: string): Promise<void> 
     const values: string[] = [];
     for (let i = 0; i < samples.data.length; i++) {
       const value = samples.data[i]!;
-      values.push(float ? formatFixed(value, 9) : String(value));
+      // JSON has no NaN or infinity (iipsrv prints printf's `nan`, which no parser takes): null.
+      values.push(!float ? String(value) : Number.isFinite(value) ? formatFixed(value, 9) : 'null');
     }
     lists.push(`[${values.join(',')}]`);
   }
