@@ -76,6 +76,12 @@ function clampQuality(value: number, min: number, max: number): number {
   return Math.min(max, Math.max(min, value));
 }
 
+/** WebP and AVIF: a request's QLT below 1 (or the site's -1) is lossless, else a quality of 1-100. */
+function lossyOrLossless(requested: RequestedQuality | null | undefined, site: number): { lossless: true } | { quality: number } {
+  const quality = requested ? (requested.factor < 1 ? -1 : Math.min(100, requested.factor)) : site;
+  return quality < 0 ? { lossless: true } : { quality: Math.max(1, quality) };
+}
+
 /**
  * @param channels bands of the pipeline's image
  */
@@ -106,13 +112,11 @@ export async function encodeImage(pipeline: Sharp, channels: number, options: En
       bytes = await pipeline.png({ compressionLevel: requested ? clampQuality(requested.factor, 0, 9) : settings.pngCompression }).toBuffer();
       break;
     case 'webp': {
-      const quality = requested ? (requested.factor < 1 ? -1 : Math.min(100, requested.factor)) : settings.webpQuality;
-      bytes = await pipeline.webp(quality < 0 ? { lossless: true } : { quality: Math.max(1, quality) }).toBuffer();
+      bytes = await pipeline.webp(lossyOrLossless(requested, settings.webpQuality)).toBuffer();
       break;
     }
     case 'avif': {
-      const quality = requested ? (requested.factor < 1 ? -1 : Math.min(100, requested.factor)) : settings.avifQuality;
-      const avif = quality < 0 ? { lossless: true } : { quality: Math.max(1, quality) };
+      const avif = lossyOrLossless(requested, settings.avifQuality);
       // AVIF keeps its profile in a box that cannot be spliced in afterwards; sharp keeps an input's
       // profile as it is (no conversion), so the pixels reach it as a PNG carrying the profile.
       // That costs an uncompressed PNG, next to an AVIF encoding 50-100 times more.

@@ -231,7 +231,7 @@ export class Engine {
     if (rect.left < 0 || rect.top < 0 || rect.width < 1 || rect.height < 1 || rect.left + rect.width > size.width || rect.top + rect.height > size.height) {
       throw new InvalidArgumentError(`${image.name}: ${rect.width}x${rect.height} at ${rect.left},${rect.top} lies outside the ${size.width}x${size.height} level`);
     }
-    if (image.source.description.undecodable) throw new NotImplementedError(`${image.name}: ${image.source.description.undecodable}`);
+    assertRenderable(image);
     return image.source.samples(level, rect);
   }
 
@@ -292,9 +292,9 @@ export class Engine {
    * 16 when asked for, the image has 16-bit samples and the format keeps them; never with
    * processing, whose output is 8-bit (protocols refuse that combination before asking).
    */
-  private outputBits(image: OpenImage, format: OutputFormat, bits: 8 | 16 | undefined, processing: Processing | undefined): 8 | 16 {
+  private outputBits(image: OpenImage, format: OutputFormat, bits: 8 | 16 | undefined, processing: Processing = NO_PROCESSING): 8 | 16 {
     const wide = bits === 16 && image.source.description.bitsPerSample === 16 && keepsSixteenBits(format);
-    return wide && isIdentity(processing ?? NO_PROCESSING) ? 16 : 8;
+    return wide && isIdentity(processing) ? 16 : 8;
   }
 
   /**
@@ -314,10 +314,12 @@ export class Engine {
   async tile(image: OpenImage, request: TileRequest): Promise<Buffer> {
     assertRenderable(image);
     const { level, col, row } = request;
+    const processing = request.processing ?? NO_PROCESSING;
+    const bits = this.outputBits(image, request.format, request.bits, processing);
     const key = this.cacheKey(
       image,
       `t:${level}:${col}:${row}:${request.format}:${request.passthrough ? 'stored' : request.quality}:${request.rotation}:${request.mirror ? 1 : 0}` +
-        `:${processingKey(request.processing ?? NO_PROCESSING)}:${qualityKey(request.requested)}:${this.outputBits(image, request.format, request.bits, request.processing)}${layersKey(request.layers)}`,
+        `:${processingKey(processing)}:${qualityKey(request.requested)}:${bits}${layersKey(request.layers)}`,
     );
     // With WATERMARK_PROBABILITY < 1 the cache keeps whichever the first rendering drew: a tile
     // stays as it was first served (marked or not) while it is cached, as in iipsrv 1.3.
@@ -327,8 +329,6 @@ export class Engine {
     const decodeOptions = { layers: request.layers };
     let bytes: Buffer | null = null;
     const unchanged = request.rotation === 0 && !request.mirror;
-    const processing = request.processing ?? NO_PROCESSING;
-    const bits = this.outputBits(image, request.format, request.bits, request.processing);
     const marked = this.watermark?.draw() ?? false;
     const encoding: EncodeOptions = {
       format: request.format,
@@ -337,14 +337,15 @@ export class Engine {
       icc: this.iccFor(image, processing),
       bits,
     };
+    const withProfile = (jpeg: Buffer) => embedMetadata(jpeg, 'jpeg', encoding.icc ?? null, null);
     if (bits === 8 && needsPipeline(image, processing)) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
       const pixels = await this.withOutputSteps(image, await this.processedPixels(image, level, rect, processing, decodeOptions), processing);
       if (unchanged && request.format === 'jpeg' && jpegCodec) {
         if (marked) this.watermark!.markTile(pixels);
-        bytes = embedMetadata(await jpegCodec.encode(pixels, request.quality), 'jpeg', encoding.icc ?? null, null);
+        bytes = withProfile(await jpegCodec.encode(pixels, request.quality));
       } else {
-        let pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels } });
+        let pipeline = rawPipeline(pixels);
         if (request.mirror) pipeline = pipeline.flop();
         if (request.rotation !== 0) pipeline = pipeline.rotate(request.rotation);
         if (marked) pipeline = await markPipeline(pipeline, pixels.channels, 8, (p) => this.watermark!.markTile(p));
@@ -354,13 +355,13 @@ export class Engine {
       // A watermarked tile is never the stored one.
       if (request.passthrough && !marked) {
         const stored = await image.source.storedJpegTile(level, col, row);
-        if (stored) bytes = embedMetadata(stored, 'jpeg', encoding.icc ?? null, null);
+        if (stored) bytes = withProfile(stored);
       }
       if (!bytes && jpegCodec) {
         const pixels = await image.source.decodeTile(level, col, row, decodeOptions);
         if (pixels) {
           if (marked) this.watermark!.markTile(pixels);
-          bytes = embedMetadata(await jpegCodec.encode(pixels, request.quality), 'jpeg', encoding.icc ?? null, null);
+          bytes = withProfile(await jpegCodec.encode(pixels, request.quality));
         }
       }
     }

@@ -3,12 +3,11 @@
  * stored tile bytes (JPEG tiles are sent as stored), libvips through sharp for decoding (it reads
  * only the tiles a rectangle touches, whatever their compression).
  */
-import { promisify } from 'node:util';
-import { inflate } from 'node:zlib';
 import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
 import { decoding } from './decode-errors.js';
+import { firstBands } from './pixel-types.js';
 import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
 import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './tiff/index.js';
 import { decodeTile as decodeStoredTile, nativelyDecodable, type SampleArray } from './tiff/tile-decoder.js';
@@ -16,9 +15,6 @@ import type { Samples } from './processing.js';
 import type { Rect } from './view.js';
 
 const COMPRESSION_JPEG = 7;
-const COMPRESSION_NONE = 1;
-const DEFLATE = new Set([8, 32946]);
-const inflateAsync = promisify(inflate);
 const PHOTOMETRIC = { minIsWhite: 0, minIsBlack: 1, rgb: 2, palette: 3, ycbcr: 6, cielab: 8, icclab: 9, itulab: 10 } as const;
 
 function colourSpaceOf(info: TiffInfo): ColourSpace {
@@ -172,7 +168,7 @@ export class TiffSource implements ImageSource {
     if (!stored || !stored.tiled || stored.bitsPerSample !== 8 || stored.planarConfig !== 1) return null;
     // Plain grey, RGB and YCbCr-in-JPEG only: MinIsWhite, palettes and CIELAB need the general path.
     if (![PHOTOMETRIC.minIsBlack, PHOTOMETRIC.rgb, PHOTOMETRIC.ycbcr].includes(stored.photometric as 1 | 2 | 6)) return null;
-    const pixels = stored.compression === COMPRESSION_JPEG ? await this.decodeJpegTile(level, col, row) : await this.decodeZipTile(level, col, row);
+    const pixels = stored.compression === COMPRESSION_JPEG ? await this.decodeJpegTile(level, col, row) : await this.decodeStoredEightBit(level, col, row);
     if (!pixels) return null;
     const width = Math.min(stored.tileWidth, stored.width - col * stored.tileWidth);
     const height = Math.min(stored.tileHeight, stored.height - row * stored.tileHeight);
@@ -195,30 +191,23 @@ export class TiffSource implements ImageSource {
   }
 
   /**
-   * Deflate or uncompressed 8-bit tiles, unpacked here: zlib is much cheaper than a libvips
-   * pipeline per tile. Alpha and other extra bands are dropped, as iipsrv does for JPEG output.
+   * 8-bit tiles in the compressions decoded here (deflate, LZW, PackBits, none): zlib is much
+   * cheaper than a libvips pipeline per tile. Alpha and other extra bands are dropped, as iipsrv
+   * does for JPEG output.
    */
-  private async decodeZipTile(level: number, col: number, row: number): Promise<RawPixels | null> {
+  private async decodeStoredEightBit(level: number, col: number, row: number): Promise<RawPixels | null> {
     const stored = this.tiff.info.levels[level]!;
-    const compressed = stored.compression !== COMPRESSION_NONE;
-    if (compressed && !DEFLATE.has(stored.compression)) return null;
-    if (stored.predictor !== 1 && stored.predictor !== 2) return null;
-    const samples = stored.samplesPerPixel;
-    if (samples < 1 || samples > 4) return null;
-    const channels: 1 | 3 = samples >= 3 ? 3 : 1;
-    const bytes = await this.readTileBytes(level, col, row);
-    const rowBytes = stored.tileWidth * samples;
-    const size = rowBytes * stored.tileHeight;
-    let data: Buffer;
+    if (!nativelyDecodable(stored) || stored.samplesPerPixel > 4) return null;
+    let tile;
     try {
-      data = compressed ? await inflateAsync(bytes) : bytes;
+      tile = await decodeStoredTile(await this.readTileBytes(level, col, row), stored, this.tiff.info.littleEndian, stored.tileHeight);
     } catch {
+      // Let the general decoder have a go (and report the damage if it fails too).
       return null;
     }
-    if (data.length < size) return null;
-    if (stored.predictor === 2) undoHorizontalDifferencing(data, rowBytes, stored.tileHeight, samples);
-    if (samples !== channels) data = firstBands(data, stored.tileWidth * stored.tileHeight, samples, channels);
-    return { data, width: stored.tileWidth, height: stored.tileHeight, channels, stride: stored.tileWidth * channels };
+    const bands = firstBands({ data: tile.data, width: tile.width, height: tile.height, channels: stored.samplesPerPixel });
+    if (!bands) return null;
+    return { data: bands.data, width: tile.width, height: tile.height, channels: bands.channels, stride: tile.width * bands.channels };
   }
 
   async decode(level: number, rect: Rect): Promise<Sharp> {
@@ -340,37 +329,4 @@ export class TiffSource implements ImageSource {
   close(): Promise<void> {
     return this.tiff.close();
   }
-}
-
-/** TIFF predictor 2 on 8-bit samples: each sample was stored as the difference to its left neighbour. */
-function undoHorizontalDifferencing(data: Buffer, rowBytes: number, rows: number, samples: number): void {
-  for (let y = 0; y < rows; y++) {
-    const start = y * rowBytes;
-    const end = start + rowBytes;
-    if (samples === 3) {
-      // The common case, with the running sums in locals: twice as fast as the general loop.
-      let r = data[start]!;
-      let g = data[start + 1]!;
-      let b = data[start + 2]!;
-      for (let i = start + 3; i < end; i += 3) {
-        r = (r + data[i]!) & 0xff;
-        g = (g + data[i + 1]!) & 0xff;
-        b = (b + data[i + 2]!) & 0xff;
-        data[i] = r;
-        data[i + 1] = g;
-        data[i + 2] = b;
-      }
-    } else {
-      for (let i = start + samples; i < end; i++) data[i] = (data[i]! + data[i - samples]!) & 0xff;
-    }
-  }
-}
-
-/** The first `channels` of every `samples`-band pixel. */
-function firstBands(data: Buffer, pixels: number, samples: number, channels: number): Buffer {
-  const out = Buffer.allocUnsafe(pixels * channels);
-  for (let p = 0, i = 0, o = 0; p < pixels; p++, i += samples) {
-    for (let c = 0; c < channels; c++) out[o++] = data[i + c]!;
-  }
-  return out;
 }
