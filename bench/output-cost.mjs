@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import { loadConfig } from '../dist/config.js';
 import { embedInJpeg } from '../dist/engine/codecs/embed.js';
 import { Engine } from '../dist/engine/engine.js';
-import { Watermark } from '../dist/engine/watermark.js';
+import { Watermark } from '../dist/engine/output/watermark.js';
 import { silentLog } from '../dist/log.js';
 import { createRouter } from '../dist/router.js';
 

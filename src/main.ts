@@ -85,7 +85,7 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
   for (const warning of config.warnings) log.warn({}, warning);
   if (config.watermark) {
     // Loaded only to check it (the primary serves nothing and otherwise never loads libvips).
-    const { Watermark } = await import('./engine/watermark.js');
+    const { Watermark } = await import('./engine/output/watermark.js');
     await Watermark.load(config.watermark).catch((error: Error) => {
       const message = `${error.message}; serving without a watermark`;
       log.warn({}, message);

@@ -5,8 +5,8 @@
  */
 import { FileError, InvalidArgumentError, NotImplementedError, ServerFailureError } from './errors.js';
 import { runIip } from './protocols/iip/index.js';
-import type { ProtocolContext } from './protocols/iip/session.js';
-import { mapUri } from './protocols/uri-map.js';
+import type { ProtocolContext } from './protocols/shared/session.js';
+import { mapUri } from './protocols/shared/uri-map.js';
 import { type HeaderList, type IipRequest, type IipResponse, type RequestHandler } from './request.js';
 import { SERVER_NAME, VERSION } from './version.js';
 

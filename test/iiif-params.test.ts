@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidArgumentError, NotImplementedError } from '../src/errors.ts';
-import type { LevelSize, Rect } from '../src/engine/view.ts';
+import type { LevelSize, Rect } from '../src/engine/geometry.ts';
 import { infoContentType, tileOnGrid } from '../src/protocols/iiif/index.ts';
 import { scaleFactors } from '../src/protocols/iiif/info.ts';
 import {

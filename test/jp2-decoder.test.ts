@@ -12,7 +12,7 @@ import { FileError, NotImplementedError, ServerFailureError } from '../src/error
 import { Jp2Decoder, decoderOutputDir, HELPER_BINARY } from '../src/engine/jp2/decoder.ts';
 import { DecodedLevelCache } from '../src/engine/jp2/level-cache.ts';
 import { DecodeError, ProcessPool } from '../src/engine/jp2/process-pool.ts';
-import { Jp2Source } from '../src/engine/jp2-source.ts';
+import { Jp2Source } from '../src/engine/jp2/jp2-source.ts';
 import { tempDir } from './helpers/daemon.ts';
 import { expectedRect, JP2_SKIP, makeJp2, testImage } from './helpers/jp2.ts';
 

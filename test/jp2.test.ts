@@ -13,7 +13,7 @@ import sharp from 'sharp';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { decoderOutputDir } from '../src/engine/jp2/decoder.ts';
-import { effectiveLayers } from '../src/engine/jp2-source.ts';
+import { effectiveLayers } from '../src/engine/jp2/jp2-source.ts';
 import { readJp2Header } from '../src/engine/jp2/header.ts';
 import { open } from 'node:fs/promises';
 import { silentLog } from '../src/log.ts';

@@ -14,7 +14,7 @@ import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
-import { TiffSource } from '../src/engine/tiff-source.ts';
+import { TiffSource } from '../src/engine/tiff/tiff-source.ts';
 import { silentLog } from '../src/log.ts';
 import { createRouter } from '../src/router.ts';
 import { tempDir, which } from './helpers/daemon.ts';

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import sharp, { type TiffOptions } from 'sharp';
 import { TiffFile, TiffFormatError, Tag, FieldType } from '../src/engine/tiff/index.ts';
 import { readHeader, readIfd } from '../src/engine/tiff/ifd.ts';
-import { FileSource } from '../src/engine/tiff/source.ts';
+import { FileSource } from '../src/engine/tiff/positioned-file.ts';
 import { fixtureDir } from './helpers/daemon.ts';
 import { seededRandom } from './helpers/random.ts';
 

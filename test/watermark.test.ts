@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
-import { Watermark } from '../src/engine/watermark.ts';
+import { Watermark } from '../src/engine/output/watermark.ts';
 import { silentLog } from '../src/log.ts';
 import type { IipResponse } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';

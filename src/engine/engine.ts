@@ -9,26 +9,26 @@ import sharp, { type KernelEnum, type Sharp } from 'sharp';
 import { FileError, InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
-import { decoding } from './decode-errors.js';
+import { decoding } from './codecs/libvips-errors.js';
 import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
-import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './processing.js';
-import { imageHistogram, stretchRange } from './histogram.js';
-import { applyOutputSteps, hasOutputSteps } from './output-steps.js';
-import { DEFAULT_ENCODER_SETTINGS, embedMetadata, encodeImage, keepsSixteenBits, type EncodeOptions, type EncoderSettings, type OutputFormat, type RequestedQuality } from './encoders.js';
+import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './pixels/processing.js';
+import { imageHistogram, stretchRange } from './pixels/histogram.js';
+import { applyOutputSteps, hasOutputSteps } from './pixels/output-steps.js';
+import { DEFAULT_ENCODER_SETTINGS, embedMetadata, encodeImage, keepsSixteenBits, type EncodeOptions, type EncoderSettings, type OutputFormat, type RequestedQuality } from './output/encoders.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
-import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileStat } from './image-file.js';
-import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
-import { SequenceFinder, viewFileName, viewPath, type ImageSequence } from './image-sequence.js';
-import { firstBands, labToSrgb } from './pixel-types.js';
+import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileStat } from './files/image-file.js';
+import { resolveImagePath, UnsafePathError, type ImagePathRules } from './files/image-path.js';
+import { SequenceFinder, viewFileName, viewPath, type ImageSequence } from './files/image-sequence.js';
+import { firstBands, labToSrgb } from './pixels/pixel-types.js';
 import type { DecodeOptions, ImageDescription, ImageSource } from './source.js';
-import { streamTile, type StreamTile } from './stream-tile.js';
-import { TiffSource } from './tiff-source.js';
-import { Jp2Source } from './jp2-source.js';
+import { streamTile, type StreamTile } from './output/stream-tile.js';
+import { TiffSource } from './tiff/tiff-source.js';
+import { Jp2Source } from './jp2/jp2-source.js';
 import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
 import { DecodedLevelCache } from './jp2/level-cache.js';
-import { tileRect, type Rect, type RegionPlan } from './view.js';
-import { markPipeline, type Watermark } from './watermark.js';
+import { tileRect, type Rect, type RegionPlan } from './geometry.js';
+import { markPipeline, type Watermark } from './output/watermark.js';
 
 export interface EngineOptions {
   paths: ImagePathRules;
@@ -69,7 +69,7 @@ export interface OpenImage {
 /** What the open-file cache keeps of a parsed file. */
 type OpenFile = Pick<OpenImage, 'file' | 'source'>;
 
-export type { OutputFormat } from './encoders.js';
+export type { OutputFormat } from './output/encoders.js';
 
 export interface TileRequest {
   level: number;

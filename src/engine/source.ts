@@ -6,9 +6,9 @@
  */
 import type { Sharp } from 'sharp';
 import type { RawPixels } from './codecs/jpeg.js';
-import type { ImageFormat } from './image-file.js';
-import type { Samples } from './processing.js';
-import type { LevelSize, Rect } from './view.js';
+import type { ImageFormat } from './files/image-file.js';
+import type { Samples } from './pixels/processing.js';
+import type { LevelSize, Rect } from './geometry.js';
 
 export type SampleFormat = 'uint' | 'int' | 'float';
 

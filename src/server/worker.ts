@@ -8,7 +8,7 @@ import type { ListenTarget } from '../cli.js';
 import type { Config } from '../config.js';
 import { MemcachedTier } from '../engine/cache/memcached.js';
 import { Engine } from '../engine/engine.js';
-import { Watermark } from '../engine/watermark.js';
+import { Watermark } from '../engine/output/watermark.js';
 import type { Log } from '../log.js';
 import { createRouter } from '../router.js';
 import { engineOptionsFor } from './engine-options.js';

@@ -6,7 +6,7 @@
  */
 import { TiffFormatError } from './errors.js';
 import { FieldType, fieldTypeSize, tagName } from './tags.js';
-import type { FileSource } from './source.js';
+import type { FileSource } from './positioned-file.js';
 
 export interface TiffHeader {
   littleEndian: boolean;

@@ -6,7 +6,7 @@
  */
 import { TiffFormatError } from './errors.js';
 import { Ifd, isUnsignedIntegerType, readIfd, type IfdEntry, type TiffHeader } from './ifd.js';
-import type { FileSource } from './source.js';
+import type { FileSource } from './positioned-file.js';
 import { Tag, tagName } from './tags.js';
 import type { TiffLevel } from './types.js';
 

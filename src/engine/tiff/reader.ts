@@ -2,7 +2,7 @@
 import { TiffFormatError } from './errors.js';
 import { NumberArray, readHeader, type Ifd, type TiffHeader } from './ifd.js';
 import { discoverPyramid, type ArrayRef, type Directory, type LevelLayout } from './pyramid.js';
-import { FileSource } from './source.js';
+import { FileSource } from './positioned-file.js';
 import { FieldType, fieldTypeSize, Tag, tagName } from './tags.js';
 import type { TextTagName, TiffInfo } from './types.js';
 

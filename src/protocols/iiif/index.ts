@@ -6,15 +6,15 @@
  * region export.
  */
 import { FileError, InvalidArgumentError } from '../../errors.js';
-import { tileGrid, tileRect, planExactRegion, type LevelSize, type Rect } from '../../engine/view.js';
-import { decodeImageName } from '../../engine/image-path.js';
-import { CONTENT_TYPES, type OutputFormat } from '../../engine/encoders.js';
+import { tileGrid, tileRect, planExactRegion, type LevelSize, type Rect } from '../../engine/geometry.js';
+import { decodeImageName } from '../../engine/files/image-path.js';
+import { CONTENT_TYPES, type OutputFormat } from '../../engine/output/encoders.js';
 import type { ColourMode } from '../../engine/engine.js';
-import { STRETCH, type Processing } from '../../engine/processing.js';
+import { STRETCH, type Processing } from '../../engine/pixels/processing.js';
 import type { HeaderList, IipRequest } from '../../request.js';
 import { selectImage } from '../iip/fif.js';
 import { imageResponse } from '../iip/responses.js';
-import type { IipSession } from '../iip/session.js';
+import type { IipSession } from '../shared/session.js';
 import { CONTEXTS, PROFILES, infoDocument, scaleFactors } from './info.js';
 import {
   parseQualityFormat,

@@ -4,7 +4,7 @@
  * of the pyramid, the limits (MAX_CVT, ALLOW_UPSCALING) and the optional features we support.
  */
 import type { ImageDescription } from '../../engine/source.js';
-import type { LevelSize } from '../../engine/view.js';
+import type { LevelSize } from '../../engine/geometry.js';
 import { EXTENSION_QUALITIES, type IiifVersion, type SizeLimits } from './params.js';
 
 export const CONTEXTS: Record<IiifVersion, string> = {

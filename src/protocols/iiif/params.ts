@@ -8,8 +8,8 @@
  */
 import { InvalidArgumentError, NotImplementedError } from '../../errors.js';
 import type { ColourMode } from '../../engine/engine.js';
-import type { OutputFormat } from '../../engine/encoders.js';
-import type { Rect } from '../../engine/view.js';
+import type { OutputFormat } from '../../engine/output/encoders.js';
+import type { Rect } from '../../engine/geometry.js';
 
 export type IiifVersion = 2 | 3;
 

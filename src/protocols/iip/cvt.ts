@@ -4,10 +4,10 @@
  */
 import path from 'node:path';
 import { IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
-import { CONTENT_TYPES, EXTENSIONS, type OutputFormat } from '../../engine/encoders.js';
-import { planRegion } from '../../engine/view.js';
+import { CONTENT_TYPES, EXTENSIONS, type OutputFormat } from '../../engine/output/encoders.js';
+import { planRegion } from '../../engine/geometry.js';
 import { imageResponse } from './responses.js';
-import type { IipSession } from './session.js';
+import type { IipSession } from '../shared/session.js';
 
 /** CVT's format names, as iipsrv 1.3 takes them. */
 const FORMATS: Record<string, OutputFormat> = {

@@ -2,10 +2,10 @@
  * FIF: choose the image the following commands act on. Also where If-Modified-Since is decided,
  * as in iipsrv, so that it applies to every protocol that names an image.
  */
-import { parseHttpDate } from '../http-dates.js';
-import { decodeImageName } from '../../engine/image-path.js';
-import { DEFAULT_VIEW } from '../../engine/image-sequence.js';
-import type { IipSession } from './session.js';
+import { parseHttpDate } from '../shared/http-dates.js';
+import { decodeImageName } from '../../engine/files/image-path.js';
+import { DEFAULT_VIEW } from '../../engine/files/image-sequence.js';
+import type { IipSession } from '../shared/session.js';
 
 /** @param name the decoded image name */
 export async function selectImage(session: IipSession, name: string): Promise<void> {

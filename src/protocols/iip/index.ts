@@ -6,8 +6,8 @@
 import type { IipRequest, IipResponse } from '../../request.js';
 import { IIP_ERROR, IipError } from '../../errors.js';
 import { iiif } from '../iiif/index.js';
-import { deepzoom } from '../tile-viewers/deepzoom.js';
-import { zoomify } from '../tile-viewers/zoomify.js';
+import { deepzoom } from '../deepzoom/index.js';
+import { zoomify } from '../zoomify/index.js';
 import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
@@ -17,7 +17,7 @@ import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
 import { bits, hei, lyr, qlt, rgn, rot, sds, wid } from './view-commands.js';
 import { cmp, cnt, cnv, col, ctw, gam, inv, minmax, shd } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
-import { IipSession, type ProtocolContext } from './session.js';
+import { IipSession, type ProtocolContext } from '../shared/session.js';
 
 export type IipCommand = (session: IipSession, argument: string) => void | Promise<void>;
 

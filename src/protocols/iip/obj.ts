@@ -4,8 +4,8 @@
  */
 import { IIP_ERROR, IipError } from '../../errors.js';
 import type { ImageDescription, ImageMetadata } from '../../engine/source.js';
-import type { IipSession } from './session.js';
-import { SINGLE_VIEW } from '../../engine/image-sequence.js';
+import type { IipSession } from '../shared/session.js';
+import { SINGLE_VIEW } from '../../engine/files/image-sequence.js';
 
 /** What iipsrv has always reported as its IIP server version; clients compare it, so keep it. */
 const IIP_SERVER_VERSION = '3.65';

@@ -4,11 +4,11 @@
  * (engine/processing.ts); these only fill the session's settings.
  */
 import { InvalidArgumentError } from '../../errors.js';
-import { KERNEL_PRESETS, MAX_KERNEL_SIDE, kernelSide } from '../../engine/convolution.js';
-import { STRETCH, type Colormap } from '../../engine/processing.js';
-import { decodeImageName } from '../../engine/image-path.js';
+import { KERNEL_PRESETS, MAX_KERNEL_SIDE, kernelSide } from '../../engine/pixels/convolution.js';
+import { STRETCH, type Colormap } from '../../engine/pixels/processing.js';
+import { decodeImageName } from '../../engine/files/image-path.js';
 import { atof, atoi } from './numbers.js';
-import type { IipSession } from './session.js';
+import type { IipSession } from '../shared/session.js';
 
 /** `MINMAX=channel:min,max`, the channel counted from 1 as in iipsrv 1.1. */
 export function minmax(session: IipSession, argument: string): void {

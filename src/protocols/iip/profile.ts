@@ -4,11 +4,11 @@
  * 1.3's format, whose band keys are quoted (1.1 left them bare, which is not JSON).
  */
 import { IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
-import { SINGLE_VIEW } from '../../engine/image-sequence.js';
-import { levelForResolution, type Rect } from '../../engine/view.js';
+import { SINGLE_VIEW } from '../../engine/files/image-sequence.js';
+import { levelForResolution, type Rect } from '../../engine/geometry.js';
 import { atoi, atoiChain, formatFixed } from './numbers.js';
 import { documentResponse } from './responses.js';
-import type { IipSession } from './session.js';
+import type { IipSession } from '../shared/session.js';
 
 interface Line {
   resolution: number;

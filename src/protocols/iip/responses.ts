@@ -6,8 +6,8 @@
  */
 import type { HeaderList, IipResponse } from '../../request.js';
 import type { IipError } from '../../errors.js';
-import { httpDate } from '../http-dates.js';
-import type { IipSession } from './session.js';
+import { httpDate } from '../shared/http-dates.js';
+import type { IipSession } from '../shared/session.js';
 
 export const IIP_CONTENT_TYPE = 'application/vnd.netfpx';
 

@@ -3,12 +3,12 @@
  * sequence, as iipsrv's XML. A single image is a sequence of one band, at wavelength 0.
  */
 import { IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
-import { SINGLE_VIEW } from '../../engine/image-sequence.js';
+import { SINGLE_VIEW } from '../../engine/files/image-sequence.js';
 import type { ImageDescription } from '../../engine/source.js';
-import { tileRect } from '../../engine/view.js';
+import { tileRect } from '../../engine/geometry.js';
 import { atoiChain, formatFixed } from './numbers.js';
 import { documentResponse } from './responses.js';
-import type { IipSession } from './session.js';
+import type { IipSession } from '../shared/session.js';
 import { addressTile } from './tiles.js';
 
 /**

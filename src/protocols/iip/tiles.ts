@@ -5,12 +5,12 @@
  */
 import { FileError, IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
 import type { OpenImage } from '../../engine/engine.js';
-import { CONTENT_TYPES, type OutputFormat } from '../../engine/encoders.js';
-import { NO_PROCESSING } from '../../engine/processing.js';
-import { levelForResolution, tileGrid } from '../../engine/view.js';
+import { CONTENT_TYPES, type OutputFormat } from '../../engine/output/encoders.js';
+import { NO_PROCESSING } from '../../engine/pixels/processing.js';
+import { levelForResolution, tileGrid } from '../../engine/geometry.js';
 import { atoi } from './numbers.js';
 import { imageResponse, IIP_CONTENT_TYPE } from './responses.js';
-import type { IipSession } from './session.js';
+import type { IipSession } from '../shared/session.js';
 
 interface TileAddress {
   level: number;

@@ -3,9 +3,9 @@
  * They only change the session; nothing is read until JTL, CVT or TIL.
  */
 import { InvalidArgumentError } from '../../errors.js';
-import type { TiffCompression } from '../../engine/encoders.js';
+import type { TiffCompression } from '../../engine/output/encoders.js';
 import { atof, atoi } from './numbers.js';
-import type { IipSession } from './session.js';
+import type { IipSession } from '../shared/session.js';
 
 const TIFF_CODECS: Record<string, TiffCompression> = { lzw: 'lzw', deflate: 'deflate', jpeg: 'jpeg', webp: 'webp', zstd: 'zstd' };
 

@@ -5,10 +5,10 @@
  * tile already.
  */
 import { InvalidArgumentError } from '../../errors.js';
-import { decodeImageName } from '../../engine/image-path.js';
+import { decodeImageName } from '../../engine/files/image-path.js';
 import { selectImage } from '../iip/fif.js';
-import type { IipSession } from '../iip/session.js';
-import { sendDescriptor, sendVirtualTile } from './virtual-tiles.js';
+import type { IipSession } from '../shared/session.js';
+import { sendDescriptor, sendVirtualTile } from '../shared/virtual-tiles.js';
 
 /** Tier sizes, smallest first, as Zoomify viewers derive them from the full size and tile size. */
 export function tiers(width: number, height: number, tileSize: number): Array<{ width: number; height: number }> {

@@ -4,15 +4,15 @@
  * only the tiles a rectangle touches, whatever their compression).
  */
 import sharp, { type Sharp } from 'sharp';
-import { FileError } from '../errors.js';
-import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
-import { decoding } from './decode-errors.js';
-import { firstBands } from './pixel-types.js';
-import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from './source.js';
-import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './tiff/index.js';
-import { decodeTile as decodeStoredTile, nativelyDecodable, type SampleArray } from './tiff/tile-decoder.js';
-import type { Samples } from './processing.js';
-import type { Rect } from './view.js';
+import { FileError } from '../../errors.js';
+import { jpegCodec, type RawPixels } from '../codecs/jpeg.js';
+import { decoding } from '../codecs/libvips-errors.js';
+import { firstBands } from '../pixels/pixel-types.js';
+import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from '../source.js';
+import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './index.js';
+import { decodeTile as decodeStoredTile, nativelyDecodable, type SampleArray } from './tile-decoder.js';
+import type { Samples } from '../pixels/processing.js';
+import type { Rect } from '../geometry.js';
 
 const COMPRESSION_JPEG = 7;
 const PHOTOMETRIC = { minIsWhite: 0, minIsBlack: 1, rgb: 2, palette: 3, ycbcr: 6, cielab: 8, icclab: 9, itulab: 10 } as const;

@@ -5,10 +5,10 @@
  * 1x1) is made by scaling the region down, where iipsrv 1.1 sent the smallest stored tile as it was.
  */
 import { FileError } from '../../errors.js';
-import { planExactRegion, virtualTile } from '../../engine/view.js';
-import { httpDate } from '../http-dates.js';
+import { planExactRegion, virtualTile } from '../../engine/geometry.js';
+import { httpDate } from './http-dates.js';
 import { imageResponse } from '../iip/responses.js';
-import type { IipSession } from '../iip/session.js';
+import type { IipSession } from './session.js';
 
 export async function sendVirtualTile(
   session: IipSession,

@@ -3,7 +3,7 @@
  * at encoding time. Such an error is the image's fault (404, as for a damaged tile we decode
  * ourselves), not the server's: told apart here by the libvips loader names in the message.
  */
-import { FileError, IipError, InvalidArgumentError, NotImplementedError, ServerFailureError } from '../errors.js';
+import { FileError, IipError, InvalidArgumentError, NotImplementedError, ServerFailureError } from '../../errors.js';
 
 /** `tiff2vips:`, `jpeg2vips:` ... (loaders), `VipsJpeg:` (libjpeg), libtiff's `TIFFReadTile:` ... */
 const LOADER_FAILURE = /(?:^|\n)(?:[a-z0-9]+2vips|VipsJpeg|VipsForeignLoad\w*|TIFF\w+):/;

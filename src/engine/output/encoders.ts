@@ -4,8 +4,8 @@
  * JPEG gets grey or RGB (alpha dropped, never composited), the other formats keep alpha.
  */
 import sharp, { type Sharp } from 'sharp';
-import { EmbedError, embedInJpeg, embedInPng, embedInTiff, embedInWebp } from './codecs/embed.js';
-import { jpegCodec } from './codecs/jpeg.js';
+import { EmbedError, embedInJpeg, embedInPng, embedInTiff, embedInWebp } from '../codecs/embed.js';
+import { jpegCodec } from '../codecs/jpeg.js';
 
 export type OutputFormat = 'jpeg' | 'png' | 'webp' | 'avif' | 'tiff';
 

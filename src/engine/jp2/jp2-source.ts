@@ -10,16 +10,16 @@
  */
 import { open } from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
-import { FileError, NotImplementedError, ServerFailureError } from '../errors.js';
-import type { RawPixels } from './codecs/jpeg.js';
-import { Jp2Decoder, type DecodeArea } from './jp2/decoder.js';
-import { Jp2FormatError, readJp2Header, type Jp2Header } from './jp2/header.js';
-import { DecodedLevelCache } from './jp2/level-cache.js';
-import type { DecodedPixels } from './jp2/pnm.js';
-import { DecodeError } from './jp2/process-pool.js';
-import type { Samples } from './processing.js';
-import type { ColourSpace, DecodeOptions, ImageDescription, ImageSource } from './source.js';
-import { tileRect, type LevelSize, type Rect } from './view.js';
+import { FileError, NotImplementedError, ServerFailureError } from '../../errors.js';
+import type { RawPixels } from '../codecs/jpeg.js';
+import { Jp2Decoder, type DecodeArea } from './decoder.js';
+import { Jp2FormatError, readJp2Header, type Jp2Header } from './header.js';
+import { DecodedLevelCache } from './level-cache.js';
+import type { DecodedPixels } from './pnm.js';
+import { DecodeError } from './process-pool.js';
+import type { Samples } from '../pixels/processing.js';
+import type { ColourSpace, DecodeOptions, ImageDescription, ImageSource } from '../source.js';
+import { tileRect, type LevelSize, type Rect } from '../geometry.js';
 
 export const JP2_TILE_SIZE = 256;
 /** A level this small is decoded whole once and its tiles cut from it. */

@@ -4,13 +4,13 @@
  */
 import type { Config } from '../../config.js';
 import type { Engine, OpenImage, TileRequest } from '../../engine/engine.js';
-import { FULL_VIEWPORT, type Viewport } from '../../engine/view.js';
-import { NO_PROCESSING, isIdentity, type Processing } from '../../engine/processing.js';
+import { FULL_VIEWPORT, type Viewport } from '../../engine/geometry.js';
+import { NO_PROCESSING, isIdentity, type Processing } from '../../engine/pixels/processing.js';
 import type { Log } from '../../log.js';
 import type { IipRequest, IipResponse } from '../../request.js';
 import { IipError, InvalidArgumentError } from '../../errors.js';
-import { DEFAULT_VIEW } from '../../engine/image-sequence.js';
-import { keepsSixteenBits, type OutputFormat, type RequestedQuality, type TiffCompression } from '../../engine/encoders.js';
+import { DEFAULT_VIEW } from '../../engine/files/image-sequence.js';
+import { keepsSixteenBits, type OutputFormat, type RequestedQuality, type TiffCompression } from '../../engine/output/encoders.js';
 
 export interface ProtocolContext {
   config: Config;

@@ -6,9 +6,9 @@
  * OBJ=Colorspace). Everything else is the JPEG tile JTL would send.
  */
 import sharp from 'sharp';
-import { jpegCodec } from './codecs/jpeg.js';
-import type { ImageSource } from './source.js';
-import { tileRect } from './view.js';
+import { jpegCodec } from '../codecs/jpeg.js';
+import type { ImageSource } from '../source.js';
+import { tileRect } from '../geometry.js';
 
 export interface StreamTile {
   /** TIL's compression field: 0 raw, 2 JPEG, 3 raw 16-bit. */

@@ -6,7 +6,7 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { FileError } from '../errors.js';
+import { FileError } from '../../errors.js';
 
 export interface ImageSequence {
   /** Absolute path up to the angles: directory + name + pattern. */

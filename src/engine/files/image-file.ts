@@ -4,7 +4,7 @@
  * as iipsrv does, so that renaming a file never changes how it is read.
  */
 import { open, stat } from 'node:fs/promises';
-import { FileError, InvalidArgumentError } from '../errors.js';
+import { FileError, InvalidArgumentError } from '../../errors.js';
 
 export type ImageFormat = 'tiff' | 'jp2';
 

@@ -7,7 +7,7 @@
  * the start of the path or right after the front end's SCRIPT_NAME (Apache ScriptAlias, lighttpd
  * bin-path mounts), so every web server's way of forwarding works.
  */
-import type { UriMapping } from '../config.js';
+import type { UriMapping } from '../../config.js';
 
 const COMMAND_FOR_PROTOCOL = {
   iip: 'FIF',

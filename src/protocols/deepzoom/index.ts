@@ -4,10 +4,10 @@
  * below halves it (rounding up, as DeepZoom does) down to 1x1.
  */
 import { InvalidArgumentError } from '../../errors.js';
-import { decodeImageName } from '../../engine/image-path.js';
+import { decodeImageName } from '../../engine/files/image-path.js';
 import { selectImage } from '../iip/fif.js';
-import type { IipSession } from '../iip/session.js';
-import { sendDescriptor, sendVirtualTile } from './virtual-tiles.js';
+import type { IipSession } from '../shared/session.js';
+import { sendDescriptor, sendVirtualTile } from '../shared/virtual-tiles.js';
 
 /** The top DeepZoom level: the one at full size. */
 export function topLevel(width: number, height: number): number {
