@@ -9,7 +9,7 @@ import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
-import { NO_PROCESSING, process as processPixels } from '../src/engine/pixels/processing.ts';
+import { NO_PROCESSING, runPipeline as processPixels } from '../src/engine/pixels/processing.ts';
 import { silentLog } from '../src/log.ts';
 import { createRouter } from '../src/router.ts';
 import { tempDir } from './helpers/daemon.ts';

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import sharp, { type TiffOptions } from 'sharp';
 import { TiffFile, TiffFormatError, Tag, FieldType } from '../src/engine/tiff/index.ts';
 import { readHeader, readIfd } from '../src/engine/tiff/ifd.ts';
-import { FileSource } from '../src/engine/tiff/positioned-file.ts';
+import { PositionedFile } from '../src/engine/tiff/positioned-file.ts';
 import { fixtureDir } from './helpers/daemon.ts';
 import { seededRandom } from './helpers/random.ts';
 
@@ -325,7 +325,7 @@ describe('TiffFile: pyramids written by sharp', () => {
       return;
     }
     // tiffset writes the entries (BYTE, 3 values, inline) but not the values: patch them in place.
-    const source = await FileSource.open(path);
+    const source = await PositionedFile.open(path);
     const header = await readHeader(source);
     const ifd0 = await readIfd(source, header, header.firstIfd, 'IFD 0');
     await source.close();
@@ -462,7 +462,7 @@ describe('TiffFile: hand-made files', () => {
       await writeFile(path, handMade(le, big, extra));
 
       // field decoding
-      const source = await FileSource.open(path);
+      const source = await PositionedFile.open(path);
       const header = await readHeader(source);
       assert.deepEqual([header.littleEndian, header.bigTiff], [le, big]);
       const ifd0 = await readIfd(source, header, header.firstIfd, 'IFD 0');
@@ -594,7 +594,7 @@ describe('TiffFile: bad files reject with TiffFormatError', () => {
     await sharp({ create: { width: 4000, height: 3000, channels: 3, background: { r: 10, g: 20, b: 30 } } })
       .tiff(pyramid(256, 'jpeg'))
       .toFile(path);
-    const source = await FileSource.open(path);
+    const source = await PositionedFile.open(path);
     const header = await readHeader(source);
     const ifd0 = await readIfd(source, header, header.firstIfd, 'IFD 0');
     await source.close();

@@ -10,8 +10,8 @@ import { FileError, InvalidArgumentError, NotImplementedError } from '../errors.
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
 import { decoding } from './codecs/libvips-errors.js';
-import { jpegCodec, type RawPixels } from './codecs/jpeg.js';
-import { NO_PROCESSING, STRETCH, isIdentity, process as runPipeline, processingKey, type Processing, type Samples } from './pixels/processing.js';
+import { jpegCodec } from './codecs/jpeg.js';
+import { NO_PROCESSING, STRETCH, isIdentity, processingKey, runPipeline, type Processing } from './pixels/processing.js';
 import { imageHistogram, stretchRange } from './pixels/histogram.js';
 import { applyOutputSteps, hasOutputSteps } from './pixels/output-steps.js';
 import { DEFAULT_ENCODER_SETTINGS, embedMetadata, encodeImage, keepsSixteenBits, type EncodeOptions, type EncoderSettings, type OutputFormat, type RequestedQuality } from './output/encoders.js';
@@ -21,13 +21,14 @@ import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileSta
 import { resolveImagePath, UnsafePathError, type ImagePathRules } from './files/image-path.js';
 import { SequenceFinder, viewFileName, viewPath, type ImageSequence } from './files/image-sequence.js';
 import { firstBands, labToSrgb } from './pixels/pixel-types.js';
-import type { DecodeOptions, ImageDescription, ImageSource } from './source.js';
+import type { DecodeOptions, ImageDescription, ImageSource, RawPixels, Samples } from './source.js';
 import { streamTile, type StreamTile } from './output/stream-tile.js';
 import { TiffSource } from './tiff/tiff-source.js';
 import { Jp2Source } from './jp2/jp2-source.js';
 import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
 import { DecodedLevelCache } from './jp2/level-cache.js';
 import { tileRect, type Rect, type RegionPlan } from './geometry.js';
+import { Slots } from './slots.js';
 import { markPipeline, type Watermark } from './output/watermark.js';
 
 export interface EngineOptions {
@@ -402,14 +403,9 @@ export class Engine {
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
-    await this.regionSlots.acquire();
-    try {
-      const bytes = await decoding(image.name, () => this.renderRegion(image, plan, output));
-      this.cache.set(key, bytes);
-      return bytes;
-    } finally {
-      this.regionSlots.release();
-    }
+    const bytes = await this.regionSlots.run(() => decoding(image.name, () => this.renderRegion(image, plan, output)));
+    this.cache.set(key, bytes);
+    return bytes;
   }
 
   private async renderRegion(image: OpenImage, plan: RegionPlan, output: RegionOutput): Promise<Buffer> {
@@ -606,30 +602,6 @@ function plainEightBit(d: ImageDescription): boolean {
 function assertRenderable(image: OpenImage): void {
   const d = image.source.description;
   if (d.undecodable) throw new NotImplementedError(`${image.name}: ${d.undecodable}`);
-}
-
-/** A counting semaphore: at most `size` holders, the others wait in order. */
-class Slots {
-  private free: number;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(size: number) {
-    this.free = size;
-  }
-
-  acquire(): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.waiting.push(resolve));
-  }
-
-  release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.free++;
-  }
 }
 
 /** Empties libvips' cache of opened files and operations, keeping its limits. */

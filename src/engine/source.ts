@@ -5,10 +5,29 @@
  * are described, and decoders say what they return.
  */
 import type { Sharp } from 'sharp';
-import type { RawPixels } from './codecs/jpeg.js';
-import type { ImageFormat } from './files/image-file.js';
-import type { Samples } from './pixels/processing.js';
 import type { LevelSize, Rect } from './geometry.js';
+
+/** The file formats a source reads, told apart by their first bytes. */
+export type ImageFormat = 'tiff' | 'jp2';
+
+/** Interleaved 8-bit samples, rows of `stride` bytes (at least width x channels). */
+export interface RawPixels {
+  data: Buffer;
+  width: number;
+  height: number;
+  /** 1 (grey) or 3 (RGB). */
+  channels: 1 | 3;
+  stride: number;
+}
+
+/** Samples of any type as stored, interleaved: what iipsrv's processing pipeline works on. */
+export interface Samples {
+  /** Interleaved samples: Uint8Array, Uint16Array, Float32Array ... */
+  data: ArrayLike<number>;
+  width: number;
+  height: number;
+  channels: number;
+}
 
 export type SampleFormat = 'uint' | 'int' | 'float';
 

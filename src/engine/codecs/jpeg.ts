@@ -8,16 +8,7 @@
  */
 import { createRequire } from 'node:module';
 import type * as JpegTurbo from '@julusian/jpeg-turbo';
-
-/** Interleaved 8-bit samples, rows of `stride` bytes (at least width x channels). */
-export interface RawPixels {
-  data: Buffer;
-  width: number;
-  height: number;
-  /** 1 (grey) or 3 (RGB). */
-  channels: 1 | 3;
-  stride: number;
-}
+import type { RawPixels } from '../source.js';
 
 export interface JpegCodec {
   decode(jpeg: Buffer, channels: 1 | 3): Promise<RawPixels>;

@@ -5,8 +5,8 @@
  */
 import { open, stat } from 'node:fs/promises';
 import { FileError, InvalidArgumentError } from '../../errors.js';
+import type { ImageFormat } from '../source.js';
 
-export type ImageFormat = 'tiff' | 'jp2';
 
 export interface ImageFileInfo {
   /** Absolute path on disk; never shown to clients. */

@@ -18,25 +18,10 @@ import { readFile, stat, unlink } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { DecodeArea } from './decode-area.js';
 import { HelperPool, HelperUnsupported } from './helper.js';
 import { parsePnm, type DecodedPixels } from './pnm.js';
 import { DecodeError, ProcessPool } from './process-pool.js';
-
-export interface DecodeArea {
-  /** Resolutions discarded from the top (0 = full resolution). */
-  reduce: number;
-  /** Quality layers decoded (1 .. all). */
-  layers: number;
-  /** On the full-resolution reference grid: x0 <= x < x1, y0 <= y < y1. */
-  x0: number;
-  y0: number;
-  x1: number;
-  y1: number;
-  /** What the area decodes to, to bound the output. */
-  width: number;
-  height: number;
-  channels: number;
-}
 
 export interface Jp2DecoderOptions {
   command?: string;

@@ -6,7 +6,7 @@
  * Idle helpers do not keep the server alive, and end by themselves when it goes (end of input).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { DecodeArea } from './decoder.js';
+import type { DecodeArea } from './decode-area.js';
 import type { DecodedPixels } from './pnm.js';
 import { DecodeError } from './process-pool.js';
 

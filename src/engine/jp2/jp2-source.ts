@@ -11,14 +11,13 @@
 import { open } from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
 import { FileError, NotImplementedError, ServerFailureError } from '../../errors.js';
-import type { RawPixels } from '../codecs/jpeg.js';
-import { Jp2Decoder, type DecodeArea } from './decoder.js';
+import type { DecodeArea } from './decode-area.js';
+import { Jp2Decoder } from './decoder.js';
 import { Jp2FormatError, readJp2Header, type Jp2Header } from './header.js';
 import { DecodedLevelCache } from './level-cache.js';
 import type { DecodedPixels } from './pnm.js';
 import { DecodeError } from './process-pool.js';
-import type { Samples } from '../pixels/processing.js';
-import type { ColourSpace, DecodeOptions, ImageDescription, ImageSource } from '../source.js';
+import type { ColourSpace, DecodeOptions, ImageDescription, ImageSource, RawPixels, Samples } from '../source.js';
 import { tileRect, type LevelSize, type Rect } from '../geometry.js';
 
 export const JP2_TILE_SIZE = 256;

@@ -3,7 +3,8 @@
  * cores only adds memory and context switches), each killed when it outlives its time or writes
  * more than it may, and always waited for, so that none is left behind as a zombie.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Slots } from '../slots.js';
 
 /** `failed`: the program said no (a damaged file); the others are the server's trouble. */
 export type DecodeFailure = 'failed' | 'timeout' | 'overflow' | 'unavailable';
@@ -25,28 +26,24 @@ export interface RunOptions {
 }
 
 export class ProcessPool {
-  private running = 0;
-  private readonly waiting: Array<() => void> = [];
-  private readonly children = new Set<import('node:child_process').ChildProcess>();
+  private readonly slots: Slots;
+  private readonly children = new Set<ChildProcess>();
 
-  constructor(readonly size: number) {}
+  constructor(readonly size: number) {
+    this.slots = new Slots(size);
+  }
 
   /** Children running now (for tests and statistics). */
   get active(): number {
-    return this.running;
+    return this.slots.held;
   }
 
   /**
    * The child's standard output once it exits with status 0.
    * @throws DecodeError when it fails, times out or writes too much (with its error output)
    */
-  async run(command: string, args: string[], options: RunOptions): Promise<Buffer> {
-    await this.acquire();
-    try {
-      return await this.spawnOne(command, args, options);
-    } finally {
-      this.release();
-    }
+  run(command: string, args: string[], options: RunOptions): Promise<Buffer> {
+    return this.slots.run(() => this.spawnOne(command, args, options));
   }
 
   private spawnOne(command: string, args: string[], options: RunOptions): Promise<Buffer> {
@@ -89,19 +86,5 @@ export class ProcessPool {
   /** Kills every child still running (shutdown). */
   killAll(): void {
     for (const child of this.children) child.kill('SIGKILL');
-  }
-
-  private acquire(): Promise<void> {
-    if (this.running < this.size) {
-      this.running++;
-      return Promise.resolve();
-    }
-    return new Promise((resolve) => this.waiting.push(resolve));
-  }
-
-  private release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.running--;
   }
 }

@@ -6,7 +6,7 @@
  * follows iipsrv's single-precision floats (Math.fround) so that thresholds and tables land on the
  * same integers.
  */
-import type { Samples } from './processing.js';
+import type { Samples } from '../source.js';
 
 export const BINS = 256;
 

@@ -4,10 +4,9 @@
  * not for sources that are already bi-level), CNT=eq (every band through the equalisation table).
  * Mirroring and rotation follow in the engine.
  */
-import type { RawPixels } from '../codecs/jpeg.js';
 import { equalisationTable, otsuThreshold } from './histogram.js';
 import { toGrey, type Processing } from './processing.js';
-import type { ColourSpace } from '../source.js';
+import type { ColourSpace, RawPixels } from '../source.js';
 
 /** Whether any of these steps is asked for (and so the image histogram may be needed). */
 export function hasOutputSteps(p: Processing): boolean {

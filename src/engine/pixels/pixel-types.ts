@@ -4,7 +4,7 @@
  * Signed integers stay signed (Int8Array ...): iipsrv reads their bits as unsigned (§12.1), which
  * we do not copy.
  */
-import type { Samples } from './processing.js';
+import type { Samples } from '../source.js';
 
 /**
  * 8-bit samples cut to what iipsrv sends without processing: the first band of 1 or 2 (grey,

@@ -7,6 +7,7 @@
  */
 import { convolve } from './convolution.js';
 import { lightVector, shade } from './hillshade.js';
+import type { Samples } from '../source.js';
 
 export type Colormap = 'hot' | 'cold' | 'jet' | 'red' | 'green' | 'blue';
 
@@ -72,13 +73,6 @@ export function processingKey(p: Processing): string {
   return JSON.stringify([p.ranges, p.contrast, p.gamma, p.invert, p.colormap, p.twist, p.grey, p.binary, p.equalise, p.shade, p.convolution]);
 }
 
-export interface Samples {
-  /** Interleaved samples: Uint8Array, Uint16Array, Float32Array ... */
-  data: ArrayLike<number>;
-  width: number;
-  height: number;
-  channels: number;
-}
 
 /** The colour maps, from a normalised value to RGB in 0..1 (iipsrv's definitions). */
 function colour(map: Colormap, v: number, out: number[]): void {
@@ -124,7 +118,7 @@ function colour(map: Colormap, v: number, out: number[]): void {
  * @returns 8-bit interleaved samples with 1 or 3 channels (alpha and extra bands dropped, as
  * iipsrv flattens for JPEG output), or the colour map's 3
  */
-export function process(samples: Samples, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
+export function runPipeline(samples: Samples, minValues: number[], maxValues: number[], p: Processing): { data: Buffer; channels: 1 | 3 } {
   const { data } = samples;
   // Without a twist every output band depends on one input sample: integer data goes through a
   // table, built once per setting and reused by every tile (a pow() per sample costs 8x a tile).

@@ -6,7 +6,7 @@
  */
 import { TiffFormatError } from './errors.js';
 import { FieldType, fieldTypeSize, tagName } from './tags.js';
-import type { FileSource } from './positioned-file.js';
+import type { PositionedFile } from './positioned-file.js';
 
 export interface TiffHeader {
   littleEndian: boolean;
@@ -33,7 +33,7 @@ export const MAX_IFD_ENTRIES = 10000;
 /** Bytes read at a directory's offset: the entries and, usually, the out-of-line values written after them. */
 const IFD_CHUNK = 8192;
 
-export async function readHeader(source: FileSource): Promise<TiffHeader> {
+export async function readHeader(source: PositionedFile): Promise<TiffHeader> {
   if (source.size === 0) throw new TiffFormatError('not a TIFF file: the file is empty');
   const head = await source.read(0, Math.min(source.size, 16), 'TIFF header');
   const order = head.length >= 2 ? head.toString('latin1', 0, 2) : '';
@@ -186,7 +186,7 @@ export class Ifd {
    * Like {@link preload}, for tags that are nice to have (metadata): a value that cannot be read
    * (beyond the end of the file, absurd size) drops the tag, as libtiff ignores such tags with a warning.
    */
-  async preloadOptional(source: FileSource, tags: readonly number[]): Promise<void> {
+  async preloadOptional(source: PositionedFile, tags: readonly number[]): Promise<void> {
     await Promise.all(
       tags.map(async (tag) => {
         try {
@@ -211,7 +211,7 @@ export class Ifd {
   }
 
   /** Make the values of these tags (those present) available to the synchronous getters: one read each, in parallel. */
-  async preload(source: FileSource, tags: readonly number[]): Promise<void> {
+  async preload(source: PositionedFile, tags: readonly number[]): Promise<void> {
     const reads: Promise<void>[] = [];
     for (const tag of tags) {
       const entry = this.entries.get(tag);
@@ -260,7 +260,7 @@ export class Ifd {
 }
 
 /** Parse the directory at `offset`. */
-export async function readIfd(source: FileSource, header: TiffHeader, offset: number, what: string): Promise<Ifd> {
+export async function readIfd(source: PositionedFile, header: TiffHeader, offset: number, what: string): Promise<Ifd> {
   if (!Number.isSafeInteger(offset) || offset < header.headerSize) {
     throw new TiffFormatError(`corrupt TIFF: ${what} has an invalid offset (${offset})`);
   }

@@ -5,7 +5,7 @@ import { TiffFormatError } from './errors.js';
 /** Largest single read we allow (a tile, a tag value, an offsets array): Node's Buffer limit is 2-4 GiB. */
 export const MAX_READ = 0x7fff_ffff;
 
-export class FileSource {
+export class PositionedFile {
   private closed = false;
 
   private constructor(
@@ -13,12 +13,12 @@ export class FileSource {
     readonly size: number,
   ) {}
 
-  static async open(path: string): Promise<FileSource> {
+  static async open(path: string): Promise<PositionedFile> {
     const handle = await open(path, 'r');
     try {
       const stat = await handle.stat();
       if (!stat.isFile()) throw new TiffFormatError('not a regular file');
-      return new FileSource(handle, stat.size);
+      return new PositionedFile(handle, stat.size);
     } catch (error) {
       await handle.close().catch(() => undefined);
       throw error;

@@ -6,7 +6,7 @@
  */
 import { TiffFormatError } from './errors.js';
 import { Ifd, isUnsignedIntegerType, readIfd, type IfdEntry, type TiffHeader } from './ifd.js';
-import type { FileSource } from './positioned-file.js';
+import type { PositionedFile } from './positioned-file.js';
 import { Tag, tagName } from './tags.js';
 import type { TiffLevel } from './types.js';
 
@@ -72,7 +72,7 @@ export interface Pyramid {
 }
 
 async function describe(
-  source: FileSource, ifd: Ifd, page: number, subifd: number, what: string,
+  source: PositionedFile, ifd: Ifd, page: number, subifd: number, what: string,
   extraTags: readonly number[] = [], optionalTags: readonly number[] = [],
 ): Promise<Directory> {
   await Promise.all([
@@ -110,7 +110,7 @@ function corrupt(what: string, problem: string): TiffFormatError {
   return new TiffFormatError(`corrupt TIFF: ${what} ${problem}`);
 }
 
-function arrayRef(source: FileSource, d: Directory, tag: number, needed: number): ArrayRef {
+function arrayRef(source: PositionedFile, d: Directory, tag: number, needed: number): ArrayRef {
   const entry: IfdEntry | undefined = d.ifd.entry(tag);
   if (!entry) throw new TiffFormatError(`corrupt TIFF: ${d.what} has no ${tagName(tag)}`);
   if (!isUnsignedIntegerType(entry.type)) throw corrupt(d.what, `has ${tagName(tag)} of field type ${entry.type}`);
@@ -129,7 +129,7 @@ function arrayRef(source: FileSource, d: Directory, tag: number, needed: number)
 }
 
 /** Validate a directory chosen as a pyramid level and locate its tile arrays. */
-export function layoutLevel(source: FileSource, d: Directory): LevelLayout {
+export function layoutLevel(source: PositionedFile, d: Directory): LevelLayout {
   const { what } = d;
   if (!d.ifd.has(Tag.ImageWidth) || !d.ifd.has(Tag.ImageLength)) throw corrupt(what, 'has no ImageWidth/ImageLength');
   const valid = (n: number, max: number) => Number.isInteger(n) && n >= 1 && n <= max;
@@ -212,7 +212,7 @@ function isReduction(d: Directory, previous: Directory, first: Directory): boole
  * Read the directories and choose the pyramid levels.
  * @param firstTags extra tags of IFD 0 to preload (the caller's metadata; unreadable ones are dropped)
  */
-export async function discoverPyramid(source: FileSource, header: TiffHeader, firstTags: readonly number[]): Promise<Pyramid> {
+export async function discoverPyramid(source: PositionedFile, header: TiffHeader, firstTags: readonly number[]): Promise<Pyramid> {
   if (header.firstIfd === 0) throw new TiffFormatError('TIFF file has no image (no IFD)');
   const seen = new Set<number>([header.firstIfd]);
   const ifd0 = await readIfd(source, header, header.firstIfd, 'IFD 0');

@@ -2,7 +2,7 @@
 import { TiffFormatError } from './errors.js';
 import { NumberArray, readHeader, type Ifd, type TiffHeader } from './ifd.js';
 import { discoverPyramid, type ArrayRef, type Directory, type LevelLayout } from './pyramid.js';
-import { FileSource } from './positioned-file.js';
+import { PositionedFile } from './positioned-file.js';
 import { FieldType, fieldTypeSize, Tag, tagName } from './tags.js';
 import type { TextTagName, TiffInfo } from './types.js';
 
@@ -151,7 +151,7 @@ export class TiffFile {
   private readonly arrays: Array<Promise<TileArrays> | undefined>;
 
   private constructor(
-    private readonly source: FileSource,
+    private readonly source: PositionedFile,
     private readonly header: TiffHeader,
     private readonly layouts: LevelLayout[],
     first: Directory,
@@ -166,7 +166,7 @@ export class TiffFile {
    * fs error if it cannot be opened.
    */
   static async open(path: string): Promise<TiffFile> {
-    const source = await FileSource.open(path);
+    const source = await PositionedFile.open(path);
     try {
       const header = await readHeader(source);
       const { first, levels } = await discoverPyramid(source, header, INFO_TAGS);

@@ -5,13 +5,12 @@
  */
 import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../../errors.js';
-import { jpegCodec, type RawPixels } from '../codecs/jpeg.js';
+import { jpegCodec } from '../codecs/jpeg.js';
 import { decoding } from '../codecs/libvips-errors.js';
 import { firstBands } from '../pixels/pixel-types.js';
-import type { ImageDescription, ImageSource, ColourSpace, SampleFormat } from '../source.js';
+import type { ColourSpace, ImageDescription, ImageSource, RawPixels, SampleFormat, Samples } from '../source.js';
 import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './index.js';
-import { decodeTile as decodeStoredTile, nativelyDecodable, type SampleArray } from './tile-decoder.js';
-import type { Samples } from '../pixels/processing.js';
+import { unpackTile, nativelyUnpackable, type SampleArray } from './tile-unpacker.js';
 import type { Rect } from '../geometry.js';
 
 const COMPRESSION_JPEG = 7;
@@ -61,7 +60,7 @@ function undecodable(info: TiffInfo): string | null {
   if (level) return `TIFF compression ${COMPRESSION_NAMES[level.compression] ?? level.compression} is not supported`;
   // libvips reads these, except in tiled separate planes, which are left to our decoder.
   const sharpReads = sharpDecodesAsIipsrv(info);
-  const other = info.levels.find((l) => !nativelyDecodable(l) && !(sharpReads && l.planarConfig === 1));
+  const other = info.levels.find((l) => !nativelyUnpackable(l) && !(sharpReads && l.planarConfig === 1));
   if (!other) return null;
   const kind = `${info.bitsPerSample}-bit ${info.sampleFormat} ${colourSpaceOf(info)}`;
   const depths = info.sampleFormat === 'float' ? [32] : [1, 8, 16, 32];
@@ -197,10 +196,10 @@ export class TiffSource implements ImageSource {
    */
   private async decodeStoredEightBit(level: number, col: number, row: number): Promise<RawPixels | null> {
     const stored = this.tiff.info.levels[level]!;
-    if (!nativelyDecodable(stored) || stored.samplesPerPixel > 4) return null;
+    if (!nativelyUnpackable(stored) || stored.samplesPerPixel > 4) return null;
     let tile;
     try {
-      tile = await decodeStoredTile(await this.readTileBytes(level, col, row), stored, this.tiff.info.littleEndian, stored.tileHeight);
+      tile = await unpackTile(await this.readTileBytes(level, col, row), stored, this.tiff.info.littleEndian, stored.tileHeight);
     } catch {
       // Let the general decoder have a go (and report the damage if it fails too).
       return null;
@@ -213,7 +212,7 @@ export class TiffSource implements ImageSource {
   async decode(level: number, rect: Rect): Promise<Sharp> {
     const stored = this.tiff.info.levels[level]!;
     // libvips does not read tiled separate planes: decoded here, handed over raw.
-    if (stored.planarConfig === 2 && nativelyDecodable(stored)) {
+    if (stored.planarConfig === 2 && nativelyUnpackable(stored)) {
       const { data, width, height, channels } = await this.samples(level, rect);
       return sharp(data as Uint8Array | Uint16Array, { raw: { width, height, channels: channels as 1 | 2 | 3 | 4 } });
     }
@@ -222,7 +221,7 @@ export class TiffSource implements ImageSource {
 
   async samples(level: number, rect: Rect): Promise<Samples> {
     const stored = this.tiff.info.levels[level]!;
-    if (nativelyDecodable(stored)) return this.decodeSamples(level, stored, rect);
+    if (nativelyUnpackable(stored)) return this.decodeSamples(level, stored, rect);
     return this.sharpSamples(level, rect);
   }
 
@@ -242,7 +241,7 @@ export class TiffSource implements ImageSource {
           (async () => {
             // A strip is as long as the rows left in the image; a tile is always whole.
             const rows = stored.tiled ? tileHeight : Math.min(tileHeight, stored.height - row * tileHeight);
-            const tile = await this.decodeStoredTile(level, stored, col, row, rows);
+            const tile = await this.readTileSamples(level, stored, col, row, rows);
             const whole = rect.left === col * tileWidth && rect.top === row * tileHeight && rect.width === tileWidth && rect.height === rows;
             if (whole && firstCol === lastCol && firstRow === lastRow) {
               // A whole stored tile (most tile requests): its samples as they are.
@@ -269,7 +268,7 @@ export class TiffSource implements ImageSource {
   }
 
   /** One tile's samples, interleaved; separate planes (one tile each) are interleaved here. */
-  private async decodeStoredTile(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
+  private async readTileSamples(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
     try {
       return await this.decodePlanes(level, stored, col, row, rows);
     } catch (error) {
@@ -281,11 +280,11 @@ export class TiffSource implements ImageSource {
 
   private async decodePlanes(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
     const { littleEndian } = this.tiff.info;
-    if (stored.planarConfig === 1) return decodeStoredTile(await this.readTileBytes(level, col, row), stored, littleEndian, rows);
+    if (stored.planarConfig === 1) return unpackTile(await this.readTileBytes(level, col, row), stored, littleEndian, rows);
     const bands = stored.samplesPerPixel;
     const plane = { ...stored, samplesPerPixel: 1 };
     const planes = await Promise.all(
-      Array.from({ length: bands }, async (_, p) => (await decodeStoredTile(await this.readTileBytes(level, col, row, p), plane, littleEndian, rows)).data),
+      Array.from({ length: bands }, async (_, p) => (await unpackTile(await this.readTileBytes(level, col, row, p), plane, littleEndian, rows)).data),
     );
     const data = new (planes[0]!.constructor as new (n: number) => SampleArray)(planes[0]!.length * bands);
     planes.forEach((samples, p) => {

@@ -1,5 +1,5 @@
 /**
- * Decoding of one stored tile (or strip, or one plane's tile) to its samples exactly as stored: decompression (none,
+ * Unpacking of one stored tile (or strip, or one plane's tile) to its samples exactly as stored: decompression (none,
  * deflate, LZW, PackBits), the predictors, the file's byte order, and 1-bit data unpacked to
  * 0/255 (MinIsWhite inverted) as iipsrv does. Used for the pixel types libvips reinterprets
  * (signed, float as scRGB, 8-bit CIELAB it cannot read, multiband it expands or zeroes).
@@ -16,8 +16,8 @@ export type SampleArray = Uint8Array | Uint16Array | Uint32Array | Int8Array | I
 /** The compressions decoded here, by TIFF code. */
 export const NATIVE_COMPRESSIONS = new Set([1, 5, 8, 32946, 32773]);
 
-/** Can {@link decodeTile} read this level's tiles? */
-export function nativelyDecodable(level: TiffLevel): boolean {
+/** Can {@link unpackTile} read this level's tiles? */
+export function nativelyUnpackable(level: TiffLevel): boolean {
   if (!NATIVE_COMPRESSIONS.has(level.compression) || (level.planarConfig !== 1 && level.planarConfig !== 2)) return false;
   const bits = level.bitsPerSample;
   if (level.sampleFormat === 3) return bits === 32;
@@ -36,7 +36,7 @@ export interface DecodedTile {
  * @param bytes the stored bytes of the tile (empty for a sparse tile, which is zeros)
  * @param rows rows in this tile or strip (the last strip may be shorter)
  */
-export async function decodeTile(bytes: Buffer, level: TiffLevel, littleEndian: boolean, rows: number): Promise<DecodedTile> {
+export async function unpackTile(bytes: Buffer, level: TiffLevel, littleEndian: boolean, rows: number): Promise<DecodedTile> {
   const width = level.tileWidth;
   const samples = level.samplesPerPixel;
   const bits = level.bitsPerSample;
