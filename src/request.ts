@@ -1,10 +1,10 @@
 /**
  * The plain request and response objects that sit between the transports (FastCGI, HTTP) and
- * the protocols. Transports build an IipRequest from whatever their peer sent and write an
- * IipResponse back; nothing on the protocol side knows which transport is in use.
+ * the protocols. Transports build a PlainRequest from whatever their peer sent and write a
+ * PlainResponse back; nothing on the protocol side knows which transport is in use.
  */
 
-export interface IipRequest {
+export interface PlainRequest {
   /** Upper-case HTTP method (`GET`, `HEAD`, ...). */
   method: string;
   /** The raw query string, without the leading `?` and not URL-decoded (iipsrv decodes per command). */
@@ -29,7 +29,7 @@ export interface IipRequest {
 /** A header list keeps order and allows repeats, so that responses match iipsrv's byte for byte. */
 export type HeaderList = Array<[name: string, value: string]>;
 
-export interface IipResponse {
+export interface PlainResponse {
   status: number;
   headers: HeaderList;
   body: Buffer;
@@ -63,4 +63,4 @@ export function getHeader(headers: HeaderList, name: string): string | undefined
 }
 
 /** The signature every transport calls; it must never reject (errors become responses). */
-export type RequestHandler = (request: IipRequest) => Promise<IipResponse>;
+export type RequestHandler = (request: PlainRequest) => Promise<PlainResponse>;

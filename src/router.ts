@@ -4,10 +4,14 @@
  * response carries (Server, CORS, Content-Length). The router never throws.
  */
 import { FileError, InvalidArgumentError, NotImplementedError, ServerFailureError } from './errors.js';
+import { deepzoom } from './protocols/deepzoom/index.js';
+import { iiif } from './protocols/iiif/index.js';
 import { runIip } from './protocols/iip/index.js';
-import type { ProtocolContext } from './protocols/shared/session.js';
+import type { ProtocolContext } from './protocols/shared/context.js';
+import type { Command } from './protocols/shared/session.js';
+import { zoomify } from './protocols/zoomify/index.js';
 import { mapUri } from './protocols/shared/uri-map.js';
-import { type HeaderList, type IipRequest, type IipResponse, type RequestHandler } from './request.js';
+import { type HeaderList, type PlainRequest, type PlainResponse, type RequestHandler } from './request.js';
 import { SERVER_NAME, VERSION } from './version.js';
 
 const CORS_METHODS = 'GET, HEAD, POST, OPTIONS';
@@ -24,7 +28,7 @@ function corsHeaders(origin: string): HeaderList {
   ];
 }
 
-function textResponse(status: number, message: string): IipResponse {
+function textResponse(status: number, message: string): PlainResponse {
   return {
     status,
     headers: [
@@ -35,7 +39,7 @@ function textResponse(status: number, message: string): IipResponse {
   };
 }
 
-function bannerResponse(): IipResponse {
+function bannerResponse(): PlainResponse {
   const html =
     '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"/><title>iipsrv-ts</title></head>' +
     '<body style="font-family:sans-serif;margin:4em"><h1>iipsrv-ts</h1>' +
@@ -57,14 +61,20 @@ function hasBody(status: number): boolean {
   return status !== 204 && status !== 304 && !(status >= 100 && status < 200);
 }
 
-export function requestString(request: IipRequest, context: ProtocolContext): string {
+/**
+ * IIP is the command language that carries the other protocols (as in iipsrv): `IIIF=`,
+ * `DeepZoom=` and `Zoomify=` are commands of the same string, and URI_MAP turns a path into one.
+ */
+const PROTOCOL_COMMANDS: Readonly<Record<string, Command>> = { iiif, deepzoom, zoomify };
+
+export function requestString(request: PlainRequest, context: ProtocolContext): string {
   return mapUri(request.path, request.scriptName, request.query, context.config.uriMap) ?? request.query;
 }
 
 export function createRouter(context: ProtocolContext): RequestHandler {
   const { config, log } = context;
 
-  async function dispatch(request: IipRequest): Promise<IipResponse> {
+  async function dispatch(request: PlainRequest): Promise<PlainResponse> {
     switch (request.method) {
       case 'GET':
       case 'HEAD':
@@ -86,7 +96,7 @@ export function createRouter(context: ProtocolContext): RequestHandler {
     const commands = requestString(request, context);
     if (commands === '') return bannerResponse();
     try {
-      return await runIip(commands, request, context);
+      return await runIip(commands, request, context, PROTOCOL_COMMANDS);
     } catch (error) {
       if (error instanceof FileError) return textResponse(404, error.message);
       if (error instanceof InvalidArgumentError) return textResponse(400, error.message);
@@ -101,9 +111,9 @@ export function createRouter(context: ProtocolContext): RequestHandler {
     }
   }
 
-  return async function handle(request: IipRequest): Promise<IipResponse> {
+  return async function handle(request: PlainRequest): Promise<PlainResponse> {
     const started = process.hrtime.bigint();
-    let response: IipResponse;
+    let response: PlainResponse;
     try {
       response = await dispatch(request);
     } catch (error) {
@@ -115,7 +125,7 @@ export function createRouter(context: ProtocolContext): RequestHandler {
     // Every response, images and errors alike (iipsrv 1.1 leaves CORS off images).
     if (config.cors !== '') headers.push(...corsHeaders(config.cors));
     if (hasBody(response.status)) headers.push(['Content-Length', String(response.body.length)]);
-    const finished: IipResponse = { status: response.status, headers, body: hasBody(response.status) ? response.body : Buffer.alloc(0) };
+    const finished: PlainResponse = { status: response.status, headers, body: hasBody(response.status) ? response.body : Buffer.alloc(0) };
 
     if (log.enabled(2)) {
       const micros = Number((process.hrtime.bigint() - started) / 1000n);

@@ -9,7 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import type { IipRequest, IipResponse, RequestHandler } from '../src/request.ts';
+import type { PlainRequest, PlainResponse, RequestHandler } from '../src/request.ts';
 import {
   encodeNameValuePairs,
   encodeStreamRecords,
@@ -38,7 +38,7 @@ interface Started {
   fcgi: FastCgiServer;
   port: number;
   warnings: Array<{ fields: Record<string, unknown>; message: string }>;
-  requests: IipRequest[];
+  requests: PlainRequest[];
 }
 
 const running: FastCgiServer[] = [];
@@ -49,7 +49,7 @@ afterEach(async () => {
   await Promise.all(running.splice(0).map((fcgi) => fcgi.close(0)));
 });
 
-function text(status: number, body: string, extra: Array<[string, string]> = []): IipResponse {
+function text(status: number, body: string, extra: Array<[string, string]> = []): PlainResponse {
   const bytes = Buffer.from(body, 'latin1');
   return {
     status,
@@ -66,7 +66,7 @@ const echo: RequestHandler = async (request) => {
 
 async function start(handler: RequestHandler = echo, options: FastCgiServerOptions = {}): Promise<Started> {
   const warnings: Started['warnings'] = [];
-  const requests: IipRequest[] = [];
+  const requests: PlainRequest[] = [];
   const fcgi = createFastCgiServer(
     (request) => {
       requests.push(request);
@@ -114,8 +114,8 @@ function assertWellFormed(records: RawRecord[]): void {
   }
 }
 
-function echoed(body: Buffer): Omit<IipRequest, 'signal'> {
-  return JSON.parse(body.toString('latin1')) as Omit<IipRequest, 'signal'>;
+function echoed(body: Buffer): Omit<PlainRequest, 'signal'> {
+  return JSON.parse(body.toString('latin1')) as Omit<PlainRequest, 'signal'>;
 }
 
 // ---- tests ----
@@ -200,7 +200,7 @@ describe('FastCGI responder', () => {
     assert.equal(client.parseError, null);
   });
 
-  it('builds the IipRequest from the CGI params', async () => {
+  it('builds the PlainRequest from the CGI params', async () => {
     const started = await start();
     const client = await connect({ port: started.port });
     const response = await client.request(7, {
@@ -405,7 +405,7 @@ describe('FastCGI responder', () => {
   });
 
   it('a closed connection aborts every request in flight on it', async () => {
-    const started = await start((request) => new Promise<IipResponse>((resolve) => request.signal.addEventListener('abort', () => resolve(text(200, 'x')))));
+    const started = await start((request) => new Promise<PlainResponse>((resolve) => request.signal.addEventListener('abort', () => resolve(text(200, 'x')))));
     const client = await connect({ port: started.port });
     client.send(Buffer.concat([fullRequest(1, { keepConn: true }), fullRequest(2, { keepConn: true })]));
     await until(() => started.requests.length === 2, 'both handlers to start');
@@ -608,7 +608,7 @@ describe('FastCGI responder', () => {
   it('turns a handler that throws or rejects into a short plain-text 500', async () => {
     const started = await start((request) => {
       if (request.query === 'sync') throw new Error('boom sync');
-      if (request.query === 'bad') return Promise.resolve({ status: 200, headers: null } as unknown as IipResponse);
+      if (request.query === 'bad') return Promise.resolve({ status: 200, headers: null } as unknown as PlainResponse);
       return Promise.reject(new Error('boom async'));
     });
     const client = await connect({ port: started.port });
@@ -778,7 +778,7 @@ describe('FastCGI listening and closing', () => {
   });
 
   it('close(graceMs): destroys what is left after the grace period', async () => {
-    const started = await start((request) => new Promise<IipResponse>((resolve) => request.signal.addEventListener('abort', () => resolve(text(200, 'x')))));
+    const started = await start((request) => new Promise<PlainResponse>((resolve) => request.signal.addEventListener('abort', () => resolve(text(200, 'x')))));
     const client = await connect({ port: started.port });
     client.send(fullRequest(1, { keepConn: true }));
     await until(() => started.requests.length === 1, 'the handler');

@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { silentLog } from '../src/log.ts';
-import type { IipRequest, IipResponse } from '../src/request.ts';
+import type { PlainRequest, PlainResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { plainRequest } from './helpers/requests.ts';
@@ -33,11 +33,11 @@ const LD2 = `application/ld+json;profile="${CONTEXT2}"`;
 interface Server {
   engine: Engine;
   /** `?IIIF=<argument>` on the classic script URL. */
-  query(argument: string, extra?: Partial<IipRequest>): Promise<IipResponse>;
+  query(argument: string, extra?: Partial<PlainRequest>): Promise<PlainResponse>;
   /** Any query string (IIP, for comparisons). */
-  raw(query: string, extra?: Partial<IipRequest>): Promise<IipResponse>;
+  raw(query: string, extra?: Partial<PlainRequest>): Promise<PlainResponse>;
   /** `/iiif/<path>` with URI_MAP="iiif=>IIIF", as nginx passes it (SCRIPT_NAME /iiif). */
-  path(rest: string, extra?: Partial<IipRequest>): Promise<IipResponse>;
+  path(rest: string, extra?: Partial<PlainRequest>): Promise<PlainResponse>;
 }
 
 function serverFor(prefix: string, env: Record<string, string> = {}): Server {
@@ -49,7 +49,7 @@ function serverFor(prefix: string, env: Record<string, string> = {}): Server {
     interpolation: config.interpolation,
   });
   const router = createRouter({ config, engine, log: silentLog });
-  const withHost = (extra: Partial<IipRequest>) => ({ ...extra, headers: { host: HOST, ...extra.headers } });
+  const withHost = (extra: Partial<PlainRequest>) => ({ ...extra, headers: { host: HOST, ...extra.headers } });
   return {
     engine,
     query: (argument, extra = {}) => router(plainRequest(`IIIF=${argument}`, withHost(extra))),
@@ -58,17 +58,17 @@ function serverFor(prefix: string, env: Record<string, string> = {}): Server {
   };
 }
 
-const header = (response: IipResponse, name: string) => getHeader(response.headers, name);
-const headers = (response: IipResponse, name: string) => response.headers.filter(([key]) => key.toLowerCase() === name.toLowerCase()).map(([, value]) => value);
-const json = (response: IipResponse) => JSON.parse(response.body.toString('utf8')) as Record<string, any>;
+const header = (response: PlainResponse, name: string) => getHeader(response.headers, name);
+const headers = (response: PlainResponse, name: string) => response.headers.filter(([key]) => key.toLowerCase() === name.toLowerCase()).map(([, value]) => value);
+const json = (response: PlainResponse) => JSON.parse(response.body.toString('utf8')) as Record<string, any>;
 
-async function ok(response: Promise<IipResponse>, what = ''): Promise<IipResponse> {
+async function ok(response: Promise<PlainResponse>, what = ''): Promise<PlainResponse> {
   const got = await response;
   assert.equal(got.status, 200, `${what}: ${got.status} ${got.body.toString().slice(0, 200)}`);
   return got;
 }
 
-async function image(response: Promise<IipResponse>, what = ''): Promise<Pixels> {
+async function image(response: Promise<PlainResponse>, what = ''): Promise<Pixels> {
   return decodePixels((await ok(response, what)).body);
 }
 
@@ -377,7 +377,7 @@ describe('info.json and the site settings', () => {
 });
 
 describe('the id is the URL the client used', () => {
-  const idOf = async (response: Promise<IipResponse>) => {
+  const idOf = async (response: Promise<PlainResponse>) => {
     const info = json(await ok(response));
     return (info.id ?? info['@id']) as string;
   };

@@ -9,7 +9,7 @@ import { before, describe, it } from 'node:test';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { silentLog } from '../src/log.ts';
-import type { IipResponse } from '../src/request.ts';
+import type { PlainResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { plainRequest } from './helpers/requests.ts';
@@ -24,7 +24,7 @@ function routerFor(env: Record<string, string>) {
   return createRouter({ config, engine, log: silentLog });
 }
 
-const text = (response: IipResponse) => response.body.toString('latin1');
+const text = (response: PlainResponse) => response.body.toString('latin1');
 const MTIME = 1_700_000_000; // Tue, 14 Nov 2023 22:13:20 GMT
 
 let dir: string;

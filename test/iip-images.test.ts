@@ -14,7 +14,7 @@ import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { TiffFile } from '../src/engine/tiff/index.ts';
 import { silentLog } from '../src/log.ts';
-import type { IipResponse } from '../src/request.ts';
+import type { PlainResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { plainRequest } from './helpers/requests.ts';
@@ -25,7 +25,7 @@ const request = plainRequest;
 
 interface Server {
   engine: Engine;
-  get(query: string): Promise<IipResponse>;
+  get(query: string): Promise<PlainResponse>;
 }
 
 function serverFor(prefix: string, env: Record<string, string> = {}): Server {

@@ -17,7 +17,7 @@ import { effectiveLayers } from '../src/engine/jp2/jp2-source.ts';
 import { readJp2Header } from '../src/engine/jp2/header.ts';
 import { open } from 'node:fs/promises';
 import { silentLog } from '../src/log.ts';
-import type { IipResponse } from '../src/request.ts';
+import type { PlainResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { fixtureDir, tempDir } from './helpers/daemon.ts';
@@ -37,12 +37,12 @@ function serverFor(prefix: string, env: Record<string, string> = {}, jp2Decoder?
   });
   engines.push(engine);
   const router = createRouter({ config, engine, log: silentLog });
-  return { engine, get: (query: string): Promise<IipResponse> => router(plainRequest(query)) };
+  return { engine, get: (query: string): Promise<PlainResponse> => router(plainRequest(query)) };
 }
 
-const text = (r: IipResponse) => r.body.toString('latin1');
+const text = (r: PlainResponse) => r.body.toString('latin1');
 
-async function obj(get: (q: string) => Promise<IipResponse>, name: string, what: string): Promise<string> {
+async function obj(get: (q: string) => Promise<PlainResponse>, name: string, what: string): Promise<string> {
   const r = await get(`FIF=${name}&OBJ=${what}`);
   assert.equal(r.status, 200, text(r));
   return text(r).trim();
@@ -197,7 +197,7 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
 
   it('decodes fewer quality layers with LYR and MAX_LAYERS: fewer layers, lower PSNR', async () => {
     const expected = expectedRect(rgb, 256, 256, 256, 256);
-    const quality = async (get: (q: string) => Promise<IipResponse>, query: string) => psnr(await decodePixels((await get(query)).body), expected);
+    const quality = async (get: (q: string) => Promise<PlainResponse>, query: string) => psnr(await decodePixels((await get(query)).body), expected);
     const withCache = serverFor(dir + '/', { MAX_IMAGE_CACHE_SIZE: '10' });
     const one = await quality(withCache.get, 'FIF=rgb-layers.jp2&LYR=1&PTL=2,5');
     const two = await quality(withCache.get, 'FIF=rgb-layers.jp2&LYR=2&PTL=2,5');

@@ -14,7 +14,7 @@ import { loadConfig } from '../src/config.ts';
 import { embedInJpeg, embedInTiff, embedInWebp, ICC_CHUNK, iccSegments } from '../src/engine/codecs/embed.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { silentLog } from '../src/log.ts';
-import type { IipResponse } from '../src/request.ts';
+import type { PlainResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { tempDir, which } from './helpers/daemon.ts';
@@ -24,7 +24,7 @@ import { engineOptionsFor } from '../src/server/engine-options.ts';
 
 interface Server {
   engine: Engine;
-  get(query: string): Promise<IipResponse>;
+  get(query: string): Promise<PlainResponse>;
 }
 
 function serverFor(prefix: string, env: Record<string, string> = {}): Server {

@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { silentLog } from '../src/log.ts';
-import { getHeader, type IipResponse } from '../src/request.ts';
+import { getHeader, type PlainResponse } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { engineOptionsFor } from '../src/server/engine-options.ts';
 import { freePort, startDaemon, tempDir, waitFor, type Started } from './helpers/daemon.ts';
@@ -279,7 +279,7 @@ function isGenuineDecoderFailure(c: Case, message: string): boolean {
   return BROKEN_IMAGES.some((name) => name.endsWith('.jp2') && text.includes(name)) && /: JPEG2000 decoding failed: \S/.test(message);
 }
 
-async function checkResponse(c: Case, response: IipResponse, statuses: Map<number, number>): Promise<void> {
+async function checkResponse(c: Case, response: PlainResponse, statuses: Map<number, number>): Promise<void> {
   const where = `${describeCase(c)} -> ${response.status} ${response.body.subarray(0, 200).toString()}`;
   statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
   if (response.status === 500) {

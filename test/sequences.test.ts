@@ -14,7 +14,7 @@ import sharp from 'sharp';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { silentLog } from '../src/log.ts';
-import { getHeader, type IipResponse } from '../src/request.ts';
+import { getHeader, type PlainResponse } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { atoiChain, formatFixed } from '../src/protocols/iip/numbers.ts';
 import { tempDir, which } from './helpers/daemon.ts';
@@ -121,10 +121,10 @@ function serverFor(prefix: string, env: Record<string, string> = {}) {
     filenamePattern: config.filenamePattern,
   });
   const router = createRouter({ config, engine, log: silentLog });
-  return (query: string): Promise<IipResponse> => router(plainRequest(query));
+  return (query: string): Promise<PlainResponse> => router(plainRequest(query));
 }
 
-const text = (response: IipResponse) => response.body.toString('latin1');
+const text = (response: PlainResponse) => response.body.toString('latin1');
 
 /** Every pixel within JPEG's error of one colour. */
 function assertColour(pixels: Pixels, colour: number[], what: string): void {
@@ -150,7 +150,7 @@ const httpDate = (seconds: number) => new Date(seconds * 1000).toUTCString();
 
 describe('image sequences, SPECTRA and PFL', () => {
   let dir: string;
-  let get: (query: string) => Promise<IipResponse>;
+  let get: (query: string) => Promise<PlainResponse>;
 
   before(async () => {
     dir = path.join(tempDir('iipsrv-seq-'), 'images') + '/';

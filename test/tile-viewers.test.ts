@@ -10,7 +10,7 @@ import sharp from 'sharp';
 import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { silentLog } from '../src/log.ts';
-import type { IipResponse } from '../src/request.ts';
+import type { PlainResponse } from '../src/request.ts';
 import { getHeader } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { tempDir } from './helpers/daemon.ts';
@@ -21,7 +21,7 @@ function serverFor(prefix: string, env: Record<string, string> = {}) {
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: prefix, ...env });
   const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: '' }, cacheBytes: config.maxImageCacheBytes });
   const router = createRouter({ config, engine, log: silentLog });
-  return (query: string, extra: Parameters<typeof plainRequest>[1] = {}): Promise<IipResponse> => router(plainRequest(query, extra));
+  return (query: string, extra: Parameters<typeof plainRequest>[1] = {}): Promise<PlainResponse> => router(plainRequest(query, extra));
 }
 
 /** Smooth colours with some structure, so that scaled tiles can be compared with a scaled source. */

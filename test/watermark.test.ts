@@ -14,7 +14,7 @@ import { loadConfig } from '../src/config.ts';
 import { Engine } from '../src/engine/engine.ts';
 import { Watermark } from '../src/engine/output/watermark.ts';
 import { silentLog } from '../src/log.ts';
-import type { IipResponse } from '../src/request.ts';
+import type { PlainResponse } from '../src/request.ts';
 import { createRouter } from '../src/router.ts';
 import { freePort, startDaemon, tempDir } from './helpers/daemon.ts';
 import { decodePixels, type Pixels } from './helpers/images.ts';
@@ -23,7 +23,7 @@ import { plainRequest } from './helpers/requests.ts';
 
 interface Server {
   engine: Engine;
-  get(query: string): Promise<IipResponse>;
+  get(query: string): Promise<PlainResponse>;
 }
 
 async function serverFor(prefix: string, env: Record<string, string> = {}): Promise<Server> {

@@ -5,7 +5,7 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { IipRequest, RequestHandler } from '../request.js';
+import type { PlainRequest, RequestHandler } from '../request.js';
 
 export interface HttpListener {
   server: http.Server;
@@ -14,7 +14,7 @@ export interface HttpListener {
   close(graceMs: number): Promise<void>;
 }
 
-function toRequest(req: http.IncomingMessage, signal: AbortSignal): IipRequest {
+function toRequest(req: http.IncomingMessage, signal: AbortSignal): PlainRequest {
   const url = req.url ?? '/';
   const question = url.indexOf('?');
   const headers: Record<string, string> = {};

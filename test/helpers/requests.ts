@@ -1,8 +1,8 @@
 /** Plain request objects, as a transport would hand them to the router (no sockets). */
-import type { IipRequest } from '../../src/request.ts';
+import type { PlainRequest } from '../../src/request.ts';
 
 /** A GET of the classic iipsrv URL with this query string. */
-export function plainRequest(query: string, extra: Partial<IipRequest> = {}): IipRequest {
+export function plainRequest(query: string, extra: Partial<PlainRequest> = {}): PlainRequest {
   return {
     method: 'GET',
     query,

@@ -4,9 +4,8 @@
  * below halves it (rounding up, as DeepZoom does) down to 1x1.
  */
 import { InvalidArgumentError } from '../../errors.js';
-import { decodeImageName } from '../../engine/files/image-path.js';
-import { selectImage } from '../iip/fif.js';
-import type { IipSession } from '../shared/session.js';
+import type { LevelSize } from '../../engine/geometry.js';
+import type { Session } from '../shared/session.js';
 import { sendDescriptor, sendVirtualTile } from '../shared/virtual-tiles.js';
 
 /** The top DeepZoom level: the one at full size. */
@@ -30,23 +29,17 @@ export function dziDocument(width: number, height: number, tileSize: number): st
 
 const TILE_PATH = /^(.*)_files\/(\d+)\/(\d+)_(\d+)(\.[A-Za-z0-9]+)?$/;
 
-export async function deepzoom(session: IipSession, argument: string): Promise<void> {
+export async function deepzoom(session: Session, argument: string): Promise<void> {
   const path = argument.replace(/\?.*$/, '');
-  if (path.endsWith('.dzi')) {
-    await selectImage(session, decodeImageName(path.slice(0, -4)));
-    if (session.notModified) return;
-    const { levels } = session.image!.source.description;
-    sendDescriptor(session, dziDocument(levels[0]!.width, levels[0]!.height, levels[0]!.tileWidth));
-    return;
-  }
+  if (path.endsWith('.dzi')) return sendDescriptor(session, path.slice(0, -4), (full) => dziDocument(full.width, full.height, full.tileWidth));
   const match = TILE_PATH.exec(path);
   if (!match) throw new InvalidArgumentError(`DeepZoom: expected image.dzi or image_files/<level>/<col>_<row>.jpg, got "${argument}"`);
   const [, name, levelText, colText, rowText] = match as unknown as [string, string, string, string, string];
-  await selectImage(session, decodeImageName(name));
-  if (session.notModified) return;
-  const full = session.image!.source.description.levels[0]!;
   const level = Number(levelText);
-  const top = topLevel(full.width, full.height);
-  if (level > top) throw new InvalidArgumentError(`DeepZoom: level ${level} does not exist (0 to ${top})`);
-  await sendVirtualTile(session, 'DeepZoom', { index: level, ...levelSize(full.width, full.height, level) }, full.tileWidth, Number(colText), Number(rowText));
+  const levelOf = (full: LevelSize) => {
+    const top = topLevel(full.width, full.height);
+    if (level > top) throw new InvalidArgumentError(`DeepZoom: level ${level} does not exist (0 to ${top})`);
+    return { index: level, ...levelSize(full.width, full.height, level) };
+  };
+  await sendVirtualTile(session, 'DeepZoom', name, levelOf, Number(colText), Number(rowText));
 }

@@ -7,14 +7,13 @@
  */
 import { FileError, InvalidArgumentError } from '../../errors.js';
 import { tileGrid, tileRect, planExactRegion, type LevelSize, type Rect } from '../../engine/geometry.js';
-import { decodeImageName } from '../../engine/files/image-path.js';
 import { CONTENT_TYPES, type OutputFormat } from '../../engine/output/encoders.js';
 import type { ColourMode } from '../../engine/engine.js';
 import { STRETCH, type Processing } from '../../engine/pixels/processing.js';
-import type { HeaderList, IipRequest } from '../../request.js';
-import { selectImage } from '../iip/fif.js';
-import { imageResponse } from '../iip/responses.js';
-import type { IipSession } from '../shared/session.js';
+import type { HeaderList, PlainRequest } from '../../request.js';
+import { imageResponse } from '../shared/responses.js';
+import { selectImage } from '../shared/select-image.js';
+import type { Session } from '../shared/session.js';
 import { CONTEXTS, PROFILES, infoDocument, scaleFactors } from './info.js';
 import {
   parseQualityFormat,
@@ -30,7 +29,7 @@ import {
 } from './params.js';
 
 /** The version of a request: an Accept header naming a context wins over IIIF_VERSION. */
-function versionFor(request: IipRequest, configured: IiifVersion): IiifVersion {
+function versionFor(request: PlainRequest, configured: IiifVersion): IiifVersion {
   const accept = request.headers.accept ?? '';
   if (accept.includes(CONTEXTS[2])) return 2;
   if (accept.includes(CONTEXTS[3])) return 3;
@@ -57,7 +56,7 @@ export function infoContentType(accept: string, version: IiifVersion): string {
  * (behind a proxy, X-Forwarded-Proto and -Host) and the path up to the identifier. A front end may
  * impose its own with X-IIIF-ID.
  */
-export function baseUri(session: IipSession, rawArgument: string, identifier: string): string {
+export function baseUri(session: Session, rawArgument: string, identifier: string): string {
   const { request } = session;
   const override = request.headers['x-iiif-id'];
   if (override) return override;
@@ -80,7 +79,7 @@ export function baseUri(session: IipSession, rawArgument: string, identifier: st
  * MAX_CVT and ALLOW_UPSCALING as IIIF applies them. info.json promises the tiles it lists, so the
  * limit is never below the image's tile size (MAX_CVT may be as low as 64).
  */
-function limitsOf(session: IipSession, levels: LevelSize[]): SizeLimits {
+function limitsOf(session: Session, levels: LevelSize[]): SizeLimits {
   let limits = knownLimits.get(levels);
   if (!limits) {
     const { config } = session.context;
@@ -228,15 +227,16 @@ function planImageRequest(
   return plan;
 }
 
-export async function iiif(session: IipSession, argument: string): Promise<void> {
+export async function iiif(session: Session, argument: string): Promise<void> {
   const { config, engine } = session.context;
   const version = versionFor(session.request, config.iiifVersion);
   const path = splitIiifPath(argument);
 
   if (path.kind === 'base') {
     // The identifier alone: its image information is at info.json (303, as the specification asks).
+    let image;
     try {
-      await selectImage(session, decodeImageName(path.identifier));
+      image = await selectImage(session, path.identifier);
     } catch (error) {
       // `a/b/c` names no image: more likely an image request short of parameters.
       if (!(error instanceof FileError) || !path.identifier.includes('/')) throw error;
@@ -244,7 +244,7 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
         `IIIF: not enough parameters in "${argument}": expected {identifier}/info.json or {identifier}/{region}/{size}/{rotation}/{quality}.{format}`,
       );
     }
-    if (session.notModified) return;
+    if (!image) return;
     session.output = {
       status: 303,
       headers: [
@@ -257,9 +257,8 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
   }
 
   const identifier = path.kind === 'info' ? path.identifier : path.parts.identifier;
-  await selectImage(session, decodeImageName(identifier));
-  if (session.notModified) return;
-  const image = session.image!;
+  const image = await selectImage(session, identifier);
+  if (!image) return;
   const { description } = image.source;
   const { levels } = description;
   const id = baseUri(session, argument, identifier);
@@ -293,16 +292,8 @@ export async function iiif(session: IipSession, argument: string): Promise<void>
   if (tile) {
     body = await engine.tile(image, effect ? { ...session.tileRequest(tile), processing, passthrough: false } : session.tileRequest(tile));
   } else {
-    body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), {
-      format,
-      quality: session.effectiveQuality,
-      requested: session.requestedQuality,
-      rotation: rotation.degrees,
-      mirror: rotation.mirror,
-      processing,
-      layers: session.layers,
-      colour,
-    });
+    const output = { ...session.regionOutput(format, { rotation: rotation.degrees, mirror: rotation.mirror }), processing, colour };
+    body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), output);
   }
   const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical"`], profileLink];
   session.output = imageResponse(session, body, CONTENT_TYPES[format], headers);

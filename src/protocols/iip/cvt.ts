@@ -1,13 +1,14 @@
 /**
  * CVT: export a region (RGN) of the image at a size (WID, HEI), rotated (ROT), as one image.
- * Reads from the smallest pyramid level that has enough pixels; see engine/view.ts.
+ * Reads from the smallest pyramid level that has enough pixels; see engine/geometry.ts.
  */
 import path from 'node:path';
-import { IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
+import { InvalidArgumentError } from '../../errors.js';
 import { CONTENT_TYPES, EXTENSIONS, type OutputFormat } from '../../engine/output/encoders.js';
 import { planRegion } from '../../engine/geometry.js';
-import { imageResponse } from './responses.js';
-import type { IipSession } from '../shared/session.js';
+import { imageResponse } from '../shared/responses.js';
+import { requireImage } from './responses.js';
+import type { Session } from '../shared/session.js';
 
 /** CVT's format names, as iipsrv 1.3 takes them. */
 const FORMATS: Record<string, OutputFormat> = {
@@ -20,34 +21,24 @@ const FORMATS: Record<string, OutputFormat> = {
   tif: 'tiff',
 };
 
-export async function cvt(session: IipSession, argument: string): Promise<void> {
+export async function cvt(session: Session, argument: string): Promise<void> {
   const format = FORMATS[argument.toLowerCase()];
   // iipsrv sends a JPEG for a format it does not know; a client asking for one gets told instead.
   if (!format) throw new InvalidArgumentError(`CVT: unsupported output format "${argument}" (supported: ${Object.keys(FORMATS).join(', ')})`);
-  if (!session.image) {
-    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
-    return;
-  }
+  const image = requireImage(session);
+  if (!image) return;
   session.checkBits(format);
   const { config, engine } = session.context;
-  const plan = planRegion(session.image.source.description.levels, {
+  const plan = planRegion(image.source.description.levels, {
     viewport: session.viewport,
     width: session.width,
     height: session.height,
     maxSize: config.maxCvt,
     allowUpscaling: config.allowUpscaling,
   });
-  const body = await engine.region(session.image, plan, {
-    format,
-    quality: session.effectiveQuality,
-    requested: session.requestedQuality,
-    bits: session.bits,
-    rotation: session.rotation,
-    mirror: session.mirror,
-    processing: session.processing,
-    layers: session.layers,
-  });
-  const base = path.posix.basename(session.image.name).replace(/\.[^.]*$/, '') || 'image';
+  const output = session.regionOutput(format, { rotation: session.rotation, mirror: session.mirror });
+  const body = await engine.region(image, plan, { ...output, bits: session.bits });
+  const base = path.posix.basename(image.name).replace(/\.[^.]*$/, '') || 'image';
   const filename = base.replace(/["\\\r\n]/g, '_');
   session.output = imageResponse(session, body, CONTENT_TYPES[format], [['Content-Disposition', `inline;filename="${filename}.${EXTENSIONS[format]}"`]]);
 }

@@ -1,13 +1,11 @@
 /**
  * The IIP protocol: a query string of `COMMAND=argument` pairs run left to right against one
- * session. IIIF, DeepZoom and Zoomify enter through this same table, as in iipsrv, so that IIP
- * modifiers given before them (CNT, GAM ...) apply to what they produce.
+ * session. IIIF, DeepZoom and Zoomify are commands of the same string, as in iipsrv, so that IIP
+ * modifiers given before them (CNT, GAM ...) apply to what they produce: the router hands their
+ * entry commands in, and this runner knows them only by name.
  */
-import type { IipRequest, IipResponse } from '../../request.js';
+import type { PlainRequest, PlainResponse } from '../../request.js';
 import { IIP_ERROR, IipError } from '../../errors.js';
-import { iiif } from '../iiif/index.js';
-import { deepzoom } from '../deepzoom/index.js';
-import { zoomify } from '../zoomify/index.js';
 import { cvt } from './cvt.js';
 import { fif } from './fif.js';
 import { obj } from './obj.js';
@@ -17,12 +15,11 @@ import { atl, jtl, jtls, ptl, til, ttl, wtl } from './tiles.js';
 import { bits, hei, lyr, qlt, rgn, rot, sds, wid } from './view-commands.js';
 import { cmp, cnt, cnv, col, ctw, gam, inv, minmax, shd } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
-import { IipSession, type ProtocolContext } from '../shared/session.js';
-
-export type IipCommand = (session: IipSession, argument: string) => void | Promise<void>;
+import type { ProtocolContext } from '../shared/context.js';
+import { Session, type Command } from '../shared/session.js';
 
 /** Command names are matched case-insensitively; keys here are lower case. */
-export const COMMANDS: Record<string, IipCommand> = {
+const IIP_COMMANDS: Readonly<Record<string, Command>> = {
   fif,
   obj,
   qlt,
@@ -52,9 +49,6 @@ export const COMMANDS: Record<string, IipCommand> = {
   cvt,
   spectra,
   pfl,
-  iiif,
-  deepzoom,
-  zoomify,
   // iipsrv accepts ICC and does nothing with it (its colour management was never enabled).
   icc: () => undefined,
 };
@@ -89,17 +83,20 @@ export function parseCommands(requestString: string): ParsedCommand[] {
 /**
  * Runs a request string. Image and file failures (FileError, InvalidArgumentError ...) propagate to
  * the router, which turns them into 404/400/501; IIP-level errors become the IIP error block.
+ * @param protocols the other protocols' entry commands by lower-case name (`iiif`, `deepzoom` ...)
  */
 export async function runIip(
   requestString: string,
-  request: IipRequest,
+  request: PlainRequest,
   context: ProtocolContext,
-): Promise<IipResponse> {
-  const session = new IipSession(request, context);
+  protocols: Readonly<Record<string, Command>>,
+): Promise<PlainResponse> {
+  const session = new Session(request, context);
   const { log } = context;
   for (const { name, argument } of parseCommands(requestString)) {
     if (session.finished) break;
-    const command = COMMANDS[name.toLowerCase()];
+    const key = name.toLowerCase();
+    const command = Object.hasOwn(IIP_COMMANDS, key) ? IIP_COMMANDS[key] : Object.hasOwn(protocols, key) ? protocols[key] : undefined;
     if (!command) {
       log.info({ command: name }, 'unsupported command');
       session.errors.push(new IipError(IIP_ERROR.unsupportedCommand, name));

@@ -4,7 +4,8 @@
  */
 import { IIP_ERROR, IipError } from '../../errors.js';
 import type { ImageDescription, ImageMetadata } from '../../engine/source.js';
-import type { IipSession } from '../shared/session.js';
+import type { Session } from '../shared/session.js';
+import { requireImage } from './responses.js';
 import { SINGLE_VIEW } from '../../engine/files/image-sequence.js';
 
 /** What iipsrv has always reported as its IIP server version; clients compare it, so keep it. */
@@ -26,7 +27,7 @@ export function formatG9(value: number): string {
   return fixed.includes('.') ? fixed.replace(/0+$/, '').replace(/\.$/, '') : fixed;
 }
 
-function fullSize(session: IipSession, description: ImageDescription): [number, number] {
+function fullSize(session: Session, description: ImageDescription): [number, number] {
   const { width, height } = description.levels[0]!;
   // iipsrv reports the rotated size when a ROT of 90 or 270 came first.
   const quarter = ((session.rotation % 360) + 360) % 360;
@@ -60,7 +61,7 @@ function metadataLine(name: string, value: string | undefined): string | null {
   return `${name}/${Buffer.byteLength(value, 'latin1')}:${value}`;
 }
 
-type ImageObject = (session: IipSession, description: ImageDescription) => string[];
+type ImageObject = (session: Session, description: ImageDescription) => string[];
 
 const IMAGE_OBJECTS: Record<string, ImageObject> = {
   'basic-info': (session, d) => [
@@ -105,7 +106,7 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
   'last-save-dtm': () => [],
 };
 
-export function obj(session: IipSession, argument: string): void {
+export function obj(session: Session, argument: string): void {
   const object = argument.toLowerCase();
   if (object === 'iip,1.0') {
     session.protocolLine = 'IIP:1.0';
@@ -123,14 +124,11 @@ export function obj(session: IipSession, argument: string): void {
     session.objectLines.push('IIP-opt-obj:Horizontal-views Vertical-views Tile-size Bits-per-channel Min-Max-sample-values Resolutions');
     return;
   }
-  const answer = IMAGE_OBJECTS[object] ?? (object.includes('colorspace') ? (_s: IipSession, d: ImageDescription) => [colourSpaceLine(d)] : undefined);
+  const answer = IMAGE_OBJECTS[object] ?? (object.includes('colorspace') ? (_s: Session, d: ImageDescription) => [colourSpaceLine(d)] : undefined);
   if (!answer) {
     session.errors.push(new IipError(IIP_ERROR.unsupportedObject, object));
     return;
   }
-  if (!session.image) {
-    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, object));
-    return;
-  }
-  session.objectLines.push(...answer(session, session.image.source.description));
+  const image = requireImage(session, object);
+  if (image) session.objectLines.push(...answer(session, image.source.description));
 }

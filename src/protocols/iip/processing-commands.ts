@@ -8,10 +8,10 @@ import { KERNEL_PRESETS, MAX_KERNEL_SIDE, kernelSide } from '../../engine/pixels
 import { STRETCH, type Colormap } from '../../engine/pixels/processing.js';
 import { decodeImageName } from '../../engine/files/image-path.js';
 import { atof, atoi } from './numbers.js';
-import type { IipSession } from '../shared/session.js';
+import type { Session } from '../shared/session.js';
 
 /** `MINMAX=channel:min,max`, the channel counted from 1 as in iipsrv 1.1. */
-export function minmax(session: IipSession, argument: string): void {
+export function minmax(session: Session, argument: string): void {
   const colon = argument.indexOf(':');
   const comma = argument.indexOf(',', colon + 1);
   if (colon < 0 || comma < 0) throw new InvalidArgumentError(`MINMAX: expected channel:min,max, got "${argument}"`);
@@ -26,7 +26,7 @@ export function minmax(session: IipSession, argument: string): void {
  * `CNT=c`: a contrast factor; `eq`/`equalization` adds histogram equalisation (the factor stays);
  * `st`/`stretch`, like the factor -1 it stands for in iipsrv, stretches the histogram's range.
  */
-export function cnt(session: IipSession, argument: string): void {
+export function cnt(session: Session, argument: string): void {
   const value = argument.toLowerCase();
   if (value === 'eq' || value === 'equalization') session.processing = { ...session.processing, equalise: true };
   else if (value === 'st' || value === 'stretch') session.processing = { ...session.processing, contrast: STRETCH };
@@ -34,25 +34,25 @@ export function cnt(session: IipSession, argument: string): void {
 }
 
 /** `GAM=g`, or `GAM=log` (iipsrv 1.3's logarithm). */
-export function gam(session: IipSession, argument: string): void {
+export function gam(session: Session, argument: string): void {
   const value = argument.toLowerCase();
   session.processing = { ...session.processing, gamma: value === 'log' || value === 'logarithm' ? 'log' : atof(argument) };
 }
 
-export function inv(session: IipSession): void {
+export function inv(session: Session): void {
   session.processing = { ...session.processing, invert: true };
 }
 
 const COLORMAPS = new Set<Colormap>(['hot', 'cold', 'jet', 'red', 'green', 'blue']);
 
 /** `CMP=hot|cold|jet|red|green|blue`; an unknown name is ignored, as in iipsrv. */
-export function cmp(session: IipSession, argument: string): void {
+export function cmp(session: Session, argument: string): void {
   const name = argument.toLowerCase() as Colormap;
   if (COLORMAPS.has(name)) session.processing = { ...session.processing, colormap: name };
 }
 
 /** `CTW=[a,b,c;d,e,f;g,h,i]`: one row per output channel (iipsrv 1.3), URL-decoded first. */
-export function ctw(session: IipSession, argument: string): void {
+export function ctw(session: Session, argument: string): void {
   const text = decodeImageName(argument);
   const open = text.indexOf('[');
   const close = text.indexOf(']', open + 1);
@@ -66,7 +66,7 @@ export function ctw(session: IipSession, argument: string): void {
 }
 
 /** `COL=grey|gray|binary`: one output colour space, the last one given. */
-export function col(session: IipSession, argument: string): void {
+export function col(session: Session, argument: string): void {
   const value = argument.toLowerCase();
   if (value === 'grey' || value === 'gray') session.processing = { ...session.processing, grey: true, binary: false };
   else if (value === 'binary') session.processing = { ...session.processing, grey: false, binary: true };
@@ -74,7 +74,7 @@ export function col(session: IipSession, argument: string): void {
 }
 
 /** `SHD=h,v`: hill shading lit from azimuth h and elevation v (integer degrees, as iipsrv reads them). */
-export function shd(session: IipSession, argument: string): void {
+export function shd(session: Session, argument: string): void {
   const comma = argument.indexOf(',');
   if (comma < 0) throw new InvalidArgumentError(`SHD: expected azimuth,elevation in degrees, got "${argument}"`);
   const shade = { azimuth: atoi(argument.slice(0, comma)), elevation: atoi(argument.slice(comma + 1)) };
@@ -86,7 +86,7 @@ export function shd(session: IipSession, argument: string): void {
  * or without brackets; URL-decoded first. iipsrv ignores a kernel of the wrong size; here it is a
  * 400 so that the client learns why nothing changed.
  */
-export function cnv(session: IipSession, argument: string): void {
+export function cnv(session: Session, argument: string): void {
   // As iipsrv: what lies between the first `[` (or the start) and the first `]` (or the end).
   const text = decodeImageName(argument);
   const close = text.indexOf(']');

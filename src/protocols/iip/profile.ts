@@ -3,12 +3,13 @@
  * point) of a resolution, in every band (horizontal view) of an image sequence, as JSON. iipsrv
  * 1.3's format, whose band keys are quoted (1.1 left them bare, which is not JSON).
  */
-import { IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
+import { InvalidArgumentError } from '../../errors.js';
 import { SINGLE_VIEW } from '../../engine/files/image-sequence.js';
 import { levelForResolution, type Rect } from '../../engine/geometry.js';
 import { atoi, atoiChain, formatFixed } from './numbers.js';
-import { documentResponse } from './responses.js';
-import type { IipSession } from '../shared/session.js';
+import { documentResponse } from '../shared/responses.js';
+import { requireImage } from './responses.js';
+import type { Session } from '../shared/session.js';
 
 interface Line {
   resolution: number;
@@ -40,12 +41,9 @@ function lineRect(line: Line): Rect {
   return { left: x1, top: y1, width: 1, height: 1 };
 }
 
-export async function pfl(session: IipSession, argument: string): Promise<void> {
-  const image = session.image;
-  if (!image) {
-    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, argument));
-    return;
-  }
+export async function pfl(session: Session, argument: string): Promise<void> {
+  const image = requireImage(session, argument);
+  if (!image) return;
   const line = parseLine(argument);
   const { levels } = image.source.description;
   if (line.resolution < 0 || line.resolution >= levels.length) {

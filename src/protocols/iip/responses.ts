@@ -1,13 +1,14 @@
 /**
- * The response blocks IIP clients parse: OBJ text, IIP error lines, images. Header order and body
- * framing follow iipsrv 1.1 (clients such as IIPMooViewer read the body line by line), with its
- * bugs left out: error lines are not cut at 31 characters, OBJ without FIF has no empty
- * Last-Modified, and images carry Content-Length and CORS like everything else.
+ * The response blocks IIP clients parse: OBJ text and IIP error lines (images and documents are
+ * the shared responses). Header order and body framing follow iipsrv 1.1 (clients such as
+ * IIPMooViewer read the body line by line), with its bugs left out: error lines are not cut at 31
+ * characters, and OBJ without FIF has no empty Last-Modified.
  */
-import type { HeaderList, IipResponse } from '../../request.js';
-import type { IipError } from '../../errors.js';
+import type { HeaderList, PlainResponse } from '../../request.js';
+import type { OpenImage } from '../../engine/engine.js';
+import { IIP_ERROR, IipError } from '../../errors.js';
 import { httpDate } from '../shared/http-dates.js';
-import type { IipSession } from '../shared/session.js';
+import type { Session } from '../shared/session.js';
 
 export const IIP_CONTENT_TYPE = 'application/vnd.netfpx';
 
@@ -17,7 +18,7 @@ export function errorLine(error: IipError): string {
   return `Error/${Buffer.byteLength(text, 'latin1')}:${text}`;
 }
 
-export function errorResponse(errors: IipError[]): IipResponse {
+export function errorResponse(errors: IipError[]): PlainResponse {
   // iipsrv's error block has no X-Powered-By (its OBJ and image answers do).
   const headers: HeaderList = [
     ['Cache-Control', 'no-cache'],
@@ -29,7 +30,7 @@ export function errorResponse(errors: IipError[]): IipResponse {
   return { status: 400, headers, body };
 }
 
-export function objectResponse(session: IipSession): IipResponse {
+export function objectResponse(session: Session): PlainResponse {
   const { config } = session.context;
   const headers: HeaderList = [
     ['X-Powered-By', 'IIPImage'],
@@ -43,25 +44,11 @@ export function objectResponse(session: IipSession): IipResponse {
   return { status: 200, headers, body };
 }
 
-/** An image answer (tile or region) with the image's time and the site's caching policy. */
-export function imageResponse(
-  session: IipSession,
-  body: Buffer,
-  contentType: string,
-  extra: HeaderList = [],
-): IipResponse {
-  // iipsrv marks tiles and regions with X-Powered-By but not its IIP tile stream (TIL).
-  const headers: HeaderList = contentType === IIP_CONTENT_TYPE ? [] : [['X-Powered-By', 'IIPImage']];
-  headers.push(['Content-Type', contentType]);
-  if (session.image) headers.push(['Last-Modified', httpDate(session.image.modifiedSeconds)]);
-  headers.push(['Cache-Control', session.context.config.cacheControl], ...extra);
-  return { status: 200, headers, body };
-}
-
-/** A text document about the image (SPECTRA's XML, PFL's JSON), headers in iipsrv's order. */
-export function documentResponse(session: IipSession, body: string, contentType: string): IipResponse {
-  const headers: HeaderList = [['Content-Type', contentType]];
-  if (session.image) headers.push(['Last-Modified', httpDate(session.image.modifiedSeconds)]);
-  headers.push(['Cache-Control', session.context.config.cacheControl]);
-  return { status: 200, headers, body: Buffer.from(body, 'utf8') };
+/**
+ * The image FIF chose, or null after noting IIP's "image unavailable" error for a command that
+ * needs one (iipsrv goes on with the next command).
+ */
+export function requireImage(session: Session, argument = ''): OpenImage | null {
+  if (!session.image) session.errors.push(new IipError(IIP_ERROR.imageUnavailable, argument));
+  return session.image;
 }

@@ -2,13 +2,14 @@
  * SPECTRA=res,tile,x,y: the value of one pixel in every band (horizontal view) of an image
  * sequence, as iipsrv's XML. A single image is a sequence of one band, at wavelength 0.
  */
-import { IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
+import { InvalidArgumentError } from '../../errors.js';
 import { SINGLE_VIEW } from '../../engine/files/image-sequence.js';
 import type { ImageDescription } from '../../engine/source.js';
 import { tileRect } from '../../engine/geometry.js';
 import { atoiChain, formatFixed } from './numbers.js';
-import { documentResponse } from './responses.js';
-import type { IipSession } from '../shared/session.js';
+import { documentResponse } from '../shared/responses.js';
+import { requireImage } from './responses.js';
+import type { Session } from '../shared/session.js';
 import { addressTile } from './tiles.js';
 
 /**
@@ -21,12 +22,9 @@ function reflectance(value: number, d: ImageDescription): number {
   return Math.fround(value);
 }
 
-export async function spectra(session: IipSession, argument: string): Promise<void> {
-  const image = session.image;
-  if (!image) {
-    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, argument));
-    return;
-  }
+export async function spectra(session: Session, argument: string): Promise<void> {
+  const image = requireImage(session, argument);
+  if (!image) return;
   const [resolution, tile, x, y] = atoiChain(argument, 4) as [number, number, number, number];
   const { level, col, row } = addressTile(image, resolution, tile);
   const size = image.source.description.levels[level]!;

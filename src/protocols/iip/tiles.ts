@@ -3,14 +3,15 @@
  * numbering from the smallest (0) up, tiles numbered row by row from the top left, edge tiles
  * cropped to the image.
  */
-import { FileError, IIP_ERROR, IipError, InvalidArgumentError } from '../../errors.js';
+import { FileError, InvalidArgumentError } from '../../errors.js';
 import type { OpenImage } from '../../engine/engine.js';
 import { CONTENT_TYPES, type OutputFormat } from '../../engine/output/encoders.js';
 import { NO_PROCESSING } from '../../engine/pixels/processing.js';
 import { levelForResolution, tileGrid } from '../../engine/geometry.js';
 import { atoi } from './numbers.js';
-import { imageResponse, IIP_CONTENT_TYPE } from './responses.js';
-import type { IipSession } from '../shared/session.js';
+import { documentResponse, imageResponse } from '../shared/responses.js';
+import { IIP_CONTENT_TYPE, requireImage } from './responses.js';
+import type { Session } from '../shared/session.js';
 
 interface TileAddress {
   level: number;
@@ -30,7 +31,7 @@ export function addressTile(image: OpenImage, resolution: number, tile: number):
 }
 
 /** The encoded tile for the session's settings (quality, rotation). */
-export async function renderTile(session: IipSession, resolution: number, tile: number, format: OutputFormat = 'jpeg'): Promise<Buffer> {
+export async function renderTile(session: Session, resolution: number, tile: number, format: OutputFormat = 'jpeg'): Promise<Buffer> {
   const image = session.image!;
   session.checkBits(format);
   let { level, col, row } = addressTile(image, resolution, tile);
@@ -54,11 +55,8 @@ function parsePair(argument: string): [number, number] {
 
 /** JTL and iipsrv 1.3's PTL, WTL, ATL, TTL: one tile as JPEG, PNG, WebP, AVIF or TIFF. */
 function tileCommand(format: OutputFormat) {
-  return async (session: IipSession, argument: string): Promise<void> => {
-    if (!session.image) {
-      session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
-      return;
-    }
+  return async (session: Session, argument: string): Promise<void> => {
+    if (!requireImage(session)) return;
     const [resolution, tile] = parsePair(argument);
     const body = await renderTile(session, resolution, tile, format);
     session.output = imageResponse(session, body, CONTENT_TYPES[format]);
@@ -72,15 +70,12 @@ export const atl = tileCommand('avif');
 export const ttl = tileCommand('tiff');
 
 /** `JTLS=h,res,tile,v`: the sequence angles, then JTL. */
-export async function jtls(session: IipSession, argument: string): Promise<void> {
+export async function jtls(session: Session, argument: string): Promise<void> {
   const parts = argument.split(',');
   if (parts.length !== 4) throw new InvalidArgumentError('JTLS needs four values: h,resolution,tile,v');
   const [h, resolution, tile, v] = parts.map(atoi) as [number, number, number, number];
   await session.selectView(h, v);
-  if (!session.image) {
-    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
-    return;
-  }
+  if (!requireImage(session)) return;
   const body = await renderTile(session, resolution, tile);
   session.output = imageResponse(session, body, 'image/jpeg');
 }
@@ -92,25 +87,23 @@ const MAX_TIL_TILES = 1024;
  * `TIL=res,start[-end]`: every tile of the rectangle from the start tile to the end tile, column
  * by column, each framed as `Tile,<res>,<n>,0/<length+8>:` + codec + subtype + data + CRLF.
  */
-export async function til(session: IipSession, argument: string): Promise<void> {
-  if (!session.image) {
-    session.errors.push(new IipError(IIP_ERROR.imageUnavailable, ''));
-    return;
-  }
+export async function til(session: Session, argument: string): Promise<void> {
+  const image = requireImage(session);
+  if (!image) return;
   const comma = argument.indexOf(',');
   const resolution = atoi(argument);
   const range = comma < 0 ? '0' : argument.slice(comma + 1);
   const dash = range.indexOf('-', 1);
   const start = atoi(range);
   const end = dash < 0 ? start : atoi(range.slice(dash + 1));
-  const first = addressTile(session.image, resolution, start);
-  const last = addressTile(session.image, resolution, end);
+  const first = addressTile(image, resolution, start);
+  const last = addressTile(image, resolution, end);
   const [colStart, colEnd] = first.col <= last.col ? [first.col, last.col] : [last.col, first.col];
   const [rowStart, rowEnd] = first.row <= last.row ? [first.row, last.row] : [last.row, first.row];
   if ((colEnd - colStart + 1) * (rowEnd - rowStart + 1) > MAX_TIL_TILES) {
     throw new InvalidArgumentError(`TIL: at most ${MAX_TIL_TILES} tiles per request`);
   }
-  const { across } = tileGrid(session.image.source.description.levels[first.level]!);
+  const { across } = tileGrid(image.source.description.levels[first.level]!);
   const parts: Buffer[] = [];
   for (let col = colStart; col <= colEnd; col++) {
     for (let row = rowStart; row <= rowEnd; row++) {
@@ -119,11 +112,11 @@ export async function til(session: IipSession, argument: string): Promise<void> 
       // quality of a re-encoded tile).
       const request = { ...session.tileRequest({ level: first.level, col, row }), processing: NO_PROCESSING };
       request.passthrough = session.context.config.codecPassthrough && session.quality === null;
-      const raw = await session.context.engine.streamTile(session.image, first.level, col, row, request.quality);
-      const data = raw ? raw.data : await session.context.engine.tile(session.image, request);
+      const raw = await session.context.engine.streamTile(image, first.level, col, row, request.quality);
+      const data = raw ? raw.data : await session.context.engine.tile(image, request);
       const codec = Buffer.from([raw ? raw.codec : 2, 0, 0, 0, 0x00, 0x11, 0x00, 0x00]);
       parts.push(Buffer.from(`Tile,${resolution},${number},0/${data.length + 8}:`, 'latin1'), codec, data, Buffer.from('\r\n'));
     }
   }
-  session.output = imageResponse(session, Buffer.concat(parts), IIP_CONTENT_TYPE);
+  session.output = documentResponse(session, Buffer.concat(parts), IIP_CONTENT_TYPE);
 }

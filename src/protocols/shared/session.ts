@@ -1,24 +1,24 @@
 /**
- * The state one IIP request builds up as its commands run left to right (iipsrv's semantics: every
- * command sees what the commands before it set), and the response it ends with.
+ * The state one request builds up as its commands run left to right, whichever protocol they
+ * belong to (iipsrv's semantics: IIIF, DeepZoom and Zoomify are commands too, and every command
+ * sees what the commands before it set), and the response it ends with.
  */
-import type { Config } from '../../config.js';
-import type { Engine, OpenImage, TileRequest } from '../../engine/engine.js';
+import type { OpenImage, RegionOutput, TileRequest } from '../../engine/engine.js';
 import { FULL_VIEWPORT, type Viewport } from '../../engine/geometry.js';
 import { NO_PROCESSING, isIdentity, type Processing } from '../../engine/pixels/processing.js';
-import type { Log } from '../../log.js';
-import type { IipRequest, IipResponse } from '../../request.js';
+import type { PlainRequest, PlainResponse } from '../../request.js';
 import { IipError, InvalidArgumentError } from '../../errors.js';
 import { DEFAULT_VIEW } from '../../engine/files/image-sequence.js';
+import type { ProtocolContext } from './context.js';
 import { keepsSixteenBits, type OutputFormat, type RequestedQuality, type TiffCompression } from '../../engine/output/encoders.js';
 
-export interface ProtocolContext {
-  config: Config;
-  engine: Engine;
-  log: Log;
-}
+/**
+ * One command of a request string (`FIF=`, `IIIF=`, `DeepZoom=` ...): it reads and changes the
+ * session, and the first one to produce a whole response sets its output.
+ */
+export type Command = (session: Session, argument: string) => void | Promise<void>;
 
-export class IipSession {
+export class Session {
   /** The image chosen by the last FIF (or by IIIF / DeepZoom / Zoomify naming one). */
   image: OpenImage | null = null;
   /** `IIP:1.0` when the client asked for OBJ=IIP,1.0. */
@@ -27,7 +27,7 @@ export class IipSession {
   objectLines: string[] = [];
   errors: IipError[] = [];
   /** Set by the first command that produces a whole response (a tile, a region, a document). */
-  output: IipResponse | null = null;
+  output: PlainResponse | null = null;
   /** If-Modified-Since matched the image: answer 304 and stop. */
   notModified = false;
 
@@ -57,7 +57,7 @@ export class IipSession {
   verticalView: number = DEFAULT_VIEW.vertical;
 
   constructor(
-    readonly request: IipRequest,
+    readonly request: PlainRequest,
     readonly context: ProtocolContext,
   ) {}
 
@@ -107,6 +107,22 @@ export class IipSession {
     if (!isIdentity(this.processing)) {
       throw new InvalidArgumentError('BITS=16 cannot be combined with MINMAX, CNT, GAM, INV, CMP, CTW or COL: their output has 8-bit samples');
     }
+  }
+
+  /**
+   * A region export in `format` with this session's quality, processing and JPEG2000 layers;
+   * rotation and mirroring are the caller's (IIP's ROT, IIIF's rotation, none for virtual tiles),
+   * and so is BITS=16, which only IIP's CVT honours.
+   */
+  regionOutput(format: OutputFormat, orientation: { rotation: number; mirror: boolean } = { rotation: 0, mirror: false }): RegionOutput {
+    return {
+      format,
+      quality: this.effectiveQuality,
+      requested: this.requestedQuality,
+      ...orientation,
+      processing: this.processing,
+      layers: this.layers,
+    };
   }
 
   /**

@@ -5,9 +5,8 @@
  * tile already.
  */
 import { InvalidArgumentError } from '../../errors.js';
-import { decodeImageName } from '../../engine/files/image-path.js';
-import { selectImage } from '../iip/fif.js';
-import type { IipSession } from '../shared/session.js';
+import type { LevelSize } from '../../engine/geometry.js';
+import type { Session } from '../shared/session.js';
 import { sendDescriptor, sendVirtualTile } from '../shared/virtual-tiles.js';
 
 /** Tier sizes, smallest first, as Zoomify viewers derive them from the full size and tile size. */
@@ -32,26 +31,23 @@ export function imageProperties(width: number, height: number, tileSize: number)
   return `<IMAGE_PROPERTIES WIDTH="${width}" HEIGHT="${height}" NUMTILES="${numTiles}" NUMIMAGES="1" VERSION="1.8" TILESIZE="${tileSize}" />`;
 }
 
+const PROPERTIES = '/ImageProperties.xml';
 const TILE_PATH = /^(.*)\/TileGroup\d+\/(\d+)-(\d+)-(\d+)(\.[A-Za-z0-9]+)?$/;
 
-export async function zoomify(session: IipSession, argument: string): Promise<void> {
+export async function zoomify(session: Session, argument: string): Promise<void> {
   const path = argument.replace(/\?.*$/, '');
-  if (path.endsWith('/ImageProperties.xml')) {
-    await selectImage(session, decodeImageName(path.slice(0, -'/ImageProperties.xml'.length)));
-    if (session.notModified) return;
-    const full = session.image!.source.description.levels[0]!;
-    sendDescriptor(session, imageProperties(full.width, full.height, full.tileWidth));
-    return;
+  if (path.endsWith(PROPERTIES)) {
+    return sendDescriptor(session, path.slice(0, -PROPERTIES.length), (full) => imageProperties(full.width, full.height, full.tileWidth));
   }
   const match = TILE_PATH.exec(path);
   if (!match) throw new InvalidArgumentError(`Zoomify: expected image/ImageProperties.xml or image/TileGroup<n>/<z>-<x>-<y>.jpg, got "${argument}"`);
   const [, name, tierText, xText, yText] = match as unknown as [string, string, string, string, string];
-  await selectImage(session, decodeImageName(name));
-  if (session.notModified) return;
-  const full = session.image!.source.description.levels[0]!;
-  const all = tiers(full.width, full.height, full.tileWidth);
   const tier = Number(tierText);
-  const size = all[tier];
-  if (!size) throw new InvalidArgumentError(`Zoomify: tier ${tier} does not exist (0 to ${all.length - 1})`);
-  await sendVirtualTile(session, 'Zoomify', { index: tier, ...size }, full.tileWidth, Number(xText), Number(yText));
+  const levelOf = (full: LevelSize) => {
+    const all = tiers(full.width, full.height, full.tileWidth);
+    const size = all[tier];
+    if (!size) throw new InvalidArgumentError(`Zoomify: tier ${tier} does not exist (0 to ${all.length - 1})`);
+    return { index: tier, ...size };
+  };
+  await sendVirtualTile(session, 'Zoomify', name, levelOf, Number(xText), Number(yText));
 }

@@ -1,9 +1,9 @@
 /**
  * From the CGI variables a web server sends as FastCGI PARAMS to the transport-neutral
- * IipRequest. Only the variables the protocols use are read; the rest are skipped without
+ * PlainRequest. Only the variables the protocols use are read; the rest are skipped without
  * building anything.
  */
-import type { IipRequest } from '../../request.js';
+import type { PlainRequest } from '../../request.js';
 import { forEachNameValuePair } from './records.js';
 
 /** `HTTP_IF_MODIFIED_SINCE` -> `if-modified-since`: the names the HTTP listener produces too. */
@@ -20,7 +20,7 @@ function isOn(value: string): boolean {
  * `params` is the complete, reassembled PARAMS stream. `socketAddress` stands in for a missing
  * REMOTE_ADDR (a front end that does not send it still deserves an address in the logs).
  */
-export function requestFromParams(params: Buffer, signal: AbortSignal, socketAddress: string): IipRequest {
+export function requestFromParams(params: Buffer, signal: AbortSignal, socketAddress: string): PlainRequest {
   let method = 'GET';
   let query = '';
   let requestUri = '';

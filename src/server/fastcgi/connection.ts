@@ -8,7 +8,7 @@
  * (and every other connection) down with it.
  */
 import type { Socket } from 'node:net';
-import { statusLine, type IipRequest, type IipResponse, type RequestHandler } from '../../request.js';
+import { statusLine, type PlainRequest, type PlainResponse, type RequestHandler } from '../../request.js';
 import { requestFromParams } from './cgi-request.js';
 import {
   ABORT_REQUEST,
@@ -127,7 +127,7 @@ function cleanHeaderText(text: string): string {
   return text.includes('\r') || text.includes('\n') ? text.replace(/[\r\n]+/g, ' ') : text;
 }
 
-function responseHead(response: IipResponse): string {
+function responseHead(response: PlainResponse): string {
   let head = `Status: ${statusLine(response.status)}\r\n`;
   for (const [name, value] of response.headers) head += `${cleanHeaderText(name)}: ${cleanHeaderText(value)}\r\n`;
   return `${head}\r\n`;
@@ -393,9 +393,9 @@ export class FastCgiConnection {
     request.started = true;
     const params = request.params === null ? EMPTY : request.params.subarray(0, request.paramsBytes);
     request.params = null;
-    const iipRequest: IipRequest = requestFromParams(params, request.controller!.signal, this.socketAddress);
+    const iipRequest: PlainRequest = requestFromParams(params, request.controller!.signal, this.socketAddress);
     request.method = iipRequest.method;
-    let result: Promise<IipResponse>;
+    let result: Promise<PlainResponse>;
     try {
       result = Promise.resolve(this.options.handler(iipRequest));
     } catch (error) {
@@ -446,7 +446,7 @@ export class FastCgiConnection {
     });
   }
 
-  private respond(request: RequestState, response: IipResponse): void {
+  private respond(request: RequestState, response: PlainResponse): void {
     if (request.done || this.closed || this.ending) return;
     let head: string;
     let body: Buffer;
