@@ -7,7 +7,6 @@ import { open, stat } from 'node:fs/promises';
 import { FileError, InvalidArgumentError } from '../../errors.js';
 import type { ImageFormat } from '../source.js';
 
-
 export interface ImageFileInfo {
   /** Absolute path on disk; never shown to clients. */
   path: string;

@@ -1,0 +1,85 @@
+/**
+ * iipsrv's processing of a tile or region's samples, around the float pipeline (processing.ts):
+ * CIELAB to sRGB first, the contrast stretch from the image's histogram, 8-bit data passed as
+ * stored when there is nothing to do, and the steps that work on the 8-bit result (grey, binary,
+ * equalisation). The histogram is made once per open file, as iipsrv keeps it in its metadata.
+ */
+import { InvalidArgumentError } from '../../errors.js';
+import { tileRect, type Rect } from '../geometry.js';
+import type { DecodeOptions, ImageDescription, ImageSource, RawPixels } from '../source.js';
+import { imageHistogram, stretchRange } from './histogram.js';
+import { applyOutputSteps, hasOutputSteps } from './output-steps.js';
+import { firstBands, labToSrgb } from './pixel-types.js';
+import { STRETCH, isIdentity, runPipeline, type Processing } from './processing.js';
+
+/**
+ * iipsrv runs its float pipeline for data wider than 8 bits and for any processing command; the
+ * pixel types libvips does not read as iipsrv (signed, CIELAB, multiband) come the same way.
+ */
+export function needsPipeline(d: ImageDescription, processing: Processing): boolean {
+  return !isIdentity(processing) || !plainEightBit(d);
+}
+
+function plainEightBit(d: ImageDescription): boolean {
+  const space = d.colourSpace === 'srgb' || d.colourSpace === 'grey' || d.colourSpace === 'binary';
+  return d.sampleFormat === 'uint' && d.bitsPerSample <= 8 && space && d.channels <= 4;
+}
+
+export class PixelProcessor {
+  /** Each open file's histogram (CNT=st/eq, COL=binary), made on first use: a replaced file has a new source. */
+  private readonly histograms = new WeakMap<ImageSource, Promise<Uint32Array>>();
+
+  /**
+   * The samples of a rectangle at their full precision, through iipsrv's pipeline to 8 bits
+   * (see processing.ts); `name` is for messages.
+   */
+  async processed(source: ImageSource, name: string, level: number, rect: Rect, processing: Processing, options: DecodeOptions): Promise<RawPixels> {
+    const d = source.description;
+    if (processing.shade && d.channels < 3) {
+      throw new InvalidArgumentError(`${name}: SHD needs a surface-normal image of 3 bands; this one has ${d.channels}`);
+    }
+    let samples = await source.samples(level, rect, options);
+    let [minValues, maxValues] = [d.minValues, d.maxValues];
+    if (d.colourSpace === 'cielab') {
+      // iipsrv converts to 8-bit sRGB before anything else, so the pipeline sees 0..255.
+      samples = labToSrgb(samples);
+      [minValues, maxValues] = [[0, 0, 0], [255, 255, 255]];
+    }
+    // Grey, binary and equalisation come later, on the pixels as sent (withOutputSteps).
+    let floatSteps: Processing = { ...processing, grey: false, binary: false, equalise: false };
+    if (processing.contrast === STRETCH) {
+      // iipsrv's stretch replaces every channel's range (MINMAX too) and then contrast is 1.
+      const { min, max } = stretchRange(await this.histogram(source), d.bitsPerSample, d.sampleFormat === 'int');
+      minValues = minValues.map(() => min);
+      maxValues = maxValues.map(() => max);
+      floatSteps = { ...floatSteps, contrast: 1, ranges: [] };
+    }
+    // As in iipsrv, 8-bit data with nothing for the float pipeline to do goes out as stored.
+    const stored = isIdentity(floatSteps) && processing.contrast !== STRETCH ? firstBands(samples) : null;
+    const out = stored ?? runPipeline(samples, minValues, maxValues, floatSteps);
+    return { data: out.data, width: samples.width, height: samples.height, channels: out.channels, stride: samples.width * out.channels };
+  }
+
+  /**
+   * The image's histogram, from the first tile of its smallest resolution, made once per open
+   * file (iipsrv keeps it in its metadata cache).
+   */
+  private histogram(source: ImageSource): Promise<Uint32Array> {
+    let histogram = this.histograms.get(source);
+    if (!histogram) {
+      const d = source.description;
+      const smallest = d.levels.length - 1;
+      histogram = source.samples(smallest, tileRect(d.levels[smallest]!, 0, 0)).then((samples) => imageHistogram(samples, d.bitsPerSample > 8 || d.sampleFormat === 'int', d.minValues, d.maxValues));
+      this.histograms.set(source, histogram);
+      histogram.catch(() => this.histograms.delete(source));
+    }
+    return histogram;
+  }
+
+  /** COL=grey, COL=binary and CNT=eq on the 8-bit pixels about to be mirrored, rotated and encoded. */
+  async withOutputSteps(source: ImageSource, pixels: RawPixels, processing: Processing): Promise<RawPixels> {
+    if (!hasOutputSteps(processing)) return pixels;
+    const histogram = processing.binary || processing.equalise ? await this.histogram(source) : null;
+    return applyOutputSteps(pixels, processing, source.description.colourSpace, histogram);
+  }
+}
