@@ -266,11 +266,11 @@ async function runWorker(): Promise<void> {
   }
 
   const address = (a: ReturnType<NonNullable<typeof running.http>['address']> | undefined) =>
-    a == null ? null : typeof a === 'string' ? a : `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/`;
+    a === null || a === undefined ? null : typeof a === 'string' ? a : `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/`;
   const fastcgiAddress = running.fastcgi?.address();
   send({
     type: 'ready',
     http: address(running.http?.address()),
-    fastcgi: fastcgiAddress == null ? null : typeof fastcgiAddress === 'string' ? fastcgiAddress : `${fastcgiAddress.address}:${fastcgiAddress.port}`,
+    fastcgi: fastcgiAddress === null || fastcgiAddress === undefined ? null : typeof fastcgiAddress === 'string' ? fastcgiAddress : `${fastcgiAddress.address}:${fastcgiAddress.port}`,
   });
 }

@@ -76,9 +76,9 @@ export function createRouter(context: ProtocolContext): RequestHandler {
 
   async function dispatch(request: PlainRequest): Promise<PlainResponse> {
     switch (request.method) {
+      // iipsrv 1.1 ignores the method: a POST is answered from its query string like a GET.
       case 'GET':
       case 'HEAD':
-      // iipsrv 1.1 ignores the method: a POST is answered from its query string like a GET.
       case 'POST':
         break;
       case 'OPTIONS':

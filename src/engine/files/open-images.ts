@@ -159,6 +159,7 @@ export class OpenImages {
 
 /** Names go back to clients in error bodies: keep them printable. */
 function printableName(name: string): string {
+  // eslint-disable-next-line no-control-regex -- the control characters are what it replaces
   return name.replace(/[\0-\x1f\x7f]/g, '?');
 }
 

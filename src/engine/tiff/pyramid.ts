@@ -5,7 +5,7 @@
  * each smaller than the previous level (thumbnails, labels and other pages are skipped).
  */
 import { TiffFormatError } from './errors.js';
-import { Ifd, isUnsignedIntegerType, readIfd, type IfdEntry, type TiffHeader } from './ifd.js';
+import { type Ifd, isUnsignedIntegerType, readIfd, type IfdEntry, type TiffHeader } from './ifd.js';
 import type { PositionedFile } from './positioned-file.js';
 import { Tag, tagName } from './tags.js';
 import type { TiffLevel } from './types.js';

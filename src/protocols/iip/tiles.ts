@@ -34,14 +34,16 @@ export function addressTile(image: OpenImage, resolution: number, tile: number):
 export async function renderTile(session: Session, resolution: number, tile: number, format: OutputFormat = 'jpeg'): Promise<Buffer> {
   const image = session.image!;
   session.checkBits(format);
-  let { level, col, row } = addressTile(image, resolution, tile);
+  const address = addressTile(image, resolution, tile);
+  const { level } = address;
+  let { col, row } = address;
   const rotation = Math.round(session.rotation / 90) * 90 === session.rotation ? session.rotation : 0;
   if (rotation === 180 && !session.mirror) {
     // A client that rotates the whole image by 180 asks for tile i and expects the one opposite.
     // (`!180`, a vertical flip, flips the tile asked for, as iipsrv 1.1 does.)
     const { across, down } = tileGrid(image.source.description.levels[level]!);
     const opposite = across * down - 1 - (row * across + col);
-    ({ level, col, row } = { level, col: opposite % across, row: Math.floor(opposite / across) });
+    [col, row] = [opposite % across, Math.floor(opposite / across)];
   }
   return session.context.engine.tile(image, { ...session.tileRequest({ level, col, row }), format, rotation, mirror: session.mirror });
 }

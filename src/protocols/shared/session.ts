@@ -7,7 +7,7 @@ import type { OpenImage, RegionOutput, TileRequest } from '../../engine/engine.j
 import { FULL_VIEWPORT, type Viewport } from '../../engine/geometry.js';
 import { NO_PROCESSING, isIdentity, type Processing } from '../../engine/pixels/processing.js';
 import type { PlainRequest, PlainResponse } from '../../request.js';
-import { IipError, InvalidArgumentError } from '../../errors.js';
+import { type IipError, InvalidArgumentError } from '../../errors.js';
 import { DEFAULT_VIEW } from '../../engine/files/image-sequence.js';
 import type { ProtocolContext } from './context.js';
 import { keepsSixteenBits, type OutputFormat, type RequestedQuality, type TiffCompression } from '../../engine/output/encoders.js';
