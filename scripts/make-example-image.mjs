@@ -10,7 +10,9 @@ for (let row = 0; row < 4; row++) {
   for (let col = 0; col < 6; col++) {
     const colour = colours[(row * 6 + col) % colours.length];
     cells.push(`<rect x="${col * 200 + 10}" y="${row * 200 + 10}" width="180" height="180" rx="24" fill="${colour}"/>`);
-    cells.push(`<text x="${col * 200 + 100}" y="${row * 200 + 118}" font-family="sans-serif" font-size="64" text-anchor="middle" fill="white">${row * 6 + col}</text>`);
+    cells.push(
+      `<text x="${col * 200 + 100}" y="${row * 200 + 118}" font-family="sans-serif" font-size="64" text-anchor="middle" fill="white">${row * 6 + col}</text>`,
+    );
   }
 }
 const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">

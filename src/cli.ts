@@ -11,9 +11,7 @@ import os from 'node:os';
 import { VERSION } from './version.js';
 
 export type ListenTarget =
-  | { kind: 'tcp'; host: string; port: number; backlog: number }
-  | { kind: 'unix'; path: string; backlog: number }
-  | { kind: 'fd'; fd: number; backlog: number };
+  { kind: 'tcp'; host: string; port: number; backlog: number } | { kind: 'unix'; path: string; backlog: number } | { kind: 'fd'; fd: number; backlog: number };
 
 export interface CliOptions {
   fastcgi: ListenTarget | null;
@@ -22,11 +20,7 @@ export interface CliOptions {
   shutdownGraceMs: number;
 }
 
-export type CliCommand =
-  | { kind: 'run'; options: CliOptions }
-  | { kind: 'help' }
-  | { kind: 'version' }
-  | { kind: 'usage-error'; message: string };
+export type CliCommand = { kind: 'run'; options: CliOptions } | { kind: 'help' } | { kind: 'version' } | { kind: 'usage-error'; message: string };
 
 export const USAGE = `Usage: iipsrv [--bind HOST:PORT | --bind /path/to.sock] [--backlog N]
               [--http HOST:PORT] [--workers N] [--shutdown-timeout SECONDS]

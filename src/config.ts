@@ -16,11 +16,7 @@ export interface UriMapping {
   protocol: Protocol;
 }
 
-export type LogTarget =
-  | { kind: 'none' }
-  | { kind: 'file'; path: string }
-  | { kind: 'stderr' }
-  | { kind: 'syslog'; host: string; port: number };
+export type LogTarget = { kind: 'none' } | { kind: 'file'; path: string } | { kind: 'stderr' } | { kind: 'syslog'; host: string; port: number };
 
 export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
 
@@ -125,13 +121,7 @@ function flag(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError(name, `expected 0 or 1, got "${value}"`);
 }
 
-function clamp(
-  warnings: string[],
-  name: string,
-  value: number,
-  min: number,
-  max: number,
-): number {
+function clamp(warnings: string[], name: string, value: number, min: number, max: number): number {
   const clamped = Math.min(max, Math.max(min, value));
   if (clamped !== value) warnings.push(`${name}=${value} is outside ${min}-${max}; using ${clamped}`);
   return clamped;

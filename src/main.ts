@@ -271,6 +271,11 @@ async function runWorker(): Promise<void> {
   send({
     type: 'ready',
     http: address(running.http?.address()),
-    fastcgi: fastcgiAddress === null || fastcgiAddress === undefined ? null : typeof fastcgiAddress === 'string' ? fastcgiAddress : `${fastcgiAddress.address}:${fastcgiAddress.port}`,
+    fastcgi:
+      fastcgiAddress === null || fastcgiAddress === undefined
+        ? null
+        : typeof fastcgiAddress === 'string'
+          ? fastcgiAddress
+          : `${fastcgiAddress.address}:${fastcgiAddress.port}`,
   });
 }

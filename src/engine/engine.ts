@@ -17,7 +17,14 @@ import type { ImagePathRules } from './files/image-path.js';
 import { Formats } from './formats.js';
 import { tileRect, type Rect, type RegionPlan } from './geometry.js';
 import type { Jp2DecoderOptions } from './jp2/decoder.js';
-import { DEFAULT_ENCODER_SETTINGS, keepsSixteenBits, type EncodeOptions, type EncoderSettings, type OutputFormat, type RequestedQuality } from './output/encoders.js';
+import {
+  DEFAULT_ENCODER_SETTINGS,
+  keepsSixteenBits,
+  type EncodeOptions,
+  type EncoderSettings,
+  type OutputFormat,
+  type RequestedQuality,
+} from './output/encoders.js';
 import { directJpeg, encodeJpegPixels, encodePipeline, encodeRegion, rawPipeline, withProfile, type Marker } from './output/finish.js';
 import { assertEncodable } from './output/limits.js';
 import { streamTile, type StreamTile } from './output/stream-tile.js';
@@ -131,10 +138,10 @@ export class Engine {
     this.encoders = options.encoders ?? DEFAULT_ENCODER_SETTINGS;
     this.watermark = options.watermark ?? null;
     this.maxIcc = options.maxIcc ?? 0;
-    this.outputTag = createHash('sha1').update(JSON.stringify([this.watermark?.fingerprint ?? '', this.maxIcc, this.encoders])).digest('base64url');
-    this.kernel = ({ nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos3: 'lanczos3' } as const)[
-      options.interpolation ?? 'bilinear'
-    ];
+    this.outputTag = createHash('sha1')
+      .update(JSON.stringify([this.watermark?.fingerprint ?? '', this.maxIcc, this.encoders]))
+      .digest('base64url');
+    this.kernel = ({ nearest: 'nearest', bilinear: 'linear', bicubic: 'cubic', lanczos3: 'lanczos3' } as const)[options.interpolation ?? 'bilinear'];
   }
 
   /**
@@ -164,7 +171,9 @@ export class Engine {
     const size = image.source.description.levels[level];
     if (!size) throw new InvalidArgumentError(`${image.name}: no resolution level ${level}`);
     if (rect.left < 0 || rect.top < 0 || rect.width < 1 || rect.height < 1 || rect.left + rect.width > size.width || rect.top + rect.height > size.height) {
-      throw new InvalidArgumentError(`${image.name}: ${rect.width}x${rect.height} at ${rect.left},${rect.top} lies outside the ${size.width}x${size.height} level`);
+      throw new InvalidArgumentError(
+        `${image.name}: ${rect.width}x${rect.height} at ${rect.left},${rect.top} lies outside the ${size.width}x${size.height} level`,
+      );
     }
     assertRenderable(image);
     return image.source.samples(level, rect);
@@ -227,7 +236,11 @@ export class Engine {
     let bytes: Buffer | null = null;
     if (bits === 8 && needsPipeline(image.source.description, processing)) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
-      const pixels = await this.pixels.withOutputSteps(image.source, await this.pixels.processed(image.source, image.name, level, rect, processing, decodeOptions), processing);
+      const pixels = await this.pixels.withOutputSteps(
+        image.source,
+        await this.pixels.processed(image.source, image.name, level, rect, processing, decodeOptions),
+        processing,
+      );
       bytes =
         upright && request.format === 'jpeg' && directJpeg
           ? await encodeJpegPixels(pixels, request.quality, icc, mark)
@@ -246,7 +259,9 @@ export class Engine {
     if (!bytes) {
       const rect = tileRect(image.source.description.levels[level]!, col, row);
       const { channels } = image.source.description;
-      bytes = await decoding(image.name, async () => encodePipeline(await image.source.decode(level, rect, decodeOptions), channels, bits, request, mark, encoding, this.encoders));
+      bytes = await decoding(image.name, async () =>
+        encodePipeline(await image.source.decode(level, rect, decodeOptions), channels, bits, request, mark, encoding, this.encoders),
+      );
     }
     this.cache.set(key, bytes);
     return bytes;
@@ -263,7 +278,9 @@ export class Engine {
     assertRenderable(image);
     // Black and white is iipsrv's COL=binary: grey, then the image histogram's Otsu threshold.
     const output: RegionOutput =
-      requested.colour === 'bitonal' ? { ...requested, colour: 'colour', processing: { ...(requested.processing ?? NO_PROCESSING), grey: false, binary: true } } : requested;
+      requested.colour === 'bitonal'
+        ? { ...requested, colour: 'colour', processing: { ...(requested.processing ?? NO_PROCESSING), grey: false, binary: true } }
+        : requested;
     assertEncodable(image.name, plan.outputWidth, plan.outputHeight, output.format, output.rotation);
     const { source } = plan;
     const key = this.cacheKey(
@@ -351,4 +368,3 @@ function assertRenderable(image: OpenImage): void {
   const d = image.source.description;
   if (d.undecodable) throw new NotImplementedError(`${image.name}: ${d.undecodable}`);
 }
-

@@ -151,9 +151,7 @@ export function planExactRegion(levels: LevelSize[], region: Rect, outputWidth: 
  * round up or down where the file's writer did the other), or else the full-resolution region and
  * the size to scale it to. Null when the tile lies outside that level.
  */
-export type VirtualTile =
-  | { kind: 'stored'; level: number; col: number; row: number }
-  | { kind: 'scaled'; region: Rect; width: number; height: number };
+export type VirtualTile = { kind: 'stored'; level: number; col: number; row: number } | { kind: 'scaled'; region: Rect; width: number; height: number };
 
 export function virtualTile(levels: LevelSize[], virtual: { width: number; height: number }, tileSize: number, col: number, row: number): VirtualTile | null {
   const across = Math.ceil(virtual.width / tileSize);

@@ -108,7 +108,7 @@ function webpSize(type: string, data: Buffer): { width: number; height: number; 
 export function embedInWebp(webp: Buffer, icc: Buffer): Buffer {
   if (webp.length < 20 || webp.toString('latin1', 0, 4) !== 'RIFF' || webp.toString('latin1', 8, 12) !== 'WEBP') throw new EmbedError('not a WebP');
   const chunks: Array<{ type: string; data: Buffer }> = [];
-  for (let at = 12; at + 8 <= webp.length; ) {
+  for (let at = 12; at + 8 <= webp.length;) {
     const type = webp.toString('latin1', at, at + 4);
     const length = webp.readUInt32LE(at + 4);
     chunks.push({ type, data: webp.subarray(at + 8, at + 8 + length) });
@@ -130,7 +130,12 @@ export function embedInWebp(webp: Buffer, icc: Buffer): Buffer {
   header.data[0]! |= 0x20;
   // ICCP comes right after VP8X.
   const rest = chunks.filter((c) => c !== header && c.type !== 'ICCP');
-  const body = Buffer.concat([Buffer.from('WEBP', 'latin1'), riffChunk('VP8X', header.data), riffChunk('ICCP', icc), ...rest.map((c) => riffChunk(c.type, c.data))]);
+  const body = Buffer.concat([
+    Buffer.from('WEBP', 'latin1'),
+    riffChunk('VP8X', header.data),
+    riffChunk('ICCP', icc),
+    ...rest.map((c) => riffChunk(c.type, c.data)),
+  ]);
   const riff = Buffer.alloc(8);
   riff.write('RIFF', 0, 'latin1');
   riff.writeUInt32LE(body.length, 4);

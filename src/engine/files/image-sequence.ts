@@ -107,7 +107,14 @@ function sequenceIn(entries: string[], stem: string, printableStem: string, prin
   const quoted = escapeRegExp(base);
   const tail = escapeRegExp('.' + extension);
   const numbers = (pattern: RegExp) =>
-    [...new Set(entries.map((entry) => pattern.exec(entry)?.[1]).filter((n): n is string => n !== undefined).map(Number))].sort((a, b) => a - b);
+    [
+      ...new Set(
+        entries
+          .map((entry) => pattern.exec(entry)?.[1])
+          .filter((n): n is string => n !== undefined)
+          .map(Number),
+      ),
+    ].sort((a, b) => a - b);
   return {
     stem,
     printableStem,

@@ -153,7 +153,10 @@ export class OpenImages {
     const entry = this.open.get(path);
     this.open.delete(path);
     // Requests still using it hold their own reference; closing later costs nothing.
-    entry?.then((image) => setTimeout(() => void image.source.close().catch(() => undefined), 30_000).unref(), () => undefined);
+    entry?.then(
+      (image) => setTimeout(() => void image.source.close().catch(() => undefined), 30_000).unref(),
+      () => undefined,
+    );
   }
 }
 

@@ -95,7 +95,19 @@ export class Jp2Decoder {
 
   private async decodeWithProgram(file: string, area: DecodeArea): Promise<DecodedPixels> {
     const output = outputFile();
-    const args = ['-i', file, '-o', output, '-r', String(area.reduce), '-l', String(area.layers), '-d', `${area.x0},${area.y0},${area.x1},${area.y1}`, '-quiet'];
+    const args = [
+      '-i',
+      file,
+      '-o',
+      output,
+      '-r',
+      String(area.reduce),
+      '-l',
+      String(area.layers),
+      '-d',
+      `${area.x0},${area.y0},${area.x1},${area.y1}`,
+      '-quiet',
+    ];
     // 16-bit samples at most, plus the header.
     const maxBytes = area.width * area.height * Math.max(area.channels, 1) * 2 + 4096;
     let bytes: Buffer;

@@ -85,7 +85,14 @@ class Helper {
         const all = Buffer.concat(this.chunks, this.buffered);
         this.chunks = [];
         this.buffered = 0;
-        const [magic, status, width, height, channels, length] = [0, 4, 8, 12, 16, 20].map((o) => all.readUInt32LE(o)) as [number, number, number, number, number, number];
+        const [magic, status, width, height, channels, length] = [0, 4, 8, 12, 16, 20].map((o) => all.readUInt32LE(o)) as [
+          number,
+          number,
+          number,
+          number,
+          number,
+          number,
+        ];
         if (!this.pending || magic !== MAGIC) {
           this.fail(new DecodeError('the decoder answered garbage', 'failed'));
           this.kill();
@@ -124,7 +131,10 @@ class Helper {
     if (payload.length === samples) return pending.resolve({ data: payload, width, height, channels });
     if (payload.length === samples * 2 && samples > 0) {
       // allocUnsafe may hand out a slice of a shared pool: 16-bit views need their own aligned buffer.
-      const data = payload.byteOffset % 2 === 0 ? new Uint16Array(payload.buffer, payload.byteOffset, samples) : new Uint16Array(payload.buffer.slice(payload.byteOffset, payload.byteOffset + payload.length));
+      const data =
+        payload.byteOffset % 2 === 0
+          ? new Uint16Array(payload.buffer, payload.byteOffset, samples)
+          : new Uint16Array(payload.buffer.slice(payload.byteOffset, payload.byteOffset + payload.length));
       return pending.resolve({ data, width, height, channels });
     }
     pending.reject(new DecodeError('the decoder sent a short image', 'failed'));

@@ -311,4 +311,3 @@ function widenTo8Bits(data: Uint8Array, precision: number): void {
   const max = 2 ** precision - 1;
   for (let i = 0; i < data.length; i++) data[i] = Math.round((Math.min(data[i]!, max) * 255) / max);
 }
-

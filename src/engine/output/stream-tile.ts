@@ -29,7 +29,9 @@ export async function streamTile(source: ImageSource, level: number, col: number
     const raw = { data: bytes, width, height, channels: 3 as const, stride: width * 3 };
     const jpeg = jpegCodec
       ? await jpegCodec.encode(raw, quality)
-      : await sharp(bytes, { raw: { width, height, channels: 3 } }).jpeg({ quality }).toBuffer();
+      : await sharp(bytes, { raw: { width, height, channels: 3 } })
+          .jpeg({ quality })
+          .toBuffer();
     return { codec: 2, data: jpeg };
   }
   // iipsrv 1.1 labels 8-bit multiband raw data as JPEG (2); raw is what it is.

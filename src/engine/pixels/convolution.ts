@@ -68,7 +68,16 @@ export function convolve(data: Float32Array, width: number, height: number, band
 }
 
 /** The inner pixels of one output row through a 3 x 3 kernel, unrolled (the common case, 4x faster). */
-function convolveRow3(data: Float32Array, out: Float32Array, start: number, rows: Int32Array, k: readonly number[], width: number, bands: number, divisor: number): void {
+function convolveRow3(
+  data: Float32Array,
+  out: Float32Array,
+  start: number,
+  rows: Int32Array,
+  k: readonly number[],
+  width: number,
+  bands: number,
+  divisor: number,
+): void {
   const [k0, k1, k2, k3, k4, k5, k6, k7, k8] = k as [number, number, number, number, number, number, number, number, number];
   const [r0, r1, r2] = [rows[0]!, rows[1]!, rows[2]!];
   const end = (width - 1) * bands;
@@ -77,9 +86,15 @@ function convolveRow3(data: Float32Array, out: Float32Array, start: number, rows
     const b = r1 + i;
     const c = r2 + i;
     const sum =
-      k0 * data[a - bands]! + k1 * data[a]! + k2 * data[a + bands]! +
-      k3 * data[b - bands]! + k4 * data[b]! + k5 * data[b + bands]! +
-      k6 * data[c - bands]! + k7 * data[c]! + k8 * data[c + bands]!;
+      k0 * data[a - bands]! +
+      k1 * data[a]! +
+      k2 * data[a + bands]! +
+      k3 * data[b - bands]! +
+      k4 * data[b]! +
+      k5 * data[b + bands]! +
+      k6 * data[c - bands]! +
+      k7 * data[c]! +
+      k8 * data[c + bands]!;
     out[start + i] = sum / divisor;
   }
 }

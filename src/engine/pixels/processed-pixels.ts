@@ -43,7 +43,10 @@ export class PixelProcessor {
     if (d.colourSpace === 'cielab') {
       // iipsrv converts to 8-bit sRGB before anything else, so the pipeline sees 0..255.
       samples = labToSrgb(samples);
-      [minValues, maxValues] = [[0, 0, 0], [255, 255, 255]];
+      [minValues, maxValues] = [
+        [0, 0, 0],
+        [255, 255, 255],
+      ];
     }
     // Grey, binary and equalisation come later, on the pixels as sent (withOutputSteps).
     let floatSteps: Processing = { ...processing, grey: false, binary: false, equalise: false };
@@ -69,7 +72,9 @@ export class PixelProcessor {
     if (!histogram) {
       const d = source.description;
       const smallest = d.levels.length - 1;
-      histogram = source.samples(smallest, tileRect(d.levels[smallest]!, 0, 0)).then((samples) => imageHistogram(samples, d.bitsPerSample > 8 || d.sampleFormat === 'int', d.minValues, d.maxValues));
+      histogram = source
+        .samples(smallest, tileRect(d.levels[smallest]!, 0, 0))
+        .then((samples) => imageHistogram(samples, d.bitsPerSample > 8 || d.sampleFormat === 'int', d.minValues, d.maxValues));
       this.histograms.set(source, histogram);
       histogram.catch(() => this.histograms.delete(source));
     }

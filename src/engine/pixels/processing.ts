@@ -73,7 +73,6 @@ export function processingKey(p: Processing): string {
   return JSON.stringify([p.ranges, p.contrast, p.gamma, p.invert, p.colormap, p.twist, p.grey, p.binary, p.equalise, p.shade, p.convolution]);
 }
 
-
 /** The colour maps, from a normalised value to RGB in 0..1 (iipsrv's definitions). */
 function colour(map: Colormap, v: number, out: number[]): void {
   out[0] = out[1] = out[2] = 0;
@@ -81,24 +80,41 @@ function colour(map: Colormap, v: number, out: number[]): void {
     case 'hot':
       if (v <= 0) return;
       if (v < 1 / 3) out[0] = 3 * v;
-      else if (v < 2 / 3) { out[0] = 1; out[1] = 3 * v - 1; }
-      else if (v < 1) { out[0] = 1; out[1] = 1; out[2] = 3 * v - 2; }
-      else out[0] = out[1] = out[2] = 1;
+      else if (v < 2 / 3) {
+        out[0] = 1;
+        out[1] = 3 * v - 1;
+      } else if (v < 1) {
+        out[0] = 1;
+        out[1] = 1;
+        out[2] = 3 * v - 2;
+      } else out[0] = out[1] = out[2] = 1;
       return;
     case 'cold':
       if (v <= 0) return;
       if (v < 1 / 3) out[2] = 3 * v;
-      else if (v < 2 / 3) { out[1] = 3 * v - 1; out[2] = 1; }
-      else if (v < 1) { out[0] = 3 * v - 2; out[1] = 1; out[2] = 1; }
-      else out[0] = out[1] = out[2] = 1;
+      else if (v < 2 / 3) {
+        out[1] = 3 * v - 1;
+        out[2] = 1;
+      } else if (v < 1) {
+        out[0] = 3 * v - 2;
+        out[1] = 1;
+        out[2] = 1;
+      } else out[0] = out[1] = out[2] = 1;
       return;
     case 'jet':
       if (v < 0) return;
       if (v < 1 / 8) out[2] = 4 * v + 0.5;
-      else if (v < 3 / 8) { out[1] = 4 * v - 0.5; out[2] = 1; }
-      else if (v < 5 / 8) { out[0] = 4 * v - 1.5; out[1] = 1; out[2] = 2.5 - 4 * v; }
-      else if (v < 7 / 8) { out[0] = 1; out[1] = 3.5 - 4 * v; }
-      else if (v < 1) out[0] = 4.5 - 4 * v;
+      else if (v < 3 / 8) {
+        out[1] = 4 * v - 0.5;
+        out[2] = 1;
+      } else if (v < 5 / 8) {
+        out[0] = 4 * v - 1.5;
+        out[1] = 1;
+        out[2] = 2.5 - 4 * v;
+      } else if (v < 7 / 8) {
+        out[0] = 1;
+        out[1] = 3.5 - 4 * v;
+      } else if (v < 1) out[0] = 4.5 - 4 * v;
       else out[0] = 0.5;
       return;
     case 'red':
@@ -154,7 +170,11 @@ function tableLayout(data: TableData): { size: number; index: Uint8Array | Uint1
   const wide = data.BYTES_PER_ELEMENT === 2;
   const signed = data instanceof Int8Array || data instanceof Int16Array;
   const size = wide ? 65536 : 256;
-  const index = !signed ? (data as Uint8Array | Uint16Array) : wide ? new Uint16Array(data.buffer, data.byteOffset, data.length) : new Uint8Array(data.buffer, data.byteOffset, data.length);
+  const index = !signed
+    ? (data as Uint8Array | Uint16Array)
+    : wide
+      ? new Uint16Array(data.buffer, data.byteOffset, data.length)
+      : new Uint8Array(data.buffer, data.byteOffset, data.length);
   const ramp = (channels: number): TableData => {
     const bits = new (wide ? Uint16Array : Uint8Array)(size * channels);
     for (let v = 0; v < size; v++) for (let c = 0; c < channels; c++) bits[v * channels + c] = v;

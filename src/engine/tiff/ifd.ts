@@ -140,8 +140,12 @@ export function decodeNumber(b: Buffer, at: number, type: number, le: boolean): 
 /** Types whose values are unsigned integers (what offsets, counts and sizes may be stored as). */
 export function isUnsignedIntegerType(type: number): boolean {
   return (
-    type === FieldType.BYTE || type === FieldType.SHORT || type === FieldType.LONG ||
-    type === FieldType.LONG8 || type === FieldType.IFD || type === FieldType.IFD8
+    type === FieldType.BYTE ||
+    type === FieldType.SHORT ||
+    type === FieldType.LONG ||
+    type === FieldType.LONG8 ||
+    type === FieldType.IFD ||
+    type === FieldType.IFD8
   );
 }
 
@@ -294,9 +298,7 @@ export async function readIfd(source: PositionedFile, header: TiffHeader, offset
     const valueAt = at + (big ? 12 : 8);
     const byteLength = valueCount * size;
     const inline = byteLength <= (big ? 8 : 4);
-    const position = inline
-      ? offset + valueAt
-      : big ? readUint64(chunk, valueAt, le) : le ? chunk.readUInt32LE(valueAt) : chunk.readUInt32BE(valueAt);
+    const position = inline ? offset + valueAt : big ? readUint64(chunk, valueAt, le) : le ? chunk.readUInt32LE(valueAt) : chunk.readUInt32BE(valueAt);
     entries.set(tag, {
       tag,
       type,

@@ -27,10 +27,7 @@ export class PositionedFile {
 
   /** True if [position, position+length) lies inside the file. */
   contains(position: number, length: number): boolean {
-    return (
-      Number.isSafeInteger(position) && Number.isSafeInteger(length) &&
-      position >= 0 && length >= 0 && position + length <= this.size
-    );
+    return Number.isSafeInteger(position) && Number.isSafeInteger(length) && position >= 0 && length >= 0 && position + length <= this.size;
   }
 
   /** Exactly `length` bytes at `position`; TiffFormatError ("truncated ...") if the file is shorter. */

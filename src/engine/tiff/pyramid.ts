@@ -18,9 +18,20 @@ const MAX_DIMENSION = 0xffff_ffff;
 
 /** The tags needed to describe a directory as a (candidate) pyramid level. */
 const DIRECTORY_TAGS: readonly number[] = [
-  Tag.NewSubfileType, Tag.ImageWidth, Tag.ImageLength, Tag.BitsPerSample, Tag.Compression, Tag.Photometric,
-  Tag.SamplesPerPixel, Tag.RowsPerStrip, Tag.PlanarConfig, Tag.TileWidth, Tag.TileLength, Tag.ExtraSamples,
-  Tag.SampleFormat, Tag.JPEGTables,
+  Tag.NewSubfileType,
+  Tag.ImageWidth,
+  Tag.ImageLength,
+  Tag.BitsPerSample,
+  Tag.Compression,
+  Tag.Photometric,
+  Tag.SamplesPerPixel,
+  Tag.RowsPerStrip,
+  Tag.PlanarConfig,
+  Tag.TileWidth,
+  Tag.TileLength,
+  Tag.ExtraSamples,
+  Tag.SampleFormat,
+  Tag.JPEGTables,
 ];
 
 /** A directory's image properties, as stored (not validated). */
@@ -72,8 +83,13 @@ export interface Pyramid {
 }
 
 async function describe(
-  source: PositionedFile, ifd: Ifd, page: number, subifd: number, what: string,
-  extraTags: readonly number[] = [], optionalTags: readonly number[] = [],
+  source: PositionedFile,
+  ifd: Ifd,
+  page: number,
+  subifd: number,
+  what: string,
+  extraTags: readonly number[] = [],
+  optionalTags: readonly number[] = [],
 ): Promise<Directory> {
   await Promise.all([
     ifd.preload(source, extraTags.length > 0 ? [...DIRECTORY_TAGS, ...extraTags] : DIRECTORY_TAGS),
@@ -116,7 +132,9 @@ function arrayRef(source: PositionedFile, d: Directory, tag: number, needed: num
   if (!isUnsignedIntegerType(entry.type)) throw corrupt(d.what, `has ${tagName(tag)} of field type ${entry.type}`);
   if (entry.count < needed) throw corrupt(d.what, `has ${entry.count} ${tagName(tag)} values for ${needed} tiles`);
   if (!entry.inline && !source.contains(entry.position, entry.byteLength)) {
-    throw new TiffFormatError(`truncated TIFF: ${tagName(tag)} of ${d.what} (${entry.byteLength} bytes at offset ${entry.position}) is beyond the end of the file (${source.size} bytes)`);
+    throw new TiffFormatError(
+      `truncated TIFF: ${tagName(tag)} of ${d.what} (${entry.byteLength} bytes at offset ${entry.position}) is beyond the end of the file (${source.size} bytes)`,
+    );
   }
   const peeked = d.ifd.peek(entry);
   return {
@@ -202,8 +220,10 @@ function isReduction(d: Directory, previous: Directory, first: Directory): boole
     d.samplesPerPixel === first.samplesPerPixel &&
     d.bitsPerSample === first.bitsPerSample &&
     d.sampleFormat === first.sampleFormat &&
-    d.width >= 1 && d.height >= 1 &&
-    d.width <= previous.width && d.height <= previous.height &&
+    d.width >= 1 &&
+    d.height >= 1 &&
+    d.width <= previous.width &&
+    d.height <= previous.height &&
     (d.width < previous.width || d.height < previous.height)
   );
 }

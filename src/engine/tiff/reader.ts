@@ -20,8 +20,14 @@ const TEXT_TAGS: ReadonlyArray<readonly [TextTagName, number]> = [
 
 /** Tags of IFD 0 read at open for {@link TiffInfo}. */
 const INFO_TAGS: readonly number[] = [
-  Tag.XResolution, Tag.YResolution, Tag.ResolutionUnit, Tag.SMinSampleValue, Tag.SMaxSampleValue,
-  Tag.ICCProfile, Tag.XMP, ...TEXT_TAGS.map(([, tag]) => tag),
+  Tag.XResolution,
+  Tag.YResolution,
+  Tag.ResolutionUnit,
+  Tag.SMinSampleValue,
+  Tag.SMaxSampleValue,
+  Tag.ICCProfile,
+  Tag.XMP,
+  ...TEXT_TAGS.map(([, tag]) => tag),
 ];
 
 /** iipsrv's default maximum when SMaxSampleValue is absent or 0 (§12.2; master's 1.0 for float). */
@@ -237,10 +243,7 @@ export class TiffFile {
         offsetBytes = both.subarray(0, offsets.byteLength);
         countBytes = both.subarray(offsets.byteLength);
       } else {
-        [offsetBytes, countBytes] = await Promise.all([
-          offsetBytes ?? this.readArray(offsets, layout),
-          countBytes ?? this.readArray(byteCounts, layout),
-        ]);
+        [offsetBytes, countBytes] = await Promise.all([offsetBytes ?? this.readArray(offsets, layout), countBytes ?? this.readArray(byteCounts, layout)]);
       }
     } catch (error) {
       throw asFormatError(error);

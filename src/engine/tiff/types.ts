@@ -30,16 +30,7 @@ export interface TiffLevel {
   tilesDown: number;
 }
 
-export type TextTagName =
-  | 'artist'
-  | 'copyright'
-  | 'datetime'
-  | 'description'
-  | 'software'
-  | 'documentName'
-  | 'pageName'
-  | 'make'
-  | 'model';
+export type TextTagName = 'artist' | 'copyright' | 'datetime' | 'description' | 'software' | 'documentName' | 'pageName' | 'make' | 'model';
 
 export interface TiffInfo {
   bigTiff: boolean;

@@ -71,7 +71,11 @@ export function baseUri(session: Session, rawArgument: string, identifier: strin
   // Path style: the path ends with the argument; what comes before the identifier is the base.
   const path = request.path;
   const tail = argument.slice(identifier.length);
-  const prefix = path.endsWith(argument) ? path.slice(0, path.length - argument.length) : path.endsWith(tail) ? path.slice(0, path.length - tail.length - identifier.length) : '/';
+  const prefix = path.endsWith(argument)
+    ? path.slice(0, path.length - argument.length)
+    : path.endsWith(tail)
+      ? path.slice(0, path.length - tail.length - identifier.length)
+      : '/';
   return `${scheme}://${host}${prefix}${identifier}`;
 }
 

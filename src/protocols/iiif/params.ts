@@ -92,8 +92,7 @@ export function parseSize(text: string, region: Rect, limits: SizeLimits, versio
   // The largest scale the limits allow (Infinity without limits).
   const largest = Math.min(limits.maxWidth / rw, limits.maxHeight / rh);
   const atMost = (size: ImageSize): ImageSize => ({ width: Math.min(size.width, limits.maxWidth), height: Math.min(size.height, limits.maxHeight) });
-  const fit = (scale: number): ImageSize =>
-    atMost({ width: Math.max(1, Math.round(rw * scale)), height: Math.max(1, Math.round(rh * scale)) });
+  const fit = (scale: number): ImageSize => atMost({ width: Math.max(1, Math.round(rw * scale)), height: Math.max(1, Math.round(rh * scale)) });
   // May this request form be answered larger than the region?
   const mayUpscale = version === 2 || caret;
 
@@ -156,9 +155,7 @@ export function parseSize(text: string, region: Rect, limits: SizeLimits, versio
   const upscaled = derived === 'height' ? wider : derived === 'width' ? taller : wider || taller;
   if (upscaled) {
     if (!mayUpscale) {
-      throw new InvalidArgumentError(
-        `IIIF: size "${text}" is larger than the region (${Math.round(rw)}x${Math.round(rh)}): upscaling must be prefixed with ^`,
-      );
+      throw new InvalidArgumentError(`IIIF: size "${text}" is larger than the region (${Math.round(rw)}x${Math.round(rh)}): upscaling must be prefixed with ^`);
     }
     if (!limits.allowUpscaling) {
       throw new NotImplementedError(`IIIF: size "${text}" is larger than the region (${Math.round(rw)}x${Math.round(rh)}) and this server does not upscale`);
@@ -221,7 +218,8 @@ export function parseQualityFormat(text: string, version: IiifVersion, extension
   }
   const format = Object.hasOwn(FORMATS, extension) ? FORMATS[extension] : undefined;
   if (!format) {
-    if (UNWRITTEN_FORMATS.has(extension)) throw new NotImplementedError(`IIIF: format "${extension}" is not produced by this server (jpg, png, webp, tif, avif)`);
+    if (UNWRITTEN_FORMATS.has(extension))
+      throw new NotImplementedError(`IIIF: format "${extension}" is not produced by this server (jpg, png, webp, tif, avif)`);
     throw new InvalidArgumentError(`IIIF: unknown format "${extension}" (jpg, png, webp, tif, avif)`);
   }
   return { colour, format, quality: native ? 'default' : qualityName, extension };

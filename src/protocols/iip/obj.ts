@@ -74,10 +74,20 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
   'resolution-number': (_s, d) => [`Resolution-number:${d.levels.length}`],
   'tile-size': (_s, d) => [`Tile-size:${d.levels[0]!.tileWidth} ${d.levels[0]!.tileHeight}`],
   'bits-per-channel': (_s, d) => [`Bits-per-channel:${d.bitsPerSample}`],
-  resolutions: (_s, d) => [`Resolutions:${[...d.levels].reverse().map((l) => `${l.width} ${l.height}`).join(',')}`],
+  resolutions: (_s, d) => [
+    `Resolutions:${[...d.levels]
+      .reverse()
+      .map((l) => `${l.width} ${l.height}`)
+      .join(',')}`,
+  ],
   'min-max-sample-values': (_s, d) => {
     const values = d.minValues.flatMap((min, i) => [min, d.maxValues[i] ?? 0]);
-    return [`Min-Max-sample-values:${values.map((v) => ` ${formatG9(v)} `).join('').replace(/ $/, '')}`];
+    return [
+      `Min-Max-sample-values:${values
+        .map((v) => ` ${formatG9(v)} `)
+        .join('')
+        .replace(/ $/, '')}`,
+    ];
   },
   // Every view of a sequence, whichever is selected; a single image is its own only view.
   'horizontal-views': (session) => [`Horizontal-views:${(session.image!.sequence ?? SINGLE_VIEW).horizontal.join(' ')}`],
@@ -88,8 +98,7 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
     const perMetre = d.resolution.unit === 3 ? 100 : 100 / 2.54;
     return [`DPI:${(d.resolution.x * perMetre).toFixed(6)} ${(d.resolution.y * perMetre).toFixed(6)}`];
   },
-  'summary-info': (_s, d) =>
-    METADATA_FIELDS.map(([name, field]) => metadataLine(name, d.metadata[field])).filter((l): l is string => l !== null),
+  'summary-info': (_s, d) => METADATA_FIELDS.map(([name, field]) => metadataLine(name, d.metadata[field])).filter((l): l is string => l !== null),
   copyright: (_s, d) => [metadataLine('copyright', d.metadata.copyright)].filter((l): l is string => l !== null),
   subject: (_s, d) => [metadataLine('subject', d.metadata.description)].filter((l): l is string => l !== null),
   author: (_s, d) => [metadataLine('author', d.metadata.author)].filter((l): l is string => l !== null),

@@ -51,8 +51,7 @@ export async function pfl(session: Session, argument: string): Promise<void> {
   }
   const level = levelForResolution(levels.length, line.resolution);
   const { width, height } = levels[level]!;
-  const inside =
-    line.x1 >= 0 && line.y1 >= 0 && line.x1 < width && line.y1 < height && line.x2 >= 0 && line.y2 >= 0 && line.x2 <= width && line.y2 <= height;
+  const inside = line.x1 >= 0 && line.y1 >= 0 && line.x1 < width && line.y1 < height && line.x2 >= 0 && line.y2 >= 0 && line.x2 <= width && line.y2 <= height;
   if (!inside) {
     throw new InvalidArgumentError(`PFL: ${argument} leaves the ${width}x${height} image at resolution ${line.resolution}`);
   }
@@ -73,8 +72,6 @@ export async function pfl(session: Session, argument: string): Promise<void> {
     lists.push(`[${values.join(',')}]`);
   }
   const body =
-    bands.length === 1
-      ? `{\n\t"profile": ${lists[0]}\n}`
-      : `{\n\t"profile": {\n${bands.map((band, i) => `\t\t"${band}": ${lists[i]}`).join(',\n')}\n\t}\n}`;
+    bands.length === 1 ? `{\n\t"profile": ${lists[0]}\n}` : `{\n\t"profile": {\n${bands.map((band, i) => `\t\t"${band}": ${lists[i]}`).join(',\n')}\n\t}\n}`;
   session.output = documentResponse(session, body, 'application/json');
 }

@@ -99,7 +99,8 @@ export class Session {
    */
   checkBits(format: OutputFormat): void {
     if (this.bits !== 16) return;
-    if (!keepsSixteenBits(format)) throw new InvalidArgumentError(`BITS=16: ${format.toUpperCase()} output has 8-bit samples (16 bits come as PNG or TIFF: PTL, TTL, CVT=png, CVT=tiff)`);
+    if (!keepsSixteenBits(format))
+      throw new InvalidArgumentError(`BITS=16: ${format.toUpperCase()} output has 8-bit samples (16 bits come as PNG or TIFF: PTL, TTL, CVT=png, CVT=tiff)`);
     const compression = this.tiffCompression ?? this.context.config.tiffCompression;
     if (format === 'tiff' && (compression === 'jpeg' || compression === 'webp')) {
       throw new InvalidArgumentError(`BITS=16: TIFF with ${compression} compression has 8-bit samples (use lzw, deflate or none)`);

@@ -459,8 +459,7 @@ export class FastCgiConnection {
       this.handlerFailed(request, error);
       return;
     }
-    const size =
-      streamRecordsLength(head.length) + streamRecordsLength(body.length) + HEADER_LENGTH + END_REQUEST_RECORD_LENGTH;
+    const size = streamRecordsLength(head.length) + streamRecordsLength(body.length) + HEADER_LENGTH + END_REQUEST_RECORD_LENGTH;
     if (size <= SMALL_RESPONSE_BYTES) {
       const out = Buffer.allocUnsafe(size);
       let offset = writeStreamRecordsLatin1(out, 0, STDOUT, request.id, head);
@@ -486,7 +485,7 @@ export class FastCgiConnection {
     const headRecords = Buffer.allocUnsafe(streamRecordsLength(head.length));
     writeStreamRecordsLatin1(headRecords, 0, STDOUT, request.id, head);
     let ok = this.send(headRecords);
-    for (let start = 0; start < body.length; ) {
+    for (let start = 0; start < body.length;) {
       if (!ok) await this.drained();
       if (request.done || this.closed || this.ending) return;
       const length = Math.min(STREAM_CHUNK, body.length - start);

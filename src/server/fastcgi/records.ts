@@ -83,14 +83,7 @@ export function paddingFor(contentLength: number): number {
 }
 
 /** Writes a header at `offset`; returns where the content goes. */
-export function writeRecordHeader(
-  out: Buffer,
-  offset: number,
-  type: number,
-  requestId: number,
-  contentLength: number,
-  paddingLength: number,
-): number {
+export function writeRecordHeader(out: Buffer, offset: number, type: number, requestId: number, contentLength: number, paddingLength: number): number {
   out[offset] = FCGI_VERSION_1;
   out[offset + 1] = type;
   out[offset + 2] = requestId >>> 8;
@@ -158,15 +151,7 @@ export function streamRecordsLength(length: number): number {
  * the offset after them. Writes nothing for empty data: the empty record that ends a stream is
  * the caller's, because it must come only once, after the last piece.
  */
-export function writeStreamRecords(
-  out: Buffer,
-  offset: number,
-  type: number,
-  requestId: number,
-  data: Buffer,
-  start = 0,
-  end = data.length,
-): number {
+export function writeStreamRecords(out: Buffer, offset: number, type: number, requestId: number, data: Buffer, start = 0, end = data.length): number {
   while (start < end) {
     const length = Math.min(STREAM_CHUNK, end - start);
     const padding = paddingFor(length);

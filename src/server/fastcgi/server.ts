@@ -32,10 +32,7 @@ export interface FastCgiServerOptions {
   maxParamsBytes?: number;
 }
 
-export type FastCgiListenTarget =
-  | { host: string; port: number; backlog?: number }
-  | { path: string; backlog?: number }
-  | { fd: number; backlog?: number };
+export type FastCgiListenTarget = { host: string; port: number; backlog?: number } | { path: string; backlog?: number } | { fd: number; backlog?: number };
 
 export interface FastCgiServer {
   readonly server: net.Server;
