@@ -267,7 +267,7 @@ export class Engine {
     return bytes;
   }
 
-  /** A tile of IIP's TIL stream when it is not JTL's JPEG (see stream-tile.ts), else null. */
+  /** A tile of IIP's TIL stream when it is not JTL's JPEG (see output/stream-tile.ts), else null. */
   async streamTile(image: OpenImage, level: number, col: number, row: number, quality: number): Promise<StreamTile | null> {
     assertRenderable(image);
     return streamTile(image.source, level, col, row, quality);

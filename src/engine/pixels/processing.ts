@@ -24,13 +24,13 @@ export interface Processing {
   twist: number[][] | null;
   /** COL=grey: colour made grey at the end, with iipsrv's integer Rec.601 weights. */
   grey: boolean;
-  /** COL=binary: grey, then split at the image's Otsu threshold (engine/histogram.ts). */
+  /** COL=binary: grey, then split at the image's Otsu threshold (pixels/histogram.ts). */
   binary: boolean;
   /** CNT=eq: the 8-bit output mapped through the image histogram's equalisation table. */
   equalise: boolean;
-  /** SHD=h,v: a normal map lit from azimuth h and elevation v, in degrees (engine/hillshade.ts). */
+  /** SHD=h,v: a normal map lit from azimuth h and elevation v, in degrees (pixels/hillshade.ts). */
   shade: { azimuth: number; elevation: number } | null;
-  /** CNV: a square kernel of odd side, row by row (engine/convolution.ts). */
+  /** CNV: a square kernel of odd side, row by row (pixels/convolution.ts). */
   convolution: number[] | null;
 }
 

@@ -1,7 +1,7 @@
 /**
- * Unpacking of one stored tile (or strip, or one plane's tile) to its samples exactly as stored: decompression (none,
- * deflate, LZW, PackBits), the predictors, the file's byte order, and 1-bit data unpacked to
- * 0/255 (MinIsWhite inverted) as iipsrv does. Used for the pixel types libvips reinterprets
+ * Unpacking of one stored tile (or strip, or one plane's tile) to its samples exactly as stored:
+ * decompression (none, deflate, LZW, PackBits), the predictors, the file's byte order, and 1-bit
+ * data unpacked to 0/255 (MinIsWhite inverted) as iipsrv does. Used for the pixel types libvips reinterprets
  * (signed, float as scRGB, 8-bit CIELAB it cannot read, multiband it expands or zeroes).
  */
 import { promisify } from 'node:util';

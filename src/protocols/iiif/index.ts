@@ -1,7 +1,7 @@
 /**
  * IIIF Image API 2.1 and 3.0 (`IIIF=` in the query string, or a URI_MAP prefix such as
- * `iiif=>IIIF`). It enters through the IIP command table, as in iipsrv, so IIP modifiers given
- * before it apply. Tiles that fall exactly on the pyramid's grid go through the engine's tile path
+ * `iiif=>IIIF`). It is a command of the IIP request string (the router hands it to the IIP
+ * runner), as in iipsrv, so IIP modifiers given before it apply. Tiles that fall exactly on the pyramid's grid go through the engine's tile path
  * (caches, stored-JPEG passthrough), so they cost what an IIP JTL costs; everything else is a
  * region export.
  */

@@ -1,7 +1,7 @@
 /**
  * The IIP processing commands that shape the pixels of the next image command: MINMAX, CNT, GAM,
  * INV, CMP, CTW, COL, SHD, CNV, with iipsrv's argument forms. The pixels are worked in the engine
- * (engine/processing.ts); these only fill the session's settings.
+ * (engine/pixels/processing.ts); these only fill the session's settings.
  */
 import { InvalidArgumentError } from '../../errors.js';
 import { KERNEL_PRESETS, MAX_KERNEL_SIDE, kernelSide } from '../../engine/pixels/convolution.js';
