@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /**
  * Keeps the tree's architecture true (run by `npm run lint`): no import circles anywhere in src/,
  * and imports only in the direction data flows, transport -> router -> protocol -> engine:
@@ -18,8 +17,8 @@ import { fileURLToPath } from 'node:url';
 const IMPORT = /(?:^|\n)\s*(?:import|export)\s[^;]*?from\s*['"](\.{1,2}\/[^'"]+)['"]|import\(\s*['"](\.{1,2}\/[^'"]+)['"]\s*\)/g;
 
 /** Every .ts file below `dir`, as paths relative to `root` with forward slashes. */
-export function sourceFiles(root, dir = 'src') {
-  const found = [];
+export function sourceFiles(root: string, dir = 'src'): string[] {
+  const found: string[] = [];
   for (const entry of readdirSync(path.join(root, dir), { withFileTypes: true })) {
     const relative = `${dir}/${entry.name}`;
     if (entry.isDirectory()) found.push(...sourceFiles(root, relative));
@@ -29,30 +28,30 @@ export function sourceFiles(root, dir = 'src') {
 }
 
 /** The relative imports of one file's text, resolved to src-relative `.ts` paths. */
-export function importsOf(file, text) {
-  const targets = new Set();
+export function importsOf(file: string, text: string): string[] {
+  const targets = new Set<string>();
   for (const match of text.matchAll(IMPORT)) {
-    const specifier = match[1] ?? match[2];
+    const specifier = (match[1] ?? match[2])!;
     targets.add(path.posix.normalize(path.posix.join(path.posix.dirname(file), specifier)).replace(/\.js$/, '.ts'));
   }
   return [...targets];
 }
 
-/** @param graph Map of file -> files it imports. @returns each circle once, as a list of files */
-export function findCycles(graph) {
-  const cycles = [];
-  const state = new Map(); // undefined: not seen, 1: on the stack, 2: done
-  const stack = [];
-  const visit = (file) => {
-    state.set(file, 1);
+/** @param graph each file and the files it imports. @returns each circle once, as a list of files */
+export function findCycles(graph: ReadonlyMap<string, readonly string[]>): string[][] {
+  const cycles: string[][] = [];
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const visit = (file: string): void => {
+    state.set(file, 'open');
     stack.push(file);
     for (const next of graph.get(file) ?? []) {
       if (!graph.has(next)) continue;
-      if (state.get(next) === 1) cycles.push([...stack.slice(stack.indexOf(next)), next]);
+      if (state.get(next) === 'open') cycles.push([...stack.slice(stack.indexOf(next)), next]);
       else if (state.get(next) === undefined) visit(next);
     }
     stack.pop();
-    state.set(file, 2);
+    state.set(file, 'done');
   };
   for (const file of graph.keys()) if (state.get(file) === undefined) visit(file);
   return cycles;
@@ -65,12 +64,12 @@ const IIP = 'src/protocols/iip/';
 const OUTSIDE_ENGINE = ['src/protocols/', 'src/server/', 'src/router.ts', 'src/main.ts', 'src/cli.ts'];
 const OUTSIDE_PROTOCOLS = ['src/server/', 'src/router.ts', 'src/main.ts', 'src/cli.ts'];
 
-function protocolFolder(file) {
+function protocolFolder(file: string): string | null {
   return file.startsWith(PROTOCOLS) ? file.slice(PROTOCOLS.length).split('/')[0] : null;
 }
 
 /** @returns why `from` may not import `to`, or null when it may */
-export function layerViolation(from, to) {
+export function layerViolation(from: string, to: string): string | null {
   if (from.startsWith(ENGINE) && OUTSIDE_ENGINE.some((p) => to.startsWith(p))) return 'the engine imports nothing above it';
   if (from.startsWith(PROTOCOLS) && OUTSIDE_PROTOCOLS.some((p) => to.startsWith(p))) return 'protocols import no transport or router';
   const fromFolder = protocolFolder(from);
@@ -86,10 +85,10 @@ export function layerViolation(from, to) {
 }
 
 /** Every violation in the tree at `root`, as printable lines. */
-export function checkArchitecture(root) {
-  const graph = new Map();
+export function checkArchitecture(root: string): { files: number; problems: string[] } {
+  const graph = new Map<string, string[]>();
   for (const file of sourceFiles(root)) graph.set(file, importsOf(file, readFileSync(path.join(root, file), 'utf8')));
-  const problems = [];
+  const problems: string[] = [];
   for (const [from, targets] of graph) {
     for (const to of targets) {
       if (!graph.has(to)) problems.push(`${from}: imports ${to}, which does not exist`);
