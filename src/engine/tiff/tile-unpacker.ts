@@ -52,7 +52,7 @@ export async function unpackTile(bytes: Buffer, level: TiffLevel, littleEndian: 
     raw = padded;
   }
   if (bits === 1) return { data: unpackBits(raw, width, rows, rowBytes, level.photometric === 0), width, height: rows };
-  if (level.predictor === 3) raw = undoFloatPredictor(raw, rowBytes, rows, bits / 8);
+  if (level.predictor === 3) raw = undoFloatPredictor(raw, rowBytes, rows, bits / 8, samples);
   const float = level.sampleFormat === 3;
   // libtiff applies the horizontal predictor to float data as to 32-bit integers.
   const data = typed(raw, size, bits, float && level.predictor === 2 ? 1 : level.sampleFormat, littleEndian || level.predictor === 3);
@@ -136,17 +136,17 @@ function undoRgbDifferencing(data: Uint8Array, rowSamples: number, rows: number)
 }
 
 /**
- * Predictor 3 (floating point): per row, byte-wise differences over the bytes of all samples
- * regrouped most significant byte first. Returns the samples in little-endian order.
+ * Predictor 3 (floating point): per row, the bytes of all samples regrouped most significant byte
+ * first, each then stored as its difference from the byte one pixel (`samples` bytes) before, as
+ * libtiff writes it. Returns the samples in little-endian order.
  */
-function undoFloatPredictor(raw: Buffer, rowBytes: number, rows: number, bytes: number): Buffer {
+function undoFloatPredictor(raw: Buffer, rowBytes: number, rows: number, bytes: number, samples: number): Buffer {
   const out = Buffer.allocUnsafe(rowBytes * rows);
   const count = rowBytes / bytes;
   for (let y = 0; y < rows; y++) {
     const base = y * rowBytes;
     // The sums in place (the buffer is ours), then each sample's bytes gathered from the groups.
-    let sum = raw[base]!;
-    for (let i = base + 1; i < base + rowBytes; i++) raw[i] = sum = (sum + raw[i]!) & 0xff;
+    for (let i = base + samples; i < base + rowBytes; i++) raw[i] = (raw[i]! + raw[i - samples]!) & 0xff;
     if (bytes === 4) {
       for (let s = 0, o = base; s < count; s++, o += 4) {
         out[o + 3] = raw[base + s]!;
