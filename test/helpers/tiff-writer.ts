@@ -114,7 +114,8 @@ function tileBytes(spec: TiffSpec, level: TiffLevelData, col: number, row: numbe
     else little ? out.writeInt32LE(v, at) : out.writeInt32BE(v, at);
   }
   if (predictor === 3) {
-    // Bytes of each row regrouped most significant first, then byte-wise differences.
+    // Bytes of each row regrouped most significant first, then byte-wise differences to the
+    // byte one pixel's worth of bytes before (stride: the samples per pixel, as libtiff's fpDiff).
     const regrouped = Buffer.alloc(out.length);
     const count = tile * channels;
     for (let y = 0; y < tile; y++) {
@@ -125,7 +126,7 @@ function tileBytes(spec: TiffSpec, level: TiffLevelData, col: number, row: numbe
           regrouped[base + b * count + s] = out[source]!;
         }
       }
-      for (let i = rowBytes - 1; i >= 1; i--) regrouped[base + i] = (regrouped[base + i]! - regrouped[base + i - 1]!) & 0xff;
+      for (let i = rowBytes - 1; i >= channels; i--) regrouped[base + i] = (regrouped[base + i]! - regrouped[base + i - channels]!) & 0xff;
     }
     out = regrouped;
   }
