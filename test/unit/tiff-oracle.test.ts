@@ -44,14 +44,6 @@ const TILE = 64;
 
 const TIFFCP_SKIP = which('tiffcp') ? false : 'tiffcp not installed (apt-get install libtiff-tools)';
 
-/**
- * Our bug (src/engine/tiff/tile-unpacker.ts, undoFloatPredictor): with predictor 3 and several
- * samples per pixel (contiguous), each byte of a row was differenced from the byte one pixel
- * (SamplesPerPixel bytes) before it (libtiff's fpAcc), but we add the byte just before it. Every
- * sample comes out wrong; libtiff (tiffcp), libvips and geotiff agree with each other.
- */
-const FLOAT_PREDICTOR_BUG = 'predictor 3 with several samples per pixel: we undo the byte differences with stride 1, libtiff with SamplesPerPixel';
-
 interface Difference {
   compared: number;
   mismatches: number;
@@ -335,7 +327,7 @@ before(() => {
     tiffcp('rgb8-flat.tif', 'rgb8-be-packbits.tif', '-B', '-c', 'packbits');
     tiffcp('band5-16.tif', 'band5-16-be.tif', '-B', '-c', 'none');
     tiffcp('rgb8-flat.tif', 'rgb8-be-planes.tif', '-B', '-p', 'separate', '-c', 'none');
-    // libtiff's floating-point predictor on 3 samples per pixel (see the todo test).
+    // libtiff's own floating-point predictor on 3 samples per pixel.
     tiffcp('float32x3.tif', 'float32x3-lzw-p3.tif', '-c', 'lzw:3');
   }
 });
@@ -390,12 +382,13 @@ const LIBTIFF_ENCODED = [
 describe('TIFF samples: ours against geotiff', () => {
   describe('generated files (test/helpers/tiff-writer.ts)', () => {
     for (const name of GENERATED) it(name, (t) => check(t, at(name)));
-    it('float32x3-deflate-p3.tif', { todo: FLOAT_PREDICTOR_BUG }, (t) => check(t, at('float32x3-deflate-p3.tif')));
+    // Predictor 3 with 3 samples per pixel: each byte differs from the byte one pixel before (libtiff's fpAcc).
+    it('float32x3-deflate-p3.tif', (t) => check(t, at('float32x3-deflate-p3.tif')));
   });
 
   describe('written by libtiff (tiffcp): LZW, PackBits, big-endian', { skip: TIFFCP_SKIP }, () => {
     for (const name of LIBTIFF_ENCODED) it(name, (t) => check(t, at(name)));
-    it('float32x3-lzw-p3.tif', { todo: FLOAT_PREDICTOR_BUG }, (t) => check(t, at('float32x3-lzw-p3.tif')));
+    it('float32x3-lzw-p3.tif', (t) => check(t, at('float32x3-lzw-p3.tif')));
   });
 
   describe('real-world TIFFs (../shared/fixtures)', () => {
