@@ -4,10 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { LruCache } from '../src/engine/cache/lru.ts';
-import { MemcachedTier } from '../src/engine/cache/memcached.ts';
-import { TileCache } from '../src/engine/cache/tile-cache.ts';
-import { canConnect, freePort, startProgram, waitFor, which, type Started } from './helpers/daemon.ts';
+import { LruCache } from '../../src/engine/cache/lru.ts';
+import { MemcachedTier } from '../../src/engine/cache/memcached.ts';
+import { TileCache } from '../../src/engine/cache/tile-cache.ts';
+import { canConnect, freePort, startProgram, waitFor, which, type Started } from '../helpers/daemon.ts';
 
 describe('LRU cache', () => {
   it('returns what was stored and counts hits and misses', () => {

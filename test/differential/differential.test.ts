@@ -13,7 +13,7 @@ import { copyFileSync, mkdirSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import sharp from 'sharp';
-import { tempDir } from './helpers/daemon.ts';
+import { tempDir } from '../helpers/daemon.ts';
 import {
   comparableHeaders,
   decodePixels,
@@ -30,7 +30,7 @@ import {
   type DifferentialPair,
   type Pixels,
   type RawReply,
-} from './helpers/reference-iipsrv.ts';
+} from '../helpers/reference-iipsrv.ts';
 
 const SKIP = referenceSkipReason();
 const MTIME = 1_700_000_000; // Tue, 14 Nov 2023 22:13:20 GMT

@@ -10,9 +10,9 @@ import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { FastCgiTestClient, fullRequest, parseCgiResponse } from './helpers/fastcgi-client.ts';
-import { BIN, ROOT, canConnect, freePort, startDaemon, startProgram, tempDir, testEnv, waitFor, which, type Started } from './helpers/daemon.ts';
-import { decodePixels, psnr } from './helpers/images.ts';
+import { FastCgiTestClient, fullRequest, parseCgiResponse } from '../helpers/fastcgi-client.ts';
+import { BIN, ROOT, canConnect, freePort, startDaemon, startProgram, tempDir, testEnv, waitFor, which, type Started } from '../helpers/daemon.ts';
+import { decodePixels, psnr } from '../helpers/images.ts';
 
 const run = promisify(execFile);
 const IMAGES = path.join(ROOT, 'examples/images') + '/';

@@ -1,6 +1,6 @@
 /**
  * The FastCGI record layer, spoken to over real sockets with a hand-written client
- * (helpers/fastcgi-client.ts) that builds and parses records without the server's code.
+ * (test/helpers/fastcgi-client.ts) that builds and parses records without the server's code.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -9,15 +9,15 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import type { PlainRequest, PlainResponse, RequestHandler } from '../src/request.ts';
+import type { PlainRequest, PlainResponse, RequestHandler } from '../../src/request.ts';
 import {
   encodeNameValuePairs,
   encodeStreamRecords,
   forEachNameValuePair,
   readNameValuePairs,
   FastCgiProtocolError,
-} from '../src/server/fastcgi/records.ts';
-import { createFastCgiServer, type FastCgiServer, type FastCgiServerOptions } from '../src/server/fastcgi/server.ts';
+} from '../../src/server/fastcgi/records.ts';
+import { createFastCgiServer, type FastCgiServer, type FastCgiServerOptions } from '../../src/server/fastcgi/server.ts';
 import {
   DEFAULT_PARAMS,
   FCGI,
@@ -30,7 +30,7 @@ import {
   record,
   stdinRecords,
   type RawRecord,
-} from './helpers/fastcgi-client.ts';
+} from '../helpers/fastcgi-client.ts';
 
 // ---- harness ----
 

@@ -6,11 +6,11 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import sharp, { type TiffOptions } from 'sharp';
-import { TiffFile, TiffFormatError, Tag, FieldType } from '../src/engine/tiff/index.ts';
-import { readHeader, readIfd } from '../src/engine/tiff/ifd.ts';
-import { PositionedFile } from '../src/engine/tiff/positioned-file.ts';
-import { fixtureDir } from './helpers/daemon.ts';
-import { seededRandom } from './helpers/random.ts';
+import { TiffFile, TiffFormatError, Tag, FieldType } from '../../src/engine/tiff/index.ts';
+import { readHeader, readIfd } from '../../src/engine/tiff/ifd.ts';
+import { PositionedFile } from '../../src/engine/tiff/positioned-file.ts';
+import { fixtureDir } from '../helpers/daemon.ts';
+import { seededRandom } from '../helpers/random.ts';
 
 const run = promisify(execFile);
 const CANTALOUPE = fixtureDir('cantaloupe');

@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { InvalidArgumentError, NotImplementedError } from '../src/errors.ts';
-import type { LevelSize, Rect } from '../src/engine/geometry.ts';
-import { infoContentType, tileOnGrid } from '../src/protocols/iiif/index.ts';
-import { scaleFactors } from '../src/protocols/iiif/info.ts';
+import { InvalidArgumentError, NotImplementedError } from '../../src/errors.ts';
+import type { LevelSize, Rect } from '../../src/engine/geometry.ts';
+import { infoContentType, tileOnGrid } from '../../src/protocols/iiif/index.ts';
+import { scaleFactors } from '../../src/protocols/iiif/info.ts';
 import {
   parseQualityFormat,
   parseRegion,
@@ -18,7 +18,7 @@ import {
   splitIiifPath,
   type IiifVersion,
   type SizeLimits,
-} from '../src/protocols/iiif/params.ts';
+} from '../../src/protocols/iiif/params.ts';
 
 const LANDSCAPE = { width: 1000, height: 700 };
 const PORTRAIT = { width: 700, height: 1000 };

@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { tempDir } from './helpers/daemon.ts';
-import { decodePixels, psnr } from './helpers/images.ts';
-import { imagesDir, referenceSkipReason, startDifferentialPair, type DifferentialPair } from './helpers/reference-iipsrv.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { decodePixels, psnr } from '../helpers/images.ts';
+import { imagesDir, referenceSkipReason, startDifferentialPair, type DifferentialPair } from '../helpers/reference-iipsrv.ts';
 
 const skip = referenceSkipReason();
 

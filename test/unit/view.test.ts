@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { FULL_VIEWPORT, levelForResolution, planRegion, tileGrid, tileRect, type LevelSize } from '../src/engine/geometry.ts';
+import { FULL_VIEWPORT, levelForResolution, planRegion, tileGrid, tileRect, type LevelSize } from '../../src/engine/geometry.ts';
 
 const L = (width: number, height: number, tile = 256): LevelSize => ({ width, height, tileWidth: tile, tileHeight: tile });
 // iipsrv's reference image: 1000x700, 256 tiles, three levels.

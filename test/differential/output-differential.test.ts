@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { tempDir } from './helpers/daemon.ts';
-import { decodePixels, psnr, type Pixels } from './helpers/images.ts';
-import { imagesDir, referenceSkipReason, startDifferentialPair, testPattern, type DifferentialPair } from './helpers/reference-iipsrv.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { decodePixels, psnr, type Pixels } from '../helpers/images.ts';
+import { imagesDir, referenceSkipReason, startDifferentialPair, testPattern, type DifferentialPair } from '../helpers/reference-iipsrv.ts';
 
 const skip = referenceSkipReason();
 const XMP = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>';

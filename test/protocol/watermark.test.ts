@@ -10,16 +10,16 @@ import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { loadConfig } from '../src/config.ts';
-import { Engine } from '../src/engine/engine.ts';
-import { Watermark } from '../src/engine/output/watermark.ts';
-import { silentLog } from '../src/log.ts';
-import type { PlainResponse } from '../src/request.ts';
-import { createRouter } from '../src/router.ts';
-import { freePort, startDaemon, tempDir } from './helpers/daemon.ts';
-import { decodePixels, type Pixels } from './helpers/images.ts';
-import { seededRandom } from './helpers/random.ts';
-import { plainRequest } from './helpers/requests.ts';
+import { loadConfig } from '../../src/config.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { Watermark } from '../../src/engine/output/watermark.ts';
+import { silentLog } from '../../src/log.ts';
+import type { PlainResponse } from '../../src/request.ts';
+import { createRouter } from '../../src/router.ts';
+import { freePort, startDaemon, tempDir } from '../helpers/daemon.ts';
+import { decodePixels, type Pixels } from '../helpers/images.ts';
+import { seededRandom } from '../helpers/random.ts';
+import { plainRequest } from '../helpers/requests.ts';
 
 interface Server {
   engine: Engine;

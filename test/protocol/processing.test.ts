@@ -7,15 +7,15 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { loadConfig } from '../src/config.ts';
-import { Engine } from '../src/engine/engine.ts';
-import { NO_PROCESSING, runPipeline as processPixels } from '../src/engine/pixels/processing.ts';
-import { silentLog } from '../src/log.ts';
-import { createRouter } from '../src/router.ts';
-import { tempDir } from './helpers/daemon.ts';
-import { seededRandom } from './helpers/random.ts';
-import { decodePixels } from './helpers/images.ts';
-import { plainRequest } from './helpers/requests.ts';
+import { loadConfig } from '../../src/config.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { NO_PROCESSING, runPipeline as processPixels } from '../../src/engine/pixels/processing.ts';
+import { silentLog } from '../../src/log.ts';
+import { createRouter } from '../../src/router.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { seededRandom } from '../helpers/random.ts';
+import { decodePixels } from '../helpers/images.ts';
+import { plainRequest } from '../helpers/requests.ts';
 
 let get: (query: string) => ReturnType<ReturnType<typeof createRouter>>;
 
@@ -108,7 +108,7 @@ describe('processing commands on known values', () => {
     const tile = await decodePixels((await get('CNT=2&DeepZoom=grey100.tif_files/9/0_0.jpg')).body);
     assert.ok(Math.abs(tile.data[0]! - 200) <= 2);
   });
-  it('a bad MINMAX or CTW is a 400 (CNT=eq/st, COL=binary, SHD, CNV: test/processing-commands.test.ts)', async () => {
+  it('a bad MINMAX or CTW is a 400 (CNT=eq/st, COL=binary, SHD, CNV: test/protocol/processing-commands.test.ts)', async () => {
     assert.equal((await get('FIF=grey100.tif&MINMAX=junk&PTL=0,0')).status, 400);
     assert.equal((await get('FIF=grey100.tif&CTW=0,1&PTL=0,0')).status, 400);
   });

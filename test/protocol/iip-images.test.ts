@@ -10,16 +10,16 @@ import { copyFileSync, openSync, readFileSync, writeFileSync, closeSync, ftrunca
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { loadConfig } from '../src/config.ts';
-import { Engine } from '../src/engine/engine.ts';
-import { TiffFile } from '../src/engine/tiff/index.ts';
-import { silentLog } from '../src/log.ts';
-import type { PlainResponse } from '../src/request.ts';
-import { getHeader } from '../src/request.ts';
-import { createRouter } from '../src/router.ts';
-import { plainRequest } from './helpers/requests.ts';
-import { tempDir, which } from './helpers/daemon.ts';
-import { decodePixels, psnr, type Pixels } from './helpers/images.ts';
+import { loadConfig } from '../../src/config.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { TiffFile } from '../../src/engine/tiff/index.ts';
+import { silentLog } from '../../src/log.ts';
+import type { PlainResponse } from '../../src/request.ts';
+import { getHeader } from '../../src/request.ts';
+import { createRouter } from '../../src/router.ts';
+import { plainRequest } from '../helpers/requests.ts';
+import { tempDir, which } from '../helpers/daemon.ts';
+import { decodePixels, psnr, type Pixels } from '../helpers/images.ts';
 
 const request = plainRequest;
 

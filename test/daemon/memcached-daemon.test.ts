@@ -9,8 +9,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { canConnect, freePort, startDaemon, startProgram, tempDir, waitFor, which, type Started } from './helpers/daemon.ts';
-import { makePyramidTiff } from './helpers/images.ts';
+import { canConnect, freePort, startDaemon, startProgram, tempDir, waitFor, which, type Started } from '../helpers/daemon.ts';
+import { makePyramidTiff } from '../helpers/images.ts';
 
 const memcachedBinary = which('memcached');
 

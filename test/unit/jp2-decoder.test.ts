@@ -8,13 +8,13 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { FileError, NotImplementedError, ServerFailureError } from '../src/errors.ts';
-import { Jp2Decoder, decoderOutputDir, HELPER_BINARY } from '../src/engine/jp2/decoder.ts';
-import { DecodedLevelCache } from '../src/engine/jp2/level-cache.ts';
-import { DecodeError, ProcessPool } from '../src/engine/jp2/process-pool.ts';
-import { Jp2Source } from '../src/engine/jp2/jp2-source.ts';
-import { tempDir } from './helpers/daemon.ts';
-import { expectedRect, JP2_SKIP, makeJp2, testImage } from './helpers/jp2.ts';
+import { FileError, NotImplementedError, ServerFailureError } from '../../src/errors.ts';
+import { Jp2Decoder, decoderOutputDir, HELPER_BINARY } from '../../src/engine/jp2/decoder.ts';
+import { DecodedLevelCache } from '../../src/engine/jp2/level-cache.ts';
+import { DecodeError, ProcessPool } from '../../src/engine/jp2/process-pool.ts';
+import { Jp2Source } from '../../src/engine/jp2/jp2-source.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { expectedRect, JP2_SKIP, makeJp2, testImage } from '../helpers/jp2.ts';
 
 const alive = (pid: number | undefined) => {
   if (!pid) return false;

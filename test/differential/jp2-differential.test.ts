@@ -8,9 +8,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { tempDir } from './helpers/daemon.ts';
-import { JP2_SKIP, makeJp2, testImage } from './helpers/jp2.ts';
-import { decodePixels, imagesDir, psnr, referenceSkipReason, startDifferentialPair, type DifferentialPair } from './helpers/reference-iipsrv.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { JP2_SKIP, makeJp2, testImage } from '../helpers/jp2.ts';
+import { decodePixels, imagesDir, psnr, referenceSkipReason, startDifferentialPair, type DifferentialPair } from '../helpers/reference-iipsrv.ts';
 
 const SKIP = referenceSkipReason() ?? JP2_SKIP;
 

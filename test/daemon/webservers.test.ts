@@ -9,7 +9,7 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { freePort, startDaemon, waitFor, type Started } from './helpers/daemon.ts';
+import { freePort, startDaemon, waitFor, type Started } from '../helpers/daemon.ts';
 import {
   EXAMPLE_DEFAULTS,
   apacheAvailability,
@@ -41,7 +41,7 @@ import {
   webTempDir,
   type Replacements,
   type WebServer,
-} from './helpers/webservers.ts';
+} from '../helpers/webservers.ts';
 
 const SCRIPT = '/fcgi-bin/iipsrv.fcgi';
 const IIP_BODY = Buffer.from('IIP:1.0\r\n');

@@ -10,20 +10,20 @@ import { copyFileSync, readdirSync, readFileSync, utimesSync, writeFileSync } fr
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { loadConfig } from '../src/config.ts';
-import { Engine } from '../src/engine/engine.ts';
-import { decoderOutputDir } from '../src/engine/jp2/decoder.ts';
-import { effectiveLayers } from '../src/engine/jp2/jp2-source.ts';
-import { readJp2Header } from '../src/engine/jp2/header.ts';
+import { loadConfig } from '../../src/config.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { decoderOutputDir } from '../../src/engine/jp2/decoder.ts';
+import { effectiveLayers } from '../../src/engine/jp2/jp2-source.ts';
+import { readJp2Header } from '../../src/engine/jp2/header.ts';
 import { open } from 'node:fs/promises';
-import { silentLog } from '../src/log.ts';
-import type { PlainResponse } from '../src/request.ts';
-import { getHeader } from '../src/request.ts';
-import { createRouter } from '../src/router.ts';
-import { fixtureDir, tempDir } from './helpers/daemon.ts';
-import { decodePixels, psnr } from './helpers/images.ts';
-import { expectedRect, JP2_SKIP, makeJp2, testImage, type TestImage } from './helpers/jp2.ts';
-import { plainRequest } from './helpers/requests.ts';
+import { silentLog } from '../../src/log.ts';
+import type { PlainResponse } from '../../src/request.ts';
+import { getHeader } from '../../src/request.ts';
+import { createRouter } from '../../src/router.ts';
+import { fixtureDir, tempDir } from '../helpers/daemon.ts';
+import { decodePixels, psnr } from '../helpers/images.ts';
+import { expectedRect, JP2_SKIP, makeJp2, testImage, type TestImage } from '../helpers/jp2.ts';
+import { plainRequest } from '../helpers/requests.ts';
 
 const engines: Engine[] = [];
 

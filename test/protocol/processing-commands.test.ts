@@ -8,15 +8,15 @@ import { utimesSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp, { type Sharp } from 'sharp';
-import { loadConfig } from '../src/config.ts';
-import { Engine } from '../src/engine/engine.ts';
-import { equalisationTable, otsuThreshold, stretchRange } from '../src/engine/pixels/histogram.ts';
-import { NO_PROCESSING } from '../src/engine/pixels/processing.ts';
-import { silentLog } from '../src/log.ts';
-import { createRouter } from '../src/router.ts';
-import { tempDir } from './helpers/daemon.ts';
-import { decodePixels, type Pixels } from './helpers/images.ts';
-import { plainRequest } from './helpers/requests.ts';
+import { loadConfig } from '../../src/config.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { equalisationTable, otsuThreshold, stretchRange } from '../../src/engine/pixels/histogram.ts';
+import { NO_PROCESSING } from '../../src/engine/pixels/processing.ts';
+import { silentLog } from '../../src/log.ts';
+import { createRouter } from '../../src/router.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { decodePixels, type Pixels } from '../helpers/images.ts';
+import { plainRequest } from '../helpers/requests.ts';
 
 let get: (query: string) => ReturnType<ReturnType<typeof createRouter>>;
 /** The same images with IIIF_EXTENSIONS=1. */

@@ -10,10 +10,10 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { tempDir } from './helpers/daemon.ts';
-import { decodePixels, psnr } from './helpers/images.ts';
-import { imagesDir, referenceSkipReason, startDifferentialPair, type DifferentialPair } from './helpers/reference-iipsrv.ts';
-import { pyramid, writeTiff, type TiffSpec } from './helpers/tiff-writer.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { decodePixels, psnr } from '../helpers/images.ts';
+import { imagesDir, referenceSkipReason, startDifferentialPair, type DifferentialPair } from '../helpers/reference-iipsrv.ts';
+import { pyramid, writeTiff, type TiffSpec } from '../helpers/tiff-writer.ts';
 
 const skip = referenceSkipReason();
 const W = 600;

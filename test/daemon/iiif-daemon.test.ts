@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { freePort, startDaemon, type Started } from './helpers/daemon.ts';
-import { validatorImage } from './helpers/iiif-fixtures.ts';
-import { decodePixels, type Pixels } from './helpers/images.ts';
+import { freePort, startDaemon, type Started } from '../helpers/daemon.ts';
+import { validatorImage } from '../helpers/iiif-fixtures.ts';
+import { decodePixels, type Pixels } from '../helpers/images.ts';
 import {
   nginxAvailability,
   nginxErrors,
@@ -23,7 +23,7 @@ import {
   webTempDir,
   type Reply,
   type WebServer,
-} from './helpers/webservers.ts';
+} from '../helpers/webservers.ts';
 
 const SCRIPT = '/fcgi-bin/iipsrv.fcgi';
 const CONTEXT2 = 'http://iiif.io/api/image/2/context.json';

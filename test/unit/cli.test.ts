@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseArguments } from '../src/cli.ts';
+import { parseArguments } from '../../src/cli.ts';
 
 describe('command line', () => {
   it('--bind HOST:PORT with the default backlog 2048', () => {

@@ -10,17 +10,17 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { loadConfig } from '../src/config.ts';
-import { embedInJpeg, embedInTiff, embedInWebp, ICC_CHUNK, iccSegments } from '../src/engine/codecs/embed.ts';
-import { Engine } from '../src/engine/engine.ts';
-import { silentLog } from '../src/log.ts';
-import type { PlainResponse } from '../src/request.ts';
-import { getHeader } from '../src/request.ts';
-import { createRouter } from '../src/router.ts';
-import { tempDir, which } from './helpers/daemon.ts';
-import { decodePixels, psnr, type Pixels } from './helpers/images.ts';
-import { plainRequest } from './helpers/requests.ts';
-import { engineOptionsFor } from '../src/server/engine-options.ts';
+import { loadConfig } from '../../src/config.ts';
+import { embedInJpeg, embedInTiff, embedInWebp, ICC_CHUNK, iccSegments } from '../../src/engine/codecs/embed.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { silentLog } from '../../src/log.ts';
+import type { PlainResponse } from '../../src/request.ts';
+import { getHeader } from '../../src/request.ts';
+import { createRouter } from '../../src/router.ts';
+import { tempDir, which } from '../helpers/daemon.ts';
+import { decodePixels, psnr, type Pixels } from '../helpers/images.ts';
+import { plainRequest } from '../helpers/requests.ts';
+import { engineOptionsFor } from '../../src/server/engine-options.ts';
 
 interface Server {
   engine: Engine;

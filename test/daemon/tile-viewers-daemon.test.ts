@@ -8,9 +8,9 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { freePort, startDaemon, tempDir, type Started } from './helpers/daemon.ts';
-import { decodePixels, psnr } from './helpers/images.ts';
-import { fetchRaw, imagesDir, makeVipsPyramid, referenceSkipReason, startDifferentialPair, type DifferentialPair } from './helpers/reference-iipsrv.ts';
+import { freePort, startDaemon, tempDir, type Started } from '../helpers/daemon.ts';
+import { decodePixels, psnr } from '../helpers/images.ts';
+import { fetchRaw, imagesDir, makeVipsPyramid, referenceSkipReason, startDifferentialPair, type DifferentialPair } from '../helpers/reference-iipsrv.ts';
 
 const skip = referenceSkipReason();
 const URI_MAP = 'iiif=>IIIF iip=>IIP deepzoom=>DeepZoom zoomify=>Zoomify';
@@ -102,7 +102,7 @@ describe('DeepZoom and Zoomify over --http', () => {
     const dir = tempDir();
     await makeVipsPyramid(path.join(dir, 'pyr.tif'), { width: 1000, height: 700, tileSize: 256, compression: 'jpeg' }).catch(async () => {
       // Without the vips command line: sharp writes an equivalent pyramid.
-      const { makePyramidTiff } = await import('./helpers/images.ts');
+      const { makePyramidTiff } = await import('../helpers/images.ts');
       await makePyramidTiff(path.join(dir, 'pyr.tif'), { width: 1000, height: 700 });
     });
     port = await freePort();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConfigError, loadConfig, parseMemcachedServers, parseUriMap } from '../src/config.ts';
+import { ConfigError, loadConfig, parseMemcachedServers, parseUriMap } from '../../src/config.ts';
 
 describe('config: iipsrv defaults', () => {
   const config = loadConfig({});

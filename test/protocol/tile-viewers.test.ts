@@ -7,15 +7,15 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { loadConfig } from '../src/config.ts';
-import { Engine } from '../src/engine/engine.ts';
-import { silentLog } from '../src/log.ts';
-import type { PlainResponse } from '../src/request.ts';
-import { getHeader } from '../src/request.ts';
-import { createRouter } from '../src/router.ts';
-import { tempDir } from './helpers/daemon.ts';
-import { decodePixels, psnr, type Pixels } from './helpers/images.ts';
-import { plainRequest } from './helpers/requests.ts';
+import { loadConfig } from '../../src/config.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { silentLog } from '../../src/log.ts';
+import type { PlainResponse } from '../../src/request.ts';
+import { getHeader } from '../../src/request.ts';
+import { createRouter } from '../../src/router.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { decodePixels, psnr, type Pixels } from '../helpers/images.ts';
+import { plainRequest } from '../helpers/requests.ts';
 
 function serverFor(prefix: string, env: Record<string, string> = {}) {
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: prefix, ...env });

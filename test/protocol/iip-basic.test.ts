@@ -6,15 +6,15 @@ import assert from 'node:assert/strict';
 import { utimesSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
-import { loadConfig } from '../src/config.ts';
-import { Engine } from '../src/engine/engine.ts';
-import { silentLog } from '../src/log.ts';
-import type { PlainResponse } from '../src/request.ts';
-import { getHeader } from '../src/request.ts';
-import { createRouter } from '../src/router.ts';
-import { plainRequest } from './helpers/requests.ts';
-import { tempDir } from './helpers/daemon.ts';
-import { makePyramidTiff } from './helpers/images.ts';
+import { loadConfig } from '../../src/config.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import { silentLog } from '../../src/log.ts';
+import type { PlainResponse } from '../../src/request.ts';
+import { getHeader } from '../../src/request.ts';
+import { createRouter } from '../../src/router.ts';
+import { plainRequest } from '../helpers/requests.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { makePyramidTiff } from '../helpers/images.ts';
 
 const request = plainRequest;
 
