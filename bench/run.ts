@@ -20,20 +20,9 @@ import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import sharp from 'sharp';
 import { benchImage, benchJp2, expectedLevels, IMAGE_HEIGHT, IMAGE_WIDTH, JP2_RECIPE, pixelTypeImages, TILE, TYPED_SIZE } from './lib/image.ts';
-import {
-  cleanup,
-  freePort,
-  installCleanupHandlers,
-  isInterrupted,
-  registerTempDir,
-  sampleRss,
-  startProcess,
-  stopProcess,
-  treeCpuSeconds,
-  waitForPort,
-  type Proc,
-} from './lib/procs.ts';
+import { cleanup, installCleanupHandlers, isInterrupted, registerTempDir, sampleRss, startProcess, treeCpuSeconds, type Proc } from './lib/procs.ts';
 import { runWrk, writeWrkScript, type WrkParams, type WrkResult } from './lib/wrk.ts';
+import { freePort, stopGroup, waitUntilListening } from '../test/helpers/processes.ts';
 import { seededRandom } from '../test/helpers/random.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -91,7 +80,7 @@ async function startServer(spec: ServerSpec): Promise<void> {
           : [OURS_BIN, spec.args(port)];
     const proc = startProcess(`${spec.key}:${port}`, command, args, spec.env, ROOT);
     spec.procs.push(proc);
-    await waitForPort(proc, port);
+    await waitUntilListening(proc, { port }, { what: proc.name, timeoutMs: 20_000 });
   }
   if (spec.kind === 'ours') {
     // Wait until the workers are up (the primary may bind before they are forked).
@@ -443,7 +432,7 @@ async function main(): Promise<number> {
   for (const sub of ['client_body', 'fastcgi', 'proxy', 'uwsgi', 'scgi']) mkdirSync(path.join(nginxDir, 'tmp', sub), { recursive: true });
   const errorLog = path.join(nginxDir, 'error.log');
   const nginx = startProcess('nginx', 'nginx', ['-p', nginxDir + '/', '-c', path.join(nginxDir, 'nginx.conf'), '-e', errorLog], { PATH: process.env.PATH });
-  await waitForPort(nginx, nginxPort);
+  await waitUntilListening(nginx, { port: nginxPort }, { what: nginx.name, timeoutMs: 20_000 });
   log(`nginx on 127.0.0.1:${nginxPort} (worker_processes ${NGINX_WORKERS}); wrk -t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency --timeout ${WRK.timeoutSeconds}s (+${WARMUP_SECONDS}s untimed warm-up per run)`);
 
   // ---- geometry from the servers
@@ -547,13 +536,13 @@ async function main(): Promise<number> {
     if (w !== current) {
       // Fresh server processes for every workload: RSS and caches belong to this workload only.
       current = w;
-      await Promise.all(servers.flatMap((s) => s.procs.map((p) => stopProcess(p))));
+      await Promise.all(servers.flatMap((s) => s.procs.map((p) => stopGroup(p))));
       for (const s of servers) await startServer(s);
       log(`-- ${w.id}. ${w.title} (servers restarted)`);
     }
     if (!serverAlive(b.server)) {
       flags.push(`${b.server.key} had died before this run (restarted)`);
-      for (const p of b.server.procs) await stopProcess(p);
+      for (const p of b.server.procs) await stopGroup(p);
       await startServer(b.server);
     }
     if (!nginx.alive()) throw new Error(`nginx died:\n${nginx.output()}`);

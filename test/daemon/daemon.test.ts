@@ -5,13 +5,14 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync, readFileSync, readdirSync, renameSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { FastCgiTestClient, fullRequest, parseCgiResponse } from '../helpers/fastcgi-client.ts';
-import { BIN, ROOT, canConnect, freePort, startDaemon, startProgram, tempDir, testEnv, waitFor, which, type Started } from '../helpers/daemon.ts';
+import { BIN, ROOT, startDaemon, tempDir, testEnv, which } from '../helpers/daemon.ts';
+import { canConnect, childPids, freePort, processExists, startProgram, waitFor, type Started } from '../helpers/processes.ts';
 import { decodePixels, psnr } from '../helpers/images.ts';
 
 const run = promisify(execFile);
@@ -34,31 +35,6 @@ export function get(port: number, pathAndQuery: string, options: { method?: stri
     req.on('error', reject);
     req.end();
   });
-}
-
-/** Worker pids: the children of the primary, from /proc. */
-function childPids(parent: number): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === parent) pids.push(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 describe('command line', () => {
@@ -192,7 +168,7 @@ describe('graceful stop', () => {
     const { code } = await daemon.stop();
     assert.equal(code, 0);
     assert.ok(Date.now() - started < 5000, 'idle connections are closed, not waited for');
-    await waitFor(async () => workers.every((pid) => !alive(pid)), 3000, 'workers to exit');
+    await waitFor(async () => workers.every((pid) => !processExists(pid)), 3000, 'workers to exit');
     assert.equal(await canConnect({ port }), false, 'nothing listens any more');
     agent.destroy();
   });

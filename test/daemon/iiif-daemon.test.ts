@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { freePort, startDaemon, type Started } from '../helpers/daemon.ts';
+import { startDaemon } from '../helpers/daemon.ts';
+import { freePort, stopGroup, type Started } from '../helpers/processes.ts';
 import { validatorImage } from '../helpers/iiif-fixtures.ts';
 import { decodePixels, type Pixels } from '../helpers/images.ts';
 import {
@@ -19,7 +20,6 @@ import {
   renderExample,
   request,
   startNginx,
-  stopGroup,
   webTempDir,
   type Reply,
   type WebServer,

@@ -9,7 +9,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { canConnect, freePort, startDaemon, startProgram, tempDir, waitFor, which, type Started } from '../helpers/daemon.ts';
+import { startDaemon, tempDir, which } from '../helpers/daemon.ts';
+import { canConnect, freePort, startProgram, waitFor, type Started } from '../helpers/processes.ts';
 import { makePyramidTiff } from '../helpers/images.ts';
 
 const memcachedBinary = which('memcached');

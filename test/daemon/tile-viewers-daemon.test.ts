@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { freePort, startDaemon, tempDir, type Started } from '../helpers/daemon.ts';
+import { startDaemon, tempDir } from '../helpers/daemon.ts';
+import { freePort, type Started } from '../helpers/processes.ts';
 import { decodePixels, psnr } from '../helpers/images.ts';
 import { fetchRaw, imagesDir, makeVipsPyramid, referenceSkipReason, startDifferentialPair, type DifferentialPair } from '../helpers/reference-iipsrv.ts';
 

@@ -9,7 +9,8 @@ import { chmodSync, mkdirSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { freePort, startDaemon, waitFor, type Started } from '../helpers/daemon.ts';
+import { startDaemon } from '../helpers/daemon.ts';
+import { freePort, isRunning, processExists, stopGroup, waitFor, type Started } from '../helpers/processes.ts';
 import {
   EXAMPLE_DEFAULTS,
   apacheAvailability,
@@ -21,13 +22,11 @@ import {
   httpDate,
   iipsrvPrimaries,
   iipsrvProcesses,
-  isRunning,
   lighttpdAvailability,
   lighttpdSiteReplacements,
   nginxAvailability,
   nginxErrors,
   nginxSiteReplacements,
-  processExists,
   removeDir,
   renderExample,
   request,
@@ -37,7 +36,6 @@ import {
   startLighttpd,
   startNginx,
   startSpawnFcgi,
-  stopGroup,
   webTempDir,
   type Replacements,
   type WebServer,

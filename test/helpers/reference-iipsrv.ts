@@ -16,8 +16,9 @@ import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
-import { canConnect, freePort, startDaemon, startProgram, waitFor, which, type Started } from './daemon.ts';
-import { nginxAvailability, nginxSiteReplacements, renderExample, startNginx, stopGroup, type WebServer } from './webservers.ts';
+import { startDaemon, which } from './daemon.ts';
+import { canConnect, freePort, startProgram, stopGroup, waitFor, waitUntilListening, type Started } from './processes.ts';
+import { nginxAvailability, nginxSiteReplacements, renderExample, startNginx, type WebServer } from './webservers.ts';
 
 const run = promisify(execFile);
 
@@ -55,16 +56,7 @@ export async function startReferenceIipsrv(port: number, env: Record<string, str
   const started = startProgram(REFERENCE_IIPSRV, ['--bind', `127.0.0.1:${port}`], {
     env: { ...baseEnv(), MEMCACHED_SERVERS: '127.0.0.1:1', VERBOSITY: '0', ...env },
   });
-  await waitFor(
-    async () => {
-      if (started.child.exitCode !== null || started.child.signalCode !== null) {
-        throw new Error(`iipsrv 1.1 exited at start-up: ${started.stderr()}`);
-      }
-      return canConnect({ port });
-    },
-    15_000,
-    `iipsrv 1.1 on port ${port}`,
-  );
+  await waitUntilListening(started, { port }, { what: 'iipsrv 1.1' });
   return started;
 }
 
@@ -159,7 +151,7 @@ export async function startDifferentialPair(options: PairOptions): Promise<Diffe
         const [ref, mine] = await Promise.all([fetch('ref', query, headers), fetch('ours', query, headers)]);
         return { ref, ours: mine };
       },
-      referenceAlive: () => reference.child.exitCode === null && reference.child.signalCode === null,
+      referenceAlive: () => reference.alive(),
       async stop() {
         await nginx.stop();
         await stopGroup(started);

@@ -10,11 +10,22 @@
  *   ... await nginx.stop();
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { BIN, ROOT, canConnect, startProgram, tempDir, testEnv, waitFor, which, type Started } from './daemon.ts';
+import { BIN, ROOT, tempDir, testEnv, which } from './daemon.ts';
+import {
+  listProcesses,
+  processExists,
+  processInfo,
+  startProgram,
+  stopGroup,
+  waitFor,
+  waitUntilListening,
+  type ProcessInfo,
+  type Started,
+} from './processes.ts';
 
 export const EXAMPLES = path.join(ROOT, 'examples');
 export const EXAMPLE_IMAGES = path.join(EXAMPLES, 'images');
@@ -160,41 +171,6 @@ function readIfExists(file: string): string {
   }
 }
 
-/** Stops a process started with startProgram and everything in its process group. */
-export async function stopGroup(started: Started, graceMs = 8000): Promise<void> {
-  const pid = started.child.pid;
-  const running = started.child.exitCode === null && started.child.signalCode === null;
-  if (running) {
-    started.child.kill('SIGTERM');
-    const timer = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), graceMs).unref());
-    await Promise.race([started.exited, timer]);
-  }
-  if (pid !== undefined) {
-    // Whatever is left in the group (a worker that did not follow, a child of a killed master).
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // the group is empty
-    }
-  }
-  await started.exited;
-}
-
-async function waitForServer(started: Started, port: number, name: string, log: () => string): Promise<void> {
-  await waitFor(
-    async () => {
-      if (started.child.exitCode !== null || started.child.signalCode !== null) {
-        throw new Error(`${name} exited at start-up:\n${started.stderr()}\n${log()}`);
-      }
-      return canConnect({ port });
-    },
-    15_000,
-    `${name} on port ${port}`,
-  ).catch((error: Error) => {
-    throw new Error(`${error.message}\n${started.stderr()}\n${log()}`);
-  });
-}
-
 function webServer(name: WebServer['name'], dir: string, port: number, started: Started, errorLogPath: string): WebServer {
   return {
     name,
@@ -259,7 +235,7 @@ export async function startNginx(options: NginxOptions): Promise<WebServer> {
   });
   const server = webServer('nginx', dir, options.port, started, errorLog);
   try {
-    await waitForServer(started, options.port, 'nginx', server.errorLog);
+    await waitUntilListening(started, { port: options.port }, { what: 'nginx', log: server.errorLog });
   } catch (error) {
     await server.stop();
     throw error;
@@ -336,7 +312,7 @@ export async function startApache(options: ApacheOptions): Promise<WebServer> {
   const started = startProgram(apache, ['-f', path.join(dir, 'httpd.conf'), '-DFOREGROUND'], { env: testEnv() });
   const server = webServer('apache', dir, options.port, started, errorLog);
   try {
-    await waitForServer(started, options.port, 'apache2', server.errorLog);
+    await waitUntilListening(started, { port: options.port }, { what: 'apache2', log: server.errorLog });
   } catch (error) {
     await server.stop();
     throw error;
@@ -394,7 +370,7 @@ export async function startLighttpd(options: LighttpdOptions): Promise<WebServer
   const started = startProgram(lighttpd, ['-D', '-f', path.join(dir, 'lighttpd.conf')], { env: testEnv() });
   const server = webServer('lighttpd', dir, options.port, started, errorLog);
   try {
-    await waitForServer(started, options.port, 'lighttpd', server.errorLog);
+    await waitUntilListening(started, { port: options.port }, { what: 'lighttpd', log: server.errorLog });
   } catch (error) {
     await server.stop();
     throw error;
@@ -428,14 +404,7 @@ export async function startSpawnFcgi(options: { dir: string; port: number; scrip
   writeFileSync(file, options.script, { mode: 0o755 });
   const started = startProgram('/bin/sh', [file], { env: testEnv() });
   try {
-    await waitFor(
-      async () => {
-        if (started.child.exitCode !== null) throw new Error(`spawn-fcgi exited: ${started.stderr()}`);
-        return canConnect({ port: options.port });
-      },
-      15_000,
-      `spawn-fcgi on port ${options.port}`,
-    );
+    await waitUntilListening(started, { port: options.port }, { what: 'spawn-fcgi' });
   } catch (error) {
     await stopGroup(started);
     throw error;
@@ -444,39 +413,7 @@ export async function startSpawnFcgi(options: { dir: string; port: number; scrip
 }
 
 // ---------------------------------------------------------------------------------------------
-// Processes, from /proc.
-
-export interface ProcessInfo {
-  pid: number;
-  ppid: number;
-  pgid: number;
-  /** R, S, Z (zombie)... */
-  state: string;
-  cmdline: string;
-  environ: string;
-}
-
-function readProcess(pid: number): ProcessInfo | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const cmdline = readIfExists(`/proc/${pid}/cmdline`).split('\0').join(' ').trim();
-    const environ = readIfExists(`/proc/${pid}/environ`).split('\0').join('\n');
-    return { pid, state: fields[0]!, ppid: Number(fields[1]), pgid: Number(fields[2]), cmdline, environ };
-  } catch {
-    return null;
-  }
-}
-
-export function listProcesses(): ProcessInfo[] {
-  const list: ProcessInfo[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const info = readProcess(Number(entry));
-    if (info) list.push(info);
-  }
-  return list;
-}
+// iipsrv processes, from /proc.
 
 /**
  * iipsrv processes (primaries and workers) of one test: their command line runs bin/iipsrv and
@@ -496,22 +433,6 @@ export function iipsrvPrimaries(marker: string): ProcessInfo[] {
   return all.filter((p) => !pids.has(p.ppid));
 }
 
-/** One process from /proc, or null when it does not exist. */
-export function processInfo(pid: number): ProcessInfo | null {
-  return readProcess(pid);
-}
-
-/** Alive and not a zombie (a zombie has closed its sockets already). */
-export function isRunning(pid: number): boolean {
-  const info = readProcess(pid);
-  return info !== null && info.state !== 'Z';
-}
-
-export function processExists(pid: number): boolean {
-  // A zombie still exists (kill(pid, 0) succeeds on it): it counts.
-  return existsSync(`/proc/${pid}`);
-}
-
 /**
  * Waits until none of the given pids exists any more (not even as a zombie) and no iipsrv process
  * of the marker is left; throws with what is still there.
@@ -519,7 +440,7 @@ export function processExists(pid: number): boolean {
 export async function expectNoIipsrvLeft(marker: string, knownPids: Iterable<number>, timeoutMs = 8000): Promise<void> {
   const pids = [...knownPids];
   const leftovers = () => {
-    const byPid = pids.filter(processExists).map((pid) => readProcess(pid)).filter((p): p is ProcessInfo => p !== null);
+    const byPid = pids.filter(processExists).map(processInfo).filter((p): p is ProcessInfo => p !== null);
     const byMarker = iipsrvProcesses(marker);
     const all = new Map<number, ProcessInfo>();
     for (const p of [...byPid, ...byMarker]) all.set(p.pid, p);

@@ -7,7 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import { LruCache } from '../../src/engine/cache/lru.ts';
 import { MemcachedTier } from '../../src/engine/cache/memcached.ts';
 import { TileCache } from '../../src/engine/cache/tile-cache.ts';
-import { canConnect, freePort, startProgram, waitFor, which, type Started } from '../helpers/daemon.ts';
+import { which } from '../helpers/daemon.ts';
+import { canConnect, freePort, startProgram, waitFor, type Started } from '../helpers/processes.ts';
 
 describe('LRU cache', () => {
   it('returns what was stored and counts hits and misses', () => {

@@ -14,17 +14,10 @@ import { DecodedLevelCache } from '../../src/engine/jp2/level-cache.ts';
 import { DecodeError, ProcessPool } from '../../src/engine/jp2/process-pool.ts';
 import { Jp2Source } from '../../src/engine/jp2/jp2-source.ts';
 import { tempDir } from '../helpers/daemon.ts';
+import { processExists } from '../helpers/processes.ts';
 import { expectedRect, JP2_SKIP, makeJp2, testImage } from '../helpers/jp2.ts';
 
-const alive = (pid: number | undefined) => {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
+const alive = (pid: number | undefined) => pid !== undefined && processExists(pid);
 
 describe('ProcessPool', () => {
   it('runs at most `size` children at once', async () => {
