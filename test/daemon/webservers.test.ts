@@ -150,14 +150,17 @@ function cleanShutdownCheck(get: () => Setup, seen: Set<number>, extra?: () => v
   });
 }
 
-/** nginx + iipsrv --bind, for the three nginx examples. */
-function nginxSuite(
-  title: string,
-  example: string,
-  transport: 'tcp' | 'unix',
-  more?: (get: () => Setup, seen: Set<number>) => void,
-): void {
-  const skip = nginxAvailability().skip;
+interface FrontEnd {
+  /** Starts the front end (and iipsrv, if the test starts it) in dir, which holds the example image. */
+  start(place: { dir: string; images: string; mtime: Date }): Promise<Setup>;
+  /** Runs once the suite holds the setup, so that a failing wait still tears it down. */
+  ready?(setup: Setup, seen: Set<number>): Promise<void>;
+  /** Declares the suite's tests. */
+  checks(get: () => Setup, seen: Set<number>): void;
+}
+
+/** One front end's suite: set up before its tests in a fresh web temp dir, everything stopped after. */
+function frontEndSuite(title: string, skip: string | null, { start, ready, checks }: FrontEnd): void {
   describe(title, { skip: skip ?? false }, () => {
     let setup: Setup | undefined;
     const seen = new Set<number>();
@@ -165,10 +168,25 @@ function nginxSuite(
       assert.ok(setup, 'set-up failed');
       return setup;
     };
-
     before(async () => {
       const dir = webTempDir();
-      const { images, mtime } = copyExampleImages(dir);
+      setup = await start({ dir, ...copyExampleImages(dir) });
+      await ready?.(setup, seen);
+    });
+    after(() => teardown(setup));
+    checks(get, seen);
+  });
+}
+
+/** nginx + iipsrv --bind, for the three nginx examples. */
+function nginxSuite(
+  title: string,
+  example: string,
+  transport: 'tcp' | 'unix',
+  more?: (get: () => Setup, seen: Set<number>) => void,
+): void {
+  frontEndSuite(title, nginxAvailability().skip, {
+    async start({ dir, images, mtime }) {
       const port = await freePort();
       const env = { FILESYSTEM_PREFIX: images, URI_MAP: EXAMPLE_DEFAULTS.uriMap, VERBOSITY: '1', LOGFILE: path.join(dir, 'iipsrv.log') };
       let daemon: Started;
@@ -185,21 +203,23 @@ function nginxSuite(
       }
       try {
         const front = await startNginx({ dir, port, site: renderExample(example, replacements) });
-        setup = { dir, images, mtime, port, front, daemon, fastcgiPort };
+        return { dir, images, mtime, port, front, daemon, fastcgiPort };
       } catch (error) {
         await stopGroup(daemon);
         throw error;
       }
-      track(seen, dir);
-    });
-    after(() => teardown(setup));
-
-    commonChecks(get, seen, { serverHeader: true });
-    more?.(get, seen);
-    cleanShutdownCheck(get, seen, () => {
-      const errors = nginxErrors(get().front.errorLog());
-      assert.deepEqual(errors, [], `nginx logged errors:\n${errors.join('\n')}`);
-    });
+    },
+    async ready(setup, seen) {
+      track(seen, setup.dir);
+    },
+    checks(get, seen) {
+      commonChecks(get, seen, { serverHeader: true });
+      more?.(get, seen);
+      cleanShutdownCheck(get, seen, () => {
+        const errors = nginxErrors(get().front.errorLog());
+        assert.deepEqual(errors, [], `nginx logged errors:\n${errors.join('\n')}`);
+      });
+    },
   });
 }
 
@@ -308,30 +328,18 @@ function restartChecks(get: () => Setup, seen: Set<number>, options: { primaryOn
   );
 }
 
-{
-  const availability = apacheAvailability();
-  const skip = availability.skip ?? apacheUserCannotRunUs();
-  describe('Apache 2.4 + mod_fcgid starting iipsrv on fd 0 (examples/apache/iipsrv.conf)', { skip: skip ?? false }, () => {
-    let setup: Setup | undefined;
-    const seen = new Set<number>();
-    const get = () => {
-      assert.ok(setup, 'set-up failed');
-      return setup;
-    };
-    before(async () => {
-      const dir = webTempDir();
-      const { images, mtime } = copyExampleImages(dir);
-      const logs = path.join(dir, 'logs');
-      // iipsrv runs as www-data under Apache: its log directory must be writable by it.
-      mkdirSync(logs);
-      chmodSync(logs, 0o777);
-      const port = await freePort();
-      const site = renderExample('apache/iipsrv.conf', apacheSiteReplacements({ images, logFile: path.join(logs, 'iipsrv.log') }));
-      const front = await startApache({ dir, port, site });
-      setup = { dir, images, mtime, port, front, daemon: null };
-    });
-    after(() => teardown(setup));
-
+frontEndSuite('Apache 2.4 + mod_fcgid starting iipsrv on fd 0 (examples/apache/iipsrv.conf)', apacheAvailability().skip ?? apacheUserCannotRunUs(), {
+  async start({ dir, images, mtime }) {
+    const logs = path.join(dir, 'logs');
+    // iipsrv runs as www-data under Apache: its log directory must be writable by it.
+    mkdirSync(logs);
+    chmodSync(logs, 0o777);
+    const port = await freePort();
+    const site = renderExample('apache/iipsrv.conf', apacheSiteReplacements({ images, logFile: path.join(logs, 'iipsrv.log') }));
+    const front = await startApache({ dir, port, site });
+    return { dir, images, mtime, port, front, daemon: null };
+  },
+  checks(get, seen) {
     commonChecks(get, seen, { serverHeader: false });
     it('iipsrv runs with the FcgidWrapper arguments and the FcgidInitialEnv environment', () => {
       const { dir, images } = get();
@@ -348,72 +356,52 @@ function restartChecks(get: () => Setup, seen: Set<number>, options: { primaryOn
     });
     restartChecks(get, seen);
     cleanShutdownCheck(get, seen);
-  });
-}
+  },
+});
 
-{
-  const skip = lighttpdAvailability().skip;
-  describe('lighttpd starting iipsrv with bin-path (examples/lighttpd/iipsrv.conf)', { skip: skip ?? false }, () => {
-    let setup: Setup | undefined;
-    const seen = new Set<number>();
-    const get = () => {
-      assert.ok(setup, 'set-up failed');
-      return setup;
-    };
-    before(async () => {
-      const dir = webTempDir();
-      const { images, mtime } = copyExampleImages(dir);
-      const port = await freePort();
-      const site = renderExample(
-        'lighttpd/iipsrv.conf',
-        lighttpdSiteReplacements({ images, logFile: path.join(dir, 'iipsrv.log'), socket: path.join(dir, 'iipsrv.sock') }),
-      );
-      // Its backend decisions (spawns, probes) in the error log, for a failing restart check.
-      const front = await startLighttpd({ dir, port, site: `${site}\nfastcgi.debug = 1\n` });
-      setup = { dir, images, mtime, port, front, daemon: null };
-      // lighttpd starts its bin-path programs at start-up: one iipsrv for the three prefixes.
-      await waitFor(async () => iipsrvPrimaries(dir).length === 1, 10_000, 'lighttpd to start iipsrv');
-      track(seen, dir);
-    });
-    after(() => teardown(setup));
-
+frontEndSuite('lighttpd starting iipsrv with bin-path (examples/lighttpd/iipsrv.conf)', lighttpdAvailability().skip, {
+  async start({ dir, images, mtime }) {
+    const port = await freePort();
+    const site = renderExample(
+      'lighttpd/iipsrv.conf',
+      lighttpdSiteReplacements({ images, logFile: path.join(dir, 'iipsrv.log'), socket: path.join(dir, 'iipsrv.sock') }),
+    );
+    // Its backend decisions (spawns, probes) in the error log, for a failing restart check.
+    const front = await startLighttpd({ dir, port, site: `${site}\nfastcgi.debug = 1\n` });
+    return { dir, images, mtime, port, front, daemon: null };
+  },
+  async ready({ dir }, seen) {
+    // lighttpd starts its bin-path programs at start-up: one iipsrv for the three prefixes.
+    await waitFor(async () => iipsrvPrimaries(dir).length === 1, 10_000, 'lighttpd to start iipsrv');
+    track(seen, dir);
+  },
+  checks(get, seen) {
     commonChecks(get, seen, { serverHeader: true });
     it('one iipsrv serves every prefix (max-procs 1, shared socket)', () => {
       assert.equal(iipsrvPrimaries(get().dir).length, 1);
     });
     restartChecks(get, seen);
     cleanShutdownCheck(get, seen);
-  });
-}
+  },
+});
 
-{
-  const skip = spawnFcgiAvailability().skip ?? nginxAvailability().skip;
-  describe('spawn-fcgi -n starting iipsrv on fd 0, nginx in front (examples/spawn-fcgi/)', { skip: skip ?? false }, () => {
-    let setup: Setup | undefined;
-    const seen = new Set<number>();
-    const get = () => {
-      assert.ok(setup, 'set-up failed');
-      return setup;
-    };
-    before(async () => {
-      const dir = webTempDir();
-      const { images, mtime } = copyExampleImages(dir);
-      const [port, fastcgiPort] = [await freePort(), await freePort()];
-      const script = renderExample(
-        'spawn-fcgi/iipsrv-spawn-fcgi.sh',
-        spawnFcgiReplacements({ port: fastcgiPort, images, logFile: path.join(dir, 'iipsrv.log') }),
-      );
-      const daemon = await startSpawnFcgi({ dir, port: fastcgiPort, script });
-      try {
-        const front = await startNginx({ dir, port, site: renderExample('nginx/iipsrv.conf', nginxSiteReplacements({ port, fastcgiPort })) });
-        setup = { dir, images, mtime, port, front, daemon, fastcgiPort };
-      } catch (error) {
-        await stopGroup(daemon);
-        throw error;
-      }
-    });
-    after(() => teardown(setup));
-
+frontEndSuite('spawn-fcgi -n starting iipsrv on fd 0, nginx in front (examples/spawn-fcgi/)', spawnFcgiAvailability().skip ?? nginxAvailability().skip, {
+  async start({ dir, images, mtime }) {
+    const [port, fastcgiPort] = [await freePort(), await freePort()];
+    const script = renderExample(
+      'spawn-fcgi/iipsrv-spawn-fcgi.sh',
+      spawnFcgiReplacements({ port: fastcgiPort, images, logFile: path.join(dir, 'iipsrv.log') }),
+    );
+    const daemon = await startSpawnFcgi({ dir, port: fastcgiPort, script });
+    try {
+      const front = await startNginx({ dir, port, site: renderExample('nginx/iipsrv.conf', nginxSiteReplacements({ port, fastcgiPort })) });
+      return { dir, images, mtime, port, front, daemon, fastcgiPort };
+    } catch (error) {
+      await stopGroup(daemon);
+      throw error;
+    }
+  },
+  checks(get, seen) {
     commonChecks(get, seen, { serverHeader: true });
     it('spawn-fcgi became iipsrv (same pid) and iipsrv serves the socket it was given', () => {
       const { dir, daemon } = get();
@@ -437,5 +425,5 @@ function restartChecks(get: () => Setup, seen: Set<number>, options: { primaryOn
       assert.equal((await request(port, `${SCRIPT}?OBJ=IIP,1.0`)).status, 502);
     });
     cleanShutdownCheck(get, seen);
-  });
-}
+  },
+});
