@@ -11,6 +11,23 @@ export interface PyramidOptions {
   colour?: { r: number; g: number; b: number };
 }
 
+/**
+ * Raw 8-bit RGB: red ramps from 0 at the left to 255 at the right, green from the top to the
+ * bottom, blue as given (128 unless a function of x and y says otherwise).
+ */
+export function rampPixels(width: number, height: number, blue: (x: number, y: number) => number = () => 128): Buffer {
+  const raw = Buffer.alloc(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      raw[i] = Math.floor((x * 255) / Math.max(1, width - 1));
+      raw[i + 1] = Math.floor((y * 255) / Math.max(1, height - 1));
+      raw[i + 2] = blue(x, y);
+    }
+  }
+  return raw;
+}
+
 /** A tiled pyramid TIFF in the main IFD chain, the layout iipsrv 1.1 reads. */
 export async function makePyramidTiff(file: string, options: PyramidOptions): Promise<void> {
   const { width, height } = options;
@@ -18,16 +35,7 @@ export async function makePyramidTiff(file: string, options: PyramidOptions): Pr
   if (options.colour) {
     image = sharp({ create: { width, height, channels: 3, background: options.colour } });
   } else {
-    const raw = Buffer.alloc(width * height * 3);
-    for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) {
-        const i = (y * width + x) * 3;
-        raw[i] = Math.floor((x * 255) / Math.max(1, width - 1));
-        raw[i + 1] = Math.floor((y * 255) / Math.max(1, height - 1));
-        raw[i + 2] = 128;
-      }
-    }
-    image = sharp(raw, { raw: { width, height, channels: 3 } });
+    image = sharp(rampPixels(width, height), { raw: { width, height, channels: 3 } });
   }
   await image
     .tiff({

@@ -21,7 +21,7 @@ import { createRouter } from '../../src/router.ts';
 import { plainRequest } from '../helpers/requests.ts';
 import { tempDir } from '../helpers/daemon.ts';
 import { VALIDATOR_ID, validatorImage } from '../helpers/iiif-fixtures.ts';
-import { decodePixels, type Pixels } from '../helpers/images.ts';
+import { decodePixels, rampPixels, type Pixels } from '../helpers/images.ts';
 
 const HOST = 'images.example.org:8080';
 const SCRIPT = '/fcgi-bin/iipsrv.fcgi';
@@ -118,16 +118,7 @@ function squares(width: number, height: number, side = 100): Buffer {
 
 /** Smooth ramps plus squares: structure at every scale, for the big image. */
 function pattern(width: number, height: number): Buffer {
-  const raw = Buffer.alloc(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const i = (y * width + x) * 3;
-      raw[i] = Math.floor((x * 255) / Math.max(1, width - 1));
-      raw[i + 1] = Math.floor((y * 255) / Math.max(1, height - 1));
-      raw[i + 2] = ((Math.floor(x / 25) + Math.floor(y / 25)) % 3) * 100;
-    }
-  }
-  return raw;
+  return rampPixels(width, height, (x, y) => ((Math.floor(x / 25) + Math.floor(y / 25)) % 3) * 100);
 }
 
 async function pyramid(file: string, raw: Buffer, width: number, height: number, options: { compression?: 'jpeg' | 'deflate'; channels?: 1 | 3; tile?: number } = {}): Promise<void> {
