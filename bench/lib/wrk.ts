@@ -122,7 +122,8 @@ export async function runWrk(params: WrkParams, url: string, script: string, pre
     prefix,
   ];
   const proc = startProcess('wrk', 'wrk', args, { PATH: process.env.PATH });
-  await proc.exited;
+  // 'exit' may come before the last of stdout is read; the report is whole once the pipes close.
+  await new Promise((resolve) => proc.child.once('close', resolve));
   const code = proc.child.exitCode;
   if (code !== 0) throw new Error(`wrk ${args.join(' ')} failed (exit ${code}):\n${proc.output()}`);
   return parseWrk(proc.output());
