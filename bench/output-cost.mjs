@@ -20,9 +20,23 @@ try {
   const H = 2048;
   const raw = Buffer.from(new Uint8Array(W * H * 3).map((_, i) => (i * 7 + (i >> 12)) % 251));
   const tiled = { tile: true, pyramid: true, tileWidth: 256, tileHeight: 256, compression: 'jpeg', quality: 75 };
-  await sharp(raw, { raw: { width: W, height: H, channels: 3 } }).withIccProfile('p3').tiff(tiled).toFile(path.join(dir, 'icc.tif'));
-  await sharp({ create: { width: 64, height: 32, channels: 4, background: { r: 50, g: 60, b: 70, alpha: 1 } } }).png().toFile(path.join(dir, 'mark.png'));
-  const request = (query) => ({ method: 'GET', query, path: '/', headers: {}, scriptName: '', https: false, remoteAddress: '', signal: new AbortController().signal });
+  await sharp(raw, { raw: { width: W, height: H, channels: 3 } })
+    .withIccProfile('p3')
+    .tiff(tiled)
+    .toFile(path.join(dir, 'icc.tif'));
+  await sharp({ create: { width: 64, height: 32, channels: 4, background: { r: 50, g: 60, b: 70, alpha: 1 } } })
+    .png()
+    .toFile(path.join(dir, 'mark.png'));
+  const request = (query) => ({
+    method: 'GET',
+    query,
+    path: '/',
+    headers: {},
+    scriptName: '',
+    https: false,
+    remoteAddress: '',
+    signal: new AbortController().signal,
+  });
 
   async function cpuPerTile(env, query) {
     const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir + '/', ...env });
@@ -61,7 +75,10 @@ try {
     results[name] = `${(await cpuPerTile(env, query)).toFixed(3)} ms CPU/tile`;
   }
 
-  const tile = await sharp(raw, { raw: { width: W, height: H, channels: 3 } }).extract({ left: 0, top: 0, width: 256, height: 256 }).jpeg({ quality: 75 }).toBuffer();
+  const tile = await sharp(raw, { raw: { width: W, height: H, channels: 3 } })
+    .extract({ left: 0, top: 0, width: 256, height: 256 })
+    .jpeg({ quality: 75 })
+    .toBuffer();
   const micro = (f, n = 20000) => {
     for (let i = 0; i < 1000; i++) f();
     const start = performance.now();
@@ -75,7 +92,9 @@ try {
   const mark = await Watermark.load({ path: path.join(dir, 'mark.png'), probability: 1, opacity: 1 });
   const pixels = { data: Buffer.alloc(256 * 256 * 3, 100), width: 256, height: 256, channels: 3 };
   results['watermark alone: 64x32 into a 256x256 RGB tile'] = micro(() => mark.markTile(pixels));
-  await sharp({ create: { width: 256, height: 256, channels: 4, background: { r: 50, g: 60, b: 70, alpha: 1 } } }).png().toFile(path.join(dir, 'big.png'));
+  await sharp({ create: { width: 256, height: 256, channels: 4, background: { r: 50, g: 60, b: 70, alpha: 1 } } })
+    .png()
+    .toFile(path.join(dir, 'big.png'));
   const big = await Watermark.load({ path: path.join(dir, 'big.png'), probability: 1, opacity: 1 });
   results['watermark alone: 256x256 into a 256x256 RGB tile'] = micro(() => big.markTile(pixels), 2000);
   console.log(results);

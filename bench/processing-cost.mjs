@@ -20,17 +20,34 @@ try {
   const wide = new Uint16Array(W * H * 3).map((_, i) => (i * 37) % 65536);
   const narrow = Buffer.from(new Uint8Array(W * H * 3).map((_, i) => (i * 37) % 256));
   const tiled = { tile: true, pyramid: true, tileWidth: 256, tileHeight: 256, compression: 'deflate' };
-  await sharp(wide, { raw: { width: W, height: H, channels: 3 } }).toColourspace('rgb16').tiff(tiled).toFile(path.join(dir, 'rgb16.tif'));
-  await sharp(narrow, { raw: { width: W, height: H, channels: 3 } }).tiff(tiled).toFile(path.join(dir, 'rgb8.tif'));
+  await sharp(wide, { raw: { width: W, height: H, channels: 3 } })
+    .toColourspace('rgb16')
+    .tiff(tiled)
+    .toFile(path.join(dir, 'rgb16.tif'));
+  await sharp(narrow, { raw: { width: W, height: H, channels: 3 } })
+    .tiff(tiled)
+    .toFile(path.join(dir, 'rgb8.tif'));
   const grey = new Float32Array(W * H).map((_, i) => ((i * 37) % 65536) / 65535);
-  await sharp(grey, { raw: { width: W, height: H, channels: 1 } }).tiff(tiled).toFile(path.join(dir, 'float.tif'));
+  await sharp(grey, { raw: { width: W, height: H, channels: 1 } })
+    .tiff(tiled)
+    .toFile(path.join(dir, 'float.tif'));
   const vips = (...args) => spawnSync('vips', args, { stdio: 'ignore' }).status === 0;
-  const lab = vips('colourspace', path.join(dir, 'rgb8.tif'), path.join(dir, 'lab.v'), 'labq') &&
+  const lab =
+    vips('colourspace', path.join(dir, 'rgb8.tif'), path.join(dir, 'lab.v'), 'labq') &&
     vips('tiffsave', path.join(dir, 'lab.v'), path.join(dir, 'lab.tif'), '--tile', '--pyramid', '--compression', 'deflate');
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir + '/' });
   const engine = new Engine({ paths: { prefix: dir + '/', suffix: '' }, cacheBytes: 0 });
   const router = createRouter({ config, engine, log: silentLog });
-  const request = (query) => ({ method: 'GET', query, path: '/', headers: {}, scriptName: '', https: false, remoteAddress: '', signal: new AbortController().signal });
+  const request = (query) => ({
+    method: 'GET',
+    query,
+    path: '/',
+    headers: {},
+    scriptName: '',
+    https: false,
+    remoteAddress: '',
+    signal: new AbortController().signal,
+  });
   const results = {};
   for (const [name, prefix] of [
     ['8-bit tile re-encoded (QLT=75)', 'FIF=rgb8.tif&QLT=75&JTL=3,'],

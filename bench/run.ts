@@ -204,7 +204,12 @@ function typedTiles(image: string, prefix: string): { queries: string[]; samples
   return { queries, samples: queries.slice(0, 5) };
 }
 
-function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, number]>, tile: [number, number], typed: { rgb16: string; float: string; lab: string } | null): Workload[] {
+function buildWorkloads(
+  image: string,
+  levelsSmallestFirst: Array<[number, number]>,
+  tile: [number, number],
+  typed: { rgb16: string; float: string; lab: string } | null,
+): Workload[] {
   const pairs: Array<[number, number]> = [];
   levelsSmallestFirst.forEach(([w, h], res) => {
     const n = Math.ceil(w / tile[0]) * Math.ceil(h / tile[1]);
@@ -250,16 +255,40 @@ function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, numbe
   // A full-resolution inner tile and an edge tile, checked on every backend along with the first queries.
   const [fw] = levelsSmallestFirst[top]!;
   const across = Math.ceil(fw / tile[0]);
-  const extra: Array<[number, number]> = [[top, across + 1], [top, across - 1], [0, 0]];
-  log(`tile grid: ${levelsSmallestFirst.map(([w, h], r) => `r${r} ${w}x${h}=${Math.ceil(w / tile[0])}x${Math.ceil(h / tile[1])}`).join(', ')}; ${pairs.length} (res,tile) pairs`);
+  const extra: Array<[number, number]> = [
+    [top, across + 1],
+    [top, across - 1],
+    [0, 0],
+  ];
+  log(
+    `tile grid: ${levelsSmallestFirst.map(([w, h], r) => `r${r} ${w}x${h}=${Math.ceil(w / tile[0])}x${Math.ceil(h / tile[1])}`).join(', ')}; ${pairs.length} (res,tile) pairs`,
+  );
   return [
     { id: 'a', title: 'OBJ=IIP,1.0 (no image)', queries: ['OBJ=IIP,1.0'], samples: ['OBJ=IIP,1.0'], kind: 'obj' },
     { id: 'b', title: 'random tiles, all levels (JTL)', queries: randomPairs.map(jtl), samples: [...randomPairs.slice(0, 4), ...extra].map(jtl), kind: 'jpeg' },
     { id: 'c', title: `hot tiles (${HOT_TILES} tiles over and over)`, queries: hotPairs.map(jtl), samples: hotSet.slice(0, 5).map(jtl), kind: 'jpeg' },
     { id: 'd', title: 'CVT random region -> 800 px wide', queries: regions, samples: regions.slice(0, 5), kind: 'jpeg' },
-    { id: 'e', title: 'random tiles, forced re-encode (QLT=75)', queries: randomPairs.map(jtlQ), samples: [...randomPairs.slice(0, 4), ...extra].map(jtlQ), kind: 'jpeg' },
-    { id: 'f', title: 'the random tiles of b through IIIF 3 (ours only)', queries: randomPairs.map(iiifTile), samples: [...randomPairs.slice(0, 4), ...extra].map(iiifTile), kind: 'jpeg' },
-    { id: 'g', title: 'the random tiles of b through DeepZoom (ours only)', queries: randomPairs.map(deepZoomTile), samples: [...randomPairs.slice(0, 4), ...extra].map(deepZoomTile), kind: 'jpeg' },
+    {
+      id: 'e',
+      title: 'random tiles, forced re-encode (QLT=75)',
+      queries: randomPairs.map(jtlQ),
+      samples: [...randomPairs.slice(0, 4), ...extra].map(jtlQ),
+      kind: 'jpeg',
+    },
+    {
+      id: 'f',
+      title: 'the random tiles of b through IIIF 3 (ours only)',
+      queries: randomPairs.map(iiifTile),
+      samples: [...randomPairs.slice(0, 4), ...extra].map(iiifTile),
+      kind: 'jpeg',
+    },
+    {
+      id: 'g',
+      title: 'the random tiles of b through DeepZoom (ours only)',
+      queries: randomPairs.map(deepZoomTile),
+      samples: [...randomPairs.slice(0, 4), ...extra].map(deepZoomTile),
+      kind: 'jpeg',
+    },
     ...(typed
       ? ([
           { id: 'h', title: `16-bit RGB tiles with CNT=1.5&GAM=0.8 (${TYPED_SIZE}² deflate)`, ...typedTiles(typed.rgb16, 'CNT=1.5&GAM=0.8&'), kind: 'jpeg' },
@@ -278,7 +307,9 @@ function buildWorkloads(image: string, levelsSmallestFirst: Array<[number, numbe
  */
 async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation: string): Promise<Workload> {
   const jp2 = benchJp2(log);
-  log(`JPEG2000 image: ${jp2.file} (${(statSync(jp2.file).size / MB).toFixed(1)} MB${jp2.generated ? ', new' : ', cached'}; opj_compress ${JP2_RECIPE.join(' ')})`);
+  log(
+    `JPEG2000 image: ${jp2.file} (${(statSync(jp2.file).size / MB).toFixed(1)} MB${jp2.generated ? ', new' : ', cached'}; opj_compress ${JP2_RECIPE.join(' ')})`,
+  );
   const levelsOf = async (location: string) => {
     const r = await get(nginxPort, `${location}?FIF=${jp2.name}&OBJ=Resolutions`);
     if (r.status !== 200) throw new Error(`${location}: OBJ=Resolutions on the JP2 answered ${r.status}: ${r.body.toString().slice(0, 300)}`);
@@ -345,7 +376,13 @@ function newLines(file: string, offset: number): { lines: string[]; size: number
   } catch {
     return { lines: [], size: offset };
   }
-  return { lines: text.slice(offset).split('\n').filter((l) => l.trim() !== ''), size: text.length };
+  return {
+    lines: text
+      .slice(offset)
+      .split('\n')
+      .filter((l) => l.trim() !== ''),
+    size: text.length,
+  };
 }
 
 async function main(): Promise<number> {
@@ -378,7 +415,8 @@ async function main(): Promise<number> {
     }
   };
   walk(path.join(ROOT, 'src'));
-  if (newerSources.length > 0) log(`WARNING: dist/ is older than ${newerSources.slice(0, 3).join(', ')}${newerSources.length > 3 ? ' ...' : ''}: npm run build`);
+  if (newerSources.length > 0)
+    log(`WARNING: dist/ is older than ${newerSources.slice(0, 3).join(', ')}${newerSources.length > 3 ? ' ...' : ''}: npm run build`);
 
   // ---- image
   const image = benchImage(log);
@@ -433,7 +471,9 @@ async function main(): Promise<number> {
   const errorLog = path.join(nginxDir, 'error.log');
   const nginx = startProcess('nginx', 'nginx', ['-p', nginxDir + '/', '-c', path.join(nginxDir, 'nginx.conf'), '-e', errorLog], { PATH: process.env.PATH });
   await waitUntilListening(nginx, { port: nginxPort }, { what: nginx.name, timeoutMs: 20_000 });
-  log(`nginx on 127.0.0.1:${nginxPort} (worker_processes ${NGINX_WORKERS}); wrk -t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency --timeout ${WRK.timeoutSeconds}s (+${WARMUP_SECONDS}s untimed warm-up per run)`);
+  log(
+    `nginx on 127.0.0.1:${nginxPort} (worker_processes ${NGINX_WORKERS}); wrk -t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency --timeout ${WRK.timeoutSeconds}s (+${WARMUP_SECONDS}s untimed warm-up per run)`,
+  );
 
   // ---- geometry from the servers
   const expected = expectedLevels(IMAGE_WIDTH, IMAGE_HEIGHT, TILE).reverse();
@@ -451,8 +491,11 @@ async function main(): Promise<number> {
   const warnings: string[] = [];
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
   if (!same(gOurs, gIip)) warnings.push(`ours and iipsrv 1.1 disagree on the geometry: ours ${JSON.stringify(gOurs)}, iipsrv ${JSON.stringify(gIip)}`);
-  if (!same(gIip.levels, expected)) warnings.push(`iipsrv 1.1's Resolutions ${JSON.stringify(gIip.levels)} differ from the floor-halved ${JSON.stringify(expected)}`);
-  log(`OBJ=Resolutions (both servers): ${gIip.levels.map(([w, h]) => `${w}x${h}`).join(' ')}${same(gIip.levels, expected) ? ' = floor-halving' : ''}; Tile-size ${gIip.tile.join('x')}`);
+  if (!same(gIip.levels, expected))
+    warnings.push(`iipsrv 1.1's Resolutions ${JSON.stringify(gIip.levels)} differ from the floor-halved ${JSON.stringify(expected)}`);
+  log(
+    `OBJ=Resolutions (both servers): ${gIip.levels.map(([w, h]) => `${w}x${h}`).join(' ')}${same(gIip.levels, expected) ? ' = floor-halving' : ''}; Tile-size ${gIip.tile.join('x')}`,
+  );
 
   // ---- workloads
   const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
@@ -493,14 +536,17 @@ async function main(): Promise<number> {
           continue;
         }
         if (w.kind === 'obj') {
-          if (!r.body.toString().includes('IIP:1.0')) checkFailures.push(`${w.id} ${b.label}: ${q} -> no IIP:1.0 line: ${JSON.stringify(r.body.toString().slice(0, 100))}`);
+          if (!r.body.toString().includes('IIP:1.0'))
+            checkFailures.push(`${w.id} ${b.label}: ${q} -> no IIP:1.0 line: ${JSON.stringify(r.body.toString().slice(0, 100))}`);
           continue;
         }
         if (!r.type.startsWith('image/jpeg') || !isJpeg(r.body)) {
           checkFailures.push(`${w.id} ${b.label}: ${q} -> ${r.type}, ${r.body.length} bytes, not a complete JPEG`);
           continue;
         }
-        const meta = await sharp(r.body).metadata().catch(() => null);
+        const meta = await sharp(r.body)
+          .metadata()
+          .catch(() => null);
         const d = meta ? `${meta.width}x${meta.height}x${meta.channels}` : 'undecodable';
         if (!meta) checkFailures.push(`${w.id} ${b.label}: ${q} -> JPEG does not decode`);
         const prev = dims.get(q);
@@ -508,7 +554,9 @@ async function main(): Promise<number> {
         else if (prev !== d) checkFailures.push(`${w.id} ${b.label}: ${q} -> ${d}, another backend gave ${prev}`);
       }
     }
-    log(`  ${w.id}. ${w.title}: ${[...seen].length} backends x ${w.samples.length} samples checked${w.kind === 'jpeg' ? ` (e.g. ${[...dims.values()].slice(0, 3).join(', ')})` : ''}`);
+    log(
+      `  ${w.id}. ${w.title}: ${[...seen].length} backends x ${w.samples.length} samples checked${w.kind === 'jpeg' ? ` (e.g. ${[...dims.values()].slice(0, 3).join(', ')})` : ''}`,
+    );
   }
   // ours must really re-encode for QLT=75 (e) and pass through the stored tile otherwise (b)
   const eW = byId('e');
@@ -517,7 +565,9 @@ async function main(): Promise<number> {
     const stored = await get(nginxPort, `${B.ours1ka.location}?${bW.samples[0]}`);
     const reenc = await get(nginxPort, `${B.ours1ka.location}?${eW.samples[0]}`);
     const iip = await get(nginxPort, `${B.iip1.location}?${eW.samples[0]}`);
-    log(`  ours ${bW.samples[0]}: ${stored.body.length} bytes (stored q90 tile); with QLT=75: ${reenc.body.length} bytes; iipsrv 1.1: ${iip.body.length} bytes`);
+    log(
+      `  ours ${bW.samples[0]}: ${stored.body.length} bytes (stored q90 tile); with QLT=75: ${reenc.body.length} bytes; iipsrv 1.1: ${iip.body.length} bytes`,
+    );
     if (stored.body.equals(reenc.body)) checkFailures.push('ours answers QLT=75 with the stored tile bytes: workload e would not re-encode');
   }
   if (checkFailures.length > 0) {
@@ -527,7 +577,7 @@ async function main(): Promise<number> {
   }
 
   // ---- timed runs
-  log(`\n${plan.length} runs, about ${Math.round((plan.length * (WRK.durationSeconds + WARMUP_SECONDS + 0.5)) / 60 * 10) / 10} min\n`);
+  log(`\n${plan.length} runs, about ${Math.round(((plan.length * (WRK.durationSeconds + WARMUP_SECONDS + 0.5)) / 60) * 10) / 10} min\n`);
   const results: RunResult[] = [];
   let errorLogOffset = newLines(errorLog, 0).size;
   let current: Workload | null = null;
@@ -566,7 +616,8 @@ async function main(): Promise<number> {
     if (!serverAlive(b.server)) flags.push(`${b.server.key} DIED during the run`);
     if (result.non2xx > 0) flags.push(`${result.non2xx} non-2xx/3xx responses`);
     const se = result.socketErrors;
-    if (se.connect + se.read + se.write + se.timeout > 0) flags.push(`socket errors: connect ${se.connect}, read ${se.read}, write ${se.write}, timeout ${se.timeout}`);
+    if (se.connect + se.read + se.write + se.timeout > 0)
+      flags.push(`socket errors: connect ${se.connect}, read ${se.read}, write ${se.write}, timeout ${se.timeout}`);
     const upstreamErrors = errs.lines.filter((l) => /\[(error|crit|alert|emerg)\]/.test(l));
     if (upstreamErrors.length > 0) flags.push(`${upstreamErrors.length} nginx error-log lines, e.g. ${upstreamErrors[0]!.slice(0, 200)}`);
     const rootSet = new Set(roots);
@@ -607,14 +658,21 @@ async function main(): Promise<number> {
     loadAfter,
     image: `${image.name} (${IMAGE_WIDTH}x${IMAGE_HEIGHT}, ${gIip.levels.length} levels, ${(statSync(image.file).size / MB).toFixed(0)} MB, JPEG Q90 256x256 tiles, vips ${vipsVersion()})`,
     minutes: (Date.now() - startedAt) / 60_000,
-    extra: [process.env.BENCH_OURS_ENV ? `BENCH_OURS_ENV=${process.env.BENCH_OURS_ENV}` : '', process.env.BENCH_OURS_NODE_ARGS ? `BENCH_OURS_NODE_ARGS=${process.env.BENCH_OURS_NODE_ARGS}` : ''].filter(Boolean).join(', '),
+    extra: [
+      process.env.BENCH_OURS_ENV ? `BENCH_OURS_ENV=${process.env.BENCH_OURS_ENV}` : '',
+      process.env.BENCH_OURS_NODE_ARGS ? `BENCH_OURS_NODE_ARGS=${process.env.BENCH_OURS_NODE_ARGS}` : '',
+    ]
+      .filter(Boolean)
+      .join(', '),
   });
   writeFileSync(RESULTS, md);
   log('\n' + md);
   log(`written to ${path.relative(process.cwd(), RESULTS) || RESULTS}`);
   const bad = results.filter((r) => r.flags.length > 0);
   if (bad.length > 0 || checkFailures.length > 0) {
-    log(`\n!!!!!!!! ${bad.length} RUN(S) WITH ERRORS${checkFailures.length ? ` AND ${checkFailures.length} FAILED SAMPLE CHECKS` : ''} — see the flags above !!!!!!!!`);
+    log(
+      `\n!!!!!!!! ${bad.length} RUN(S) WITH ERRORS${checkFailures.length ? ` AND ${checkFailures.length} FAILED SAMPLE CHECKS` : ''} — see the flags above !!!!!!!!`,
+    );
     return 1;
   }
   return 0;

@@ -78,11 +78,7 @@ export function benchImage(log: (line: string) => void): { dir: string; name: st
     const tif = path.join(work, 'out.tif');
     writeRaw(raw, IMAGE_WIDTH, IMAGE_HEIGHT);
     run('vips', ['rawload', raw, v, String(IMAGE_WIDTH), String(IMAGE_HEIGHT), '3']);
-    run('vips', [
-      'tiffsave', v, tif,
-      '--tile', '--pyramid', '--tile-width', String(TILE), '--tile-height', String(TILE),
-      '--compression', 'jpeg', '--Q', '90',
-    ]);
+    run('vips', ['tiffsave', v, tif, '--tile', '--pyramid', '--tile-width', String(TILE), '--tile-height', String(TILE), '--compression', 'jpeg', '--Q', '90']);
     chmodSync(tif, 0o644);
     renameSync(tif, file);
   } finally {
@@ -132,10 +128,36 @@ export function pixelTypeImages(log: (line: string) => void, base: string): { rg
     run('vips', ['rawsave', v('grey'), path.join(work, 'grey.raw')]);
     const grey = readFileSync(path.join(work, 'grey.raw'));
     const full = { width: TYPED_SIZE, height: TYPED_SIZE, samples: Float64Array.from(grey) };
-    writeTiff(path.join(work, names.float), { levels: pyramid(full, 1), channels: 1, bits: 32, kind: 'float', smin: [0], smax: [255], compression: 'deflate', predictor: 3 });
-    for (const [key, source] of [['rgb16', 'rgb16'], ['float', ''], ['lab', 'lab']] as const) {
+    writeTiff(path.join(work, names.float), {
+      levels: pyramid(full, 1),
+      channels: 1,
+      bits: 32,
+      kind: 'float',
+      smin: [0],
+      smax: [255],
+      compression: 'deflate',
+      predictor: 3,
+    });
+    for (const [key, source] of [
+      ['rgb16', 'rgb16'],
+      ['float', ''],
+      ['lab', 'lab'],
+    ] as const) {
       const tif = path.join(work, names[key]);
-      if (source) run('vips', ['tiffsave', v(source), tif, '--tile', '--pyramid', '--tile-width', String(TILE), '--tile-height', String(TILE), '--compression', 'deflate']);
+      if (source)
+        run('vips', [
+          'tiffsave',
+          v(source),
+          tif,
+          '--tile',
+          '--pyramid',
+          '--tile-width',
+          String(TILE),
+          '--tile-height',
+          String(TILE),
+          '--compression',
+          'deflate',
+        ]);
       chmodSync(tif, 0o644);
       renameSync(tif, path.join(CACHE_DIR, names[key]));
     }

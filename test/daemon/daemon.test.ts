@@ -14,6 +14,7 @@ import { FastCgiTestClient, fullRequest, parseCgiResponse } from '../helpers/fas
 import { BIN, ROOT, startDaemon, tempDir, testEnv, which } from '../helpers/daemon.ts';
 import { canConnect, childPids, freePort, processExists, startProgram, waitFor, type Started } from '../helpers/processes.ts';
 import { decodePixels, psnr } from '../helpers/images.ts';
+import type { JsonObject } from '../helpers/json.ts';
 
 const run = promisify(execFile);
 const IMAGES = path.join(ROOT, 'examples/images') + '/';
@@ -26,12 +27,15 @@ interface Reply {
 
 export function get(port: number, pathAndQuery: string, options: { method?: string; headers?: Record<string, string> } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: pathAndQuery, method: options.method ?? 'GET', headers: options.headers, agent: false }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
-      res.on('error', reject);
-    });
+    const req = http.request(
+      { host: '127.0.0.1', port, path: pathAndQuery, method: options.method ?? 'GET', headers: options.headers, agent: false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -129,10 +133,14 @@ describe('HTTP mode with workers', () => {
     const workers = childPids(daemon.child.pid!);
     assert.equal(workers.length, 2, `workers: ${workers.join(',')}`);
     process.kill(workers[0]!, 'SIGKILL');
-    await waitFor(async () => {
-      const now = childPids(daemon.child.pid!);
-      return now.length === 2 && !now.includes(workers[0]!);
-    }, 20_000, 'a replacement worker');
+    await waitFor(
+      async () => {
+        const now = childPids(daemon.child.pid!);
+        return now.length === 2 && !now.includes(workers[0]!);
+      },
+      20_000,
+      'a replacement worker',
+    );
     // Requests still succeed, whichever worker takes them.
     for (let i = 0; i < 20; i++) assert.equal((await get(port, '/?OBJ=IIP,1.0')).status, 200);
     // The primary's log is written asynchronously: give the line a moment to reach the file.
@@ -148,7 +156,9 @@ describe('HTTP mode with workers', () => {
   it('logs one line per request at VERBOSITY 2, with its time', async () => {
     await get(port, '/?FIF=example.tif&OBJ=IIP,1.0&MARKER=1');
     await waitFor(async () => readFileSync(path.join(dir, 'iipsrv.log'), 'utf8').includes('MARKER=1'), 5000, 'the request line');
-    const line = readFileSync(path.join(dir, 'iipsrv.log'), 'utf8').split('\n').find((l) => l.includes('MARKER=1'))!;
+    const line = readFileSync(path.join(dir, 'iipsrv.log'), 'utf8')
+      .split('\n')
+      .find((l) => l.includes('MARKER=1'))!;
     const entry = JSON.parse(line) as Record<string, unknown>;
     assert.equal(entry.status, 400);
     assert.equal(typeof entry.micros, 'number');
@@ -185,13 +195,19 @@ describe('logging', () => {
     });
     await get(port, '/?OBJ=IIP,1.0');
     await daemon.stop();
-    const lines = readFileSync(logfile, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+    const lines = readFileSync(logfile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as JsonObject);
     const banner = lines.find((l) => l.msg === 'iipsrv-ts starting');
     assert.ok(banner, 'banner line');
     assert.match(String(banner.version), /^\d+\.\d+\.\d+$/);
     const config = lines.find((l) => l.msg === 'configuration');
     assert.equal(config?.config?.jpegQuality, 100);
-    assert.ok(lines.some((l) => /JPEG_QUALITY=150/.test(String(l.msg))), 'the fallback is logged');
+    assert.ok(
+      lines.some((l) => /JPEG_QUALITY=150/.test(String(l.msg))),
+      'the fallback is logged',
+    );
     assert.ok(!lines.some((l) => l.msg === 'request'), 'no request lines at verbosity 1');
     assert.ok(lines.some((l) => l.msg === 'stopped'));
   });
@@ -252,41 +268,54 @@ describe('listen backlog as the kernel has it', { skip: which('ss') ? false : 's
       await daemon.stop();
     }
   });
-  it('a socket inherited on fd 0: backlog 2048 (not the 511 of Node), held by the primary alone, connections served by every worker', { skip: which('spawn-fcgi') ? false : 'spawn-fcgi not installed (apt-get install spawn-fcgi)' }, async () => {
-    const dir = tempDir();
-    const socket = path.join(dir, 'fd0.sock');
-    const logfile = path.join(dir, 'iipsrv.log');
-    const started = startProgram(which('spawn-fcgi')!, ['-n', '-s', socket, '--', BIN, '--workers', '2'], { env: testEnv({ VERBOSITY: '2', LOGFILE: logfile }) });
-    try {
-      await waitFor(async () => (await backlogOf(['-x', `src = ${socket}`]).catch(() => 0)) === 2048, 10_000, 'backlog 2048 on the inherited socket');
-      const primary = started.child.pid!;
-      await waitFor(async () => childPids(primary).length === 2, 10_000, 'two workers');
-      await waitFor(async () => readFileSync(logfile, 'utf8').split('\n').filter((l) => l.includes('"msg":"ready"')).length >= 1, 10_000, 'ready');
-      // Which processes have the listening socket open: the primary only, so that it goes with it.
-      const { stdout } = await promisify(execFile)('ss', ['-x', '-l', '-H', '-p', `src = ${socket}`]);
-      const holders = [...stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
-      assert.deepEqual([...new Set(holders)], [primary], `holders ${stdout.trim()}`);
-      // Connections are handed to the workers in turn: both answer (the second worker may still be
-      // starting at first, so ask until both have, within a bound).
-      const servedBy = () =>
-        new Set(
-          readFileSync(logfile, 'utf8')
-            .split('\n')
-            .filter((l) => l.includes('"msg":"request"'))
-            .map((l) => (JSON.parse(l) as { pid: number }).pid),
+  it(
+    'a socket inherited on fd 0: backlog 2048 (not the 511 of Node), held by the primary alone, connections served by every worker',
+    { skip: which('spawn-fcgi') ? false : 'spawn-fcgi not installed (apt-get install spawn-fcgi)' },
+    async () => {
+      const dir = tempDir();
+      const socket = path.join(dir, 'fd0.sock');
+      const logfile = path.join(dir, 'iipsrv.log');
+      const started = startProgram(which('spawn-fcgi')!, ['-n', '-s', socket, '--', BIN, '--workers', '2'], {
+        env: testEnv({ VERBOSITY: '2', LOGFILE: logfile }),
+      });
+      try {
+        await waitFor(async () => (await backlogOf(['-x', `src = ${socket}`]).catch(() => 0)) === 2048, 10_000, 'backlog 2048 on the inherited socket');
+        const primary = started.child.pid!;
+        await waitFor(async () => childPids(primary).length === 2, 10_000, 'two workers');
+        await waitFor(
+          async () =>
+            readFileSync(logfile, 'utf8')
+              .split('\n')
+              .filter((l) => l.includes('"msg":"ready"')).length >= 1,
+          10_000,
+          'ready',
         );
-      let workers = servedBy();
-      for (let i = 0; i < 200 && workers.size < 2; i++) {
-        const client = await FastCgiTestClient.connect({ path: socket });
-        client.send(fullRequest(1, { params: { QUERY_STRING: `OBJ=IIP,1.0&ICC=${i}`, REQUEST_METHOD: 'GET' } }));
-        assert.match(parseCgiResponse((await client.waitForEnd(1)).stdout).body.toString(), /IIP:1\.0/);
-        client.destroy();
-        await waitFor(async () => readFileSync(logfile, 'utf8').includes(`ICC=${i}"`), 5000, 'the request line');
-        workers = servedBy();
+        // Which processes have the listening socket open: the primary only, so that it goes with it.
+        const { stdout } = await promisify(execFile)('ss', ['-x', '-l', '-H', '-p', `src = ${socket}`]);
+        const holders = [...stdout.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
+        assert.deepEqual([...new Set(holders)], [primary], `holders ${stdout.trim()}`);
+        // Connections are handed to the workers in turn: both answer (the second worker may still be
+        // starting at first, so ask until both have, within a bound).
+        const servedBy = () =>
+          new Set(
+            readFileSync(logfile, 'utf8')
+              .split('\n')
+              .filter((l) => l.includes('"msg":"request"'))
+              .map((l) => (JSON.parse(l) as { pid: number }).pid),
+          );
+        let workers = servedBy();
+        for (let i = 0; i < 200 && workers.size < 2; i++) {
+          const client = await FastCgiTestClient.connect({ path: socket });
+          client.send(fullRequest(1, { params: { QUERY_STRING: `OBJ=IIP,1.0&ICC=${i}`, REQUEST_METHOD: 'GET' } }));
+          assert.match(parseCgiResponse((await client.waitForEnd(1)).stdout).body.toString(), /IIP:1\.0/);
+          client.destroy();
+          await waitFor(async () => readFileSync(logfile, 'utf8').includes(`ICC=${i}"`), 5000, 'the request line');
+          workers = servedBy();
+        }
+        assert.equal(workers.size, 2, `requests served by ${[...workers].join(', ')}`);
+      } finally {
+        await started.stop();
       }
-      assert.equal(workers.size, 2, `requests served by ${[...workers].join(', ')}`);
-    } finally {
-      await started.stop();
-    }
-  });
+    },
+  );
 });

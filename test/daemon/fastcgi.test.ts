@@ -5,18 +5,12 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, it } from 'node:test';
 import type { PlainRequest, PlainResponse, RequestHandler } from '../../src/request.ts';
-import {
-  encodeNameValuePairs,
-  encodeStreamRecords,
-  forEachNameValuePair,
-  readNameValuePairs,
-  FastCgiProtocolError,
-} from '../../src/server/fastcgi/records.ts';
+import { encodeNameValuePairs, encodeStreamRecords, forEachNameValuePair, readNameValuePairs, FastCgiProtocolError } from '../../src/server/fastcgi/records.ts';
 import { createFastCgiServer, type FastCgiServer, type FastCgiServerOptions } from '../../src/server/fastcgi/server.ts';
 import {
   DEFAULT_PARAMS,
@@ -110,7 +104,10 @@ function assertWellFormed(records: RawRecord[]): void {
     assert.equal(r.version, 1);
     assert.ok(r.content.length <= 65535);
     assert.equal((8 + r.content.length + r.paddingLength) % 8, 0, `record of type ${r.type} is not 8-byte aligned`);
-    assert.ok(r.padding.every((byte) => byte === 0), 'padding bytes are zero');
+    assert.ok(
+      r.padding.every((byte) => byte === 0),
+      'padding bytes are zero',
+    );
   }
 }
 
@@ -173,7 +170,12 @@ describe('FastCGI records', () => {
 
 describe('FastCGI responder', () => {
   it('answers a RESPONDER request: Status line, headers, body, empty STDOUT, END_REQUEST', async () => {
-    const { port } = await start(async () => text(200, 'hello', [['X-Extra', 'one'], ['X-Extra', 'two']]));
+    const { port } = await start(async () =>
+      text(200, 'hello', [
+        ['X-Extra', 'one'],
+        ['X-Extra', 'two'],
+      ]),
+    );
     const client = await connect({ port });
     const response = await client.request(1);
     assert.equal(response.status, '200 OK');
@@ -241,7 +243,14 @@ describe('FastCGI responder', () => {
     // Without REQUEST_URI and REQUEST_METHOD; with a body's CONTENT_* and HTTPS off.
     const second = await client.request(8, {
       keepConn: true,
-      params: { SCRIPT_NAME: '/fcgi-bin/iipsrv.fcgi', PATH_INFO: '/extra', HTTPS: 'off', CONTENT_TYPE: 'text/plain', CONTENT_LENGTH: '3', HTTP_CONSTRUCTOR: 'x' },
+      params: {
+        SCRIPT_NAME: '/fcgi-bin/iipsrv.fcgi',
+        PATH_INFO: '/extra',
+        HTTPS: 'off',
+        CONTENT_TYPE: 'text/plain',
+        CONTENT_LENGTH: '3',
+        HTTP_CONSTRUCTOR: 'x',
+      },
       stdin: Buffer.from('abc'),
     });
     const got = echoed(second.body);
@@ -417,7 +426,7 @@ describe('FastCGI responder', () => {
   it('keeps the connection open across requests with KEEP_CONN', async () => {
     const started = await start();
     const client = await connect({ port: started.port });
-    for (let i = 1; i <= 50; i++) assert.equal((await client.request(i % 3 + 1, { keepConn: true })).status, '200 OK');
+    for (let i = 1; i <= 50; i++) assert.equal((await client.request((i % 3) + 1, { keepConn: true })).status, '200 OK');
     await sleep(20);
     assert.equal(client.closed, false);
     assert.equal(started.fcgi.stats().connections, 1);
@@ -474,7 +483,17 @@ describe('FastCGI responder', () => {
   it('answers GET_VALUES with only the values asked for', async () => {
     const started = await start(echo, { maxConns: 7, maxReqs: 9 });
     const client = await connect({ port: started.port });
-    client.send(record(FCGI.GET_VALUES, 0, nameValuePairs([['FCGI_MAX_CONNS', ''], ['FCGI_MPXS_CONNS', ''], ['FCGI_NOT_A_THING', '']])));
+    client.send(
+      record(
+        FCGI.GET_VALUES,
+        0,
+        nameValuePairs([
+          ['FCGI_MAX_CONNS', ''],
+          ['FCGI_MPXS_CONNS', ''],
+          ['FCGI_NOT_A_THING', ''],
+        ]),
+      ),
+    );
     const result = await client.waitForRecord(FCGI.GET_VALUES_RESULT);
     assert.equal(result.requestId, 0);
     assert.deepEqual(readNameValuePairs(result.content), [
@@ -484,7 +503,17 @@ describe('FastCGI responder', () => {
 
     const defaults = await start(echo, { multiplex: false });
     const other = await connect({ port: defaults.port });
-    other.send(record(FCGI.GET_VALUES, 0, nameValuePairs([['FCGI_MAX_REQS', ''], ['FCGI_MAX_CONNS', ''], ['FCGI_MPXS_CONNS', '']])));
+    other.send(
+      record(
+        FCGI.GET_VALUES,
+        0,
+        nameValuePairs([
+          ['FCGI_MAX_REQS', ''],
+          ['FCGI_MAX_CONNS', ''],
+          ['FCGI_MPXS_CONNS', ''],
+        ]),
+      ),
+    );
     assert.deepEqual(readNameValuePairs((await other.waitForRecord(FCGI.GET_VALUES_RESULT)).content), [
       ['FCGI_MAX_REQS', '1000'],
       ['FCGI_MAX_CONNS', '1000'],
@@ -576,7 +605,10 @@ describe('FastCGI responder', () => {
     // That one write holds every record, END_REQUEST last.
     const only = writes[0]!;
     assert.equal(only[only.length - 16 + 1], FCGI.END_REQUEST);
-    assert.equal(only.length, response.reply.records.reduce((sum, r) => sum + 8 + r.content.length + r.paddingLength, 0));
+    assert.equal(
+      only.length,
+      response.reply.records.reduce((sum, r) => sum + 8 + r.content.length + r.paddingLength, 0),
+    );
 
     writes.length = 0;
     const big = await client.request(2, { keepConn: true, params: { QUERY_STRING: 'big' } });
@@ -660,7 +692,11 @@ describe('FastCGI robustness', () => {
     ['STDIN for an unknown request id', () => record(FCGI.STDIN, 6), /unknown request id 6/],
     ['BEGIN_REQUEST for an id in use', () => Buffer.concat([beginRequest(1, { keepConn: true }), beginRequest(1, { keepConn: true })]), /in use/],
     ['a short BEGIN_REQUEST body', () => record(FCGI.BEGIN_REQUEST, 1, Buffer.alloc(3)), /BEGIN_REQUEST body/],
-    ['truncated name-value pairs', () => Buffer.concat([beginRequest(1), record(FCGI.PARAMS, 1, Buffer.from([5, 1, 0x41])), record(FCGI.PARAMS, 1), stdinRecords(1)]), /name-value/],
+    [
+      'truncated name-value pairs',
+      () => Buffer.concat([beginRequest(1), record(FCGI.PARAMS, 1, Buffer.from([5, 1, 0x41])), record(FCGI.PARAMS, 1), stdinRecords(1)]),
+      /name-value/,
+    ],
     ['garbage', () => Buffer.from('GET / HTTP/1.1\r\nHost: example.org\r\n\r\n'), /version 71/],
   ];
 

@@ -24,6 +24,7 @@ import {
   type Reply,
   type WebServer,
 } from '../helpers/webservers.ts';
+import { parseJson } from '../helpers/json.ts';
 
 const SCRIPT = '/fcgi-bin/iipsrv.fcgi';
 const CONTEXT2 = 'http://iiif.io/api/image/2/context.json';
@@ -38,7 +39,6 @@ interface FrontEnd {
 
 let images: string;
 let truth: Pixels;
-
 
 async function prepareImages(dir: string): Promise<string> {
   const folder = path.join(dir, 'images') + '/';
@@ -58,7 +58,7 @@ function medianColour(p: Pixels): number[] {
   return bands.map((values) => values.sort((a, b) => a - b)[values.length >> 1]!);
 }
 
-const json = (reply: Reply) => JSON.parse(reply.body.toString('utf8')) as Record<string, any>;
+const json = (reply: Reply) => parseJson(reply.body);
 
 function okReply(reply: Reply, what: string): Reply {
   assert.equal(reply.status, 200, `${what}: ${reply.status} ${reply.body.toString().slice(0, 200)}`);
@@ -120,7 +120,10 @@ function iiifChecks(get: () => FrontEnd, label: string): void {
         const [sw, sh] = [Math.ceil(w / 2), Math.ceil(h / 2)];
         const jtl = okReply(await fetch(`${SCRIPT}?FIF=validator.tif&JTL=2,${row * 4 + col}`), 'JTL');
         const v3 = okReply(await fetch(`/iiif/validator.tif/${x},${y},${w},${h}/${sw},${sh}/0/default.jpg`), `v3 ${col},${row}`);
-        const v2 = okReply(await fetch(`/iiif/validator.tif/${x},${y},${w},${h}/${sw},/0/default.jpg`, { Accept: `application/ld+json;profile="${CONTEXT2}"` }), `v2 ${col},${row}`);
+        const v2 = okReply(
+          await fetch(`/iiif/validator.tif/${x},${y},${w},${h}/${sw},/0/default.jpg`, { Accept: `application/ld+json;profile="${CONTEXT2}"` }),
+          `v2 ${col},${row}`,
+        );
         assert.ok(v3.body.equals(jtl.body), `v3 tile ${col},${row}`);
         assert.ok(v2.body.equals(jtl.body), `v2 tile ${col},${row}`);
         assert.equal(v3.headers['content-type'], 'image/jpeg');
@@ -132,14 +135,20 @@ function iiifChecks(get: () => FrontEnd, label: string): void {
   it(`${label}: pixels, rotation and quality survive the transport`, async () => {
     const square = await decodePixels(okReply(await fetch('/iiif/validator.tif/313,513,74,74/max/0/default.jpg'), 'square').body);
     const expected = pixelAt(truth, 350, 550);
-    assert.ok(medianColour(square).every((v, i) => Math.abs(v - expected[i]!) < 6), `${medianColour(square)} vs ${expected}`);
+    assert.ok(
+      medianColour(square).every((v, i) => Math.abs(v - expected[i]!) < 6),
+      `${medianColour(square)} vs ${expected}`,
+    );
     const rotated = await decodePixels(okReply(await fetch(`${SCRIPT}?IIIF=validator.tif/0,0,200,100/max/90/default.png`), 'rotated').body);
     assert.deepEqual([rotated.width, rotated.height], [100, 200]);
     const bitonal = await decodePixels(okReply(await fetch('/iiif/validator.tif/full/200,/0/bitonal.png'), 'bitonal').body);
     assert.equal(bitonal.channels, 1);
     assert.ok(bitonal.data.every((v) => v === 0 || v === 255));
     const reply = okReply(await fetch('/iiif/validator.tif/full/max/0/default.jpg'), 'canonical');
-    assert.equal(reply.headers.link, `<http://${host()}/iiif/validator.tif/full/max/0/default.jpg>;rel="canonical", <http://iiif.io/api/image/3/level2.json>;rel="profile"`);
+    assert.equal(
+      reply.headers.link,
+      `<http://${host()}/iiif/validator.tif/full/max/0/default.jpg>;rel="canonical", <http://iiif.io/api/image/3/level2.json>;rel="profile"`,
+    );
   });
   it(`${label}: HEAD of info.json has the length and no body`, async () => {
     const got = await fetch('/iiif/validator.tif/info.json');

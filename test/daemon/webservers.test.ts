@@ -179,12 +179,7 @@ function frontEndSuite(title: string, skip: string | null, { start, ready, check
 }
 
 /** nginx + iipsrv --bind, for the three nginx examples. */
-function nginxSuite(
-  title: string,
-  example: string,
-  transport: 'tcp' | 'unix',
-  more?: (get: () => Setup, seen: Set<number>) => void,
-): void {
+function nginxSuite(title: string, example: string, transport: 'tcp' | 'unix', more?: (get: () => Setup, seen: Set<number>) => void): void {
   frontEndSuite(title, nginxAvailability().skip, {
     async start({ dir, images, mtime }) {
       const port = await freePort();
@@ -236,9 +231,7 @@ nginxSuite('nginx keep-alive upstream (examples/nginx/iipsrv-keepalive.conf)', '
         assert.deepEqual(reply.body, IIP_BODY, `request ${i}`);
       }
       const replies = await Promise.all(
-        Array.from({ length: 20 }, (_, i) =>
-          request(port, i % 2 ? `${SCRIPT}?FIF=example.tif&OBJ=IIP,1.0` : `/iip/example.tif?OBJ=IIP,1.0`, { agent }),
-        ),
+        Array.from({ length: 20 }, (_, i) => request(port, i % 2 ? `${SCRIPT}?FIF=example.tif&OBJ=IIP,1.0` : `/iip/example.tif?OBJ=IIP,1.0`, { agent })),
       );
       for (const [i, reply] of replies.entries()) {
         assert.equal(reply.status, 200, `concurrent request ${i}`);
@@ -278,7 +271,10 @@ async function expectRestarted(port: number, dir: string, before: number[], seen
   }
   const after = iipsrvProcesses(dir);
   assert.ok(after.length > 0, 'no iipsrv process after the restart');
-  assert.ok(after.every((p) => !before.includes(p.pid)), 'the old processes are still serving');
+  assert.ok(
+    after.every((p) => !before.includes(p.pid)),
+    'the old processes are still serving',
+  );
   track(seen, dir);
   const reply = await request(port, url);
   assert.deepEqual(reply.body, IIP_BODY);
@@ -307,7 +303,13 @@ function restartChecks(get: () => Setup, seen: Set<number>, options: { primaryOn
     await waitFor(async () => workers.every((p) => !isRunning(p.pid)), 5000, 'the workers to die');
     for (const pid of primaryPids) process.kill(pid, 'SIGKILL');
     await waitFor(async () => before.every((p) => !isRunning(p.pid)), 5000, 'the primaries to die');
-    await expectRestarted(port, dir, before.map((p) => p.pid), seen, get().front);
+    await expectRestarted(
+      port,
+      dir,
+      before.map((p) => p.pid),
+      seen,
+      get().front,
+    );
   });
 
   it(
@@ -323,7 +325,13 @@ function restartChecks(get: () => Setup, seen: Set<number>, options: { primaryOn
       for (const p of primaries) process.kill(p.pid, 'SIGKILL');
       // The orphaned workers notice that the primary is gone and exit (no orphans).
       await waitFor(async () => before.every((p) => !isRunning(p.pid)), 10_000, 'the orphaned workers to exit');
-      await expectRestarted(port, dir, before.map((p) => p.pid), seen, get().front);
+      await expectRestarted(
+        port,
+        dir,
+        before.map((p) => p.pid),
+        seen,
+        get().front,
+      );
     },
   );
 }

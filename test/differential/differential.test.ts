@@ -154,7 +154,11 @@ const need = () => {
 };
 
 async function makeImages(target: string): Promise<void> {
-  await Promise.all(IMAGES.map((i) => makeVipsPyramid(path.join(target, i.file), { width: i.width, height: i.height, tileSize: i.tile, compression: i.compression, bands: i.bands })));
+  await Promise.all(
+    IMAGES.map((i) =>
+      makeVipsPyramid(path.join(target, i.file), { width: i.width, height: i.height, tileSize: i.tile, compression: i.compression, bands: i.bands }),
+    ),
+  );
   await setTiffTags(path.join(target, 'meta.tif'), [
     [315, 'Jane Artist'],
     [33432, '(c) 2024 Test'],
@@ -212,7 +216,10 @@ describe('differential: iipsrv 1.1 and ours behind one nginx', { skip: SKIP ?? f
       it(`${image.file}: all objects in one request, with IIP,1.0 first and last`, async () => {
         const query = `FIF=${image.file}&${OBJECTS.map((o) => `OBJ=${o}`).join('&')}`;
         assertIdentical(await need().get(query), `${image.file} combined`);
-        const reversed = `FIF=${image.file}&${[...OBJECTS].reverse().map((o) => `OBJ=${o}`).join('&')}`;
+        const reversed = `FIF=${image.file}&${[...OBJECTS]
+          .reverse()
+          .map((o) => `OBJ=${o}`)
+          .join('&')}`;
         assertIdentical(await need().get(reversed), `${image.file} combined, reversed`);
       });
     }
@@ -290,18 +297,15 @@ describe('differential: iipsrv 1.1 and ours behind one nginx', { skip: SKIP ?? f
       assert.notEqual(text(both.ref), text(both.ours), '1.1 took %20 for a conversion');
     });
 
-    it('a negative ROT before Max-size: ours swaps for -90 as for 270 (1.1 ignores negative angles: C\'s % keeps the sign)', async () => {
+    it("a negative ROT before Max-size: ours swaps for -90 as for 270 (1.1 ignores negative angles: C's % keeps the sign)", async () => {
       const both = await need().get('FIF=pyr.tif&ROT=-90&OBJ=Max-size');
       assert.equal(text(both.ref), '\r\nMax-size:1000 700\r\n');
       assert.equal(text(both.ours), '\r\nMax-size:700 1000\r\n');
     });
 
-    it(
-      'SDS (sequence view) on a single image: accepted, as 1.1 does for 0,90',
-      async () => {
-        assertIdentical(await need().get('FIF=pyr.tif&SDS=0,90&OBJ=Max-size&OBJ=Horizontal-views&OBJ=Vertical-views'), 'SDS');
-      },
-    );
+    it('SDS (sequence view) on a single image: accepted, as 1.1 does for 0,90', async () => {
+      assertIdentical(await need().get('FIF=pyr.tif&SDS=0,90&OBJ=Max-size&OBJ=Horizontal-views&OBJ=Vertical-views'), 'SDS');
+    });
 
     it('OBJ=dpi: an iipsrv 1.3 object; 1.1 rejects it with 3 2, ours answers (pixels per metre, as 1.3)', async () => {
       const both = await need().get('FIF=meta.tif&OBJ=dpi');
@@ -413,16 +417,13 @@ describe('differential: iipsrv 1.1 and ours behind one nginx', { skip: SKIP ?? f
       reportPsnr(t, seen);
     });
 
-    it(
-      'ROT=!180 (a vertical flip) before JTL: 1.1 flips the tile asked for, without taking the opposite one',
-      async () => {
-        for (const query of ['FIF=pyr.tif&ROT=!180&JTL=2,0', 'FIF=pyr.tif&ROT=!180&JTL=2,5', 'FIF=grey.tif&ROT=!180&JTL=2,11']) {
-          const both = await need().get(query);
-          const result = await compareImages(both, query);
-          assert.ok(result.psnr >= REENCODED_PSNR, `${query}: PSNR ${result.psnr.toFixed(1)}`);
-        }
-      },
-    );
+    it('ROT=!180 (a vertical flip) before JTL: 1.1 flips the tile asked for, without taking the opposite one', async () => {
+      for (const query of ['FIF=pyr.tif&ROT=!180&JTL=2,0', 'FIF=pyr.tif&ROT=!180&JTL=2,5', 'FIF=grey.tif&ROT=!180&JTL=2,11']) {
+        const both = await need().get(query);
+        const result = await compareImages(both, query);
+        assert.ok(result.psnr >= REENCODED_PSNR, `${query}: PSNR ${result.psnr.toFixed(1)}`);
+      }
+    });
 
     it('an unknown command beside a tile: the tile alone from both (1.1 appends its error text, but nginx cuts the body at its Content-Length)', async () => {
       const both = await need().get('FIF=pyr.tif&JTL=2,3&FOO=1');
@@ -602,7 +603,10 @@ describe('differential: iipsrv 1.1 and ours behind one nginx', { skip: SKIP ?? f
       // A 300x210 picture turned by 45 degrees needs (300+210)/sqrt(2) = 361 px each way.
       assert.deepEqual([ours.width, ours.height], [361, 361]);
       const corner = [...ours.data.subarray(0, 3)];
-      assert.ok(corner.every((v) => v > 240), `top-left corner is white: ${corner}`);
+      assert.ok(
+        corner.every((v) => v > 240),
+        `top-left corner is white: ${corner}`,
+      );
     });
 
     it('a negative ROT: ours rotates -90 as 270 (1.1 ignores negative angles, for regions and tiles)', async () => {
@@ -610,7 +614,10 @@ describe('differential: iipsrv 1.1 and ours behind one nginx', { skip: SKIP ?? f
       const [refRegion, oursRegion] = await Promise.all([decodePixels(region.ref.body), decodePixels(region.ours.body)]);
       assert.deepEqual([refRegion.width, refRegion.height], [300, 210]);
       assert.deepEqual([oursRegion.width, oursRegion.height], [210, 300]);
-      const rotated = await compareImages({ ref: (await need().get('FIF=pyr.tif&ROT=270&WID=300&CVT=jpeg')).ref, ours: region.ours }, 'ROT=-90 against 1.1 ROT=270');
+      const rotated = await compareImages(
+        { ref: (await need().get('FIF=pyr.tif&ROT=270&WID=300&CVT=jpeg')).ref, ours: region.ours },
+        'ROT=-90 against 1.1 ROT=270',
+      );
       assert.ok(rotated.psnr >= REGION_PSNR, `PSNR ${rotated.psnr.toFixed(1)}`);
     });
 
@@ -741,16 +748,13 @@ describe('differential: iipsrv 1.1 and ours behind one nginx', { skip: SKIP ?? f
       assert.equal(both.ours.status, 404);
     });
 
-    it(
-      'a file that is not an image (text, PNG): 400 from both (1.1: "Unsupported image type", with its banner)',
-      async () => {
-        for (const query of ['FIF=notes.txt&OBJ=IIP,1.0', 'FIF=pyr.source.png&OBJ=IIP,1.0', 'FIF=notes.txt&JTL=0,0']) {
-          const both = await need().get(query);
-          assert.equal(both.ref.status, 400, `${query}: reference`);
-          assert.equal(both.ours.status, both.ref.status, query);
-        }
-      },
-    );
+    it('a file that is not an image (text, PNG): 400 from both (1.1: "Unsupported image type", with its banner)', async () => {
+      for (const query of ['FIF=notes.txt&OBJ=IIP,1.0', 'FIF=pyr.source.png&OBJ=IIP,1.0', 'FIF=notes.txt&JTL=0,0']) {
+        const both = await need().get(query);
+        assert.equal(both.ref.status, 400, `${query}: reference`);
+        assert.equal(both.ours.status, both.ref.status, query);
+      }
+    });
 
     it('the empty request: 1.1 answers its banner with 400, ours with 200 (on purpose, as 1.2+)', async () => {
       const both = await need().get('');

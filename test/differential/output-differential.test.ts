@@ -63,7 +63,9 @@ describe('ICC, XMP and watermark beside iipsrv 1.1', { skip: skip ?? false }, ()
     // 1.1 reads the watermark with libtiff's RGBA reader.
     const mark = Buffer.alloc(64 * 32 * 4);
     for (let i = 0; i < mark.length; i += 4) mark.set([120, 120, 120, 255], i);
-    await sharp(mark, { raw: { width: 64, height: 32, channels: 4 } }).tiff({ compression: 'none' }).toFile(path.join(dir, 'mark.tif'));
+    await sharp(mark, { raw: { width: 64, height: 32, channels: 4 } })
+      .tiff({ compression: 'none' })
+      .toFile(path.join(dir, 'mark.tif'));
     embedding = await startDifferentialPair({ dir: path.join(dir, 'web-a'), images, env: {} });
     marking = await startDifferentialPair({
       dir: path.join(dir, 'web-b'),
@@ -93,7 +95,10 @@ describe('ICC, XMP and watermark beside iipsrv 1.1', { skip: skip ?? false }, ()
       assert.equal(ref.status, 200);
       assert.equal(ours.status, 200);
       const packets: Array<Buffer | undefined> = [];
-      for (const [side, reply] of [['reference', ref], ['ours', ours]] as const) {
+      for (const [side, reply] of [
+        ['reference', ref],
+        ['ours', ours],
+      ] as const) {
         const metadata = await sharp(reply.body).metadata();
         assert.equal(metadata.icc?.equals(icc) ?? false, profile, `${side}: profile`);
         assert.equal(metadata.xmp !== undefined, xmp, `${side}: XMP`);

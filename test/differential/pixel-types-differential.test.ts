@@ -33,23 +33,75 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
     const write = (name: string, spec: Omit<TiffSpec, 'levels'>, samples: Float64Array) =>
       writeTiff(path.join(images, name), { compression: 'deflate', ...spec, levels: pyramid({ width: W, height: H, samples }, spec.channels) });
     const wave = (x: number, y: number) => 0.5 + 0.5 * Math.sin(x / 37) * Math.cos(y / 23);
-    write('u16.tif', { channels: 3, bits: 16 }, image(3, (x, y, c) => Math.floor(65535 * wave(x + 40 * c, y))));
-    write('s16.tif', { channels: 1, bits: 16, kind: 'int', predictor: 2 }, image(1, (x, y) => Math.floor(60000 * wave(x, y)) - 30000));
-    write('u32.tif', { channels: 1, bits: 32 }, image(1, (x, y) => Math.floor(4e9 * wave(x, y))));
-    write('s16-range.tif', { channels: 1, bits: 16, kind: 'int', predictor: 2, smin: [0], smax: [30000] }, image(1, (x, y) => Math.floor(30000 * wave(x, y))));
-    write('s32-range.tif', { channels: 1, bits: 32, kind: 'int', smin: [0], smax: [2e9] }, image(1, (x, y) => Math.floor(2e9 * wave(x, y))));
+    write(
+      'u16.tif',
+      { channels: 3, bits: 16 },
+      image(3, (x, y, c) => Math.floor(65535 * wave(x + 40 * c, y))),
+    );
+    write(
+      's16.tif',
+      { channels: 1, bits: 16, kind: 'int', predictor: 2 },
+      image(1, (x, y) => Math.floor(60000 * wave(x, y)) - 30000),
+    );
+    write(
+      'u32.tif',
+      { channels: 1, bits: 32 },
+      image(1, (x, y) => Math.floor(4e9 * wave(x, y))),
+    );
+    write(
+      's16-range.tif',
+      { channels: 1, bits: 16, kind: 'int', predictor: 2, smin: [0], smax: [30000] },
+      image(1, (x, y) => Math.floor(30000 * wave(x, y))),
+    );
+    write(
+      's32-range.tif',
+      { channels: 1, bits: 32, kind: 'int', smin: [0], smax: [2e9] },
+      image(1, (x, y) => Math.floor(2e9 * wave(x, y))),
+    );
     // Heights of -2000 on the left half, +2000 on the right, without and with SMin/SMax -2000/2000.
     const split = image(1, (x) => (x < W / 2 ? -2000 : 2000));
     write('s16-split.tif', { channels: 1, bits: 16, kind: 'int' }, split);
     write('s16-split-range.tif', { channels: 1, bits: 16, kind: 'int', smin: [-2000], smax: [2000] }, split);
-    write('float-minmax.tif', { channels: 1, bits: 32, kind: 'float', predictor: 3, smin: [-5], smax: [15] }, image(1, (x, y) => 20 * wave(x, y) - 5));
-    write('float-rgb.tif', { channels: 3, bits: 32, kind: 'float', smin: [0, 0, 0], smax: [1, 2, 4] }, image(3, (x, y, c) => 2 ** c * wave(x + 40 * c, y)));
-    write('float.tif', { channels: 1, bits: 32, kind: 'float' }, image(1, (x, y) => wave(x, y)));
-    write('band5.tif', { channels: 5, bits: 8, photometric: 1 }, image(5, (x, y, c) => Math.floor(255 * wave(x + 30 * c, y))));
-    write('band4-16.tif', { channels: 4, bits: 16, photometric: 1 }, image(4, (x, y, c) => Math.floor(65535 * wave(x + 30 * c, y))));
-    write('grey-alpha.tif', { channels: 2, bits: 8, photometric: 1, extraSamples: [2] }, image(2, (x, y, c) => (c === 0 ? Math.floor(255 * wave(x, y)) : 90)));
-    write('lab8.tif', { channels: 3, bits: 8, photometric: 8 }, image(3, (x, y, c) => [Math.floor(255 * wave(x, y)), Math.round(100 * wave(y, x)) - 50, Math.round(80 * wave(x + y, 0)) - 40][c]! & 0xff));
-    write('lab16.tif', { channels: 3, bits: 16, photometric: 8 }, image(3, (x, y, c) => [Math.floor(65535 * wave(x, y)), 0, 0][c]!));
+    write(
+      'float-minmax.tif',
+      { channels: 1, bits: 32, kind: 'float', predictor: 3, smin: [-5], smax: [15] },
+      image(1, (x, y) => 20 * wave(x, y) - 5),
+    );
+    write(
+      'float-rgb.tif',
+      { channels: 3, bits: 32, kind: 'float', smin: [0, 0, 0], smax: [1, 2, 4] },
+      image(3, (x, y, c) => 2 ** c * wave(x + 40 * c, y)),
+    );
+    write(
+      'float.tif',
+      { channels: 1, bits: 32, kind: 'float' },
+      image(1, (x, y) => wave(x, y)),
+    );
+    write(
+      'band5.tif',
+      { channels: 5, bits: 8, photometric: 1 },
+      image(5, (x, y, c) => Math.floor(255 * wave(x + 30 * c, y))),
+    );
+    write(
+      'band4-16.tif',
+      { channels: 4, bits: 16, photometric: 1 },
+      image(4, (x, y, c) => Math.floor(65535 * wave(x + 30 * c, y))),
+    );
+    write(
+      'grey-alpha.tif',
+      { channels: 2, bits: 8, photometric: 1, extraSamples: [2] },
+      image(2, (x, y, c) => (c === 0 ? Math.floor(255 * wave(x, y)) : 90)),
+    );
+    write(
+      'lab8.tif',
+      { channels: 3, bits: 8, photometric: 8 },
+      image(3, (x, y, c) => [Math.floor(255 * wave(x, y)), Math.round(100 * wave(y, x)) - 50, Math.round(80 * wave(x + y, 0)) - 40][c]! & 0xff),
+    );
+    write(
+      'lab16.tif',
+      { channels: 3, bits: 16, photometric: 8 },
+      image(3, (x, y, c) => [Math.floor(65535 * wave(x, y)), 0, 0][c]!),
+    );
     const checker = (x: number, y: number) => (((x >> 4) + (y >> 4)) & 1) ^ (wave(x, y) > 0.8 ? 1 : 0);
     write('bw.tif', { channels: 1, bits: 1, photometric: 1, compression: 'none' }, image(1, checker));
     write('bw-white.tif', { channels: 1, bits: 1, photometric: 0 }, image(1, checker));
@@ -76,7 +128,11 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
     });
 
     it(`${file}.tif: regions close (CVT, IIIF), OBJ answers exact`, async () => {
-      for (const query of [`FIF=${file}.tif&RGN=0.1,0.2,0.6,0.5&WID=300&CVT=jpeg`, `IIIF=${file}.tif/60,80,360,200/180,/0/default.jpg`, `FIF=${file}.tif&CMP=hot&WID=600&CVT=jpeg`]) {
+      for (const query of [
+        `FIF=${file}.tif&RGN=0.1,0.2,0.6,0.5&WID=300&CVT=jpeg`,
+        `IIIF=${file}.tif/60,80,360,200/180,/0/default.jpg`,
+        `FIF=${file}.tif&CMP=hot&WID=600&CVT=jpeg`,
+      ]) {
         const { ref, ours } = await pair.get(query);
         assert.equal(ref.status, 200, `reference ${query}`);
         assert.equal(ours.status, 200, `${query}: ${ours.body.toString().slice(0, 200)}`);
@@ -92,8 +148,8 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
       const objects = await pair.get(query);
       if (file === 'band5') {
         // 1.1 reads a fifth band's min/max past the end of its 4-element arrays: ours says 0 and 255.
-        assert.match(objects.ref.body.toString(), /Min-Max-sample-values:( 0  255 ){4} 255  0\r\n/);
-        assert.match(objects.ours.body.toString(), /Min-Max-sample-values:( 0  255 ){4} 0  255\r\n/);
+        assert.match(objects.ref.body.toString(), /Min-Max-sample-values:( 0 {2}255 ){4} 255 {2}0\r\n/);
+        assert.match(objects.ours.body.toString(), /Min-Max-sample-values:( 0 {2}255 ){4} 0 {2}255\r\n/);
         assert.equal(objects.ours.body.toString().replace(/Min-Max.*\r\n/, ''), objects.ref.body.toString().replace(/Min-Max.*\r\n/, ''));
       } else assert.equal(objects.ours.body.toString(), objects.ref.body.toString());
     });
@@ -122,7 +178,10 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
     assert.match(objects.ours.body.toString(), /Min-Max-sample-values: 0 {2}1\r\n/);
     const { ref, ours } = await pair.get('FIF=float.tif&JTL=2,1');
     const [a, b] = await Promise.all([decodePixels(ref.body), decodePixels(ours.body)]);
-    assert.ok(a.data.every((v) => v >= 250), '1.1: all but white');
+    assert.ok(
+      a.data.every((v) => v >= 250),
+      '1.1: all but white',
+    );
     assert.ok(b.data.some((v) => v < 100) && b.data.some((v) => v > 200), 'ours: the wave');
   });
 
@@ -147,7 +206,10 @@ describe('pixel types beside iipsrv 1.1', { skip: skip ?? false }, () => {
         assert.equal(ours.status, 200, `ours ${query}`);
         const [a, b] = await Promise.all([decodePixels(ref.body), decodePixels(ours.body)]);
         const at = (p: typeof a, fraction: number) => p.data[Math.floor(p.height / 2) * p.width * p.channels + Math.floor(p.width * fraction) * p.channels]!;
-        for (const [side, fraction] of [[0, 1 / 6], [1, 5 / 6]] as const) {
+        for (const [side, fraction] of [
+          [0, 1 / 6],
+          [1, 5 / 6],
+        ] as const) {
           assert.ok(Math.abs(at(a, fraction) - refValues[side]!) <= 2, `${query} 1.1 side ${side}: ${at(a, fraction)}, expected ${refValues[side]}`);
           assert.ok(Math.abs(at(b, fraction) - ourValues[side]!) <= 2, `${query} ours side ${side}: ${at(b, fraction)}, expected ${ourValues[side]}`);
         }

@@ -32,8 +32,13 @@ describe('processing commands beside iipsrv 1.1', { skip: skip ?? false }, () =>
       }
     }
     const tiled = { tile: true, pyramid: true, tileWidth: 256, tileHeight: 256, compression: 'deflate' } as const;
-    await sharp(rgb8, { raw: { width, height, channels: 3 } }).tiff(tiled).toFile(path.join(images, 'rgb8.tif'));
-    await sharp(grey16, { raw: { width, height, channels: 1 } }).toColourspace('grey16').tiff(tiled).toFile(path.join(images, 'grey16.tif'));
+    await sharp(rgb8, { raw: { width, height, channels: 3 } })
+      .tiff(tiled)
+      .toFile(path.join(images, 'rgb8.tif'));
+    await sharp(grey16, { raw: { width, height, channels: 1 } })
+      .toColourspace('grey16')
+      .tiff(tiled)
+      .toFile(path.join(images, 'grey16.tif'));
     pair = await startDifferentialPair({ dir: path.join(dir, 'web'), images, env: { JPEG_QUALITY: '90' } });
   });
   after(async () => pair?.stop());

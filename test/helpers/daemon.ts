@@ -25,10 +25,7 @@ export function testEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 }
 
 /** bin/iipsrv with the given arguments; resolves once the TCP port (or socket) accepts. */
-export async function startDaemon(
-  args: string[],
-  options: { env?: Record<string, string>; waitPort?: number; waitPath?: string } = {},
-): Promise<Started> {
+export async function startDaemon(args: string[], options: { env?: Record<string, string>; waitPort?: number; waitPath?: string } = {}): Promise<Started> {
   const started = startProgram(BIN, args, { env: testEnv(options.env) });
   if (options.waitPort !== undefined || options.waitPath !== undefined) {
     const target = options.waitPath !== undefined ? { path: options.waitPath } : { port: options.waitPort! };

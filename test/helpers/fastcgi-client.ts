@@ -103,11 +103,7 @@ export const DEFAULT_PARAMS: Record<string, string> = {
 
 /** BEGIN_REQUEST + PARAMS + empty STDIN, as nginx sends them. */
 export function fullRequest(requestId: number, options: { params?: Pairs; keepConn?: boolean; role?: number; stdin?: Buffer } = {}): Buffer {
-  return Buffer.concat([
-    beginRequest(requestId, options),
-    paramsRecords(requestId, options.params ?? DEFAULT_PARAMS),
-    stdinRecords(requestId, options.stdin),
-  ]);
+  return Buffer.concat([beginRequest(requestId, options), paramsRecords(requestId, options.params ?? DEFAULT_PARAMS), stdinRecords(requestId, options.stdin)]);
 }
 
 export interface Reply {

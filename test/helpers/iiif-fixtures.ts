@@ -29,6 +29,7 @@ export async function validatorImage(target: string[]): Promise<Pixels> {
     }
   }
   const picture = sharp(raw, { raw: { width: 1000, height: 1000, channels: 3 } });
-  for (const file of target) await picture.clone().tiff({ tile: true, pyramid: true, tileWidth: 128, tileHeight: 128, compression: 'jpeg', quality: 75 }).toFile(file);
+  for (const file of target)
+    await picture.clone().tiff({ tile: true, pyramid: true, tileWidth: 128, tileHeight: 128, compression: 'jpeg', quality: 75 }).toFile(file);
   return { width: 1000, height: 1000, channels: 3, data: raw };
 }

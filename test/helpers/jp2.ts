@@ -7,7 +7,8 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { which } from './daemon.ts';
 
-export const JP2_SKIP = which('opj_compress') && which('opj_decompress') ? null : 'opj_compress/opj_decompress not installed (apt-get install libopenjp2-tools)';
+export const JP2_SKIP =
+  which('opj_compress') && which('opj_decompress') ? null : 'opj_compress/opj_decompress not installed (apt-get install libopenjp2-tools)';
 
 export interface TestImage {
   width: number;
@@ -55,7 +56,13 @@ export function makeJp2(dir: string, name: string, image: TestImage, options: st
 }
 
 /** The 8-bit view of a rectangle of the image (16-bit scaled as iipsrv's pipeline does). */
-export function expectedRect(image: TestImage, left: number, top: number, width: number, height: number): { width: number; height: number; channels: number; data: Buffer } {
+export function expectedRect(
+  image: TestImage,
+  left: number,
+  top: number,
+  width: number,
+  height: number,
+): { width: number; height: number; channels: number; data: Buffer } {
   const out = Buffer.alloc(width * height * image.channels);
   const scale = image.bits === 16 ? 255 / 65535 : 1;
   let o = 0;

@@ -100,18 +100,19 @@ function tileBytes(spec: TiffSpec, level: TiffLevelData, col: number, row: numbe
       }
     }
   }
+  const order = little ? 'LE' : 'BE';
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!;
     const at = i * bytes;
-    if (kind === 'float') little ? out.writeFloatLE(v, at) : out.writeFloatBE(v, at);
+    if (kind === 'float') out[`writeFloat${order}`](v, at);
     else if (predictor === 2 || kind === 'uint') {
       const u = bits === 32 ? v >>> 0 : v & (2 ** bits - 1);
       if (bits === 8) out[at] = u;
-      else if (bits === 16) little ? out.writeUInt16LE(u, at) : out.writeUInt16BE(u, at);
-      else little ? out.writeUInt32LE(u, at) : out.writeUInt32BE(u, at);
+      else if (bits === 16) out[`writeUInt16${order}`](u, at);
+      else out[`writeUInt32${order}`](u, at);
     } else if (bits === 8) out.writeInt8(v, at);
-    else if (bits === 16) little ? out.writeInt16LE(v, at) : out.writeInt16BE(v, at);
-    else little ? out.writeInt32LE(v, at) : out.writeInt32BE(v, at);
+    else if (bits === 16) out[`writeInt16${order}`](v, at);
+    else out[`writeInt32${order}`](v, at);
   }
   if (predictor === 3) {
     // Bytes of each row regrouped most significant first, then byte-wise differences to the
@@ -154,17 +155,20 @@ export function writeTiff(file: string, spec: TiffSpec): Buffer {
   };
   const u16 = (v: number) => {
     const b = Buffer.alloc(2);
-    little ? b.writeUInt16LE(v) : b.writeUInt16BE(v);
+    if (little) b.writeUInt16LE(v);
+    else b.writeUInt16BE(v);
     return b;
   };
   const u32 = (v: number) => {
     const b = Buffer.alloc(4);
-    little ? b.writeUInt32LE(v >>> 0) : b.writeUInt32BE(v >>> 0);
+    if (little) b.writeUInt32LE(v >>> 0);
+    else b.writeUInt32BE(v >>> 0);
     return b;
   };
   const header = Buffer.alloc(8);
   header.write(little ? 'II' : 'MM', 0, 'latin1');
-  little ? header.writeUInt16LE(42, 2) : header.writeUInt16BE(42, 2);
+  if (little) header.writeUInt16LE(42, 2);
+  else header.writeUInt16BE(42, 2);
   chunks.push(header);
   const ifdOffsets: number[] = [];
   const ifds: Array<Array<[number, number, number, Buffer]>> = [];
@@ -230,7 +234,8 @@ export function writeTiff(file: string, spec: TiffSpec): Buffer {
     // Out-of-line values first, then the directory.
     const values = entries.map(([, , , bytes]) => (bytes.length > 4 ? append(bytes) : -1));
     const dir = Buffer.alloc(2 + entries.length * 12 + 4);
-    little ? dir.writeUInt16LE(entries.length, 0) : dir.writeUInt16BE(entries.length, 0);
+    if (little) dir.writeUInt16LE(entries.length, 0);
+    else dir.writeUInt16BE(entries.length, 0);
     entries.forEach(([tag, type, count, bytes], i) => {
       const at = 2 + i * 12;
       u16(tag).copy(dir, at);

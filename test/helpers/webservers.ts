@@ -328,13 +328,7 @@ export interface LighttpdOptions {
 }
 
 /** Replacements that turn examples/lighttpd/iipsrv.conf into one for this test. */
-export function lighttpdSiteReplacements(options: {
-  images: string;
-  logFile: string;
-  socket: string;
-  workers?: number;
-  memcached?: string;
-}): Replacements {
+export function lighttpdSiteReplacements(options: { images: string; logFile: string; socket: string; workers?: number; memcached?: string }): Replacements {
   return [
     [`"bin-path" => "${EXAMPLE_DEFAULTS.program}"`, `"bin-path" => "${BIN} --workers ${options.workers ?? 1}"`],
     [EXAMPLE_DEFAULTS.lighttpdSocket, options.socket],
@@ -379,13 +373,7 @@ export async function startLighttpd(options: LighttpdOptions): Promise<WebServer
 }
 
 /** Replacements that turn examples/spawn-fcgi/iipsrv-spawn-fcgi.sh into one for this test. */
-export function spawnFcgiReplacements(options: {
-  port: number;
-  images: string;
-  logFile: string;
-  workers?: number;
-  memcached?: string;
-}): Replacements {
+export function spawnFcgiReplacements(options: { port: number; images: string; logFile: string; workers?: number; memcached?: string }): Replacements {
   return [
     [`-- ${EXAMPLE_DEFAULTS.program}`, `-- ${BIN} --workers ${options.workers ?? 1}`],
     [`-p ${EXAMPLE_DEFAULTS.fastcgiTcp.split(':')[1]}`, `-p ${options.port}`],
@@ -421,9 +409,7 @@ export async function startSpawnFcgi(options: { dir: string; port: number; scrip
  * FILESYSTEM_PREFIX and the socket paths contain).
  */
 export function iipsrvProcesses(marker: string): ProcessInfo[] {
-  return listProcesses().filter(
-    (p) => p.pid !== process.pid && p.cmdline.includes('bin/iipsrv') && (p.cmdline.includes(marker) || p.environ.includes(marker)),
-  );
+  return listProcesses().filter((p) => p.pid !== process.pid && p.cmdline.includes('bin/iipsrv') && (p.cmdline.includes(marker) || p.environ.includes(marker)));
 }
 
 /** The primaries among them: those whose parent is not itself one of them. */
@@ -440,7 +426,10 @@ export function iipsrvPrimaries(marker: string): ProcessInfo[] {
 export async function expectNoIipsrvLeft(marker: string, knownPids: Iterable<number>, timeoutMs = 8000): Promise<void> {
   const pids = [...knownPids];
   const leftovers = () => {
-    const byPid = pids.filter(processExists).map(processInfo).filter((p): p is ProcessInfo => p !== null);
+    const byPid = pids
+      .filter(processExists)
+      .map(processInfo)
+      .filter((p): p is ProcessInfo => p !== null);
     const byMarker = iipsrvProcesses(marker);
     const all = new Map<number, ProcessInfo>();
     for (const p of [...byPid, ...byMarker]) all.set(p.pid, p);

@@ -22,6 +22,7 @@ import { plainRequest } from '../helpers/requests.ts';
 import { tempDir } from '../helpers/daemon.ts';
 import { VALIDATOR_ID, validatorImage } from '../helpers/iiif-fixtures.ts';
 import { decodePixels, rampPixels, type Pixels } from '../helpers/images.ts';
+import { parseJson, type JsonObject } from '../helpers/json.ts';
 
 const HOST = 'images.example.org:8080';
 const SCRIPT = '/fcgi-bin/iipsrv.fcgi';
@@ -59,8 +60,9 @@ function serverFor(prefix: string, env: Record<string, string> = {}): Server {
 }
 
 const header = (response: PlainResponse, name: string) => getHeader(response.headers, name);
-const headers = (response: PlainResponse, name: string) => response.headers.filter(([key]) => key.toLowerCase() === name.toLowerCase()).map(([, value]) => value);
-const json = (response: PlainResponse) => JSON.parse(response.body.toString('utf8')) as Record<string, any>;
+const headers = (response: PlainResponse, name: string) =>
+  response.headers.filter(([key]) => key.toLowerCase() === name.toLowerCase()).map(([, value]) => value);
+const json = (response: PlainResponse) => parseJson(response.body);
 
 async function ok(response: Promise<PlainResponse>, what = ''): Promise<PlainResponse> {
   const got = await response;
@@ -121,11 +123,24 @@ function pattern(width: number, height: number): Buffer {
   return rampPixels(width, height, (x, y) => ((Math.floor(x / 25) + Math.floor(y / 25)) % 3) * 100);
 }
 
-async function pyramid(file: string, raw: Buffer, width: number, height: number, options: { compression?: 'jpeg' | 'deflate'; channels?: 1 | 3; tile?: number } = {}): Promise<void> {
+async function pyramid(
+  file: string,
+  raw: Buffer,
+  width: number,
+  height: number,
+  options: { compression?: 'jpeg' | 'deflate'; channels?: 1 | 3; tile?: number } = {},
+): Promise<void> {
   let picture = sharp(raw, { raw: { width, height, channels: options.channels ?? 3 } });
   if (options.channels === 1) picture = picture.toColourspace('b-w');
   await picture
-    .tiff({ tile: true, pyramid: true, tileWidth: options.tile ?? 256, tileHeight: options.tile ?? 256, compression: options.compression ?? 'deflate', quality: 90 })
+    .tiff({
+      tile: true,
+      pyramid: true,
+      tileWidth: options.tile ?? 256,
+      tileHeight: options.tile ?? 256,
+      compression: options.compression ?? 'deflate',
+      quality: 90,
+    })
     .toFile(file);
 }
 
@@ -148,7 +163,6 @@ function random(seed: number): (n: number) => number {
     return Math.floor((state / 2147483648) * n);
   };
 }
-
 
 let dir: string;
 let prefix: string;
@@ -214,7 +228,7 @@ describe('info.json, Image API 3.0 (the default)', () => {
     assert.equal(header(response, 'cache-control'), 'max-age=86400');
     assert.ok(header(response, 'last-modified'));
   });
-  it('the scale factors are the pyramid\'s: a 10000x7000 image has 7 levels', async () => {
+  it("the scale factors are the pyramid's: a 10000x7000 image has 7 levels", async () => {
     const info = json(await ok(server.query('huge.tif/info.json')));
     assert.deepEqual(info.tiles, [{ width: 256, height: 256, scaleFactors: [1, 2, 4, 8, 16, 32, 64] }]);
     // Every level that fits MAX_CVT (5000): the full 10000x7000 does not.
@@ -231,7 +245,10 @@ describe('info.json, Image API 3.0 (the default)', () => {
     const info = json(await ok(server.query(`${VALIDATOR_ID}.tif/info.json`)));
     assert.deepEqual([info.width, info.height], [1000, 1000]);
     assert.deepEqual(info.tiles, [{ width: 128, height: 128, scaleFactors: [1, 2, 4, 8] }]);
-    assert.deepEqual(info.sizes, [125, 250, 500, 1000].map((s) => ({ width: s, height: s })));
+    assert.deepEqual(
+      info.sizes,
+      [125, 250, 500, 1000].map((s) => ({ width: s, height: s })),
+    );
   });
   it('a greyscale image offers no color quality', async () => {
     const info = json(await ok(server.query('grey.tif/info.json')));
@@ -239,7 +256,10 @@ describe('info.json, Image API 3.0 (the default)', () => {
   });
   it('an image smaller than one tile, and a 1x1 image', async () => {
     const tiny = json(await ok(server.query('tiny.tif/info.json')));
-    assert.deepEqual([tiny.width, tiny.height, tiny.sizes, tiny.tiles], [100, 60, [{ width: 100, height: 60 }], [{ width: 256, height: 256, scaleFactors: [1] }]]);
+    assert.deepEqual(
+      [tiny.width, tiny.height, tiny.sizes, tiny.tiles],
+      [100, 60, [{ width: 100, height: 60 }], [{ width: 256, height: 256, scaleFactors: [1] }]],
+    );
     const one = json(await ok(server.query('one.tif/info.json')));
     assert.deepEqual([one.width, one.height, one.sizes, one.tiles], [1, 1, [{ width: 1, height: 1 }], [{ width: 256, height: 256, scaleFactors: [1] }]]);
   });
@@ -349,11 +369,15 @@ describe('info.json and the site settings', () => {
   });
   it('IIIF_EXTRA_INFO members are added (and a member of ours they name is replaced)', async () => {
     const extra = '"rights": "https://creativecommons.org/licenses/by/4.0/", "partOf": [{"id": "https://example.org/manifest", "type": "Manifest"}]';
-    const info = json(await ok(serverFor(prefix, { IIIF_EXTRA_INFO: extra, COPYRIGHT: 'http://rightsstatements.org/vocab/InC/1.0/' }).query('squares.tif/info.json')));
+    const info = json(
+      await ok(serverFor(prefix, { IIIF_EXTRA_INFO: extra, COPYRIGHT: 'http://rightsstatements.org/vocab/InC/1.0/' }).query('squares.tif/info.json')),
+    );
     assert.equal(info.rights, 'https://creativecommons.org/licenses/by/4.0/');
     assert.deepEqual(info.partOf, [{ id: 'https://example.org/manifest', type: 'Manifest' }]);
     assert.equal(info.type, 'ImageService3');
-    const v2 = json(await ok(serverFor(prefix, { IIIF_EXTRA_INFO: '"logo": "https://example.org/logo.png"', IIIF_VERSION: '2' }).query('squares.tif/info.json')));
+    const v2 = json(
+      await ok(serverFor(prefix, { IIIF_EXTRA_INFO: '"logo": "https://example.org/logo.png"', IIIF_VERSION: '2' }).query('squares.tif/info.json')),
+    );
     assert.equal(v2.logo, 'https://example.org/logo.png');
   });
   it('COPYRIGHT: a rights URI is v3 rights and v2 license; free text is v2 attribution only', async () => {
@@ -380,14 +404,21 @@ describe('the id is the URL the client used', () => {
     assert.equal(await idOf(server.path('squares.tif/info.json')), `http://${HOST}/iiif/squares.tif`);
     // Behind a ScriptAlias: the prefix follows SCRIPT_NAME.
     const aliased = serverFor(prefix);
-    const router = createRouter({ config: loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: prefix, URI_MAP: 'iiif=>IIIF' }), engine: aliased.engine, log: silentLog });
+    const router = createRouter({
+      config: loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: prefix, URI_MAP: 'iiif=>IIIF' }),
+      engine: aliased.engine,
+      log: silentLog,
+    });
     const response = await router(plainRequest('', { path: `${SCRIPT}/iiif/squares.tif/info.json`, scriptName: SCRIPT, headers: { host: HOST } }));
     assert.equal(await idOf(Promise.resolve(response)), `http://${HOST}${SCRIPT}/iiif/squares.tif`);
   });
   it('HTTPS from the front end (HTTPS=on) and from a proxy (X-Forwarded-Proto)', async () => {
     assert.equal(await idOf(server.path('squares.tif/info.json', { https: true })), `https://${HOST}/iiif/squares.tif`);
     assert.equal(await idOf(server.query('squares.tif/info.json', { headers: { 'x-forwarded-proto': 'https' } })), `https://${HOST}${SCRIPT}?IIIF=squares.tif`);
-    assert.equal(await idOf(server.path('squares.tif/info.json', { https: true, headers: { 'x-forwarded-proto': 'http' } })), `http://${HOST}/iiif/squares.tif`);
+    assert.equal(
+      await idOf(server.path('squares.tif/info.json', { https: true, headers: { 'x-forwarded-proto': 'http' } })),
+      `http://${HOST}/iiif/squares.tif`,
+    );
     assert.equal(
       await idOf(server.path('squares.tif/info.json', { headers: { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'public.example.org' } })),
       'https://public.example.org/iiif/squares.tif',
@@ -397,19 +428,28 @@ describe('the id is the URL the client used', () => {
     const based = serverFor(prefix, { BASE_URL: 'https://iiif.example.org/images/' });
     assert.equal(await idOf(based.query('squares.tif/info.json')), 'https://iiif.example.org/images/squares.tif');
     assert.equal(await idOf(based.path('squares.tif/info.json')), 'https://iiif.example.org/images/squares.tif');
-    assert.equal(await idOf(serverFor(prefix, { BASE_URL: 'https://iiif.example.org/images' }).path('squares.tif/info.json')), 'https://iiif.example.org/images/squares.tif');
+    assert.equal(
+      await idOf(serverFor(prefix, { BASE_URL: 'https://iiif.example.org/images' }).path('squares.tif/info.json')),
+      'https://iiif.example.org/images/squares.tif',
+    );
   });
   it('identifiers with slashes, encoded (%2F) or not, and other encoded characters stay as sent', async () => {
     assert.equal(await idOf(server.path('sub%2Fdir%2Fvalidator.tif/info.json')), `http://${HOST}/iiif/sub%2Fdir%2Fvalidator.tif`);
     assert.equal(await idOf(server.path('sub/dir/validator.tif/info.json')), `http://${HOST}/iiif/sub/dir/validator.tif`);
     assert.equal(await idOf(server.query('sub%2Fdir%2Fvalidator.tif/info.json')), `http://${HOST}${SCRIPT}?IIIF=sub%2Fdir%2Fvalidator.tif`);
     assert.equal(await idOf(server.path('with%20space.tif/info.json')), `http://${HOST}/iiif/with%20space.tif`);
-    assert.equal(await idOf(server.path(`${VALIDATOR_ID.replaceAll('-', '%2D')}.tif/info.json`)), `http://${HOST}/iiif/${VALIDATOR_ID.replaceAll('-', '%2D')}.tif`);
+    assert.equal(
+      await idOf(server.path(`${VALIDATOR_ID.replaceAll('-', '%2D')}.tif/info.json`)),
+      `http://${HOST}/iiif/${VALIDATOR_ID.replaceAll('-', '%2D')}.tif`,
+    );
     // And the image itself is found under the decoded name.
     await image(server.path('sub%2Fdir%2Fvalidator.tif/full/max/0/default.jpg'));
   });
   it('X-IIIF-ID from the front end is taken verbatim', async () => {
-    assert.equal(await idOf(server.query('squares.tif/info.json', { headers: { 'x-iiif-id': 'https://cdn.example.org/iiif/squares' } })), 'https://cdn.example.org/iiif/squares');
+    assert.equal(
+      await idOf(server.query('squares.tif/info.json', { headers: { 'x-iiif-id': 'https://cdn.example.org/iiif/squares' } })),
+      'https://cdn.example.org/iiif/squares',
+    );
   });
 });
 
@@ -419,14 +459,16 @@ describe('content negotiation', () => {
     assert.equal(header(await ok(server.query('squares.tif/info.json', { headers: { accept: 'application/ld+json' } })), 'content-type'), LD3);
     assert.equal(header(await ok(server.query('squares.tif/info.json', { headers: { accept: '*/*' } })), 'content-type'), LD3);
   });
-  it('an Accept header naming a version\'s context selects that version', async () => {
+  it("an Accept header naming a version's context selects that version", async () => {
     const v2 = await ok(server.query('squares.tif/info.json', { headers: { accept: `application/ld+json;profile="${CONTEXT2}"` } }));
     assert.equal(json(v2)['@context'], CONTEXT2);
     assert.equal(json(v2)['@id'], `http://${HOST}${SCRIPT}?IIIF=squares.tif`);
     assert.equal(header(v2, 'content-type'), LD2);
     assert.deepEqual(headers(v2, 'link'), ['<http://iiif.io/api/image/2/level2.json>;rel="profile"']);
     assert.equal(header(v2, 'vary'), 'Accept');
-    const v3 = await ok(serverFor(prefix, { IIIF_VERSION: '2' }).query('squares.tif/info.json', { headers: { accept: `application/ld+json;profile="${CONTEXT3}"` } }));
+    const v3 = await ok(
+      serverFor(prefix, { IIIF_VERSION: '2' }).query('squares.tif/info.json', { headers: { accept: `application/ld+json;profile="${CONTEXT3}"` } }),
+    );
     assert.equal(json(v3)['@context'], CONTEXT3);
     assert.equal(json(v3).type, 'ImageService3');
     assert.equal(header(v3, 'content-type'), LD3);
@@ -513,7 +555,14 @@ describe('pixels: coloured squares', () => {
   it('a region is the colours of its squares', async () => {
     const one = await image(server.path('squares.tif/300,200,100,100/max/0/default.png'));
     assert.deepEqual([one.width, one.height], [100, 100]);
-    for (const [x, y] of [[0, 0], [99, 0], [50, 50], [0, 99], [99, 99]] as const) assert.deepEqual(pixel(one, x, y), squareColour(3, 2), `${x},${y}`);
+    for (const [x, y] of [
+      [0, 0],
+      [99, 0],
+      [50, 50],
+      [0, 99],
+      [99, 99],
+    ] as const)
+      assert.deepEqual(pixel(one, x, y), squareColour(3, 2), `${x},${y}`);
     // Four squares, as a JPEG: each quarter has its square's colour.
     const four = await image(server.path('squares.tif/850,550,100,100/max/0/default.jpg'));
     assertNear(median(four, { left: 10, top: 10, width: 30, height: 30 }), squareColour(8, 5), 8, 'top left');
@@ -543,14 +592,86 @@ describe('pixels: coloured squares', () => {
   });
   // Which original square ends up in each corner: [top-left, top-right, bottom-left, bottom-right].
   const corners: Array<[string, [number, number], Array<[number, number]>]> = [
-    ['0', [1000, 700], [[0, 0], [9, 0], [0, 6], [9, 6]]],
-    ['90', [700, 1000], [[0, 6], [0, 0], [9, 6], [9, 0]]],
-    ['180', [1000, 700], [[9, 6], [0, 6], [9, 0], [0, 0]]],
-    ['270', [700, 1000], [[9, 0], [9, 6], [0, 0], [0, 6]]],
-    ['!0', [1000, 700], [[9, 0], [0, 0], [9, 6], [0, 6]]],
-    ['!90', [700, 1000], [[9, 6], [9, 0], [0, 6], [0, 0]]],
-    ['!180', [1000, 700], [[0, 6], [9, 6], [0, 0], [9, 0]]],
-    ['!270', [700, 1000], [[0, 0], [0, 6], [9, 0], [9, 6]]],
+    [
+      '0',
+      [1000, 700],
+      [
+        [0, 0],
+        [9, 0],
+        [0, 6],
+        [9, 6],
+      ],
+    ],
+    [
+      '90',
+      [700, 1000],
+      [
+        [0, 6],
+        [0, 0],
+        [9, 6],
+        [9, 0],
+      ],
+    ],
+    [
+      '180',
+      [1000, 700],
+      [
+        [9, 6],
+        [0, 6],
+        [9, 0],
+        [0, 0],
+      ],
+    ],
+    [
+      '270',
+      [700, 1000],
+      [
+        [9, 0],
+        [9, 6],
+        [0, 0],
+        [0, 6],
+      ],
+    ],
+    [
+      '!0',
+      [1000, 700],
+      [
+        [9, 0],
+        [0, 0],
+        [9, 6],
+        [0, 6],
+      ],
+    ],
+    [
+      '!90',
+      [700, 1000],
+      [
+        [9, 6],
+        [9, 0],
+        [0, 6],
+        [0, 0],
+      ],
+    ],
+    [
+      '!180',
+      [1000, 700],
+      [
+        [0, 6],
+        [9, 6],
+        [0, 0],
+        [9, 0],
+      ],
+    ],
+    [
+      '!270',
+      [700, 1000],
+      [
+        [0, 0],
+        [0, 6],
+        [9, 0],
+        [9, 6],
+      ],
+    ],
   ];
   for (const [rotation, size, expected] of corners) {
     it(`rotation ${rotation}: size and which square lands in each corner`, async () => {
@@ -582,7 +703,15 @@ describe('pixels: coloured squares', () => {
     const got = await image(server.path('squares.tif/full/500,/0/gray.png'));
     assert.equal(got.channels, 1);
     const [linearLight, rec601] = [0, 1].map((formula) =>
-      [[0, 0], [9, 0], [0, 6], [9, 6], [1, 0], [4, 3], [7, 2]].every(([col, row]) => {
+      [
+        [0, 0],
+        [9, 0],
+        [0, 6],
+        [9, 6],
+        [1, 0],
+        [4, 3],
+        [7, 2],
+      ].every(([col, row]) => {
         const value = pixel(got, col! * 50 + 25, row! * 50 + 25)[0]!;
         return Math.abs(value - greys(squareColour(col!, row!))[formula]!) <= 3;
       }),
@@ -600,11 +729,20 @@ describe('pixels: coloured squares', () => {
     const got = await image(server.path('squares.tif/full/max/0/bitonal.png'));
     assert.equal(got.channels, 1);
     const values = new Set(got.data);
-    assert.deepEqual([...values].sort((a, b) => a - b), [0, 255]);
+    assert.deepEqual(
+      [...values].sort((a, b) => a - b),
+      [0, 255],
+    );
     assert.equal(pixel(got, 950, 650)[0], 255, 'white square');
     assert.equal(pixel(got, 150, 50)[0], 0, 'black square');
     // Every square is one value throughout (a threshold, not a dither).
-    for (const [col, row] of [[0, 0], [9, 0], [0, 6], [4, 3], [7, 2]]) {
+    for (const [col, row] of [
+      [0, 0],
+      [9, 0],
+      [0, 6],
+      [4, 3],
+      [7, 2],
+    ]) {
       const box = new Set<number>();
       for (let y = row! * 100 + 5; y < row! * 100 + 95; y += 9) for (let x = col! * 100 + 5; x < col! * 100 + 95; x += 9) box.add(pixel(got, x, y)[0]!);
       assert.equal(box.size, 1, `square ${col},${row}`);
@@ -617,7 +755,7 @@ describe('pixels: coloured squares', () => {
   });
 });
 
-describe('the IIIF validator\'s test image (10x10 squares, 128-px JPEG tiles)', () => {
+describe("the IIIF validator's test image (10x10 squares, 128-px JPEG tiles)", () => {
   const id = `${VALIDATOR_ID}.tif`;
   const pick = random(20240601);
   // Its do_test_square: the image's colour within 6 of the square's (JPEG-compressed here).
@@ -625,7 +763,10 @@ describe('the IIIF validator\'s test image (10x10 squares, 128-px JPEG tiles)', 
   it('regions by pixels: squares picked at random, 74x74 inside them', async () => {
     for (let i = 0; i < 8; i++) {
       const [x, y] = [pick(10), pick(10)];
-      for (const [s, size] of [[server, 'max'], [serverFor(prefix, { IIIF_VERSION: '2' }), 'full']] as const) {
+      for (const [s, size] of [
+        [server, 'max'],
+        [serverFor(prefix, { IIIF_VERSION: '2' }), 'full'],
+      ] as const) {
         const got = await image(s.path(`${id}/${x * 100 + 13},${y * 100 + 13},74,74/${size}/0/default.jpg`));
         assert.deepEqual([got.width, got.height], [74, 74]);
         assertSquare(got, x, y, `square ${x},${y}`);
@@ -690,7 +831,12 @@ describe('the IIIF validator\'s test image (10x10 squares, 128-px JPEG tiles)', 
   it('non-90 rotation of a region: a larger image, the square in the middle', async () => {
     const got = await image(server.path(`${id}/100,100,100,100/max/30/default.png`));
     assert.ok(got.width > 130 && got.height > 130, `${got.width}x${got.height}`);
-    assertNear(median(got, { left: Math.floor(got.width / 2) - 20, top: Math.floor(got.height / 2) - 20, width: 40, height: 40 }).slice(0, 3), truthColour(1, 1), 6, 'middle');
+    assertNear(
+      median(got, { left: Math.floor(got.width / 2) - 20, top: Math.floor(got.height / 2) - 20, width: 40, height: 40 }).slice(0, 3),
+      truthColour(1, 1),
+      6,
+      'middle',
+    );
   });
   it('quality gray (one band) and bitonal (only black and white)', async () => {
     const gray = await image(server.path(`${id}/full/max/0/gray.png`));
@@ -776,7 +922,11 @@ const reset = (counts: Counts) => {
  * the largest scale factor, level sizes and tile spans rounded up, edge tiles cropped, `w,` (v2) or
  * `w,h` (v3) sizes, `full`/`max` where the tile is the whole image.
  */
-function viewerTiles(info: Record<string, any>, version: 2 | 3, factor: number): Array<{ region: string; size: string; width: number; height: number; col: number; row: number }> {
+function viewerTiles(
+  info: JsonObject,
+  version: 2 | 3,
+  factor: number,
+): Array<{ region: string; size: string; width: number; height: number; col: number; row: number }> {
   const W = info.width as number;
   const H = info.height as number;
   const tiles = info.tiles[0] as { width: number; height?: number; scaleFactors: number[] };
@@ -829,7 +979,10 @@ describe('grid tiles go through the tile path', () => {
       ['full/250,', 'full/250,175', 0, 0],
     ] as const) {
       const jtl = await ok(server.raw(`FIF=squares-jpeg.tif&JTL=${resolution},${index}`));
-      for (const [s, counts, request] of [[v2, counts2, v2path], [server, counts3, v3path]] as const) {
+      for (const [s, counts, request] of [
+        [v2, counts2, v2path],
+        [server, counts3, v3path],
+      ] as const) {
         reset(counts);
         const response = await ok(s.query(`squares-jpeg.tif/${request}/0/default.jpg`), request);
         assert.ok(response.body.equals(jtl.body), `${request} is JTL=${resolution},${index}`);
@@ -863,7 +1016,10 @@ describe('grid tiles go through the tile path', () => {
     assert.deepEqual([counts.stored, counts.decode.length], [1, 0], 'the second is a cache hit');
   });
   it('CODEC_PASSTHROUGH=0 and QLT: the tile is re-encoded from its decoded pixels, still on the tile path', async () => {
-    for (const [env, query] of [[{ CODEC_PASSTHROUGH: '0' }, 'IIIF=squares-jpeg.tif/256,0,256,256/256,256/0/default.jpg'], [{}, 'QLT=60&IIIF=squares-jpeg.tif/256,0,256,256/256,256/0/default.jpg']] as const) {
+    for (const [env, query] of [
+      [{ CODEC_PASSTHROUGH: '0' }, 'IIIF=squares-jpeg.tif/256,0,256,256/256,256/0/default.jpg'],
+      [{}, 'QLT=60&IIIF=squares-jpeg.tif/256,0,256,256/256,256/0/default.jpg'],
+    ] as const) {
       const s = serverFor(prefix, env);
       const counts = await countReads(s, 'squares-jpeg.tif');
       const got = await decodePixels((await ok(s.raw(query), query)).body);
@@ -907,7 +1063,10 @@ describe('a viewer loading the image the way OpenSeadragon does', () => {
   it('odd sizes (1001x701, 10000x7000): every tile of two levels has the size the viewer computed', async () => {
     for (const version of [3, 2] as const) {
       const s = serverFor(prefix, { IIIF_VERSION: String(version) });
-      for (const [name, factors] of [['odd.tif', [1, 2]], ['huge.tif', [16, 64]]] as const) {
+      for (const [name, factors] of [
+        ['odd.tif', [1, 2]],
+        ['huge.tif', [16, 64]],
+      ] as const) {
         const info = json(await ok(s.path(`${name}/info.json`)));
         for (const factor of factors) {
           assert.ok(info.tiles[0].scaleFactors.includes(factor));
@@ -922,7 +1081,7 @@ describe('a viewer loading the image the way OpenSeadragon does', () => {
       }
     }
   });
-  it('the spec\'s own tile algorithm (2.1 implementation notes) gives the same requests on two levels of 1000x700', async () => {
+  it("the spec's own tile algorithm (2.1 implementation notes) gives the same requests on two levels of 1000x700", async () => {
     const info = json(await ok(server.path('squares-jpeg.tif/info.json')));
     const counts = await countReads(server, 'squares-jpeg.tif');
     for (const s of [1, 2]) {
@@ -1004,7 +1163,12 @@ describe('sizes and regions that break viewers', () => {
     const counts = await countReads(server, 'huge.tif');
     const v2 = serverFor(prefix, { IIIF_VERSION: '2' });
     const v2counts = await countReads(v2, 'huge.tif');
-    for (const [s, c, rest] of [[server, counts, 'full/max'], [server, counts, 'full/^max'], [v2, v2counts, 'full/full'], [v2, v2counts, 'full/max']] as const) {
+    for (const [s, c, rest] of [
+      [server, counts, 'full/max'],
+      [server, counts, 'full/^max'],
+      [v2, v2counts, 'full/full'],
+      [v2, v2counts, 'full/max'],
+    ] as const) {
       reset(c);
       const got = await image(s.path(`huge.tif/${rest}/0/default.jpg`), rest);
       assert.deepEqual([got.width, got.height], [5000, 3500], rest);

@@ -92,10 +92,7 @@ describe('IIP: errors', () => {
     assert.equal(text(response), 'Error/7:2 2 FOO\r\n');
     assert.equal(getHeader(response.headers, 'content-type'), 'application/vnd.netfpx');
     assert.equal(getHeader(response.headers, 'cache-control'), 'no-cache');
-    assert.equal(
-      getHeader(response.headers, 'content-disposition'),
-      'inline;filename="IIPisAMadGameClosedToOurUnderstanding.netfpx"',
-    );
+    assert.equal(getHeader(response.headers, 'content-disposition'), 'inline;filename="IIPisAMadGameClosedToOurUnderstanding.netfpx"');
   });
   it('unknown OBJ object: Error 3 2 with the lower-cased name', async () => {
     const response = await routerFor({ FILESYSTEM_PREFIX: images })(request('FIF=pyr.tif&OBJ=Foo'));

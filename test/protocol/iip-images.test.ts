@@ -48,7 +48,11 @@ const decode = decodePixels;
  */
 async function assertJpegOf(got: Raw, source: Raw, what: string): Promise<void> {
   const { width, height, channels } = source;
-  const reference = await decode(await sharp(source.data, { raw: { width, height, channels: channels as 1 | 3 } }).jpeg({ quality: 75 }).toBuffer());
+  const reference = await decode(
+    await sharp(source.data, { raw: { width, height, channels: channels as 1 | 3 } })
+      .jpeg({ quality: 75 })
+      .toBuffer(),
+  );
   const quality = psnr(got, source);
   const best = psnr(reference, source);
   assert.ok(quality > best - 0.5 && quality > 24, `${what}: PSNR ${quality.toFixed(1)} dB, a plain JPEG ${best.toFixed(1)} dB`);
@@ -159,7 +163,9 @@ before(async () => {
       .toColourspace('scrgb')
       .tiff({ tile: true, pyramid: true, compression: 'deflate' })
       .toFile(path.join(dir, 'float.tif')),
-    sharp(pattern(300, 200), { raw: { width: 300, height: 200, channels: 3 } }).tiff({ compression: 'deflate' }).toFile(path.join(dir, 'striped.tif')),
+    sharp(pattern(300, 200), { raw: { width: 300, height: 200, channels: 3 } })
+      .tiff({ compression: 'deflate' })
+      .toFile(path.join(dir, 'striped.tif')),
   ]);
   writeFileSync(path.join(dir, 'empty.tif'), Buffer.alloc(0));
   const whole = readFileSync(path.join(dir, 'deflate.tif'));
@@ -230,16 +236,32 @@ describe('JTL tiles', () => {
       assert.ok(psnr(got, reference) > 25, `tile ${tile}: ${psnr(got, reference).toFixed(1)} dB`);
     }
   });
-  it('zstd tiles (written by the vips CLI): a 501 naming the compression, never blank pixels', { skip: which('vips') ? false : 'vips not installed (apt-get install libvips-tools)' }, async () => {
-    // sharp's libtiff has no zstd: libvips would hand back blank pixels without an error.
-    execFileSync('vips', ['tiffsave', path.join(dir, 'deflate.tif'), path.join(dir, 'zstd.tif'), '--tile', '--pyramid', '--compression', 'zstd', '--tile-width', '256', '--tile-height', '256']);
-    assert.equal((await server.get('FIF=zstd.tif&OBJ=Max-size')).status, 200);
-    for (const query of ['FIF=zstd.tif&JTL=2,0', 'FIF=zstd.tif&WID=100&CVT=jpeg']) {
-      const response = await server.get(query);
-      assert.equal(response.status, 501, query);
-      assert.match(response.body.toString(), /zstd\.tif: TIFF compression zstd is not supported/);
-    }
-  });
+  it(
+    'zstd tiles (written by the vips CLI): a 501 naming the compression, never blank pixels',
+    { skip: which('vips') ? false : 'vips not installed (apt-get install libvips-tools)' },
+    async () => {
+      // sharp's libtiff has no zstd: libvips would hand back blank pixels without an error.
+      execFileSync('vips', [
+        'tiffsave',
+        path.join(dir, 'deflate.tif'),
+        path.join(dir, 'zstd.tif'),
+        '--tile',
+        '--pyramid',
+        '--compression',
+        'zstd',
+        '--tile-width',
+        '256',
+        '--tile-height',
+        '256',
+      ]);
+      assert.equal((await server.get('FIF=zstd.tif&OBJ=Max-size')).status, 200);
+      for (const query of ['FIF=zstd.tif&JTL=2,0', 'FIF=zstd.tif&WID=100&CVT=jpeg']) {
+        const response = await server.get(query);
+        assert.equal(response.status, 501, query);
+        assert.match(response.body.toString(), /zstd\.tif: TIFF compression zstd is not supported/);
+      }
+    },
+  );
   it('uncompressed, LZW, deflate without predictor and PackBits: the same tiles as deflate with predictor, byte for byte', async () => {
     for (const tile of [0, 3, 5, 11]) {
       const reference = (await server.get(`FIF=deflate.tif&JTL=2,${tile}`)).body;
@@ -543,7 +565,10 @@ describe('CVT region export', () => {
   });
   it('an arbitrary angle leaves white corners in JPEG and transparent ones in PNG', async () => {
     const jpeg = await decode((await server.get('FIF=quad.tif&WID=200&ROT=30&CVT=jpeg')).body);
-    assert.ok([...jpeg.data.subarray(0, 3)].every((v) => v > 240), 'white corner');
+    assert.ok(
+      [...jpeg.data.subarray(0, 3)].every((v) => v > 240),
+      'white corner',
+    );
     const png = await decode((await server.get('FIF=quad.tif&WID=200&ROT=30&CVT=png')).body);
     assert.equal(png.channels, 4);
     assert.equal(png.data[3], 0, 'transparent corner');
@@ -622,10 +647,13 @@ describe('level choice: a 10000x7000 JPEG pyramid', () => {
   });
   it('a 500-px export of the whole image reads the 625-px level, not the full image', async () => {
     reads.length = 0;
-    assert.deepEqual(await (async () => {
-      const got = await decode((await big.get('FIF=huge.tif&WID=500&CVT=jpeg')).body);
-      return [got.width, got.height];
-    })(), [500, 350]);
+    assert.deepEqual(
+      await (async () => {
+        const got = await decode((await big.get('FIF=huge.tif&WID=500&CVT=jpeg')).body);
+        return [got.width, got.height];
+      })(),
+      [500, 350],
+    );
     assert.deepEqual(reads, [4]);
   });
   it('a 800-px export of a tenth of the image reads the level with just enough pixels', async () => {
@@ -648,30 +676,47 @@ describe('level choice: a 10000x7000 JPEG pyramid', () => {
 });
 
 describe('other pyramid layouts', () => {
-  it('SubIFD pyramid (OME-TIFF style, written by the vips CLI)', { skip: which('vips') ? false : 'vips not installed (apt-get install libvips-tools)' }, async () => {
-    const file = path.join(dir, 'subifd.tif');
-    execFileSync('vips', ['tiffsave', path.join(dir, 'deflate.tif'), file, '--tile', '--pyramid', '--subifd', '--compression', 'deflate', '--tile-width', '256', '--tile-height', '256']);
-    const obj = (await server.get('FIF=subifd.tif&OBJ=Resolutions')).body.toString();
-    assert.equal(obj, '\r\nResolutions:250 175,500 350,1000 700\r\n');
-    for (const [resolution, tile, page] of [
-      [0, 0, 2],
-      [1, 1, 1],
-      [2, 5, 0],
-    ] as const) {
-      const response = await server.get(`FIF=subifd.tif&JTL=${resolution},${tile}`);
-      assert.equal(response.status, 200);
-      const width = [250, 500, 1000][resolution]!;
-      const height = [175, 350, 700][resolution]!;
-      const across = Math.ceil(width / 256);
-      const col = tile % across;
-      const row = Math.floor(tile / across);
-      const rect = { left: col * 256, top: row * 256, width: Math.min(256, width - col * 256), height: Math.min(256, height - row * 256) };
-      // The levels as the vips CLI wrote them: the main image, then SubIFD 0 (500 px), 1 (250 px).
-      const level = page === 0 ? sharp(file) : sharp(file, { tiff: { subifd: page - 1 } });
-      const source = await decode(level.extract(rect));
-      await assertJpegOf(await decode(response.body), source, `JTL=${resolution},${tile}`);
-    }
-  });
+  it(
+    'SubIFD pyramid (OME-TIFF style, written by the vips CLI)',
+    { skip: which('vips') ? false : 'vips not installed (apt-get install libvips-tools)' },
+    async () => {
+      const file = path.join(dir, 'subifd.tif');
+      execFileSync('vips', [
+        'tiffsave',
+        path.join(dir, 'deflate.tif'),
+        file,
+        '--tile',
+        '--pyramid',
+        '--subifd',
+        '--compression',
+        'deflate',
+        '--tile-width',
+        '256',
+        '--tile-height',
+        '256',
+      ]);
+      const obj = (await server.get('FIF=subifd.tif&OBJ=Resolutions')).body.toString();
+      assert.equal(obj, '\r\nResolutions:250 175,500 350,1000 700\r\n');
+      for (const [resolution, tile, page] of [
+        [0, 0, 2],
+        [1, 1, 1],
+        [2, 5, 0],
+      ] as const) {
+        const response = await server.get(`FIF=subifd.tif&JTL=${resolution},${tile}`);
+        assert.equal(response.status, 200);
+        const width = [250, 500, 1000][resolution]!;
+        const height = [175, 350, 700][resolution]!;
+        const across = Math.ceil(width / 256);
+        const col = tile % across;
+        const row = Math.floor(tile / across);
+        const rect = { left: col * 256, top: row * 256, width: Math.min(256, width - col * 256), height: Math.min(256, height - row * 256) };
+        // The levels as the vips CLI wrote them: the main image, then SubIFD 0 (500 px), 1 (250 px).
+        const level = page === 0 ? sharp(file) : sharp(file, { tiff: { subifd: page - 1 } });
+        const source = await decode(level.extract(rect));
+        await assertJpegOf(await decode(response.body), source, `JTL=${resolution},${tile}`);
+      }
+    },
+  );
   it('BigTIFF tiles', async () => {
     const response = await server.get('FIF=big.tif&JTL=2,3');
     assert.equal(response.status, 200);
@@ -683,7 +728,9 @@ describe('other pyramid layouts', () => {
 describe('pixel types', () => {
   it('16-bit RGB with the full range: tiles and regions scaled to 8 bits as iipsrv normalises them', async () => {
     const tile = await decode((await server.get('FIF=rgb16.tif&JTL=2,0')).body);
-    const expected = await decode(sharp(pattern(600, 400), { raw: { width: 600, height: 400, channels: 3 } }).extract({ left: 0, top: 0, width: 256, height: 256 }));
+    const expected = await decode(
+      sharp(pattern(600, 400), { raw: { width: 600, height: 400, channels: 3 } }).extract({ left: 0, top: 0, width: 256, height: 256 }),
+    );
     assert.ok(psnr(tile, expected) > 28, `PSNR ${psnr(tile, expected).toFixed(1)}`);
     assert.equal((await server.get('FIF=rgb16.tif&WID=200&CVT=jpeg')).status, 200);
     assert.equal((await server.get('FIF=rgb16.tif&OBJ=Bits-per-channel')).body.toString(), '\r\nBits-per-channel:16\r\n');

@@ -118,10 +118,16 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     const edge = await decodePixels((await get('FIF=rgb-lossless.jp2&PTL=1,3')).body);
     assert.deepEqual([edge.width, edge.height], [256, 128]);
     // Reduced levels are the wavelet's low band: close to the averaged image.
-    const reduced = await sharp(Buffer.from(rgb.data), { raw: { width: 1024, height: 768, channels: 3 } }).resize(512, 384).raw().toBuffer();
+    const reduced = await sharp(Buffer.from(rgb.data), { raw: { width: 1024, height: 768, channels: 3 } })
+      .resize(512, 384)
+      .raw()
+      .toBuffer();
     const level = await decodePixels((await get('FIF=rgb-lossless.jp2&PTL=1,0')).body);
     const expected = { width: 512, height: 384, channels: 3, data: reduced };
-    const crop = await sharp(expected.data, { raw: { width: 512, height: 384, channels: 3 } }).extract({ left: 0, top: 0, width: 256, height: 256 }).raw().toBuffer();
+    const crop = await sharp(expected.data, { raw: { width: 512, height: 384, channels: 3 } })
+      .extract({ left: 0, top: 0, width: 256, height: 256 })
+      .raw()
+      .toBuffer();
     assert.ok(psnr(level, { width: 256, height: 256, channels: 3, data: crop }) > 28);
   });
 
@@ -247,7 +253,10 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     assert.equal(await obj(server.get, 'flat.jp2', 'Resolutions'), 'Resolutions:256 192,512 384,1024 768');
     const smallest = await decodePixels((await server.get('FIF=flat.jp2&PTL=0,0')).body);
     assert.deepEqual([smallest.width, smallest.height], [256, 192]);
-    const expected = await sharp(Buffer.from(rgb.data), { raw: { width: 1024, height: 768, channels: 3 } }).resize(256, 192).raw().toBuffer();
+    const expected = await sharp(Buffer.from(rgb.data), { raw: { width: 1024, height: 768, channels: 3 } })
+      .resize(256, 192)
+      .raw()
+      .toBuffer();
     assert.ok(psnr(smallest, { width: 256, height: 192, channels: 3, data: expected }) > 25);
     const middle = await decodePixels((await server.get('FIF=flat.jp2&JTL=1,1')).body);
     assert.deepEqual([middle.width, middle.height], [256, 256]);
@@ -321,7 +330,11 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
     const fixtures = fixtureDir('cantaloupe');
     const withHelper = serverFor(fixtures + '/');
     const programOnly = serverFor(fixtures + '/', {}, { helper: null });
-    for (const name of ['jp2-6res-rgba-64x56x8-multitiled-lossy.jp2', 'jp2-6res-rgba-64x56x16-monotiled-reversible.jp2', 'jp2-6res-rgb-64x56x16-multitiled-lossy.jp2']) {
+    for (const name of [
+      'jp2-6res-rgba-64x56x8-multitiled-lossy.jp2',
+      'jp2-6res-rgba-64x56x16-monotiled-reversible.jp2',
+      'jp2-6res-rgb-64x56x16-multitiled-lossy.jp2',
+    ]) {
       for (const query of [`FIF=${name}&CVT=png`, `FIF=${name}&JTL=0,0`]) {
         const a = await withHelper.get(query);
         const b = await programOnly.get(query);

@@ -62,7 +62,13 @@ function ramp16(width: number, height: number, channels: 1 | 3): Uint16Array {
   return raw;
 }
 
-function crop<T extends { length: number; [i: number]: number }>(data: T, make: (n: number) => T, width: number, channels: number, r: { left: number; top: number; width: number; height: number }): T {
+function crop<T extends { length: number; [i: number]: number }>(
+  data: T,
+  make: (n: number) => T,
+  width: number,
+  channels: number,
+  r: { left: number; top: number; width: number; height: number },
+): T {
   const out = make(r.width * r.height * channels);
   for (let y = 0; y < r.height; y++) {
     for (let i = 0; i < r.width * channels; i++) out[y * r.width * channels + i] = data[((r.top + y) * width + r.left) * channels + i]!;
@@ -92,7 +98,8 @@ function tiffCompression(image: Buffer): number {
   return 1;
 }
 
-const XMP = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description dc:title="ramp" xmlns:dc="http://purl.org/dc/elements/1.1/"/></rdf:RDF></x:xmpmeta>';
+const XMP =
+  '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description dc:title="ramp" xmlns:dc="http://purl.org/dc/elements/1.1/"/></rdf:RDF></x:xmpmeta>';
 
 describe('output formats', () => {
   const dir = tempDir('iipsrv-output-');
@@ -106,10 +113,19 @@ describe('output formats', () => {
 
   before(async () => {
     const raw = { raw: { width: WIDTH, height: HEIGHT, channels: 3 as const } };
-    await sharp(source, raw).tiff({ ...pyramid, compression: 'deflate' }).toFile(path.join(dir, 'ramp.tif'));
+    await sharp(source, raw)
+      .tiff({ ...pyramid, compression: 'deflate' })
+      .toFile(path.join(dir, 'ramp.tif'));
     // A profile (Display P3 from libvips) and XMP in the TIFF, JPEG tiles that can be sent as stored.
-    await sharp(source, raw).withIccProfile('p3').withXmp(XMP).tiff({ ...pyramid, compression: 'jpeg', quality: 90 }).toFile(path.join(dir, 'icc.tif'));
-    await sharp(source, raw).withIccProfile('p3').tiff({ ...pyramid, compression: 'deflate' }).toFile(path.join(dir, 'icc-deflate.tif'));
+    await sharp(source, raw)
+      .withIccProfile('p3')
+      .withXmp(XMP)
+      .tiff({ ...pyramid, compression: 'jpeg', quality: 90 })
+      .toFile(path.join(dir, 'icc.tif'));
+    await sharp(source, raw)
+      .withIccProfile('p3')
+      .tiff({ ...pyramid, compression: 'deflate' })
+      .toFile(path.join(dir, 'icc-deflate.tif'));
     await sharp(ramp16(300, 200, 3), { raw: { width: 300, height: 200, channels: 3 } })
       .toColourspace('rgb16')
       .tiff({ ...pyramid, compression: 'deflate' })
@@ -186,7 +202,12 @@ describe('output formats', () => {
     });
 
     it('WebP: QLT=0 is lossless, other values lossy by size', async () => {
-      const tile: Pixels = { width: 256, height: 256, channels: 3, data: crop(source, (n) => Buffer.alloc(n), WIDTH, 3, { left: 0, top: 0, width: 256, height: 256 }) };
+      const tile: Pixels = {
+        width: 256,
+        height: 256,
+        channels: 3,
+        data: crop(source, (n) => Buffer.alloc(n), WIDTH, 3, { left: 0, top: 0, width: 256, height: 256 }),
+      };
       const lossless = await server.get(`FIF=ramp.tif&QLT=0&WTL=${top},0`);
       assert.equal(psnr(await decodePixels(lossless.body), tile), Infinity);
       const [low, high] = await Promise.all([server.get(`FIF=ramp.tif&QLT=5&WTL=${top},0`), server.get(`FIF=ramp.tif&QLT=95&WTL=${top},0`)]);
@@ -269,7 +290,17 @@ describe('output formats', () => {
     });
 
     it('is a 400 with processing, with 8-bit formats (JPEG or WebP in TIFF too), and for values other than 8 and 16', async () => {
-      for (const query of ['BITS=16&CNT=2&PTL=1,0', 'BITS=16&INV&CVT=png', 'BITS=16&COL=grey&CVT=tiff', 'BITS=16&JTL=1,0', 'BITS=16&CVT=jpeg', 'BITS=16&WTL=1,0', 'BITS=12&PTL=1,0', 'BITS=16&QLT=jpeg:90&TTL=1,0', 'BITS=16&QLT=webp:90&CVT=tiff']) {
+      for (const query of [
+        'BITS=16&CNT=2&PTL=1,0',
+        'BITS=16&INV&CVT=png',
+        'BITS=16&COL=grey&CVT=tiff',
+        'BITS=16&JTL=1,0',
+        'BITS=16&CVT=jpeg',
+        'BITS=16&WTL=1,0',
+        'BITS=12&PTL=1,0',
+        'BITS=16&QLT=jpeg:90&TTL=1,0',
+        'BITS=16&QLT=webp:90&CVT=tiff',
+      ]) {
         const response = await server.get(`FIF=wide.tif&${query}`);
         assert.equal(response.status, 400, query);
         assert.match(response.body.toString(), /BITS/, query);
@@ -291,7 +322,22 @@ describe('output formats', () => {
     it('the profile goes into tiles (stored JPEG ones too) and regions of every format', async () => {
       const site = embedding();
       for (const file of ['icc.tif', 'icc-deflate.tif']) {
-        for (const query of [`JTL=${top},0`, `QLT=80&JTL=${top},0`, `PTL=${top},0`, `WTL=${top},0`, `QLT=0&WTL=${top},0`, `TTL=${top},0`, `QLT=jpeg:80&TTL=${top},0`, `ATL=${top},0`, 'CVT=jpeg', 'WID=100&CVT=avif', 'WID=200&CVT=png', 'WID=200&CVT=webp', 'WID=200&CVT=tiff', 'ROT=90&CVT=jpeg']) {
+        for (const query of [
+          `JTL=${top},0`,
+          `QLT=80&JTL=${top},0`,
+          `PTL=${top},0`,
+          `WTL=${top},0`,
+          `QLT=0&WTL=${top},0`,
+          `TTL=${top},0`,
+          `QLT=jpeg:80&TTL=${top},0`,
+          `ATL=${top},0`,
+          'CVT=jpeg',
+          'WID=100&CVT=avif',
+          'WID=200&CVT=png',
+          'WID=200&CVT=webp',
+          'WID=200&CVT=tiff',
+          'ROT=90&CVT=jpeg',
+        ]) {
           const response = await site.get(`FIF=${file}&${query}`);
           assert.equal(response.status, 200, query);
           const metadata = await sharp(response.body).metadata();
@@ -315,7 +361,12 @@ describe('output formats', () => {
       // The TIFF's samples as stored (sharp would otherwise convert them from Display P3).
       const stored = await sharp(path.join(dir, 'icc-deflate.tif'), { ignoreIcc: true }).raw().toBuffer();
       const storedPixels: Pixels = { width: WIDTH, height: HEIGHT, channels: 3, data: stored };
-      const tile: Pixels = { width: 256, height: 256, channels: 3, data: crop(stored, (n) => Buffer.alloc(n), WIDTH, 3, { left: 0, top: 0, width: 256, height: 256 }) };
+      const tile: Pixels = {
+        width: 256,
+        height: 256,
+        channels: 3,
+        data: crop(stored, (n) => Buffer.alloc(n), WIDTH, 3, { left: 0, top: 0, width: 256, height: 256 }),
+      };
       // Read back as written: keepIccProfile stops sharp converting on the way out.
       const asWritten = async (image: Buffer) => {
         const { data, info } = await sharp(image).keepIccProfile().raw().toBuffer({ resolveWithObject: true });
@@ -342,13 +393,21 @@ describe('output formats', () => {
       const site = embedding();
       const region = (await site.get('FIF=icc.tif&WID=200&CVT=jpeg')).body;
       const markers = jpegMarkers(region);
-      assert.deepEqual(markers.slice(0, 3).map((m) => m.marker), [0xe0, 0xe2, 0xe1]);
+      assert.deepEqual(
+        markers.slice(0, 3).map((m) => m.marker),
+        [0xe0, 0xe2, 0xe1],
+      );
       assert.equal(markers[1]!.payload.subarray(0, 14).toString('latin1'), 'ICC_PROFILE\0\x01\x01');
       assert.equal(markers[2]!.payload.subarray(0, 29).toString('latin1'), 'http://ns.adobe.com/xap/1.0/\0');
       assert.equal((await sharp(region).metadata()).xmpAsString, XMP);
       // Tiles carry no XMP.
       const tile = (await site.get(`FIF=icc.tif&QLT=75&JTL=${top},0`)).body;
-      assert.deepEqual(jpegMarkers(tile).slice(0, 2).map((m) => m.marker), [0xe0, 0xe2]);
+      assert.deepEqual(
+        jpegMarkers(tile)
+          .slice(0, 2)
+          .map((m) => m.marker),
+        [0xe0, 0xe2],
+      );
       assert.equal((await sharp(tile).metadata()).xmp, undefined);
       // Other region formats get the XMP from sharp.
       assert.equal((await sharp((await site.get('FIF=icc.tif&WID=200&CVT=png')).body).metadata()).xmpAsString, XMP);
@@ -356,7 +415,13 @@ describe('output formats', () => {
 
     it('not after CMP, CTW or COL=grey, nor in IIIF grey', async () => {
       const site = embedding();
-      for (const query of [`CMP=hot&JTL=${top},0`, `CTW=[0,1,0;1,0,0;0,0,1]&JTL=${top},0`, `COL=grey&JTL=${top},0`, 'CMP=jet&CVT=jpeg', 'COL=grey&WID=100&CVT=png']) {
+      for (const query of [
+        `CMP=hot&JTL=${top},0`,
+        `CTW=[0,1,0;1,0,0;0,0,1]&JTL=${top},0`,
+        `COL=grey&JTL=${top},0`,
+        'CMP=jet&CVT=jpeg',
+        'COL=grey&WID=100&CVT=png',
+      ]) {
         const response = await site.get(`FIF=icc.tif&${query}`);
         assert.equal(response.status, 200, query);
         assert.equal((await sharp(response.body).metadata()).icc, undefined, query);
@@ -371,7 +436,12 @@ describe('output formats', () => {
     });
 
     it('not with EMBED_ICC=0, MAX_ICC=0 or a MAX_ICC below the profile size; by default (65536) it is', async () => {
-      for (const env of <Array<Record<string, string>>>[{ EMBED_ICC: '0' }, { MAX_ICC: '0' }, { MAX_ICC: String(icc.length - 1) }, { EMBED_ICC: '0', MAX_ICC: '-1' }]) {
+      for (const env of <Array<Record<string, string>>>[
+        { EMBED_ICC: '0' },
+        { MAX_ICC: '0' },
+        { MAX_ICC: String(icc.length - 1) },
+        { EMBED_ICC: '0', MAX_ICC: '-1' },
+      ]) {
         const site = serverFor(prefix, env);
         for (const query of [`JTL=${top},0`, 'WID=100&CVT=jpeg', `PTL=${top},0`]) {
           assert.equal((await sharp((await site.get(`FIF=icc.tif&${query}`)).body).metadata()).icc, undefined, `${JSON.stringify(env)} ${query}`);
@@ -416,14 +486,23 @@ describe('output formats', () => {
     });
 
     it('a profile larger than one marker is split into numbered chunks that decoders join', async () => {
-      const jpeg = await sharp(source, { raw: { width: WIDTH, height: HEIGHT, channels: 3 } }).jpeg().toBuffer();
+      const jpeg = await sharp(source, { raw: { width: WIDTH, height: HEIGHT, channels: 3 } })
+        .jpeg()
+        .toBuffer();
       // A real profile with its declared size grown to 150 000 bytes (the tail is padding).
       const big = Buffer.alloc(150_000);
       icc.copy(big);
       big.writeUInt32BE(big.length, 0);
       const segments = iccSegments(big);
       assert.equal(segments.length, Math.ceil(big.length / ICC_CHUNK));
-      assert.deepEqual(segments.map((s) => [s[16], s[17]]), [[1, 3], [2, 3], [3, 3]]);
+      assert.deepEqual(
+        segments.map((s) => [s[16], s[17]]),
+        [
+          [1, 3],
+          [2, 3],
+          [3, 3],
+        ],
+      );
       assert.equal(segments[0]!.readUInt16BE(2), 65535);
       const embedded = embedInJpeg(jpeg, big, null);
       assert.ok((await sharp(embedded).metadata()).icc?.equals(big));

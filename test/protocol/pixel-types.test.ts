@@ -94,18 +94,66 @@ before(async () => {
   // Float with SMin/SMax -10..20 (deflate, floating-point predictor); row 0 starts with NaN,
   // +Inf, -Inf, far above and far below.
   const specials = [NaN, Infinity, -Infinity, 1e6, -1e6];
-  write('float-minmax.tif', { ...tiled, predictor: 3, channels: 1, bits: 32, kind: 'float', smin: [-10], smax: [20] }, image(1, (x, y) => (y === 0 && x < 5 ? specials[x]! : mid(ramp(x, y), -10, 20))));
-  write('float-minmax-be.tif', { channels: 1, bits: 32, kind: 'float', smin: [-10], smax: [20], bigEndian: true }, image(1, (x, y) => mid(ramp(x, y), -10, 20)));
-  write('float.tif', { channels: 1, bits: 32, kind: 'float' }, image(1, (x, y) => mid(ramp(x, y), 0, 1)));
-  write('float-flat.tif', { channels: 1, bits: 32, kind: 'float', smin: [5], smax: [5] }, image(1, (x) => [4, 5, 5.001, 6][x % 4]!));
-  write('float-rgb.tif', { ...tiled, channels: 3, bits: 32, kind: 'float', smin: [0, -1, 100], smax: [1, 1, 200] }, image(3, (x, y, c) => mid((x + 50 * c) % 255, [0, -1, 100][c]!, [1, 1, 200][c]!)));
-  write('float-rgb-planes.tif', { ...tiled, planar: 2, channels: 3, bits: 32, kind: 'float', smin: [0, -1, 100], smax: [1, 1, 200] }, image(3, (x, y, c) => mid((x + 50 * c) % 255, [0, -1, 100][c]!, [1, 1, 200][c]!)));
-  write('rgb8-planes.tif', { ...tiled, planar: 2, channels: 3, bits: 8 }, image(3, (x, y, c) => (x + y * c) % 256));
-  write('int16.tif', { ...tiled, predictor: 2, channels: 1, bits: 16, kind: 'int' }, image(1, (x, y) => (x - 150) * 200 + y));
-  write('int16-be.tif', { channels: 1, bits: 16, kind: 'int', bigEndian: true }, image(1, (x, y) => (x - 150) * 200 + y));
-  write('int8.tif', { channels: 1, bits: 8, kind: 'int' }, image(1, (x) => Math.round((x - 150) * 0.8)));
-  write('uint32.tif', { ...tiled, predictor: 2, channels: 1, bits: 32 }, image(1, (x, y) => x * 14_000_000 + y));
-  write('int32.tif', { channels: 1, bits: 32, kind: 'int' }, image(1, (x, y) => (x - 150) * 14_000_000 + y));
+  write(
+    'float-minmax.tif',
+    { ...tiled, predictor: 3, channels: 1, bits: 32, kind: 'float', smin: [-10], smax: [20] },
+    image(1, (x, y) => (y === 0 && x < 5 ? specials[x]! : mid(ramp(x, y), -10, 20))),
+  );
+  write(
+    'float-minmax-be.tif',
+    { channels: 1, bits: 32, kind: 'float', smin: [-10], smax: [20], bigEndian: true },
+    image(1, (x, y) => mid(ramp(x, y), -10, 20)),
+  );
+  write(
+    'float.tif',
+    { channels: 1, bits: 32, kind: 'float' },
+    image(1, (x, y) => mid(ramp(x, y), 0, 1)),
+  );
+  write(
+    'float-flat.tif',
+    { channels: 1, bits: 32, kind: 'float', smin: [5], smax: [5] },
+    image(1, (x) => [4, 5, 5.001, 6][x % 4]!),
+  );
+  write(
+    'float-rgb.tif',
+    { ...tiled, channels: 3, bits: 32, kind: 'float', smin: [0, -1, 100], smax: [1, 1, 200] },
+    image(3, (x, y, c) => mid((x + 50 * c) % 255, [0, -1, 100][c]!, [1, 1, 200][c]!)),
+  );
+  write(
+    'float-rgb-planes.tif',
+    { ...tiled, planar: 2, channels: 3, bits: 32, kind: 'float', smin: [0, -1, 100], smax: [1, 1, 200] },
+    image(3, (x, y, c) => mid((x + 50 * c) % 255, [0, -1, 100][c]!, [1, 1, 200][c]!)),
+  );
+  write(
+    'rgb8-planes.tif',
+    { ...tiled, planar: 2, channels: 3, bits: 8 },
+    image(3, (x, y, c) => (x + y * c) % 256),
+  );
+  write(
+    'int16.tif',
+    { ...tiled, predictor: 2, channels: 1, bits: 16, kind: 'int' },
+    image(1, (x, y) => (x - 150) * 200 + y),
+  );
+  write(
+    'int16-be.tif',
+    { channels: 1, bits: 16, kind: 'int', bigEndian: true },
+    image(1, (x, y) => (x - 150) * 200 + y),
+  );
+  write(
+    'int8.tif',
+    { channels: 1, bits: 8, kind: 'int' },
+    image(1, (x) => Math.round((x - 150) * 0.8)),
+  );
+  write(
+    'uint32.tif',
+    { ...tiled, predictor: 2, channels: 1, bits: 32 },
+    image(1, (x, y) => x * 14_000_000 + y),
+  );
+  write(
+    'int32.tif',
+    { channels: 1, bits: 32, kind: 'int' },
+    image(1, (x, y) => (x - 150) * 14_000_000 + y),
+  );
   // An elevation model of -1000..1000 without a range, with SMin/SMax -1000/1000 as doubles, as
   // SSHORT (libtiff's way) and as SHORT (the bits of -1000).
   const demSamples = image(1, dem);
@@ -114,20 +162,44 @@ before(async () => {
   write('dem-sshort.tif', { ...tiled, channels: 1, bits: 16, kind: 'int', smin: [-1000], smax: [1000], rangeType: 8, bigEndian: true }, demSamples);
   write('dem-short.tif', { ...tiled, channels: 1, bits: 16, kind: 'int', smin: [-1000], smax: [1000], rangeType: 3 }, demSamples);
   write('dem-depth.tif', { ...tiled, channels: 1, bits: 16, kind: 'int', smin: [-1000], smax: [0], rangeType: 8 }, demSamples);
-  write('band5.tif', { ...tiled, channels: 5, bits: 8, photometric: 1 }, image(5, (x, y, c) => (x + y + 40 * c) % 256));
-  write('band5-16.tif', { ...tiled, channels: 5, bits: 16, photometric: 1 }, image(5, (x, y, c) => x * 100 + y + 1000 * c));
-  write('grey-alpha.tif', { channels: 2, bits: 8, photometric: 1, extraSamples: [2] }, image(2, (x, y, c) => (c === 0 ? ramp(x, y) : 77)));
+  write(
+    'band5.tif',
+    { ...tiled, channels: 5, bits: 8, photometric: 1 },
+    image(5, (x, y, c) => (x + y + 40 * c) % 256),
+  );
+  write(
+    'band5-16.tif',
+    { ...tiled, channels: 5, bits: 16, photometric: 1 },
+    image(5, (x, y, c) => x * 100 + y + 1000 * c),
+  );
+  write(
+    'grey-alpha.tif',
+    { channels: 2, bits: 8, photometric: 1, extraSamples: [2] },
+    image(2, (x, y, c) => (c === 0 ? ramp(x, y) : 77)),
+  );
   const checker = (x: number, y: number) => ((x >> 3) + (y >> 3)) & 1;
   write('bilevel.tif', { channels: 1, bits: 1, photometric: 1 }, image(1, checker));
   write('bilevel-white.tif', { channels: 1, bits: 1, photometric: 0 }, image(1, checker));
   // CIELAB: L over x, a over y, b fixed, in the TIFF encodings (8-bit L/2.55 + signed bytes; 16-bit L/655.35 + signed 1/256).
   const labL = (x: number) => Math.floor((x * 255) / (W - 1));
   const labA = (y: number) => Math.round(y * 1.2) - 120;
-  write('lab8.tif', { channels: 3, bits: 8, photometric: 8 }, image(3, (x, y, c) => [labL(x), labA(y) & 0xff, 40][c]!));
-  write('lab16.tif', { ...tiled, channels: 3, bits: 16, photometric: 8 }, image(3, (x, y, c) => [labL(x) * 257, (labA(y) * 256) & 0xffff, 40 * 256][c]!));
+  write(
+    'lab8.tif',
+    { channels: 3, bits: 8, photometric: 8 },
+    image(3, (x, y, c) => [labL(x), labA(y) & 0xff, 40][c]!),
+  );
+  write(
+    'lab16.tif',
+    { ...tiled, channels: 3, bits: 16, photometric: 8 },
+    image(3, (x, y, c) => [labL(x) * 257, (labA(y) * 256) & 0xffff, 40 * 256][c]!),
+  );
   // The same colours through libtiff's own LZW and PackBits.
   if (which('tiffcp')) {
-    for (const [name, compression] of [['lzw', 'lzw'], ['lzw2', 'lzw:2'], ['packbits', 'packbits']]) {
+    for (const [name, compression] of [
+      ['lzw', 'lzw'],
+      ['lzw2', 'lzw:2'],
+      ['packbits', 'packbits'],
+    ]) {
       execFileSync('tiffcp', ['-c', compression, path.join(dir, 'int16-be.tif'), path.join(dir, `int16-${name}.tif`)]);
       execFileSync('tiffcp', ['-c', compression, path.join(dir, 'band5-16.tif'), path.join(dir, `band5-16-${name}.tif`)]);
     }
@@ -164,23 +236,37 @@ describe('samples as stored', () => {
     });
   }
 
-  it("libvips' float TIFFs: deflate with the horizontal (its default) and floating-point predictors", { skip: which('vips') ? false : 'vips not installed' }, async () => {
-    for (const predictor of ['horizontal', 'float']) {
-      const file = path.join(dir, `vips-float-${predictor}.tif`);
-      execFileSync('vips', ['tiffsave', path.join(dir, 'float-minmax-be.tif'), file, '--tile', '--pyramid', '--compression', 'deflate', '--predictor', predictor]);
-      const source = await TiffSource.open(file, 'x');
-      try {
-        // vips writes SampleFormat in IFD 0 only: the smaller levels are float all the same.
-        assert.ok(source.description.levels.length > 1);
-        assert.equal((await source.samples(1, { left: 0, top: 0, width: 10, height: 10 })).data.constructor.name, 'Float32Array');
-        const samples = await source.samples(0, { left: 0, top: 0, width: W, height: H });
-        assert.equal(samples.data.constructor.name, 'Float32Array');
-        for (let i = 0; i < W * H; i += 13) assert.equal(samples.data[i], Math.fround(mid(ramp(i % W, Math.floor(i / W)), -10, 20)), `${predictor} ${i}`);
-      } finally {
-        await source.close();
+  it(
+    "libvips' float TIFFs: deflate with the horizontal (its default) and floating-point predictors",
+    { skip: which('vips') ? false : 'vips not installed' },
+    async () => {
+      for (const predictor of ['horizontal', 'float']) {
+        const file = path.join(dir, `vips-float-${predictor}.tif`);
+        execFileSync('vips', [
+          'tiffsave',
+          path.join(dir, 'float-minmax-be.tif'),
+          file,
+          '--tile',
+          '--pyramid',
+          '--compression',
+          'deflate',
+          '--predictor',
+          predictor,
+        ]);
+        const source = await TiffSource.open(file, 'x');
+        try {
+          // vips writes SampleFormat in IFD 0 only: the smaller levels are float all the same.
+          assert.ok(source.description.levels.length > 1);
+          assert.equal((await source.samples(1, { left: 0, top: 0, width: 10, height: 10 })).data.constructor.name, 'Float32Array');
+          const samples = await source.samples(0, { left: 0, top: 0, width: W, height: H });
+          assert.equal(samples.data.constructor.name, 'Float32Array');
+          for (let i = 0; i < W * H; i += 13) assert.equal(samples.data[i], Math.fround(mid(ramp(i % W, Math.floor(i / W)), -10, 20)), `${predictor} ${i}`);
+        } finally {
+          await source.close();
+        }
       }
-    }
-  });
+    },
+  );
 
   for (const name of ['lzw', 'lzw2', 'packbits']) {
     it(`libtiff's ${name}: 16-bit signed and 5-band 16-bit read back exactly`, { skip: which('tiffcp') ? false : 'tiffcp not installed' }, async () => {
@@ -293,7 +379,11 @@ describe('integer data wider than 8 bits, and signed data', () => {
       ['dem-depth.tif', -1000, 0, [0, 127, 255, 255, 255]],
     ];
     for (const [file, min, max, points] of cases) {
-      assert.deepEqual(DEM_POINTS.map((v) => norm(v, min, max)), points, `${file}: the formula`);
+      assert.deepEqual(
+        DEM_POINTS.map((v) => norm(v, min, max)),
+        points,
+        `${file}: the formula`,
+      );
       const tile = await pixels(`FIF=${file}&PTL=1,0`);
       assert.deepEqual([...tile.data.subarray(0, 5)], points, `${file}: PTL`);
       assertPixels(tile, 0, 0, (x, y) => [norm(dem(x, y), min, max)], `${file}: PTL`);
@@ -306,11 +396,17 @@ describe('integer data wider than 8 bits, and signed data', () => {
 
   it('signed data through the table path (CNT, GAM, CMP, CNV) gives the per-pixel arithmetic (CTW)', async () => {
     const p = await pixels('FIF=int16.tif&CNT=1.3&GAM=0.6&PTL=1,0');
-    assertPixels(p, 0, 0, (x, y) => {
-      const v = f(f(f((x - 150) * 200 + y) - -32768) * f(1 / 65535));
-      const out = f(f(f(v ** f(0.6)) * 255) * f(1.3));
-      return [out >= 255 ? 255 : Math.trunc(out)];
-    }, 'CNT+GAM');
+    assertPixels(
+      p,
+      0,
+      0,
+      (x, y) => {
+        const v = f(f(f((x - 150) * 200 + y) - -32768) * f(1 / 65535));
+        const out = f(f(f(v ** f(0.6)) * 255) * f(1.3));
+        return [out >= 255 ? 255 : Math.trunc(out)];
+      },
+      'CNT+GAM',
+    );
     // A one-band twist of weight 1 is the identity but takes the per-pixel path.
     for (const file of ['dem-range.tif', 'int8.tif']) {
       for (const query of ['INV&PTL=1,0', 'CMP=jet&PTL=1,0', 'CNV=sharpen&PTL=1,0']) {
@@ -387,7 +483,10 @@ describe('1-bit data', () => {
     assertPixels(await pixels('FIF=bilevel-white.tif&INV&PTL=1,0'), 0, 0, (x, y) => [checker(x, y) ? 255 : 0], 'INV');
   });
   it('CCITT G4 (decoded by libvips): the same', { skip: which('tiffcp') ? false : 'tiffcp not installed' }, async () => {
-    for (const [file, one] of [['bilevel', 255], ['bilevel-white', 0]] as const) {
+    for (const [file, one] of [
+      ['bilevel', 255],
+      ['bilevel-white', 0],
+    ] as const) {
       execFileSync('tiffcp', ['-c', 'g4', path.join(dir, `${file}.tif`), path.join(dir, `${file}-g4.tif`)]);
       assertPixels(await pixels(`FIF=${file}-g4.tif&PTL=1,0`), 0, 0, (x, y) => [checker(x, y) ? one : 255 - one], file);
       assertPixels(await pixels(`FIF=${file}-g4.tif&CNT=1.5&PTL=1,1`), 256, 0, (x, y) => [checker(x, y) ? one : 255 - one], `${file} CNT`);
@@ -404,7 +503,8 @@ describe('CIELAB', () => {
         const want = expected(left + x, top + y);
         for (let c = 0; c < 3; c++) {
           const got = p.data[(y * p.width + x) * 3 + c]!;
-          if (Math.abs(got - want[c]!) > 1) assert.fail(`${what}: pixel ${left + x},${top + y} is ${[...p.data.subarray((y * p.width + x) * 3, (y * p.width + x) * 3 + 3)]}, expected ${want}`);
+          if (Math.abs(got - want[c]!) > 1)
+            assert.fail(`${what}: pixel ${left + x},${top + y} is ${[...p.data.subarray((y * p.width + x) * 3, (y * p.width + x) * 3 + 3)]}, expected ${want}`);
         }
       }
     }
@@ -428,14 +528,20 @@ describe('CIELAB', () => {
   it('an RGB image through 8 and 16-bit CIELAB TIFFs renders close to the original', async () => {
     const rgb = Buffer.alloc(W * H * 3);
     for (let i = 0; i < W * H; i++) rgb.set([(i % W) % 256, Math.floor(i / W), (i * 7) % 256], i * 3);
-    const { data } = await sharp(rgb, { raw: { width: W, height: H, channels: 3 } }).toColourspace('lab').raw({ depth: 'float' }).toBuffer({ resolveWithObject: true });
+    const { data } = await sharp(rgb, { raw: { width: W, height: H, channels: 3 } })
+      .toColourspace('lab')
+      .raw({ depth: 'float' })
+      .toBuffer({ resolveWithObject: true });
     const lab = new Float32Array(data.buffer, data.byteOffset, data.length / 4);
     const clamp = (v: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.round(v)));
     const lab8 = Array.from(lab, (v, i) => (i % 3 === 0 ? clamp(v * 2.55, 0, 255) : clamp(v, -128, 127) & 0xff));
     const lab16 = Array.from(lab, (v, i) => (i % 3 === 0 ? clamp(v * 655.35, 0, 65535) : clamp(v * 256, -32768, 32767) & 0xffff));
     write('photo-lab8.tif', { channels: 3, bits: 8, photometric: 8 }, lab8);
     write('photo-lab16.tif', { compression: 'deflate', channels: 3, bits: 16, photometric: 8 }, lab16);
-    for (const [file, tolerance] of [['photo-lab8.tif', 2], ['photo-lab16.tif', 1]] as const) {
+    for (const [file, tolerance] of [
+      ['photo-lab8.tif', 2],
+      ['photo-lab16.tif', 1],
+    ] as const) {
       const p = await pixels(`FIF=${file}&WID=300&CVT=png`);
       let sum = 0;
       for (let i = 0; i < p.data.length; i++) sum += Math.abs(p.data[i]! - rgb[i]!);
@@ -467,7 +573,11 @@ describe('TIL', () => {
 
 describe('what cannot be decoded', () => {
   it('a damaged deflate tile: a 404 naming the tile, the server goes on', async () => {
-    const file = write('damaged.tif', { compression: 'deflate', channels: 1, bits: 16, kind: 'int' }, image(1, (x) => x));
+    const file = write(
+      'damaged.tif',
+      { compression: 'deflate', channels: 1, bits: 16, kind: 'int' },
+      image(1, (x) => x),
+    );
     const bytes = readFileSync(file);
     // The first tile's data starts right after the 8-byte header: break its zlib header.
     bytes.fill(0xff, 8, 40);

@@ -69,7 +69,8 @@ const NORMALS: Array<[number, number, number]> = [
 ];
 const NORMALS_WIDTH = 301;
 const NORMALS_HEIGHT = 203;
-const normalAt = (x: number, y: number): [number, number, number] => (x === 0 && y === 0 ? NORMALS[3]! : NORMALS[Math.min(2, Math.floor((3 * x) / NORMALS_WIDTH))]!);
+const normalAt = (x: number, y: number): [number, number, number] =>
+  x === 0 && y === 0 ? NORMALS[3]! : NORMALS[Math.min(2, Math.floor((3 * x) / NORMALS_WIDTH))]!;
 
 before(async () => {
   const dir = tempDir();
@@ -78,26 +79,46 @@ before(async () => {
   await greyImage(W, H, ramp8).tiff(tiled).toFile(file('ramp8.tif'));
   const wide = new Uint16Array(W * H);
   for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) wide[y * W + x] = ramp16(x);
-  await sharp(wide, { raw: { width: W, height: H, channels: 1 } }).toColourspace('grey16').tiff(tiled).toFile(file('ramp16.tif'));
-  await sharp(new Uint16Array(W * H).fill(1000), { raw: { width: W, height: H, channels: 1 } }).toColourspace('grey16').tiff(tiled).toFile(file('const16.tif'));
+  await sharp(wide, { raw: { width: W, height: H, channels: 1 } })
+    .toColourspace('grey16')
+    .tiff(tiled)
+    .toFile(file('ramp16.tif'));
+  await sharp(new Uint16Array(W * H).fill(1000), { raw: { width: W, height: H, channels: 1 } })
+    .toColourspace('grey16')
+    .tiff(tiled)
+    .toFile(file('const16.tif'));
   // 512 x 512 in four quadrants: the smallest level (256 x 256, one tile) holds a quarter of each.
-  await greyImage(512, 512, (x, y) => QUADRANTS[(y < 256 ? 0 : 2) + (x < 256 ? 0 : 1)]!).tiff(tiled).toFile(file('quads.tif'));
+  await greyImage(512, 512, (x, y) => QUADRANTS[(y < 256 ? 0 : 2) + (x < 256 ? 0 : 1)]!)
+    .tiff(tiled)
+    .toFile(file('quads.tif'));
   await rgbImage(W, H, (x, y) => {
     const v = bimodal(x, y);
     return [v, v, v];
-  }).tiff(tiled).toFile(file('bimodal.tif'));
+  })
+    .tiff(tiled)
+    .toFile(file('bimodal.tif'));
   await rgbImage(NORMALS_WIDTH, NORMALS_HEIGHT, normalAt)
     .tiff({ ...tiled, tileWidth: 128, tileHeight: 128 })
     .toFile(file('normals.tif'));
-  await greyImage(W, 50, (x) => (x < 100 ? 0 : 40)).tiff(tiled).toFile(file('step.tif'));
-  await greyImage(W, 50, (x) => (x < 100 ? 40 : 0)).tiff(tiled).toFile(file('stepdown.tif'));
-  await greyImage(W, 50, (x) => (x < 100 ? 0 : 200)).tiff(tiled).toFile(file('step200.tif'));
-  await rgbImage(W, H, () => [10, 20, 30]).tiff(tiled).toFile(file('rgb.tif'));
+  await greyImage(W, 50, (x) => (x < 100 ? 0 : 40))
+    .tiff(tiled)
+    .toFile(file('step.tif'));
+  await greyImage(W, 50, (x) => (x < 100 ? 40 : 0))
+    .tiff(tiled)
+    .toFile(file('stepdown.tif'));
+  await greyImage(W, 50, (x) => (x < 100 ? 0 : 200))
+    .tiff(tiled)
+    .toFile(file('step200.tif'));
+  await rgbImage(W, H, () => [10, 20, 30])
+    .tiff(tiled)
+    .toFile(file('rgb.tif'));
   let seed = 7;
   await rgbImage(W, H, () => {
     seed = (seed * 1103515245 + 12345) % 2147483648;
     return [seed % 256, (seed >> 8) % 256, (seed >> 16) % 256];
-  }).tiff(tiled).toFile(file('noise.tif'));
+  })
+    .tiff(tiled)
+    .toFile(file('noise.tif'));
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir + '/', MAX_IMAGE_CACHE_SIZE: '10' });
   const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: '' }, cacheBytes: config.maxImageCacheBytes });
   const router = createRouter({ config, engine, log: silentLog });
@@ -130,7 +151,10 @@ describe('the histogram algorithms', () => {
     const histogram = new Uint32Array(256);
     for (const v of QUADRANTS) histogram[v] = 2500;
     const table = equalisationTable(histogram, 10000);
-    assert.deepEqual([table[0], table[9], table[10], table[15], table[20], table[30], table[199], table[200], table[255]], [0, 0, 64, 64, 127, 191, 191, 255, 255]);
+    assert.deepEqual(
+      [table[0], table[9], table[10], table[15], table[20], table[30], table[199], table[200], table[255]],
+      [0, 0, 64, 64, 127, 191, 191, 255, 255],
+    );
     // A 1-pixel output: the subtracted minimum is the whole first bin.
     assert.deepEqual([equalisationTable(histogram, 1)[10], equalisationTable(histogram, 1)[20]], [0, 64]);
   });
@@ -166,30 +190,56 @@ describe('CNT=st: the histogram range stretched to the full 8 bits', () => {
 describe('CNT=eq: histogram equalisation', () => {
   it('each quadrant of the full resolution through the table of the whole image', async () => {
     // Full-resolution tiles are one quadrant each: 65536 pixels, cdf 16384 per quadrant.
-    for (const [tile, expected] of [[0, 64], [1, 127], [2, 191], [3, 255]] as const) {
+    for (const [tile, expected] of [
+      [0, 64],
+      [1, 127],
+      [2, 191],
+      [3, 255],
+    ] as const) {
       const image = await pixels(`FIF=quads.tif&CNT=eq&PTL=1,${tile}`);
-      assert.ok(image.data.every((v) => v === expected), `tile ${tile}: expected all ${expected}`);
+      assert.ok(
+        image.data.every((v) => v === expected),
+        `tile ${tile}: expected all ${expected}`,
+      );
     }
   });
   it('the smallest level comes out flat: a quarter each of 64, 127, 191, 255', async () => {
     const image = await pixels('FIF=quads.tif&CNT=eq&PTL=0,0');
     const counts = new Map<number, number>();
     for (const v of image.data) counts.set(v, (counts.get(v) ?? 0) + 1);
-    assert.deepEqual([...counts.entries()].sort((a, b) => a[0] - b[0]), [64, 127, 191, 255].map((v) => [v, 65536 / 4]));
+    assert.deepEqual(
+      [...counts.entries()].sort((a, b) => a[0] - b[0]),
+      [64, 127, 191, 255].map((v) => [v, 65536 / 4]),
+    );
   });
-  it('on a region, after the resize: every value is one of the table\'s', async () => {
+  it("on a region, after the resize: every value is one of the table's", async () => {
     const image = await pixels('FIF=quads.tif&CNT=eq&WID=100&CVT=png');
     assert.equal(image.width, 100);
     const values = new Set(image.data);
     // Resizing blends the quadrants' edges; equalising afterwards maps the blends onto the table.
-    assert.ok([...values].every((v) => [0, 64, 127, 191, 255].includes(v)), `values ${[...values].sort((a, b) => a - b).join(',')}`);
-    assert.ok(values.size >= 4, `values ${[...values].join(",")}`);
+    assert.ok(
+      [...values].every((v) => [0, 64, 127, 191, 255].includes(v)),
+      `values ${[...values].sort((a, b) => a - b).join(',')}`,
+    );
+    assert.ok(values.size >= 4, `values ${[...values].join(',')}`);
   });
   it('the histogram is read once per open file, and afresh when the file is replaced', async () => {
     const engine = new Engine({ paths: { prefix: imagesDirectory + '/', suffix: '' }, cacheBytes: 0 });
     const name = 'quads-replaced.tif';
-    await greyImage(512, 512, (x, y) => QUADRANTS[(y < 256 ? 0 : 2) + (x < 256 ? 0 : 1)]!).tiff(tiled).toFile(path.join(imagesDirectory, name));
-    const request = (tile: number) => ({ level: 0, col: tile % 2, row: Math.floor(tile / 2), format: 'png' as const, quality: 75, passthrough: false, rotation: 0, mirror: false, processing: { ...NO_PROCESSING, equalise: true } });
+    await greyImage(512, 512, (x, y) => QUADRANTS[(y < 256 ? 0 : 2) + (x < 256 ? 0 : 1)]!)
+      .tiff(tiled)
+      .toFile(path.join(imagesDirectory, name));
+    const request = (tile: number) => ({
+      level: 0,
+      col: tile % 2,
+      row: Math.floor(tile / 2),
+      format: 'png' as const,
+      quality: 75,
+      passthrough: false,
+      rotation: 0,
+      mirror: false,
+      processing: { ...NO_PROCESSING, equalise: true },
+    });
     const image = await engine.openImage(name);
     let smallestReads = 0;
     const samples = image.source.samples.bind(image.source);
@@ -201,7 +251,9 @@ describe('CNT=eq: histogram equalisation', () => {
     assert.equal(smallestReads, 1);
     assert.equal((await decodePixels(await engine.tile(image, request(0)))).data[0], 64);
     // The same name, other values (three quarters 10) and a later time: a new histogram.
-    await greyImage(512, 512, (x, y) => (x >= 256 && y >= 256 ? 200 : 10)).tiff(tiled).toFile(path.join(imagesDirectory, name));
+    await greyImage(512, 512, (x, y) => (x >= 256 && y >= 256 ? 200 : 10))
+      .tiff(tiled)
+      .toFile(path.join(imagesDirectory, name));
     utimesSync(path.join(imagesDirectory, name), new Date(), new Date(Date.now() + 5000));
     const replaced = await decodePixels(await engine.tile(await engine.openImage(name), request(0)));
     assert.equal(replaced.data[0], 191);
@@ -246,10 +298,16 @@ function expectedShade(rgb: [number, number, number], azimuth: number, elevation
 }
 
 describe('SHD: hill shading of a normal map', () => {
-  it('a plane facing the viewer, lit from 12 o\'clock straight above: 89', () => {
+  it("a plane facing the viewer, lit from 12 o'clock straight above: 89", () => {
     assert.equal(expectedShade([128, 128, 255], 0, 90), 89);
   });
-  for (const [azimuth, elevation] of [[0, 90], [90, 45], [270, 30], [135, 0], [200, 60]]) {
+  for (const [azimuth, elevation] of [
+    [0, 90],
+    [90, 45],
+    [270, 30],
+    [135, 0],
+    [200, 60],
+  ]) {
     it(`SHD=${azimuth},${elevation}: one band, every pixel by the formula, on every tile (odd edge tiles too)`, async () => {
       // Full resolution is level 2 here (301 x 203 in 128-pixel tiles: 3 x 2, the last 45 x 75).
       for (let tile = 0; tile < 6; tile++) {
@@ -374,7 +432,7 @@ describe('CNV: convolution', () => {
   });
 });
 
-describe('commands combined, in iipsrv\'s order', () => {
+describe("commands combined, in iipsrv's order", () => {
   it('MINMAX, GAM, INV, CMP, then contrast: 1000 of 0..2000 -> 0.5 -> 0.25 -> 0.75 -> hot (1, 1, 0.25) x 2', async () => {
     const image = await pixels('FIF=const16.tif&CNT=2&CMP=hot&INV&GAM=2&MINMAX=1:0,2000&PTL=0,0');
     assert.deepEqual([...image.data.subarray(0, 3)], [255, 255, 127]);

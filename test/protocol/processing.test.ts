@@ -37,7 +37,9 @@ before(async () => {
     .toFile(path.join(dir, 'grey16.tif'));
   const rgb = Buffer.alloc(300 * 200 * 3);
   for (let i = 0; i < rgb.length; i += 3) rgb.set([10, 20, 30], i);
-  await sharp(rgb, { raw: { width: 300, height: 200, channels: 3 } }).tiff(tiled).toFile(path.join(dir, 'rgb.tif'));
+  await sharp(rgb, { raw: { width: 300, height: 200, channels: 3 } })
+    .tiff(tiled)
+    .toFile(path.join(dir, 'rgb.tif'));
   for (const value of [64, 100, 128]) {
     await sharp(Buffer.alloc(300 * 200, value), { raw: { width: 300, height: 200, channels: 1 } })
       .toColourspace('b-w')
@@ -91,7 +93,7 @@ describe('processing commands on known values', () => {
     assert.deepEqual(await firstPixel('FIF=rgb.tif&CTW=[0,0,1;0,1,0;1,0,0]&PTL=0,0'), [30, 20, 10]);
     assert.deepEqual(await firstPixel('FIF=rgb.tif&CTW=%5B0.5,0.5,0%5D&PTL=0,0'), [15]);
   });
-  it('COL=grey: iipsrv\'s integer Rec.601 weights on RGB (10, 20, 30 -> 18), nothing on grey; junk 400', async () => {
+  it("COL=grey: iipsrv's integer Rec.601 weights on RGB (10, 20, 30 -> 18), nothing on grey; junk 400", async () => {
     assert.deepEqual(await firstPixel('FIF=rgb.tif&COL=grey&PTL=0,0'), [18]);
     assert.deepEqual(await firstPixel('FIF=rgb.tif&COL=gray&WID=50&CVT=png'), [18]);
     assert.deepEqual(await firstPixel('FIF=grey100.tif&COL=grey&PTL=0,0'), [100]);
@@ -122,7 +124,16 @@ describe('the band-by-band loop for 32-bit and float data', () => {
     for (const channels of [1, 3]) {
       const data = new Float32Array(pixels * channels).map((_, i) => (i % 97 === 0 ? special[i % special.length]! : random() * 300 - 20));
       const identity = Array.from({ length: channels }, (_, row) => Array.from({ length: channels }, (_, col) => (row === col ? 1 : 0)));
-      for (const extra of [{}, { contrast: 1.7 }, { gamma: 0.45 }, { gamma: 'log' as const }, { invert: true }, { colormap: 'jet' as const }, { colormap: 'hot' as const, gamma: 2, invert: true }, { ranges: [{ channel: 0, min: 10, max: 40 }] }]) {
+      for (const extra of [
+        {},
+        { contrast: 1.7 },
+        { gamma: 0.45 },
+        { gamma: 'log' as const },
+        { invert: true },
+        { colormap: 'jet' as const },
+        { colormap: 'hot' as const, gamma: 2, invert: true },
+        { ranges: [{ channel: 0, min: 10, max: 40 }] },
+      ]) {
         const p = { ...NO_PROCESSING, ...extra };
         const samples = { data, width: 64, height: 64, channels };
         const fast = processPixels(samples, [0, 0, 0], [255, 255, 255], p);

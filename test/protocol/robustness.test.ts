@@ -38,10 +38,35 @@ const ALLOWED = new Set([200, 303, 304, 400, 403, 404, 501]);
 
 let dir: string;
 
-const GOOD_IMAGES = ['rgb.tif', 'ms', 'grey16.tif', 'float.tif', 'int16.tif', 'band5.tif', 'lab8.tif', 'bilevel.tif', 'rgba.tif', 'ms_pyr_000_090.tif', ...(JP2_SKIP ? [] : ['image.jp2'])];
+const GOOD_IMAGES = [
+  'rgb.tif',
+  'ms',
+  'grey16.tif',
+  'float.tif',
+  'int16.tif',
+  'band5.tif',
+  'lab8.tif',
+  'bilevel.tif',
+  'rgba.tif',
+  'ms_pyr_000_090.tif',
+  ...(JP2_SKIP ? [] : ['image.jp2']),
+];
 /** Cut short (headers lost), not an image at all, or whole but with garbage pixel data. */
 const BROKEN_IMAGES = ['truncated.tif', 'text.tif', 'badjpeg.tif', 'baddeflate.tif', ...(JP2_SKIP ? [] : ['truncated.jp2', 'badcode.jp2'])];
-const NASTY_NAMES = ['missing.tif', '../etc/passwd', '..%2F..%2Fetc%2Fpasswd', '%00', 'rgb.tif%00.png', '%E2%98%83.tif', 'x'.repeat(3000) + '.tif', '/', '.', 'rgb.tif/', 'ms_pyr_999_090.tif', '%ZZ'];
+const NASTY_NAMES = [
+  'missing.tif',
+  '../etc/passwd',
+  '..%2F..%2Fetc%2Fpasswd',
+  '%00',
+  'rgb.tif%00.png',
+  '%E2%98%83.tif',
+  'x'.repeat(3000) + '.tif',
+  '/',
+  '.',
+  'rgb.tif/',
+  'ms_pyr_999_090.tif',
+  '%ZZ',
+];
 
 function samples(channels: number, f: (x: number, y: number, c: number) => number, width = W, height = H): Float64Array {
   const out = new Float64Array(width * height * channels);
@@ -62,17 +87,47 @@ function scramble(from: string, to: string, start: number, end: number): void {
 
 async function makeImages(): Promise<void> {
   await makePyramidTiff(path.join(dir, 'rgb.tif'), { width: 600, height: 400, tileSize: 256 });
-  write('grey16.tif', { channels: 1, bits: 16, compression: 'deflate', predictor: 2 }, samples(1, (x, y) => x * 200 + y));
-  write('float.tif', { channels: 1, bits: 32, kind: 'float', smin: [-10], smax: [20] }, samples(1, (x, y) => (x === 0 && y === 0 ? NaN : x / 10 - y / 20)));
-  write('int16.tif', { channels: 1, bits: 16, kind: 'int' }, samples(1, (x, y) => (x - 150) * 200 + y));
-  write('band5.tif', { channels: 5, bits: 8, photometric: 1 }, samples(5, (x, y, c) => (x + y + 40 * c) % 256));
-  write('lab8.tif', { channels: 3, bits: 8, photometric: 8 }, samples(3, (x, y, c) => [Math.floor((x * 255) / (W - 1)), (y - 100) & 0xff, 40][c]!));
-  write('bilevel.tif', { channels: 1, bits: 1, photometric: 1 }, samples(1, (x, y) => ((x >> 3) + (y >> 3)) & 1));
+  write(
+    'grey16.tif',
+    { channels: 1, bits: 16, compression: 'deflate', predictor: 2 },
+    samples(1, (x, y) => x * 200 + y),
+  );
+  write(
+    'float.tif',
+    { channels: 1, bits: 32, kind: 'float', smin: [-10], smax: [20] },
+    samples(1, (x, y) => (x === 0 && y === 0 ? NaN : x / 10 - y / 20)),
+  );
+  write(
+    'int16.tif',
+    { channels: 1, bits: 16, kind: 'int' },
+    samples(1, (x, y) => (x - 150) * 200 + y),
+  );
+  write(
+    'band5.tif',
+    { channels: 5, bits: 8, photometric: 1 },
+    samples(5, (x, y, c) => (x + y + 40 * c) % 256),
+  );
+  write(
+    'lab8.tif',
+    { channels: 3, bits: 8, photometric: 8 },
+    samples(3, (x, y, c) => [Math.floor((x * 255) / (W - 1)), (y - 100) & 0xff, 40][c]!),
+  );
+  write(
+    'bilevel.tif',
+    { channels: 1, bits: 1, photometric: 1 },
+    samples(1, (x, y) => ((x >> 3) + (y >> 3)) & 1),
+  );
   const rgba = Buffer.alloc(W * H * 4);
   for (let i = 0; i < W * H; i++) rgba.set([i % 256, (i >> 8) % 256, 99, i % 3 === 0 ? 0 : 255], i * 4);
-  await sharp(rgba, { raw: { width: W, height: H, channels: 4 } }).tiff({ tile: true, pyramid: true, tileWidth: 128, tileHeight: 128, compression: 'deflate' }).toFile(path.join(dir, 'rgba.tif'));
+  await sharp(rgba, { raw: { width: W, height: H, channels: 4 } })
+    .tiff({ tile: true, pyramid: true, tileWidth: 128, tileHeight: 128, compression: 'deflate' })
+    .toFile(path.join(dir, 'rgba.tif'));
   for (const band of [0, 400, 700]) {
-    write(`ms_pyr_${String(band).padStart(3, '0')}_090.tif`, { channels: 1, bits: 8 }, samples(1, (x, y) => (band / 10 + x + y) % 256));
+    write(
+      `ms_pyr_${String(band).padStart(3, '0')}_090.tif`,
+      { channels: 1, bits: 8 },
+      samples(1, (x, y) => (band / 10 + x + y) % 256),
+    );
   }
   const rgbBytes = readFileSync(path.join(dir, 'rgb.tif'));
   // The first tiles' data (JPEG in rgb.tif, deflate in grey16.tif, the codestream of the JP2)
@@ -96,7 +151,36 @@ type Rand = () => number;
 const pick = <T>(r: Rand, items: readonly T[]): T => items[Math.floor(r() * items.length)]!;
 const int = (r: Rand, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
 
-const BOUNDARY = ['0', '-1', '1e12', String(2 ** 53), String(2 ** 31), '-2147483649', 'NaN', 'Infinity', '-0', '0.5', '1.5e-300', '', ',', ',,,', '%2C', '%', '%ZZ', '%00', '%E2%98%83', '☃', 'é', '0x10', ' 1', '+1', '1,', 'abc', 'x'.repeat(4000), '9'.repeat(400)];
+const BOUNDARY = [
+  '0',
+  '-1',
+  '1e12',
+  String(2 ** 53),
+  String(2 ** 31),
+  '-2147483649',
+  'NaN',
+  'Infinity',
+  '-0',
+  '0.5',
+  '1.5e-300',
+  '',
+  ',',
+  ',,,',
+  '%2C',
+  '%',
+  '%ZZ',
+  '%00',
+  '%E2%98%83',
+  '☃',
+  'é',
+  '0x10',
+  ' 1',
+  '+1',
+  '1,',
+  'abc',
+  'x'.repeat(4000),
+  '9'.repeat(400),
+];
 
 /** Set for a part of the requests: every value plausible, so that they reach the deeper code. */
 let plausibleOnly = false;
@@ -115,7 +199,27 @@ function list(r: Rand, count: number, make: () => string): string {
   return parts.join(r() < 0.05 ? ',,' : ',');
 }
 
-const OBJECTS = ['IIP,1.0', 'IIP-server', 'Max-size', 'Tile-size', 'Resolution-number', 'Horizontal-views', 'Vertical-views', 'bits-per-channel', 'min-max-sample-values', 'colorspace,0,0', 'colorspace,1,0', 'colorspace,99,99', 'Xmp', 'summary-info', 'copyright', 'title', 'icc-profile', 'nonsense', 'IIP,9'];
+const OBJECTS = [
+  'IIP,1.0',
+  'IIP-server',
+  'Max-size',
+  'Tile-size',
+  'Resolution-number',
+  'Horizontal-views',
+  'Vertical-views',
+  'bits-per-channel',
+  'min-max-sample-values',
+  'colorspace,0,0',
+  'colorspace,1,0',
+  'colorspace,99,99',
+  'Xmp',
+  'summary-info',
+  'copyright',
+  'title',
+  'icc-profile',
+  'nonsense',
+  'IIP,9',
+];
 const IIP_FORMATS = ['jpeg', 'jpg', 'png', 'webp', 'avif', 'tiff', 'tif', 'JPEG', 'gif', 'bmp', ''];
 const KERNELS = ['sobel', 'prewitt', 'scharr', 'laplace', 'gaussian', 'sharpen', 'emboss', 'unknown'];
 
@@ -193,8 +297,53 @@ function iipQuery(r: Rand): string {
   return parts.join(r() < 0.02 ? '&&' : '&');
 }
 
-const REGIONS = ['full', 'square', '0,0,100,100', '10,20,300,200', '599,399,1,1', '0,0,0,0', '-1,0,10,10', '0,0,1e12,1e12', 'pct:0,0,50,50', 'pct:10,10,0.1,0.1', 'pct:-5,0,10,10', 'pct:0,0,200,200', 'pct:NaN,0,1,1', '1,2,3', '', ',,,', 'x', '%2C', String(2 ** 53) + ',0,1,1'];
-const SIZES = ['max', 'full', '^max', 'pct:50', 'pct:0', 'pct:200', '^pct:200', 'pct:1e12', '100,', ',100', '^5000,', '^1e12,', '100,100', '!100,100', '^!3000,3000', '0,', ',0', '-1,', 'x', '', ',', '%5E100,', '1,1', String(2 ** 53) + ','];
+const REGIONS = [
+  'full',
+  'square',
+  '0,0,100,100',
+  '10,20,300,200',
+  '599,399,1,1',
+  '0,0,0,0',
+  '-1,0,10,10',
+  '0,0,1e12,1e12',
+  'pct:0,0,50,50',
+  'pct:10,10,0.1,0.1',
+  'pct:-5,0,10,10',
+  'pct:0,0,200,200',
+  'pct:NaN,0,1,1',
+  '1,2,3',
+  '',
+  ',,,',
+  'x',
+  '%2C',
+  String(2 ** 53) + ',0,1,1',
+];
+const SIZES = [
+  'max',
+  'full',
+  '^max',
+  'pct:50',
+  'pct:0',
+  'pct:200',
+  '^pct:200',
+  'pct:1e12',
+  '100,',
+  ',100',
+  '^5000,',
+  '^1e12,',
+  '100,100',
+  '!100,100',
+  '^!3000,3000',
+  '0,',
+  ',0',
+  '-1,',
+  'x',
+  '',
+  ',',
+  '%5E100,',
+  '1,1',
+  String(2 ** 53) + ',',
+];
 const ROTATIONS = ['0', '90', '180', '270', '!0', '!90', '22.5', '-90', '360', '1e12', 'NaN', '!', '', 'x'];
 const QUALITIES = ['default', 'color', 'gray', 'grey', 'bitonal', 'native', 'x', ''];
 const IIIF_FORMATS = ['jpg', 'png', 'webp', 'tif', 'avif', 'gif', 'pdf', 'jp2', '', 'x'];
@@ -294,7 +443,14 @@ async function checkResponse(c: Case, response: PlainResponse, statuses: Map<num
   }
   if (response.status === 304) return;
   if (response.status !== 200) {
-    if (process.env.ROBUSTNESS_MESSAGES) console.log(`MSG ${response.status} ${response.body.subarray(0, 120).toString().replace(/[0-9]+/g, 'N').replace(/\s+/g, ' ')}`);
+    if (process.env.ROBUSTNESS_MESSAGES)
+      console.log(
+        `MSG ${response.status} ${response.body
+          .subarray(0, 120)
+          .toString()
+          .replace(/[0-9]+/g, 'N')
+          .replace(/\s+/g, ' ')}`,
+      );
     assert.ok(response.body.toString().trim().length > 3, `error without a message: ${where}`);
     return;
   }
@@ -317,7 +473,10 @@ async function checkResponse(c: Case, response: PlainResponse, statuses: Map<num
 }
 
 function summary(statuses: Map<number, number>): string {
-  return [...statuses.entries()].sort(([a], [b]) => a - b).map(([s, n]) => `${s}: ${n}`).join(', ');
+  return [...statuses.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([s, n]) => `${s}: ${n}`)
+    .join(', ');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,7 +643,12 @@ describe('protocol level: huge outputs are refused or bounded', () => {
   it('IIIF: ^1e12, sizes beyond MAX_CVT, tiny regions upscaled', async () => {
     const router = v3;
     const statuses = new Map<number, number>();
-    for (const p of ['/iiif/rgb.tif/full/^1e12,/0/default.jpg', '/iiif/rgb.tif/0,0,1,1/^5000,5000/0/default.png', '/iiif/rgb.tif/full/^pct:100000/0/default.jpg', '/iiif/rgb.tif/pct:0,0,0.01,0.01/^!5000,5000/0/default.jpg']) {
+    for (const p of [
+      '/iiif/rgb.tif/full/^1e12,/0/default.jpg',
+      '/iiif/rgb.tif/0,0,1,1/^5000,5000/0/default.png',
+      '/iiif/rgb.tif/full/^pct:100000/0/default.jpg',
+      '/iiif/rgb.tif/pct:0,0,0.01,0.01/^!5000,5000/0/default.jpg',
+    ]) {
       await run(router, { what: 'huge', path: p }, statuses);
     }
     assert.ok(!statuses.has(200) || statuses.get(200)! <= 4);
@@ -552,7 +716,13 @@ describe('daemon level: concurrent nasty requests', () => {
     port = await freePort();
     logfile = path.join(dir, 'daemon.log');
     daemon = await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '2'], {
-      env: { FILESYSTEM_PREFIX: dir + '/', MAX_CVT: String(FUZZ_MAX_CVT), URI_MAP: 'iiif=>IIIF deepzoom=>DeepZoom zoomify=>Zoomify', LOGFILE: logfile, VERBOSITY: '1' },
+      env: {
+        FILESYSTEM_PREFIX: dir + '/',
+        MAX_CVT: String(FUZZ_MAX_CVT),
+        URI_MAP: 'iiif=>IIIF deepzoom=>DeepZoom zoomify=>Zoomify',
+        LOGFILE: logfile,
+        VERBOSITY: '1',
+      },
       waitPort: port,
     });
   });
@@ -564,7 +734,11 @@ describe('daemon level: concurrent nasty requests', () => {
   it('answers ~200 of the nastiest requests, 8 at a time, and stays whole', async () => {
     const cases = nastiest(200);
     const pid = daemon!.child.pid!;
-    const workers = () => iipsrvProcesses(dir).filter((p) => p.pid !== pid && p.state !== 'Z').map((p) => p.pid).sort();
+    const workers = () =>
+      iipsrvProcesses(dir)
+        .filter((p) => p.pid !== pid && p.state !== 'Z')
+        .map((p) => p.pid)
+        .sort();
     await waitFor(async () => workers().length === 2, 10_000, 'two workers');
     const before = workers();
     const statuses = new Map<number, number>();
@@ -610,4 +784,3 @@ describe('daemon level: concurrent nasty requests', () => {
     await expectNoIipsrvLeft(dir, [pid, ...before]);
   });
 });
-

@@ -161,10 +161,16 @@ describe('image sequences, SPECTRA and PFL', () => {
 
   describe('finding a sequence and its views', () => {
     it('OBJ=Horizontal-views / Vertical-views list every view, sorted (multispectral, panorama, single image)', async () => {
-      assert.equal(text(await get('FIF=ms&OBJ=Horizontal-views&OBJ=Vertical-views&OBJ=Max-size')), '\r\nHorizontal-views:0 400 500 700\r\nVertical-views:90\r\nMax-size:600 400\r\n');
+      assert.equal(
+        text(await get('FIF=ms&OBJ=Horizontal-views&OBJ=Vertical-views&OBJ=Max-size')),
+        '\r\nHorizontal-views:0 400 500 700\r\nVertical-views:90\r\nMax-size:600 400\r\n',
+      );
       assert.equal(text(await get('FIF=pano&OBJ=Horizontal-views&OBJ=Vertical-views')), '\r\nHorizontal-views:0 10 20 1000\r\nVertical-views:0 45 90\r\n');
       // Whichever view is selected, the lists are the sequence's.
-      assert.equal(text(await get('FIF=pano&SDS=10,45&OBJ=Horizontal-views&OBJ=Vertical-views')), '\r\nHorizontal-views:0 10 20 1000\r\nVertical-views:0 45 90\r\n');
+      assert.equal(
+        text(await get('FIF=pano&SDS=10,45&OBJ=Horizontal-views&OBJ=Vertical-views')),
+        '\r\nHorizontal-views:0 10 20 1000\r\nVertical-views:0 45 90\r\n',
+      );
       assert.equal(text(await get('FIF=single.tif&SDS=10,45&OBJ=Horizontal-views&OBJ=Vertical-views')), '\r\nHorizontal-views:0\r\nVertical-views:90\r\n');
     });
 
@@ -214,7 +220,11 @@ describe('image sequences, SPECTRA and PFL', () => {
       }
       // If-Modified-Since is decided at FIF, against that time too.
       const since = { headers: { 'if-modified-since': httpDate(FIRST_MTIME) } };
-      const router = createRouter({ config: loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir }), engine: new Engine({ paths: { prefix: dir, suffix: '' } }), log: silentLog });
+      const router = createRouter({
+        config: loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir }),
+        engine: new Engine({ paths: { prefix: dir, suffix: '' } }),
+        log: silentLog,
+      });
       assert.equal((await router(plainRequest('FIF=pano&SDS=10,45&JTL=0,0', since))).status, 304);
       assert.equal((await router(plainRequest('FIF=pano&SDS=10,45&JTL=0,0', { headers: { 'if-modified-since': httpDate(FIRST_MTIME - 1) } }))).status, 200);
     });
@@ -262,15 +272,31 @@ describe('image sequences, SPECTRA and PFL', () => {
   });
 
   describe('SPECTRA', () => {
-    it('the value of one point in every band, normalised by 255 (8-bit) or 65535 (16-bit), in iipsrv\'s XML', async () => {
+    it("the value of one point in every band, normalised by 255 (8-bit) or 65535 (16-bit), in iipsrv's XML", async () => {
       // Resolution 2 is full size; tile 1 starts at x 256, so the point is (266, 20).
       const eight = await get('FIF=ms&SPECTRA=2,1,10,20');
       assert.equal(eight.status, 200);
       assert.equal(getHeader(eight.headers, 'content-type'), 'application/xml');
-      assert.equal(text(eight), spectraXml([[0, '0.196078'], [400, '0.352941'], [500, '0.392157'], [700, '0.470588']]));
+      assert.equal(
+        text(eight),
+        spectraXml([
+          [0, '0.196078'],
+          [400, '0.352941'],
+          [500, '0.392157'],
+          [700, '0.470588'],
+        ]),
+      );
       assert.equal(value8(400, 266, 20), 90, 'the test image: 90 / 255 = 0.352941');
       const sixteen = await get('FIF=m16&SPECTRA=2,1,10,20');
-      assert.equal(text(sixteen), spectraXml([[0, '0.029328'], [400, '0.639689'], [500, '0.792279'], [700, '0.097444']]));
+      assert.equal(
+        text(sixteen),
+        spectraXml([
+          [0, '0.029328'],
+          [400, '0.639689'],
+          [500, '0.792279'],
+          [700, '0.097444'],
+        ]),
+      );
       assert.equal(value16(400, 266, 20), 41922, 'the test image: 41922 / 65535 = 0.639689');
       // Single precision, as iipsrv: 182 / 255 = 0.7137254... prints as 0.713726.
       assert.equal(reflectance8(182), '0.713726');
@@ -301,7 +327,13 @@ describe('image sequences, SPECTRA and PFL', () => {
 
     it('32-bit floats and integers as stored, with six decimals', { skip: HAVE_VIPS ? false : 'vips not installed' }, async () => {
       // One level: resolution 0 is full size; tile 1 starts at x 256, so the point is (266, 20).
-      assert.equal(text(await get('FIF=fl&SPECTRA=0,1,10,20')), spectraXml([[0, '39.916668'], [400, '439.916656']]));
+      assert.equal(
+        text(await get('FIF=fl&SPECTRA=0,1,10,20')),
+        spectraXml([
+          [0, '39.916668'],
+          [400, '439.916656'],
+        ]),
+      );
       assert.equal(valueFloat(0, 266, 20).toFixed(6), '39.916668');
       // 3018620020 in single precision, as iipsrv prints it.
       assert.equal(text(await get('FIF=u32.tif&SPECTRA=0,1,10,20')), spectraXml([[0, '3018619904.000000']]));
@@ -327,20 +359,48 @@ describe('image sequences, SPECTRA and PFL', () => {
 
     it('a horizontal line (x2 excluded), every band, valid JSON with quoted band keys', async () => {
       const { raw, json } = await profile('FIF=ms&PFL=2:10,20-15,20');
-      assert.equal(raw, '{\n\t"profile": {\n\t\t"0": [50,51,52,53,54],\n\t\t"400": [90,91,92,93,94],\n\t\t"500": [100,101,102,103,104],\n\t\t"700": [120,121,122,123,124]\n\t}\n}');
-      assert.deepEqual(json.profile, perBand((b) => row(b, 10, 15, 20)));
+      assert.equal(
+        raw,
+        '{\n\t"profile": {\n\t\t"0": [50,51,52,53,54],\n\t\t"400": [90,91,92,93,94],\n\t\t"500": [100,101,102,103,104],\n\t\t"700": [120,121,122,123,124]\n\t}\n}',
+      );
+      assert.deepEqual(
+        json.profile,
+        perBand((b) => row(b, 10, 15, 20)),
+      );
       // Across tile boundaries, up to the right edge (x2 = width is allowed).
-      assert.deepEqual((await profile('FIF=ms&PFL=2:200,300-600,300')).json.profile, perBand((b) => row(b, 200, 600, 300)));
+      assert.deepEqual(
+        (await profile('FIF=ms&PFL=2:200,300-600,300')).json.profile,
+        perBand((b) => row(b, 200, 600, 300)),
+      );
     });
 
     it('a vertical line, a single point, and 16-bit values', async () => {
-      assert.deepEqual((await profile('FIF=ms&PFL=2:10,20-10,24')).json.profile, perBand((b) => column(b, 10, 20, 24)));
+      assert.deepEqual(
+        (await profile('FIF=ms&PFL=2:10,20-10,24')).json.profile,
+        perBand((b) => column(b, 10, 20, 24)),
+      );
       // x2 < x1 with y2 > y1 is vertical, from (x1, y1).
-      assert.deepEqual((await profile('FIF=ms&PFL=2:30,250-3,399')).json.profile, perBand((b) => column(b, 30, 250, 399)));
-      assert.deepEqual((await profile('FIF=ms&PFL=2:599,399')).json.profile, perBand((b) => [value8(b, 599, 399)]));
-      assert.deepEqual((await profile('FIF=ms&PFL=2:7,9-3,3')).json.profile, perBand((b) => [value8(b, 7, 9)]), 'neither: the start point');
-      assert.deepEqual((await profile('FIF=m16&PFL=2:250,20-260,20')).json.profile, perBand((b) => row(b, 250, 260, 20, value16)));
-      assert.deepEqual((await profile('FIF=m16&PFL=2:10,20-10,24')).json.profile, perBand((b) => column(b, 10, 20, 24, value16)));
+      assert.deepEqual(
+        (await profile('FIF=ms&PFL=2:30,250-3,399')).json.profile,
+        perBand((b) => column(b, 30, 250, 399)),
+      );
+      assert.deepEqual(
+        (await profile('FIF=ms&PFL=2:599,399')).json.profile,
+        perBand((b) => [value8(b, 599, 399)]),
+      );
+      assert.deepEqual(
+        (await profile('FIF=ms&PFL=2:7,9-3,3')).json.profile,
+        perBand((b) => [value8(b, 7, 9)]),
+        'neither: the start point',
+      );
+      assert.deepEqual(
+        (await profile('FIF=m16&PFL=2:250,20-260,20')).json.profile,
+        perBand((b) => row(b, 250, 260, 20, value16)),
+      );
+      assert.deepEqual(
+        (await profile('FIF=m16&PFL=2:10,20-10,24')).json.profile,
+        perBand((b) => column(b, 10, 20, 24, value16)),
+      );
     });
 
     it('a single image: one list; RGB gives every channel of every pixel', async () => {
@@ -357,9 +417,18 @@ describe('image sequences, SPECTRA and PFL', () => {
 
     it('32-bit: floats with nine decimals, integers in full', { skip: HAVE_VIPS ? false : 'vips not installed' }, async () => {
       const floats = await profile('FIF=fl&PFL=0:10,20-13,20');
-      assert.equal(floats.raw, '{\n\t"profile": {\n\t\t"0": [7.916666508,8.041666985,8.166666985],\n\t\t"400": [407.916656494,408.041656494,408.166656494]\n\t}\n}');
-      assert.deepEqual((floats.json.profile as Record<string, number[]>)['0']!.map((v) => Math.fround(v)), [10, 11, 12].map((x) => valueFloat(0, x, 20)));
-      assert.deepEqual((await profile('FIF=u32.tif&PFL=0:266,20-266,23')).json.profile, [20, 21, 22].map((y) => valueUint32(266, y)));
+      assert.equal(
+        floats.raw,
+        '{\n\t"profile": {\n\t\t"0": [7.916666508,8.041666985,8.166666985],\n\t\t"400": [407.916656494,408.041656494,408.166656494]\n\t}\n}',
+      );
+      assert.deepEqual(
+        (floats.json.profile as Record<string, number[]>)['0']!.map((v) => Math.fround(v)),
+        [10, 11, 12].map((x) => valueFloat(0, x, 20)),
+      );
+      assert.deepEqual(
+        (await profile('FIF=u32.tif&PFL=0:266,20-266,23')).json.profile,
+        [20, 21, 22].map((y) => valueUint32(266, y)),
+      );
     });
 
     it("lower resolutions read that level's samples", async () => {
@@ -370,7 +439,15 @@ describe('image sequences, SPECTRA and PFL', () => {
     });
 
     it('bad resolutions and points outside the image are 400s; no image is an IIP error', async () => {
-      for (const query of ['FIF=ms&PFL=3:0,0', 'FIF=ms&PFL=-1:5,5', 'FIF=ms&PFL=2:600,399', 'FIF=ms&PFL=2:0,400', 'FIF=ms&PFL=2:590,20-610,20', 'FIF=ms&PFL=2:5,20-5,401', 'FIF=ms&PFL=2:-5,5']) {
+      for (const query of [
+        'FIF=ms&PFL=3:0,0',
+        'FIF=ms&PFL=-1:5,5',
+        'FIF=ms&PFL=2:600,399',
+        'FIF=ms&PFL=2:0,400',
+        'FIF=ms&PFL=2:590,20-610,20',
+        'FIF=ms&PFL=2:5,20-5,401',
+        'FIF=ms&PFL=2:-5,5',
+      ]) {
         const response = await get(query);
         assert.equal(response.status, 400, query);
         assert.match(text(response), /^PFL: /, query);
@@ -502,7 +579,7 @@ describe('differential: sequences, SPECTRA and PFL against iipsrv 1.1', { skip: 
     }
   });
 
-  it("PFL: the same numbers as 1.1 (whose band keys are bare, so not JSON: quoted before comparing)", async () => {
+  it('PFL: the same numbers as 1.1 (whose band keys are bare, so not JSON: quoted before comparing)', async () => {
     const queries = [
       'FIF=ms&PFL=2:10,20-15,20',
       'FIF=ms&PFL=2:200,300-600,300',

@@ -73,7 +73,12 @@ async function sourceAt(name: Name, width: number, height: number): Promise<Pixe
 function crop(image: Pixels, left: number, top: number, width: number, height: number): Pixels {
   const data = Buffer.alloc(width * height * image.channels);
   for (let y = 0; y < height; y++) {
-    image.data.copy(data, y * width * image.channels, ((top + y) * image.width + left) * image.channels, ((top + y) * image.width + left + width) * image.channels);
+    image.data.copy(
+      data,
+      y * width * image.channels,
+      ((top + y) * image.width + left) * image.channels,
+      ((top + y) * image.width + left + width) * image.channels,
+    );
   }
   return { width, height, channels: image.channels, data };
 }
@@ -93,7 +98,8 @@ function assertLike(got: Pixels, expected: Pixels, what: string): void {
     for (let i = c; i < p.data.length; i += p.channels) sum += p.data[i]!;
     return sum / (p.width * p.height);
   };
-  for (let c = 0; c < got.channels; c++) assert.ok(Math.abs(mean(got, c) - mean(expected, c)) < 25, `${what}: channel ${c} mean ${mean(got, c).toFixed(0)} against ${mean(expected, c).toFixed(0)}`);
+  for (let c = 0; c < got.channels; c++)
+    assert.ok(Math.abs(mean(got, c) - mean(expected, c)) < 25, `${what}: channel ${c} mean ${mean(got, c).toFixed(0)} against ${mean(expected, c).toFixed(0)}`);
 }
 
 /** What OpenSeadragon's DziTileSource computes from a .dzi: levels 0..max, sizes rounded up. */
@@ -167,7 +173,10 @@ describe('DeepZoom tiles', () => {
             const w = Math.min(tile, size.width - col * tile);
             const h = Math.min(tile, size.height - row * tile);
             // Stored levels are the file's (rounded down where DeepZoom rounds up): 1 px either way.
-            assert.ok(Math.abs(got.width - w) <= 1 && Math.abs(got.height - h) <= 1, `level ${level} ${col}_${row}: ${got.width}x${got.height}, expected ${w}x${h}`);
+            assert.ok(
+              Math.abs(got.width - w) <= 1 && Math.abs(got.height - h) <= 1,
+              `level ${level} ${col}_${row}: ${got.width}x${got.height}, expected ${w}x${h}`,
+            );
             const cw = Math.min(got.width, w);
             const ch = Math.min(got.height, h);
             assertLike(crop(got, 0, 0, cw, ch), crop(reference, col * tile, row * tile, cw, ch), `level ${level} ${col}_${row}`);
@@ -286,7 +295,11 @@ describe('loaded the way OpenSeadragon loads them', () => {
     const [width, height, numTiles, tileSize] = ['WIDTH', 'HEIGHT', 'NUMTILES', 'TILESIZE'].map((k) => Number(new RegExp(`${k}="(\\d+)"`).exec(xml)![1]));
     const tiers = zoomifyTiers(width!, height!, tileSize!);
     const counts = tiers.map((t) => Math.ceil(t.width / tileSize!) * Math.ceil(t.height / tileSize!));
-    assert.equal(counts.reduce((a, b) => a + b, 0), numTiles, 'NUMTILES matches the tiers a viewer derives');
+    assert.equal(
+      counts.reduce((a, b) => a + b, 0),
+      numTiles,
+      'NUMTILES matches the tiers a viewer derives',
+    );
     for (const z of [tiers.length - 1, tiers.length - 2]) {
       const before = counts.slice(0, z).reduce((a, b) => a + b, 0);
       const across = Math.ceil(tiers[z]!.width / tileSize!);

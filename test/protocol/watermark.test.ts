@@ -49,11 +49,16 @@ async function solidTiff(file: string, width: number, height: number, value: num
 async function solidPng(file: string, width: number, height: number, rgba: [number, number, number, number]): Promise<void> {
   const raw = Buffer.alloc(width * height * 4);
   for (let i = 0; i < raw.length; i++) raw[i] = rgba[i % 4]!;
-  await sharp(raw, { raw: { width, height, channels: 4 } }).png().toFile(file);
+  await sharp(raw, { raw: { width, height, channels: 4 } })
+    .png()
+    .toFile(file);
 }
 
 /** Pixels that differ from `background`, their values, and the box around them. */
-function changes(pixels: Pixels, background: number[]): { count: number; values: Set<string>; box: { left: number; top: number; right: number; bottom: number } } {
+function changes(
+  pixels: Pixels,
+  background: number[],
+): { count: number; values: Set<string>; box: { left: number; top: number; right: number; bottom: number } } {
   let count = 0;
   const values = new Set<string>();
   const box = { left: Infinity, top: Infinity, right: -1, bottom: -1 };
@@ -86,7 +91,10 @@ describe('watermark', () => {
     await solidTiff(path.join(dir, 'grey.tif'), 600, 400, [100]);
     await solidTiff(path.join(dir, 'stored.tif'), 600, 400, [100, 100, 100], 'jpeg');
     const wide = new Uint16Array(300 * 200 * 3).fill(1000);
-    await sharp(wide, { raw: { width: 300, height: 200, channels: 3 } }).toColourspace('rgb16').tiff({ ...pyramid, compression: 'deflate' }).toFile(path.join(dir, 'wide.tif'));
+    await sharp(wide, { raw: { width: 300, height: 200, channels: 3 } })
+      .toColourspace('rgb16')
+      .tiff({ ...pyramid, compression: 'deflate' })
+      .toFile(path.join(dir, 'wide.tif'));
     await solidPng(mark, 64, 32, [50, 60, 70, 255]);
     await solidPng(path.join(dir, 'half.png'), 64, 32, [50, 60, 70, 128]);
     await solidPng(path.join(dir, 'long.png'), 300, 20, [50, 60, 70, 255]);

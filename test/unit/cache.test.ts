@@ -114,10 +114,14 @@ describe('memcached tier (real memcached)', { skip: memcachedBinary ? false : 'm
     // Back again on the same port: the tier recovers by itself after its back-off.
     await start();
     tier.set('after', Buffer.from('3'));
-    await waitFor(async () => {
-      tier.set('after', Buffer.from('3'));
-      return (await tier.get('after'))?.toString() === '3';
-    }, 10_000, 'recovery');
+    await waitFor(
+      async () => {
+        tier.set('after', Buffer.from('3'));
+        return (await tier.get('after'))?.toString() === '3';
+      },
+      10_000,
+      'recovery',
+    );
     tier.close();
   });
 

@@ -125,7 +125,10 @@ describe('config: start-up errors name the variable', () => {
   ];
   for (const [env, message] of cases) {
     it(`${JSON.stringify(env)}`, () => {
-      assert.throws(() => loadConfig(env), (error: unknown) => error instanceof ConfigError && message.test(error.message));
+      assert.throws(
+        () => loadConfig(env),
+        (error: unknown) => error instanceof ConfigError && message.test(error.message),
+      );
     });
   }
 });

@@ -72,15 +72,42 @@ describe('region', () => {
   });
   for (const text of ['1000,0,10,10', '0,700,10,10', '2000,2000,10,10', 'pct:100,0,10,10', 'pct:0,100,10,10', 'pct:150,150,10,10']) {
     it(`a region wholly outside the image is a 400: ${text}`, () => {
-      assert.throws(() => parseRegion(text, LANDSCAPE), (e: Error) => isBadRequest(e) && /outside the image/.test(e.message));
+      assert.throws(
+        () => parseRegion(text, LANDSCAPE),
+        (e: Error) => isBadRequest(e) && /outside the image/.test(e.message),
+      );
     });
   }
   for (const text of ['0,0,0,10', '0,0,10,0', '5,5,0,0', 'pct:0,0,0,10', 'pct:0,0,10,0']) {
     it(`a region without width or height is a 400: ${text}`, () => {
-      assert.throws(() => parseRegion(text, LANDSCAPE), (e: Error) => isBadRequest(e) && /no width or height/.test(e.message));
+      assert.throws(
+        () => parseRegion(text, LANDSCAPE),
+        (e: Error) => isBadRequest(e) && /no width or height/.test(e.message),
+      );
     });
   }
-  for (const text of ['', 'foo', 'FULL', 'Square', '1,2,3', '1,2,3,4,5', '-1,0,10,10', '0,-1,10,10', 'a,b,c,d', '1e2,0,10,10', '0x10,0,10,10', '.5,0,10,10', '5.,0,10,10', '1, 2,3,4', 'pct:', 'pct:1,2,3', 'pct:-1,0,10,10', 'PCT:1,2,3,4', 'px:1,2,3,4', ',,,']) {
+  for (const text of [
+    '',
+    'foo',
+    'FULL',
+    'Square',
+    '1,2,3',
+    '1,2,3,4,5',
+    '-1,0,10,10',
+    '0,-1,10,10',
+    'a,b,c,d',
+    '1e2,0,10,10',
+    '0x10,0,10,10',
+    '.5,0,10,10',
+    '5.,0,10,10',
+    '1, 2,3,4',
+    'pct:',
+    'pct:1,2,3',
+    'pct:-1,0,10,10',
+    'PCT:1,2,3,4',
+    'px:1,2,3,4',
+    ',,,',
+  ]) {
     it(`junk is a 400: "${text}"`, () => {
       assert.throws(() => parseRegion(text, LANDSCAPE), isBadRequest);
     });
@@ -183,7 +210,10 @@ describe('size, version 3.0', () => {
   });
   for (const text of ['1001,', ',701', 'pct:101', 'pct:100.5', '1001,700', '1000,701', '2000,2000']) {
     it(`upscaling without ^ is a 400: ${text}`, () => {
-      assert.throws(() => parseSize(text, FULL, LIMITS, 3), (e: Error) => isBadRequest(e) && /prefixed with \^/.test(e.message));
+      assert.throws(
+        () => parseSize(text, FULL, LIMITS, 3),
+        (e: Error) => isBadRequest(e) && /prefixed with \^/.test(e.message),
+      );
     });
   }
   it('a fractional region: the next pixel up is not an upscaling', () => {
@@ -197,8 +227,21 @@ describe('size, version 3.0', () => {
 describe('size limits', () => {
   const big = rect(0, 0, 10000, 7000);
   it('sizes beyond maxWidth/maxHeight (MAX_CVT) are a 400 in both versions', () => {
-    for (const [text, version] of [['5001,', 2], [',5001', 2], ['5001,10', 2], ['pct:51', 2], ['^5001,', 3], ['5001,', 3], ['^pct:600', 3], ['^5000,5001', 3]] as const) {
-      assert.throws(() => parseSize(text, big, LIMITS, version), (e: Error) => isBadRequest(e) && /exceeds the largest allowed/.test(e.message), `${text} v${version}`);
+    for (const [text, version] of [
+      ['5001,', 2],
+      [',5001', 2],
+      ['5001,10', 2],
+      ['pct:51', 2],
+      ['^5001,', 3],
+      ['5001,', 3],
+      ['^pct:600', 3],
+      ['^5000,5001', 3],
+    ] as const) {
+      assert.throws(
+        () => parseSize(text, big, LIMITS, version),
+        (e: Error) => isBadRequest(e) && /exceeds the largest allowed/.test(e.message),
+        `${text} v${version}`,
+      );
     }
     assert.deepEqual(size('5000,', 2, big), [5000, 3500]);
     assert.deepEqual(size('pct:50', 3, big), [5000, 3500]);
@@ -220,8 +263,22 @@ describe('size limits', () => {
 
 describe('size with ALLOW_UPSCALING=0', () => {
   it('an upscaling the syntax allows is not implemented here: 501', () => {
-    for (const [text, version] of [['2000,', 2], [',1400', 2], ['pct:200', 2], ['1001,700', 2], ['^2000,', 3], ['^,1400', 3], ['^pct:101', 3], ['^1001,700', 3], ['^!2000,2000', 3]] as const) {
-      assert.throws(() => parseSize(text, FULL, NO_UPSCALING, version), (e: Error) => isNotImplemented(e) && /does not upscale/.test(e.message), `${text} v${version}`);
+    for (const [text, version] of [
+      ['2000,', 2],
+      [',1400', 2],
+      ['pct:200', 2],
+      ['1001,700', 2],
+      ['^2000,', 3],
+      ['^,1400', 3],
+      ['^pct:101', 3],
+      ['^1001,700', 3],
+      ['^!2000,2000', 3],
+    ] as const) {
+      assert.throws(
+        () => parseSize(text, FULL, NO_UPSCALING, version),
+        (e: Error) => isNotImplemented(e) && /does not upscale/.test(e.message),
+        `${text} v${version}`,
+      );
     }
   });
   it('v3 without ^ stays a 400 (a client error whatever the site allows)', () => {
@@ -261,10 +318,37 @@ describe('sizes that round to nothing become 1 px', () => {
 describe('sizes of zero and junk', () => {
   for (const text of ['0,', ',0', '0,0', '0,10', 'pct:0', 'pct:0.0', '!0,100', '!100,0', '^0,', '^pct:0']) {
     it(`zero pixels asked for is a 400: ${text}`, () => {
-      assert.throws(() => parseSize(text, FULL, LIMITS, 3), (e: Error) => isBadRequest(e) && /zero pixels|invalid size/.test(e.message));
+      assert.throws(
+        () => parseSize(text, FULL, LIMITS, 3),
+        (e: Error) => isBadRequest(e) && /zero pixels|invalid size/.test(e.message),
+      );
     });
   }
-  for (const text of ['', ',', 'abc', '100', 'MAX', 'max,', '100,abc', '-5,', '1.5,', ',2.5', 'pct:', 'pct:abc', 'pct:-5', 'pct:1e2', '!100', '!,100', '!100,', '10,20,30', '^', '^^max', '^!', 'full!', ' 100,']) {
+  for (const text of [
+    '',
+    ',',
+    'abc',
+    '100',
+    'MAX',
+    'max,',
+    '100,abc',
+    '-5,',
+    '1.5,',
+    ',2.5',
+    'pct:',
+    'pct:abc',
+    'pct:-5',
+    'pct:1e2',
+    '!100',
+    '!,100',
+    '!100,',
+    '10,20,30',
+    '^',
+    '^^max',
+    '^!',
+    'full!',
+    ' 100,',
+  ]) {
     it(`junk is a 400: "${text}"`, () => {
       assert.throws(() => parseSize(text, FULL, LIMITS, 3), isBadRequest);
       assert.throws(() => parseSize(text, FULL, LIMITS, 2), isBadRequest);
@@ -321,18 +405,27 @@ describe('quality and format', () => {
   });
   for (const text of ['default.gif', 'default.jp2', 'default.pdf', 'gray.gif']) {
     it(`a IIIF format we do not write is a 501: ${text}`, () => {
-      assert.throws(() => parseQualityFormat(text, 3), (e: Error) => isNotImplemented(e) && /not produced/.test(e.message));
+      assert.throws(
+        () => parseQualityFormat(text, 3),
+        (e: Error) => isNotImplemented(e) && /not produced/.test(e.message),
+      );
       assert.throws(() => parseQualityFormat(text, 2), isNotImplemented);
     });
   }
   for (const text of ['default.bmp', 'default.jpeg', 'default.JPG', 'default.', 'default.tiff', 'default.toString', 'default.__proto__']) {
     it(`an unknown format is a 400: ${text}`, () => {
-      assert.throws(() => parseQualityFormat(text, 3), (e: Error) => isBadRequest(e) && /unknown format/.test(e.message));
+      assert.throws(
+        () => parseQualityFormat(text, 3),
+        (e: Error) => isBadRequest(e) && /unknown format/.test(e.message),
+      );
     });
   }
   for (const text of ['grey.jpg', 'Default.jpg', 'colour.jpg', '.jpg', 'best.png', 'toString.jpg', '__proto__.jpg', 'default.jpg.png']) {
     it(`an unknown quality is a 400: ${text}`, () => {
-      assert.throws(() => parseQualityFormat(text, 3), (e: Error) => isBadRequest(e) && /unsupported quality/.test(e.message));
+      assert.throws(
+        () => parseQualityFormat(text, 3),
+        (e: Error) => isBadRequest(e) && /unsupported quality/.test(e.message),
+      );
     });
   }
   it('a gray gif names the format problem only after the quality is known good', () => {
@@ -379,7 +472,13 @@ describe('scale factors and the tile grid', () => {
   it('scale factors are full width over level width', () => {
     assert.deepEqual(scaleFactors(levels), [1, 2, 4]);
     // 10000 / 156 is 64.1: the factor a viewer uses is 64.
-    assert.deepEqual(scaleFactors([{ width: 10000, height: 7000, tileWidth: 256, tileHeight: 256 }, { width: 156, height: 109, tileWidth: 256, tileHeight: 256 }]), [1, 64]);
+    assert.deepEqual(
+      scaleFactors([
+        { width: 10000, height: 7000, tileWidth: 256, tileHeight: 256 },
+        { width: 156, height: 109, tileWidth: 256, tileHeight: 256 },
+      ]),
+      [1, 64],
+    );
   });
   it('tiles on the grid, edge tiles included', () => {
     assert.deepEqual(tileOnGrid(levels, rect(0, 0, 256, 256), exact(256, 256)), { level: 0, col: 0, row: 0 });

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { FileError, NotImplementedError, ServerFailureError } from '../../src/errors.ts';
 import { Jp2Decoder, decoderOutputDir, HELPER_BINARY } from '../../src/engine/jp2/decoder.ts';
 import { DecodedLevelCache } from '../../src/engine/jp2/level-cache.ts';
-import { DecodeError, ProcessPool } from '../../src/engine/jp2/process-pool.ts';
+import { type DecodeError, ProcessPool } from '../../src/engine/jp2/process-pool.ts';
 import { Jp2Source } from '../../src/engine/jp2/jp2-source.ts';
 import { tempDir } from '../helpers/daemon.ts';
 import { processExists } from '../helpers/processes.ts';
@@ -76,41 +76,55 @@ describe('JPEG2000 decoders', { skip: JP2_SKIP ?? false }, () => {
     if (out) assert.deepEqual(readdirSync(out), []);
   });
 
-  it('gives the same pixels through the persistent helper and through opj_decompress', { skip: existsSync(HELPER_BINARY) ? false : 'build/jp2-decoder not built (npm run build)' }, async () => {
-    const viaHelper = await source(decoder({}));
-    const viaProgram = await source(decoder({ helper: null }));
-    for (const [level, rect] of [
-      [0, { left: 300, top: 200, width: 256, height: 256 }],
-      [0, { left: 512, top: 256, width: 188, height: 244 }],
-      [2, { left: 0, top: 0, width: 175, height: 125 }],
-    ] as const) {
-      const a = await viaHelper.samples(level, rect);
-      const b = await viaProgram.samples(level, rect);
-      assert.deepEqual([a.width, a.height, a.channels], [rect.width, rect.height, 3]);
-      assert.ok(Buffer.from(a.data as Uint8Array).equals(Buffer.from(b.data as Uint8Array)), `level ${level} ${JSON.stringify(rect)}`);
-    }
-  });
+  it(
+    'gives the same pixels through the persistent helper and through opj_decompress',
+    { skip: existsSync(HELPER_BINARY) ? false : 'build/jp2-decoder not built (npm run build)' },
+    async () => {
+      const viaHelper = await source(decoder({}));
+      const viaProgram = await source(decoder({ helper: null }));
+      for (const [level, rect] of [
+        [0, { left: 300, top: 200, width: 256, height: 256 }],
+        [0, { left: 512, top: 256, width: 188, height: 244 }],
+        [2, { left: 0, top: 0, width: 175, height: 125 }],
+      ] as const) {
+        const a = await viaHelper.samples(level, rect);
+        const b = await viaProgram.samples(level, rect);
+        assert.deepEqual([a.width, a.height, a.channels], [rect.width, rect.height, 3]);
+        assert.ok(Buffer.from(a.data as Uint8Array).equals(Buffer.from(b.data as Uint8Array)), `level ${level} ${JSON.stringify(rect)}`);
+      }
+    },
+  );
 
-  it('kills a hung helper at its timeout (500 with the reason) and starts a fresh one', { skip: existsSync(HELPER_BINARY) ? false : 'build/jp2-decoder not built' }, async () => {
-    // A helper that reads its request and never answers.
-    const hung = path.join(dir, 'hung-helper');
-    writeFileSync(hung, '#!/bin/sh\nread line\nexec sleep 60\n');
-    chmodSync(hung, 0o755);
-    const d = decoder({ helper: hung, timeoutMs: 300, concurrency: 1 });
-    const src = await source(d);
-    const started = Date.now();
-    await assert.rejects(src.samples(0, { left: 0, top: 0, width: 64, height: 64 }), (error: Error) => error instanceof ServerFailureError && /timed out after 300 ms/.test(error.message));
-    assert.ok(Date.now() - started < 3000);
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(d.helpers!.processes, 0, 'the hung helper is still alive');
-  });
+  it(
+    'kills a hung helper at its timeout (500 with the reason) and starts a fresh one',
+    { skip: existsSync(HELPER_BINARY) ? false : 'build/jp2-decoder not built' },
+    async () => {
+      // A helper that reads its request and never answers.
+      const hung = path.join(dir, 'hung-helper');
+      writeFileSync(hung, '#!/bin/sh\nread line\nexec sleep 60\n');
+      chmodSync(hung, 0o755);
+      const d = decoder({ helper: hung, timeoutMs: 300, concurrency: 1 });
+      const src = await source(d);
+      const started = Date.now();
+      await assert.rejects(
+        src.samples(0, { left: 0, top: 0, width: 64, height: 64 }),
+        (error: Error) => error instanceof ServerFailureError && /timed out after 300 ms/.test(error.message),
+      );
+      assert.ok(Date.now() - started < 3000);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(d.helpers!.processes, 0, 'the hung helper is still alive');
+    },
+  );
 
   it('fails only the request a crashing helper was on (404: the data is to blame)', async () => {
     const crash = path.join(dir, 'crash-helper');
     writeFileSync(crash, '#!/bin/sh\nread line\nkill -SEGV $$\n');
     chmodSync(crash, 0o755);
     const src = await source(decoder({ helper: crash, concurrency: 1 }));
-    await assert.rejects(src.samples(0, { left: 0, top: 0, width: 64, height: 64 }), (error: Error) => error instanceof FileError && /SIGSEGV/.test(error.message));
+    await assert.rejects(
+      src.samples(0, { left: 0, top: 0, width: 64, height: 64 }),
+      (error: Error) => error instanceof FileError && /SIGSEGV/.test(error.message),
+    );
     // The next request gets a new helper (which crashes again: still an answer, not a hang).
     await assert.rejects(src.samples(0, { left: 0, top: 0, width: 64, height: 64 }), FileError);
   });
@@ -121,7 +135,10 @@ describe('JPEG2000 decoders', { skip: JP2_SKIP ?? false }, () => {
     chmodSync(slow, 0o755);
     const d = decoder({ helper: null, command: slow, timeoutMs: 300 });
     const src = await source(d);
-    await assert.rejects(src.samples(1, { left: 0, top: 0, width: 64, height: 64 }), (error: Error) => error instanceof ServerFailureError && /timed out/.test(error.message));
+    await assert.rejects(
+      src.samples(1, { left: 0, top: 0, width: 64, height: 64 }),
+      (error: Error) => error instanceof ServerFailureError && /timed out/.test(error.message),
+    );
     assert.equal(d.pool.active, 0);
   });
 
@@ -153,9 +170,20 @@ describe('JPEG2000 decoders', { skip: JP2_SKIP ?? false }, () => {
   it('refuses a virtual level that would need too many pixels decoded (501), instead of exhausting memory', async () => {
     // One resolution only: its virtual levels are scaled from the full image.
     const flat = makeJp2(dir, 'flat.jp2', testImage(1024, 768, 3, 8), ['-n', '1']);
-    const src = await Jp2Source.open(flat, 'flat.jp2', { decoder: decoder({}), levelCache: new DecodedLevelCache(1 << 20), maxLayers: -1, maxVirtualSourcePixels: 500_000 });
-    assert.deepEqual(src.description.levels.map((l) => `${l.width}x${l.height}`), ['1024x768', '512x384', '256x192']);
-    await assert.rejects(src.samples(2, { left: 0, top: 0, width: 256, height: 192 }), (error: Error) => error instanceof NotImplementedError && /1024x768 pixels decoded/.test(error.message));
+    const src = await Jp2Source.open(flat, 'flat.jp2', {
+      decoder: decoder({}),
+      levelCache: new DecodedLevelCache(1 << 20),
+      maxLayers: -1,
+      maxVirtualSourcePixels: 500_000,
+    });
+    assert.deepEqual(
+      src.description.levels.map((l) => `${l.width}x${l.height}`),
+      ['1024x768', '512x384', '256x192'],
+    );
+    await assert.rejects(
+      src.samples(2, { left: 0, top: 0, width: 256, height: 192 }),
+      (error: Error) => error instanceof NotImplementedError && /1024x768 pixels decoded/.test(error.message),
+    );
     const part = await src.samples(1, { left: 0, top: 0, width: 256, height: 256 });
     assert.deepEqual([part.width, part.height], [256, 256]);
   });
@@ -173,6 +201,9 @@ describe('JPEG2000 decoders', { skip: JP2_SKIP ?? false }, () => {
     assert.ok(pids.length >= 1 && pids.every(alive));
     d.close();
     await new Promise((r) => setTimeout(r, 200));
-    assert.ok(pids.every((pid) => !alive(pid)), 'a helper survived close()');
+    assert.ok(
+      pids.every((pid) => !alive(pid)),
+      'a helper survived close()',
+    );
   });
 });

@@ -18,7 +18,6 @@ const CANTALOUPE = fixtureDir('cantaloupe');
 let dir = '';
 const file = (name: string) => join(dir, name);
 
-
 /** An RGB test picture with detail everywhere (so that JPEG tiles differ). */
 function picture(width: number, height: number): Buffer {
   const data = Buffer.alloc(width * height * 3);
@@ -35,7 +34,13 @@ function picture(width: number, height: number): Buffer {
 
 const rawPicture = (width: number, height: number) => sharp(picture(width, height), { raw: { width, height, channels: 3 } });
 const pyramid = (tile: number, compression: 'jpeg' | 'deflate' | 'lzw' | 'none', extra: TiffOptions = {}): TiffOptions => ({
-  tile: true, pyramid: true, tileWidth: tile, tileHeight: tile, compression, quality: 90, ...extra,
+  tile: true,
+  pyramid: true,
+  tileWidth: tile,
+  tileHeight: tile,
+  compression,
+  quality: 90,
+  ...extra,
 });
 
 async function isFormatError(promise: Promise<unknown>, pattern?: RegExp): Promise<void> {
@@ -57,7 +62,11 @@ async function maxAbsDiff(a: Buffer, b: Buffer): Promise<number> {
 // A minimal TIFF writer for hand-made files (any byte order, classic or BigTIFF, any field type).
 
 type Value = number[] | string | Buffer;
-interface RawEntry { tag: number; type: number; value: Value }
+interface RawEntry {
+  tag: number;
+  type: number;
+  value: Value;
+}
 const TYPE_SIZE: Record<number, number> = { 1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8 };
 
 function encode(entry: RawEntry, le: boolean): { bytes: Buffer; count: number } {
@@ -71,17 +80,51 @@ function encode(entry: RawEntry, le: boolean): { bytes: Buffer; count: number } 
   value.forEach((v, i) => {
     const at = rational ? i * 4 : i * size;
     switch (type) {
-      case 1: case 7: b.writeUInt8(v, at); break;
-      case 6: b.writeInt8(v, at); break;
-      case 3: le ? b.writeUInt16LE(v, at) : b.writeUInt16BE(v, at); break;
-      case 8: le ? b.writeInt16LE(v, at) : b.writeInt16BE(v, at); break;
-      case 4: case 13: case 5: le ? b.writeUInt32LE(v, at) : b.writeUInt32BE(v, at); break;
-      case 9: case 10: le ? b.writeInt32LE(v, at) : b.writeInt32BE(v, at); break;
-      case 11: le ? b.writeFloatLE(v, at) : b.writeFloatBE(v, at); break;
-      case 12: le ? b.writeDoubleLE(v, at) : b.writeDoubleBE(v, at); break;
-      case 16: case 18: le ? b.writeBigUInt64LE(BigInt(v), at) : b.writeBigUInt64BE(BigInt(v), at); break;
-      case 17: le ? b.writeBigInt64LE(BigInt(v), at) : b.writeBigInt64BE(BigInt(v), at); break;
-      default: b.writeUInt8(v & 255, at);
+      case 1:
+      case 7:
+        b.writeUInt8(v, at);
+        break;
+      case 6:
+        b.writeInt8(v, at);
+        break;
+      case 3:
+        if (le) b.writeUInt16LE(v, at);
+        else b.writeUInt16BE(v, at);
+        break;
+      case 8:
+        if (le) b.writeInt16LE(v, at);
+        else b.writeInt16BE(v, at);
+        break;
+      case 4:
+      case 13:
+      case 5:
+        if (le) b.writeUInt32LE(v, at);
+        else b.writeUInt32BE(v, at);
+        break;
+      case 9:
+      case 10:
+        if (le) b.writeInt32LE(v, at);
+        else b.writeInt32BE(v, at);
+        break;
+      case 11:
+        if (le) b.writeFloatLE(v, at);
+        else b.writeFloatBE(v, at);
+        break;
+      case 12:
+        if (le) b.writeDoubleLE(v, at);
+        else b.writeDoubleBE(v, at);
+        break;
+      case 16:
+      case 18:
+        if (le) b.writeBigUInt64LE(BigInt(v), at);
+        else b.writeBigUInt64BE(BigInt(v), at);
+        break;
+      case 17:
+        if (le) b.writeBigInt64LE(BigInt(v), at);
+        else b.writeBigInt64BE(BigInt(v), at);
+        break;
+      default:
+        b.writeUInt8(v & 255, at);
     }
   });
   return { bytes: b, count };
@@ -109,34 +152,50 @@ function buildTiff(o: BuildOptions): Buffer {
   });
   const offsets: number[] = [];
   let at = dataStart(big) + o.data.length + (o.data.length & 1);
-  for (const size of sizes) { offsets.push(at); at += size; }
+  for (const size of sizes) {
+    offsets.push(at);
+    at += size;
+  }
   const out = Buffer.alloc(at);
   out.write(le ? 'II' : 'MM', 0, 'latin1');
   const u16 = (v: number, p: number) => (le ? out.writeUInt16LE(v, p) : out.writeUInt16BE(v, p));
   const u32 = (v: number, p: number) => (le ? out.writeUInt32LE(v, p) : out.writeUInt32BE(v, p));
   const u64 = (v: number, p: number) => (le ? out.writeBigUInt64LE(BigInt(v), p) : out.writeBigUInt64BE(BigInt(v), p));
   const first = offsets[0] ?? 0;
-  if (big) { u16(43, 2); u16(8, 4); u16(0, 6); u64(first, 8); } else { u16(42, 2); u32(first, 4); }
+  if (big) {
+    u16(43, 2);
+    u16(8, 4);
+    u16(0, 6);
+    u64(first, 8);
+  } else {
+    u16(42, 2);
+    u32(first, 4);
+  }
   o.data.copy(out, dataStart(big));
   encoded.forEach((list, i) => {
     let p = offsets[i]!;
-    big ? u64(list.length, p) : u16(list.length, p);
+    if (big) u64(list.length, p);
+    else u16(list.length, p);
     p += big ? 8 : 2;
     let extraAt = p + list.length * entrySize + (big ? 8 : 4);
     for (const { e, bytes, count } of list) {
-      u16(e.tag, p); u16(e.type, p + 2);
-      big ? u64(count, p + 4) : u32(count, p + 4);
+      u16(e.tag, p);
+      u16(e.type, p + 2);
+      if (big) u64(count, p + 4);
+      else u32(count, p + 4);
       const valueAt = p + (big ? 12 : 8);
       if (bytes.length <= inlineMax) bytes.copy(out, valueAt);
       else {
-        big ? u64(extraAt, valueAt) : u32(extraAt, valueAt);
+        if (big) u64(extraAt, valueAt);
+        else u32(extraAt, valueAt);
         bytes.copy(out, extraAt);
         extraAt += bytes.length + (bytes.length & 1);
       }
       p += entrySize;
     }
     const next = o.next?.(i, offsets) ?? offsets[i + 1] ?? 0;
-    big ? u64(next, p) : u32(next, p);
+    if (big) u64(next, p);
+    else u32(next, p);
   });
   return out;
 }
@@ -169,7 +228,15 @@ function handMade(le: boolean, big: boolean, firstExtra: RawEntry[] = []): Buffe
   const at = (k: number) => dataStart(big) + k * tileBytes;
   const ifds: RawEntry[][] = [
     levelEntries({ width: 32, height: 20, tile: 16, offsets: [at(0), at(1), at(2), at(3)], counts: [256, 256, 256, 256], big, extra: firstExtra }),
-    levelEntries({ width: 16, height: 10, tile: 16, offsets: [at(4)], counts: [256], big, extra: [{ tag: Tag.NewSubfileType, type: FieldType.LONG, value: [1] }] }),
+    levelEntries({
+      width: 16,
+      height: 10,
+      tile: 16,
+      offsets: [at(4)],
+      counts: [256],
+      big,
+      extra: [{ tag: Tag.NewSubfileType, type: FieldType.LONG, value: [1] }],
+    }),
     // striped thumbnail: skipped
     [
       { tag: Tag.ImageWidth, type: FieldType.SHORT, value: [8] },
@@ -181,7 +248,15 @@ function handMade(le: boolean, big: boolean, firstExtra: RawEntry[] = []): Buffe
       { tag: Tag.RowsPerStrip, type: FieldType.LONG, value: [5] },
     ],
     // transparency mask: skipped
-    levelEntries({ width: 8, height: 5, tile: 16, offsets: [at(5)], counts: [256], big, extra: [{ tag: Tag.NewSubfileType, type: FieldType.LONG, value: [4] }] }),
+    levelEntries({
+      width: 8,
+      height: 5,
+      tile: 16,
+      offsets: [at(5)],
+      counts: [256],
+      big,
+      extra: [{ tag: Tag.NewSubfileType, type: FieldType.LONG, value: [4] }],
+    }),
     levelEntries({ width: 8, height: 5, tile: 16, offsets: [at(5)], counts: [256], big }),
   ];
   return buildTiff({ le, big, data, ifds });
@@ -194,7 +269,9 @@ before(async () => {
   await Promise.all([
     rawPicture(1000, 700).tiff(pyramid(256, 'jpeg')).toFile(file('jpeg.tif')),
     rawPicture(1001, 733).tiff(pyramid(512, 'jpeg')).toFile(file('odd.tif')),
-    rawPicture(1000, 700).tiff(pyramid(256, 'jpeg', { bigtiff: true })).toFile(file('big.tif')),
+    rawPicture(1000, 700)
+      .tiff(pyramid(256, 'jpeg', { bigtiff: true }))
+      .toFile(file('big.tif')),
     rawPicture(1000, 700).tiff(pyramid(256, 'deflate')).toFile(file('deflate.tif')),
     rawPicture(1000, 700).tiff(pyramid(256, 'lzw')).toFile(file('lzw.tif')),
     rawPicture(600, 400).toColourspace('rgb16').tiff(pyramid(256, 'deflate')).toFile(file('rgb16.tif')),
@@ -213,9 +290,30 @@ describe('TiffFile: pyramids written by sharp', () => {
       const { info } = tiff;
       assert.equal(info.bigTiff, false);
       assert.equal(info.littleEndian, true);
-      assert.deepEqual(info.levels.map((l) => [l.width, l.height]), [[1000, 700], [500, 350], [250, 175]]);
-      assert.deepEqual(info.levels.map((l) => [l.tilesAcross, l.tilesDown]), [[4, 3], [2, 2], [1, 1]]);
-      assert.deepEqual(info.levels.map((l) => [l.page, l.subifd]), [[0, -1], [1, -1], [2, -1]]);
+      assert.deepEqual(
+        info.levels.map((l) => [l.width, l.height]),
+        [
+          [1000, 700],
+          [500, 350],
+          [250, 175],
+        ],
+      );
+      assert.deepEqual(
+        info.levels.map((l) => [l.tilesAcross, l.tilesDown]),
+        [
+          [4, 3],
+          [2, 2],
+          [1, 1],
+        ],
+      );
+      assert.deepEqual(
+        info.levels.map((l) => [l.page, l.subifd]),
+        [
+          [0, -1],
+          [1, -1],
+          [2, -1],
+        ],
+      );
       for (const level of info.levels) {
         assert.equal(level.tiled, true);
         assert.equal(level.tileWidth, 256);
@@ -257,8 +355,20 @@ describe('TiffFile: pyramids written by sharp', () => {
     const { levels } = tiff.info;
     try {
       // libvips stops once a level fits in one tile
-      assert.deepEqual(levels.map((l) => [l.width, l.height]), [[1001, 733], [500, 366]]);
-      assert.deepEqual(levels.map((l) => [l.tileWidth, l.tileHeight, l.tilesAcross, l.tilesDown]), [[512, 512, 2, 2], [512, 512, 1, 1]]);
+      assert.deepEqual(
+        levels.map((l) => [l.width, l.height]),
+        [
+          [1001, 733],
+          [500, 366],
+        ],
+      );
+      assert.deepEqual(
+        levels.map((l) => [l.tileWidth, l.tileHeight, l.tilesAcross, l.tilesDown]),
+        [
+          [512, 512, 2, 2],
+          [512, 512, 1, 1],
+        ],
+      );
       const edge = await tiff.readTileBytes(0, 1, 1);
       assert.deepEqual([edge[0], edge[1]], [0xff, 0xd8]);
       await isFormatError(tiff.readTileBytes(0, 2, 0), /out of range/);
@@ -270,7 +380,14 @@ describe('TiffFile: pyramids written by sharp', () => {
   it('BigTIFF', async () => {
     const tiff = await TiffFile.open(file('big.tif'));
     assert.equal(tiff.info.bigTiff, true);
-    assert.deepEqual(tiff.info.levels.map((l) => [l.width, l.height, l.tilesAcross, l.tilesDown]), [[1000, 700, 4, 3], [500, 350, 2, 2], [250, 175, 1, 1]]);
+    assert.deepEqual(
+      tiff.info.levels.map((l) => [l.width, l.height, l.tilesAcross, l.tilesDown]),
+      [
+        [1000, 700, 4, 3],
+        [500, 350, 2, 2],
+        [250, 175, 1, 1],
+      ],
+    );
     // same tile bytes as the classic file written with the same settings
     const classic = await TiffFile.open(file('jpeg.tif'));
     assert.deepEqual(await tiff.readTileBytes(0, 2, 1), await classic.readTileBytes(0, 2, 1));
@@ -279,7 +396,10 @@ describe('TiffFile: pyramids written by sharp', () => {
   });
 
   it('deflate and LZW', async () => {
-    for (const [name, compression] of [['deflate.tif', 8], ['lzw.tif', 5]] as const) {
+    for (const [name, compression] of [
+      ['deflate.tif', 8],
+      ['lzw.tif', 5],
+    ] as const) {
       const tiff = await TiffFile.open(file(name));
       assert.equal(tiff.info.levels.length, 3);
       for (const level of tiff.info.levels) {
@@ -299,7 +419,14 @@ describe('TiffFile: pyramids written by sharp', () => {
     assert.equal(info.channels, 3);
     assert.deepEqual(info.minValues, [0, 0, 0]);
     assert.deepEqual(info.maxValues, [65535, 65535, 65535]);
-    assert.deepEqual(info.levels.map((l) => [l.width, l.height]), [[600, 400], [300, 200], [150, 100]]);
+    assert.deepEqual(
+      info.levels.map((l) => [l.width, l.height]),
+      [
+        [600, 400],
+        [300, 200],
+        [150, 100],
+      ],
+    );
     await tiff.close();
   });
 
@@ -330,7 +457,10 @@ describe('TiffFile: pyramids written by sharp', () => {
     const ifd0 = await readIfd(source, header, header.firstIfd, 'IFD 0');
     await source.close();
     const bytes = await readFile(path);
-    for (const [tag, values] of [[340, [1, 2, 3]], [341, [100, 200, 250]]] as const) {
+    for (const [tag, values] of [
+      [340, [1, 2, 3]],
+      [341, [100, 200, 250]],
+    ] as const) {
       const entry = ifd0.entry(tag);
       if (!entry || entry.type !== FieldType.BYTE || entry.count !== 3) {
         t.skip(`tiffset wrote tag ${tag} as type ${entry?.type} count ${entry?.count}`);
@@ -372,11 +502,15 @@ describe('TiffFile: pyramids written by sharp', () => {
 });
 
 describe('TiffFile: JPEG passthrough', () => {
-  it('JPEGTables + stored tile bytes decode bit-identically to sharp\'s own region read', async () => {
+  it("JPEGTables + stored tile bytes decode bit-identically to sharp's own region read", async () => {
     const path = file('jpeg.tif');
     const tiff = await TiffFile.open(path);
     try {
-      for (const [level, col, row] of [[0, 1, 1], [0, 2, 0], [1, 0, 0]] as const) {
+      for (const [level, col, row] of [
+        [0, 1, 1],
+        [0, 2, 0],
+        [1, 0, 0],
+      ] as const) {
         const stored = tiff.info.levels[level]!;
         const tables = stored.jpegTables!;
         const tile = await tiff.readTileBytes(level, col, row);
@@ -404,12 +538,39 @@ describe('TiffFile: SubIFD pyramid (vips CLI)', () => {
       return;
     }
     const path = file('subifd.tif');
-    await run('vips', ['tiffsave', file('jpeg.tif'), path, '--tile', '--pyramid', '--subifd', '--compression', 'jpeg', '--tile-width', '256', '--tile-height', '256']);
+    await run('vips', [
+      'tiffsave',
+      file('jpeg.tif'),
+      path,
+      '--tile',
+      '--pyramid',
+      '--subifd',
+      '--compression',
+      'jpeg',
+      '--tile-width',
+      '256',
+      '--tile-height',
+      '256',
+    ]);
     const tiff = await TiffFile.open(path);
     try {
       const { levels } = tiff.info;
-      assert.deepEqual(levels.map((l) => [l.width, l.height]), [[1000, 700], [500, 350], [250, 175]]);
-      assert.deepEqual(levels.map((l) => [l.page, l.subifd]), [[0, -1], [0, 0], [0, 1]]);
+      assert.deepEqual(
+        levels.map((l) => [l.width, l.height]),
+        [
+          [1000, 700],
+          [500, 350],
+          [250, 175],
+        ],
+      );
+      assert.deepEqual(
+        levels.map((l) => [l.page, l.subifd]),
+        [
+          [0, -1],
+          [0, 0],
+          [0, 1],
+        ],
+      );
       // the right SubIFD: our stored tile decodes like sharp's read of {page, subifd}
       const level = levels[1]!;
       const tile = await tiff.readTileBytes(1, 0, 0);
@@ -427,7 +588,12 @@ describe('TiffFile: SubIFD pyramid (vips CLI)', () => {
 });
 
 describe('TiffFile: hand-made files', () => {
-  for (const [le, big] of [[true, false], [false, false], [true, true], [false, true]] as const) {
+  for (const [le, big] of [
+    [true, false],
+    [false, false],
+    [true, true],
+    [false, true],
+  ] as const) {
     it(`${le ? 'little' : 'big'}-endian ${big ? 'BigTIFF' : 'classic TIFF'}: every field type, inline and at offsets`, async () => {
       const icc = Buffer.alloc(200, 7);
       const extra: RawEntry[] = [
@@ -491,7 +657,14 @@ describe('TiffFile: hand-made files', () => {
       const tiff = await TiffFile.open(path);
       const { info } = tiff;
       assert.deepEqual([info.littleEndian, info.bigTiff], [le, big]);
-      assert.deepEqual(info.levels.map((l) => [l.width, l.height, l.page, l.tilesAcross, l.tilesDown]), [[32, 20, 0, 2, 2], [16, 10, 1, 1, 1], [8, 5, 4, 1, 1]]);
+      assert.deepEqual(
+        info.levels.map((l) => [l.width, l.height, l.page, l.tilesAcross, l.tilesDown]),
+        [
+          [32, 20, 0, 2, 2],
+          [16, 10, 1, 1, 1],
+          [8, 5, 4, 1, 1],
+        ],
+      );
       assert.equal(info.channels, 1);
       assert.equal(info.photometric, 1);
       assert.deepEqual(info.resolution, { x: 300, y: 300, unit: 3 });
@@ -500,7 +673,14 @@ describe('TiffFile: hand-made files', () => {
       assert.deepEqual(info.text, { copyright: '(c) Test', artist: 'Jane', make: 'Abc' });
       assert.equal(info.xmp, '<x:xmpmeta>é</x:xmpmeta>');
       assert.deepEqual(info.icc, icc);
-      for (const [level, col, row, fill] of [[0, 0, 0, 1], [0, 1, 0, 2], [0, 0, 1, 3], [0, 1, 1, 4], [1, 0, 0, 5], [2, 0, 0, 6]] as const) {
+      for (const [level, col, row, fill] of [
+        [0, 0, 0, 1],
+        [0, 1, 0, 2],
+        [0, 0, 1, 3],
+        [0, 1, 1, 4],
+        [1, 0, 0, 5],
+        [2, 0, 0, 6],
+      ] as const) {
         assert.deepEqual(await tiff.readTileBytes(level, col, row), Buffer.alloc(256, fill), `level ${level} tile ${col},${row}`);
       }
       await isFormatError(tiff.readTileBytes(0, 2, 0), /out of range/);
@@ -523,23 +703,42 @@ describe('TiffFile: hand-made files', () => {
 describe('TiffFile: cantaloupe fixtures', () => {
   it('tiled fixtures open with the right sizes (8/16-bit, RGB/RGBA, BigTIFF, 3 levels)', async () => {
     const names = [
-      'tif-rgb-1res-64x56x8-tiled-jpeg.tif', 'tif-rgb-1res-64x56x8-tiled-lzw.tif', 'tif-rgb-1res-64x56x8-tiled-packbits.tif',
-      'tif-rgb-1res-64x56x8-tiled-uncompressed.tif', 'tif-rgb-1res-64x56x8-tiled-uncompressed-bigtiff.tif', 'tif-rgb-1res-64x56x8-tiled-zip.tif',
-      'tif-rgb-1res-64x56x16-tiled-lzw.tif', 'tif-rgb-1res-64x56x16-tiled-zip.tif', 'tif-rgba-1res-64x56x16-tiled-uncompressed.tif',
-      'tif-rgba-1res-64x56x8-tiled-jpeg.tif', 'tif-rgb-3res-64x56x16-tiled-uncompressed.tif',
+      'tif-rgb-1res-64x56x8-tiled-jpeg.tif',
+      'tif-rgb-1res-64x56x8-tiled-lzw.tif',
+      'tif-rgb-1res-64x56x8-tiled-packbits.tif',
+      'tif-rgb-1res-64x56x8-tiled-uncompressed.tif',
+      'tif-rgb-1res-64x56x8-tiled-uncompressed-bigtiff.tif',
+      'tif-rgb-1res-64x56x8-tiled-zip.tif',
+      'tif-rgb-1res-64x56x16-tiled-lzw.tif',
+      'tif-rgb-1res-64x56x16-tiled-zip.tif',
+      'tif-rgba-1res-64x56x16-tiled-uncompressed.tif',
+      'tif-rgba-1res-64x56x8-tiled-jpeg.tif',
+      'tif-rgb-3res-64x56x16-tiled-uncompressed.tif',
     ];
     for (const name of names) {
       const tiff = await TiffFile.open(join(CANTALOUPE, name));
       try {
         const { info } = tiff;
         const level0 = info.levels[0]!;
-        assert.deepEqual([level0.width, level0.height, level0.tileWidth, level0.tileHeight, level0.tilesAcross, level0.tilesDown], [64, 56, 16, 16, 4, 4], name);
+        assert.deepEqual(
+          [level0.width, level0.height, level0.tileWidth, level0.tileHeight, level0.tilesAcross, level0.tilesDown],
+          [64, 56, 16, 16, 4, 4],
+          name,
+        );
         assert.equal(info.bitsPerSample, name.includes('x16-') ? 16 : 8, name);
         assert.equal(info.channels, name.startsWith('tif-rgba') ? 4 : 3, name);
         assert.deepEqual(info.maxValues, Array(info.channels).fill(name.includes('x16-') ? 65535 : 255), name);
         assert.equal(info.bigTiff, name.includes('bigtiff'), name);
         if (name.startsWith('tif-rgba')) assert.deepEqual(level0.extraSamples, [2], name);
-        if (name.includes('3res')) assert.deepEqual(info.levels.map((l) => [l.width, l.height]), [[64, 56], [32, 28], [16, 14]]);
+        if (name.includes('3res'))
+          assert.deepEqual(
+            info.levels.map((l) => [l.width, l.height]),
+            [
+              [64, 56],
+              [32, 28],
+              [16, 14],
+            ],
+          );
         else assert.equal(info.levels.length, 1, name);
         if (name.includes('jpeg')) assert.ok(level0.jpegTables, name);
         if (level0.compression === 1) {
@@ -608,7 +807,10 @@ describe('TiffFile: bad files reject with TiffFormatError', () => {
   it('a tile beyond the end of the file: open works, readTileBytes rejects', async () => {
     const data = Buffer.alloc(256, 1);
     const path = file('tile-eof.tif');
-    await writeFile(path, buildTiff({ le: true, big: false, data, ifds: [levelEntries({ width: 16, height: 16, tile: 16, offsets: [100000], counts: [256], big: false })] }));
+    await writeFile(
+      path,
+      buildTiff({ le: true, big: false, data, ifds: [levelEntries({ width: 16, height: 16, tile: 16, offsets: [100000], counts: [256], big: false })] }),
+    );
     const tiff = await TiffFile.open(path);
     await isFormatError(tiff.readTileBytes(0, 0, 0), /truncated/);
     await tiff.close();
@@ -617,7 +819,12 @@ describe('TiffFile: bad files reject with TiffFormatError', () => {
   it('a metadata tag whose value lies beyond the end of the file is ignored (as libtiff does)', async () => {
     const data = Buffer.alloc(256, 1);
     const entries = levelEntries({
-      width: 16, height: 16, tile: 16, offsets: [8], counts: [256], big: false,
+      width: 16,
+      height: 16,
+      tile: 16,
+      offsets: [8],
+      counts: [256],
+      big: false,
       extra: [
         { tag: Tag.Artist, type: FieldType.ASCII, value: 'Somebody long enough' },
         { tag: Tag.Copyright, type: FieldType.ASCII, value: '(c) Test' },
@@ -646,7 +853,10 @@ describe('TiffFile: bad files reject with TiffFormatError', () => {
     // SubIFDs pointing back at IFD 0
     const withSub = buildTiff({ le: true, big: false, data, ifds: [[...levels[0]!, { tag: Tag.SubIFDs, type: FieldType.IFD, value: [520] }]] });
     const ifd0 = withSub.readUInt32LE(4);
-    await writeFile(file('sub-loop.tif'), buildTiff({ le: true, big: false, data, ifds: [[...levels[0]!, { tag: Tag.SubIFDs, type: FieldType.IFD, value: [ifd0] }]] }));
+    await writeFile(
+      file('sub-loop.tif'),
+      buildTiff({ le: true, big: false, data, ifds: [[...levels[0]!, { tag: Tag.SubIFDs, type: FieldType.IFD, value: [ifd0] }]] }),
+    );
     await isFormatError(TiffFile.open(file('sub-loop.tif')), /IFD loop/);
   });
 
@@ -657,11 +867,25 @@ describe('TiffFile: bad files reject with TiffFormatError', () => {
       ['tile size 70000', levelEntries({ width: 16, height: 16, tile: 70000, offsets: [8], counts: [256], big: false }), /tile size/],
       ['width 0', levelEntries({ width: 0, height: 16, tile: 16, offsets: [8], counts: [256], big: false }), /image size/],
       ['too few tile offsets', levelEntries({ width: 64, height: 16, tile: 16, offsets: [8], counts: [256], big: false }), /TileOffsets/],
-      ['2^32-1 square', levelEntries({ width: 0xffffffff, height: 0xffff, tile: 16, offsets: [8], counts: [256], big: false }).map((e) =>
-        e.tag === Tag.ImageLength ? { ...e, type: FieldType.LONG, value: [0xffffffff] } : e), /overflow/],
-      ['bits per sample 200', levelEntries({ width: 16, height: 16, tile: 16, offsets: [8], counts: [256], big: false }).map((e) =>
-        e.tag === Tag.BitsPerSample ? { ...e, value: [200] } : e), /BitsPerSample/],
-      ['no TileByteCounts', levelEntries({ width: 16, height: 16, tile: 16, offsets: [8], counts: [256], big: false }).filter((e) => e.tag !== Tag.TileByteCounts), /TileByteCounts/],
+      [
+        '2^32-1 square',
+        levelEntries({ width: 0xffffffff, height: 0xffff, tile: 16, offsets: [8], counts: [256], big: false }).map((e) =>
+          e.tag === Tag.ImageLength ? { ...e, type: FieldType.LONG, value: [0xffffffff] } : e,
+        ),
+        /overflow/,
+      ],
+      [
+        'bits per sample 200',
+        levelEntries({ width: 16, height: 16, tile: 16, offsets: [8], counts: [256], big: false }).map((e) =>
+          e.tag === Tag.BitsPerSample ? { ...e, value: [200] } : e,
+        ),
+        /BitsPerSample/,
+      ],
+      [
+        'no TileByteCounts',
+        levelEntries({ width: 16, height: 16, tile: 16, offsets: [8], counts: [256], big: false }).filter((e) => e.tag !== Tag.TileByteCounts),
+        /TileByteCounts/,
+      ],
     ];
     for (const [name, entries, pattern] of cases) {
       const path = file(`absurd-${name.replace(/\W+/g, '-')}.tif`);
@@ -670,7 +894,10 @@ describe('TiffFile: bad files reject with TiffFormatError', () => {
     }
     // an IFD claiming 20000 entries; and one with none
     const many = Buffer.alloc(64);
-    many.write('II', 0, 'latin1'); many.writeUInt16LE(42, 2); many.writeUInt32LE(8, 4); many.writeUInt16LE(20000, 8);
+    many.write('II', 0, 'latin1');
+    many.writeUInt16LE(42, 2);
+    many.writeUInt32LE(8, 4);
+    many.writeUInt16LE(20000, 8);
     await writeFile(file('many.tif'), many);
     await isFormatError(TiffFile.open(file('many.tif')), /20000 entries/);
     many.writeUInt16LE(0, 8);
