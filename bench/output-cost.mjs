@@ -13,6 +13,7 @@ import { Engine } from '../dist/engine/engine.js';
 import { Watermark } from '../dist/engine/output/watermark.js';
 import { silentLog } from '../dist/log.js';
 import { createRouter } from '../dist/router.js';
+import { plainRequest } from './lib/plain-request.mjs';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'iipsrv-output-cost-'));
 try {
@@ -27,16 +28,6 @@ try {
   await sharp({ create: { width: 64, height: 32, channels: 4, background: { r: 50, g: 60, b: 70, alpha: 1 } } })
     .png()
     .toFile(path.join(dir, 'mark.png'));
-  const request = (query) => ({
-    method: 'GET',
-    query,
-    path: '/',
-    headers: {},
-    scriptName: '',
-    https: false,
-    remoteAddress: '',
-    signal: new AbortController().signal,
-  });
 
   async function cpuPerTile(env, query) {
     const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir + '/', ...env });
@@ -44,7 +35,7 @@ try {
     const engine = new Engine({ paths: { prefix: dir + '/', suffix: '' }, cacheBytes: 0, watermark, maxIcc: config.maxIcc });
     const router = createRouter({ config, engine, log: silentLog });
     for (let i = 0; i < 64; i++) {
-      const response = await router(request(`${query}${i}`));
+      const response = await router(plainRequest(`${query}${i}`));
       if (response.status !== 200) throw new Error(`${query}${i}: ${response.status}`);
     }
     // At least 1.5 s of CPU per case: the machine is shared, short runs are noise.
@@ -52,7 +43,7 @@ try {
     let rounds = 0;
     let used;
     do {
-      for (let i = 0; i < 64; i++, rounds++) await router(request(`${query}${i}`));
+      for (let i = 0; i < 64; i++, rounds++) await router(plainRequest(`${query}${i}`));
       used = process.cpuUsage(start);
     } while (used.user + used.system < 1_500_000);
     return (used.user + used.system) / rounds / 1000;

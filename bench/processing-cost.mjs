@@ -12,6 +12,7 @@ import { loadConfig } from '../dist/config.js';
 import { Engine } from '../dist/engine/engine.js';
 import { silentLog } from '../dist/log.js';
 import { createRouter } from '../dist/router.js';
+import { plainRequest } from './lib/plain-request.mjs';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'iipsrv-processing-'));
 try {
@@ -38,16 +39,6 @@ try {
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir + '/' });
   const engine = new Engine({ paths: { prefix: dir + '/', suffix: '' }, cacheBytes: 0 });
   const router = createRouter({ config, engine, log: silentLog });
-  const request = (query) => ({
-    method: 'GET',
-    query,
-    path: '/',
-    headers: {},
-    scriptName: '',
-    https: false,
-    remoteAddress: '',
-    signal: new AbortController().signal,
-  });
   const results = {};
   for (const [name, prefix] of [
     ['8-bit tile re-encoded (QLT=75)', 'FIF=rgb8.tif&QLT=75&JTL=3,'],
@@ -67,7 +58,7 @@ try {
     for (let pass = 0; pass < 2; pass++) {
       const start = process.cpuUsage();
       for (let tile = 0; tile < 64; tile++) {
-        const response = await router(request(prefix + tile));
+        const response = await router(plainRequest(prefix + tile));
         if (response.status !== 200) throw new Error(`${prefix}${tile}: ${response.status} ${response.body}`);
       }
       const used = process.cpuUsage(start);
