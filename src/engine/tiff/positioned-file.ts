@@ -30,8 +30,12 @@ export class PositionedFile {
     return Number.isSafeInteger(position) && Number.isSafeInteger(length) && position >= 0 && length >= 0 && position + length <= this.size;
   }
 
-  /** Exactly `length` bytes at `position`; TiffFormatError ("truncated ...") if the file is shorter. */
-  async read(position: number, length: number, what: string): Promise<Buffer> {
+  /**
+   * Exactly `length` bytes at `position`, after `headroom` bytes left for the caller to fill (so
+   * that a prefix costs no second buffer and copy); TiffFormatError ("truncated ...") if the file
+   * is shorter.
+   */
+  async read(position: number, length: number, what: string, headroom = 0): Promise<Buffer> {
     if (this.closed) throw new Error('TIFF file is closed');
     if (!Number.isSafeInteger(length) || length < 0 || !Number.isSafeInteger(position) || position < 0) {
       throw new TiffFormatError(`corrupt TIFF: ${what} has an impossible location (${length} bytes at offset ${position})`);
@@ -40,10 +44,10 @@ export class PositionedFile {
       throw new TiffFormatError(`truncated TIFF: ${what} (${length} bytes at offset ${position}) is beyond the end of the file (${this.size} bytes)`);
     }
     if (length > MAX_READ) throw new TiffFormatError(`${what} is too large (${length} bytes)`);
-    const buffer = Buffer.allocUnsafe(length);
+    const buffer = Buffer.allocUnsafe(headroom + length);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.handle.read(buffer, done, length - done, position + done);
+      const { bytesRead } = await this.handle.read(buffer, headroom + done, length - done, position + done);
       if (bytesRead === 0) {
         throw new TiffFormatError(`truncated TIFF: unexpected end of file reading ${what} at offset ${position + done}`);
       }

@@ -192,9 +192,10 @@ export class TiffFile {
    * The stored bytes of tile (col, row) of a level (for striped levels: strip `row`, col 0): exactly
    * TileByteCounts bytes at TileOffsets — for JPEG, an abbreviated stream needing the level's
    * JPEGTables. `plane` selects the sample plane of PlanarConfiguration=2 images. A sparse tile
-   * (byte count 0) gives an empty buffer.
+   * (byte count 0) gives an empty buffer. `headroom` bytes before the tile's are left unfilled for
+   * the caller (a JPEG's tables).
    */
-  async readTileBytes(level: number, col: number, row: number, plane = 0): Promise<Buffer> {
+  async readTileBytes(level: number, col: number, row: number, plane = 0, headroom = 0): Promise<Buffer> {
     const layout = this.layouts[level];
     if (!Number.isInteger(level) || !layout) {
       throw new TiffFormatError(`no resolution level ${level} (the image has ${this.layouts.length})`);
@@ -212,7 +213,7 @@ export class TiffFile {
     const length = byteCounts.get(index);
     if (length === 0) return Buffer.alloc(0);
     try {
-      return await this.source.read(offset, length, `tile ${col},${row} of level ${level} (${layout.what})`);
+      return await this.source.read(offset, length, `tile ${col},${row} of level ${level} (${layout.what})`, headroom);
     } catch (error) {
       throw asFormatError(error);
     }

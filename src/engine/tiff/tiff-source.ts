@@ -130,9 +130,9 @@ export class TiffSource implements ImageSource {
   }
 
   /** A damaged file (a tile beyond its end ...) is the image's fault: 404, as iipsrv. */
-  private async readTileBytes(level: number, col: number, row: number, plane = 0): Promise<Buffer> {
+  private async readTileBytes(level: number, col: number, row: number, plane = 0, headroom = 0): Promise<Buffer> {
     try {
-      return await this.tiff.readTileBytes(level, col, row, plane);
+      return await this.tiff.readTileBytes(level, col, row, plane, headroom);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(error.message);
       throw error;
@@ -141,14 +141,19 @@ export class TiffSource implements ImageSource {
 
   /** The tile as a standalone JPEG: abbreviated streams get the shared tables spliced in. */
   private async jpegTileBytes(level: number, col: number, row: number, tables: Buffer | null): Promise<Buffer | null> {
-    const bytes = await this.readTileBytes(level, col, row);
+    // Tables minus their EOI, then the tile minus its SOI: the tile is read in place after room for
+    // the tables, whose last two bytes land where the tile's SOI was (one buffer, no concatenation).
+    const spliced = tables !== null && tables.length > 4;
+    const headroom = spliced ? tables.length - 4 : 0;
+    const bytes = await this.readTileBytes(level, col, row, 0, headroom);
     // A sparse tile (no bytes) is left to the general decoder, which fills it.
-    if (bytes.length < 4) return null;
-    // Tables minus their EOI, then the tile minus its SOI.
-    if (tables && tables.length > 4 && bytes[0] === 0xff && bytes[1] === 0xd8) {
-      return Buffer.concat([tables.subarray(0, tables.length - 2), bytes.subarray(2)]);
+    if (bytes.length - headroom < 4) return null;
+    if (!spliced) return bytes;
+    if (bytes[headroom] === 0xff && bytes[headroom + 1] === 0xd8) {
+      tables.copy(bytes, 0, 0, tables.length - 2);
+      return bytes;
     }
-    return bytes;
+    return bytes.subarray(headroom);
   }
 
   async storedJpegTile(level: number, col: number, row: number): Promise<Buffer | null> {
