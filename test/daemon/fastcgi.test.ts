@@ -573,20 +573,22 @@ describe('FastCGI responder', () => {
     assert.equal(client.parseError, null);
   });
 
-  it('writes a small response with one socket.write and sets TCP_NODELAY', async () => {
-    const body = Buffer.alloc(20_000, 0x5a);
-    const started = await start(async (request) => ({
-      status: 200,
-      headers: [['Content-Length', String(request.query === 'big' ? 300_000 : body.length)]],
-      body: request.query === 'big' ? Buffer.alloc(300_000, 1) : body,
-    }));
-    const writes: Buffer[] = [];
+  it('writes a small response with one socket.write, a tile in place in one corked writev, and sets TCP_NODELAY', async () => {
+    const small = Buffer.alloc(2_000, 0x5a);
+    const tile = Buffer.alloc(20_000, 0x6b);
+    const bodies: Record<string, Buffer> = { small, tile, big: Buffer.alloc(300_000, 1) };
+    const started = await start(async (request) => {
+      const body = bodies[request.query]!;
+      return { status: 200, headers: [['Content-Length', String(body.length)]], body };
+    });
+    const writes: Array<{ chunk: Buffer; corked: boolean }> = [];
     let noDelay: boolean | undefined;
     // Runs before the server's own listener: spies on the real socket calls.
     started.fcgi.server.prependListener('connection', (socket: net.Socket) => {
       const write = socket.write.bind(socket) as (chunk: Buffer, ...rest: unknown[]) => boolean;
       socket.write = ((chunk: Buffer, ...rest: unknown[]) => {
-        writes.push(Buffer.from(chunk));
+        // The chunk itself (not a copy): the tile's body must be the handler's own buffer.
+        writes.push({ chunk, corked: socket.writableCorked > 0 });
         return write(chunk, ...rest);
       }) as typeof socket.write;
       const setNoDelay = socket.setNoDelay.bind(socket);
@@ -596,18 +598,36 @@ describe('FastCGI responder', () => {
       };
     });
     const client = await connect({ port: started.port });
+    const recordBytes = (records: Array<{ content: Buffer; paddingLength: number }>) =>
+      records.reduce((sum, r) => sum + 8 + r.content.length + r.paddingLength, 0);
+
+    // A small answer: one write holds every record, END_REQUEST last.
     const before = started.fcgi.stats().socketWrites;
-    const response = await client.request(1, { keepConn: true });
+    const response = await client.request(1, { keepConn: true, params: { QUERY_STRING: 'small' } });
     assert.equal(noDelay, true);
-    assert.ok(response.body.equals(body));
+    assert.ok(response.body.equals(small));
     assert.equal(writes.length, 1, 'one socket.write for the whole response');
     assert.equal(started.fcgi.stats().socketWrites - before, 1);
-    // That one write holds every record, END_REQUEST last.
-    const only = writes[0]!;
+    const only = writes[0]!.chunk;
     assert.equal(only[only.length - 16 + 1], FCGI.END_REQUEST);
+    assert.equal(only.length, recordBytes(response.reply.records));
+
+    // A tile: the records before it, the body in place, the records after it, all while corked
+    // (one writev system call), END_REQUEST last.
+    writes.length = 0;
+    const tiled = await client.request(3, { keepConn: true, params: { QUERY_STRING: 'tile' } });
+    assert.ok(tiled.body.equals(tile));
+    assert.equal(writes.length, 3);
+    assert.ok(
+      writes.every((w) => w.corked),
+      'every piece written while corked',
+    );
+    assert.equal(writes[1]!.chunk, tile, 'the body is written as it is, not copied');
+    const last = writes[2]!.chunk;
+    assert.equal(last[last.length - 16 + 1], FCGI.END_REQUEST);
     assert.equal(
-      only.length,
-      response.reply.records.reduce((sum, r) => sum + 8 + r.content.length + r.paddingLength, 0),
+      writes.reduce((sum, w) => sum + w.chunk.length, 0),
+      recordBytes(tiled.reply.records),
     );
 
     writes.length = 0;

@@ -18,9 +18,10 @@ function isOn(value: string): boolean {
 
 /**
  * `params` is the complete, reassembled PARAMS stream. `socketAddress` stands in for a missing
- * REMOTE_ADDR (a front end that does not send it still deserves an address in the logs).
+ * REMOTE_ADDR (a front end that does not send it still deserves an address in the logs); it is
+ * asked only then, since getpeername() costs a system call per connection.
  */
-export function requestFromParams(params: Buffer, signal: AbortSignal, socketAddress: string): PlainRequest {
+export function requestFromParams(params: Buffer, signal: AbortSignal, socketAddress: () => string): PlainRequest {
   let method = 'GET';
   let query = '';
   let requestUri = '';
@@ -88,7 +89,7 @@ export function requestFromParams(params: Buffer, signal: AbortSignal, socketAdd
     headers,
     scriptName,
     https,
-    remoteAddress: remoteAddress ?? socketAddress,
+    remoteAddress: remoteAddress ?? socketAddress(),
     signal,
   };
 }
