@@ -1,5 +1,6 @@
 /** Positioned reads from an open file, every one checked against the file size. */
 import { open, type FileHandle } from 'node:fs/promises';
+import { readAt } from '../files/positioned-reads.js';
 import { TiffFormatError } from './errors.js';
 
 /** Largest single read we allow (a tile, a tag value, an offsets array): Node's Buffer limit is 2-4 GiB. */
@@ -47,7 +48,7 @@ export class PositionedFile {
     const buffer = Buffer.allocUnsafe(headroom + length);
     let done = 0;
     while (done < length) {
-      const { bytesRead } = await this.handle.read(buffer, headroom + done, length - done, position + done);
+      const bytesRead = await readAt(this.handle, buffer, headroom + done, length - done, position + done);
       if (bytesRead === 0) {
         throw new TiffFormatError(`truncated TIFF: unexpected end of file reading ${what} at offset ${position + done}`);
       }
