@@ -21,7 +21,7 @@ function isOn(value: string): boolean {
  * REMOTE_ADDR (a front end that does not send it still deserves an address in the logs); it is
  * asked only then, since getpeername() costs a system call per connection.
  */
-export function requestFromParams(params: Buffer, signal: AbortSignal, socketAddress: () => string): PlainRequest {
+export function requestFromParams(params: Buffer, signal: () => AbortSignal, socketAddress: () => string): PlainRequest {
   let method = 'GET';
   let query = '';
   let requestUri = '';
@@ -90,6 +90,9 @@ export function requestFromParams(params: Buffer, signal: AbortSignal, socketAdd
     scriptName,
     https,
     remoteAddress: remoteAddress ?? socketAddress(),
-    signal,
+    // An AbortController per request costs more than most requests' work here: made on demand.
+    get signal() {
+      return signal();
+    },
   };
 }

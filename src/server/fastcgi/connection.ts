@@ -98,7 +98,9 @@ const ZEROS = Buffer.alloc(8);
 const INTERNAL_ERROR_BODY = Buffer.from('Internal Server Error\n');
 
 class RequestState {
-  readonly controller: AbortController | null;
+  /** Made when the handler first asks for the request's signal: most requests never do. */
+  private controller: AbortController | null = null;
+  private aborted = false;
   /**
    * The PARAMS stream so far. nginx sends it in one record, kept as a view of the input; a
    * second record makes it an owned, growing buffer. (A list of views would cost an object per
@@ -119,8 +121,20 @@ class RequestState {
     readonly keepConn: boolean,
     /** Already answered; only its remaining input is expected, and ignored. */
     public draining: boolean,
-  ) {
-    this.controller = draining ? null : new AbortController();
+  ) {}
+
+  /** Aborted when the peer aborts the request or goes away. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort();
+    }
+    return this.controller.signal;
+  }
+
+  abort(): void {
+    this.aborted = true;
+    this.controller?.abort();
   }
 }
 
@@ -349,7 +363,7 @@ export class FastCgiConnection {
       this.debug({ requestId }, 'FastCGI ABORT_REQUEST for a request no longer in flight');
       return;
     }
-    request.controller!.abort();
+    request.abort();
     this.send(encodeEndRequest(requestId, 0, REQUEST_COMPLETE));
     this.finish(request);
   }
@@ -398,7 +412,11 @@ export class FastCgiConnection {
     request.started = true;
     const params = request.params === null ? EMPTY : request.params.subarray(0, request.paramsBytes);
     request.params = null;
-    const iipRequest: PlainRequest = requestFromParams(params, request.controller!.signal, () => this.socketAddress);
+    const iipRequest: PlainRequest = requestFromParams(
+      params,
+      () => request.signal,
+      () => this.socketAddress,
+    );
     request.method = iipRequest.method;
     let result: Promise<PlainResponse>;
     try {
@@ -598,7 +616,7 @@ export class FastCgiConnection {
   private abortAll(): void {
     for (const request of this.requests.values()) {
       if (request.draining || request.done) continue;
-      request.controller!.abort();
+      request.abort();
       request.done = true;
       this.active--;
       this.options.stats.requestsInFlight--;
