@@ -5,7 +5,7 @@
  *
  * Environment knobs (all optional):
  *   BENCH_DURATION=10   seconds of each timed wrk run
- *   BENCH_WARMUP=2      seconds of the untimed wrk run before each timed one
+ *   BENCH_WARMUP=2      seconds of the untimed wrk run before each timed one (on the other half of the request list)
  *   BENCH_THREADS=2 BENCH_CONNECTIONS=16
  *   BENCH_ONLY=a,b      run only these workloads (h, i, j: the pixel-type images, k: the JP2; made on first use)
  *   IIPSRV11=/usr/lib/iipimage-server/iipsrv.fcgi
@@ -44,6 +44,8 @@ const HOT_TILES = 20;
 const SEED = 20261201;
 
 const log = (line = '') => process.stdout.write(line + '\n');
+/** Where the warm-up run's threads start in a workload's list, relative to the timed run's. */
+const warmupOffset = (w: { queries: string[] }) => Math.floor(w.queries.length / 2);
 const MB = 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
@@ -597,7 +599,9 @@ async function main(): Promise<number> {
     }
     if (!nginx.alive()) throw new Error(`nginx died:\n${nginx.output()}`);
     const url = `http://127.0.0.1:${nginxPort}`;
-    if (WARMUP_SECONDS > 0) await runWrk(WRK, url, w.script!, b.location, WARMUP_SECONDS);
+    // The warm-up starts half the list further on: it must not put the timed run's first
+    // responses into the caches (a random workload would then begin with cache hits).
+    if (WARMUP_SECONDS > 0) await runWrk(WRK, url, w.script!, b.location, WARMUP_SECONDS, warmupOffset(w));
     errorLogOffset = newLines(errorLog, errorLogOffset).size;
     const roots = b.server.procs.map((p) => p.pid);
     const workersBefore = treeCpuSeconds(roots).pids.join(',');
@@ -777,7 +781,7 @@ function report(
       `wrk, nginx and the servers share the same cores, so req/s are noisy; **CPU ms/req** (server processes only, from /proc utime+stime) is the steadier figure.`,
     '',
     `Image: ${info.image}. nginx: 1 worker process, \`access_log off\`, FastCGI responses buffered in memory. ` +
-      `wrk \`-t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency\` (after a ${WARMUP_SECONDS}s untimed warm-up), the same seeded request list for every backend. ` +
+      `wrk \`-t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency\` (after a ${WARMUP_SECONDS}s untimed warm-up on another part of the list), the same seeded request list for every backend. ` +
       'Both servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0`; iipsrv 1.1 with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none). ' +
       'iipsrv 1.1 is always reached with one FastCGI connection per request (it serves one connection at a time). ' +
       'All server processes are restarted before each workload, so RSS and caches belong to that workload (warmed by the warm-up run).',
