@@ -1,6 +1,7 @@
 /**
- * Side-by-side benchmark: iipsrv-ts (./bin/iipsrv, compiled dist/) against Debian's iipsrv 1.1,
- * both behind ONE nginx on loopback, driven by wrk. Run with `npm run bench` (which builds
+ * Side-by-side benchmark: iipsrv-ts (./bin/iipsrv, compiled dist/) against Debian's iipsrv 1.1
+ * and, when IIPSRV_MASTER names one, an iipsrv master build, all behind ONE nginx on loopback,
+ * driven by wrk. Run with `npm run bench` (which builds
  * first) or `node --import tsx bench/run.ts`. Writes bench/results.md. See "Benchmarks" in README.md.
  *
  * Environment knobs (all optional):
@@ -9,6 +10,11 @@
  *   BENCH_THREADS=2 BENCH_CONNECTIONS=16
  *   BENCH_ONLY=a,b      run only these workloads (h, i, j: the pixel-type images, k: the JP2; made on first use)
  *   IIPSRV11=/usr/lib/iipimage-server/iipsrv.fcgi
+ *   IIPSRV_MASTER=/path/to/iipsrv/src/iipsrv.fcgi   also run an iipsrv master FastCGI binary, started as
+ *                       1.1 is (same nginx, own locations and ports, same images and environment, its
+ *                       own defaults otherwise). Build it yourself from the public ruven/iipsrv
+ *                       repository by its own README; this repository has no recipe for it.
+ *                       Unset: the benchmark runs ours and 1.1 only.
  *   BENCH_OURS_ENV='MALLOC_ARENA_MAX=2 UV_THREADPOOL_SIZE=2'   extra environment for our server only
  *   BENCH_OURS_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'   node flags for our server (workers inherit them)
  */
@@ -28,6 +34,7 @@ import { seededRandom } from '../test/helpers/random.ts';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const OURS_BIN = path.join(ROOT, 'bin/iipsrv');
 const IIPSRV11 = process.env.IIPSRV11 ?? '/usr/lib/iipimage-server/iipsrv.fcgi';
+const IIPSRV_MASTER = process.env.IIPSRV_MASTER ? path.resolve(process.env.IIPSRV_MASTER) : null;
 const FASTCGI_PARAMS = path.join(ROOT, 'examples/nginx/iipsrv_fastcgi_params');
 const RESULTS = path.join(ROOT, 'bench/results.md');
 
@@ -53,7 +60,7 @@ const MB = 1024 * 1024;
 
 interface ServerSpec {
   key: string;
-  kind: 'ours' | 'iipsrv11';
+  kind: 'ours' | 'iipsrv11' | 'master';
   ports: number[];
   args: (port: number) => string[];
   env: NodeJS.ProcessEnv;
@@ -74,12 +81,11 @@ async function startServer(spec: ServerSpec): Promise<void> {
   spec.procs = [];
   for (const port of spec.ports) {
     const nodeArgs = process.env.BENCH_OURS_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
-    const [command, args] =
-      spec.kind === 'iipsrv11'
-        ? [IIPSRV11, spec.args(port)]
-        : nodeArgs.length > 0
-          ? [process.execPath, [...nodeArgs, OURS_BIN, ...spec.args(port)]]
-          : [OURS_BIN, spec.args(port)];
+    let command = OURS_BIN;
+    let args = spec.args(port);
+    if (spec.kind === 'iipsrv11') command = IIPSRV11;
+    else if (spec.kind === 'master') command = IIPSRV_MASTER!;
+    else if (nodeArgs.length > 0) [command, args] = [process.execPath, [...nodeArgs, OURS_BIN, ...args]];
     const proc = startProcess(`${spec.key}:${port}`, command, args, spec.env, ROOT);
     spec.procs.push(proc);
     await waitUntilListening(proc, { port }, { what: proc.name, timeoutMs: 20_000 });
@@ -149,6 +155,7 @@ interface Reply {
   status: number;
   type: string;
   body: Buffer;
+  headers?: http.IncomingHttpHeaders;
 }
 
 function get(port: number, pathAndQuery: string): Promise<Reply> {
@@ -156,7 +163,9 @@ function get(port: number, pathAndQuery: string): Promise<Reply> {
     const req = http.get({ host: '127.0.0.1', port, path: pathAndQuery, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type'] ?? ''), body: Buffer.concat(chunks) }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type'] ?? ''), body: Buffer.concat(chunks), headers: res.headers }),
+      );
       res.on('error', reject);
     });
     req.setTimeout(30_000, () => req.destroy(new Error(`timeout: ${pathAndQuery}`)));
@@ -302,12 +311,12 @@ function buildWorkloads(
 }
 
 /**
- * k: random JTL tiles of a 10000x7000 lossy JP2 (bench/lib/image.ts), at every resolution. Both
+ * k: random JTL tiles of a 10000x7000 lossy JP2 (bench/lib/image.ts), at every resolution. The
  * servers' own level sizes are used for their tile counts (iipsrv 1.1 floor-halves, ours uses the
  * codec's ceil sizes: the counts agree here); the samples checked are inner tiles, whose size
- * does not depend on that.
+ * does not depend on that. `master` is iipsrv master's location, when it runs.
  */
-async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation: string): Promise<Workload> {
+async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation: string, master: string | null): Promise<Workload> {
   const jp2 = benchJp2(log);
   log(
     `JPEG2000 image: ${jp2.file} (${(statSync(jp2.file).size / MB).toFixed(1)} MB${jp2.generated ? ', new' : ', cached'}; opj_compress ${JP2_RECIPE.join(' ')})`,
@@ -319,10 +328,17 @@ async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation:
   };
   const iipLevels = await levelsOf(iipLocation);
   const ourLevels = await levelsOf(oursLocation);
-  log(`JP2 OBJ=Resolutions: iipsrv 1.1 ${iipLevels.map(([w, h]) => `${w}x${h}`).join(' ')}; ours ${ourLevels.map(([w, h]) => `${w}x${h}`).join(' ')}`);
+  const masterLevels = master ? await levelsOf(master) : null;
+  const sizes = (levels: Array<[number, number]>) => levels.map(([w, h]) => `${w}x${h}`).join(' ');
+  log(`JP2 OBJ=Resolutions: iipsrv 1.1 ${sizes(iipLevels)}; ours ${sizes(ourLevels)}${masterLevels ? `; iipsrv master ${sizes(masterLevels)}` : ''}`);
   const count = ([w, h]: [number, number]) => Math.ceil(w / TILE) * Math.ceil(h / TILE);
-  if (iipLevels.length !== ourLevels.length || iipLevels.some((l, i) => count(l) !== count(ourLevels[i]!))) {
-    throw new Error('the JP2 tile grids of ours and iipsrv 1.1 differ: the same JTL list would not ask for the same tiles');
+  for (const [name, levels] of [
+    ['ours', ourLevels],
+    ['iipsrv master', masterLevels],
+  ] as const) {
+    if (levels && (iipLevels.length !== levels.length || iipLevels.some((l, i) => count(l) !== count(levels[i]!)))) {
+      throw new Error(`the JP2 tile grids of ${name} and iipsrv 1.1 differ: the same JTL list would not ask for the same tiles`);
+    }
   }
   const pairs: Array<[number, number]> = [];
   const inner: Array<[number, number]> = [];
@@ -396,6 +412,7 @@ async function main(): Promise<number> {
   for (const [what, file] of [
     ['the compiled server (run npm run build)', path.join(ROOT, 'dist/main.js')],
     ['iipsrv 1.1 (apt-get install iipimage-server)', IIPSRV11],
+    ...(IIPSRV_MASTER ? ([['the iipsrv master binary named by IIPSRV_MASTER', IIPSRV_MASTER]] as const) : []),
   ] as const) {
     try {
       statSync(file);
@@ -449,6 +466,15 @@ async function main(): Promise<number> {
     // For the pixel-type workloads, whose few hundred tiles would otherwise all come from the caches.
     { key: 'iip1nc', kind: 'iipsrv11', ports: [await freePort()], args: iipArgs, env: { ...iipEnv, MAX_IMAGE_CACHE_SIZE: '0' }, procs: [] },
   ];
+  // iipsrv master: started as 1.1 is, in 1.1's environment (the variables both know mean the same
+  // thing in both), its own defaults otherwise.
+  if (IIPSRV_MASTER) {
+    servers.push(
+      { key: 'mas1', kind: 'master', ports: [await freePort()], args: iipArgs, env: iipEnv, procs: [] },
+      { key: 'mas2', kind: 'master', ports: [await freePort(), await freePort()], args: iipArgs, env: iipEnv, procs: [] },
+      { key: 'mas1nc', kind: 'master', ports: [await freePort()], args: iipArgs, env: { ...iipEnv, MAX_IMAGE_CACHE_SIZE: '0' }, procs: [] },
+    );
+  }
   const byKey = (k: string) => servers.find((s) => s.key === k)!;
   const B = {
     iip1: { key: 'iip1', label: 'iipsrv 1.1 x1', location: '/iip11', server: byKey('iip1'), processes: 1 },
@@ -459,9 +485,20 @@ async function main(): Promise<number> {
     ours1nc: { key: 'ours1nc', label: 'ours w1, keep-alive, MAX_IMAGE_CACHE_SIZE=0', location: '/ours1nc-ka', server: byKey('ours1nc'), processes: 1 },
     iip1nc: { key: 'iip1nc', label: 'iipsrv 1.1 x1, MAX_IMAGE_CACHE_SIZE=0', location: '/iip11nc', server: byKey('iip1nc'), processes: 1 },
   } satisfies Record<string, Backend>;
-  const backends: Backend[] = Object.values(B);
+  const masterBackends: Backend[] = IIPSRV_MASTER
+    ? [
+        { key: 'mas1', label: 'iipsrv master x1', location: '/master', server: byKey('mas1'), processes: 1 },
+        { key: 'mas2', label: 'iipsrv master x2 processes', location: '/masterx2', server: byKey('mas2'), processes: 2 },
+        { key: 'mas1nc', label: 'iipsrv master x1, MAX_IMAGE_CACHE_SIZE=0', location: '/masternc', server: byKey('mas1nc'), processes: 1 },
+      ]
+    : [];
+  const backends: Backend[] = [...Object.values(B), ...masterBackends];
+  /** iipsrv master's backend run in the same way as a 1.1 backend (iip1 -> mas1), if master runs. */
+  const masterFor = (iip: Backend) => masterBackends.find((m) => m.key === iip.key.replace(/^iip/, 'mas'));
 
-  log(`starting iipsrv 1.1 (3 processes), ours (3 instances: w1, w2, w1 without response cache)...`);
+  log(
+    `starting iipsrv 1.1 (3 processes), ours (3 instances: w1, w2, w1 without response cache)${IIPSRV_MASTER ? `, iipsrv master (3 processes: ${IIPSRV_MASTER})` : ''}...`,
+  );
   for (const s of servers) await startServer(s);
 
   const nginxPort = await freePort();
@@ -480,36 +517,47 @@ async function main(): Promise<number> {
   // ---- geometry from the servers
   const expected = expectedLevels(IMAGE_WIDTH, IMAGE_HEIGHT, TILE).reverse();
   const geometry = new Map<string, { levels: Array<[number, number]>; tile: [number, number] }>();
-  for (const b of [B.ours1, B.iip1]) {
+  let masterServerHeader = '';
+  for (const b of [B.ours1, B.iip1, ...masterBackends.slice(0, 1)]) {
     const r = await get(nginxPort, `${b.location}?FIF=${image.name}&OBJ=Resolutions`);
     const t = await get(nginxPort, `${b.location}?FIF=${image.name}&OBJ=Tile-size`);
     if (r.status !== 200) throw new Error(`${b.label}: OBJ=Resolutions answered ${r.status}: ${r.body.toString().slice(0, 300)}`);
     const tm = /Tile-size:(\d+) (\d+)/.exec(t.body.toString());
     if (!tm) throw new Error(`${b.label}: no Tile-size in ${JSON.stringify(t.body.toString().slice(0, 300))}`);
     geometry.set(b.key, { levels: levelsFromAnswer(r.body.toString()), tile: [Number(tm[1]), Number(tm[2])] });
+    if (b.server.kind === 'master') masterServerHeader = String(r.headers?.server ?? 'no Server header');
   }
   const gOurs = geometry.get('ours1')!;
   const gIip = geometry.get('iip1')!;
   const warnings: string[] = [];
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
   if (!same(gOurs, gIip)) warnings.push(`ours and iipsrv 1.1 disagree on the geometry: ours ${JSON.stringify(gOurs)}, iipsrv ${JSON.stringify(gIip)}`);
+  const gMaster = geometry.get('mas1');
+  if (gMaster && !same(gMaster, gIip))
+    warnings.push(`iipsrv master and 1.1 disagree on the geometry: master ${JSON.stringify(gMaster)}, 1.1 ${JSON.stringify(gIip)}`);
   if (!same(gIip.levels, expected))
     warnings.push(`iipsrv 1.1's Resolutions ${JSON.stringify(gIip.levels)} differ from the floor-halved ${JSON.stringify(expected)}`);
   log(
-    `OBJ=Resolutions (both servers): ${gIip.levels.map(([w, h]) => `${w}x${h}`).join(' ')}${same(gIip.levels, expected) ? ' = floor-halving' : ''}; Tile-size ${gIip.tile.join('x')}`,
+    `OBJ=Resolutions (${IIPSRV_MASTER ? 'all three servers' : 'both servers'}): ${gIip.levels.map(([w, h]) => `${w}x${h}`).join(' ')}${same(gIip.levels, expected) ? ' = floor-halving' : ''}; Tile-size ${gIip.tile.join('x')}`,
   );
 
   // ---- workloads
   const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
   const typed = !only || ['h', 'i', 'j'].some((id) => only.has(id)) ? pixelTypeImages(log, image.file) : null;
   const workloads = buildWorkloads(image.name, gIip.levels, gIip.tile, typed).filter((w) => !only || only.has(w.id));
-  if (!only || only.has('k')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location));
+  if (!only || only.has('k')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location, masterBackends[0]?.location ?? null));
   for (const w of workloads) w.script = writeWrkScript(dir, `workload-${w.id}`, w.queries);
   const plan: Array<[Workload, Backend]> = [];
   const byId = (id: string) => workloads.find((w) => w.id === id);
+  // iipsrv master, when it runs, is run right before each 1.1 backend, in the same way.
   const add = (id: string, list: Backend[]) => {
     const w = byId(id);
-    if (w) for (const b of list) plan.push([w, b]);
+    if (!w) return;
+    for (const b of list) {
+      const m = b.server.kind === 'iipsrv11' ? masterFor(b) : undefined;
+      if (m) plan.push([w, m]);
+      plan.push([w, b]);
+    }
   };
   add('a', [B.ours1, B.ours1ka, B.iip1]);
   add('b', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
@@ -525,6 +573,7 @@ async function main(): Promise<number> {
   // ---- sample checks: 200 + a JPEG (or the IIP line) on every backend, same dimensions everywhere
   log('\nchecking sample requests on every backend...');
   const checkFailures: string[] = [];
+  const notRun: Array<{ workload: string; backend: string; reason: string }> = [];
   for (const w of workloads) {
     const dims = new Map<string, string>();
     const seen = new Set<string>();
@@ -532,14 +581,18 @@ async function main(): Promise<number> {
       if (pw !== w || seen.has(b.key)) continue;
       seen.add(b.key);
       for (const q of w.samples) {
-        const r = await get(nginxPort, `${b.location}?${q}`).catch((e: Error) => ({ status: 0, type: e.message, body: Buffer.alloc(0) }));
+        const r: Reply = await get(nginxPort, `${b.location}?${q}`).catch((e: Error) => ({ status: 0, type: e.message, body: Buffer.alloc(0) }));
         if (r.status !== 200) {
           checkFailures.push(`${w.id} ${b.label}: ${q} -> status ${r.status} ${r.type} ${r.body.toString('latin1').slice(0, 200)}`);
           continue;
         }
         if (w.kind === 'obj') {
-          if (!r.body.toString().includes('IIP:1.0'))
-            checkFailures.push(`${w.id} ${b.label}: ${q} -> no IIP:1.0 line: ${JSON.stringify(r.body.toString().slice(0, 100))}`);
+          // iipsrv 1.1 and ours answer with an IIP:1.0 line, iipsrv master (1.3) with IIP:1.3. (Without
+          // FIF, 1.1 and master end the HTTP headers early, on an empty Last-Modified line, so their
+          // Content-Type line comes in the body too; with FIF, master puts its IIP line among the headers.)
+          const body = r.body.toString();
+          if (body.includes('IIP:1.') || (b.server.kind === 'master' && r.headers?.iip)) continue;
+          checkFailures.push(`${w.id} ${b.label}: ${q} -> no IIP line: ${JSON.stringify(body.slice(0, 100))}`);
           continue;
         }
         if (!r.type.startsWith('image/jpeg') || !isJpeg(r.body)) {
@@ -567,8 +620,11 @@ async function main(): Promise<number> {
     const stored = await get(nginxPort, `${B.ours1ka.location}?${bW.samples[0]}`);
     const reenc = await get(nginxPort, `${B.ours1ka.location}?${eW.samples[0]}`);
     const iip = await get(nginxPort, `${B.iip1.location}?${eW.samples[0]}`);
+    const master = masterBackends[0];
+    const mas = master ? [await get(nginxPort, `${master.location}?${bW.samples[0]}`), await get(nginxPort, `${master.location}?${eW.samples[0]}`)] : null;
     log(
-      `  ours ${bW.samples[0]}: ${stored.body.length} bytes (stored q90 tile); with QLT=75: ${reenc.body.length} bytes; iipsrv 1.1: ${iip.body.length} bytes`,
+      `  ours ${bW.samples[0]}: ${stored.body.length} bytes (stored q90 tile); with QLT=75: ${reenc.body.length} bytes; iipsrv 1.1: ${iip.body.length} bytes` +
+        (mas ? `; iipsrv master: ${mas[0]!.body.length} bytes, with QLT=75 ${mas[1]!.body.length} bytes` : ''),
     );
     if (stored.body.equals(reenc.body)) checkFailures.push('ours answers QLT=75 with the stored tile bytes: workload e would not re-encode');
   }
@@ -662,6 +718,8 @@ async function main(): Promise<number> {
     loadAfter,
     image: `${image.name} (${IMAGE_WIDTH}x${IMAGE_HEIGHT}, ${gIip.levels.length} levels, ${(statSync(image.file).size / MB).toFixed(0)} MB, JPEG Q90 256x256 tiles, vips ${vipsVersion()})`,
     minutes: (Date.now() - startedAt) / 60_000,
+    master: IIPSRV_MASTER ? describeMaster(IIPSRV_MASTER, masterServerHeader) : null,
+    notRun,
     extra: [
       process.env.BENCH_OURS_ENV ? `BENCH_OURS_ENV=${process.env.BENCH_OURS_ENV}` : '',
       process.env.BENCH_OURS_NODE_ARGS ? `BENCH_OURS_NODE_ARGS=${process.env.BENCH_OURS_NODE_ARGS}` : '',
@@ -690,6 +748,16 @@ function gitState(): string {
   const subject = head.stdout.trim();
   const changed = dirty.stdout.trim().split('\n').filter(Boolean).length;
   return `\`${subject.length > 90 ? subject.slice(0, 87) + '...' : subject}\`${changed ? ` + ${changed} uncommitted file(s) in src/` : ''}`;
+}
+
+/** The iipsrv master binary: its path, the commit of the git checkout it sits in, its Server header, OpenMP or not. */
+function describeMaster(bin: string, serverHeader: string): string {
+  const git = (args: string[]) => spawnSync('git', ['-C', path.dirname(bin), ...args], { encoding: 'utf8' });
+  const head = git(['log', '-1', '--format=%H (%cs)']);
+  const dirty = git(['status', '--porcelain', '--untracked-files=no']);
+  const checkout = head.status === 0 ? `, built from commit ${head.stdout.trim()}${dirty.stdout.trim() ? ' with local changes' : ''} of its checkout` : '';
+  const openmp = /libgomp/.test(spawnSync('ldd', [bin], { encoding: 'utf8' }).stdout ?? '');
+  return `\`${bin}\`${checkout}, answering \`Server: ${serverHeader}\`${openmp ? ', linked with OpenMP (libgomp: one process may use both cores)' : ''}`;
 }
 
 function vipsVersion(): string {
@@ -721,7 +789,19 @@ function iiifAgainstJtl(find: (w: string, b: string) => RunResult | undefined): 
 
 function report(
   results: RunResult[],
-  info: { warnings: string[]; checkFailures: string[]; loadBefore: string; loadAfter: string; image: string; minutes: number; extra: string },
+  info: {
+    warnings: string[];
+    checkFailures: string[];
+    loadBefore: string;
+    loadAfter: string;
+    image: string;
+    minutes: number;
+    extra: string;
+    /** iipsrv master: which binary, or null when it did not run */
+    master: string | null;
+    /** backends left out of a workload they do not support (their cells say n/a) */
+    notRun: Array<{ workload: string; backend: string; reason: string }>;
+  },
 ): string {
   const find = (w: string, b: string) => results.find((r) => r.workload.id === w && r.backend.key === b);
   const cpuMs = (r: RunResult) => (r.cpuSeconds * 1000) / r.wrk.requests;
@@ -733,39 +813,82 @@ function report(
         ? `${fmt(r.peakRssTotal / MB)} (${r.backend.processes}×${fmt(r.peakRssWorker / MB)})`
         : fmt(r.peakRssTotal / MB);
   const targets: Record<string, number> = { b: 3, c: 5, d: 1.5, k: 1 };
+  const hasMaster = results.some((r) => r.backend.server.kind === 'master');
+  const masterKey = (iipKey: string) => iipKey.replace(/^iip/, 'mas');
+  // An iipsrv backend of a workload: run, or left out as not supported (then its cells say n/a).
+  const planned = (w: string, key: string) => find(w, key) !== undefined || info.notRun.some((n) => n.workload === w && n.backend === key);
+  /** The iipsrv 1.1 backend an ours run is compared with: as many processes, without a cache where ours has none and 1.1 ran so too. */
+  const iipKeyFor = (r: RunResult): string | null => {
+    const w = r.workload.id;
+    const has = (k: string) => planned(w, k) || planned(w, masterKey(k));
+    if (r.backend.processes === 2) return has('iip2') ? 'iip2' : null;
+    const noCache = r.backend.server.env.MAX_IMAGE_CACHE_SIZE === '0';
+    const order = noCache ? ['iip1nc', 'iip1'] : ['iip1', 'iip1nc'];
+    return order.find(has) ?? null;
+  };
+  const processesLabel: Record<string, string> = { iip1: '1', iip2: '2', iip1nc: '1, MAX_IMAGE_CACHE_SIZE=0' };
+  const ifMaster = (cell: string) => (hasMaster ? [cell] : []);
+  const row = (cells: string[]) => `| ${cells.join(' | ')} |`;
   const rows: string[] = [];
-  const pairs: Array<[string, string, string]> = [
-    ['a', 'ours1', 'iip1'],
-    ['a', 'ours1ka', 'iip1'],
-    ['b', 'ours1ka', 'iip1'],
-    ['b', 'ours2ka', 'iip2'],
-    ['b', 'ours1nc', 'iip1'],
-    ['c', 'ours1ka', 'iip1'],
-    ['c', 'ours2ka', 'iip2'],
-    ['d', 'ours1ka', 'iip1'],
-    ['d', 'ours2ka', 'iip2'],
-    ['e', 'ours1ka', 'iip1'],
-    ['e', 'ours2ka', 'iip2'],
-    ['e', 'ours1nc', 'iip1'],
-    ['h', 'ours1nc', 'iip1nc'],
-    ['i', 'ours1nc', 'iip1nc'],
-    ['j', 'ours1nc', 'iip1nc'],
-    ['k', 'ours1ka', 'iip1'],
-    ['k', 'ours2ka', 'iip2'],
-  ];
-  for (const [w, o, i] of pairs) {
-    const ro = find(w, o);
-    const ri = find(w, i);
-    if (!ro || !ri) continue;
-    const ratio = ro.wrk.requestsPerSecond / ri.wrk.requestsPerSecond;
-    const cpuRatio = cpuMs(ri) / cpuMs(ro);
+  for (const ro of results) {
+    if (ro.backend.server.kind !== 'ours') continue;
+    const w = ro.workload.id;
+    const iipKey = iipKeyFor(ro);
+    if (!iipKey) continue;
+    const ri = find(w, iipKey);
+    const rm = find(w, masterKey(iipKey));
+    const others = [...(hasMaster ? [rm] : []), ri];
+    const ratio = (other: RunResult | undefined) => (other ? ro.wrk.requestsPerSecond / other.wrk.requestsPerSecond : Number.NaN);
+    const cpuRatio = (other: RunResult | undefined) => (other ? `${(cpuMs(ro) / cpuMs(other)).toFixed(2)}×` : 'n/a');
     const target = targets[w];
-    const mark = target !== undefined && (o === 'ours1ka' || o === 'ours2ka') ? (ratio >= target ? ` ✓ (≥${target}×)` : ` ✗ (target ${target}×)`) : '';
-    const flagged = ro.flags.length + ri.flags.length > 0 ? ' ⚠' : '';
+    const r11 = ratio(ri);
+    const mark =
+      ri && target !== undefined && (ro.backend.key === 'ours1ka' || ro.backend.key === 'ours2ka')
+        ? r11 >= target
+          ? ` ✓ (≥${target}×)`
+          : ` ✗ (target ${target}×)`
+        : '';
+    const flagged = [ro, ...others].some((r) => r && r.flags.length > 0) ? ' ⚠' : '';
+    const bold = (x: number) => (Number.isFinite(x) ? `**${x.toFixed(2)}×**` : 'n/a');
+    const or = <T>(r: RunResult | undefined, f: (r: RunResult) => T) => (r ? String(f(r)) : 'n/a');
     rows.push(
-      `| ${w}. ${ro.workload.title} | ${ro.backend.label} vs ${ri.backend.label} | ${fmt(ro.wrk.requestsPerSecond)} | ${fmt(ri.wrk.requestsPerSecond)} | **${ratio.toFixed(2)}×**${mark}${flagged} | ${lat(ro)} | ${lat(ri)} | ${fmtMs(cpuMs(ro))} | ${fmtMs(cpuMs(ri))} | ${cpuRatio.toFixed(2)}× | ${rss(ro)} | ${rss(ri)} |`,
+      row([
+        `${w}. ${ro.workload.title}`,
+        ro.backend.label + flagged,
+        processesLabel[iipKey] ?? iipKey,
+        fmt(ro.wrk.requestsPerSecond),
+        ...ifMaster(or(rm, (r) => fmt(r.wrk.requestsPerSecond))),
+        or(ri, (r) => fmt(r.wrk.requestsPerSecond)),
+        ...ifMaster(bold(ratio(rm))),
+        bold(r11) + mark,
+        fmtMs(cpuMs(ro)),
+        ...ifMaster(or(rm, (r) => fmtMs(cpuMs(r)))),
+        or(ri, (r) => fmtMs(cpuMs(r))),
+        ...ifMaster(cpuRatio(rm)),
+        cpuRatio(ri),
+        [ro, ...others].map((r) => (r ? lat(r) : 'n/a')).join(' · '),
+        [ro, ...others].map((r) => (r ? rss(r) : 'n/a')).join(' · '),
+      ]),
     );
   }
+  const servers = hasMaster ? 'ours · master · 1.1' : 'ours · 1.1';
+  const header = row([
+    'workload',
+    'ours',
+    'iipsrv processes',
+    'ours req/s',
+    ...ifMaster('master req/s'),
+    '1.1 req/s',
+    ...ifMaster('req/s ours/master'),
+    'req/s ours/1.1',
+    'ours CPU ms/req',
+    ...ifMaster('master CPU ms/req'),
+    '1.1 CPU ms/req',
+    ...ifMaster('CPU ours/master'),
+    'CPU ours/1.1',
+    `p50 / p99 ms ${servers}`,
+    `peak RSS MB ${servers} (ours: total (workers×each + primary))`,
+  ]);
   const detail = results.map(
     (r) =>
       `| ${r.workload.id} | ${r.backend.label} | ${r.wrk.requests} | ${fmt(r.wrk.requestsPerSecond)} | ${fmtMs(r.wrk.p50ms)} | ${fmtMs(r.wrk.p90ms)} | ${fmtMs(r.wrk.p99ms)} | ${fmtMs(cpuMs(r))} | ${fmtMs((r.nginxCpuSeconds * 1000) / r.wrk.requests)} | ${fmt(r.peakRssTotal / MB)} | ${fmt(r.peakRssWorker / MB)} | ${fmt(r.wrk.bytesRead / r.wrk.requests / 1024, 1)} | ${fmt(r.boxBusy)} | ${r.wrk.non2xx} | ${r.flags.length ? r.flags.join('; ') : 'ok'} |`,
@@ -776,18 +899,22 @@ function report(
     '',
     `Server: ${gitState()} (dist/ as built by \`npm run bench\`)${info.extra ? `; **non-default knobs: ${info.extra}**` : ''}.`,
     '',
+    ...(info.master ? [`iipsrv master (\`IIPSRV_MASTER\`): ${info.master}.`, ''] : []),
     `One run of \`npm run bench\` on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'} (${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB), ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}; ${info.minutes.toFixed(1)} min. ` +
       `Load average before: ${info.loadBefore.split(' ').slice(0, 3).join(' ')}, after: ${info.loadAfter.split(' ').slice(0, 3).join(' ')}. ` +
       `wrk, nginx and the servers share the same cores, so req/s are noisy; **CPU ms/req** (server processes only, from /proc utime+stime) is the steadier figure.`,
     '',
     `Image: ${info.image}. nginx: 1 worker process, \`access_log off\`, FastCGI responses buffered in memory. ` +
       `wrk \`-t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency\` (after a ${WARMUP_SECONDS}s untimed warm-up on another part of the list), the same seeded request list for every backend. ` +
-      'Both servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0`; iipsrv 1.1 with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none). ' +
-      'iipsrv 1.1 is always reached with one FastCGI connection per request (it serves one connection at a time). ' +
+      (info.master
+        ? 'All servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0 MAX_LAYERS=-1`; iipsrv 1.1 and master with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none); master otherwise with its own defaults. ' +
+          'iipsrv 1.1 and master are always reached with one FastCGI connection per request (each process serves one connection at a time: with `fastcgi_keep_conn` the connections nginx keeps idle in its pool hold the process while requests wait on others). '
+        : 'Both servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0 MAX_LAYERS=-1`; iipsrv 1.1 with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none). ' +
+          'iipsrv 1.1 is always reached with one FastCGI connection per request (it serves one connection at a time). ') +
       'All server processes are restarted before each workload, so RSS and caches belong to that workload (warmed by the warm-up run).',
     '',
-    '| workload | backends (ours vs iipsrv) | ours req/s | iipsrv req/s | ratio req/s | ours p50 / p99 ms | iipsrv p50 / p99 ms | ours CPU ms/req | iipsrv CPU ms/req | CPU ratio (iipsrv/ours) | ours peak RSS MB (workers×each + primary) | iipsrv peak RSS MB |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    header,
+    header.replace(/[^|]+/g, '---'),
     ...rows,
     '',
     `Targets: random tiles ≥ 3×, hot tiles ≥ 5×, CVT ≥ 1.5× (checked on the keep-alive rows), RSS ≤ 150 MB per worker: largest worker peak ${fmt(rssWorst / MB)} MB ${rssWorst <= 150 * MB ? '✓' : '✗'}.`,
@@ -795,7 +922,11 @@ function report(
     ...iiifAgainstJtl(find),
     'Notes: for plain JTL (b, c) ours sends the stored Q90 tile as it is (passthrough), iipsrv 1.1 decodes and re-encodes at Q75, so the responses are larger for ours (see KB/resp). ' +
       'Ours keeps finished responses in a per-worker 10 MB cache, so in b and e repeated tiles are cache hits; the `MAX_IMAGE_CACHE_SIZE=0` rows show the cost without it. ' +
-      "iipsrv 1.1's JPEG tile cache never hits (a 1.1 bug).",
+      "iipsrv 1.1's JPEG tile cache never hits (a 1.1 bug)." +
+      (info.master
+        ? ' iipsrv master sends stored JPEG tiles as they are too (its `CODEC_PASSTHROUGH` default), so in b and c it and ours send the same bytes; ' +
+          'for `OBJ=IIP,1.0` (a) it answers `IIP:1.3`.'
+        : ''),
     '',
     '## Every run',
     '',
