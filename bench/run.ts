@@ -483,6 +483,7 @@ async function main(): Promise<number> {
     ours1ka: { key: 'ours1ka', label: 'ours w1, keep-alive', location: '/ours1-ka', server: byKey('ours1'), processes: 1 },
     ours2ka: { key: 'ours2ka', label: 'ours w2, keep-alive', location: '/ours2-ka', server: byKey('ours2'), processes: 2 },
     ours1nc: { key: 'ours1nc', label: 'ours w1, keep-alive, MAX_IMAGE_CACHE_SIZE=0', location: '/ours1nc-ka', server: byKey('ours1nc'), processes: 1 },
+    ours1ncp: { key: 'ours1ncp', label: 'ours w1, conn/request, MAX_IMAGE_CACHE_SIZE=0', location: '/ours1nc', server: byKey('ours1nc'), processes: 1 },
     iip1nc: { key: 'iip1nc', label: 'iipsrv 1.1 x1, MAX_IMAGE_CACHE_SIZE=0', location: '/iip11nc', server: byKey('iip1nc'), processes: 1 },
   } satisfies Record<string, Backend>;
   const masterBackends: Backend[] = IIPSRV_MASTER
@@ -559,16 +560,18 @@ async function main(): Promise<number> {
       plan.push([w, b]);
     }
   };
+  // Ours both ways: one FastCGI connection per request (nginx's stock fastcgi_pass, all iipsrv
+  // can do) and fastcgi_keep_conn (the -ka locations).
   add('a', [B.ours1, B.ours1ka, B.iip1]);
-  add('b', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+  add('b', [B.ours1, B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
   // Right after b, so that the three are compared in the same state of the machine.
   add('f', [B.ours1ka]);
   add('g', [B.ours1ka]);
-  add('c', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
-  add('d', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
-  add('e', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
-  for (const id of ['h', 'i', 'j']) add(id, [B.ours1nc, B.iip1nc]);
-  add('k', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  add('c', [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  add('d', [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  add('e', [B.ours1, B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+  for (const id of ['h', 'i', 'j']) add(id, [B.ours1ncp, B.ours1nc, B.iip1nc]);
+  add('k', [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
 
   // ---- sample checks: 200 + a JPEG (or the IIP line) on every backend, same dimensions everywhere
   log('\nchecking sample requests on every backend...');
@@ -911,6 +914,7 @@ function report(
           'iipsrv 1.1 and master are always reached with one FastCGI connection per request (each process serves one connection at a time: with `fastcgi_keep_conn` the connections nginx keeps idle in its pool hold the process while requests wait on others). '
         : 'Both servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0 MAX_LAYERS=-1`; iipsrv 1.1 with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none). ' +
           'iipsrv 1.1 is always reached with one FastCGI connection per request (it serves one connection at a time). ') +
+      'Ours is run both ways: one FastCGI connection per request (conn/request, as iipsrv) and `fastcgi_keep_conn on` (keep-alive). ' +
       'All server processes are restarted before each workload, so RSS and caches belong to that workload (warmed by the warm-up run).',
     '',
     header,
