@@ -8,7 +8,8 @@
  *   BENCH_DURATION=10   seconds of each timed wrk run
  *   BENCH_WARMUP=2      seconds of the untimed wrk run before each timed one (on the other half of the request list)
  *   BENCH_THREADS=2 BENCH_CONNECTIONS=16
- *   BENCH_ONLY=a,b      run only these workloads (h, i, j: the pixel-type images, k: the JP2; made on first use)
+ *   BENCH_ONLY=a,b      run only these workloads (h, i, j: the pixel-type images, k: the JP2, made on first use;
+ *                       l-o: IIIF 3 and 2 thumbnails and full-resolution regions)
  *   IIPSRV11=/usr/lib/iipimage-server/iipsrv.fcgi
  *   IIPSRV_MASTER=/path/to/iipsrv/src/iipsrv.fcgi   also run an iipsrv master FastCGI binary, started as
  *                       1.1 is (same nginx, own locations and ports, same images and environment, its
@@ -18,7 +19,7 @@
  *   BENCH_OURS_ENV='MALLOC_ARENA_MAX=2 UV_THREADPOOL_SIZE=2'   extra environment for our server only
  *   BENCH_OURS_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'   node flags for our server (workers inherit them)
  */
-import { readFileSync, statSync, writeFileSync, copyFileSync, mkdtempSync, chmodSync, mkdirSync, readdirSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync, copyFileSync, mkdtempSync, chmodSync, mkdirSync, readdirSync, symlinkSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -27,7 +28,7 @@ import { spawnSync } from 'node:child_process';
 import sharp from 'sharp';
 import { benchImage, benchJp2, expectedLevels, IMAGE_HEIGHT, IMAGE_WIDTH, JP2_RECIPE, pixelTypeImages, TILE, TYPED_SIZE } from './lib/image.ts';
 import { cleanup, installCleanupHandlers, isInterrupted, registerTempDir, sampleRss, startProcess, treeCpuSeconds, type Proc } from './lib/procs.ts';
-import { runWrk, writeWrkScript, type WrkParams, type WrkResult } from './lib/wrk.ts';
+import { runWrk, threadStart, writeWrkScript, type WrkParams, type WrkResult } from './lib/wrk.ts';
 import { freePort, stopGroup, waitUntilListening } from '../test/helpers/processes.ts';
 import { seededRandom } from '../test/helpers/random.ts';
 
@@ -48,6 +49,8 @@ const WRK: WrkParams = {
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP ?? 2);
 const LIST_LENGTH = 20_000;
 const HOT_TILES = 20;
+/** l, n: how many names of the image the thumbnails are asked for (see iiifWorkloads) */
+const THUMBNAIL_NAMES = 64;
 const SEED = 20261201;
 
 const log = (line = '') => process.stdout.write(line + '\n');
@@ -77,7 +80,7 @@ interface Backend {
   processes: number;
 }
 
-async function startServer(spec: ServerSpec): Promise<void> {
+async function startServer(spec: ServerSpec, extraEnv: Record<string, string> = {}): Promise<void> {
   spec.procs = [];
   for (const port of spec.ports) {
     const nodeArgs = process.env.BENCH_OURS_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
@@ -86,7 +89,7 @@ async function startServer(spec: ServerSpec): Promise<void> {
     if (spec.kind === 'iipsrv11') command = IIPSRV11;
     else if (spec.kind === 'master') command = IIPSRV_MASTER!;
     else if (nodeArgs.length > 0) [command, args] = [process.execPath, [...nodeArgs, OURS_BIN, ...args]];
-    const proc = startProcess(`${spec.key}:${port}`, command, args, spec.env, ROOT);
+    const proc = startProcess(`${spec.key}:${port}`, command, args, { ...spec.env, ...extraEnv }, ROOT);
     spec.procs.push(proc);
     await waitUntilListening(proc, { port }, { what: proc.name, timeoutMs: 20_000 });
   }
@@ -188,6 +191,20 @@ interface Workload {
   samples: string[];
   kind: 'obj' | 'jpeg';
   script?: string;
+  /** environment every server is (re)started with for this workload, on top of its own */
+  env?: Record<string, string>;
+  /**
+   * An iipsrv (1.1 or master) that refuses every sample (4xx/5xx) does not support the requests:
+   * it is left out of the timed runs and its cells say n/a. Elsewhere a refusal is a failed check.
+   */
+  mayBeUnsupported?: boolean;
+  /** per query, what a response cache would key the answer on (its output): to count repeats */
+  outputKeys?: string[];
+  /**
+   * Pixels by which the servers' output sizes may differ (they round IIIF sizes differently): a
+   * difference within it is noted, not a failed check.
+   */
+  sizeTolerance?: number;
 }
 
 function levelsFromAnswer(text: string): Array<[number, number]> {
@@ -311,6 +328,90 @@ function buildWorkloads(
 }
 
 /**
+ * l-o: IIIF requests that are not tiles, in both IIIF versions: thumbnails of the whole image
+ * (made from a small pyramid level) and full-resolution 2000x2000 regions at random places.
+ *
+ * A response cache keys a thumbnail on the image and its output size, and a tile cache holds the
+ * few small levels thumbnails are made from: thumbnails of one image would soon all come from
+ * caches. So each thumbnail asks for one of THUMBNAIL_NAMES names of the image (symbolic links in
+ * `thumbnailDir`, which the servers get as FILESYSTEM_PREFIX for l and n: a gallery of as many
+ * images), at a size drawn from 64-1024 px wide in three request forms. Each query's image and
+ * output size are kept to count how many requests of a run ask again for one
+ * (RunResult.repeatShare).
+ *
+ * IIIF 2 runs every server with IIIF_VERSION=2 (ours refuses `full` as a size under IIIF 3);
+ * iipsrv 1.1 speaks IIIF 2 only, but the IIIF 3 requests here are valid 2.1 requests too.
+ */
+function iiifWorkloads(image: string, fullW: number, fullH: number, thumbnailDir: string, thumbnailNames: string[]): Workload[] {
+  const int = (rnd: () => number, lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
+  const fit = (scale: number) => `${Math.round(fullW * scale)}x${Math.round(fullH * scale)}`;
+  const thumbnails = (seed: number) => {
+    const rnd = seededRandom(seed);
+    const minW = 64;
+    const maxW = 1024;
+    const forms: Array<() => [string, string]> = [
+      () => {
+        const w = int(rnd, minW, maxW);
+        return [`${w},`, `${w}x${Math.round((w * fullH) / fullW)}`];
+      },
+      () => {
+        const h = int(rnd, Math.round((minW * fullH) / fullW), Math.round((maxW * fullH) / fullW));
+        return [`,${h}`, `${Math.round((h * fullW) / fullH)}x${h}`];
+      },
+      () => {
+        const w = int(rnd, minW, maxW);
+        const h = int(rnd, minW, maxW);
+        return [`!${w},${h}`, fit(Math.min(w / fullW, h / fullH))];
+      },
+    ];
+    const picked = Array.from({ length: LIST_LENGTH }, () => [
+      thumbnailNames[Math.floor(rnd() * thumbnailNames.length)]!,
+      ...forms[Math.floor(rnd() * forms.length)]!(),
+    ]);
+    const query = (name: string, size: string) => `IIIF=${name}/full/${size}/0/default.jpg`;
+    return {
+      queries: picked.map(([name, size]) => query(name!, size!)),
+      outputKeys: picked.map(([name, , output]) => `${name} ${output}`),
+      samples: [
+        ...[',120', '200,', '!256,256'].map((size, i) => query(thumbnailNames[i % thumbnailNames.length]!, size)),
+        ...picked.slice(0, 3).map(([name, size]) => query(name!, size!)),
+      ],
+      sizeTolerance: 1,
+    };
+  };
+  const regions = (seed: number, size: string) => {
+    const rnd = seededRandom(seed);
+    const side = 2000;
+    const query = (x: number, y: number) => `IIIF=${image}/${x},${y},${side},${side}/${size}/0/default.jpg`;
+    const queries = Array.from({ length: LIST_LENGTH }, () => query(int(rnd, 0, fullW - side), int(rnd, 0, fullH - side)));
+    return { queries, samples: [query(0, 0), query(fullW - side, fullH - side), ...queries.slice(0, 3)] };
+  };
+  const v2 = { IIIF_VERSION: '2' };
+  const gallery = { FILESYSTEM_PREFIX: thumbnailDir + '/' };
+  const thumbTitle = `thumbnails of ${thumbnailNames.length} images, 64-1024 px wide (full/w, ,h !w,h)`;
+  return [
+    { id: 'l', title: `IIIF 3 ${thumbTitle}`, ...thumbnails(SEED + 11), kind: 'jpeg', env: gallery, mayBeUnsupported: true },
+    { id: 'm', title: 'IIIF 3 full-resolution 2000x2000 regions (x,y,2000,2000/max)', ...regions(SEED + 12, 'max'), kind: 'jpeg', mayBeUnsupported: true },
+    {
+      id: 'n',
+      title: `IIIF 2 ${thumbTitle}, IIIF_VERSION=2`,
+      ...thumbnails(SEED + 13),
+      kind: 'jpeg',
+      env: { ...gallery, ...v2 },
+      mayBeUnsupported: true,
+    },
+    {
+      id: 'o',
+      title: 'IIIF 2 full-resolution 2000x2000 regions (x,y,2000,2000/full, IIIF_VERSION=2)',
+      ...regions(SEED + 14, 'full'),
+      kind: 'jpeg',
+      env: v2,
+      mayBeUnsupported: true,
+    },
+  ];
+}
+
+/**
  * k: random JTL tiles of a 10000x7000 lossy JP2 (bench/lib/image.ts), at every resolution. The
  * servers' own level sizes are used for their tile counts (iipsrv 1.1 floor-halves, ours uses the
  * codec's ceil sizes: the counts agree here); the samples checked are inner tiles, whose size
@@ -373,7 +474,38 @@ interface RunResult {
   upstreamErrors: string[];
   /** share of the whole machine's CPU time that was busy during the run, % */
   boxBusy: number;
+  /** workloads with output keys: share of the timed requests that asked again for an output (see repeatShare) */
+  repeatShare: number | null;
   flags: string[];
+}
+
+/**
+ * The share of a run's timed requests whose output (Workload.outputKeys) had been asked for
+ * before, in the run or its warm-up: the most that a response cache, however large, could answer.
+ * wrk's threads walk the list from their start offsets (wrk.ts); each is taken to have made an
+ * equal share of the requests.
+ */
+function repeatShare(w: Workload, warmupRequests: number, timedRequests: number): number | null {
+  const keys = w.outputKeys;
+  if (!keys || timedRequests === 0) return null;
+  const walk = (offset: number, requests: number) => {
+    const walked: string[] = [];
+    const perThread = Math.ceil(requests / WRK.threads);
+    for (let t = 0; t < WRK.threads; t++) {
+      const start = threadStart(t, offset, keys.length);
+      for (let k = 0; k < perThread; k++) walked.push(keys[(start + k) % keys.length]!);
+    }
+    return walked;
+  };
+  const asked = new Set(walk(warmupOffset(w), warmupRequests));
+  const timed = walk(0, timedRequests);
+  let firstTimes = 0;
+  for (const key of timed) {
+    if (asked.has(key)) continue;
+    asked.add(key);
+    firstTimes++;
+  }
+  return 1 - firstTimes / timed.length;
 }
 
 /** Busy and total jiffies of the whole machine, from /proc/stat. */
@@ -547,6 +679,12 @@ async function main(): Promise<number> {
   const typed = !only || ['h', 'i', 'j'].some((id) => only.has(id)) ? pixelTypeImages(log, image.file) : null;
   const workloads = buildWorkloads(image.name, gIip.levels, gIip.tile, typed).filter((w) => !only || only.has(w.id));
   if (!only || only.has('k')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location, masterBackends[0]?.location ?? null));
+  // l, n: a gallery of THUMBNAIL_NAMES images, all of them links to the benchmark image.
+  const thumbnailDir = path.join(dir, 'gallery');
+  mkdirSync(thumbnailDir);
+  const thumbnailNames = Array.from({ length: THUMBNAIL_NAMES }, (_, i) => `image-${String(i).padStart(2, '0')}.tif`);
+  for (const name of thumbnailNames) symlinkSync(image.file, path.join(thumbnailDir, name));
+  workloads.push(...iiifWorkloads(image.name, IMAGE_WIDTH, IMAGE_HEIGHT, thumbnailDir, thumbnailNames).filter((w) => !only || only.has(w.id)));
   for (const w of workloads) w.script = writeWrkScript(dir, `workload-${w.id}`, w.queries);
   const plan: Array<[Workload, Backend]> = [];
   const byId = (id: string) => workloads.find((w) => w.id === id);
@@ -572,21 +710,42 @@ async function main(): Promise<number> {
   add('e', [B.ours1, B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
   for (const id of ['h', 'i', 'j']) add(id, [B.ours1ncp, B.ours1nc, B.iip1nc]);
   add('k', [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  for (const id of ['l', 'n']) add(id, [B.ours1, B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+  for (const id of ['m', 'o']) add(id, [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
 
   // ---- sample checks: 200 + a JPEG (or the IIP line) on every backend, same dimensions everywhere
   log('\nchecking sample requests on every backend...');
   const checkFailures: string[] = [];
   const notRun: Array<{ workload: string; backend: string; reason: string }> = [];
+  // Servers run with a workload's own environment (IIIF_VERSION=2 for n and o) while it is checked and timed.
+  let serverEnv: Record<string, string> = {};
+  const restartServers = async (env: Record<string, string>) => {
+    await Promise.all(servers.flatMap((s) => s.procs.map((p) => stopGroup(p))));
+    for (const s of servers) await startServer(s, env);
+    serverEnv = env;
+  };
+  const envText = (env: Record<string, string> | undefined) =>
+    Object.entries(env ?? {})
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
   for (const w of workloads) {
+    if (!same(w.env ?? {}, serverEnv)) await restartServers(w.env ?? {});
     const dims = new Map<string, string>();
     const seen = new Set<string>();
     for (const [pw, b] of plan) {
       if (pw !== w || seen.has(b.key)) continue;
       seen.add(b.key);
+      const failures: string[] = [];
+      let refused = 0;
+      let refusal = '';
       for (const q of w.samples) {
         const r: Reply = await get(nginxPort, `${b.location}?${q}`).catch((e: Error) => ({ status: 0, type: e.message, body: Buffer.alloc(0) }));
         if (r.status !== 200) {
-          checkFailures.push(`${w.id} ${b.label}: ${q} -> status ${r.status} ${r.type} ${r.body.toString('latin1').slice(0, 200)}`);
+          failures.push(`${w.id} ${b.label}: ${q} -> status ${r.status} ${r.type} ${r.body.toString('latin1').slice(0, 200)}`);
+          if (r.status >= 400 && r.status < 600) {
+            refused++;
+            refusal ||= `${r.status} ${JSON.stringify(r.body.toString('latin1').trim().slice(0, 120))} for ${q}`;
+          }
           continue;
         }
         if (w.kind === 'obj') {
@@ -599,23 +758,36 @@ async function main(): Promise<number> {
           continue;
         }
         if (!r.type.startsWith('image/jpeg') || !isJpeg(r.body)) {
-          checkFailures.push(`${w.id} ${b.label}: ${q} -> ${r.type}, ${r.body.length} bytes, not a complete JPEG`);
+          failures.push(`${w.id} ${b.label}: ${q} -> ${r.type}, ${r.body.length} bytes, not a complete JPEG`);
           continue;
         }
         const meta = await sharp(r.body)
           .metadata()
           .catch(() => null);
         const d = meta ? `${meta.width}x${meta.height}x${meta.channels}` : 'undecodable';
-        if (!meta) checkFailures.push(`${w.id} ${b.label}: ${q} -> JPEG does not decode`);
+        if (!meta) failures.push(`${w.id} ${b.label}: ${q} -> JPEG does not decode`);
         const prev = dims.get(q);
         if (prev === undefined) dims.set(q, d);
-        else if (prev !== d) checkFailures.push(`${w.id} ${b.label}: ${q} -> ${d}, another backend gave ${prev}`);
+        else if (prev !== d) {
+          const [pw, ph, pc] = prev.split('x').map(Number);
+          const near =
+            meta && pc === meta.channels && Math.abs(pw! - meta.width!) <= (w.sizeTolerance ?? 0) && Math.abs(ph! - meta.height!) <= (w.sizeTolerance ?? 0);
+          const text = `${w.id} ${b.label}: ${q} -> ${d}, another backend gave ${prev}`;
+          if (near) warnings.push(`${text} (within ${w.sizeTolerance} px: rounded differently)`);
+          else failures.push(text);
+        }
       }
+      if (w.mayBeUnsupported && b.server.kind !== 'ours' && refused === w.samples.length) {
+        notRun.push({ workload: w.id, backend: b.key, reason: `${b.label} refuses these requests: ${refusal}` });
+        log(`  ${w.id}. ${b.label}: n/a, it refuses every sample (${refusal})`);
+      } else checkFailures.push(...failures);
     }
     log(
-      `  ${w.id}. ${w.title}: ${[...seen].length} backends x ${w.samples.length} samples checked${w.kind === 'jpeg' ? ` (e.g. ${[...dims.values()].slice(0, 3).join(', ')})` : ''}`,
+      `  ${w.id}. ${w.title}${w.env ? ` (servers with ${envText(w.env)})` : ''}: ${[...seen].length} backends x ${w.samples.length} samples checked${w.kind === 'jpeg' ? ` (e.g. ${[...dims.values()].slice(0, 3).join(', ')})` : ''}`,
     );
   }
+  // Backends that do not support a workload's requests are not timed on it.
+  const timedPlan = plan.filter(([w, b]) => !notRun.some((n) => n.workload === w.id && n.backend === b.key));
   // ours must really re-encode for QLT=75 (e) and pass through the stored tile otherwise (b)
   const eW = byId('e');
   const bW = byId('b');
@@ -638,29 +810,28 @@ async function main(): Promise<number> {
   }
 
   // ---- timed runs
-  log(`\n${plan.length} runs, about ${Math.round(((plan.length * (WRK.durationSeconds + WARMUP_SECONDS + 0.5)) / 60) * 10) / 10} min\n`);
+  log(`\n${timedPlan.length} runs, about ${Math.round(((timedPlan.length * (WRK.durationSeconds + WARMUP_SECONDS + 0.5)) / 60) * 10) / 10} min\n`);
   const results: RunResult[] = [];
   let errorLogOffset = newLines(errorLog, 0).size;
   let current: Workload | null = null;
-  for (const [w, b] of plan) {
+  for (const [w, b] of timedPlan) {
     const flags: string[] = [];
     if (w !== current) {
       // Fresh server processes for every workload: RSS and caches belong to this workload only.
       current = w;
-      await Promise.all(servers.flatMap((s) => s.procs.map((p) => stopGroup(p))));
-      for (const s of servers) await startServer(s);
-      log(`-- ${w.id}. ${w.title} (servers restarted)`);
+      await restartServers(w.env ?? {});
+      log(`-- ${w.id}. ${w.title} (servers restarted${w.env ? ` with ${envText(w.env)}` : ''})`);
     }
     if (!serverAlive(b.server)) {
       flags.push(`${b.server.key} had died before this run (restarted)`);
       for (const p of b.server.procs) await stopGroup(p);
-      await startServer(b.server);
+      await startServer(b.server, serverEnv);
     }
     if (!nginx.alive()) throw new Error(`nginx died:\n${nginx.output()}`);
     const url = `http://127.0.0.1:${nginxPort}`;
     // The warm-up starts half the list further on: it must not put the timed run's first
     // responses into the caches (a random workload would then begin with cache hits).
-    if (WARMUP_SECONDS > 0) await runWrk(WRK, url, w.script!, b.location, WARMUP_SECONDS, warmupOffset(w));
+    const warmup = WARMUP_SECONDS > 0 ? await runWrk(WRK, url, w.script!, b.location, WARMUP_SECONDS, warmupOffset(w)) : null;
     errorLogOffset = newLines(errorLog, errorLogOffset).size;
     const roots = b.server.procs.map((p) => p.pid);
     const workersBefore = treeCpuSeconds(roots).pids.join(',');
@@ -701,6 +872,7 @@ async function main(): Promise<number> {
       peakRssPrimary: peakPrimary,
       upstreamErrors,
       boxBusy: (100 * (box1.busy - box0.busy)) / Math.max(1, box1.total - box0.total),
+      repeatShare: repeatShare(w, warmup?.requests ?? 0, result.requests),
       flags,
     };
     results.push(run);
@@ -708,6 +880,7 @@ async function main(): Promise<number> {
       `${w.id}. ${b.label.padEnd(44)} ${fmt(result.requestsPerSecond).padStart(6)} req/s  p50 ${fmtMs(result.p50ms).padStart(5)} ms  p99 ${fmtMs(result.p99ms).padStart(5)} ms  ` +
         `CPU ${fmtMs((run.cpuSeconds * 1000) / result.requests).padStart(5)} ms/req (nginx ${fmtMs((run.nginxCpuSeconds * 1000) / result.requests)})  ` +
         `RSS ${fmt(run.peakRssTotal / MB)} MB (per worker ${fmt(peakWorker / MB)})  ${fmt(result.bytesRead / result.requests / 1024, 1)} KB/resp  box ${fmt(run.boxBusy)}% busy` +
+        (run.repeatShare !== null ? `  outputs asked again ${fmt(100 * run.repeatShare)}%` : '') +
         (flags.length ? `\n   !!! ${flags.join('\n   !!! ')}` : ''),
     );
   }
@@ -894,8 +1067,25 @@ function report(
   ]);
   const detail = results.map(
     (r) =>
-      `| ${r.workload.id} | ${r.backend.label} | ${r.wrk.requests} | ${fmt(r.wrk.requestsPerSecond)} | ${fmtMs(r.wrk.p50ms)} | ${fmtMs(r.wrk.p90ms)} | ${fmtMs(r.wrk.p99ms)} | ${fmtMs(cpuMs(r))} | ${fmtMs((r.nginxCpuSeconds * 1000) / r.wrk.requests)} | ${fmt(r.peakRssTotal / MB)} | ${fmt(r.peakRssWorker / MB)} | ${fmt(r.wrk.bytesRead / r.wrk.requests / 1024, 1)} | ${fmt(r.boxBusy)} | ${r.wrk.non2xx} | ${r.flags.length ? r.flags.join('; ') : 'ok'} |`,
+      `| ${r.workload.id} | ${r.backend.label} | ${r.wrk.requests} | ${fmt(r.wrk.requestsPerSecond)} | ${fmtMs(r.wrk.p50ms)} | ${fmtMs(r.wrk.p90ms)} | ${fmtMs(r.wrk.p99ms)} | ${fmtMs(cpuMs(r))} | ${fmtMs((r.nginxCpuSeconds * 1000) / r.wrk.requests)} | ${fmt(r.peakRssTotal / MB)} | ${fmt(r.peakRssWorker / MB)} | ${fmt(r.wrk.bytesRead / r.wrk.requests / 1024, 1)} | ${fmt(r.boxBusy)} | ${r.repeatShare === null ? '' : fmt(100 * r.repeatShare)} | ${r.wrk.non2xx} | ${r.flags.length ? r.flags.join('; ') : 'ok'} |`,
   );
+  const iiif = results.filter((r) => ['l', 'm', 'n', 'o'].includes(r.workload.id));
+  const repeats = iiif.map((r) => r.repeatShare).filter((x): x is number => x !== null);
+  const iiifNote = iiif.length
+    ? [
+        `IIIF (l-o): l and n ask for thumbnails of the whole image, 64-1024 px wide, in three size forms (\`w,\`, \`,h\`, \`!w,h\`), each of one of ${THUMBNAIL_NAMES} names of it ` +
+          '(symbolic links, given to all servers as their `FILESYSTEM_PREFIX`: a gallery, so that neither response caches nor tile caches answer one thumbnail from another); ' +
+          'm and o for 2000×2000 regions at full resolution at random places (size `max` in IIIF 3, `full` in IIIF 2). ' +
+          'n and o run every server with `IIIF_VERSION=2` (ours refuses `full` as a size under IIIF 3). ' +
+          'iipsrv 1.1 implements IIIF 2 only; the IIIF 3 requests of l and m are valid 2.1 requests too, and it answers them. ' +
+          (repeats.length
+            ? `In l and n, ${fmt(100 * Math.min(...repeats))}-${fmt(100 * Math.max(...repeats))} % of the timed requests asked for an image and output size already asked for in the same run or its warm-up ` +
+              '("outputs asked again" below), the most any response cache could answer; the `MAX_IMAGE_CACHE_SIZE=0` rows show ours without one.'
+            : ''),
+        '',
+      ]
+    : [];
+  const notRun = info.notRun.length ? ['Not run (n/a in the table):', '', ...info.notRun.map((n) => `- ${n.workload}: ${n.reason}`), ''] : [];
   const rssWorst = Math.max(...results.filter((r) => r.backend.server.kind === 'ours').map((r) => r.peakRssWorker));
   return [
     '# Benchmark results',
@@ -932,10 +1122,12 @@ function report(
           'for `OBJ=IIP,1.0` (a) it answers `IIP:1.3`.'
         : ''),
     '',
+    ...iiifNote,
+    ...notRun,
     '## Every run',
     '',
-    '| wl | backend | requests | req/s | p50 ms | p90 ms | p99 ms | server CPU ms/req | nginx CPU ms/req | peak RSS MB | peak RSS per worker MB | KB/resp | box CPU busy % | non-2xx | flags |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| wl | backend | requests | req/s | p50 ms | p90 ms | p99 ms | server CPU ms/req | nginx CPU ms/req | peak RSS MB | peak RSS per worker MB | KB/resp | box CPU busy % | outputs asked again % | non-2xx | flags |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...detail,
     '',
     ...(info.warnings.length || info.checkFailures.length ? ['## Warnings', '', ...[...info.warnings, ...info.checkFailures].map((w) => `- ${w}`), ''] : []),
