@@ -819,14 +819,23 @@ async function main(): Promise<number> {
   const results: RunResult[] = [];
   let errorLogOffset = newLines(errorLog, 0).size;
   let current: Workload | null = null;
+  /** servers that have served a timed run of the current workload */
+  const served = new Set<string>();
   for (const [w, b] of timedPlan) {
     const flags: string[] = [];
     if (w !== current) {
       // Fresh server processes for every workload: RSS and caches belong to this workload only.
       current = w;
       await restartServers(w.env ?? {});
+      served.clear();
       log(`-- ${w.id}. ${w.title} (servers restarted${w.env ? ` with ${envText(w.env)}` : ''})`);
+    } else if (served.has(b.server.key)) {
+      // A server reached through two locations (ours w1 with and without keep-alive) starts each
+      // run fresh too: the second run must not find the first one's responses in the caches.
+      for (const p of b.server.procs) await stopGroup(p);
+      await startServer(b.server, serverEnv);
     }
+    served.add(b.server.key);
     if (!serverAlive(b.server)) {
       flags.push(`${b.server.key} had died before this run (restarted)`);
       for (const p of b.server.procs) await stopGroup(p);
@@ -1110,7 +1119,7 @@ function report(
         : 'Both servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0 MAX_LAYERS=-1`; iipsrv 1.1 with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none). ' +
           'iipsrv 1.1 is always reached with one FastCGI connection per request (it serves one connection at a time). ') +
       'Ours is run both ways: one FastCGI connection per request (conn/request, as iipsrv) and `fastcgi_keep_conn on` (keep-alive). ' +
-      'All server processes are restarted before each workload, so RSS and caches belong to that workload (warmed by the warm-up run).',
+      'All server processes are restarted before each workload, and a server reached through two locations (ours w1 with and without keep-alive) again before its second run, so RSS and caches belong to that run (warmed by its warm-up run).',
     '',
     header,
     header.replace(/[^|]+/g, '---'),
