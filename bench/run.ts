@@ -1028,27 +1028,41 @@ function report(
     const ri = find(w, iipKey);
     const rm = find(w, masterKey(iipKey));
     const others = [...(hasMaster ? [rm] : []), ri];
-    const ratio = (other: RunResult | undefined) => (other ? ro.wrk.requestsPerSecond / other.wrk.requestsPerSecond : Number.NaN);
-    const cpuRatio = (other: RunResult | undefined) => (other ? `${(cpuMs(ro) / cpuMs(other)).toFixed(2)}×` : 'n/a');
+    // A run with error answers (non-2xx) measured something else: its ratios say n/a.
+    const failing = (r: RunResult) => r.wrk.non2xx > 0;
+    const usable = (r: RunResult | undefined) => (r && !failing(r) ? r : undefined);
+    const valid = usable(ro);
+    const ratio = (other: RunResult | undefined) => {
+      const o = usable(other);
+      return valid && o ? valid.wrk.requestsPerSecond / o.wrk.requestsPerSecond : Number.NaN;
+    };
+    const cpuRatio = (other: RunResult | undefined) => {
+      const o = usable(other);
+      return valid && o ? `${(cpuMs(valid) / cpuMs(o)).toFixed(2)}×` : 'n/a';
+    };
     const target = targets[w];
     const r11 = ratio(ri);
     const mark =
-      ri && target !== undefined && (ro.backend.key === 'ours1ka' || ro.backend.key === 'ours2ka')
+      Number.isFinite(r11) && target !== undefined && (ro.backend.key === 'ours1ka' || ro.backend.key === 'ours2ka')
         ? r11 >= target
           ? ` ✓ (≥${target}×)`
           : ` ✗ (target ${target}×)`
         : '';
-    const flagged = [ro, ...others].some((r) => r && r.flags.length > 0) ? ' ⚠' : '';
     const bold = (x: number) => (Number.isFinite(x) ? `**${x.toFixed(2)}×**` : 'n/a');
+    // req/s of a run, with ⚠ where it was flagged (and the share of error answers, if any).
+    const reqs = (r: RunResult | undefined) =>
+      !r
+        ? 'n/a'
+        : fmt(r.wrk.requestsPerSecond) + (failing(r) ? ` ⚠ (${fmt((100 * r.wrk.non2xx) / r.wrk.requests)} % non-2xx)` : r.flags.length > 0 ? ' ⚠' : '');
     const or = <T>(r: RunResult | undefined, f: (r: RunResult) => T) => (r ? String(f(r)) : 'n/a');
     rows.push(
       row([
         `${w}. ${ro.workload.title}`,
-        ro.backend.label + flagged,
+        ro.backend.label,
         processesLabel[iipKey] ?? iipKey,
-        fmt(ro.wrk.requestsPerSecond),
-        ...ifMaster(or(rm, (r) => fmt(r.wrk.requestsPerSecond))),
-        or(ri, (r) => fmt(r.wrk.requestsPerSecond)),
+        reqs(ro),
+        ...ifMaster(reqs(rm)),
+        reqs(ri),
         ...ifMaster(bold(ratio(rm))),
         bold(r11) + mark,
         fmtMs(cpuMs(ro)),
