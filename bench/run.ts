@@ -1,18 +1,25 @@
 /**
- * Side-by-side benchmark: iipsrv-ts (./bin/iipsrv, compiled dist/) against Debian's iipsrv 1.1,
- * both behind ONE nginx on loopback, driven by wrk. Run with `npm run bench` (which builds
+ * Side-by-side benchmark: iipsrv-ts (./bin/iipsrv, compiled dist/) against Debian's iipsrv 1.1
+ * and, when IIPSRV_MASTER names one, an iipsrv master build, all behind ONE nginx on loopback,
+ * driven by wrk. Run with `npm run bench` (which builds
  * first) or `node --import tsx bench/run.ts`. Writes bench/results.md. See "Benchmarks" in README.md.
  *
  * Environment knobs (all optional):
  *   BENCH_DURATION=10   seconds of each timed wrk run
- *   BENCH_WARMUP=2      seconds of the untimed wrk run before each timed one
+ *   BENCH_WARMUP=2      seconds of the untimed wrk run before each timed one (on the other half of the request list)
  *   BENCH_THREADS=2 BENCH_CONNECTIONS=16
- *   BENCH_ONLY=a,b      run only these workloads (h, i, j: the pixel-type images, k: the JP2; made on first use)
+ *   BENCH_ONLY=a,b      run only these workloads (h, i, j: the pixel-type images, k: the JP2, made on first use;
+ *                       l-o: IIIF 3 and 2 thumbnails and full-resolution regions)
  *   IIPSRV11=/usr/lib/iipimage-server/iipsrv.fcgi
+ *   IIPSRV_MASTER=/path/to/iipsrv/src/iipsrv.fcgi   also run an iipsrv master FastCGI binary, started as
+ *                       1.1 is (same nginx, own locations and ports, same images and environment, its
+ *                       own defaults otherwise). Build it yourself from the public ruven/iipsrv
+ *                       repository by its own README; this repository has no recipe for it.
+ *                       Unset: the benchmark runs ours and 1.1 only.
  *   BENCH_OURS_ENV='MALLOC_ARENA_MAX=2 UV_THREADPOOL_SIZE=2'   extra environment for our server only
  *   BENCH_OURS_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'   node flags for our server (workers inherit them)
  */
-import { readFileSync, statSync, writeFileSync, copyFileSync, mkdtempSync, chmodSync, mkdirSync, readdirSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync, copyFileSync, mkdtempSync, chmodSync, mkdirSync, readdirSync, symlinkSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -21,13 +28,14 @@ import { spawnSync } from 'node:child_process';
 import sharp from 'sharp';
 import { benchImage, benchJp2, expectedLevels, IMAGE_HEIGHT, IMAGE_WIDTH, JP2_RECIPE, pixelTypeImages, TILE, TYPED_SIZE } from './lib/image.ts';
 import { cleanup, installCleanupHandlers, isInterrupted, registerTempDir, sampleRss, startProcess, treeCpuSeconds, type Proc } from './lib/procs.ts';
-import { runWrk, writeWrkScript, type WrkParams, type WrkResult } from './lib/wrk.ts';
+import { runWrk, threadStart, writeWrkScript, type WrkParams, type WrkResult } from './lib/wrk.ts';
 import { freePort, stopGroup, waitUntilListening } from '../test/helpers/processes.ts';
 import { seededRandom } from '../test/helpers/random.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const OURS_BIN = path.join(ROOT, 'bin/iipsrv');
 const IIPSRV11 = process.env.IIPSRV11 ?? '/usr/lib/iipimage-server/iipsrv.fcgi';
+const IIPSRV_MASTER = process.env.IIPSRV_MASTER ? path.resolve(process.env.IIPSRV_MASTER) : null;
 const FASTCGI_PARAMS = path.join(ROOT, 'examples/nginx/iipsrv_fastcgi_params');
 const RESULTS = path.join(ROOT, 'bench/results.md');
 
@@ -41,9 +49,13 @@ const WRK: WrkParams = {
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP ?? 2);
 const LIST_LENGTH = 20_000;
 const HOT_TILES = 20;
+/** l, n: how many names of the image the thumbnails are asked for (see iiifWorkloads) */
+const THUMBNAIL_NAMES = 64;
 const SEED = 20261201;
 
 const log = (line = '') => process.stdout.write(line + '\n');
+/** Where the warm-up run's threads start in a workload's list, relative to the timed run's. */
+const warmupOffset = (w: { queries: string[] }) => Math.floor(w.queries.length / 2);
 const MB = 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
@@ -51,7 +63,7 @@ const MB = 1024 * 1024;
 
 interface ServerSpec {
   key: string;
-  kind: 'ours' | 'iipsrv11';
+  kind: 'ours' | 'iipsrv11' | 'master';
   ports: number[];
   args: (port: number) => string[];
   env: NodeJS.ProcessEnv;
@@ -68,17 +80,16 @@ interface Backend {
   processes: number;
 }
 
-async function startServer(spec: ServerSpec): Promise<void> {
+async function startServer(spec: ServerSpec, extraEnv: Record<string, string> = {}): Promise<void> {
   spec.procs = [];
   for (const port of spec.ports) {
     const nodeArgs = process.env.BENCH_OURS_NODE_ARGS?.split(/\s+/).filter(Boolean) ?? [];
-    const [command, args] =
-      spec.kind === 'iipsrv11'
-        ? [IIPSRV11, spec.args(port)]
-        : nodeArgs.length > 0
-          ? [process.execPath, [...nodeArgs, OURS_BIN, ...spec.args(port)]]
-          : [OURS_BIN, spec.args(port)];
-    const proc = startProcess(`${spec.key}:${port}`, command, args, spec.env, ROOT);
+    let command = OURS_BIN;
+    let args = spec.args(port);
+    if (spec.kind === 'iipsrv11') command = IIPSRV11;
+    else if (spec.kind === 'master') command = IIPSRV_MASTER!;
+    else if (nodeArgs.length > 0) [command, args] = [process.execPath, [...nodeArgs, OURS_BIN, ...args]];
+    const proc = startProcess(`${spec.key}:${port}`, command, args, { ...spec.env, ...extraEnv }, ROOT);
     spec.procs.push(proc);
     await waitUntilListening(proc, { port }, { what: proc.name, timeoutMs: 20_000 });
   }
@@ -147,6 +158,7 @@ interface Reply {
   status: number;
   type: string;
   body: Buffer;
+  headers?: http.IncomingHttpHeaders;
 }
 
 function get(port: number, pathAndQuery: string): Promise<Reply> {
@@ -154,7 +166,9 @@ function get(port: number, pathAndQuery: string): Promise<Reply> {
     const req = http.get({ host: '127.0.0.1', port, path: pathAndQuery, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type'] ?? ''), body: Buffer.concat(chunks) }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type'] ?? ''), body: Buffer.concat(chunks), headers: res.headers }),
+      );
       res.on('error', reject);
     });
     req.setTimeout(30_000, () => req.destroy(new Error(`timeout: ${pathAndQuery}`)));
@@ -177,6 +191,20 @@ interface Workload {
   samples: string[];
   kind: 'obj' | 'jpeg';
   script?: string;
+  /** environment every server is (re)started with for this workload, on top of its own */
+  env?: Record<string, string>;
+  /**
+   * An iipsrv (1.1 or master) that refuses every sample (4xx/5xx) does not support the requests:
+   * it is left out of the timed runs and its cells say n/a. Elsewhere a refusal is a failed check.
+   */
+  mayBeUnsupported?: boolean;
+  /** per query, what a response cache would key the answer on (its output): to count repeats */
+  outputKeys?: string[];
+  /**
+   * Pixels by which the servers' output sizes may differ (they round IIIF sizes differently): a
+   * difference within it is noted, not a failed check.
+   */
+  sizeTolerance?: number;
 }
 
 function levelsFromAnswer(text: string): Array<[number, number]> {
@@ -300,12 +328,96 @@ function buildWorkloads(
 }
 
 /**
- * k: random JTL tiles of a 10000x7000 lossy JP2 (bench/lib/image.ts), at every resolution. Both
+ * l-o: IIIF requests that are not tiles, in both IIIF versions: thumbnails of the whole image
+ * (made from a small pyramid level) and full-resolution 2000x2000 regions at random places.
+ *
+ * A response cache keys a thumbnail on the image and its output size, and a tile cache holds the
+ * few small levels thumbnails are made from: thumbnails of one image would soon all come from
+ * caches. So each thumbnail asks for one of THUMBNAIL_NAMES names of the image (symbolic links in
+ * `thumbnailDir`, which the servers get as FILESYSTEM_PREFIX for l and n: a gallery of as many
+ * images), at a size drawn from 64-1024 px wide in three request forms. Each query's image and
+ * output size are kept to count how many requests of a run ask again for one
+ * (RunResult.repeatShare).
+ *
+ * IIIF 2 runs every server with IIIF_VERSION=2 (ours refuses `full` as a size under IIIF 3);
+ * iipsrv 1.1 speaks IIIF 2 only, but the IIIF 3 requests here are valid 2.1 requests too.
+ */
+function iiifWorkloads(image: string, fullW: number, fullH: number, thumbnailDir: string, thumbnailNames: string[]): Workload[] {
+  const int = (rnd: () => number, lo: number, hi: number) => lo + Math.floor(rnd() * (hi - lo + 1));
+  const fit = (scale: number) => `${Math.round(fullW * scale)}x${Math.round(fullH * scale)}`;
+  const thumbnails = (seed: number) => {
+    const rnd = seededRandom(seed);
+    const minW = 64;
+    const maxW = 1024;
+    const forms: Array<() => [string, string]> = [
+      () => {
+        const w = int(rnd, minW, maxW);
+        return [`${w},`, `${w}x${Math.round((w * fullH) / fullW)}`];
+      },
+      () => {
+        const h = int(rnd, Math.round((minW * fullH) / fullW), Math.round((maxW * fullH) / fullW));
+        return [`,${h}`, `${Math.round((h * fullW) / fullH)}x${h}`];
+      },
+      () => {
+        const w = int(rnd, minW, maxW);
+        const h = int(rnd, minW, maxW);
+        return [`!${w},${h}`, fit(Math.min(w / fullW, h / fullH))];
+      },
+    ];
+    const picked = Array.from({ length: LIST_LENGTH }, () => [
+      thumbnailNames[Math.floor(rnd() * thumbnailNames.length)]!,
+      ...forms[Math.floor(rnd() * forms.length)]!(),
+    ]);
+    const query = (name: string, size: string) => `IIIF=${name}/full/${size}/0/default.jpg`;
+    return {
+      queries: picked.map(([name, size]) => query(name!, size!)),
+      outputKeys: picked.map(([name, , output]) => `${name} ${output}`),
+      samples: [
+        ...[',120', '200,', '!256,256'].map((size, i) => query(thumbnailNames[i % thumbnailNames.length]!, size)),
+        ...picked.slice(0, 3).map(([name, size]) => query(name!, size!)),
+      ],
+      sizeTolerance: 1,
+    };
+  };
+  const regions = (seed: number, size: string) => {
+    const rnd = seededRandom(seed);
+    const side = 2000;
+    const query = (x: number, y: number) => `IIIF=${image}/${x},${y},${side},${side}/${size}/0/default.jpg`;
+    const queries = Array.from({ length: LIST_LENGTH }, () => query(int(rnd, 0, fullW - side), int(rnd, 0, fullH - side)));
+    return { queries, samples: [query(0, 0), query(fullW - side, fullH - side), ...queries.slice(0, 3)] };
+  };
+  const v2 = { IIIF_VERSION: '2' };
+  const gallery = { FILESYSTEM_PREFIX: thumbnailDir + '/' };
+  const thumbTitle = `thumbnails of ${thumbnailNames.length} images, 64-1024 px wide (full/w, ,h !w,h)`;
+  return [
+    { id: 'l', title: `IIIF 3 ${thumbTitle}`, ...thumbnails(SEED + 11), kind: 'jpeg', env: gallery, mayBeUnsupported: true },
+    { id: 'm', title: 'IIIF 3 full-resolution 2000x2000 regions (x,y,2000,2000/max)', ...regions(SEED + 12, 'max'), kind: 'jpeg', mayBeUnsupported: true },
+    {
+      id: 'n',
+      title: `IIIF 2 ${thumbTitle}, IIIF_VERSION=2`,
+      ...thumbnails(SEED + 13),
+      kind: 'jpeg',
+      env: { ...gallery, ...v2 },
+      mayBeUnsupported: true,
+    },
+    {
+      id: 'o',
+      title: 'IIIF 2 full-resolution 2000x2000 regions (x,y,2000,2000/full, IIIF_VERSION=2)',
+      ...regions(SEED + 14, 'full'),
+      kind: 'jpeg',
+      env: v2,
+      mayBeUnsupported: true,
+    },
+  ];
+}
+
+/**
+ * k: random JTL tiles of a 10000x7000 lossy JP2 (bench/lib/image.ts), at every resolution. The
  * servers' own level sizes are used for their tile counts (iipsrv 1.1 floor-halves, ours uses the
  * codec's ceil sizes: the counts agree here); the samples checked are inner tiles, whose size
- * does not depend on that.
+ * does not depend on that. `master` is iipsrv master's location, when it runs.
  */
-async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation: string): Promise<Workload> {
+async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation: string, master: string | null): Promise<Workload> {
   const jp2 = benchJp2(log);
   log(
     `JPEG2000 image: ${jp2.file} (${(statSync(jp2.file).size / MB).toFixed(1)} MB${jp2.generated ? ', new' : ', cached'}; opj_compress ${JP2_RECIPE.join(' ')})`,
@@ -317,10 +429,17 @@ async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation:
   };
   const iipLevels = await levelsOf(iipLocation);
   const ourLevels = await levelsOf(oursLocation);
-  log(`JP2 OBJ=Resolutions: iipsrv 1.1 ${iipLevels.map(([w, h]) => `${w}x${h}`).join(' ')}; ours ${ourLevels.map(([w, h]) => `${w}x${h}`).join(' ')}`);
+  const masterLevels = master ? await levelsOf(master) : null;
+  const sizes = (levels: Array<[number, number]>) => levels.map(([w, h]) => `${w}x${h}`).join(' ');
+  log(`JP2 OBJ=Resolutions: iipsrv 1.1 ${sizes(iipLevels)}; ours ${sizes(ourLevels)}${masterLevels ? `; iipsrv master ${sizes(masterLevels)}` : ''}`);
   const count = ([w, h]: [number, number]) => Math.ceil(w / TILE) * Math.ceil(h / TILE);
-  if (iipLevels.length !== ourLevels.length || iipLevels.some((l, i) => count(l) !== count(ourLevels[i]!))) {
-    throw new Error('the JP2 tile grids of ours and iipsrv 1.1 differ: the same JTL list would not ask for the same tiles');
+  for (const [name, levels] of [
+    ['ours', ourLevels],
+    ['iipsrv master', masterLevels],
+  ] as const) {
+    if (levels && (iipLevels.length !== levels.length || iipLevels.some((l, i) => count(l) !== count(levels[i]!)))) {
+      throw new Error(`the JP2 tile grids of ${name} and iipsrv 1.1 differ: the same JTL list would not ask for the same tiles`);
+    }
   }
   const pairs: Array<[number, number]> = [];
   const inner: Array<[number, number]> = [];
@@ -355,7 +474,38 @@ interface RunResult {
   upstreamErrors: string[];
   /** share of the whole machine's CPU time that was busy during the run, % */
   boxBusy: number;
+  /** workloads with output keys: share of the timed requests that asked again for an output (see repeatShare) */
+  repeatShare: number | null;
   flags: string[];
+}
+
+/**
+ * The share of a run's timed requests whose output (Workload.outputKeys) had been asked for
+ * before, in the run or its warm-up: the most that a response cache, however large, could answer.
+ * wrk's threads walk the list from their start offsets (wrk.ts); each is taken to have made an
+ * equal share of the requests.
+ */
+function repeatShare(w: Workload, warmupRequests: number, timedRequests: number): number | null {
+  const keys = w.outputKeys;
+  if (!keys || timedRequests === 0) return null;
+  const walk = (offset: number, requests: number) => {
+    const walked: string[] = [];
+    const perThread = Math.ceil(requests / WRK.threads);
+    for (let t = 0; t < WRK.threads; t++) {
+      const start = threadStart(t, offset, keys.length);
+      for (let k = 0; k < perThread; k++) walked.push(keys[(start + k) % keys.length]!);
+    }
+    return walked;
+  };
+  const asked = new Set(walk(warmupOffset(w), warmupRequests));
+  const timed = walk(0, timedRequests);
+  let firstTimes = 0;
+  for (const key of timed) {
+    if (asked.has(key)) continue;
+    asked.add(key);
+    firstTimes++;
+  }
+  return 1 - firstTimes / timed.length;
 }
 
 /** Busy and total jiffies of the whole machine, from /proc/stat. */
@@ -394,6 +544,7 @@ async function main(): Promise<number> {
   for (const [what, file] of [
     ['the compiled server (run npm run build)', path.join(ROOT, 'dist/main.js')],
     ['iipsrv 1.1 (apt-get install iipimage-server)', IIPSRV11],
+    ...(IIPSRV_MASTER ? ([['the iipsrv master binary named by IIPSRV_MASTER', IIPSRV_MASTER]] as const) : []),
   ] as const) {
     try {
       statSync(file);
@@ -447,6 +598,15 @@ async function main(): Promise<number> {
     // For the pixel-type workloads, whose few hundred tiles would otherwise all come from the caches.
     { key: 'iip1nc', kind: 'iipsrv11', ports: [await freePort()], args: iipArgs, env: { ...iipEnv, MAX_IMAGE_CACHE_SIZE: '0' }, procs: [] },
   ];
+  // iipsrv master: started as 1.1 is, in 1.1's environment (the variables both know mean the same
+  // thing in both), its own defaults otherwise.
+  if (IIPSRV_MASTER) {
+    servers.push(
+      { key: 'mas1', kind: 'master', ports: [await freePort()], args: iipArgs, env: iipEnv, procs: [] },
+      { key: 'mas2', kind: 'master', ports: [await freePort(), await freePort()], args: iipArgs, env: iipEnv, procs: [] },
+      { key: 'mas1nc', kind: 'master', ports: [await freePort()], args: iipArgs, env: { ...iipEnv, MAX_IMAGE_CACHE_SIZE: '0' }, procs: [] },
+    );
+  }
   const byKey = (k: string) => servers.find((s) => s.key === k)!;
   const B = {
     iip1: { key: 'iip1', label: 'iipsrv 1.1 x1', location: '/iip11', server: byKey('iip1'), processes: 1 },
@@ -455,11 +615,23 @@ async function main(): Promise<number> {
     ours1ka: { key: 'ours1ka', label: 'ours w1, keep-alive', location: '/ours1-ka', server: byKey('ours1'), processes: 1 },
     ours2ka: { key: 'ours2ka', label: 'ours w2, keep-alive', location: '/ours2-ka', server: byKey('ours2'), processes: 2 },
     ours1nc: { key: 'ours1nc', label: 'ours w1, keep-alive, MAX_IMAGE_CACHE_SIZE=0', location: '/ours1nc-ka', server: byKey('ours1nc'), processes: 1 },
+    ours1ncp: { key: 'ours1ncp', label: 'ours w1, conn/request, MAX_IMAGE_CACHE_SIZE=0', location: '/ours1nc', server: byKey('ours1nc'), processes: 1 },
     iip1nc: { key: 'iip1nc', label: 'iipsrv 1.1 x1, MAX_IMAGE_CACHE_SIZE=0', location: '/iip11nc', server: byKey('iip1nc'), processes: 1 },
   } satisfies Record<string, Backend>;
-  const backends: Backend[] = Object.values(B);
+  const masterBackends: Backend[] = IIPSRV_MASTER
+    ? [
+        { key: 'mas1', label: 'iipsrv master x1', location: '/master', server: byKey('mas1'), processes: 1 },
+        { key: 'mas2', label: 'iipsrv master x2 processes', location: '/masterx2', server: byKey('mas2'), processes: 2 },
+        { key: 'mas1nc', label: 'iipsrv master x1, MAX_IMAGE_CACHE_SIZE=0', location: '/masternc', server: byKey('mas1nc'), processes: 1 },
+      ]
+    : [];
+  const backends: Backend[] = [...Object.values(B), ...masterBackends];
+  /** iipsrv master's backend run in the same way as a 1.1 backend (iip1 -> mas1), if master runs. */
+  const masterFor = (iip: Backend) => masterBackends.find((m) => m.key === iip.key.replace(/^iip/, 'mas'));
 
-  log(`starting iipsrv 1.1 (3 processes), ours (3 instances: w1, w2, w1 without response cache)...`);
+  log(
+    `starting iipsrv 1.1 (3 processes), ours (3 instances: w1, w2, w1 without response cache)${IIPSRV_MASTER ? `, iipsrv master (3 processes: ${IIPSRV_MASTER})` : ''}...`,
+  );
   for (const s of servers) await startServer(s);
 
   const nginxPort = await freePort();
@@ -478,86 +650,144 @@ async function main(): Promise<number> {
   // ---- geometry from the servers
   const expected = expectedLevels(IMAGE_WIDTH, IMAGE_HEIGHT, TILE).reverse();
   const geometry = new Map<string, { levels: Array<[number, number]>; tile: [number, number] }>();
-  for (const b of [B.ours1, B.iip1]) {
+  let masterServerHeader = '';
+  for (const b of [B.ours1, B.iip1, ...masterBackends.slice(0, 1)]) {
     const r = await get(nginxPort, `${b.location}?FIF=${image.name}&OBJ=Resolutions`);
     const t = await get(nginxPort, `${b.location}?FIF=${image.name}&OBJ=Tile-size`);
     if (r.status !== 200) throw new Error(`${b.label}: OBJ=Resolutions answered ${r.status}: ${r.body.toString().slice(0, 300)}`);
     const tm = /Tile-size:(\d+) (\d+)/.exec(t.body.toString());
     if (!tm) throw new Error(`${b.label}: no Tile-size in ${JSON.stringify(t.body.toString().slice(0, 300))}`);
     geometry.set(b.key, { levels: levelsFromAnswer(r.body.toString()), tile: [Number(tm[1]), Number(tm[2])] });
+    if (b.server.kind === 'master') masterServerHeader = String(r.headers?.server ?? 'no Server header');
   }
   const gOurs = geometry.get('ours1')!;
   const gIip = geometry.get('iip1')!;
   const warnings: string[] = [];
   const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
   if (!same(gOurs, gIip)) warnings.push(`ours and iipsrv 1.1 disagree on the geometry: ours ${JSON.stringify(gOurs)}, iipsrv ${JSON.stringify(gIip)}`);
+  const gMaster = geometry.get('mas1');
+  if (gMaster && !same(gMaster, gIip))
+    warnings.push(`iipsrv master and 1.1 disagree on the geometry: master ${JSON.stringify(gMaster)}, 1.1 ${JSON.stringify(gIip)}`);
   if (!same(gIip.levels, expected))
     warnings.push(`iipsrv 1.1's Resolutions ${JSON.stringify(gIip.levels)} differ from the floor-halved ${JSON.stringify(expected)}`);
   log(
-    `OBJ=Resolutions (both servers): ${gIip.levels.map(([w, h]) => `${w}x${h}`).join(' ')}${same(gIip.levels, expected) ? ' = floor-halving' : ''}; Tile-size ${gIip.tile.join('x')}`,
+    `OBJ=Resolutions (${IIPSRV_MASTER ? 'all three servers' : 'both servers'}): ${gIip.levels.map(([w, h]) => `${w}x${h}`).join(' ')}${same(gIip.levels, expected) ? ' = floor-halving' : ''}; Tile-size ${gIip.tile.join('x')}`,
   );
 
   // ---- workloads
   const only = process.env.BENCH_ONLY ? new Set(process.env.BENCH_ONLY.split(',').map((s) => s.trim())) : null;
   const typed = !only || ['h', 'i', 'j'].some((id) => only.has(id)) ? pixelTypeImages(log, image.file) : null;
   const workloads = buildWorkloads(image.name, gIip.levels, gIip.tile, typed).filter((w) => !only || only.has(w.id));
-  if (!only || only.has('k')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location));
+  if (!only || only.has('k')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location, masterBackends[0]?.location ?? null));
+  // l, n: a gallery of THUMBNAIL_NAMES images, all of them links to the benchmark image.
+  const thumbnailDir = path.join(dir, 'gallery');
+  mkdirSync(thumbnailDir);
+  const thumbnailNames = Array.from({ length: THUMBNAIL_NAMES }, (_, i) => `image-${String(i).padStart(2, '0')}.tif`);
+  for (const name of thumbnailNames) symlinkSync(image.file, path.join(thumbnailDir, name));
+  workloads.push(...iiifWorkloads(image.name, IMAGE_WIDTH, IMAGE_HEIGHT, thumbnailDir, thumbnailNames).filter((w) => !only || only.has(w.id)));
   for (const w of workloads) w.script = writeWrkScript(dir, `workload-${w.id}`, w.queries);
   const plan: Array<[Workload, Backend]> = [];
   const byId = (id: string) => workloads.find((w) => w.id === id);
+  // iipsrv master, when it runs, is run right before each 1.1 backend, in the same way.
   const add = (id: string, list: Backend[]) => {
     const w = byId(id);
-    if (w) for (const b of list) plan.push([w, b]);
+    if (!w) return;
+    for (const b of list) {
+      const m = b.server.kind === 'iipsrv11' ? masterFor(b) : undefined;
+      if (m) plan.push([w, m]);
+      plan.push([w, b]);
+    }
   };
+  // Ours both ways: one FastCGI connection per request (nginx's stock fastcgi_pass, all iipsrv
+  // can do) and fastcgi_keep_conn (the -ka locations).
   add('a', [B.ours1, B.ours1ka, B.iip1]);
-  add('b', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+  add('b', [B.ours1, B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
   // Right after b, so that the three are compared in the same state of the machine.
   add('f', [B.ours1ka]);
   add('g', [B.ours1ka]);
-  add('c', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
-  add('d', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
-  add('e', [B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
-  for (const id of ['h', 'i', 'j']) add(id, [B.ours1nc, B.iip1nc]);
-  add('k', [B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  add('c', [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  add('d', [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  add('e', [B.ours1, B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+  for (const id of ['h', 'i', 'j']) add(id, [B.ours1ncp, B.ours1nc, B.iip1nc]);
+  add('k', [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  for (const id of ['l', 'n']) add(id, [B.ours1, B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
+  for (const id of ['m', 'o']) add(id, [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
 
   // ---- sample checks: 200 + a JPEG (or the IIP line) on every backend, same dimensions everywhere
   log('\nchecking sample requests on every backend...');
   const checkFailures: string[] = [];
+  const notRun: Array<{ workload: string; backend: string; reason: string }> = [];
+  // Servers run with a workload's own environment (IIIF_VERSION=2 for n and o) while it is checked and timed.
+  let serverEnv: Record<string, string> = {};
+  const restartServers = async (env: Record<string, string>) => {
+    await Promise.all(servers.flatMap((s) => s.procs.map((p) => stopGroup(p))));
+    for (const s of servers) await startServer(s, env);
+    serverEnv = env;
+  };
+  const envText = (env: Record<string, string> | undefined) =>
+    Object.entries(env ?? {})
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
   for (const w of workloads) {
+    if (!same(w.env ?? {}, serverEnv)) await restartServers(w.env ?? {});
     const dims = new Map<string, string>();
     const seen = new Set<string>();
     for (const [pw, b] of plan) {
       if (pw !== w || seen.has(b.key)) continue;
       seen.add(b.key);
+      const failures: string[] = [];
+      let refused = 0;
+      let refusal = '';
       for (const q of w.samples) {
-        const r = await get(nginxPort, `${b.location}?${q}`).catch((e: Error) => ({ status: 0, type: e.message, body: Buffer.alloc(0) }));
+        const r: Reply = await get(nginxPort, `${b.location}?${q}`).catch((e: Error) => ({ status: 0, type: e.message, body: Buffer.alloc(0) }));
         if (r.status !== 200) {
-          checkFailures.push(`${w.id} ${b.label}: ${q} -> status ${r.status} ${r.type} ${r.body.toString('latin1').slice(0, 200)}`);
+          failures.push(`${w.id} ${b.label}: ${q} -> status ${r.status} ${r.type} ${r.body.toString('latin1').slice(0, 200)}`);
+          if (r.status >= 400 && r.status < 600) {
+            refused++;
+            refusal ||= `${r.status} ${JSON.stringify(r.body.toString('latin1').trim().slice(0, 120))} for ${q}`;
+          }
           continue;
         }
         if (w.kind === 'obj') {
-          if (!r.body.toString().includes('IIP:1.0'))
-            checkFailures.push(`${w.id} ${b.label}: ${q} -> no IIP:1.0 line: ${JSON.stringify(r.body.toString().slice(0, 100))}`);
+          // iipsrv 1.1 and ours answer with an IIP:1.0 line, iipsrv master (1.3) with IIP:1.3. (Without
+          // FIF, 1.1 and master end the HTTP headers early, on an empty Last-Modified line, so their
+          // Content-Type line comes in the body too; with FIF, master puts its IIP line among the headers.)
+          const body = r.body.toString();
+          if (body.includes('IIP:1.') || (b.server.kind === 'master' && r.headers?.iip)) continue;
+          checkFailures.push(`${w.id} ${b.label}: ${q} -> no IIP line: ${JSON.stringify(body.slice(0, 100))}`);
           continue;
         }
         if (!r.type.startsWith('image/jpeg') || !isJpeg(r.body)) {
-          checkFailures.push(`${w.id} ${b.label}: ${q} -> ${r.type}, ${r.body.length} bytes, not a complete JPEG`);
+          failures.push(`${w.id} ${b.label}: ${q} -> ${r.type}, ${r.body.length} bytes, not a complete JPEG`);
           continue;
         }
         const meta = await sharp(r.body)
           .metadata()
           .catch(() => null);
         const d = meta ? `${meta.width}x${meta.height}x${meta.channels}` : 'undecodable';
-        if (!meta) checkFailures.push(`${w.id} ${b.label}: ${q} -> JPEG does not decode`);
+        if (!meta) failures.push(`${w.id} ${b.label}: ${q} -> JPEG does not decode`);
         const prev = dims.get(q);
         if (prev === undefined) dims.set(q, d);
-        else if (prev !== d) checkFailures.push(`${w.id} ${b.label}: ${q} -> ${d}, another backend gave ${prev}`);
+        else if (prev !== d) {
+          const [pw, ph, pc] = prev.split('x').map(Number);
+          const near =
+            meta && pc === meta.channels && Math.abs(pw! - meta.width!) <= (w.sizeTolerance ?? 0) && Math.abs(ph! - meta.height!) <= (w.sizeTolerance ?? 0);
+          const text = `${w.id} ${b.label}: ${q} -> ${d}, another backend gave ${prev}`;
+          if (near) warnings.push(`${text} (within ${w.sizeTolerance} px: rounded differently)`);
+          else failures.push(text);
+        }
       }
+      if (w.mayBeUnsupported && b.server.kind !== 'ours' && refused === w.samples.length) {
+        notRun.push({ workload: w.id, backend: b.key, reason: `${b.label} refuses these requests: ${refusal}` });
+        log(`  ${w.id}. ${b.label}: n/a, it refuses every sample (${refusal})`);
+      } else checkFailures.push(...failures);
     }
     log(
-      `  ${w.id}. ${w.title}: ${[...seen].length} backends x ${w.samples.length} samples checked${w.kind === 'jpeg' ? ` (e.g. ${[...dims.values()].slice(0, 3).join(', ')})` : ''}`,
+      `  ${w.id}. ${w.title}${w.env ? ` (servers with ${envText(w.env)})` : ''}: ${[...seen].length} backends x ${w.samples.length} samples checked${w.kind === 'jpeg' ? ` (e.g. ${[...dims.values()].slice(0, 3).join(', ')})` : ''}`,
     );
   }
+  // Backends that do not support a workload's requests are not timed on it.
+  const timedPlan = plan.filter(([w, b]) => !notRun.some((n) => n.workload === w.id && n.backend === b.key));
   // ours must really re-encode for QLT=75 (e) and pass through the stored tile otherwise (b)
   const eW = byId('e');
   const bW = byId('b');
@@ -565,10 +795,18 @@ async function main(): Promise<number> {
     const stored = await get(nginxPort, `${B.ours1ka.location}?${bW.samples[0]}`);
     const reenc = await get(nginxPort, `${B.ours1ka.location}?${eW.samples[0]}`);
     const iip = await get(nginxPort, `${B.iip1.location}?${eW.samples[0]}`);
+    const master = masterBackends[0];
+    const mas = master ? [await get(nginxPort, `${master.location}?${bW.samples[0]}`), await get(nginxPort, `${master.location}?${eW.samples[0]}`)] : null;
     log(
-      `  ours ${bW.samples[0]}: ${stored.body.length} bytes (stored q90 tile); with QLT=75: ${reenc.body.length} bytes; iipsrv 1.1: ${iip.body.length} bytes`,
+      `  ours ${bW.samples[0]}: ${stored.body.length} bytes (stored q90 tile); with QLT=75: ${reenc.body.length} bytes; iipsrv 1.1: ${iip.body.length} bytes` +
+        (mas ? `; iipsrv master: ${mas[0]!.body.length} bytes, with QLT=75 ${mas[1]!.body.length} bytes` : ''),
     );
     if (stored.body.equals(reenc.body)) checkFailures.push('ours answers QLT=75 with the stored tile bytes: workload e would not re-encode');
+    if (mas && mas[0]!.body.equals(mas[1]!.body))
+      warnings.push(
+        `iipsrv master answered ${eW.samples[0]} with the stored tile it had just sent for ${bW.samples[0]}: its tile cache does not tell the qualities apart ` +
+          '(e restarts the servers first and asks for QLT=75 tiles only, so its e rows are re-encoded tiles)',
+      );
   }
   if (checkFailures.length > 0) {
     log('\n!!!!!!!! SAMPLE CHECKS FAILED !!!!!!!!');
@@ -577,27 +815,37 @@ async function main(): Promise<number> {
   }
 
   // ---- timed runs
-  log(`\n${plan.length} runs, about ${Math.round(((plan.length * (WRK.durationSeconds + WARMUP_SECONDS + 0.5)) / 60) * 10) / 10} min\n`);
+  log(`\n${timedPlan.length} runs, about ${Math.round(((timedPlan.length * (WRK.durationSeconds + WARMUP_SECONDS + 0.5)) / 60) * 10) / 10} min\n`);
   const results: RunResult[] = [];
   let errorLogOffset = newLines(errorLog, 0).size;
   let current: Workload | null = null;
-  for (const [w, b] of plan) {
+  /** servers that have served a timed run of the current workload */
+  const served = new Set<string>();
+  for (const [w, b] of timedPlan) {
     const flags: string[] = [];
     if (w !== current) {
       // Fresh server processes for every workload: RSS and caches belong to this workload only.
       current = w;
-      await Promise.all(servers.flatMap((s) => s.procs.map((p) => stopGroup(p))));
-      for (const s of servers) await startServer(s);
-      log(`-- ${w.id}. ${w.title} (servers restarted)`);
+      await restartServers(w.env ?? {});
+      served.clear();
+      log(`-- ${w.id}. ${w.title} (servers restarted${w.env ? ` with ${envText(w.env)}` : ''})`);
+    } else if (served.has(b.server.key)) {
+      // A server reached through two locations (ours w1 with and without keep-alive) starts each
+      // run fresh too: the second run must not find the first one's responses in the caches.
+      for (const p of b.server.procs) await stopGroup(p);
+      await startServer(b.server, serverEnv);
     }
+    served.add(b.server.key);
     if (!serverAlive(b.server)) {
       flags.push(`${b.server.key} had died before this run (restarted)`);
       for (const p of b.server.procs) await stopGroup(p);
-      await startServer(b.server);
+      await startServer(b.server, serverEnv);
     }
     if (!nginx.alive()) throw new Error(`nginx died:\n${nginx.output()}`);
     const url = `http://127.0.0.1:${nginxPort}`;
-    if (WARMUP_SECONDS > 0) await runWrk(WRK, url, w.script!, b.location, WARMUP_SECONDS);
+    // The warm-up starts half the list further on: it must not put the timed run's first
+    // responses into the caches (a random workload would then begin with cache hits).
+    const warmup = WARMUP_SECONDS > 0 ? await runWrk(WRK, url, w.script!, b.location, WARMUP_SECONDS, warmupOffset(w)) : null;
     errorLogOffset = newLines(errorLog, errorLogOffset).size;
     const roots = b.server.procs.map((p) => p.pid);
     const workersBefore = treeCpuSeconds(roots).pids.join(',');
@@ -638,6 +886,7 @@ async function main(): Promise<number> {
       peakRssPrimary: peakPrimary,
       upstreamErrors,
       boxBusy: (100 * (box1.busy - box0.busy)) / Math.max(1, box1.total - box0.total),
+      repeatShare: repeatShare(w, warmup?.requests ?? 0, result.requests),
       flags,
     };
     results.push(run);
@@ -645,6 +894,7 @@ async function main(): Promise<number> {
       `${w.id}. ${b.label.padEnd(44)} ${fmt(result.requestsPerSecond).padStart(6)} req/s  p50 ${fmtMs(result.p50ms).padStart(5)} ms  p99 ${fmtMs(result.p99ms).padStart(5)} ms  ` +
         `CPU ${fmtMs((run.cpuSeconds * 1000) / result.requests).padStart(5)} ms/req (nginx ${fmtMs((run.nginxCpuSeconds * 1000) / result.requests)})  ` +
         `RSS ${fmt(run.peakRssTotal / MB)} MB (per worker ${fmt(peakWorker / MB)})  ${fmt(result.bytesRead / result.requests / 1024, 1)} KB/resp  box ${fmt(run.boxBusy)}% busy` +
+        (run.repeatShare !== null ? `  outputs asked again ${fmt(100 * run.repeatShare)}%` : '') +
         (flags.length ? `\n   !!! ${flags.join('\n   !!! ')}` : ''),
     );
   }
@@ -658,6 +908,8 @@ async function main(): Promise<number> {
     loadAfter,
     image: `${image.name} (${IMAGE_WIDTH}x${IMAGE_HEIGHT}, ${gIip.levels.length} levels, ${(statSync(image.file).size / MB).toFixed(0)} MB, JPEG Q90 256x256 tiles, vips ${vipsVersion()})`,
     minutes: (Date.now() - startedAt) / 60_000,
+    master: IIPSRV_MASTER ? describeMaster(IIPSRV_MASTER, masterServerHeader) : null,
+    notRun,
     extra: [
       process.env.BENCH_OURS_ENV ? `BENCH_OURS_ENV=${process.env.BENCH_OURS_ENV}` : '',
       process.env.BENCH_OURS_NODE_ARGS ? `BENCH_OURS_NODE_ARGS=${process.env.BENCH_OURS_NODE_ARGS}` : '',
@@ -686,6 +938,16 @@ function gitState(): string {
   const subject = head.stdout.trim();
   const changed = dirty.stdout.trim().split('\n').filter(Boolean).length;
   return `\`${subject.length > 90 ? subject.slice(0, 87) + '...' : subject}\`${changed ? ` + ${changed} uncommitted file(s) in src/` : ''}`;
+}
+
+/** The iipsrv master binary: its path, the commit of the git checkout it sits in, its Server header, OpenMP or not. */
+function describeMaster(bin: string, serverHeader: string): string {
+  const git = (args: string[]) => spawnSync('git', ['-C', path.dirname(bin), ...args], { encoding: 'utf8' });
+  const head = git(['log', '-1', '--format=%H (%cs)']);
+  const dirty = git(['status', '--porcelain', '--untracked-files=no']);
+  const checkout = head.status === 0 ? `, built from commit ${head.stdout.trim()}${dirty.stdout.trim() ? ' with local changes' : ''} of its checkout` : '';
+  const openmp = /libgomp/.test(spawnSync('ldd', [bin], { encoding: 'utf8' }).stdout ?? '');
+  return `\`${bin}\`${checkout}, answering \`Server: ${serverHeader}\`${openmp ? ', linked with OpenMP (libgomp: one process may use both cores)' : ''}`;
 }
 
 function vipsVersion(): string {
@@ -717,7 +979,19 @@ function iiifAgainstJtl(find: (w: string, b: string) => RunResult | undefined): 
 
 function report(
   results: RunResult[],
-  info: { warnings: string[]; checkFailures: string[]; loadBefore: string; loadAfter: string; image: string; minutes: number; extra: string },
+  info: {
+    warnings: string[];
+    checkFailures: string[];
+    loadBefore: string;
+    loadAfter: string;
+    image: string;
+    minutes: number;
+    extra: string;
+    /** iipsrv master: which binary, or null when it did not run */
+    master: string | null;
+    /** backends left out of a workload they do not support (their cells say n/a) */
+    notRun: Array<{ workload: string; backend: string; reason: string }>;
+  },
 ): string {
   const find = (w: string, b: string) => results.find((r) => r.workload.id === w && r.backend.key === b);
   const cpuMs = (r: RunResult) => (r.cpuSeconds * 1000) / r.wrk.requests;
@@ -729,61 +1003,140 @@ function report(
         ? `${fmt(r.peakRssTotal / MB)} (${r.backend.processes}×${fmt(r.peakRssWorker / MB)})`
         : fmt(r.peakRssTotal / MB);
   const targets: Record<string, number> = { b: 3, c: 5, d: 1.5, k: 1 };
+  const hasMaster = results.some((r) => r.backend.server.kind === 'master');
+  const masterKey = (iipKey: string) => iipKey.replace(/^iip/, 'mas');
+  // An iipsrv backend of a workload: run, or left out as not supported (then its cells say n/a).
+  const planned = (w: string, key: string) => find(w, key) !== undefined || info.notRun.some((n) => n.workload === w && n.backend === key);
+  /** The iipsrv 1.1 backend an ours run is compared with: as many processes, without a cache where ours has none and 1.1 ran so too. */
+  const iipKeyFor = (r: RunResult): string | null => {
+    const w = r.workload.id;
+    const has = (k: string) => planned(w, k) || planned(w, masterKey(k));
+    if (r.backend.processes === 2) return has('iip2') ? 'iip2' : null;
+    const noCache = r.backend.server.env.MAX_IMAGE_CACHE_SIZE === '0';
+    const order = noCache ? ['iip1nc', 'iip1'] : ['iip1', 'iip1nc'];
+    return order.find(has) ?? null;
+  };
+  const processesLabel: Record<string, string> = { iip1: '1', iip2: '2', iip1nc: '1, MAX_IMAGE_CACHE_SIZE=0' };
+  const ifMaster = (cell: string) => (hasMaster ? [cell] : []);
+  const row = (cells: string[]) => `| ${cells.join(' | ')} |`;
   const rows: string[] = [];
-  const pairs: Array<[string, string, string]> = [
-    ['a', 'ours1', 'iip1'],
-    ['a', 'ours1ka', 'iip1'],
-    ['b', 'ours1ka', 'iip1'],
-    ['b', 'ours2ka', 'iip2'],
-    ['b', 'ours1nc', 'iip1'],
-    ['c', 'ours1ka', 'iip1'],
-    ['c', 'ours2ka', 'iip2'],
-    ['d', 'ours1ka', 'iip1'],
-    ['d', 'ours2ka', 'iip2'],
-    ['e', 'ours1ka', 'iip1'],
-    ['e', 'ours2ka', 'iip2'],
-    ['e', 'ours1nc', 'iip1'],
-    ['h', 'ours1nc', 'iip1nc'],
-    ['i', 'ours1nc', 'iip1nc'],
-    ['j', 'ours1nc', 'iip1nc'],
-    ['k', 'ours1ka', 'iip1'],
-    ['k', 'ours2ka', 'iip2'],
-  ];
-  for (const [w, o, i] of pairs) {
-    const ro = find(w, o);
-    const ri = find(w, i);
-    if (!ro || !ri) continue;
-    const ratio = ro.wrk.requestsPerSecond / ri.wrk.requestsPerSecond;
-    const cpuRatio = cpuMs(ri) / cpuMs(ro);
+  for (const ro of results) {
+    if (ro.backend.server.kind !== 'ours') continue;
+    const w = ro.workload.id;
+    const iipKey = iipKeyFor(ro);
+    if (!iipKey) continue;
+    const ri = find(w, iipKey);
+    const rm = find(w, masterKey(iipKey));
+    const others = [...(hasMaster ? [rm] : []), ri];
+    // A run with error answers (non-2xx) measured something else: its ratios say n/a.
+    const failing = (r: RunResult) => r.wrk.non2xx > 0;
+    const usable = (r: RunResult | undefined) => (r && !failing(r) ? r : undefined);
+    const valid = usable(ro);
+    const ratio = (other: RunResult | undefined) => {
+      const o = usable(other);
+      return valid && o ? valid.wrk.requestsPerSecond / o.wrk.requestsPerSecond : Number.NaN;
+    };
+    const cpuRatio = (other: RunResult | undefined) => {
+      const o = usable(other);
+      return valid && o ? `${(cpuMs(valid) / cpuMs(o)).toFixed(2)}×` : 'n/a';
+    };
     const target = targets[w];
-    const mark = target !== undefined && (o === 'ours1ka' || o === 'ours2ka') ? (ratio >= target ? ` ✓ (≥${target}×)` : ` ✗ (target ${target}×)`) : '';
-    const flagged = ro.flags.length + ri.flags.length > 0 ? ' ⚠' : '';
+    const r11 = ratio(ri);
+    const mark =
+      Number.isFinite(r11) && target !== undefined && (ro.backend.key === 'ours1ka' || ro.backend.key === 'ours2ka')
+        ? r11 >= target
+          ? ` ✓ (≥${target}×)`
+          : ` ✗ (target ${target}×)`
+        : '';
+    const bold = (x: number) => (Number.isFinite(x) ? `**${x.toFixed(2)}×**` : 'n/a');
+    // req/s of a run, with ⚠ where it was flagged (and the share of error answers, if any).
+    const reqs = (r: RunResult | undefined) =>
+      !r
+        ? 'n/a'
+        : fmt(r.wrk.requestsPerSecond) + (failing(r) ? ` ⚠ (${fmt((100 * r.wrk.non2xx) / r.wrk.requests)} % non-2xx)` : r.flags.length > 0 ? ' ⚠' : '');
+    const or = <T>(r: RunResult | undefined, f: (r: RunResult) => T) => (r ? String(f(r)) : 'n/a');
     rows.push(
-      `| ${w}. ${ro.workload.title} | ${ro.backend.label} vs ${ri.backend.label} | ${fmt(ro.wrk.requestsPerSecond)} | ${fmt(ri.wrk.requestsPerSecond)} | **${ratio.toFixed(2)}×**${mark}${flagged} | ${lat(ro)} | ${lat(ri)} | ${fmtMs(cpuMs(ro))} | ${fmtMs(cpuMs(ri))} | ${cpuRatio.toFixed(2)}× | ${rss(ro)} | ${rss(ri)} |`,
+      row([
+        `${w}. ${ro.workload.title}`,
+        ro.backend.label,
+        processesLabel[iipKey] ?? iipKey,
+        reqs(ro),
+        ...ifMaster(reqs(rm)),
+        reqs(ri),
+        ...ifMaster(bold(ratio(rm))),
+        bold(r11) + mark,
+        fmtMs(cpuMs(ro)),
+        ...ifMaster(or(rm, (r) => fmtMs(cpuMs(r)))),
+        or(ri, (r) => fmtMs(cpuMs(r))),
+        ...ifMaster(cpuRatio(rm)),
+        cpuRatio(ri),
+        [ro, ...others].map((r) => (r ? lat(r) : 'n/a')).join(' · '),
+        [ro, ...others].map((r) => (r ? rss(r) : 'n/a')).join(' · '),
+      ]),
     );
   }
+  const servers = hasMaster ? 'ours · master · 1.1' : 'ours · 1.1';
+  const header = row([
+    'workload',
+    'ours',
+    'iipsrv processes',
+    'ours req/s',
+    ...ifMaster('master req/s'),
+    '1.1 req/s',
+    ...ifMaster('req/s ours/master'),
+    'req/s ours/1.1',
+    'ours CPU ms/req',
+    ...ifMaster('master CPU ms/req'),
+    '1.1 CPU ms/req',
+    ...ifMaster('CPU ours/master'),
+    'CPU ours/1.1',
+    `p50 / p99 ms ${servers}`,
+    `peak RSS MB ${servers} (ours: total (workers×each + primary))`,
+  ]);
   const detail = results.map(
     (r) =>
-      `| ${r.workload.id} | ${r.backend.label} | ${r.wrk.requests} | ${fmt(r.wrk.requestsPerSecond)} | ${fmtMs(r.wrk.p50ms)} | ${fmtMs(r.wrk.p90ms)} | ${fmtMs(r.wrk.p99ms)} | ${fmtMs(cpuMs(r))} | ${fmtMs((r.nginxCpuSeconds * 1000) / r.wrk.requests)} | ${fmt(r.peakRssTotal / MB)} | ${fmt(r.peakRssWorker / MB)} | ${fmt(r.wrk.bytesRead / r.wrk.requests / 1024, 1)} | ${fmt(r.boxBusy)} | ${r.wrk.non2xx} | ${r.flags.length ? r.flags.join('; ') : 'ok'} |`,
+      `| ${r.workload.id} | ${r.backend.label} | ${r.wrk.requests} | ${fmt(r.wrk.requestsPerSecond)} | ${fmtMs(r.wrk.p50ms)} | ${fmtMs(r.wrk.p90ms)} | ${fmtMs(r.wrk.p99ms)} | ${fmtMs(cpuMs(r))} | ${fmtMs((r.nginxCpuSeconds * 1000) / r.wrk.requests)} | ${fmt(r.peakRssTotal / MB)} | ${fmt(r.peakRssWorker / MB)} | ${fmt(r.wrk.bytesRead / r.wrk.requests / 1024, 1)} | ${fmt(r.boxBusy)} | ${r.repeatShare === null ? '' : fmt(100 * r.repeatShare)} | ${r.wrk.non2xx} | ${r.flags.length ? r.flags.join('; ') : 'ok'} |`,
   );
+  const iiif = results.filter((r) => ['l', 'm', 'n', 'o'].includes(r.workload.id));
+  const repeats = iiif.map((r) => r.repeatShare).filter((x): x is number => x !== null);
+  const iiifNote = iiif.length
+    ? [
+        `IIIF (l-o): l and n ask for thumbnails of the whole image, 64-1024 px wide, in three size forms (\`w,\`, \`,h\`, \`!w,h\`), each of one of ${THUMBNAIL_NAMES} names of it ` +
+          '(symbolic links, given to all servers as their `FILESYSTEM_PREFIX`: a gallery, so that neither response caches nor tile caches answer one thumbnail from another); ' +
+          'm and o for 2000×2000 regions at full resolution at random places (size `max` in IIIF 3, `full` in IIIF 2). ' +
+          'n and o run every server with `IIIF_VERSION=2` (ours refuses `full` as a size under IIIF 3). ' +
+          'iipsrv 1.1 implements IIIF 2 only; the IIIF 3 requests of l and m are valid 2.1 requests too, and it answers them. ' +
+          (repeats.length
+            ? `In l and n, ${fmt(100 * Math.min(...repeats))}-${fmt(100 * Math.max(...repeats))} % of the timed requests asked for an image and output size already asked for in the same run or its warm-up ` +
+              '("outputs asked again" below), the most any response cache could answer; the `MAX_IMAGE_CACHE_SIZE=0` rows show ours without one.'
+            : ''),
+        '',
+      ]
+    : [];
+  const notRun = info.notRun.length ? ['Not run (n/a in the table):', '', ...info.notRun.map((n) => `- ${n.workload}: ${n.reason}`), ''] : [];
   const rssWorst = Math.max(...results.filter((r) => r.backend.server.kind === 'ours').map((r) => r.peakRssWorker));
   return [
     '# Benchmark results',
     '',
     `Server: ${gitState()} (dist/ as built by \`npm run bench\`)${info.extra ? `; **non-default knobs: ${info.extra}**` : ''}.`,
     '',
+    ...(info.master ? [`iipsrv master (\`IIPSRV_MASTER\`): ${info.master}.`, ''] : []),
     `One run of \`npm run bench\` on ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'CPU'} (${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB), ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, Node ${process.version}; ${info.minutes.toFixed(1)} min. ` +
       `Load average before: ${info.loadBefore.split(' ').slice(0, 3).join(' ')}, after: ${info.loadAfter.split(' ').slice(0, 3).join(' ')}. ` +
       `wrk, nginx and the servers share the same cores, so req/s are noisy; **CPU ms/req** (server processes only, from /proc utime+stime) is the steadier figure.`,
     '',
     `Image: ${info.image}. nginx: 1 worker process, \`access_log off\`, FastCGI responses buffered in memory. ` +
-      `wrk \`-t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency\` (after a ${WARMUP_SECONDS}s untimed warm-up), the same seeded request list for every backend. ` +
-      'Both servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0`; iipsrv 1.1 with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none). ' +
-      'iipsrv 1.1 is always reached with one FastCGI connection per request (it serves one connection at a time). ' +
-      'All server processes are restarted before each workload, so RSS and caches belong to that workload (warmed by the warm-up run).',
+      `wrk \`-t${WRK.threads} -c${WRK.connections} -d${WRK.durationSeconds}s --latency\` (after a ${WARMUP_SECONDS}s untimed warm-up on another part of the list), the same seeded request list for every backend. ` +
+      (info.master
+        ? 'All servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0 MAX_LAYERS=-1`; iipsrv 1.1 and master with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none); master otherwise with its own defaults. ' +
+          'iipsrv 1.1 and master are always reached with one FastCGI connection per request (each process serves one connection at a time: with `fastcgi_keep_conn` the connections nginx keeps idle in its pool hold the process while requests wait on others). '
+        : 'Both servers: `JPEG_QUALITY=75 MAX_IMAGE_CACHE_SIZE=10 VERBOSITY=0 MAX_LAYERS=-1`; iipsrv 1.1 with `MEMCACHED_SERVERS=127.0.0.1:1` (dead), ours with `MEMCACHED_SERVERS=` (none). ' +
+          'iipsrv 1.1 is always reached with one FastCGI connection per request (it serves one connection at a time). ') +
+      'Ours is run both ways: one FastCGI connection per request (conn/request, as iipsrv) and `fastcgi_keep_conn on` (keep-alive). ' +
+      'All server processes are restarted before each workload, and a server reached through two locations (ours w1 with and without keep-alive) again before its second run, so RSS and caches belong to that run (warmed by its warm-up run).',
     '',
-    '| workload | backends (ours vs iipsrv) | ours req/s | iipsrv req/s | ratio req/s | ours p50 / p99 ms | iipsrv p50 / p99 ms | ours CPU ms/req | iipsrv CPU ms/req | CPU ratio (iipsrv/ours) | ours peak RSS MB (workers×each + primary) | iipsrv peak RSS MB |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    header,
+    header.replace(/[^|]+/g, '---'),
     ...rows,
     '',
     `Targets: random tiles ≥ 3×, hot tiles ≥ 5×, CVT ≥ 1.5× (checked on the keep-alive rows), RSS ≤ 150 MB per worker: largest worker peak ${fmt(rssWorst / MB)} MB ${rssWorst <= 150 * MB ? '✓' : '✗'}.`,
@@ -791,12 +1144,18 @@ function report(
     ...iiifAgainstJtl(find),
     'Notes: for plain JTL (b, c) ours sends the stored Q90 tile as it is (passthrough), iipsrv 1.1 decodes and re-encodes at Q75, so the responses are larger for ours (see KB/resp). ' +
       'Ours keeps finished responses in a per-worker 10 MB cache, so in b and e repeated tiles are cache hits; the `MAX_IMAGE_CACHE_SIZE=0` rows show the cost without it. ' +
-      "iipsrv 1.1's JPEG tile cache never hits (a 1.1 bug).",
+      "iipsrv 1.1's JPEG tile cache never hits (a 1.1 bug)." +
+      (info.master
+        ? ' iipsrv master sends stored JPEG tiles as they are too (its `CODEC_PASSTHROUGH` default), so in b and c it and ours send the same bytes; ' +
+          'for `OBJ=IIP,1.0` (a) it answers `IIP:1.3`.'
+        : ''),
     '',
+    ...iiifNote,
+    ...notRun,
     '## Every run',
     '',
-    '| wl | backend | requests | req/s | p50 ms | p90 ms | p99 ms | server CPU ms/req | nginx CPU ms/req | peak RSS MB | peak RSS per worker MB | KB/resp | box CPU busy % | non-2xx | flags |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| wl | backend | requests | req/s | p50 ms | p90 ms | p99 ms | server CPU ms/req | nginx CPU ms/req | peak RSS MB | peak RSS per worker MB | KB/resp | box CPU busy % | outputs asked again % | non-2xx | flags |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...detail,
     '',
     ...(info.warnings.length || info.checkFailures.length ? ['## Warnings', '', ...[...info.warnings, ...info.checkFailures].map((w) => `- ${w}`), ''] : []),

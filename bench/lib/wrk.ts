@@ -28,7 +28,8 @@ export interface WrkResult {
 
 /**
  * A Lua list of query strings plus the script that requests `<prefix>?<query>` from it, each
- * wrk thread starting at a different offset of the list.
+ * wrk thread starting at a different offset of the list (thread t at t * 7919, plus the run's
+ * start offset: see runWrk).
  */
 export function writeWrkScript(dir: string, name: string, queries: string[]): string {
   const listFile = path.join(dir, `${name}.paths.lua`);
@@ -47,8 +48,9 @@ function init(args)
   prefix = args[1] or "/"
   queries = dofile(${JSON.stringify(listFile)})
   local n = #queries
-  -- threads start spread over the list (tid is set by setup before init runs)
-  i = ((tid or 0) * 7919) % n
+  -- threads start spread over the list (tid is set by setup before init runs), shifted by the
+  -- run's offset (args[2])
+  i = ((tid or 0) * 7919 + (tonumber(args[2]) or 0)) % n
 end
 function request()
   i = i % #queries + 1
@@ -107,7 +109,24 @@ export function parseWrk(raw: string): WrkResult {
   };
 }
 
-export async function runWrk(params: WrkParams, url: string, script: string, prefix: string, durationSeconds = params.durationSeconds): Promise<WrkResult> {
+/** The list index (0-based) where wrk thread `thread` starts, as the generated script computes it. */
+export function threadStart(thread: number, startOffset: number, listLength: number): number {
+  return (thread * 7919 + startOffset) % listLength;
+}
+
+/**
+ * One wrk run over a script of writeWrkScript. `startOffset` shifts where every thread starts in
+ * the list: the warm-up run walks other requests than the timed run, so that it does not put the
+ * timed run's first responses into the servers' caches.
+ */
+export async function runWrk(
+  params: WrkParams,
+  url: string,
+  script: string,
+  prefix: string,
+  durationSeconds = params.durationSeconds,
+  startOffset = 0,
+): Promise<WrkResult> {
   const args = [
     `-t${params.threads}`,
     `-c${params.connections}`,
@@ -120,6 +139,7 @@ export async function runWrk(params: WrkParams, url: string, script: string, pre
     url,
     '--',
     prefix,
+    String(startOffset),
   ];
   const proc = startProcess('wrk', 'wrk', args, { PATH: process.env.PATH });
   // 'exit' may come before the last of stdout is read; the report is whole once the pipes close.
