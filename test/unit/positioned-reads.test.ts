@@ -1,13 +1,13 @@
 /**
  * Positioned reads are synchronous while the storage answers from memory and asynchronous for a
- * while after a slow one (src/engine/files/positioned-reads.ts): the same bytes either way.
+ * while after a slow one (src/engine/tiff/positioned-file.ts): the same bytes either way.
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, it } from 'node:test';
-import { readAt, readsAreSynchronous, setStorageSlowForTests } from '../../src/engine/files/positioned-reads.ts';
+import { readAt, readsAreSynchronous, setStorageSlowForTests } from '../../src/engine/tiff/positioned-file.ts';
 import { tempDir } from '../helpers/daemon.ts';
 
 const dir = tempDir();

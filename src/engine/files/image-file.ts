@@ -50,7 +50,7 @@ export interface ImageFileStat {
  * @param name the image name as the client gave it, for messages
  * @throws FileError when the file is missing or not a regular file
  */
-export async function statImageFile(path: string, name: string): Promise<ImageFileStat> {
+export function statImageFile(path: string, name: string): ImageFileStat {
   let info;
   try {
     info = statSync(path, { throwIfNoEntry: false });

@@ -65,7 +65,7 @@ export class OpenImages {
     const path = this.resolve(name, this.options.paths.suffix, printable);
     let stat;
     try {
-      stat = await statImageFile(path, printable);
+      stat = statImageFile(path, printable);
     } catch (error) {
       if (!(error instanceof FileError)) throw error;
       return this.openSequence(name, printable);
@@ -80,7 +80,7 @@ export class OpenImages {
     const stem = this.resolve(name, pattern, printable);
     const sequence = await this.sequences.find(stem, printable + pattern, printable);
     const first = viewPath(sequence, 0, 90);
-    const stat = await statImageFile(first, printable + pattern + viewFileName(sequence, 0, 90));
+    const stat = statImageFile(first, printable + pattern + viewFileName(sequence, 0, 90));
     const file = await this.openFile(stat, printable);
     return { ...file, name, modifiedSeconds: file.file.mtimeSeconds, sequence };
   }
@@ -97,7 +97,7 @@ export class OpenImages {
     const printable = sequence.printableStem + viewFileName(sequence, horizontal, vertical);
     let stat;
     try {
-      stat = await statImageFile(path, printable);
+      stat = statImageFile(path, printable);
     } catch (error) {
       if (error instanceof FileError) throw new FileError(`${printableName(image.name)} has no view ${horizontal},${vertical}: ${printable} is missing`);
       throw error;

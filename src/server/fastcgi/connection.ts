@@ -74,12 +74,13 @@ export interface ConnectionOptions {
 }
 
 /**
- * Up to this size a response (records and END_REQUEST included) is built in one Buffer and
- * handed to one socket.write(): one syscall, one TCP segment train, nothing to interleave.
- * Above it the body is sent in place, record by record, without copying it.
+ * Up to this size a response (records and END_REQUEST included) goes out in one system call,
+ * nothing to interleave: built in one Buffer for one socket.write() when its body is small, the
+ * body written in place between its records in one corked writev() when it is a tile. Above it
+ * the body is sent in place, record by record, waiting for the socket to drain.
  */
 export const SMALL_RESPONSE_BYTES = 64 * 1024;
-/** Smaller bodies are copied into that one buffer; larger ones (tiles) are written in place. */
+/** Bodies smaller than this are copied into the response's one buffer; larger ones are not. */
 const COPIED_BODY_BYTES = 4096;
 
 /**
