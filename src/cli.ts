@@ -32,7 +32,7 @@ iipsrv-ts ${VERSION}: an IIPImage-compatible image server (IIP, IIIF, DeepZoom, 
   --bind PATH        serve FastCGI on a unix socket
   --backlog N        listen backlog for --bind (default 2048)
   --http HOST:PORT   also (or only) serve plain HTTP, e.g. --http 127.0.0.1:8080
-  --workers N        worker processes sharing the socket (default: number of CPUs)
+  --workers N        worker processes sharing the socket (default: half the CPUs, at least 1)
   --shutdown-timeout SECONDS
                      on SIGTERM, how long requests in flight may take (default 10)
   --version          print the version
@@ -77,7 +77,10 @@ export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSoc
   let bind: string | null = null;
   let backlog = DEFAULT_BACKLOG;
   let http: CliOptions['http'] = null;
-  let workers = os.availableParallelism();
+  // One worker per two cores: each worker's decodes, encodes and region pipelines already run on
+  // libuv's thread pool (a single worker kept both cores of the benchmark machine busy), and the
+  // web server in front needs CPU too. More workers than that only add memory (about 110 MB each).
+  let workers = defaultWorkers();
   let shutdownGraceMs = 10_000;
   try {
     for (let i = 0; i < argv.length; i++) {
@@ -142,4 +145,8 @@ export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSoc
     return { kind: 'usage-error', message: 'nothing to serve: give --bind or --http, or start iipsrv from a web server' };
   }
   return { kind: 'run', options: { fastcgi, http, workers, shutdownGraceMs } };
+}
+
+export function defaultWorkers(cpus = os.availableParallelism()): number {
+  return Math.max(1, Math.floor(cpus / 2));
 }

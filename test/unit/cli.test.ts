@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseArguments } from '../../src/cli.ts';
+import { availableParallelism } from 'node:os';
+import { defaultWorkers, parseArguments } from '../../src/cli.ts';
 
 describe('command line', () => {
   it('--bind HOST:PORT with the default backlog 2048', () => {
@@ -38,6 +39,11 @@ describe('command line', () => {
     assert.deepEqual(command.options.http, { host: 'localhost', port: 8080 });
     assert.equal(command.options.workers, 3);
     assert.equal(command.options.fastcgi, null);
+  });
+  it('defaults to one worker per two CPUs, at least one', () => {
+    assert.deepEqual([1, 2, 3, 4, 8, 64].map((cpus) => defaultWorkers(cpus)), [1, 1, 1, 2, 4, 32]);
+    const command = parseArguments(['--bind', ':9000'], false);
+    assert.equal(command.kind === 'run' && command.options.workers, Math.max(1, Math.floor(availableParallelism() / 2)));
   });
   it('refuses bad values and unknown flags', () => {
     for (const argv of [['--bind'], ['--workers', '0'], ['--backlog', 'x', '--bind', ':1'], ['--http', 'nohost'], ['--frobnicate'], ['--bind', 'h:70000']]) {
