@@ -6,8 +6,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Slots } from '../slots.js';
 
-/** `failed`: the program said no (a damaged file); the others are the server's trouble. */
-export type DecodeFailure = 'failed' | 'timeout' | 'overflow' | 'unavailable';
+/**
+ * `failed`: the program said no (a damaged file); `memory`: the file needs more memory than a
+ * decoder may have (the file's fault too); the others are the server's trouble.
+ */
+export type DecodeFailure = 'failed' | 'memory' | 'timeout' | 'overflow' | 'unavailable';
 
 export class DecodeError extends Error {
   override name = 'DecodeError';
