@@ -48,6 +48,12 @@ export interface Config {
   allowUpscaling: boolean;
   /** JPEG2000 quality layers decoded: 0 = half of them, -1 = all. */
   maxLayers: number;
+  /** JP2_MAX_DECODE_MB in bytes: most memory one JPEG2000 decode may need by its header's account; 0 = no check. */
+  jp2MaxDecodeBytes: number;
+  /** JP2_HELPER_MEMORY_MB in bytes: address-space limit of each JPEG2000 decoder process; 0 = none. */
+  jp2DecoderMemoryBytes: number;
+  /** JP2_HELPER_RSS_MB in bytes: a decoder helper holding more after a decode is replaced; 0 = never. */
+  jp2HelperMaxResidentBytes: number;
   watermark: { path: string; probability: number; opacity: number } | null;
   /** Empty = no memcached tier. */
   memcachedServers: MemcachedServer[];
@@ -309,6 +315,23 @@ export function loadConfig(env: Env = process.env): Config {
 
   const uriMapValue = read(env, 'URI_MAP') ?? '';
 
+  // JPEG2000 decoder memory. The helper's limit must leave room for what the header check lets
+  // through, or files it accepts would fail in the decoder instead.
+  const megabytes = (name: string, fallback: number, min: number) => {
+    const value = integer(env, name, fallback);
+    if (value !== 0 && value < min) throw new ConfigError(name, `expected 0 (no limit) or at least ${min} MB, got ${value}`);
+    return value * 1024 * 1024;
+  };
+  const jp2MaxDecodeBytes = megabytes('JP2_MAX_DECODE_MB', 1024, 16);
+  const jp2DecoderMemoryBytes = megabytes('JP2_HELPER_MEMORY_MB', 2048, 64);
+  const jp2HelperMaxResidentBytes = megabytes('JP2_HELPER_RSS_MB', 256, 16);
+  if (jp2DecoderMemoryBytes > 0 && jp2MaxDecodeBytes > 0 && jp2MaxDecodeBytes + 64 * 1024 * 1024 > jp2DecoderMemoryBytes) {
+    throw new ConfigError(
+      'JP2_HELPER_MEMORY_MB',
+      `must exceed JP2_MAX_DECODE_MB by at least 64 MB (got ${jp2DecoderMemoryBytes / 1048576} and ${jp2MaxDecodeBytes / 1048576})`,
+    );
+  }
+
   return {
     logTarget: parseLogTarget(env),
     verbosity,
@@ -327,6 +350,9 @@ export function loadConfig(env: Env = process.env): Config {
     maxCvt,
     allowUpscaling: flag(env, 'ALLOW_UPSCALING', true),
     maxLayers: Math.max(-1, integer(env, 'MAX_LAYERS', 0)),
+    jp2MaxDecodeBytes,
+    jp2DecoderMemoryBytes,
+    jp2HelperMaxResidentBytes,
     watermark,
     memcachedServers: parseMemcachedServers(env.MEMCACHED_SERVERS),
     memcachedTimeout,

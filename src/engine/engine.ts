@@ -55,8 +55,10 @@ export interface EngineOptions {
   maxIcc?: number;
   /** MAX_LAYERS: JPEG2000 quality layers decoded when a request gives no LYR. */
   maxLayers?: number;
-  /** How JPEG2000 is decoded (the helper, opj_decompress, time limit); defaults suit a server. */
+  /** How JPEG2000 is decoded (the helper, opj_decompress, time and memory limits); defaults suit a server. */
   jp2Decoder?: Jp2DecoderOptions;
+  /** Most memory one JPEG2000 decode may need by its header's account; 0 = no check. Default 1 GiB. */
+  jp2MaxDecodeBytes?: number;
 }
 
 export interface TileRequest {
@@ -128,7 +130,7 @@ export class Engine {
   constructor(options: EngineOptions) {
     const cacheBytes = options.cacheBytes ?? 0;
     this.cache = new TileCache(cacheBytes > 0 ? new LruCache(cacheBytes) : null, options.memcached ?? null);
-    this.formats = new Formats({ maxLayers: options.maxLayers ?? 0, jp2Decoder: options.jp2Decoder });
+    this.formats = new Formats({ maxLayers: options.maxLayers ?? 0, jp2Decoder: options.jp2Decoder, jp2MaxDecodeBytes: options.jp2MaxDecodeBytes });
     this.images = new OpenImages({
       paths: options.paths,
       maxOpen: options.maxOpenImages ?? 1000,

@@ -14,8 +14,10 @@ import { TiffSource } from './tiff/tiff-source.js';
 export interface FormatSettings {
   /** MAX_LAYERS: JPEG2000 quality layers decoded when a request gives no LYR. */
   maxLayers: number;
-  /** How JPEG2000 is decoded (the helper, opj_decompress, time limit); defaults suit a server. */
+  /** How JPEG2000 is decoded (the helper, opj_decompress, time and memory limits); defaults suit a server. */
   jp2Decoder?: Jp2DecoderOptions;
+  /** Most memory one JPEG2000 decode may need by its header's account; 0 = no check. */
+  jp2MaxDecodeBytes?: number;
 }
 
 /** Decoded whole JPEG2000 levels kept per worker (each at most 1 Mpx). */
@@ -26,7 +28,8 @@ export class Formats {
 
   private readonly openers: Readonly<Record<ImageFormat, (path: string, name: string) => Promise<ImageSource>>> = {
     tiff: (path, name) => TiffSource.open(path, name),
-    jp2: (path, name) => Jp2Source.open(path, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers }),
+    jp2: (path, name) =>
+      Jp2Source.open(path, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers, maxDecodeBytes: this.settings.jp2MaxDecodeBytes }),
   };
 
   constructor(private readonly settings: FormatSettings) {}

@@ -23,5 +23,7 @@ export function engineOptionsFor(config: Config): EngineOptions {
       tiffQuality: config.tiffQuality,
     },
     maxIcc: config.maxIcc,
+    jp2MaxDecodeBytes: config.jp2MaxDecodeBytes,
+    jp2Decoder: { memoryBytes: config.jp2DecoderMemoryBytes, maxResidentBytes: config.jp2HelperMaxResidentBytes },
   };
 }

@@ -47,11 +47,12 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   // A watermark that cannot be read is iipsrv's case too: it serves without one. The primary has
   // said so at start-up.
   const watermark = config.watermark ? await Watermark.load(config.watermark).catch(() => null) : null;
+  const base = engineOptionsFor(config);
   const engine = new Engine({
-    ...engineOptionsFor(config),
+    ...base,
     memcached,
     // The decoders of all workers together: one per core.
-    jp2Decoder: { concurrency: Math.max(1, Math.ceil(availableParallelism() / (options.workers ?? 1))) },
+    jp2Decoder: { ...base.jp2Decoder, concurrency: Math.max(1, Math.ceil(availableParallelism() / (options.workers ?? 1))) },
     watermark,
   });
   const handler = createRouter({ config, engine, log });
