@@ -10,7 +10,7 @@
  */
 import { open } from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
-import { FileError, NotImplementedError, ServerFailureError } from '../../errors.js';
+import { FileError, ServerFailureError } from '../../errors.js';
 import type { DecodeArea } from './decode-area.js';
 import { type Jp2Decoder } from './decoder.js';
 import { Jp2FormatError, readJp2Header, type Jp2Header } from './header.js';
@@ -225,9 +225,12 @@ export class Jp2Source implements ImageSource {
       width: Math.max(1, Math.min(real.width - left, Math.round((rect.left + rect.width) * sx) - left)),
       height: Math.max(1, Math.min(real.height - top, Math.round((rect.top + rect.height) * sy) - top)),
     };
-    if (source.width * source.height > (this.options.maxVirtualSourcePixels ?? MAX_VIRTUAL_SOURCE_PIXELS)) {
-      throw new NotImplementedError(
-        `${this.name}: a ${rect.width}x${rect.height} view of this level needs ${source.width}x${source.height} pixels decoded (the codestream has only ${this.header.dwtLevels} wavelet levels)`,
+    const maxSource = this.options.maxVirtualSourcePixels ?? MAX_VIRTUAL_SOURCE_PIXELS;
+    if (source.width * source.height > maxSource) {
+      // A limit the file runs into (too few wavelet levels for its size): its fault, a 4xx.
+      throw new FileError(
+        `${this.name}: a ${rect.width}x${rect.height} view of this level needs ${source.width}x${source.height} pixels decoded ` +
+          `(the codestream has only ${this.header.dwtLevels} wavelet levels), more than the ${maxSource} pixels allowed`,
       );
     }
     const full = await this.realPixels(this.smallestReal, source, layers);
