@@ -122,6 +122,11 @@ describe('config: start-up errors name the variable', () => {
     [{ IIIF_EXTRA_INFO: '"rights": ' }, /^IIIF_EXTRA_INFO/],
     [{ INTERPOLATION: 'smooth' }, /^INTERPOLATION/],
     [{ FCGI_WEB_SERVER_ADDRS: 'localhost' }, /^FCGI_WEB_SERVER_ADDRS/],
+    [{ JP2_MAX_DECODE_MB: '1GB' }, /^JP2_MAX_DECODE_MB: expected a whole number/],
+    [{ JP2_HELPER_MEMORY_MB: '10' }, /^JP2_HELPER_MEMORY_MB: expected 0 \(no limit\) or at least 64 MB/],
+    [{ JP2_HELPER_RSS_MB: '-1' }, /^JP2_HELPER_RSS_MB/],
+    // A helper limit the header check would let decodes run into.
+    [{ JP2_MAX_DECODE_MB: '1024', JP2_HELPER_MEMORY_MB: '1024' }, /^JP2_HELPER_MEMORY_MB: must exceed JP2_MAX_DECODE_MB by at least 64 MB/],
   ];
   for (const [env, message] of cases) {
     it(`${JSON.stringify(env)}`, () => {
@@ -131,6 +136,24 @@ describe('config: start-up errors name the variable', () => {
       );
     });
   }
+});
+
+describe('config: JPEG2000 decoder memory', () => {
+  it('bounds a decode at 1 GB by its header, each decoder process at 2 GB, and replaces a helper holding over 256 MB', () => {
+    const config = loadConfig({});
+    assert.equal(config.jp2MaxDecodeBytes, 1024 * 1024 * 1024);
+    assert.equal(config.jp2DecoderMemoryBytes, 2048 * 1024 * 1024);
+    assert.equal(config.jp2HelperMaxResidentBytes, 256 * 1024 * 1024);
+  });
+  it('takes other sizes in MB, and 0 to switch each off', () => {
+    const config = loadConfig({ JP2_MAX_DECODE_MB: '300', JP2_HELPER_MEMORY_MB: '512', JP2_HELPER_RSS_MB: '64' });
+    assert.deepEqual(
+      [config.jp2MaxDecodeBytes, config.jp2DecoderMemoryBytes, config.jp2HelperMaxResidentBytes],
+      [300, 512, 64].map((mb) => mb * 1024 * 1024),
+    );
+    const off = loadConfig({ JP2_MAX_DECODE_MB: '0', JP2_HELPER_MEMORY_MB: '0', JP2_HELPER_RSS_MB: '0' });
+    assert.deepEqual([off.jp2MaxDecodeBytes, off.jp2DecoderMemoryBytes, off.jp2HelperMaxResidentBytes], [0, 0, 0]);
+  });
 });
 
 describe('config: list values', () => {
