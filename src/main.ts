@@ -13,6 +13,7 @@ import { createLog } from './log.js';
 import { VERSION } from './version.js';
 import type { RunningWorker } from './server/worker.js';
 import { HANDOFF_MESSAGE, startConnectionHandoff, type ConnectionHandoff } from './server/connection-handoff.js';
+import { threadPoolSize } from './server/engine-options.js';
 
 type PrimaryMessage = { type: 'shutdown' } | { type: 'flush-caches' } | { type: 'reopen-log' };
 type WorkerMessage = { type: 'ready'; http: string | null; fastcgi: string | null } | { type: 'start-failed'; message: string };
@@ -125,6 +126,8 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
     // libvips' threads free large decode buffers into glibc's arenas, which keep them: served from
     // mmap instead, they go back to the system (a worker after CVT exports: 170 MB -> 133 MB).
     MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_ ?? '131072',
+    // Read by libuv when a worker first uses its thread pool: too late to set from inside.
+    UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? String(threadPoolSize(options.workers)),
   };
 
   const fork = (): Worker => {
