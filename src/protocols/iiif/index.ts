@@ -297,7 +297,7 @@ export async function iiif(session: Session, argument: string): Promise<void> {
     body = await engine.tile(image, effect ? { ...session.tileRequest(tile), processing, passthrough: false } : session.tileRequest(tile));
   } else {
     const output = { ...session.regionOutput(format, { rotation: rotation.degrees, mirror: rotation.mirror }), processing, colour };
-    body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), output);
+    body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), output, session.request.signal);
   }
   const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical"`], profileLink];
   session.output = imageResponse(session, body, CONTENT_TYPES[format], headers);
