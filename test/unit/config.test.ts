@@ -21,6 +21,7 @@ describe('config: iipsrv defaults', () => {
     assert.equal(config.maxIcc, 65536);
     assert.equal(config.codecPassthrough, true);
     assert.deepEqual(config.uriMap, []);
+    assert.deepEqual(config.trustedHeaders, [], 'no request header may decide advertised URLs unless the operator says so');
     assert.equal(config.watermark, null);
     assert.deepEqual(config.warnings, []);
   });
@@ -122,6 +123,7 @@ describe('config: start-up errors name the variable', () => {
     [{ IIIF_EXTRA_INFO: '"rights": ' }, /^IIIF_EXTRA_INFO/],
     [{ INTERPOLATION: 'smooth' }, /^INTERPOLATION/],
     [{ FCGI_WEB_SERVER_ADDRS: 'localhost' }, /^FCGI_WEB_SERVER_ADDRS/],
+    [{ TRUSTED_HEADERS: 'X-Forwarded-Host, Host' }, /^TRUSTED_HEADERS: "host" is not one of/],
   ];
   for (const [env, message] of cases) {
     it(`${JSON.stringify(env)}`, () => {
@@ -145,6 +147,9 @@ describe('config: list values', () => {
   });
   it('URI_MAP with an empty prefix maps every path', () => {
     assert.deepEqual(parseUriMap('=>IIIF'), [{ prefix: '', protocol: 'iiif' }]);
+  });
+  it('TRUSTED_HEADERS: header names in any case, separated by commas or spaces, in one order', () => {
+    assert.deepEqual(loadConfig({ TRUSTED_HEADERS: 'x-forwarded-proto X-IIIF-ID,X-Forwarded-Proto' }).trustedHeaders, ['x-iiif-id', 'x-forwarded-proto']);
   });
   it('MEMCACHED_SERVERS: host[:port] lists', () => {
     assert.deepEqual(parseMemcachedServers('a, b:11212 [::1]:11213'), [

@@ -106,7 +106,7 @@ export async function runIip(
     await command(session, argument);
   }
 
-  if (session.notModified) return { status: 304, headers: [], body: Buffer.alloc(0) };
+  if (session.notModified) return { status: 304, headers: session.vary.length > 0 ? [['Vary', session.vary.join(', ')]] : [], body: Buffer.alloc(0) };
   // A produced image wins over errors from other commands: iipsrv sends the image (with the error
   // text appended, which decoders ignore), so viewers that add a stray command still get tiles.
   if (session.output) {
