@@ -7,6 +7,7 @@ import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -152,6 +153,24 @@ describe('HTTP mode with workers', () => {
     await waitFor(async () => /caught SIGHUP/.test(readFileSync(path.join(dir, 'iipsrv.log'), 'utf8')), 5000, 'the SIGHUP log line');
     assert.equal((await get(port, '/?OBJ=IIP,1.0')).status, 200);
     assert.deepEqual(childPids(daemon.child.pid!).sort(), before, 'same workers: nothing restarted');
+  });
+  it('an absolute-form target (RFC 9112 3.2.2) gives its path and query; the Host header still names the host', async () => {
+    // Raw bytes: Node's client always sends the origin form.
+    const raw = (target: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`));
+        const chunks: Buffer[] = [];
+        socket.on('data', (c: Buffer) => chunks.push(c));
+        socket.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')));
+        socket.on('error', reject);
+      });
+    const redirect = await raw('http://evil.example/?IIIF=example.tif');
+    assert.match(redirect, /^HTTP\/1\.1 303 /);
+    assert.match(redirect, /\r\nLocation: http:\/\/a\/\?IIIF=example\.tif\/info\.json\r\n/i);
+    const deeper = await raw('HTTPS://evil.example:8443/fcgi-bin/iipsrv.fcgi?IIIF=example.tif');
+    assert.match(deeper, /\r\nLocation: http:\/\/a\/fcgi-bin\/iipsrv\.fcgi\?IIIF=example\.tif\/info\.json\r\n/i);
+    // No path at all is the root.
+    assert.match(await raw('http://evil.example?FIF=example.tif&OBJ=IIP,1.0'), /^HTTP\/1\.1 200 [^]*\r\n\r\nIIP:1\.0\r\n$/);
   });
   it('logs one line per request at VERBOSITY 2, with its time', async () => {
     await get(port, '/?FIF=example.tif&OBJ=IIP,1.0&MARKER=1');
