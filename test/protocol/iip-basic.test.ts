@@ -3,12 +3,12 @@
  * plain response out.
  */
 import assert from 'node:assert/strict';
-import { utimesSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import { silentLog } from '../../src/log.ts';
+import { createLog, silentLog } from '../../src/log.ts';
 import type { PlainResponse } from '../../src/request.ts';
 import { getHeader } from '../../src/request.ts';
 import { createRouter } from '../../src/router.ts';
@@ -114,6 +114,24 @@ describe('IIP: errors', () => {
   it('several errors give several lines', async () => {
     const response = await routerFor({})(request('FOO=1&BAR=2'));
     assert.equal(text(response), 'Error/7:2 2 FOO\r\nError/7:2 2 BAR\r\n');
+  });
+  it('unknown commands leave at most one short log line per request at the default VERBOSITY', async () => {
+    const logfile = path.join(dir, 'unknown-commands.log');
+    const log = createLog({ target: { kind: 'file', path: logfile }, verbosity: 1 });
+    const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: images });
+    const router = createRouter({ config, engine: new Engine({ paths: { prefix: images, suffix: '' } }), log });
+    // 8 KB of unknown commands, alone and beside an image.
+    const unknowns = Array.from({ length: 1000 }, (_, i) => `UNKNOWN${i}=1`).join('&');
+    assert.ok(unknowns.length > 8000);
+    assert.equal((await router(request(unknowns))).status, 400);
+    assert.equal((await router(request(`FIF=pyr.tif&${unknowns}&JTL=0,0`))).status, 200);
+    log.flush();
+    const lines = readFileSync(logfile, 'utf8').split('\n').filter(Boolean);
+    assert.equal(lines.length, 2, lines.slice(0, 3).join('\n'));
+    for (const line of lines) assert.ok(line.length < 1024, `${line.length} bytes: ${line.slice(0, 200)}`);
+    const entry = JSON.parse(lines[0]!) as { unsupported: number; commands: string };
+    assert.equal(entry.unsupported, 1000);
+    assert.match(entry.commands, /^UNKNOWN0, UNKNOWN1, UNKNOWN2, .*, \.\.\.$/);
   });
   it('a missing image is 404 with a message that names the image, not the filesystem path', async () => {
     const response = await routerFor({ FILESYSTEM_PREFIX: images })(request('FIF=missing.tif&OBJ=IIP,1.0'));
