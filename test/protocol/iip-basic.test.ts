@@ -125,7 +125,7 @@ describe('IIP: errors', () => {
     assert.ok(unknowns.length > 8000);
     assert.equal((await router(request(unknowns))).status, 400);
     assert.equal((await router(request(`FIF=pyr.tif&${unknowns}&JTL=0,0`))).status, 200);
-    log.flush();
+    await log.flush();
     const lines = readFileSync(logfile, 'utf8').split('\n').filter(Boolean);
     assert.equal(lines.length, 2, lines.slice(0, 3).join('\n'));
     for (const line of lines) assert.ok(line.length < 1024, `${line.length} bytes: ${line.slice(0, 200)}`);
