@@ -47,9 +47,10 @@ const OPEN_FILE_CEILING = 256;
 export class OpenImages {
   private readonly open = new Map<string, Promise<OpenFile>>();
   private readonly maxOpen: number;
-  private readonly sequences = new SequenceFinder();
+  private readonly sequences: SequenceFinder;
 
   constructor(private readonly options: OpenImagesOptions) {
+    this.sequences = new SequenceFinder(options.filenamePattern);
     const requested = options.maxOpen;
     this.maxOpen = requested < 0 ? OPEN_FILE_CEILING : Math.min(requested, OPEN_FILE_CEILING);
   }
