@@ -38,6 +38,13 @@ before(async () => {
   await makePyramidTiff(path.join(images, 'sub dir', 'ü.tif'), { width: 64, height: 64 });
   // Outside the prefix: a valid image that no request may reach.
   await makePyramidTiff(path.join(dir, 'secret.tif'), { width: 64, height: 64 });
+  // Beside the prefix's directory: a name may not reach them by continuing its last part.
+  mkdirSync(path.join(dir, 'images_private'));
+  await makePyramidTiff(path.join(dir, 'images_private', 'secret.tif'), { width: 64, height: 64 });
+  // iipsrv's prefix-as-start-of-a-file-name pattern (FILESYSTEM_PREFIX=.../img_).
+  await makePyramidTiff(path.join(dir, 'img_001.tif'), { width: 64, height: 64 });
+  mkdirSync(path.join(dir, 'img_sub'));
+  await makePyramidTiff(path.join(dir, 'img_sub', 'x.tif'), { width: 64, height: 64 });
   writeFileSync(path.join(images, 'notes.txt'), 'not an image at all');
   utimesSync(path.join(images, 'pyr.tif'), MTIME, MTIME);
 });
@@ -244,6 +251,21 @@ describe('filesystem safety', () => {
   it('FILESYSTEM_SUFFIX is appended', async () => {
     const router = routerFor({ FILESYSTEM_PREFIX: images, FILESYSTEM_SUFFIX: '.tif' });
     assert.equal((await router(request('FIF=pyr&OBJ=IIP,1.0'))).status, 200);
+  });
+  it('a prefix without its trailing slash still confines to its directory: images never reaches images_private/', async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: path.join(dir, 'images') });
+    assert.equal((await router(request('FIF=/pyr.tif&OBJ=IIP,1.0'))).status, 200);
+    assert.equal((await router(request('FIF=/sub%20dir/%C3%BC.tif&OBJ=IIP,1.0'))).status, 200);
+    for (const name of ['_private/secret.tif', '_private%2Fsecret.tif', '/../images_private/secret.tif']) {
+      const response = await router(request(`FIF=${name}&OBJ=IIP,1.0`));
+      assert.equal(response.status, 404, name);
+      assert.ok(!text(response).includes(dir), 'the body does not reveal the filesystem path');
+    }
+  });
+  it("iipsrv's prefix that is the start of file names (/data/img_ + 001.tif) works; it reaches no directory of the same start", async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: path.join(dir, 'img_') });
+    assert.equal((await router(request('FIF=001.tif&OBJ=IIP,1.0'))).status, 200);
+    assert.equal((await router(request('FIF=sub/x.tif&OBJ=IIP,1.0'))).status, 404);
   });
   it('a prefix that ends in a partial file name confines to its directory', async () => {
     const router = routerFor({ FILESYSTEM_PREFIX: path.join(images, 'p') });
