@@ -43,6 +43,8 @@ export interface Config {
   maxMetadataCacheEntries: number;
   filesystemPrefix: string;
   filesystemSuffix: string;
+  /** FILESYSTEM_CONFINE_SYMLINKS: refuse files whose links lead outside the prefix. */
+  filesystemConfineSymlinks: boolean;
   filenamePattern: string;
   jpegQuality: number;
   pngQuality: number;
@@ -334,13 +336,18 @@ export function loadConfig(env: Env = process.env): Config {
 
   const uriMapValue = read(env, 'URI_MAP') ?? '';
 
+  const filesystemPrefix = env.FILESYSTEM_PREFIX ?? '';
+  const filesystemConfineSymlinks = flag(env, 'FILESYSTEM_CONFINE_SYMLINKS', false);
+  if (filesystemConfineSymlinks && filesystemPrefix === '') warnings.push('FILESYSTEM_CONFINE_SYMLINKS has no effect without FILESYSTEM_PREFIX');
+
   return {
     logTarget: parseLogTarget(env),
     verbosity,
     maxImageCacheBytes: Math.round(cacheMb * 1_024_000),
     maxMetadataCacheEntries: metadataEntries,
-    filesystemPrefix: env.FILESYSTEM_PREFIX ?? '',
+    filesystemPrefix,
     filesystemSuffix: env.FILESYSTEM_SUFFIX ?? '',
+    filesystemConfineSymlinks,
     filenamePattern: env.FILENAME_PATTERN || '_pyr_',
     jpegQuality: clamp(warnings, 'JPEG_QUALITY', integer(env, 'JPEG_QUALITY', 75), 1, 100),
     pngQuality: clamp(warnings, 'PNG_QUALITY', integer(env, 'PNG_QUALITY', 1), 0, 9),

@@ -3,7 +3,7 @@
  * plain response out.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, renameSync, symlinkSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.ts';
@@ -20,7 +20,10 @@ const request = plainRequest;
 
 function routerFor(env: Record<string, string>) {
   const config = loadConfig({ MEMCACHED_SERVERS: '', ...env });
-  const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix }, cacheBytes: config.maxImageCacheBytes });
+  const engine = new Engine({
+    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix, confineSymlinks: config.filesystemConfineSymlinks },
+    cacheBytes: config.maxImageCacheBytes,
+  });
   return createRouter({ config, engine, log: silentLog });
 }
 
@@ -46,6 +49,15 @@ before(async () => {
   mkdirSync(path.join(dir, 'img_sub'));
   await makePyramidTiff(path.join(dir, 'img_sub', 'x.tif'), { width: 64, height: 64 });
   writeFileSync(path.join(images, 'notes.txt'), 'not an image at all');
+  // Symbolic links inside the prefix, to files and directories inside and outside it.
+  symlinkSync(path.join(dir, 'secret.tif'), path.join(images, 'out.tif'));
+  symlinkSync(path.join(dir, 'images_private'), path.join(images, 'outdir'));
+  symlinkSync('pyr.tif', path.join(images, 'in.tif'));
+  symlinkSync('sub dir', path.join(images, 'indir'));
+  symlinkSync(images, path.join(dir, 'alias'));
+  mkdirSync(path.join(dir, 'outside-sequence'));
+  await makePyramidTiff(path.join(dir, 'outside-sequence', 's_pyr_000_090.tif'), { width: 64, height: 64 });
+  symlinkSync(path.join(dir, 'outside-sequence'), path.join(images, 'seq'));
   utimesSync(path.join(images, 'pyr.tif'), MTIME, MTIME);
 });
 
@@ -266,6 +278,36 @@ describe('filesystem safety', () => {
     const router = routerFor({ FILESYSTEM_PREFIX: path.join(dir, 'img_') });
     assert.equal((await router(request('FIF=001.tif&OBJ=IIP,1.0'))).status, 200);
     assert.equal((await router(request('FIF=sub/x.tif&OBJ=IIP,1.0'))).status, 404);
+  });
+  it('symbolic links are followed by default, as iipsrv does', async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: images });
+    for (const name of ['out.tif', 'outdir/secret.tif', 'in.tif', 'seq/s']) assert.equal((await router(request(`FIF=${name}&OBJ=IIP,1.0`))).status, 200, name);
+  });
+  it('FILESYSTEM_CONFINE_SYMLINKS=1 refuses links that resolve outside the prefix, and follows those inside it', async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: images, FILESYSTEM_CONFINE_SYMLINKS: '1' });
+    for (const name of ['out.tif', 'outdir/secret.tif', 'seq/s']) {
+      const response = await router(request(`FIF=${name}&OBJ=IIP,1.0`));
+      assert.equal(response.status, 404, name);
+      assert.ok(!text(response).includes(dir), 'the body does not reveal the filesystem path');
+    }
+    for (const name of ['pyr.tif', 'in.tif', 'indir/%C3%BC.tif']) assert.equal((await router(request(`FIF=${name}&OBJ=IIP,1.0`))).status, 200, name);
+    // The prefix itself may be a link, with or without its trailing slash.
+    assert.equal(
+      (await routerFor({ FILESYSTEM_PREFIX: path.join(dir, 'alias') + '/', FILESYSTEM_CONFINE_SYMLINKS: '1' })(request('FIF=pyr.tif&OBJ=IIP,1.0'))).status,
+      200,
+    );
+    assert.equal(
+      (await routerFor({ FILESYSTEM_PREFIX: path.join(dir, 'alias'), FILESYSTEM_CONFINE_SYMLINKS: '1' })(request('FIF=/pyr.tif&OBJ=IIP,1.0'))).status,
+      200,
+    );
+  });
+  it('FILESYSTEM_CONFINE_SYMLINKS=1: a link pointed elsewhere after it was checked is checked again', async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: images, FILESYSTEM_CONFINE_SYMLINKS: '1' });
+    symlinkSync('pyr.tif', path.join(images, 'moving.tif'));
+    assert.equal((await router(request('FIF=moving.tif&OBJ=IIP,1.0'))).status, 200);
+    symlinkSync(path.join(dir, 'secret.tif'), path.join(images, 'moving.tif.new'));
+    renameSync(path.join(images, 'moving.tif.new'), path.join(images, 'moving.tif'));
+    assert.equal((await router(request('FIF=moving.tif&OBJ=IIP,1.0'))).status, 404);
   });
   it('a prefix that ends in a partial file name confines to its directory', async () => {
     const router = routerFor({ FILESYSTEM_PREFIX: path.join(images, 'p') });

@@ -10,6 +10,7 @@ describe('config: iipsrv defaults', () => {
     assert.equal(config.maxCvt, 5000);
     assert.equal(config.maxImageCacheBytes, 10 * 1_024_000);
     assert.equal(config.filesystemPrefix, '');
+    assert.equal(config.filesystemConfineSymlinks, false, 'links are followed, as iipsrv does');
     assert.equal(config.filenamePattern, '_pyr_');
     assert.equal(config.allowUpscaling, true);
     assert.equal(config.maxLayers, 0);
@@ -100,6 +101,12 @@ describe('config: fallbacks iipsrv documents, with a warning', () => {
     assert.equal(loadConfig({ INTERPOLATION: '0' }).interpolation, 'nearest');
     assert.equal(loadConfig({ INTERPOLATION: '1' }).interpolation, 'bilinear');
     assert.equal(loadConfig({ INTERPOLATION: 'lanczos3' }).interpolation, 'lanczos3');
+  });
+  it('FILESYSTEM_CONFINE_SYMLINKS without FILESYSTEM_PREFIX has nothing to confine to: a warning', () => {
+    assert.match(loadConfig({ FILESYSTEM_CONFINE_SYMLINKS: '1' }).warnings.join('\n'), /FILESYSTEM_CONFINE_SYMLINKS has no effect without FILESYSTEM_PREFIX/);
+    const confined = loadConfig({ FILESYSTEM_CONFINE_SYMLINKS: '1', FILESYSTEM_PREFIX: '/srv/images/' });
+    assert.equal(confined.filesystemConfineSymlinks, true);
+    assert.deepEqual(confined.warnings, []);
   });
   it('accepts KAKADU_READMODE and DECODER_MODULES with a note that they do nothing here', () => {
     const config = loadConfig({ KAKADU_READMODE: '1', DECODER_MODULES: 'openjpeg' });

@@ -10,11 +10,14 @@
  * in `/data` whose names start with `images` (or `img_`). It never reaches into a directory that
  * merely starts so: iipsrv let `images` + `_private/x.tif` read `/data/images_private/x.tif`.
  */
+import { realpathSync } from 'node:fs';
 import path from 'node:path';
 
 export interface ImagePathRules {
   prefix: string;
   suffix: string;
+  /** FILESYSTEM_CONFINE_SYMLINKS: refuse files whose links lead outside the prefix (see RealPathCheck). */
+  confineSymlinks?: boolean;
 }
 
 export class UnsafePathError extends Error {
@@ -86,4 +89,50 @@ export function resolveImagePath(name: string, rules: ImagePathRules): string {
     throw new UnsafePathError('image name leaves the image directory');
   }
   return resolved;
+}
+
+/**
+ * FILESYSTEM_CONFINE_SYMLINKS: is a file, its symbolic links followed, inside the prefix by the
+ * same rules as its name (inside the prefix's own real directory, which may itself be a link)?
+ * Answers are kept per path and file identity (device and inode, from the stat every request makes
+ * anyway), so a request pays a map lookup; a link pointed elsewhere leads to another file and is
+ * checked again. iipsrv follows every link.
+ */
+export class RealPathCheck {
+  private readonly known = new Map<string, { dev: number; ino: number; inside: boolean }>();
+  private readonly scope: Scope | null;
+
+  constructor(
+    prefix: string,
+    private readonly maxEntries = 10_000,
+  ) {
+    this.scope = prefix === '' ? null : prefixScope(prefix);
+  }
+
+  /** For an existing file: every link on its path followed, itself included. */
+  fileInside(file: string, identity: { dev: number; ino: number }): boolean {
+    const known = this.known.get(file);
+    if (known && known.dev === identity.dev && known.ino === identity.ino) return known.inside;
+    const inside = this.inside(file, () => realpathSync.native(file));
+    if (this.known.size >= this.maxEntries) this.known.delete(this.known.keys().next().value!);
+    this.known.set(file, { dev: identity.dev, ino: identity.ino, inside });
+    return inside;
+  }
+
+  /** For a place that need not exist (where a sequence's views would be): its directory's links followed. */
+  placeInside(file: string): boolean {
+    return this.inside(file, () => path.join(realpathSync.native(path.dirname(file)), path.basename(file)));
+  }
+
+  private inside(file: string, real: () => string): boolean {
+    if (this.scope === null) return true;
+    const scope = scopeOf(file, this.scope);
+    if (!scope) return false;
+    try {
+      return scopeOf(real(), { directory: realpathSync.native(scope.directory), stem: scope.stem }) !== null;
+    } catch {
+      // Gone, or a link to nowhere: nothing to serve.
+      return false;
+    }
+  }
 }
