@@ -20,6 +20,14 @@ export type LogTarget = { kind: 'none' } | { kind: 'file'; path: string } | { ki
 
 export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
 
+/**
+ * Request headers that may decide the URLs the server gives out (TRUSTED_HEADERS), lower case.
+ * Only a proxy in front that sets them, replacing what the client sent, makes them trustworthy.
+ */
+export type TrustedHeader = 'x-iiif-id' | 'x-forwarded-host' | 'x-forwarded-proto';
+
+export const TRUSTABLE_HEADERS: readonly TrustedHeader[] = ['x-iiif-id', 'x-forwarded-host', 'x-forwarded-proto'];
+
 export interface MemcachedServer {
   host: string;
   port: number;
@@ -35,6 +43,8 @@ export interface Config {
   maxMetadataCacheEntries: number;
   filesystemPrefix: string;
   filesystemSuffix: string;
+  /** FILESYSTEM_CONFINE_SYMLINKS: refuse files whose links lead outside the prefix. */
+  filesystemConfineSymlinks: boolean;
   filenamePattern: string;
   jpegQuality: number;
   pngQuality: number;
@@ -63,6 +73,8 @@ export interface Config {
   /** Access-Control-Allow-Origin value; empty = no CORS headers. */
   cors: string;
   baseUrl: string;
+  /** Headers allowed to decide IIIF ids and redirects when BASE_URL is unset; none by default. */
+  trustedHeaders: TrustedHeader[];
   uriMap: UriMapping[];
   cacheControl: string;
   /** Largest ICC profile embedded in outputs, in bytes: 0 = never, Infinity = always. */
@@ -235,6 +247,21 @@ function parseBaseUrl(env: Env): string {
   return value;
 }
 
+function parseTrustedHeaders(env: Env): TrustedHeader[] {
+  const names = (read(env, 'TRUSTED_HEADERS') ?? '')
+    .split(/[\s,]+/)
+    .filter(Boolean)
+    .map((name) => name.toLowerCase());
+  const trusted: TrustedHeader[] = [];
+  for (const name of names) {
+    const known = TRUSTABLE_HEADERS.find((header) => header === name);
+    if (!known) throw new ConfigError('TRUSTED_HEADERS', `"${name}" is not one of X-IIIF-ID, X-Forwarded-Host, X-Forwarded-Proto`);
+    if (!trusted.includes(known)) trusted.push(known);
+  }
+  // One order whatever the spelling, so that Vary headers are the same from every configuration.
+  return TRUSTABLE_HEADERS.filter((header) => trusted.includes(header));
+}
+
 function parseExtraInfo(env: Env): string {
   const value = read(env, 'IIIF_EXTRA_INFO') ?? '';
   if (value === '') return '';
@@ -332,13 +359,18 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
 
+  const filesystemPrefix = env.FILESYSTEM_PREFIX ?? '';
+  const filesystemConfineSymlinks = flag(env, 'FILESYSTEM_CONFINE_SYMLINKS', false);
+  if (filesystemConfineSymlinks && filesystemPrefix === '') warnings.push('FILESYSTEM_CONFINE_SYMLINKS has no effect without FILESYSTEM_PREFIX');
+
   return {
     logTarget: parseLogTarget(env),
     verbosity,
     maxImageCacheBytes: Math.round(cacheMb * 1_024_000),
     maxMetadataCacheEntries: metadataEntries,
-    filesystemPrefix: env.FILESYSTEM_PREFIX ?? '',
+    filesystemPrefix,
     filesystemSuffix: env.FILESYSTEM_SUFFIX ?? '',
+    filesystemConfineSymlinks,
     filenamePattern: env.FILENAME_PATTERN || '_pyr_',
     jpegQuality: clamp(warnings, 'JPEG_QUALITY', integer(env, 'JPEG_QUALITY', 75), 1, 100),
     pngQuality: clamp(warnings, 'PNG_QUALITY', integer(env, 'PNG_QUALITY', 1), 0, 9),
@@ -359,6 +391,7 @@ export function loadConfig(env: Env = process.env): Config {
     interpolation: parseInterpolation(env),
     cors: read(env, 'CORS') ?? '',
     baseUrl: parseBaseUrl(env),
+    trustedHeaders: parseTrustedHeaders(env),
     uriMap: parseUriMap(uriMapValue),
     cacheControl: read(env, 'CACHE_CONTROL') || 'max-age=86400',
     maxIcc,

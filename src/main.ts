@@ -109,7 +109,7 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
     } catch (error) {
       process.stderr.write(`iipsrv: cannot listen on the inherited socket (fd ${options.fastcgi.fd}): ${(error as Error).message}\n`);
       log.error({ err: error }, 'cannot listen on the inherited socket');
-      log.flush();
+      await log.flush();
       process.exit(1);
     }
   }
@@ -179,7 +179,7 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
     clearTimeout(killer);
     if (options.fastcgi?.kind === 'unix') await unlink(options.fastcgi.path).catch(() => undefined);
     log.info({}, 'stopped');
-    log.flush();
+    await log.flush();
     process.exit(exitCode);
   };
 
@@ -207,8 +207,8 @@ async function runWorker(): Promise<void> {
   process.on('uncaughtException', (error) => {
     // Should not happen (the router catches everything); leave a trace, and let the primary replace us.
     log.error({ err: error }, 'uncaught exception in worker');
-    log.flush();
-    process.exit(1);
+    // The log is written asynchronously: give the line its (bounded) moment.
+    void log.flush().finally(() => process.exit(1));
   });
 
   // Signals reach the whole process group (Ctrl-C, systemd): the primary coordinates the stop.
@@ -223,7 +223,7 @@ async function runWorker(): Promise<void> {
   let stopping = false;
   const finish = async () => {
     await running?.stop();
-    log.flush();
+    await log.flush();
     process.exit(0);
   };
   const stop = () => {

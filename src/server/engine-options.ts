@@ -10,7 +10,7 @@ import type { EngineOptions } from '../engine/engine.js';
 
 export function engineOptionsFor(config: Config): EngineOptions {
   return {
-    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix },
+    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix, confineSymlinks: config.filesystemConfineSymlinks },
     cacheBytes: config.maxImageCacheBytes,
     maxOpenImages: config.maxMetadataCacheEntries,
     interpolation: config.interpolation,

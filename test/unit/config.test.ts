@@ -10,6 +10,7 @@ describe('config: iipsrv defaults', () => {
     assert.equal(config.maxCvt, 5000);
     assert.equal(config.maxImageCacheBytes, 10 * 1_024_000);
     assert.equal(config.filesystemPrefix, '');
+    assert.equal(config.filesystemConfineSymlinks, false, 'links are followed, as iipsrv does');
     assert.equal(config.filenamePattern, '_pyr_');
     assert.equal(config.allowUpscaling, true);
     assert.equal(config.maxLayers, 0);
@@ -21,6 +22,7 @@ describe('config: iipsrv defaults', () => {
     assert.equal(config.maxIcc, 65536);
     assert.equal(config.codecPassthrough, true);
     assert.deepEqual(config.uriMap, []);
+    assert.deepEqual(config.trustedHeaders, [], 'no request header may decide advertised URLs unless the operator says so');
     assert.equal(config.watermark, null);
     assert.deepEqual(config.warnings, []);
   });
@@ -100,6 +102,12 @@ describe('config: fallbacks iipsrv documents, with a warning', () => {
     assert.equal(loadConfig({ INTERPOLATION: '1' }).interpolation, 'bilinear');
     assert.equal(loadConfig({ INTERPOLATION: 'lanczos3' }).interpolation, 'lanczos3');
   });
+  it('FILESYSTEM_CONFINE_SYMLINKS without FILESYSTEM_PREFIX has nothing to confine to: a warning', () => {
+    assert.match(loadConfig({ FILESYSTEM_CONFINE_SYMLINKS: '1' }).warnings.join('\n'), /FILESYSTEM_CONFINE_SYMLINKS has no effect without FILESYSTEM_PREFIX/);
+    const confined = loadConfig({ FILESYSTEM_CONFINE_SYMLINKS: '1', FILESYSTEM_PREFIX: '/srv/images/' });
+    assert.equal(confined.filesystemConfineSymlinks, true);
+    assert.deepEqual(confined.warnings, []);
+  });
   it('accepts KAKADU_READMODE and DECODER_MODULES with a note that they do nothing here', () => {
     const config = loadConfig({ KAKADU_READMODE: '1', DECODER_MODULES: 'openjpeg' });
     assert.equal(config.kakaduReadmode, 1);
@@ -127,6 +135,7 @@ describe('config: start-up errors name the variable', () => {
     [{ JP2_HELPER_RSS_MB: '-1' }, /^JP2_HELPER_RSS_MB/],
     // A helper limit the header check would let decodes run into.
     [{ JP2_MAX_DECODE_MB: '1024', JP2_HELPER_MEMORY_MB: '1024' }, /^JP2_HELPER_MEMORY_MB: must exceed JP2_MAX_DECODE_MB by at least 64 MB/],
+    [{ TRUSTED_HEADERS: 'X-Forwarded-Host, Host' }, /^TRUSTED_HEADERS: "host" is not one of/],
   ];
   for (const [env, message] of cases) {
     it(`${JSON.stringify(env)}`, () => {
@@ -168,6 +177,9 @@ describe('config: list values', () => {
   });
   it('URI_MAP with an empty prefix maps every path', () => {
     assert.deepEqual(parseUriMap('=>IIIF'), [{ prefix: '', protocol: 'iiif' }]);
+  });
+  it('TRUSTED_HEADERS: header names in any case, separated by commas or spaces, in one order', () => {
+    assert.deepEqual(loadConfig({ TRUSTED_HEADERS: 'x-forwarded-proto X-IIIF-ID,X-Forwarded-Proto' }).trustedHeaders, ['x-iiif-id', 'x-forwarded-proto']);
   });
   it('MEMCACHED_SERVERS: host[:port] lists', () => {
     assert.deepEqual(parseMemcachedServers('a, b:11212 [::1]:11213'), [
