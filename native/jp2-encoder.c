@@ -2,12 +2,12 @@
  * The JPEG2000 encoder of iipsrv-ts (src/engine/output/jp2.ts), over Debian's libopenjp2: one
  * process per image, so that a crash or a hang in the codec costs a child, never the server.
  *
- *   jp2-encoder <width> <height> <channels> <icc-bytes>
+ *   jp2-encoder <width> <height> <channels>
  *
- * Standard input: the ICC profile (icc-bytes of it, 0 for none), then the pixels, 8-bit samples
- * interleaved, row after row (channels 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA). Standard output: a
- * JP2 file, lossless (reversible 5/3 wavelet, one quality layer). Exit status 0, or 1 with the
- * reason on standard error.
+ * Standard input: the pixels, 8-bit samples interleaved, row after row (channels 1 grey, 2
+ * grey+alpha, 3 RGB, 4 RGBA). Standard output: a JP2 file, lossless (reversible 5/3 wavelet, one
+ * quality layer), stating sRGB or greyscale. Exit status 0, or 1 with the reason on standard error.
+ * An ICC profile is spliced in by the server: OpenJPEG 2.5.0 asserts when asked to write one.
  *
  * The image is handed to the codec a row of 1024x1024 tiles at a time (opj_write_tile), so that the
  * encoder holds one strip of samples, not the whole image as 32-bit integers (opj_compress needs
@@ -101,7 +101,7 @@ static unsigned resolutions(uint32_t width, uint32_t height) {
   return levels;
 }
 
-static int encode(uint32_t width, uint32_t height, uint32_t channels, unsigned char *icc, uint32_t icc_length) {
+static int encode(uint32_t width, uint32_t height, uint32_t channels) {
   opj_image_cmptparm_t components[4];
   memset(components, 0, sizeof components);
   for (uint32_t c = 0; c < channels; c++) {
@@ -119,10 +119,6 @@ static int encode(uint32_t width, uint32_t height, uint32_t channels, unsigned c
   image->y1 = height;
   /* The JP2 writer states an alpha band in a channel definition box. */
   if (channels == 2 || channels == 4) image->comps[channels - 1].alpha = 1;
-  if (icc_length > 0) {
-    image->icc_profile_buf = icc;
-    image->icc_profile_len = icc_length;
-  }
 
   opj_cparameters_t parameters;
   opj_set_default_encoder_parameters(&parameters);
@@ -182,9 +178,6 @@ static int encode(uint32_t width, uint32_t height, uint32_t channels, unsigned c
   }
   opj_stream_destroy(stream);
   opj_destroy_codec(codec);
-  /* The profile is ours: the image must not free it. */
-  image->icc_profile_buf = NULL;
-  image->icc_profile_len = 0;
   opj_image_destroy(image);
   free(strip);
   free(tile);
@@ -202,18 +195,11 @@ static int parse(const char *text, uint32_t *value, uint32_t min, uint32_t max) 
 }
 
 int main(int argc, char **argv) {
-  uint32_t width, height, channels, icc_length;
-  if (argc != 5 || parse(argv[1], &width, 1, 1u << 30) != 0 || parse(argv[2], &height, 1, 1u << 30) != 0 ||
-      parse(argv[3], &channels, 1, 4) != 0 || parse(argv[4], &icc_length, 0, 1u << 26) != 0) {
-    fprintf(stderr, "usage: jp2-encoder <width> <height> <channels 1-4> <icc-bytes>\n");
+  uint32_t width, height, channels;
+  if (argc != 4 || parse(argv[1], &width, 1, 1u << 30) != 0 || parse(argv[2], &height, 1, 1u << 30) != 0 ||
+      parse(argv[3], &channels, 1, 4) != 0) {
+    fprintf(stderr, "usage: jp2-encoder <width> <height> <channels 1-4>\n");
     return 2;
   }
-  unsigned char *icc = NULL;
-  if (icc_length > 0) {
-    icc = malloc(icc_length);
-    if (!icc || read_exactly(icc, icc_length) != 0) return fail("the ICC profile ended early");
-  }
-  int status = encode(width, height, channels, icc, icc_length);
-  free(icc);
-  return status;
+  return encode(width, height, channels);
 }
