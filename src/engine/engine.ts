@@ -26,6 +26,7 @@ import {
   type RequestedQuality,
 } from './output/encoders.js';
 import { directJpeg, encodeJpegPixels, encodePipeline, encodeRegion, rawPipeline, withProfile, type Marker } from './output/finish.js';
+import { stopJp2Encoders } from './output/jp2.js';
 import { assertEncodable } from './output/limits.js';
 import { streamTile, type StreamTile } from './output/stream-tile.js';
 import type { Watermark } from './output/watermark.js';
@@ -367,9 +368,10 @@ export class Engine {
     this.images.flush();
   }
 
-  /** Ends the decoder processes (they would also end by themselves when this process goes). */
+  /** Ends the JPEG2000 decoder and encoder processes (the helpers would also end by themselves when this process goes). */
   close(): void {
     this.formats.close();
+    stopJp2Encoders();
   }
 
   cacheStats(): Record<string, number> {

@@ -173,7 +173,7 @@ function iiifChecks(get: () => FrontEnd, label: string): void {
       [`${SCRIPT}?IIIF=validator.tif/full/max/400/default.jpg`, 400],
       ['/iiif/nope.tif/info.json', 404],
       [`${SCRIPT}?IIIF=nope.tif/full/max/0/default.jpg`, 404],
-      ['/iiif/validator.tif/full/max/0/default.gif', 501],
+      ['/iiif/validator.tif/full/max/0/default.heic', 501],
     ] as const) {
       const reply = await fetch(pathAndQuery);
       assert.equal(reply.status, status, `${pathAndQuery}: ${reply.body.toString()}`);
