@@ -24,6 +24,11 @@ export interface PlainRequest {
    * header can produce. Absent over plain HTTP.
    */
   iiifId?: string;
+  /**
+   * The port the front end took the request on (CGI `SERVER_PORT`), when it says: the port of
+   * the URLs the server gives out when the Host header it passes carries none.
+   */
+  serverPort?: string;
   /** True when the client reached the front end over TLS (CGI `HTTPS=on`). */
   https: boolean;
   /** Client address as the transport saw it (the web server's, behind FastCGI). */

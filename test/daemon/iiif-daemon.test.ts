@@ -6,7 +6,7 @@
  * must be what the router tests see.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startDaemon } from '../helpers/daemon.ts';
@@ -281,3 +281,77 @@ describe('IIIF ids nginx imposes (the ways examples/nginx/iipsrv_fastcgi_params 
     assert.equal(info.headers.vary, 'Accept');
   });
 });
+
+describe(
+  "IIIF behind nginx with Debian's stock fastcgi_params (HTTP_HOST $host: no port) on a port other than 80",
+  { skip: nginxAvailability().skip ?? false },
+  () => {
+    let front: FrontEnd | undefined;
+    const get = () => {
+      assert.ok(front, 'set-up failed');
+      return front;
+    };
+    before(async () => {
+      const dir = webTempDir('iipsrv-iiif-nginx-stock-');
+      images = await prepareImages(dir);
+      const port = await freePort();
+      const fastcgiPort = await freePort();
+      const daemon = await startDaemon(['--bind', `127.0.0.1:${fastcgiPort}`, '--workers', '1'], {
+        env: { FILESYSTEM_PREFIX: images, URI_MAP: 'iiif=>IIIF iip=>IIP', VERBOSITY: '0' },
+        waitPort: fastcgiPort,
+      });
+      // Debian's file, and the HTTP_HOST line its current package ends with where an older one lacks it.
+      const stock = '/etc/nginx/fastcgi_params';
+      const hostLine = /HTTP_HOST/.test(readFileSync(stock, 'utf8')) ? '' : '\n        fastcgi_param HTTP_HOST $host;';
+      const site = renderExample('nginx/iipsrv.conf', [
+        ...nginxSiteReplacements({ port, fastcgiPort }),
+        ['include iipsrv_fastcgi_params;', `include ${stock};${hostLine}`],
+      ]);
+      try {
+        front = { port, daemon, nginx: await startNginx({ dir, port, site }) };
+      } catch (error) {
+        await stopGroup(daemon);
+        throw error;
+      }
+    });
+    after(async () => {
+      if (front) await Promise.allSettled([front.nginx?.stop(), stopGroup(front.daemon)]);
+    });
+    const fetch = (pathAndQuery: string) => request(get().port, pathAndQuery);
+    it('info.json ids and the redirect keep the port', async () => {
+      const origin = `http://127.0.0.1:${get().port}`;
+      assert.equal(json(okReply(await fetch('/iiif/validator.tif/info.json'), 'info.json')).id, `${origin}/iiif/validator.tif`);
+      assert.equal(json(okReply(await fetch(`${SCRIPT}?IIIF=validator.tif/info.json`), 'query info.json')).id, `${origin}${SCRIPT}?IIIF=validator.tif`);
+      const redirect = await fetch('/iiif/validator.tif');
+      assert.equal(redirect.status, 303);
+      assert.equal(redirect.headers.location, `${origin}/iiif/validator.tif/info.json`);
+    });
+    it("a viewer's walk from info.json over every tile of every scale factor: each answer at the size asked", async () => {
+      const info = json(okReply(await fetch('/iiif/validator.tif/info.json'), 'info.json'));
+      const id = info.id as string;
+      assert.ok(id.startsWith(`http://127.0.0.1:${get().port}/`), id);
+      const [width, height] = [info.width as number, info.height as number];
+      const { width: tile, scaleFactors } = (info.tiles as Array<{ width: number; scaleFactors: number[] }>)[0]!;
+      let walked = 0;
+      for (const s of scaleFactors) {
+        const span = tile * s;
+        for (let y = 0; y < height; y += span) {
+          for (let x = 0; x < width; x += span) {
+            const [w, h] = [Math.min(span, width - x), Math.min(span, height - y)];
+            const size = [Math.ceil(w / s), Math.ceil(h / s)];
+            // The URL the viewer builds from the id, as it would fetch it.
+            const url = new URL(`${id}/${x},${y},${w},${h}/${size[0]},${size[1]}/0/default.jpg`);
+            const pixels = await decodePixels(okReply(await fetch(url.pathname), url.pathname).body);
+            assert.deepEqual([pixels.width, pixels.height], size, url.pathname);
+            walked++;
+          }
+        }
+      }
+      assert.ok(walked > 20, `${walked} tiles`);
+    });
+    it('nginx: no upstream errors were logged', () => {
+      const errors = nginxErrors(get().nginx!.errorLog());
+      assert.deepEqual(errors, [], errors.join('\n'));
+    });
+  },
+);

@@ -435,6 +435,35 @@ describe('the id is the URL the client used', () => {
       'https://public.example.org/iiif/squares.tif',
     );
   });
+  it("a Host without its port (Debian nginx's HTTP_HOST $host) gets the front end's SERVER_PORT, unless it is the scheme's default", async () => {
+    const host = { host: 'images.example.org' };
+    assert.equal(await idOf(server.path('squares.tif/info.json', { headers: host, serverPort: '8081' })), 'http://images.example.org:8081/iiif/squares.tif');
+    assert.equal(
+      header(await server.query('squares.tif', { headers: host, serverPort: '8081' }), 'location'),
+      `http://images.example.org:8081${SCRIPT}?IIIF=squares.tif/info.json`,
+    );
+    assert.equal(await idOf(server.path('squares.tif/info.json', { headers: host, serverPort: '80' })), 'http://images.example.org/iiif/squares.tif');
+    assert.equal(
+      await idOf(server.path('squares.tif/info.json', { headers: host, https: true, serverPort: '443' })),
+      'https://images.example.org/iiif/squares.tif',
+    );
+    assert.equal(
+      await idOf(server.path('squares.tif/info.json', { headers: host, https: true, serverPort: '80' })),
+      'https://images.example.org:80/iiif/squares.tif',
+    );
+    // A Host with a port, an IPv6 literal without one.
+    assert.equal(
+      await idOf(server.path('squares.tif/info.json', { headers: { host: 'a.example:9' }, serverPort: '8081' })),
+      'http://a.example:9/iiif/squares.tif',
+    );
+    assert.equal(await idOf(server.path('squares.tif/info.json', { headers: { host: '[::1]' }, serverPort: '8081' })), 'http://[::1]:8081/iiif/squares.tif');
+    // A trusted proxy's scheme: SERVER_PORT is then the inner hop's, not in the client's URL.
+    const proxied = serverFor(prefix, { TRUSTED_HEADERS: 'X-Forwarded-Proto' });
+    assert.equal(
+      await idOf(proxied.path('squares.tif/info.json', { headers: { ...host, 'x-forwarded-proto': 'https' }, serverPort: '8080' })),
+      'https://images.example.org/iiif/squares.tif',
+    );
+  });
   it('BASE_URL wins, in both styles (a missing trailing slash is supplied)', async () => {
     const based = serverFor(prefix, { BASE_URL: 'https://iiif.example.org/images/' });
     assert.equal(await idOf(based.query('squares.tif/info.json')), 'https://iiif.example.org/images/squares.tif');

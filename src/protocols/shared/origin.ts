@@ -23,6 +23,14 @@ function lastValue(value: string | undefined): string {
   return (comma < 0 ? value : value.slice(comma + 1)).trim();
 }
 
+const DEFAULT_PORTS = { http: '80', https: '443' } as const;
+
+/** `example.org:8080` and `[::1]:8080` have one; `example.org` and `[::1]` have none. */
+function hasPort(host: string): boolean {
+  const colon = host.lastIndexOf(':');
+  return colon >= 0 && colon > host.lastIndexOf(']');
+}
+
 export interface Origin {
   scheme: 'http' | 'https';
   /** host[:port] */
@@ -35,9 +43,10 @@ export interface Origin {
  */
 export function requestOrigin(request: PlainRequest, trusted: readonly TrustedHeader[]): Origin {
   let scheme: Origin['scheme'] = request.https ? 'https' : 'http';
+  let forwarded = false;
   if (trusted.includes('x-forwarded-proto')) {
     const proto = lastValue(request.headers['x-forwarded-proto']).toLowerCase();
-    if (proto === 'https' || proto === 'http') scheme = proto;
+    if (proto === 'https' || proto === 'http') [scheme, forwarded] = [proto, true];
   }
   let host = request.headers.host ?? '';
   let from = 'Host';
@@ -48,6 +57,13 @@ export function requestOrigin(request: PlainRequest, trusted: readonly TrustedHe
   // HTTP/1.0 through a front end that passes no Host: as iipsrv, a URL on this machine.
   if (host === '') return { scheme, host: 'localhost' };
   if (!AUTHORITY.test(host)) throw new InvalidArgumentError(`The ${from} header is not a host name with an optional port`);
+  // Debian's nginx passes `HTTP_HOST $host`, which drops the port: a server on :8081 would give
+  // out URLs on :80. The port the front end took the request on is then the URL's, unless a
+  // proxy's header decided the scheme (SERVER_PORT is then the inner hop's, not the client's).
+  const port = request.serverPort;
+  if (from === 'Host' && !forwarded && port !== undefined && !hasPort(host) && port !== DEFAULT_PORTS[scheme]) {
+    if (/^\d{1,5}$/.test(port)) host = `${host}:${port}`;
+  }
   return { scheme, host };
 }
 

@@ -29,6 +29,7 @@ export function requestFromParams(params: Buffer, signal: () => AbortSignal, soc
   let pathInfo = '';
   let https = false;
   let iiifId = '';
+  let serverPort = '';
   let remoteAddress: string | undefined;
   let contentType = '';
   let contentLength = '';
@@ -64,6 +65,9 @@ export function requestFromParams(params: Buffer, signal: () => AbortSignal, soc
       case 'IIIF_ID':
         iiifId = value;
         break;
+      case 'SERVER_PORT':
+        serverPort = value;
+        break;
       case 'REMOTE_ADDR':
         remoteAddress = value;
         break;
@@ -93,6 +97,7 @@ export function requestFromParams(params: Buffer, signal: () => AbortSignal, soc
     headers,
     scriptName,
     ...(iiifId !== '' && { iiifId }),
+    ...(serverPort !== '' && { serverPort }),
     https,
     remoteAddress: remoteAddress ?? socketAddress(),
     // An AbortController per request costs more than most requests' work here: made on demand.
