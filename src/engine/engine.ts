@@ -12,6 +12,7 @@ import { LruCache } from './cache/lru.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
 import { decoding } from './codecs/libvips-errors.js';
+import { assertProcessable, DEFAULT_DECODE_LIMITS, type DecodeLimits } from './decode-limits.js';
 import { OpenImages, type OpenImage } from './files/open-images.js';
 import type { ImagePathRules } from './files/image-path.js';
 import { Formats } from './formats.js';
@@ -57,6 +58,8 @@ export interface EngineOptions {
   maxLayers?: number;
   /** How JPEG2000 is decoded (the helper, opj_decompress, time limit); defaults suit a server. */
   jp2Decoder?: Jp2DecoderOptions;
+  /** MAX_TILE_BYTES, MAX_SAMPLES_PER_PIXEL, MAX_PROCESSING_PIXELS; defaults in decode-limits.ts. */
+  limits?: DecodeLimits;
 }
 
 export interface TileRequest {
@@ -123,12 +126,15 @@ export class Engine {
    * the cores can run only adds memory, not speed.
    */
   private readonly regionSlots = new Slots(Math.max(2, availableParallelism()));
-  private readonly pixels = new PixelProcessor();
+  private readonly limits: DecodeLimits;
+  private readonly pixels: PixelProcessor;
 
   constructor(options: EngineOptions) {
     const cacheBytes = options.cacheBytes ?? 0;
     this.cache = new TileCache(cacheBytes > 0 ? new LruCache(cacheBytes) : null, options.memcached ?? null);
-    this.formats = new Formats({ maxLayers: options.maxLayers ?? 0, jp2Decoder: options.jp2Decoder });
+    this.limits = options.limits ?? DEFAULT_DECODE_LIMITS;
+    this.pixels = new PixelProcessor(this.limits);
+    this.formats = new Formats({ maxLayers: options.maxLayers ?? 0, jp2Decoder: options.jp2Decoder, limits: this.limits });
     this.images = new OpenImages({
       paths: options.paths,
       maxOpen: options.maxOpenImages ?? 1000,
@@ -176,6 +182,7 @@ export class Engine {
       );
     }
     assertRenderable(image);
+    assertProcessable(image.name, rect, this.limits, 'reading the samples');
     return image.source.samples(level, rect);
   }
 

@@ -4,6 +4,7 @@
  * files (the JPEG2000 decoder processes and the levels they decoded whole) is made on first use,
  * so a server that never sees a JPEG2000 file starts no decoder.
  */
+import type { DecodeLimits } from './decode-limits.js';
 import type { ImageFileInfo } from './files/image-file.js';
 import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
 import { Jp2Source } from './jp2/jp2-source.js';
@@ -16,6 +17,7 @@ export interface FormatSettings {
   maxLayers: number;
   /** How JPEG2000 is decoded (the helper, opj_decompress, time limit); defaults suit a server. */
   jp2Decoder?: Jp2DecoderOptions;
+  limits: DecodeLimits;
 }
 
 /** Decoded whole JPEG2000 levels kept per worker (each at most 1 Mpx). */
@@ -25,7 +27,7 @@ export class Formats {
   private jp2: { decoder: Jp2Decoder; levelCache: DecodedLevelCache } | null = null;
 
   private readonly openers: Readonly<Record<ImageFormat, (path: string, name: string) => Promise<ImageSource>>> = {
-    tiff: (path, name) => TiffSource.open(path, name),
+    tiff: (path, name) => TiffSource.open(path, name, this.settings.limits),
     jp2: (path, name) => Jp2Source.open(path, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers }),
   };
 

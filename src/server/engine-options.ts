@@ -23,5 +23,6 @@ export function engineOptionsFor(config: Config): EngineOptions {
       tiffQuality: config.tiffQuality,
     },
     maxIcc: config.maxIcc,
+    limits: { maxTileBytes: config.maxTileBytes, maxSamplesPerPixel: config.maxSamplesPerPixel, maxProcessingPixels: config.maxProcessingPixels },
   };
 }

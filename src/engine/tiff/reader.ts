@@ -193,9 +193,9 @@ export class TiffFile {
    * TileByteCounts bytes at TileOffsets — for JPEG, an abbreviated stream needing the level's
    * JPEGTables. `plane` selects the sample plane of PlanarConfiguration=2 images. A sparse tile
    * (byte count 0) gives an empty buffer. `headroom` bytes before the tile's are left unfilled for
-   * the caller (a JPEG's tables).
+   * the caller (a JPEG's tables). `limit`: at most that many of the tile's first bytes (a header).
    */
-  async readTileBytes(level: number, col: number, row: number, plane = 0, headroom = 0): Promise<Buffer> {
+  async readTileBytes(level: number, col: number, row: number, plane = 0, headroom = 0, limit = Infinity): Promise<Buffer> {
     const layout = this.layouts[level];
     if (!Number.isInteger(level) || !layout) {
       throw new TiffFormatError(`no resolution level ${level} (the image has ${this.layouts.length})`);
@@ -210,7 +210,7 @@ export class TiffFile {
     const { offsets, byteCounts } = await this.tileArrays(level);
     const index = plane * layout.tilesPerPlane + row * tilesAcross + col;
     const offset = offsets.get(index);
-    const length = byteCounts.get(index);
+    const length = Math.min(byteCounts.get(index), limit);
     if (length === 0) return Buffer.alloc(0);
     try {
       return await this.source.read(offset, length, `tile ${col},${row} of level ${level} (${layout.what})`, headroom);
