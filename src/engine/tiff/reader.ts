@@ -65,8 +65,8 @@ function perChannel(values: number[] | undefined, channels: number, fallback: nu
  * (SBYTE, SSHORT, SLONG), which decodes as it is; a writer that used the unsigned type of the same
  * width stored the bits of a negative value, which as unsigned lie above the signed maximum.
  */
-function signedValues(ifd: Ifd, tag: number, bits: number): number[] | undefined {
-  const values = ifd.numbers(tag);
+function signedValues(ifd: Ifd, tag: number, bits: number, channels: number): number[] | undefined {
+  const values = ifd.numbers(tag, channels);
   const type = ifd.entry(tag)?.type;
   const unsigned = type === FieldType.BYTE || type === FieldType.SHORT || type === FieldType.LONG;
   if (!values || !unsigned || fieldTypeSize(type) * 8 !== bits) return values;
@@ -85,14 +85,14 @@ function buildInfo(header: TiffHeader, first: Directory, levels: LevelLayout[]):
     // A signed range may end at 0 (depths, bathymetry): a max of 0 is a max, unless the min is 0
     // too, which is no range but the unset value some writers leave.
     const defaultMin = defaultMinValue(bits, 2);
-    minValues = perChannel(signedValues(ifd, Tag.SMinSampleValue, bits), channels, defaultMin);
-    maxValues = perChannel(signedValues(ifd, Tag.SMaxSampleValue, bits), channels, defaultMax);
+    minValues = perChannel(signedValues(ifd, Tag.SMinSampleValue, bits, channels), channels, defaultMin);
+    maxValues = perChannel(signedValues(ifd, Tag.SMaxSampleValue, bits, channels), channels, defaultMax);
     for (let c = 0; c < channels; c++) {
       if (minValues[c] === 0 && maxValues[c] === 0) [minValues[c], maxValues[c]] = [defaultMin, defaultMax];
     }
   } else {
-    minValues = perChannel(ifd.numbers(Tag.SMinSampleValue), channels, 0);
-    maxValues = perChannel(ifd.numbers(Tag.SMaxSampleValue), channels, 0).map((v) => (v === 0 ? defaultMax : v));
+    minValues = perChannel(ifd.numbers(Tag.SMinSampleValue, channels), channels, 0);
+    maxValues = perChannel(ifd.numbers(Tag.SMaxSampleValue, channels), channels, 0).map((v) => (v === 0 ? defaultMax : v));
   }
 
   let resolution: TiffInfo['resolution'] = null;
