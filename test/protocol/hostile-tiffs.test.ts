@@ -353,6 +353,34 @@ describe('hostile TIFFs', () => {
       /fat-tag\.tif: .*JPEGTables.*more than 67108864 bytes of directories and tag values/,
       'fat tag',
     );
+    // One tag's value beyond the end of the file, a later one past the budget: refused before any
+    // read starts, so that no read is left to fail unheard.
+    const unheard: unknown[] = [];
+    const listener = (reason: unknown) => unheard.push(reason);
+    process.on('unhandledRejection', listener);
+    try {
+      writeFileSync(
+        path.join(dir, 'past-budget.tif'),
+        rawTiff([
+          levelDirectory({
+            width: 64,
+            height: 64,
+            tileWidth: 64,
+            tileHeight: 64,
+            tiles: [Buffer.alloc(0)],
+            extra: [
+              { tag: 256, type: TYPE.LONG, values: [64, 0], count: 100_000 },
+              { tag: 258, type: TYPE.SHORT, values: [8, 8, 8], count: 0x7fff_ffff },
+            ],
+          }),
+        ]),
+      );
+      assertRefused(await measure(get, 'FIF=past-budget.tif&OBJ=IIP,1.0'), 404, /past-budget\.tif: .*BitsPerSample.*more than 67108864 bytes/, 'past budget');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.deepEqual(unheard, []);
+    } finally {
+      process.off('unhandledRejection', listener);
+    }
   });
 
   it('an out-of-line Predictor (count 3) is a bad file: 404, as is an undefined Predictor', async () => {
@@ -448,5 +476,69 @@ describe('hostile TIFFs', () => {
         assertRefused(await measure(get, query), 404, new RegExp(`count3-${tag}\\.tif: .*3 values of \\w+ \\(${tag}\\)`), query);
       }
     }
+  });
+
+  describe('damage the mutation test found (tiff-mutations.test.ts)', () => {
+    const rgbTile = (side: number) => deflateSync(Buffer.alloc(side * side * 3, 77));
+
+    it('a tile width libtiff refuses (not a multiple of 16) is a 404 from libvips, not a 500', async () => {
+      writeFileSync(
+        path.join(dir, 'tile129.tif'),
+        rawTiff([levelDirectory({ width: 129, height: 129, tileWidth: 129, tileHeight: 129, samplesPerPixel: 3, compression: 8, tiles: [rgbTile(129)] })]),
+      );
+      const get = serverFor();
+      // Our own decoder reads it; libvips (CVT without processing) does not.
+      assert.equal((await get('FIF=tile129.tif&JTL=0,0')).status, 200);
+      assertRefused(await measure(get, 'FIF=tile129.tif&WID=100&CVT=png'), 404, /tile129\.tif: the image data cannot be decoded \(.*tile size/, 'CVT');
+    });
+
+    it('an empty JPEG tile, which libvips fails on without saying why, is a 404 naming it', async () => {
+      const jpeg = await sharp(Buffer.alloc(128 * 128 * 3, 99), { raw: { width: 128, height: 128, channels: 3 } })
+        .jpeg()
+        .toBuffer();
+      writeFileSync(
+        path.join(dir, 'jpeg-sparse.tif'),
+        rawTiff([
+          levelDirectory({ width: 256, height: 128, tileWidth: 128, tileHeight: 128, samplesPerPixel: 3, compression: 7, tiles: [jpeg, Buffer.alloc(0)] }),
+        ]),
+      );
+      const get = serverFor();
+      assertRefused(await measure(get, 'FIF=jpeg-sparse.tif&WID=100&CVT=png'), 404, /jpeg-sparse\.tif: tile 1,0 of level 0 is empty/, 'CVT');
+    });
+
+    it('a photometric interpretation libvips cannot show, or too few bands for it, is a 501 naming it', async () => {
+      oneTile('photometric65535.tif', 8, rgbTile(256), { photometric: 65535 });
+      oneTile('rgb2.tif', 8, deflateSync(Buffer.alloc(256 * 256 * 2)), { samplesPerPixel: 2, photometric: 2 });
+      const get = serverFor();
+      for (const [query, pattern] of [
+        ['FIF=photometric65535.tif&JTL=0,0', /photometric65535\.tif: TIFF photometric interpretation 65535 is not supported/],
+        ['FIF=rgb2.tif&WID=64&CVT=jpeg', /rgb2\.tif: TIFF photometric interpretation 2 with 2 samples per pixel is not supported/],
+      ] as const) {
+        assertRefused(await measure(get, query), 501, pattern, query);
+      }
+    });
+
+    it('a page of another photometric interpretation is not a level of the pyramid', async () => {
+      const level = (side: number, photometric: number, reduced: boolean) =>
+        levelDirectory({
+          width: side,
+          height: side,
+          tileWidth: side,
+          tileHeight: side,
+          samplesPerPixel: 3,
+          compression: 8,
+          photometric,
+          reduced,
+          tiles: [rgbTile(side)],
+        });
+      // An RGB image, then a MinIsWhite page of three bands, then a true reduction.
+      writeFileSync(path.join(dir, 'mixed-photometric.tif'), rawTiff([level(256, 2, false), level(128, 0, true), level(64, 2, true)]));
+      const get = serverFor();
+      assert.match((await get('FIF=mixed-photometric.tif&OBJ=Resolution-number')).body.toString(), /Resolution-number:2/);
+      for (const query of ['FIF=mixed-photometric.tif&JTL=0,0', 'FIF=mixed-photometric.tif&JTL=1,0', 'FIF=mixed-photometric.tif&WID=100&CVT=jpeg']) {
+        const response = await get(query);
+        assert.equal(response.status, 200, `${query}: ${text(response)}`);
+      }
+    });
   });
 });

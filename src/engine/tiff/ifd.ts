@@ -248,18 +248,22 @@ export class Ifd {
 
   /** Make the values of these tags (those present) available to the synchronous getters: one read each, in parallel. */
   async preload(source: PositionedFile, tags: readonly number[]): Promise<void> {
-    const reads: Promise<void>[] = [];
+    const wanted: IfdEntry[] = [];
     for (const tag of tags) {
       const entry = this.entries.get(tag);
       if (!entry || this.peek(entry)) continue;
+      // Charged before any read starts: a read left running behind a refusal would reject unheard.
       this.budget?.spendBytes(entry.byteLength, `the value of ${tagName(tag)}`);
-      reads.push(
-        source.read(entry.position, entry.byteLength, `value of ${tagName(tag)}`).then((bytes) => {
+      wanted.push(entry);
+    }
+    if (wanted.length === 0) return;
+    await Promise.all(
+      wanted.map(({ tag, position, byteLength }) =>
+        source.read(position, byteLength, `value of ${tagName(tag)}`).then((bytes) => {
           this.loaded.set(tag, bytes);
         }),
-      );
-    }
-    if (reads.length > 0) await Promise.all(reads);
+      ),
+    );
   }
 
   /** The value bytes of a preloaded tag, or undefined if the tag is absent. */

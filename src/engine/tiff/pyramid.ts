@@ -247,6 +247,16 @@ export function layoutLevel(source: PositionedFile, d: Directory): LevelLayout {
   };
 }
 
+/**
+ * Levels are shown as IFD 0 says (iipsrv takes its colour space for all) but decoded as their own
+ * tags say: a MinIsWhite page in an RGB pyramid is not one of its levels. YCbCr and RGB are the
+ * same pixels once decoded (JPEG pyramids mix them).
+ */
+function samePhotometric(a: number, b: number): boolean {
+  const rgb = (p: number) => (p === 6 ? 2 : p);
+  return rgb(a) === rgb(b);
+}
+
 /** True if `d` can be the next (smaller) level after `previous` in a pyramid whose full resolution is `first`. */
 function isReduction(d: Directory, previous: Directory, first: Directory): boolean {
   // libvips (8.14) writes SampleFormat in IFD 0 only of a float pyramid; iipsrv takes IFD 0's for every level.
@@ -254,6 +264,7 @@ function isReduction(d: Directory, previous: Directory, first: Directory): boole
   return (
     (d.newSubfileType & 4) === 0 &&
     d.samplesPerPixel === first.samplesPerPixel &&
+    samePhotometric(d.photometric, first.photometric) &&
     d.bitsPerSample === first.bitsPerSample &&
     d.sampleFormat === first.sampleFormat &&
     d.width >= 1 &&

@@ -58,9 +58,32 @@ function sharpDecodesAsIipsrv(info: TiffInfo): boolean {
   return (space === 'srgb' || space === 'grey' || space === 'binary') && info.channels <= 4;
 }
 
+/**
+ * The photometric interpretations shown (MinIsWhite, MinIsBlack, RGB, palette, CMYK, YCbCr and the
+ * three Labs) and the samples each needs at least: libvips reads others, or too few bands, as
+ * "multiband", which no colour conversion takes.
+ */
+const PHOTOMETRIC_SAMPLES = new Map<number, number>([
+  [0, 1],
+  [1, 1],
+  [2, 3],
+  [3, 1],
+  [5, 4],
+  [6, 3],
+  [8, 1],
+  [9, 1],
+  [10, 1],
+]);
+
 function undecodable(info: TiffInfo): string | null {
   const level = info.levels.find((l) => !DECODABLE_COMPRESSIONS.has(l.compression));
   if (level) return `TIFF compression ${COMPRESSION_NAMES[level.compression] ?? level.compression} is not supported`;
+  // Each level as libvips will read it: their photometrics are their own.
+  for (const { photometric, samplesPerPixel } of info.levels) {
+    const needs = PHOTOMETRIC_SAMPLES.get(photometric);
+    if (needs === undefined) return `TIFF photometric interpretation ${photometric} is not supported`;
+    if (samplesPerPixel < needs) return `TIFF photometric interpretation ${photometric} with ${samplesPerPixel} samples per pixel is not supported`;
+  }
   // libvips reads these, except in tiled separate planes, which are left to our decoder.
   const sharpReads = sharpDecodesAsIipsrv(info);
   const other = info.levels.find((l) => !nativelyUnpackable(l) && !(sharpReads && l.planarConfig === 1));
@@ -112,7 +135,7 @@ export class TiffSource implements ImageSource {
   readonly description: ImageDescription;
   /** Per level: why its tiles may not be decoded (beyond MAX_TILE_BYTES), or null. */
   private readonly oversized: Array<string | null>;
-  /** Per JPEG level, the tiles whose frame header was found to fit (1), for libvips' decodes. */
+  /** Per JPEG level, a bit a tile: its frame header was found to fit (for libvips' decodes). */
   private readonly framesChecked: Array<Uint8Array | undefined> = [];
 
   private constructor(
@@ -178,13 +201,14 @@ export class TiffSource implements ImageSource {
   }
 
   /**
-   * libvips decodes JPEG tiles at the size their frame header says: the frames of the tiles a
-   * rectangle touches are checked first (a few kB read a tile, once per tile while the file is open).
+   * The frames of the JPEG tiles a rectangle touches, before libvips decodes them: libtiff refuses
+   * the same frames, but says only "decompress error". A few kB read a tile, once a tile while the
+   * file is open.
    */
   private async checkJpegFrames(level: number, rect: Rect): Promise<void> {
     const stored = this.tiff.info.levels[level]!;
     if (stored.compression !== COMPRESSION_JPEG) return;
-    const checked = (this.framesChecked[level] ??= new Uint8Array(stored.tilesAcross * stored.tilesDown));
+    const checked = (this.framesChecked[level] ??= new Uint8Array(Math.ceil((stored.tilesAcross * stored.tilesDown) / 8)));
     const slices = new TimeSlices();
     const firstCol = Math.floor(rect.left / stored.tileWidth);
     const lastCol = Math.floor((rect.left + rect.width - 1) / stored.tileWidth);
@@ -193,10 +217,12 @@ export class TiffSource implements ImageSource {
     for (let row = firstRow; row <= lastRow; row++) {
       for (let col = firstCol; col <= lastCol; col++) {
         const index = row * stored.tilesAcross + col;
-        if (checked[index]) continue;
+        if (checked[index >> 3]! & (1 << (index & 7))) continue;
         let head = await this.readTileBytes(level, col, row, 0, 0, JPEG_HEAD_BYTES);
+        // libvips fails on an empty JPEG tile without saying why (and its encoder then reports the failure as its own).
+        if (head.length === 0) throw new FileError(`${this.name}: tile ${col},${row} of level ${level} is empty (a sparse JPEG tile, which cannot be decoded)`);
         if (head.length === JPEG_HEAD_BYTES && !jpegFrame(head)) head = await this.readTileBytes(level, col, row);
-        if (this.assertJpegFrame(head, stored, level, col, row)) checked[index] = 1;
+        if (this.assertJpegFrame(head, stored, level, col, row)) checked[index >> 3]! |= 1 << (index & 7);
         if (slices.due()) await slices.pause();
       }
     }
