@@ -106,7 +106,10 @@ describe('config: fallbacks iipsrv documents, with a warning', () => {
       ['MAX_SAMPLES_PER_PIXEL', '-1'],
       ['MAX_PROCESSING_PIXELS', '32MB'],
     ] as const) {
-      assert.throws(() => loadConfig({ [variable]: value }), (error: unknown) => error instanceof ConfigError && error.variable === variable);
+      assert.throws(
+        () => loadConfig({ [variable]: value }),
+        (error: unknown) => error instanceof ConfigError && error.variable === variable,
+      );
     }
   });
   it('IIIF_VERSION below 1 means the default 3', () => {
