@@ -2,24 +2,35 @@
  * A persistent JPEG2000 decoder for iipsrv-ts (src/engine/jp2/helper.ts), over Debian's
  * libopenjp2: it saves the cost of starting opj_decompress for every tile.
  *
+ * Usage: jp2-decoder [<address space limit in MB>]. With a limit, a decode that would need more
+ * memory fails cleanly (malloc returns NULL; status 3) instead of growing the process to whatever
+ * a hostile header claims: OpenJPEG sets up every code-block of a codestream tile, at every
+ * resolution, before reading a byte of its data.
+ *
  * Requests on standard input, one per line:
  *   <reduce> <layers> <x0> <y0> <x1> <y1> <path>\n
  * (area on the full-resolution reference grid; the path runs to the end of the line).
- * Answers on standard output: a 24-byte header of six little-endian uint32
- *   'J2KR' magic, status (0 ok, 1 decode failed, 2 not supported here), width, height, channels,
- *   payload length
+ * Answers on standard output: a 28-byte header of seven little-endian uint32
+ *   'J2K3' magic, status (0 ok, 1 decode failed, 2 not supported here, 3 out of memory under the
+ *   limit), width, height, channels, payload length, resident memory in kB after the decode
  * then the payload: interleaved samples (1 byte each when the precision is at most 8 bits, else
  * 2 bytes little-endian), or the error text. Ends at end of input.
  *
  * Build: cc -O2 -o build/jp2-decoder native/jp2-decoder.c $(pkg-config --cflags --libs libopenjp2)
  */
+#include <errno.h>
+#include <malloc.h>
 #include <openjpeg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
-#define MAGIC 0x524b324au /* "J2KR" little-endian */
+#define MAGIC 0x334b324au /* "J2K3" little-endian */
+
+enum { OK = 0, FAILED = 1, UNSUPPORTED = 2, OUT_OF_MEMORY = 3 };
 
 static char error_text[1024];
 
@@ -38,19 +49,56 @@ static int write_all(const void *bytes, size_t length) {
   return fwrite(bytes, 1, length, stdout) == length ? 0 : -1;
 }
 
-static int answer(uint32_t status, uint32_t width, uint32_t height, uint32_t channels, const void *payload, uint32_t length) {
-  uint32_t header[6] = {MAGIC, status, width, height, channels, length};
+/* Resident memory in kB (0 if unknown), so that the server can replace a helper that a large
+   decode left big: freed memory often stays in the heap. */
+static uint32_t resident_kb(void) {
+  FILE *statm = fopen("/proc/self/statm", "r");
+  unsigned long size = 0, resident = 0;
+  if (!statm) return 0;
+  int got = fscanf(statm, "%lu %lu", &size, &resident);
+  fclose(statm);
+  return got == 2 ? (uint32_t)(resident * (unsigned long)sysconf(_SC_PAGESIZE) / 1024) : 0;
+}
+
+/* Above this, what the codec freed is handed back to the system before answering: glibc keeps
+   freed small blocks (OpenJPEG's code-block bookkeeping) in the heap otherwise. */
+#define TRIM_ABOVE_KB (64u * 1024u)
+
+/* One answer, sent once the codec has been destroyed, so that the resident size it reports is
+   what the helper keeps, not what the decode needed. */
+struct reply {
+  uint32_t status, width, height, channels;
+  unsigned char *pixels;
+  uint32_t length;
+  char text[1400];
+};
+
+static int send_reply(const struct reply *reply) {
+  uint32_t resident = resident_kb();
+  if (resident > TRIM_ABOVE_KB) {
+    malloc_trim(0);
+    resident = resident_kb();
+  }
+  const void *payload = reply->pixels ? (const void *)reply->pixels : (const void *)reply->text;
+  uint32_t length = reply->pixels ? reply->length : (uint32_t)strlen(reply->text);
+  uint32_t header[7] = {MAGIC, reply->status, reply->width, reply->height, reply->channels, length, resident};
   if (write_all(header, sizeof header) != 0) return -1;
   if (length > 0 && write_all(payload, length) != 0) return -1;
   return fflush(stdout) == 0 ? 0 : -1;
 }
 
-static int fail(uint32_t status, const char *why) {
-  char text[1400];
-  snprintf(text, sizeof text, "%s%s%s", why, error_text[0] ? ": " : "", error_text);
-  for (char *c = text; *c; c++)
+/* OpenJPEG reports a failed allocation in words of its own ("Not enough memory ...", "... memory
+   error", "Size of tile data exceeds system limits") and leaves malloc's ENOMEM in errno. */
+static int out_of_memory(void) {
+  return errno == ENOMEM || strstr(error_text, "memory") != NULL || strstr(error_text, "exceeds system limits") != NULL;
+}
+
+static void refuse(struct reply *reply, uint32_t status, const char *why) {
+  if (status == FAILED && out_of_memory()) status = OUT_OF_MEMORY;
+  reply->status = status;
+  snprintf(reply->text, sizeof reply->text, "%s%s%s", why, error_text[0] ? ": " : "", error_text);
+  for (char *c = reply->text; *c; c++)
     if (*c == '\n') *c = ' ';
-  return answer(status, 0, 0, 0, text, (uint32_t)strlen(text));
 }
 
 static OPJ_CODEC_FORMAT format_of(const char *path) {
@@ -64,14 +112,15 @@ static OPJ_CODEC_FORMAT format_of(const char *path) {
   return OPJ_CODEC_UNKNOWN;
 }
 
-static int decode(unsigned reduce, unsigned layers, unsigned x0, unsigned y0, unsigned x1, unsigned y1, const char *path) {
+static void decode(struct reply *reply, unsigned reduce, unsigned layers, unsigned x0, unsigned y0, unsigned x1, unsigned y1, const char *path) {
   error_text[0] = 0;
+  errno = 0;
   OPJ_CODEC_FORMAT format = format_of(path);
-  if (format == OPJ_CODEC_UNKNOWN) return fail(1, "not a JP2 file or J2K codestream");
+  if (format == OPJ_CODEC_UNKNOWN) return refuse(reply, FAILED, "not a JP2 file or J2K codestream");
   /* A small read buffer: the codec seeks from tile-part to tile-part, and the default 1 MB buffer
      is refilled at every seek (measured: 10 % less CPU per tile with 16 KB). */
   opj_stream_t *stream = opj_stream_create_file_stream(path, 16384, OPJ_TRUE);
-  if (!stream) return fail(1, "cannot open the file");
+  if (!stream) return refuse(reply, FAILED, "cannot open the file");
   opj_codec_t *codec = opj_create_decompress(format);
   opj_set_error_handler(codec, on_error, NULL);
   opj_set_warning_handler(codec, quiet, NULL);
@@ -81,17 +130,16 @@ static int decode(unsigned reduce, unsigned layers, unsigned x0, unsigned y0, un
   parameters.cp_reduce = reduce;
   parameters.cp_layer = layers;
   opj_image_t *image = NULL;
-  int status = 0;
   if (!opj_setup_decoder(codec, &parameters) || !opj_read_header(stream, codec, &image)) {
-    status = fail(1, "cannot read the header");
+    refuse(reply, FAILED, "cannot read the header");
   } else if (!opj_set_decode_area(codec, image, (OPJ_INT32)x0, (OPJ_INT32)y0, (OPJ_INT32)x1, (OPJ_INT32)y1)) {
-    status = fail(1, "cannot set the decode area");
+    refuse(reply, FAILED, "cannot set the decode area");
   } else if (!opj_decode(codec, stream, image) || !opj_end_decompress(codec, stream)) {
-    status = fail(1, "cannot decode");
+    refuse(reply, FAILED, "cannot decode");
   } else if (image->numcomps == 0 || image->numcomps > 4) {
-    status = fail(2, "unsupported number of components");
+    refuse(reply, UNSUPPORTED, "unsupported number of components");
   } else if (image->color_space == OPJ_CLRSPC_SYCC || image->color_space == OPJ_CLRSPC_EYCC || image->color_space == OPJ_CLRSPC_CMYK) {
-    status = fail(2, "colour space needs a conversion done by opj_decompress");
+    refuse(reply, UNSUPPORTED, "colour space needs a conversion done by opj_decompress");
   } else {
     const opj_image_comp_t *first = &image->comps[0];
     uint32_t width = first->w, height = first->h, channels = image->numcomps;
@@ -100,13 +148,13 @@ static int decode(unsigned reduce, unsigned layers, unsigned x0, unsigned y0, un
     for (uint32_t c = 1; c < channels; c++)
       if (image->comps[c].w != width || image->comps[c].h != height || image->comps[c].prec != first->prec) same = 0;
     if (!same || first->prec > 16 || !first->data) {
-      status = fail(2, "subsampled or mixed components");
+      refuse(reply, UNSUPPORTED, "subsampled or mixed components");
     } else {
       size_t count = (size_t)width * height * channels;
       size_t length = count * (wide ? 2 : 1);
       unsigned char *out = malloc(length ? length : 1);
       if (!out) {
-        status = fail(1, "out of memory");
+        refuse(reply, OUT_OF_MEMORY, "out of memory for the decoded pixels");
       } else {
         int32_t max = (int32_t)((1u << first->prec) - 1);
         for (uint32_t c = 0; c < channels; c++) {
@@ -124,18 +172,31 @@ static int decode(unsigned reduce, unsigned layers, unsigned x0, unsigned y0, un
               out[i] = (unsigned char)v;
           }
         }
-        status = answer(0, width, height, channels, out, (uint32_t)length);
-        free(out);
+        *reply = (struct reply){OK, width, height, channels, out, (uint32_t)length, ""};
       }
     }
   }
   if (image) opj_image_destroy(image);
   opj_destroy_codec(codec);
   opj_stream_destroy(stream);
-  return status;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  if (argc > 1) {
+    char *end;
+    unsigned long long megabytes = strtoull(argv[1], &end, 10);
+    if (*end != 0) {
+      fprintf(stderr, "jp2-decoder: the memory limit must be a number of MB, not %s\n", argv[1]);
+      return 2;
+    }
+    if (megabytes > 0) {
+      struct rlimit limit = {(rlim_t)megabytes << 20, (rlim_t)megabytes << 20};
+      if (setrlimit(RLIMIT_AS, &limit) != 0) {
+        perror("jp2-decoder: setrlimit");
+        return 2;
+      }
+    }
+  }
   char line[8192];
   while (fgets(line, sizeof line, stdin)) {
     unsigned reduce, layers, x0, y0, x1, y1;
@@ -143,11 +204,15 @@ int main(void) {
     size_t length = strlen(line);
     if (length > 0 && line[length - 1] == '\n') line[--length] = 0;
     error_text[0] = 0;
-    if (sscanf(line, "%u %u %u %u %u %u %n", &reduce, &layers, &x0, &y0, &x1, &y1, &consumed) < 6 || consumed <= 0 || line[consumed] == 0) {
-      if (fail(1, "malformed request") != 0) return 1;
-      continue;
-    }
-    if (decode(reduce, layers, x0, y0, x1, y1, line + consumed) != 0) return 1;
+    errno = 0;
+    struct reply reply = {0};
+    if (sscanf(line, "%u %u %u %u %u %u %n", &reduce, &layers, &x0, &y0, &x1, &y1, &consumed) < 6 || consumed <= 0 || line[consumed] == 0)
+      refuse(&reply, FAILED, "malformed request");
+    else
+      decode(&reply, reduce, layers, x0, y0, x1, y1, line + consumed);
+    int sent = send_reply(&reply);
+    free(reply.pixels);
+    if (sent != 0) return 1;
   }
   return 0;
 }

@@ -20,6 +20,14 @@ export type LogTarget = { kind: 'none' } | { kind: 'file'; path: string } | { ki
 
 export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
 
+/**
+ * Request headers that may decide the URLs the server gives out (TRUSTED_HEADERS), lower case.
+ * Only a proxy in front that sets them, replacing what the client sent, makes them trustworthy.
+ */
+export type TrustedHeader = 'x-iiif-id' | 'x-forwarded-host' | 'x-forwarded-proto';
+
+export const TRUSTABLE_HEADERS: readonly TrustedHeader[] = ['x-iiif-id', 'x-forwarded-host', 'x-forwarded-proto'];
+
 export interface MemcachedServer {
   host: string;
   port: number;
@@ -35,6 +43,8 @@ export interface Config {
   maxMetadataCacheEntries: number;
   filesystemPrefix: string;
   filesystemSuffix: string;
+  /** FILESYSTEM_CONFINE_SYMLINKS: refuse files whose links lead outside the prefix. */
+  filesystemConfineSymlinks: boolean;
   filenamePattern: string;
   jpegQuality: number;
   pngQuality: number;
@@ -48,6 +58,12 @@ export interface Config {
   allowUpscaling: boolean;
   /** JPEG2000 quality layers decoded: 0 = half of them, -1 = all. */
   maxLayers: number;
+  /** JP2_MAX_DECODE_MB in bytes: most memory one JPEG2000 decode may need by its header's account; 0 = no check. */
+  jp2MaxDecodeBytes: number;
+  /** JP2_HELPER_MEMORY_MB in bytes: address-space limit of each JPEG2000 decoder process; 0 = none. */
+  jp2DecoderMemoryBytes: number;
+  /** JP2_HELPER_RSS_MB in bytes: a decoder helper holding more after a decode is replaced; 0 = never. */
+  jp2HelperMaxResidentBytes: number;
   watermark: { path: string; probability: number; opacity: number } | null;
   /** Empty = no memcached tier. */
   memcachedServers: MemcachedServer[];
@@ -57,6 +73,8 @@ export interface Config {
   /** Access-Control-Allow-Origin value; empty = no CORS headers. */
   cors: string;
   baseUrl: string;
+  /** Headers allowed to decide IIIF ids and redirects when BASE_URL is unset; none by default. */
+  trustedHeaders: TrustedHeader[];
   uriMap: UriMapping[];
   cacheControl: string;
   /** Largest ICC profile embedded in outputs, in bytes: 0 = never, Infinity = always. */
@@ -235,6 +253,21 @@ function parseBaseUrl(env: Env): string {
   return value;
 }
 
+function parseTrustedHeaders(env: Env): TrustedHeader[] {
+  const names = (read(env, 'TRUSTED_HEADERS') ?? '')
+    .split(/[\s,]+/)
+    .filter(Boolean)
+    .map((name) => name.toLowerCase());
+  const trusted: TrustedHeader[] = [];
+  for (const name of names) {
+    const known = TRUSTABLE_HEADERS.find((header) => header === name);
+    if (!known) throw new ConfigError('TRUSTED_HEADERS', `"${name}" is not one of X-IIIF-ID, X-Forwarded-Host, X-Forwarded-Proto`);
+    if (!trusted.includes(known)) trusted.push(known);
+  }
+  // One order whatever the spelling, so that Vary headers are the same from every configuration.
+  return TRUSTABLE_HEADERS.filter((header) => trusted.includes(header));
+}
+
 function parseExtraInfo(env: Env): string {
   const value = read(env, 'IIIF_EXTRA_INFO') ?? '';
   if (value === '') return '';
@@ -322,13 +355,35 @@ export function loadConfig(env: Env = process.env): Config {
 
   const uriMapValue = read(env, 'URI_MAP') ?? '';
 
+  // JPEG2000 decoder memory. The helper's limit must leave room for what the header check lets
+  // through, or files it accepts would fail in the decoder instead.
+  const megabytes = (name: string, fallback: number, min: number) => {
+    const value = integer(env, name, fallback);
+    if (value !== 0 && value < min) throw new ConfigError(name, `expected 0 (no limit) or at least ${min} MB, got ${value}`);
+    return value * 1024 * 1024;
+  };
+  const jp2MaxDecodeBytes = megabytes('JP2_MAX_DECODE_MB', 1024, 16);
+  const jp2DecoderMemoryBytes = megabytes('JP2_HELPER_MEMORY_MB', 2048, 64);
+  const jp2HelperMaxResidentBytes = megabytes('JP2_HELPER_RSS_MB', 256, 16);
+  if (jp2DecoderMemoryBytes > 0 && jp2MaxDecodeBytes > 0 && jp2MaxDecodeBytes + 64 * 1024 * 1024 > jp2DecoderMemoryBytes) {
+    throw new ConfigError(
+      'JP2_HELPER_MEMORY_MB',
+      `must exceed JP2_MAX_DECODE_MB by at least 64 MB (got ${jp2DecoderMemoryBytes / 1048576} and ${jp2MaxDecodeBytes / 1048576})`,
+    );
+  }
+
+  const filesystemPrefix = env.FILESYSTEM_PREFIX ?? '';
+  const filesystemConfineSymlinks = flag(env, 'FILESYSTEM_CONFINE_SYMLINKS', false);
+  if (filesystemConfineSymlinks && filesystemPrefix === '') warnings.push('FILESYSTEM_CONFINE_SYMLINKS has no effect without FILESYSTEM_PREFIX');
+
   return {
     logTarget: parseLogTarget(env),
     verbosity,
     maxImageCacheBytes: Math.round(cacheMb * 1_024_000),
     maxMetadataCacheEntries: metadataEntries,
-    filesystemPrefix: env.FILESYSTEM_PREFIX ?? '',
+    filesystemPrefix,
     filesystemSuffix: env.FILESYSTEM_SUFFIX ?? '',
+    filesystemConfineSymlinks,
     filenamePattern: env.FILENAME_PATTERN || '_pyr_',
     jpegQuality: clamp(warnings, 'JPEG_QUALITY', integer(env, 'JPEG_QUALITY', 75), 1, 100),
     pngQuality: clamp(warnings, 'PNG_QUALITY', integer(env, 'PNG_QUALITY', 1), 0, 9),
@@ -340,12 +395,16 @@ export function loadConfig(env: Env = process.env): Config {
     maxCvt,
     allowUpscaling: flag(env, 'ALLOW_UPSCALING', true),
     maxLayers: Math.max(-1, integer(env, 'MAX_LAYERS', 0)),
+    jp2MaxDecodeBytes,
+    jp2DecoderMemoryBytes,
+    jp2HelperMaxResidentBytes,
     watermark,
     memcachedServers: parseMemcachedServers(env.MEMCACHED_SERVERS),
     memcachedTimeout,
     interpolation: parseInterpolation(env),
     cors: read(env, 'CORS') ?? '',
     baseUrl: parseBaseUrl(env),
+    trustedHeaders: parseTrustedHeaders(env),
     uriMap: parseUriMap(uriMapValue),
     cacheControl: read(env, 'CACHE_CONTROL') || 'max-age=86400',
     maxIcc,

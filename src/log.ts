@@ -5,12 +5,14 @@
  *   2: one line per request with its timing
  *   3+: per-command detail
  * Lines are pino's JSON so that they can be searched and shipped; every process (the primary and
- * each worker) appends to the same file, which O_APPEND keeps line-atomic.
+ * each worker) appends to the same file, which O_APPEND keeps line-atomic. Writing never blocks
+ * a request: see log-destination.ts.
  */
 import dgram from 'node:dgram';
 import os from 'node:os';
 import { pino, type Logger as PinoLogger, type DestinationStream } from 'pino';
 import type { LogTarget } from './config.js';
+import { AsyncLogDestination } from './log-destination.js';
 
 export interface Log {
   /** Is anything logged at this iipsrv verbosity level? Check before building costly messages. */
@@ -25,8 +27,8 @@ export interface Log {
   detail(fields: object, message: string): void;
   /** Reopen the file after logrotate moved it. */
   reopen(): void;
-  /** Write out what is buffered; call before exiting. */
-  flush(): void;
+  /** Resolves once what is buffered is written (bounded in time); await it before exiting. */
+  flush(): Promise<void>;
 }
 
 const silent: Log = {
@@ -37,7 +39,7 @@ const silent: Log = {
   request() {},
   detail() {},
   reopen() {},
-  flush() {},
+  flush: () => Promise.resolve(),
 };
 
 export const silentLog = silent;
@@ -97,18 +99,19 @@ export function createLog(options: LogOptions): Log {
   const { target, verbosity } = options;
   if (verbosity <= 0 || target.kind === 'none') return silent;
 
-  let destination: DestinationStream & { reopen?: () => void; flushSync?: () => void };
+  let destination: DestinationStream & { reopen?: () => void; flush?: () => Promise<void> };
+  // The note about lost lines goes through the logger, made below.
+  const onDropped = (lines: number) => logger.warn({ dropped: lines }, 'log lines dropped: the log target could not keep up');
   if (target.kind === 'file') {
     try {
-      // Synchronous writes: a worker killed by a signal must not lose the lines that explain why.
-      destination = pino.destination({ dest: target.path, sync: true, append: true, mkdir: true });
+      destination = AsyncLogDestination.appendTo(target.path, { onDropped });
     } catch (error) {
       const report = options.onOpenError ?? ((message: string) => process.stderr.write(message + '\n'));
       report(`iipsrv: cannot open LOGFILE ${target.path} (${(error as Error).message}); logging is off`);
       return silent;
     }
   } else if (target.kind === 'stderr') {
-    destination = pino.destination({ dest: 2, sync: true });
+    destination = AsyncLogDestination.stderr({ onDropped });
   } else {
     destination = new SyslogDestination(target.host, target.port);
   }
@@ -130,12 +133,6 @@ export function createLog(options: LogOptions): Log {
     request: (fields, message) => logger.debug(fields, message),
     detail: (fields, message) => logger.trace(fields, message),
     reopen: () => destination.reopen?.(),
-    flush: () => {
-      try {
-        destination.flushSync?.();
-      } catch {
-        // Nothing buffered or the file is gone: nothing more to do.
-      }
-    },
+    flush: () => destination.flush?.() ?? Promise.resolve(),
   };
 }

@@ -18,6 +18,12 @@ export interface PlainRequest {
   headers: Record<string, string>;
   /** The front end's SCRIPT_NAME, when it sent one (used to rebuild external URLs). */
   scriptName: string;
+  /**
+   * The IIIF id the front end's own configuration imposes (FastCGI parameter `IIIF_ID`, e.g.
+   * nginx `fastcgi_param IIIF_ID ...`): a parameter without the `HTTP_` prefix, which no request
+   * header can produce. Absent over plain HTTP.
+   */
+  iiifId?: string;
   /** True when the client reached the front end over TLS (CGI `HTTPS=on`). */
   https: boolean;
   /** Client address as the transport saw it (the web server's, behind FastCGI). */

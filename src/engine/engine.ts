@@ -27,6 +27,7 @@ import {
   type RequestedQuality,
 } from './output/encoders.js';
 import { directJpeg, encodeJpegPixels, encodePipeline, encodeRegion, rawPipeline, withProfile, type Marker } from './output/finish.js';
+import { stopJp2Encoders } from './output/jp2.js';
 import { assertEncodable } from './output/limits.js';
 import { streamTile, type StreamTile } from './output/stream-tile.js';
 import type { Watermark } from './output/watermark.js';
@@ -56,11 +57,22 @@ export interface EngineOptions {
   maxIcc?: number;
   /** MAX_LAYERS: JPEG2000 quality layers decoded when a request gives no LYR. */
   maxLayers?: number;
-  /** How JPEG2000 is decoded (the helper, opj_decompress, time limit); defaults suit a server. */
+  /** How JPEG2000 is decoded (the helper, opj_decompress, time and memory limits); defaults suit a server. */
   jp2Decoder?: Jp2DecoderOptions;
+  /** Most memory one JPEG2000 decode may need by its header's account; 0 = no check. Default 1 GiB. */
+  jp2MaxDecodeBytes?: number;
+  /** Expensive region exports rendered at once (the others queue); default: the cores, at least 2. */
+  regionConcurrency?: number;
   /** MAX_TILE_BYTES, MAX_SAMPLES_PER_PIXEL, MAX_PROCESSING_PIXELS; defaults in decode-limits.ts. */
   limits?: DecodeLimits;
 }
+
+/**
+ * Regions that decode or produce more pixels than this (a 1448x1448 square) are expensive: they
+ * take their turn in the engine's region slots. Below it (thumbnails from a pyramid level, the
+ * viewers' small views) a region costs a few milliseconds and is rendered at once.
+ */
+const CHEAP_REGION_PIXELS = 1 << 21;
 
 export interface TileRequest {
   level: number;
@@ -122,19 +134,26 @@ export class Engine {
    */
   private readonly outputTag: string;
   /**
-   * Region exports decoded at once: each holds libvips buffers of up to tens of MB, and more than
-   * the cores can run only adds memory, not speed.
+   * Expensive region exports rendered at once: each holds libvips buffers of up to tens of MB and
+   * one of libuv's threads for its whole run, and more than the cores can run only adds memory.
+   * Cheap regions (thumbnails, small views) never wait here behind them.
    */
-  private readonly regionSlots = new Slots(Math.max(2, availableParallelism()));
+  private readonly regionSlots: Slots;
   private readonly limits: DecodeLimits;
   private readonly pixels: PixelProcessor;
 
   constructor(options: EngineOptions) {
+    this.regionSlots = new Slots(options.regionConcurrency ?? Math.max(2, availableParallelism()));
     const cacheBytes = options.cacheBytes ?? 0;
     this.cache = new TileCache(cacheBytes > 0 ? new LruCache(cacheBytes) : null, options.memcached ?? null);
     this.limits = options.limits ?? DEFAULT_DECODE_LIMITS;
     this.pixels = new PixelProcessor(this.limits);
-    this.formats = new Formats({ maxLayers: options.maxLayers ?? 0, jp2Decoder: options.jp2Decoder, limits: this.limits });
+    this.formats = new Formats({
+      maxLayers: options.maxLayers ?? 0,
+      jp2Decoder: options.jp2Decoder,
+      jp2MaxDecodeBytes: options.jp2MaxDecodeBytes,
+      limits: this.limits,
+    });
     this.images = new OpenImages({
       paths: options.paths,
       maxOpen: options.maxOpenImages ?? 1000,
@@ -281,7 +300,8 @@ export class Engine {
   }
 
   /** A region, resized and encoded, through the caches. */
-  async region(image: OpenImage, plan: RegionPlan, requested: RegionOutput): Promise<Buffer> {
+  /** @param signal aborts when the client is gone: queued work is dropped, running work stops at its next step */
+  async region(image: OpenImage, plan: RegionPlan, requested: RegionOutput, signal?: AbortSignal): Promise<Buffer> {
     assertRenderable(image);
     // Black and white is iipsrv's COL=binary: grey, then the image histogram's Otsu threshold.
     const output: RegionOutput =
@@ -298,12 +318,14 @@ export class Engine {
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
-    const bytes = await this.regionSlots.run(() => decoding(image.name, () => this.renderRegion(image, plan, output)));
+    const render = () => decoding(image.name, () => this.renderRegion(image, plan, output, signal));
+    const expensive = Math.max(source.width * source.height, plan.outputWidth * plan.outputHeight) > CHEAP_REGION_PIXELS;
+    const bytes = expensive ? await this.regionSlots.run(render, signal) : await render();
     this.cache.set(key, bytes);
     return bytes;
   }
 
-  private async renderRegion(image: OpenImage, plan: RegionPlan, output: RegionOutput): Promise<Buffer> {
+  private async renderRegion(image: OpenImage, plan: RegionPlan, output: RegionOutput, signal: AbortSignal | undefined): Promise<Buffer> {
     const { source } = plan;
     const processing = output.processing ?? NO_PROCESSING;
     let channels = image.source.description.channels;
@@ -323,6 +345,8 @@ export class Engine {
         atOutputSize = true;
       }
       pixels = await this.pixels.withOutputSteps(image.source, pixels, processing);
+      // Decoded and processed for a client that has gone: the encoding is not worth doing.
+      signal?.throwIfAborted();
       pipeline = rawPipeline(pixels);
       channels = pixels.channels;
     } else pipeline = await image.source.decode(plan.level, source, { layers: output.layers });
@@ -356,9 +380,10 @@ export class Engine {
     this.images.flush();
   }
 
-  /** Ends the decoder processes (they would also end by themselves when this process goes). */
+  /** Ends the JPEG2000 decoder and encoder processes (the helpers would also end by themselves when this process goes). */
   close(): void {
     this.formats.close();
+    stopJp2Encoders();
   }
 
   cacheStats(): Record<string, number> {

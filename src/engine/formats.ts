@@ -15,8 +15,11 @@ import { TiffSource } from './tiff/tiff-source.js';
 export interface FormatSettings {
   /** MAX_LAYERS: JPEG2000 quality layers decoded when a request gives no LYR. */
   maxLayers: number;
-  /** How JPEG2000 is decoded (the helper, opj_decompress, time limit); defaults suit a server. */
+  /** How JPEG2000 is decoded (the helper, opj_decompress, time and memory limits); defaults suit a server. */
   jp2Decoder?: Jp2DecoderOptions;
+  /** Most memory one JPEG2000 decode may need by its header's account; 0 = no check. */
+  jp2MaxDecodeBytes?: number;
+  /** MAX_TILE_BYTES, MAX_SAMPLES_PER_PIXEL, MAX_PROCESSING_PIXELS (decode-limits.ts). */
   limits: DecodeLimits;
 }
 
@@ -28,7 +31,8 @@ export class Formats {
 
   private readonly openers: Readonly<Record<ImageFormat, (path: string, name: string) => Promise<ImageSource>>> = {
     tiff: (path, name) => TiffSource.open(path, name, this.settings.limits),
-    jp2: (path, name) => Jp2Source.open(path, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers }),
+    jp2: (path, name) =>
+      Jp2Source.open(path, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers, maxDecodeBytes: this.settings.jp2MaxDecodeBytes }),
   };
 
   constructor(private readonly settings: FormatSettings) {}

@@ -1,7 +1,10 @@
 /**
  * A counting semaphore: at most `size` holders at once, the others served in arrival order. The
- * engine bounds region exports with it and the JPEG2000 process pool its children, each by the
- * cores: more at once only adds memory, not speed.
+ * engine bounds expensive region exports with it and the JPEG2000 process pool its children, each
+ * by the cores: more at once only adds memory, not speed.
+ *
+ * A waiter whose signal aborts (its client went away) leaves the queue at once: nobody is waiting
+ * for its answer, and the requests behind it should not wait for it either.
  */
 export class Slots {
   private free: number;
@@ -16,22 +19,44 @@ export class Slots {
     return this.size - this.free;
   }
 
-  /** Runs `task` in a slot, waiting for one first; the slot is given back however it ends. */
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    await this.acquire();
+  /** Waiters now. */
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  /**
+   * Runs `task` in a slot, waiting for one first; the slot is given back however it ends.
+   * @throws the signal's reason when it aborts before the task starts
+   */
+  async run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    await this.acquire(signal);
     try {
+      signal?.throwIfAborted();
       return await task();
     } finally {
       this.release();
     }
   }
 
-  private acquire(): Promise<void> {
+  private acquire(signal: AbortSignal | undefined): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
     if (this.free > 0) {
       this.free--;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        const index = this.waiting.indexOf(take);
+        if (index >= 0) this.waiting.splice(index, 1);
+        reject(signal!.reason as Error);
+      };
+      const take = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiting.push(take);
+    });
   }
 
   private release(): void {

@@ -5,11 +5,12 @@
  * the caller.
  */
 import type { Config } from '../config.js';
+import { availableParallelism } from 'node:os';
 import type { EngineOptions } from '../engine/engine.js';
 
 export function engineOptionsFor(config: Config): EngineOptions {
   return {
-    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix },
+    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix, confineSymlinks: config.filesystemConfineSymlinks },
     cacheBytes: config.maxImageCacheBytes,
     maxOpenImages: config.maxMetadataCacheEntries,
     interpolation: config.interpolation,
@@ -23,6 +24,27 @@ export function engineOptionsFor(config: Config): EngineOptions {
       tiffQuality: config.tiffQuality,
     },
     maxIcc: config.maxIcc,
+    jp2MaxDecodeBytes: config.jp2MaxDecodeBytes,
+    jp2Decoder: { memoryBytes: config.jp2DecoderMemoryBytes, maxResidentBytes: config.jp2HelperMaxResidentBytes },
     limits: { maxTileBytes: config.maxTileBytes, maxSamplesPerPixel: config.maxSamplesPerPixel, maxProcessingPixels: config.maxProcessingPixels },
   };
+}
+
+/** A worker's share of the cores, at least 1: its JPEG2000 decoders. */
+export function coresPerWorker(workers: number): number {
+  return Math.max(1, Math.ceil(availableParallelism() / workers));
+}
+
+/** Expensive region exports a worker renders at once: its share of the cores, at least 2. */
+export function regionConcurrency(workers: number): number {
+  return Math.max(2, coresPerWorker(workers));
+}
+
+/**
+ * libuv threads a worker needs. sharp holds one for the whole run of a region export, so the
+ * expensive exports alone could take libuv's default 4 and leave tile encodes, inflates and slow
+ * file reads waiting behind them: each worker gets 4 more than it runs exports at once.
+ */
+export function threadPoolSize(workers: number): number {
+  return regionConcurrency(workers) + 4;
 }

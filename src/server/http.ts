@@ -14,8 +14,23 @@ export interface HttpListener {
   close(graceMs: number): Promise<void>;
 }
 
+/** `http://host:port` at the start of an absolute-form target. */
+const SCHEME_AND_AUTHORITY = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/;
+
+/**
+ * The path and query of a request target. A client may send the absolute form
+ * (`GET http://host/path?query`, RFC 9112 3.2.2) to an origin server too: its scheme and host are
+ * dropped, since the Host header is what names this server (and what a proxy in front rewrites).
+ */
+function originForm(target: string): string {
+  const authority = SCHEME_AND_AUTHORITY.exec(target);
+  if (!authority) return target;
+  const rest = target.slice(authority[0].length);
+  return rest.startsWith('/') ? rest : '/' + rest;
+}
+
 function toRequest(req: http.IncomingMessage, signal: AbortSignal): PlainRequest {
-  const url = req.url ?? '/';
+  const url = originForm(req.url ?? '/');
   const question = url.indexOf('?');
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(req.headers)) {

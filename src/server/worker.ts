@@ -2,7 +2,6 @@
  * One worker process: the engine, the router and the listeners. It serves until the primary asks
  * it to stop (or goes away), then finishes what is in flight and exits.
  */
-import { availableParallelism } from 'node:os';
 import { chmod } from 'node:fs/promises';
 import type { ListenTarget } from '../cli.js';
 import type { Config } from '../config.js';
@@ -11,7 +10,7 @@ import { Engine } from '../engine/engine.js';
 import { Watermark } from '../engine/output/watermark.js';
 import type { Log } from '../log.js';
 import { createRouter } from '../router.js';
-import { engineOptionsFor } from './engine-options.js';
+import { coresPerWorker, engineOptionsFor, regionConcurrency } from './engine-options.js';
 import { createFastCgiServer, type FastCgiServer } from './fastcgi/server.js';
 import { createHttpListener, type HttpListener } from './http.js';
 
@@ -47,11 +46,13 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   // A watermark that cannot be read is iipsrv's case too: it serves without one. The primary has
   // said so at start-up.
   const watermark = config.watermark ? await Watermark.load(config.watermark).catch(() => null) : null;
+  const base = engineOptionsFor(config);
   const engine = new Engine({
-    ...engineOptionsFor(config),
+    ...base,
     memcached,
     // The decoders of all workers together: one per core.
-    jp2Decoder: { concurrency: Math.max(1, Math.ceil(availableParallelism() / (options.workers ?? 1))) },
+    jp2Decoder: { ...base.jp2Decoder, concurrency: coresPerWorker(options.workers ?? 1) },
+    regionConcurrency: regionConcurrency(options.workers ?? 1),
     watermark,
   });
   const handler = createRouter({ config, engine, log });

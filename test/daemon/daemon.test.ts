@@ -5,14 +5,15 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync, readSync, renameSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { FastCgiTestClient, fullRequest, parseCgiResponse } from '../helpers/fastcgi-client.ts';
 import { BIN, ROOT, startDaemon, tempDir, testEnv, which } from '../helpers/daemon.ts';
-import { canConnect, childPids, freePort, processExists, startProgram, waitFor, type Started } from '../helpers/processes.ts';
+import { canConnect, childPids, freePort, processExists, startProgram, stopGroup, waitFor, waitUntilListening, type Started } from '../helpers/processes.ts';
 import { decodePixels, psnr } from '../helpers/images.ts';
 import type { JsonObject } from '../helpers/json.ts';
 
@@ -79,6 +80,12 @@ describe('command line', () => {
     }
   });
 });
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms)));
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
 
 describe('HTTP mode with workers', () => {
   let port: number;
@@ -152,6 +159,24 @@ describe('HTTP mode with workers', () => {
     await waitFor(async () => /caught SIGHUP/.test(readFileSync(path.join(dir, 'iipsrv.log'), 'utf8')), 5000, 'the SIGHUP log line');
     assert.equal((await get(port, '/?OBJ=IIP,1.0')).status, 200);
     assert.deepEqual(childPids(daemon.child.pid!).sort(), before, 'same workers: nothing restarted');
+  });
+  it('an absolute-form target (RFC 9112 3.2.2) gives its path and query; the Host header still names the host', async () => {
+    // Raw bytes: Node's client always sends the origin form.
+    const raw = (target: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET ${target} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`));
+        const chunks: Buffer[] = [];
+        socket.on('data', (c: Buffer) => chunks.push(c));
+        socket.on('end', () => resolve(Buffer.concat(chunks).toString('latin1')));
+        socket.on('error', reject);
+      });
+    const redirect = await raw('http://evil.example/?IIIF=example.tif');
+    assert.match(redirect, /^HTTP\/1\.1 303 /);
+    assert.match(redirect, /\r\nLocation: http:\/\/a\/\?IIIF=example\.tif\/info\.json\r\n/i);
+    const deeper = await raw('HTTPS://evil.example:8443/fcgi-bin/iipsrv.fcgi?IIIF=example.tif');
+    assert.match(deeper, /\r\nLocation: http:\/\/a\/fcgi-bin\/iipsrv\.fcgi\?IIIF=example\.tif\/info\.json\r\n/i);
+    // No path at all is the root.
+    assert.match(await raw('http://evil.example?FIF=example.tif&OBJ=IIP,1.0'), /^HTTP\/1\.1 200 [^]*\r\n\r\nIIP:1\.0\r\n$/);
   });
   it('logs one line per request at VERBOSITY 2, with its time', async () => {
     await get(port, '/?FIF=example.tif&OBJ=IIP,1.0&MARKER=1');
@@ -231,6 +256,64 @@ describe('logging', () => {
     await get(port, '/?OBJ=IIP,1.0&AFTER=rotate');
     await waitFor(async () => readFileSync(logfile, 'utf8').includes('AFTER=rotate'), 5000, 'request line in the new file');
     await daemon.stop();
+  });
+  it('a log target that stops reading (a full pipe) stalls no request; the lines lost are counted once it reads again', async () => {
+    const dir = tempDir();
+    const fifo = path.join(dir, 'stderr.fifo');
+    await run('mkfifo', [fifo]);
+    // We hold the reading end and read nothing until the flood is over.
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(fifo, 'w');
+    const port = await freePort();
+    const daemon = startProgram(BIN, ['--http', `127.0.0.1:${port}`, '--workers', '1'], {
+      env: testEnv({ FILESYSTEM_PREFIX: IMAGES, LOGFILE: 'stderr', VERBOSITY: '2' }),
+      stdio: ['ignore', 'ignore', writer],
+    });
+    closeSync(writer);
+    const drain = () => {
+      const chunks: Buffer[] = [];
+      const buffer = Buffer.alloc(65536);
+      for (;;) {
+        let n = 0;
+        try {
+          n = readSync(reader, buffer);
+        } catch {
+          break; // EAGAIN: nothing more for now
+        }
+        if (n === 0) break;
+        chunks.push(Buffer.from(buffer.subarray(0, n)));
+      }
+      return Buffer.concat(chunks).toString('utf8');
+    };
+    try {
+      await waitUntilListening(daemon, { port }, { what: 'iipsrv' });
+      // About 2.3 KB of log per request: 1200 of them are 40 times the pipe's 64 KB and more than
+      // the log's own buffer, so some lines must go.
+      const padding = 'x'.repeat(2000);
+      for (let i = 0; i < 1200; i += 8) {
+        await Promise.all(
+          Array.from({ length: 8 }, async (_, j) => {
+            const reply = await withTimeout(get(port, `/${i + j}/${padding}?OBJ=IIP,1.0`), 5000, `request ${i + j}`);
+            assert.equal(reply.status, 200);
+          }),
+        );
+      }
+      let text = '';
+      await waitFor(
+        async () => {
+          text += drain();
+          return text.includes('log lines dropped');
+        },
+        10_000,
+        'the note about dropped lines',
+      );
+      const note = JSON.parse(text.split('\n').find((line) => line.includes('log lines dropped'))!) as { dropped: number; level: number };
+      assert.ok(note.dropped > 0 && note.dropped < 1200, `dropped ${note.dropped}`);
+      assert.equal(note.level, 40);
+    } finally {
+      await stopGroup(daemon);
+      closeSync(reader);
+    }
   });
   it('LOGFILE=syslog sends RFC 3164 datagrams', async () => {
     const socket = dgram.createSocket('udp4');

@@ -264,6 +264,14 @@ describe('FastCGI responder', () => {
       const r = await client.request(9, { keepConn: true, params: { HTTPS: value } });
       assert.equal(echoed(r.body).https, true, value);
     }
+    // The front end's own IIIF_ID (no HTTP_ prefix: no client header becomes it); a client's
+    // X-IIIF-ID stays a header, for the protocols to trust or not.
+    const imposed = echoed(
+      (await client.request(10, { keepConn: true, params: { IIIF_ID: 'https://cdn.example.org/a', HTTP_X_IIIF_ID: 'https://evil.example/' } })).body,
+    );
+    assert.equal(imposed.iiifId, 'https://cdn.example.org/a');
+    assert.equal(imposed.headers['x-iiif-id'], 'https://evil.example/');
+    assert.equal(echoed(second.body).iiifId, undefined);
     assert.equal(started.requests[started.requests.length - 1]!.signal === request.signal, false, 'one signal per request');
   });
 

@@ -85,14 +85,22 @@ function iiifChecks(get: () => FrontEnd, label: string): void {
     const info = json(okReply(await fetch(`${SCRIPT}?IIIF=validator.tif/info.json`), 'query info.json'));
     assert.equal(info.id, `http://${host()}${SCRIPT}?IIIF=validator.tif`);
   });
-  it(`${label}: another Host, X-Forwarded-Proto, an encoded slash`, async () => {
-    const proxied = json(okReply(await fetch('/iiif/validator.tif/info.json', { Host: 'iiif.example.org:8443', 'X-Forwarded-Proto': 'https' }), 'proxied'));
-    assert.equal(proxied.id, 'https://iiif.example.org:8443/iiif/validator.tif');
+  it(`${label}: another Host, an encoded slash`, async () => {
+    const proxied = json(okReply(await fetch('/iiif/validator.tif/info.json', { Host: 'iiif.example.org:8443' }), 'proxied'));
+    assert.equal(proxied.id, 'http://iiif.example.org:8443/iiif/validator.tif');
     const encoded = json(okReply(await fetch('/iiif/sub%2Fvalidator.tif/info.json'), 'encoded'));
     assert.equal(encoded.id, `http://${host()}/iiif/sub%2Fvalidator.tif`);
     const byQuery = json(okReply(await fetch(`${SCRIPT}?IIIF=sub%2Fvalidator.tif/info.json`), 'encoded query'));
     assert.equal(byQuery.id, `http://${host()}${SCRIPT}?IIIF=sub%2Fvalidator.tif`);
     okReply(await fetch('/iiif/sub%2Fvalidator.tif/full/max/0/default.jpg'), 'encoded image');
+  });
+  it(`${label}: X-IIIF-ID, X-Forwarded-Host and -Proto from a client change no id or redirect (no TRUSTED_HEADERS)`, async () => {
+    const hostile = { 'X-IIIF-ID': 'https://evil.example/phish', 'X-Forwarded-Host': 'evil.example', 'X-Forwarded-Proto': 'https' };
+    assert.equal(json(okReply(await fetch(`${SCRIPT}?IIIF=validator.tif/info.json`, hostile), 'info.json')).id, `http://${host()}${SCRIPT}?IIIF=validator.tif`);
+    const redirect = await fetch(`${SCRIPT}?IIIF=validator.tif`, hostile);
+    assert.equal(redirect.status, 303);
+    assert.equal(redirect.headers.location, `http://${host()}${SCRIPT}?IIIF=validator.tif/info.json`);
+    assert.equal(redirect.headers.vary, undefined);
   });
   it(`${label}: an Accept header naming the 2.1 context gives the 2.1 document`, async () => {
     const reply = okReply(await fetch('/iiif/validator.tif/info.json', { Accept: `application/ld+json;profile="${CONTEXT2}"` }), 'v2');
@@ -165,7 +173,7 @@ function iiifChecks(get: () => FrontEnd, label: string): void {
       [`${SCRIPT}?IIIF=validator.tif/full/max/400/default.jpg`, 400],
       ['/iiif/nope.tif/info.json', 404],
       [`${SCRIPT}?IIIF=nope.tif/full/max/0/default.jpg`, 404],
-      ['/iiif/validator.tif/full/max/0/default.gif', 501],
+      ['/iiif/validator.tif/full/max/0/default.heic', 501],
     ] as const) {
       const reply = await fetch(pathAndQuery);
       assert.equal(reply.status, status, `${pathAndQuery}: ${reply.body.toString()}`);
@@ -227,5 +235,49 @@ describe('IIIF through nginx and FastCGI (examples/nginx/iipsrv.conf)', { skip: 
   it('nginx: no upstream errors were logged', () => {
     const errors = nginxErrors(get().nginx!.errorLog());
     assert.deepEqual(errors, [], errors.join('\n'));
+  });
+});
+
+describe('IIIF ids nginx imposes (the ways examples/nginx/iipsrv_fastcgi_params documents)', { skip: nginxAvailability().skip ?? false }, () => {
+  let front: FrontEnd | undefined;
+  before(async () => {
+    const dir = webTempDir('iipsrv-iiif-nginx-id-');
+    images = await prepareImages(dir);
+    const port = await freePort();
+    const fastcgiPort = await freePort();
+    const daemon = await startDaemon(['--bind', `127.0.0.1:${fastcgiPort}`, '--workers', '1'], {
+      env: { FILESYSTEM_PREFIX: images, URI_MAP: 'iiif=>IIIF iip=>IIP', VERBOSITY: '0', TRUSTED_HEADERS: 'X-IIIF-ID' },
+      waitPort: fastcgiPort,
+    });
+    // The query-style location sets iipsrv's header, the path-style one the parameter no client can send.
+    const site = renderExample('nginx/iipsrv.conf', [
+      ...nginxSiteReplacements({ port, fastcgiPort }),
+      ['location /fcgi-bin/iipsrv.fcgi {', 'location /fcgi-bin/iipsrv.fcgi {\n        fastcgi_param HTTP_X_IIIF_ID https://cdn.example.org/by-header;'],
+      ['fastcgi_split_path_info ^(/[^/]+)(/.*)$;', 'fastcgi_split_path_info ^(/[^/]+)(/.*)$;\n        fastcgi_param IIIF_ID https://cdn.example.org/by-param;'],
+    ]);
+    try {
+      front = { port, daemon, nginx: await startNginx({ dir, port, site }) };
+    } catch (error) {
+      await stopGroup(daemon);
+      throw error;
+    }
+  });
+  after(async () => {
+    if (front) await Promise.allSettled([front.nginx?.stop(), stopGroup(front.daemon)]);
+  });
+  it("fastcgi_param HTTP_X_IIIF_ID replaces the client's X-IIIF-ID (with TRUSTED_HEADERS=X-IIIF-ID)", async () => {
+    assert.ok(front, 'set-up failed');
+    const evil = { 'X-IIIF-ID': 'https://evil.example/phish' };
+    const info = okReply(await request(front.port, `${SCRIPT}?IIIF=validator.tif/info.json`, { headers: evil }), 'info.json');
+    assert.equal(json(info).id, 'https://cdn.example.org/by-header');
+    assert.equal(info.headers.vary, 'Accept, X-IIIF-ID');
+    const redirect = await request(front.port, `${SCRIPT}?IIIF=validator.tif`, { headers: evil });
+    assert.equal(redirect.headers.location, 'https://cdn.example.org/by-header/info.json');
+  });
+  it('fastcgi_param IIIF_ID, which no request header can produce, is used as it is', async () => {
+    assert.ok(front, 'set-up failed');
+    const info = okReply(await request(front.port, '/iiif/validator.tif/info.json', { headers: { 'X-IIIF-ID': 'https://evil.example/phish' } }), 'info.json');
+    assert.equal(json(info).id, 'https://cdn.example.org/by-param');
+    assert.equal(info.headers.vary, 'Accept');
   });
 });

@@ -217,7 +217,7 @@ describe('info.json, Image API 3.0 (the default)', () => {
         { width: 1000, height: 700 },
       ],
       tiles: [{ width: 256, height: 256, scaleFactors: [1, 2, 4] }],
-      extraFormats: ['webp', 'tif', 'avif'],
+      extraFormats: ['webp', 'tif', 'avif', 'gif', 'jp2', 'pdf'],
       extraQualities: ['color', 'gray', 'bitonal'],
       extraFeatures: ['canonicalLinkHeader', 'mirroring', 'profileLinkHeader', 'rotationArbitrary', 'sizeUpscaling'],
     });
@@ -285,7 +285,7 @@ describe('info.json, Image API 2.1', () => {
       profile: [
         'http://iiif.io/api/image/2/level2.json',
         {
-          formats: ['jpg', 'png', 'webp', 'tif', 'avif'],
+          formats: ['jpg', 'png', 'webp', 'tif', 'avif', 'gif', 'jp2', 'pdf'],
           qualities: ['default', 'color', 'gray', 'bitonal'],
           supports: [
             'baseUriRedirect',
@@ -412,15 +412,26 @@ describe('the id is the URL the client used', () => {
     const response = await router(plainRequest('', { path: `${SCRIPT}/iiif/squares.tif/info.json`, scriptName: SCRIPT, headers: { host: HOST } }));
     assert.equal(await idOf(Promise.resolve(response)), `http://${HOST}${SCRIPT}/iiif/squares.tif`);
   });
-  it('HTTPS from the front end (HTTPS=on) and from a proxy (X-Forwarded-Proto)', async () => {
+  it("HTTPS from the front end (HTTPS=on); a proxy's X-Forwarded-Proto and -Host when TRUSTED_HEADERS lists them", async () => {
     assert.equal(await idOf(server.path('squares.tif/info.json', { https: true })), `https://${HOST}/iiif/squares.tif`);
-    assert.equal(await idOf(server.query('squares.tif/info.json', { headers: { 'x-forwarded-proto': 'https' } })), `https://${HOST}${SCRIPT}?IIIF=squares.tif`);
+    const proxied = serverFor(prefix, { TRUSTED_HEADERS: 'X-Forwarded-Proto, X-Forwarded-Host' });
     assert.equal(
-      await idOf(server.path('squares.tif/info.json', { https: true, headers: { 'x-forwarded-proto': 'http' } })),
+      await idOf(proxied.query('squares.tif/info.json', { headers: { 'x-forwarded-proto': 'https' } })),
+      `https://${HOST}${SCRIPT}?IIIF=squares.tif`,
+    );
+    assert.equal(
+      await idOf(proxied.path('squares.tif/info.json', { https: true, headers: { 'x-forwarded-proto': 'http' } })),
       `http://${HOST}/iiif/squares.tif`,
     );
     assert.equal(
-      await idOf(server.path('squares.tif/info.json', { headers: { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'public.example.org' } })),
+      await idOf(proxied.path('squares.tif/info.json', { headers: { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'public.example.org' } })),
+      'https://public.example.org/iiif/squares.tif',
+    );
+    // Appended to by each proxy: the last value is the one our own proxy wrote.
+    assert.equal(
+      await idOf(
+        proxied.path('squares.tif/info.json', { headers: { 'x-forwarded-proto': 'http, https', 'x-forwarded-host': 'evil.example, public.example.org' } }),
+      ),
       'https://public.example.org/iiif/squares.tif',
     );
   });
@@ -445,11 +456,79 @@ describe('the id is the URL the client used', () => {
     // And the image itself is found under the decoded name.
     await image(server.path('sub%2Fdir%2Fvalidator.tif/full/max/0/default.jpg'));
   });
-  it('X-IIIF-ID from the front end is taken verbatim', async () => {
+  it('X-IIIF-ID is taken verbatim when TRUSTED_HEADERS lists it', async () => {
+    const trusting = serverFor(prefix, { TRUSTED_HEADERS: 'x-iiif-id' });
     assert.equal(
-      await idOf(server.query('squares.tif/info.json', { headers: { 'x-iiif-id': 'https://cdn.example.org/iiif/squares' } })),
+      await idOf(trusting.query('squares.tif/info.json', { headers: { 'x-iiif-id': 'https://cdn.example.org/iiif/squares' } })),
       'https://cdn.example.org/iiif/squares',
     );
+    // Without the header, the URL the client used.
+    assert.equal(await idOf(trusting.query('squares.tif/info.json')), `http://${HOST}${SCRIPT}?IIIF=squares.tif`);
+  });
+});
+
+describe('no header a client sends decides a URL the server gives out, unless TRUSTED_HEADERS says so', () => {
+  const EVIL = 'https://evil.example/phish';
+  const hostile = { 'x-iiif-id': EVIL, 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https' };
+  const idOf = (response: PlainResponse) => {
+    const info = json(response);
+    return (info.id ?? info['@id']) as string;
+  };
+  it('by default X-IIIF-ID, X-Forwarded-Host and -Proto change no id, redirect or canonical link, and nothing varies on them', async () => {
+    const info = await ok(server.query('squares.tif/info.json', { headers: hostile }));
+    assert.equal(idOf(info), `http://${HOST}${SCRIPT}?IIIF=squares.tif`);
+    assert.equal(header(info, 'vary'), 'Accept');
+    const redirect = await server.query('squares.tif', { headers: hostile });
+    assert.equal(redirect.status, 303);
+    assert.equal(header(redirect, 'location'), `http://${HOST}${SCRIPT}?IIIF=squares.tif/info.json`);
+    assert.equal(header(redirect, 'vary'), undefined);
+    const byPath = await server.path('squares.tif', { headers: hostile });
+    assert.equal(header(byPath, 'location'), `http://${HOST}/iiif/squares.tif/info.json`);
+    const tile = await ok(server.path('squares.tif/full/max/0/default.jpg', { headers: hostile }));
+    assert.equal(headers(tile, 'link')[0], `<http://${HOST}/iiif/squares.tif/full/max/0/default.jpg>;rel="canonical"`);
+    assert.equal(header(tile, 'vary'), undefined);
+  });
+  it('BASE_URL wins over every header, trusted or not', async () => {
+    const based = serverFor(prefix, { BASE_URL: 'https://iiif.example.org/', TRUSTED_HEADERS: 'X-IIIF-ID X-Forwarded-Host X-Forwarded-Proto' });
+    assert.equal(idOf(await ok(based.query('squares.tif/info.json', { headers: hostile }))), 'https://iiif.example.org/squares.tif');
+    assert.equal(header(await based.query('squares.tif', { headers: hostile }), 'location'), 'https://iiif.example.org/squares.tif/info.json');
+    assert.equal(idOf(await ok(based.query('squares.tif/info.json', { iiifId: EVIL }))), 'https://iiif.example.org/squares.tif');
+    // Nothing but Accept chooses the document then.
+    assert.equal(header(await ok(based.query('squares.tif/info.json')), 'vary'), 'Accept');
+  });
+  it('trusted headers are named in Vary on info.json, the redirect, images and 304s', async () => {
+    const trusting = serverFor(prefix, { TRUSTED_HEADERS: 'X-Forwarded-Host,X-IIIF-ID' });
+    const info = await ok(trusting.query('squares.tif/info.json', { headers: { 'x-forwarded-host': 'public.example.org' } }));
+    assert.equal(idOf(info), `http://public.example.org${SCRIPT}?IIIF=squares.tif`);
+    assert.equal(header(info, 'vary'), 'Accept, X-IIIF-ID, X-Forwarded-Host');
+    const redirect = await trusting.query('squares.tif', { headers: { 'x-iiif-id': 'https://cdn.example.org/squares' } });
+    assert.equal(header(redirect, 'location'), 'https://cdn.example.org/squares/info.json');
+    assert.equal(header(redirect, 'vary'), 'X-IIIF-ID, X-Forwarded-Host');
+    const tile = await ok(trusting.path('squares.tif/full/max/0/default.jpg'));
+    assert.equal(header(tile, 'vary'), 'X-IIIF-ID, X-Forwarded-Host');
+    const later = 'Sat, 01 Jan 2050 00:00:00 GMT';
+    const notModified = await trusting.query('squares.tif/info.json', { headers: { 'if-modified-since': later } });
+    assert.equal(notModified.status, 304);
+    assert.equal(header(notModified, 'vary'), 'Accept, X-IIIF-ID, X-Forwarded-Host');
+  });
+  it("the front end's own IIIF_ID (a FastCGI parameter no request header can produce) is used without opting in", async () => {
+    const response = await ok(server.query('squares.tif/info.json', { iiifId: 'https://cdn.example.org/iiif/squares', headers: hostile }));
+    assert.equal(idOf(response), 'https://cdn.example.org/iiif/squares');
+    assert.equal(header(response, 'vary'), 'Accept');
+    assert.equal(
+      header(await server.query('squares.tif', { iiifId: 'https://cdn.example.org/iiif/squares' }), 'location'),
+      'https://cdn.example.org/iiif/squares/info.json',
+    );
+  });
+  it('a Host (or trusted X-Forwarded-Host) that is no host[:port] is a 400, not part of a URL', async () => {
+    for (const host of ['evil.example/phish?', 'a@evil.example', 'a b', 'x:y:z']) {
+      const response = await server.query('squares.tif/info.json', { headers: { host } });
+      assert.equal(response.status, 400, host);
+    }
+    const trusting = serverFor(prefix, { TRUSTED_HEADERS: 'X-Forwarded-Host' });
+    assert.equal((await trusting.query('squares.tif', { headers: { 'x-forwarded-host': 'evil.example/phish#' } })).status, 400);
+    // IPv6 literals and ports are hosts.
+    assert.equal(idOf(await ok(server.query('squares.tif/info.json', { headers: { host: '[::1]:8080' } }))), `http://[::1]:8080${SCRIPT}?IIIF=squares.tif`);
   });
 });
 
@@ -539,6 +618,7 @@ describe('image responses: headers and canonical links', () => {
       ['webp', 'image/webp', (b) => b.subarray(0, 4).toString('latin1') === 'RIFF' && b.subarray(8, 12).toString('latin1') === 'WEBP'],
       ['tif', 'image/tiff', (b) => ['II*\0', 'MM\0*'].includes(b.subarray(0, 4).toString('latin1'))],
       ['avif', 'image/avif', (b) => b.subarray(4, 8).toString('latin1') === 'ftyp' && /avif|avis|mif1/.test(b.subarray(8, 12).toString('latin1'))],
+      ['gif', 'image/gif', (b) => b.subarray(0, 6).toString('latin1') === 'GIF89a'],
     ];
     for (const [extension, type, magic] of formats) {
       const response = await ok(server.path(`squares.tif/0,0,200,100/100,/0/default.${extension}`), extension);
@@ -848,7 +928,7 @@ describe("the IIIF validator's test image (10x10 squares, 128-px JPEG tiles)", (
     assert.equal(color.channels, 3);
   });
   it('formats decode, with the right size', async () => {
-    for (const format of ['jpg', 'png', 'webp', 'tif', 'avif']) {
+    for (const format of ['jpg', 'png', 'webp', 'tif', 'avif', 'gif']) {
       const got = await image(server.path(`${id}/0,0,500,500/250,/0/default.${format}`), format);
       assert.deepEqual([got.width, got.height], [250, 250], format);
       assertNear(median(got, { left: 10, top: 10, width: 30, height: 30 }).slice(0, 3), truthColour(0, 0), 10, format);
@@ -859,7 +939,7 @@ describe("the IIIF validator's test image (10x10 squares, 128-px JPEG tiles)", (
     assert.equal((await server.path('a/b/full/max/0/default.jpg')).status, 404);
     assert.equal((await server.path('a%2Fb/full/max/0/default.jpg')).status, 404);
   });
-  it('random junk in each parameter is a 400 (or 501 for formats we know of but do not write)', async () => {
+  it('random junk in each parameter is a 400 (or 501 for a format we know of but do not write)', async () => {
     for (const [rest, status] of [
       [`${id}/0,0,50/max/0/default.jpg`, 400],
       [`${id}/x1y2/max/0/default.jpg`, 400],
@@ -867,9 +947,7 @@ describe("the IIIF validator's test image (10x10 squares, 128-px JPEG tiles)", (
       [`${id}/full/max/a5/default.jpg`, 400],
       [`${id}/full/max/0/sepia.jpg`, 400],
       [`${id}/full/max/0/default.xyz`, 400],
-      [`${id}/full/max/0/default.gif`, 501],
-      [`${id}/full/max/0/default.jp2`, 501],
-      [`${id}/full/max/0/default.pdf`, 501],
+      [`${id}/full/max/0/default.heic`, 501],
       ['a4Kz9uq.tif/full/max/0/default.jpg', 404],
     ] as const) {
       const response = await server.path(rest);
@@ -1246,8 +1324,8 @@ describe('errors', () => {
   });
   it('501 for what is well formed but not implemented here', async () => {
     for (const [s, rest] of [
-      [server, 'squares.tif/full/max/0/default.gif'],
-      [server, 'squares.tif/full/max/0/gray.pdf'],
+      [server, 'squares.tif/full/max/0/default.heic'],
+      [server, 'squares.tif/full/max/0/gray.jxl'],
       [serverFor(prefix, { ALLOW_UPSCALING: '0' }), 'squares.tif/full/^2000,/0/default.jpg'],
       [serverFor(prefix, { ALLOW_UPSCALING: '0', IIIF_VERSION: '2' }), 'squares.tif/full/2000,/0/default.jpg'],
     ] as const) {

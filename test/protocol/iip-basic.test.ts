@@ -3,12 +3,12 @@
  * plain response out.
  */
 import assert from 'node:assert/strict';
-import { utimesSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, renameSync, symlinkSync, utimesSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { loadConfig } from '../../src/config.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import { silentLog } from '../../src/log.ts';
+import { createLog, silentLog } from '../../src/log.ts';
 import type { PlainResponse } from '../../src/request.ts';
 import { getHeader } from '../../src/request.ts';
 import { createRouter } from '../../src/router.ts';
@@ -20,7 +20,10 @@ const request = plainRequest;
 
 function routerFor(env: Record<string, string>) {
   const config = loadConfig({ MEMCACHED_SERVERS: '', ...env });
-  const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix }, cacheBytes: config.maxImageCacheBytes });
+  const engine = new Engine({
+    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix, confineSymlinks: config.filesystemConfineSymlinks },
+    cacheBytes: config.maxImageCacheBytes,
+  });
   return createRouter({ config, engine, log: silentLog });
 }
 
@@ -38,7 +41,23 @@ before(async () => {
   await makePyramidTiff(path.join(images, 'sub dir', 'ü.tif'), { width: 64, height: 64 });
   // Outside the prefix: a valid image that no request may reach.
   await makePyramidTiff(path.join(dir, 'secret.tif'), { width: 64, height: 64 });
+  // Beside the prefix's directory: a name may not reach them by continuing its last part.
+  mkdirSync(path.join(dir, 'images_private'));
+  await makePyramidTiff(path.join(dir, 'images_private', 'secret.tif'), { width: 64, height: 64 });
+  // iipsrv's prefix-as-start-of-a-file-name pattern (FILESYSTEM_PREFIX=.../img_).
+  await makePyramidTiff(path.join(dir, 'img_001.tif'), { width: 64, height: 64 });
+  mkdirSync(path.join(dir, 'img_sub'));
+  await makePyramidTiff(path.join(dir, 'img_sub', 'x.tif'), { width: 64, height: 64 });
   writeFileSync(path.join(images, 'notes.txt'), 'not an image at all');
+  // Symbolic links inside the prefix, to files and directories inside and outside it.
+  symlinkSync(path.join(dir, 'secret.tif'), path.join(images, 'out.tif'));
+  symlinkSync(path.join(dir, 'images_private'), path.join(images, 'outdir'));
+  symlinkSync('pyr.tif', path.join(images, 'in.tif'));
+  symlinkSync('sub dir', path.join(images, 'indir'));
+  symlinkSync(images, path.join(dir, 'alias'));
+  mkdirSync(path.join(dir, 'outside-sequence'));
+  await makePyramidTiff(path.join(dir, 'outside-sequence', 's_pyr_000_090.tif'), { width: 64, height: 64 });
+  symlinkSync(path.join(dir, 'outside-sequence'), path.join(images, 'seq'));
   utimesSync(path.join(images, 'pyr.tif'), MTIME, MTIME);
 });
 
@@ -114,6 +133,24 @@ describe('IIP: errors', () => {
   it('several errors give several lines', async () => {
     const response = await routerFor({})(request('FOO=1&BAR=2'));
     assert.equal(text(response), 'Error/7:2 2 FOO\r\nError/7:2 2 BAR\r\n');
+  });
+  it('unknown commands leave at most one short log line per request at the default VERBOSITY', async () => {
+    const logfile = path.join(dir, 'unknown-commands.log');
+    const log = createLog({ target: { kind: 'file', path: logfile }, verbosity: 1 });
+    const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: images });
+    const router = createRouter({ config, engine: new Engine({ paths: { prefix: images, suffix: '' } }), log });
+    // 8 KB of unknown commands, alone and beside an image.
+    const unknowns = Array.from({ length: 1000 }, (_, i) => `UNKNOWN${i}=1`).join('&');
+    assert.ok(unknowns.length > 8000);
+    assert.equal((await router(request(unknowns))).status, 400);
+    assert.equal((await router(request(`FIF=pyr.tif&${unknowns}&JTL=0,0`))).status, 200);
+    await log.flush();
+    const lines = readFileSync(logfile, 'utf8').split('\n').filter(Boolean);
+    assert.equal(lines.length, 2, lines.slice(0, 3).join('\n'));
+    for (const line of lines) assert.ok(line.length < 1024, `${line.length} bytes: ${line.slice(0, 200)}`);
+    const entry = JSON.parse(lines[0]!) as { unsupported: number; commands: string };
+    assert.equal(entry.unsupported, 1000);
+    assert.match(entry.commands, /^UNKNOWN0, UNKNOWN1, UNKNOWN2, .*, \.\.\.$/);
   });
   it('a missing image is 404 with a message that names the image, not the filesystem path', async () => {
     const response = await routerFor({ FILESYSTEM_PREFIX: images })(request('FIF=missing.tif&OBJ=IIP,1.0'));
@@ -226,6 +263,51 @@ describe('filesystem safety', () => {
   it('FILESYSTEM_SUFFIX is appended', async () => {
     const router = routerFor({ FILESYSTEM_PREFIX: images, FILESYSTEM_SUFFIX: '.tif' });
     assert.equal((await router(request('FIF=pyr&OBJ=IIP,1.0'))).status, 200);
+  });
+  it('a prefix without its trailing slash still confines to its directory: images never reaches images_private/', async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: path.join(dir, 'images') });
+    assert.equal((await router(request('FIF=/pyr.tif&OBJ=IIP,1.0'))).status, 200);
+    assert.equal((await router(request('FIF=/sub%20dir/%C3%BC.tif&OBJ=IIP,1.0'))).status, 200);
+    for (const name of ['_private/secret.tif', '_private%2Fsecret.tif', '/../images_private/secret.tif']) {
+      const response = await router(request(`FIF=${name}&OBJ=IIP,1.0`));
+      assert.equal(response.status, 404, name);
+      assert.ok(!text(response).includes(dir), 'the body does not reveal the filesystem path');
+    }
+  });
+  it("iipsrv's prefix that is the start of file names (/data/img_ + 001.tif) works; it reaches no directory of the same start", async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: path.join(dir, 'img_') });
+    assert.equal((await router(request('FIF=001.tif&OBJ=IIP,1.0'))).status, 200);
+    assert.equal((await router(request('FIF=sub/x.tif&OBJ=IIP,1.0'))).status, 404);
+  });
+  it('symbolic links are followed by default, as iipsrv does', async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: images });
+    for (const name of ['out.tif', 'outdir/secret.tif', 'in.tif', 'seq/s']) assert.equal((await router(request(`FIF=${name}&OBJ=IIP,1.0`))).status, 200, name);
+  });
+  it('FILESYSTEM_CONFINE_SYMLINKS=1 refuses links that resolve outside the prefix, and follows those inside it', async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: images, FILESYSTEM_CONFINE_SYMLINKS: '1' });
+    for (const name of ['out.tif', 'outdir/secret.tif', 'seq/s']) {
+      const response = await router(request(`FIF=${name}&OBJ=IIP,1.0`));
+      assert.equal(response.status, 404, name);
+      assert.ok(!text(response).includes(dir), 'the body does not reveal the filesystem path');
+    }
+    for (const name of ['pyr.tif', 'in.tif', 'indir/%C3%BC.tif']) assert.equal((await router(request(`FIF=${name}&OBJ=IIP,1.0`))).status, 200, name);
+    // The prefix itself may be a link, with or without its trailing slash.
+    assert.equal(
+      (await routerFor({ FILESYSTEM_PREFIX: path.join(dir, 'alias') + '/', FILESYSTEM_CONFINE_SYMLINKS: '1' })(request('FIF=pyr.tif&OBJ=IIP,1.0'))).status,
+      200,
+    );
+    assert.equal(
+      (await routerFor({ FILESYSTEM_PREFIX: path.join(dir, 'alias'), FILESYSTEM_CONFINE_SYMLINKS: '1' })(request('FIF=/pyr.tif&OBJ=IIP,1.0'))).status,
+      200,
+    );
+  });
+  it('FILESYSTEM_CONFINE_SYMLINKS=1: a link pointed elsewhere after it was checked is checked again', async () => {
+    const router = routerFor({ FILESYSTEM_PREFIX: images, FILESYSTEM_CONFINE_SYMLINKS: '1' });
+    symlinkSync('pyr.tif', path.join(images, 'moving.tif'));
+    assert.equal((await router(request('FIF=moving.tif&OBJ=IIP,1.0'))).status, 200);
+    symlinkSync(path.join(dir, 'secret.tif'), path.join(images, 'moving.tif.new'));
+    renameSync(path.join(images, 'moving.tif.new'), path.join(images, 'moving.tif'));
+    assert.equal((await router(request('FIF=moving.tif&OBJ=IIP,1.0'))).status, 404);
   });
   it('a prefix that ends in a partial file name confines to its directory', async () => {
     const router = routerFor({ FILESYSTEM_PREFIX: path.join(images, 'p') });

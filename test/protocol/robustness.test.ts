@@ -456,9 +456,24 @@ async function checkResponse(c: Case, response: PlainResponse, statuses: Map<num
   }
   const type = getHeader(response.headers, 'content-type') ?? '';
   try {
-    if (type.startsWith('image/')) {
+    if (type === 'image/jp2') {
+      // sharp reads no JPEG2000: the size from the JP2 header's ihdr box (height, then width).
+      const at = response.body.indexOf('ihdr', 0, 'latin1');
+      assert.ok(response.body.toString('latin1', 4, 8) === 'jP  ' && at > 0, 'a JP2 with a header');
+      const [height, width] = [response.body.readUInt32BE(at + 4), response.body.readUInt32BE(at + 8)];
+      assert.ok(width > 0 && height > 0 && width <= ROTATED_MAX && height <= ROTATED_MAX, `output ${width}x${height} beyond MAX_CVT`);
+    } else if (type.startsWith('image/')) {
       const { info } = await sharp(response.body, { limitInputPixels: false }).raw().toBuffer({ resolveWithObject: true });
       assert.ok(info.width > 0 && info.height > 0);
+      assert.ok(info.width <= ROTATED_MAX && info.height <= ROTATED_MAX, `output ${info.width}x${info.height} beyond MAX_CVT`);
+    } else if (type === 'application/pdf') {
+      // The page's image is the JPEG of the same request: it must decode as any image here.
+      const start = response.body.indexOf(Buffer.from([0xff, 0xd8, 0xff]));
+      const end = response.body.lastIndexOf(Buffer.from([0xff, 0xd9]));
+      assert.ok(response.body.toString('latin1', 0, 5) === '%PDF-' && start > 0 && end > start, 'a PDF holding a JPEG');
+      const { info } = await sharp(response.body.subarray(start, end + 2))
+        .raw()
+        .toBuffer({ resolveWithObject: true });
       assert.ok(info.width <= ROTATED_MAX && info.height <= ROTATED_MAX, `output ${info.width}x${info.height} beyond MAX_CVT`);
     } else if (type.includes('json')) {
       JSON.parse(response.body.toString());

@@ -249,6 +249,25 @@ describe('image sequences, SPECTRA and PFL', () => {
       assert.equal(text(await mine('FIF=later&OBJ=Max-size')), '\r\nMax-size:600 400\r\n');
     });
 
+    it('a directory is read once until its mtime changes, however many names are asked for', async () => {
+      const own = path.join(tempDir('iipsrv-seq-listing-'), 'images') + '/';
+      mkdirSync(own, { recursive: true });
+      await colourPyramid(path.join(own, 'a_pyr_000_090.tif'), [0, 90, 77]);
+      const past = 1_600_000_000;
+      utimesSync(own, past, past);
+      const mine = serverFor(own);
+      assert.equal((await mine('FIF=missing&OBJ=Max-size')).status, 404);
+      assert.equal((await mine('FIF=a&OBJ=Max-size')).status, 200);
+      // A sequence added behind the listing's back (the directory's mtime put back) is not seen by
+      // a name never asked for before: its directory was not read again...
+      await colourPyramid(path.join(own, 'b_pyr_000_090.tif'), [0, 90, 77]);
+      utimesSync(own, past, past);
+      assert.equal((await mine('FIF=b&OBJ=Max-size')).status, 404);
+      // ...until the directory changes.
+      utimesSync(own, past + 1, past + 1);
+      assert.equal(text(await mine('FIF=b&OBJ=Max-size')), '\r\nMax-size:600 400\r\n');
+    });
+
     it('FILENAME_PATTERN names the infix', async () => {
       const own = path.join(tempDir('iipsrv-seq-pattern-'), 'images') + '/';
       mkdirSync(own, { recursive: true });

@@ -41,7 +41,10 @@ describe('command line', () => {
     assert.equal(command.options.fastcgi, null);
   });
   it('defaults to one worker per two CPUs, at least one', () => {
-    assert.deepEqual([1, 2, 3, 4, 8, 64].map((cpus) => defaultWorkers(cpus)), [1, 1, 1, 2, 4, 32]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 8, 64].map((cpus) => defaultWorkers(cpus)),
+      [1, 1, 1, 2, 4, 32],
+    );
     const command = parseArguments(['--bind', ':9000'], false);
     assert.equal(command.kind === 'run' && command.options.workers, Math.max(1, Math.floor(availableParallelism() / 2)));
   });

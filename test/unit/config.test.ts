@@ -11,6 +11,7 @@ describe('config: iipsrv defaults', () => {
     assert.equal(config.maxCvt, 5000);
     assert.equal(config.maxImageCacheBytes, 10 * 1_024_000);
     assert.equal(config.filesystemPrefix, '');
+    assert.equal(config.filesystemConfineSymlinks, false, 'links are followed, as iipsrv does');
     assert.equal(config.filenamePattern, '_pyr_');
     assert.equal(config.allowUpscaling, true);
     assert.equal(config.maxLayers, 0);
@@ -22,6 +23,7 @@ describe('config: iipsrv defaults', () => {
     assert.equal(config.maxIcc, 65536);
     assert.equal(config.codecPassthrough, true);
     assert.deepEqual(config.uriMap, []);
+    assert.deepEqual(config.trustedHeaders, [], 'no request header may decide advertised URLs unless the operator says so');
     assert.equal(config.watermark, null);
     assert.deepEqual(config.warnings, []);
   });
@@ -121,6 +123,12 @@ describe('config: fallbacks iipsrv documents, with a warning', () => {
     assert.equal(loadConfig({ INTERPOLATION: '1' }).interpolation, 'bilinear');
     assert.equal(loadConfig({ INTERPOLATION: 'lanczos3' }).interpolation, 'lanczos3');
   });
+  it('FILESYSTEM_CONFINE_SYMLINKS without FILESYSTEM_PREFIX has nothing to confine to: a warning', () => {
+    assert.match(loadConfig({ FILESYSTEM_CONFINE_SYMLINKS: '1' }).warnings.join('\n'), /FILESYSTEM_CONFINE_SYMLINKS has no effect without FILESYSTEM_PREFIX/);
+    const confined = loadConfig({ FILESYSTEM_CONFINE_SYMLINKS: '1', FILESYSTEM_PREFIX: '/srv/images/' });
+    assert.equal(confined.filesystemConfineSymlinks, true);
+    assert.deepEqual(confined.warnings, []);
+  });
   it('accepts KAKADU_READMODE and DECODER_MODULES with a note that they do nothing here', () => {
     const config = loadConfig({ KAKADU_READMODE: '1', DECODER_MODULES: 'openjpeg' });
     assert.equal(config.kakaduReadmode, 1);
@@ -143,6 +151,12 @@ describe('config: start-up errors name the variable', () => {
     [{ IIIF_EXTRA_INFO: '"rights": ' }, /^IIIF_EXTRA_INFO/],
     [{ INTERPOLATION: 'smooth' }, /^INTERPOLATION/],
     [{ FCGI_WEB_SERVER_ADDRS: 'localhost' }, /^FCGI_WEB_SERVER_ADDRS/],
+    [{ JP2_MAX_DECODE_MB: '1GB' }, /^JP2_MAX_DECODE_MB: expected a whole number/],
+    [{ JP2_HELPER_MEMORY_MB: '10' }, /^JP2_HELPER_MEMORY_MB: expected 0 \(no limit\) or at least 64 MB/],
+    [{ JP2_HELPER_RSS_MB: '-1' }, /^JP2_HELPER_RSS_MB/],
+    // A helper limit the header check would let decodes run into.
+    [{ JP2_MAX_DECODE_MB: '1024', JP2_HELPER_MEMORY_MB: '1024' }, /^JP2_HELPER_MEMORY_MB: must exceed JP2_MAX_DECODE_MB by at least 64 MB/],
+    [{ TRUSTED_HEADERS: 'X-Forwarded-Host, Host' }, /^TRUSTED_HEADERS: "host" is not one of/],
   ];
   for (const [env, message] of cases) {
     it(`${JSON.stringify(env)}`, () => {
@@ -152,6 +166,24 @@ describe('config: start-up errors name the variable', () => {
       );
     });
   }
+});
+
+describe('config: JPEG2000 decoder memory', () => {
+  it('bounds a decode at 1 GB by its header, each decoder process at 2 GB, and replaces a helper holding over 256 MB', () => {
+    const config = loadConfig({});
+    assert.equal(config.jp2MaxDecodeBytes, 1024 * 1024 * 1024);
+    assert.equal(config.jp2DecoderMemoryBytes, 2048 * 1024 * 1024);
+    assert.equal(config.jp2HelperMaxResidentBytes, 256 * 1024 * 1024);
+  });
+  it('takes other sizes in MB, and 0 to switch each off', () => {
+    const config = loadConfig({ JP2_MAX_DECODE_MB: '300', JP2_HELPER_MEMORY_MB: '512', JP2_HELPER_RSS_MB: '64' });
+    assert.deepEqual(
+      [config.jp2MaxDecodeBytes, config.jp2DecoderMemoryBytes, config.jp2HelperMaxResidentBytes],
+      [300, 512, 64].map((mb) => mb * 1024 * 1024),
+    );
+    const off = loadConfig({ JP2_MAX_DECODE_MB: '0', JP2_HELPER_MEMORY_MB: '0', JP2_HELPER_RSS_MB: '0' });
+    assert.deepEqual([off.jp2MaxDecodeBytes, off.jp2DecoderMemoryBytes, off.jp2HelperMaxResidentBytes], [0, 0, 0]);
+  });
 });
 
 describe('config: list values', () => {
@@ -166,6 +198,9 @@ describe('config: list values', () => {
   });
   it('URI_MAP with an empty prefix maps every path', () => {
     assert.deepEqual(parseUriMap('=>IIIF'), [{ prefix: '', protocol: 'iiif' }]);
+  });
+  it('TRUSTED_HEADERS: header names in any case, separated by commas or spaces, in one order', () => {
+    assert.deepEqual(loadConfig({ TRUSTED_HEADERS: 'x-forwarded-proto X-IIIF-ID,X-Forwarded-Proto' }).trustedHeaders, ['x-iiif-id', 'x-forwarded-proto']);
   });
   it('MEMCACHED_SERVERS: host[:port] lists', () => {
     assert.deepEqual(parseMemcachedServers('a, b:11212 [::1]:11213'), [

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { InvalidArgumentError, NotImplementedError } from '../../src/errors.ts';
 import type { LevelSize, Rect } from '../../src/engine/geometry.ts';
+import { writesFormat } from '../../src/engine/output/encoders.ts';
 import { infoContentType, tileOnGrid } from '../../src/protocols/iiif/index.ts';
 import { scaleFactors } from '../../src/protocols/iiif/info.ts';
 import {
@@ -393,17 +394,21 @@ describe('quality and format', () => {
     assert.deepEqual(parseQualityFormat('native.jpg', 2), { colour: 'colour', format: 'jpeg', quality: 'default', extension: 'jpg' });
     assert.throws(() => parseQualityFormat('native.jpg', 3), isBadRequest);
   });
-  it('formats jpg, png, webp, tif, avif', () => {
+  it('formats jpg, png, webp, tif, avif, gif, pdf, and jp2 where the encoder was built', () => {
     assert.equal(parseQualityFormat('default.jpg', 3).format, 'jpeg');
     assert.equal(parseQualityFormat('default.png', 3).format, 'png');
     assert.equal(parseQualityFormat('default.webp', 3).format, 'webp');
     assert.equal(parseQualityFormat('default.tif', 3).format, 'tiff');
     assert.equal(parseQualityFormat('gray.avif', 2).format, 'avif');
+    assert.deepEqual(parseQualityFormat('gray.gif', 3), { colour: 'grey', format: 'gif', quality: 'gray', extension: 'gif' });
+    assert.equal(parseQualityFormat('default.pdf', 2).format, 'pdf');
+    if (writesFormat('jp2')) assert.equal(parseQualityFormat('bitonal.jp2', 3).format, 'jp2');
+    else assert.throws(() => parseQualityFormat('default.jp2', 3), isNotImplemented);
   });
   it('no format at all is JPEG, as in iipsrv', () => {
     assert.deepEqual(parseQualityFormat('default', 3), { colour: 'colour', format: 'jpeg', quality: 'default', extension: 'jpg' });
   });
-  for (const text of ['default.gif', 'default.jp2', 'default.pdf', 'gray.gif']) {
+  for (const text of ['default.heic', 'default.jxl', 'gray.heic']) {
     it(`a IIIF format we do not write is a 501: ${text}`, () => {
       assert.throws(
         () => parseQualityFormat(text, 3),
@@ -428,8 +433,8 @@ describe('quality and format', () => {
       );
     });
   }
-  it('a gray gif names the format problem only after the quality is known good', () => {
-    assert.throws(() => parseQualityFormat('sepia.gif', 3), isBadRequest);
+  it('a sepia heic names the format problem only after the quality is known good', () => {
+    assert.throws(() => parseQualityFormat('sepia.heic', 3), isBadRequest);
   });
 });
 

@@ -6,7 +6,8 @@
  * JPEG: APP2 `ICC_PROFILE` chunks and an APP1 XMP packet after the JFIF header and comments, the
  * layout iipsrv 1.1 writes (JFIF, COM, ICC, XMP, then the tables). PNG: an iCCP chunk after IHDR.
  * WebP: an ICCP chunk in the extended (VP8X) layout. TIFF: the ICCProfile tag (34675) in a
- * rewritten first IFD.
+ * rewritten first IFD. JP2: the header's colour box as an ICC one (OpenJPEG 2.5.0's encoder
+ * cannot write it), and XMP in a `uuid` box after the codestream.
  */
 import { crc32, deflateSync } from 'node:zlib';
 
@@ -194,4 +195,53 @@ export function embedInTiff(tiff: Buffer, icc: Buffer): Buffer {
   else head.writeUInt32BE(ifdAt, 4);
   const pad = (n: number) => Buffer.alloc(n % 2);
   return Buffer.concat([head, tiff.subarray(8), pad(tiff.length), icc, pad(icc.length), table]);
+}
+
+/** The UUID of a JP2 box holding an XMP packet (XMP Specification Part 3, §1.1.4). */
+const JP2_XMP_UUID = Buffer.from('be7acfcb97a942e89c71999491e3afac', 'hex');
+
+function jp2Box(type: string, ...data: Buffer[]): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(
+    data.reduce((sum, part) => sum + part.length, 8),
+    0,
+  );
+  head.write(type, 4, 'latin1');
+  return Buffer.concat([head, ...data]);
+}
+
+/**
+ * The profile replaces the colour box of the JP2 header (method 2, an ICC profile; precedence and
+ * approximation 0); nothing after the header holds an offset into the file, so only the header's
+ * length changes. The XMP packet goes last, where readers skip boxes they do not know.
+ */
+export function embedInJp2(jp2: Buffer, icc: Buffer | null, xmp: string | null): Buffer {
+  if (jp2.length < 12 || jp2.toString('latin1', 4, 8) !== 'jP  ') throw new EmbedError('not a JP2');
+  let out = jp2;
+  if (icc) {
+    let header: { at: number; end: number } | null = null;
+    for (let at = 0; at + 8 <= jp2.length;) {
+      const length = jp2.readUInt32BE(at);
+      // Length 0 (to the end) and 1 (64-bit) are only used for the codestream, which follows the header.
+      if (length < 8) break;
+      if (jp2.toString('latin1', at + 4, at + 8) === 'jp2h') {
+        header = { at, end: at + length };
+        break;
+      }
+      at += length;
+    }
+    if (!header) throw new EmbedError('JP2 without a header box');
+    const boxes: Buffer[] = [];
+    for (let at = header.at + 8; at + 8 <= header.end;) {
+      const length = jp2.readUInt32BE(at);
+      if (length < 8 || at + length > header.end) throw new EmbedError('a damaged JP2 header');
+      const type = jp2.toString('latin1', at + 4, at + 8);
+      if (type === 'colr') boxes.push(jp2Box('colr', Buffer.from([2, 0, 0]), icc));
+      else boxes.push(jp2.subarray(at, at + length));
+      at += length;
+    }
+    out = Buffer.concat([jp2.subarray(0, header.at), jp2Box('jp2h', ...boxes), jp2.subarray(header.end)]);
+  }
+  if (xmp) out = Buffer.concat([out, jp2Box('uuid', JP2_XMP_UUID, Buffer.from(xmp, 'utf8'))]);
+  return out;
 }

@@ -34,7 +34,9 @@ export async function decoding<T>(name: string, run: () => Promise<T>): Promise<
     return await run();
   } catch (error) {
     const failure = asDecodeFailure(error, name);
-    if (failure !== error || !(error instanceof Error) || OUR_ERRORS.some((kind) => error instanceof kind)) throw failure;
+    // A request aborted because its client left is not tried again either.
+    const ours = error instanceof Error && (error.name === 'AbortError' || OUR_ERRORS.some((kind) => error instanceof kind));
+    if (failure !== error || !(error instanceof Error) || ours) throw failure;
   }
   try {
     return await run();

@@ -40,6 +40,9 @@ export interface ImageFileStat {
   path: string;
   mtimeSeconds: number;
   size: number;
+  /** The file's identity: a link pointed elsewhere leads to another. */
+  dev: number;
+  ino: number;
 }
 
 /**
@@ -58,7 +61,7 @@ export function statImageFile(path: string, name: string): ImageFileStat {
     info = undefined;
   }
   if (!info?.isFile()) throw new FileError(`${name} is neither a file nor part of an image sequence`);
-  return { path, mtimeSeconds: Math.floor(info.mtimeMs / 1000), size: info.size };
+  return { path, mtimeSeconds: Math.floor(info.mtimeMs / 1000), size: info.size, dev: info.dev, ino: info.ino };
 }
 
 /** iipsrv reads this many bytes to recognise a format; a shorter file is no image (404). */

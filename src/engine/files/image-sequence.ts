@@ -43,16 +43,44 @@ function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
+/** What a directory held when its mtime was `mtimeMs`: the names that may be views, sorted. */
+interface Listing {
+  mtimeMs: number;
+  names: string[];
+  /** Read while the mtime was too recent to vouch for it: read again next time. */
+  unsure: boolean;
+}
+
 /**
- * Lists sequences from their directory, and lists again only when the directory changed (a view
- * added, removed or renamed changes its mtime), so that a request costs one stat of the directory.
- * Names that are no sequence are remembered the same way: asking again for a missing image does
- * not read the directory again.
+ * Filesystems that keep times in whole seconds (or coarser) may give a file added in the same
+ * second as the listing no new mtime: listings of so young a directory are not trusted.
+ */
+const MTIME_GRANULARITY_MS = 2000;
+
+/**
+ * Finds sequences in their directory, and reads a directory again only when it changed (a file
+ * added, removed or renamed changes its mtime), so that asking for any name, found or missing,
+ * costs one stat of its directory. Without this, every new missing name read its whole directory
+ * (44.9 ms a request in a directory of 60 000 files). Of a listing only the names that can be
+ * views are kept (the pattern, then `HHH_VVV`), so plain image directories cost next to nothing;
+ * the names kept are bounded over all directories, and a directory with more views than that is
+ * read each time, as before.
  */
 export class SequenceFinder {
-  private readonly listings = new Map<string, { mtimeMs: number; found: ImageSequence | FileError }>();
+  private readonly listings = new Map<string, Listing>();
+  private readonly reading = new Map<string, Promise<Listing | null>>();
+  private namesHeld = 0;
 
-  constructor(private readonly maxEntries = 1000) {}
+  /**
+   * @param pattern FILENAME_PATTERN, which every view's name contains
+   * @param maxNames names kept over all directories
+   * @param maxDirectories directories remembered
+   */
+  constructor(
+    private readonly pattern = '_pyr_',
+    private readonly maxNames = 200_000,
+    private readonly maxDirectories = 1000,
+  ) {}
 
   /**
    * @param stem absolute path up to the angles (directory + name + pattern)
@@ -70,35 +98,89 @@ export class SequenceFinder {
     } catch {
       throw notASequence(printableName);
     }
-    let known = this.listings.get(stem);
-    if (!known || known.mtimeMs !== mtimeMs) {
-      let entries: string[] | null = null;
-      try {
-        entries = await readdir(directory);
-      } catch {
-        // Unreadable: no sequence, until the directory changes.
-      }
-      known = { mtimeMs, found: entries ? sequenceIn(entries, stem, printableStem, printableName) : notASequence(printableName) };
-      this.listings.delete(stem);
-      this.listings.set(stem, known);
-      while (this.listings.size > this.maxEntries) this.listings.delete(this.listings.keys().next().value!);
+    let listing: Listing | null | undefined = this.listings.get(directory);
+    if (listing && listing.mtimeMs !== mtimeMs) {
+      this.forget(directory);
+      listing = undefined;
     }
-    if (known.found instanceof FileError) throw known.found;
-    return known.found;
+    if (listing) {
+      // Most recently used last, so that eviction takes the oldest.
+      this.listings.delete(directory);
+      this.listings.set(directory, listing);
+    } else {
+      listing = await this.read(directory, mtimeMs);
+    }
+    if (!listing) throw notASequence(printableName);
+    const found = sequenceIn(listing.names, stem, printableStem, printableName);
+    if (found instanceof FileError) throw found;
+    return found;
   }
 
   clear(): void {
     this.listings.clear();
+    this.namesHeld = 0;
   }
+
+  /** Reads a directory once however many requests wait for it. Null when it cannot be read. */
+  private read(directory: string, mtimeMs: number): Promise<Listing | null> {
+    const key = `${mtimeMs}:${directory}`;
+    let reading = this.reading.get(key);
+    if (!reading) {
+      reading = readdir(directory)
+        .then((entries) => {
+          const names = entries.filter((name) => name.includes(this.pattern) && VIEW_ANGLES.test(name)).sort();
+          const listing: Listing = { mtimeMs, names, unsure: Date.now() - mtimeMs < MTIME_GRANULARITY_MS };
+          this.remember(directory, listing);
+          return listing;
+        })
+        .catch(() => null)
+        .finally(() => this.reading.delete(key));
+      this.reading.set(key, reading);
+    }
+    return reading;
+  }
+
+  private remember(directory: string, listing: Listing): void {
+    this.forget(directory);
+    if (listing.unsure || listing.names.length > this.maxNames) return;
+    this.listings.set(directory, listing);
+    this.namesHeld += listing.names.length;
+    while (this.listings.size > this.maxDirectories || this.namesHeld > this.maxNames) this.forget(this.listings.keys().next().value!);
+  }
+
+  private forget(directory: string): void {
+    const listing = this.listings.get(directory);
+    if (!listing) return;
+    this.listings.delete(directory);
+    this.namesHeld -= listing.names.length;
+  }
+}
+
+/** The angles of a view's name: `000_090.` (after the pattern), which every view has. */
+const VIEW_ANGLES = /\d{3}_\d{3}/;
+
+/** The range of sorted `names` that start with `prefix`. */
+function withPrefix(names: readonly string[], prefix: string): readonly string[] {
+  let low = 0;
+  let high = names.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (names[middle]! < prefix) low = middle + 1;
+    else high = middle;
+  }
+  let end = low;
+  while (end < names.length && names[end]!.startsWith(prefix)) end++;
+  return names.slice(low, end);
 }
 
 function notASequence(printableName: string): FileError {
   return new FileError(`${printableName} is neither a file nor part of an image sequence`);
 }
 
-/** The sequence `stem` names among a directory's entries, or why there is none. */
-function sequenceIn(entries: string[], stem: string, printableStem: string, printableName: string): ImageSequence | FileError {
+/** The sequence `stem` names among a directory's (sorted) entries, or why there is none. */
+function sequenceIn(sorted: readonly string[], stem: string, printableStem: string, printableName: string): ImageSequence | FileError {
   const base = path.basename(stem);
+  const entries = withPrefix(sorted, base);
   const first = `${base}000_090.`;
   const firstViews = entries.filter((entry) => entry.startsWith(first) && entry.length > first.length);
   if (firstViews.length === 0) return notASequence(printableName);

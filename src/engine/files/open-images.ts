@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import { FileError } from '../../errors.js';
 import type { ImageSource } from '../source.js';
 import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileStat } from './image-file.js';
-import { resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
+import { RealPathCheck, resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
 import { SequenceFinder, viewFileName, viewPath, type ImageSequence } from './image-sequence.js';
 
 export interface OpenImage {
@@ -47,9 +47,13 @@ const OPEN_FILE_CEILING = 256;
 export class OpenImages {
   private readonly open = new Map<string, Promise<OpenFile>>();
   private readonly maxOpen: number;
-  private readonly sequences = new SequenceFinder();
+  private readonly sequences: SequenceFinder;
+  /** Null unless FILESYSTEM_CONFINE_SYMLINKS. */
+  private readonly realPaths: RealPathCheck | null;
 
   constructor(private readonly options: OpenImagesOptions) {
+    this.sequences = new SequenceFinder(options.filenamePattern);
+    this.realPaths = options.paths.confineSymlinks ? new RealPathCheck(options.paths.prefix) : null;
     const requested = options.maxOpen;
     this.maxOpen = requested < 0 ? OPEN_FILE_CEILING : Math.min(requested, OPEN_FILE_CEILING);
   }
@@ -78,6 +82,8 @@ export class OpenImages {
     const pattern = this.options.filenamePattern;
     // Sequences take the pattern where single files take FILESYSTEM_SUFFIX (as iipsrv 1.3).
     const stem = this.resolve(name, pattern, printable);
+    // Not even the listing of a directory a link leads out to.
+    if (this.realPaths && !this.realPaths.placeInside(stem)) throw outside(printable);
     const sequence = await this.sequences.find(stem, printable + pattern, printable);
     const first = viewPath(sequence, 0, 90);
     const stat = statImageFile(first, printable + pattern + viewFileName(sequence, 0, 90));
@@ -125,6 +131,7 @@ export class OpenImages {
   /** A parsed file, from the open-file cache when it has not changed since. */
   private async openFile(stat: ImageFileStat, printable: string): Promise<OpenFile> {
     const { path } = stat;
+    if (this.realPaths && !this.realPaths.fileInside(path, stat)) throw outside(printable);
     const known = this.open.get(path);
     if (known) {
       const image = await known.catch(() => null);
@@ -158,6 +165,10 @@ export class OpenImages {
       () => undefined,
     );
   }
+}
+
+function outside(printable: string): FileError {
+  return new FileError(`${printable} leads outside the image directory`);
 }
 
 /** Names go back to clients in error bodies: keep them printable. */

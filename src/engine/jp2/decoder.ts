@@ -12,6 +12,10 @@
  * (Node's child pipes are sockets: /dev/stdout cannot be reopened), so each decode writes a PNM
  * file in a private directory (in RAM under /dev/shm when there is one), read and removed as soon
  * as the child has gone, whatever happened; the directory goes when the process exits.
+ *
+ * Both run under an address-space limit (`memoryBytes`: setrlimit in the helper, `ulimit -v` for
+ * opj_decompress), so that a file whose codestream makes OpenJPEG allocate without bound fails
+ * its own request (DecodeError 'memory') instead of exhausting the machine.
  */
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { readFile, stat, unlink } from 'node:fs/promises';
@@ -19,7 +23,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DecodeArea } from './decode-area.js';
-import { HelperPool, HelperUnsupported } from './helper.js';
+import { HelperPool, HelperUnsupported, type HelperLimits } from './helper.js';
 import { parsePnm, type DecodedPixels } from './pnm.js';
 import { DecodeError, ProcessPool } from './process-pool.js';
 
@@ -30,9 +34,17 @@ export interface Jp2DecoderOptions {
   /** Children at once; default the cores. */
   concurrency?: number;
   timeoutMs?: number;
+  /** Address-space limit of each decoder process, bytes; 0 = none. Default 2 GiB. */
+  memoryBytes?: number;
+  /** A helper still holding more than this after a decode is replaced; 0 = never. Default 256 MiB. */
+  maxResidentBytes?: number;
 }
 
 export const DEFAULT_DECODE_TIMEOUT_MS = 30_000;
+export const DEFAULT_DECODER_MEMORY_BYTES = 2048 * 1024 * 1024;
+export const DEFAULT_MAX_RESIDENT_BYTES = 256 * 1024 * 1024;
+/** OpenJPEG's words for an allocation that failed (opj_decompress prints them). */
+const OUT_OF_MEMORY = /memory|exceeds system limits/i;
 
 /** Where npm run build puts the helper: build/ at the package root (this file is three levels below it, in src/ or dist/). */
 export const HELPER_BINARY = fileURLToPath(new URL('../../../build/jp2-decoder', import.meta.url));
@@ -63,16 +75,20 @@ export function decoderOutputDir(): string | null {
 export class Jp2Decoder {
   readonly pool: ProcessPool;
   readonly helpers: HelperPool | null;
+  /** The address-space limit of each decoder process, bytes; 0 = none. */
+  readonly memoryBytes: number;
   private readonly command: string;
   private readonly timeoutMs: number;
 
   constructor(options: Jp2DecoderOptions = {}) {
     this.command = options.command ?? 'opj_decompress';
     this.timeoutMs = options.timeoutMs ?? DEFAULT_DECODE_TIMEOUT_MS;
+    this.memoryBytes = options.memoryBytes ?? DEFAULT_DECODER_MEMORY_BYTES;
     const size = options.concurrency ?? Math.max(1, availableParallelism());
     this.pool = new ProcessPool(size);
     const helper = options.helper === undefined ? (existsSync(HELPER_BINARY) ? HELPER_BINARY : null) : options.helper;
-    this.helpers = helper ? new HelperPool(helper, size) : null;
+    const limits: HelperLimits = { memoryBytes: this.memoryBytes, maxResidentBytes: options.maxResidentBytes ?? DEFAULT_MAX_RESIDENT_BYTES };
+    this.helpers = helper ? new HelperPool(helper, size, limits) : null;
   }
 
   /** @throws DecodeError when the codec fails, hangs, or delivers something else than asked */
@@ -111,15 +127,24 @@ export class Jp2Decoder {
     // 16-bit samples at most, plus the header.
     const maxBytes = area.width * area.height * Math.max(area.channels, 1) * 2 + 4096;
     let bytes: Buffer;
+    const kilobytes = Math.floor(this.memoryBytes / 1024);
+    // The shell sets the limit, then becomes the decoder: it is the same process, killed alike.
+    const [command, commandArgs] =
+      kilobytes > 0 ? ['/bin/sh', ['-c', 'ulimit -v "$1" && shift && exec "$@"', 'sh', String(kilobytes), this.command, ...args]] : [this.command, args];
     try {
-      await this.pool.run(this.command, args, { timeoutMs: this.timeoutMs, maxBytes: 64 * 1024 });
+      await this.pool.run(command, commandArgs, { timeoutMs: this.timeoutMs, maxBytes: 64 * 1024 });
       const { size } = await stat(output).catch(() => ({ size: -1 }));
       if (size < 0) throw new DecodeError(`${this.command} wrote no image`);
       if (size > maxBytes) throw new DecodeError(`${this.command} wrote ${size} bytes where at most ${maxBytes} were expected`);
       bytes = await readFile(output);
     } catch (error) {
-      if (error instanceof DecodeError && error.kind === 'unavailable') {
+      // 127: the shell found no such program.
+      const missing = error instanceof DecodeError && (error.kind === 'unavailable' || (command === '/bin/sh' && /^exit status 127\b/.test(error.message)));
+      if (missing) {
         throw new DecodeError(`${this.command} is not installed (apt-get install libopenjp2-tools)`, 'unavailable');
+      }
+      if (error instanceof DecodeError && error.kind === 'failed' && kilobytes > 0 && OUT_OF_MEMORY.test(error.message)) {
+        throw new DecodeError(error.message, 'memory');
       }
       throw error;
     } finally {

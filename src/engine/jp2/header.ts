@@ -41,6 +41,13 @@ export interface Jp2Header {
   reversible: boolean;
   /** Multiple component transform (RGB coded as YCbCr) on. */
   mct: boolean;
+  /**
+   * Code-block size as exponents of 2 (COD; the smallest any COC gives a component): with the
+   * precincts, what the codec's bookkeeping for a codestream tile costs (jp2/memory.ts).
+   */
+  codeBlock: { widthExp: number; heightExp: number };
+  /** Precinct size exponents per resolution, lowest first (15 when the COD gives none). */
+  precincts: Array<{ widthExp: number; heightExp: number }>;
   /** From colr: an enumerated space (16 sRGB, 17 grey, 18 sYCC ...), or null. */
   enumeratedColourSpace: number | null;
   icc: Buffer | null;
@@ -176,8 +183,9 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
   if (b.length < 4) return null;
   if (b.readUInt16BE(0) !== 0xff4f) throw new Jp2FormatError('the codestream does not start with SOC');
   if (b.readUInt16BE(2) !== 0xff51) throw new Jp2FormatError('SIZ does not follow SOC');
-  let siz: Omit<Codestream, 'dwtLevels' | 'qualityLayers' | 'progression' | 'reversible' | 'mct' | 'codestreamOffset'> | null = null;
-  let cod: Pick<Codestream, 'dwtLevels' | 'qualityLayers' | 'progression' | 'reversible' | 'mct'> | null = null;
+  let siz: Omit<Codestream, keyof ReturnType<typeof parseCod> | 'codestreamOffset'> | null = null;
+  let cod: ReturnType<typeof parseCod> | null = null;
+  const cocs: Array<Pick<Codestream, 'codeBlock' | 'precincts'>> = [];
   let quantised = false;
   let position = 2;
   for (;;) {
@@ -191,12 +199,25 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
     const body = b.subarray(position + 4, position + 2 + size);
     if (marker === 0xff51) siz = parseSiz(body);
     else if (marker === 0xff52) cod = parseCod(body);
-    else if (marker === 0xff5c) quantised = body.length >= 1;
+    else if (marker === 0xff53) {
+      if (!siz) throw new Jp2FormatError('COC before SIZ');
+      cocs.push(parseCoc(body, siz.components.length));
+    } else if (marker === 0xff5c) quantised = body.length >= 1;
     position += 2 + size;
   }
   if (!siz) throw new Jp2FormatError('no SIZ marker');
   if (!cod) throw new Jp2FormatError('no COD marker in the main header');
   if (!quantised) throw new Jp2FormatError('no QCD marker in the main header');
+  for (const coc of cocs) {
+    cod.codeBlock = {
+      widthExp: Math.min(cod.codeBlock.widthExp, coc.codeBlock.widthExp),
+      heightExp: Math.min(cod.codeBlock.heightExp, coc.codeBlock.heightExp),
+    };
+    cod.precincts = cod.precincts.map((p, r) => {
+      const other = coc.precincts[Math.min(r, coc.precincts.length - 1)]!;
+      return { widthExp: Math.min(p.widthExp, other.widthExp), heightExp: Math.min(p.heightExp, other.heightExp) };
+    });
+  }
   return { ...siz, ...cod, codestreamOffset: offset };
 }
 
@@ -230,8 +251,37 @@ function parseCod(b: Buffer) {
   const progression = PROGRESSIONS[b[1]!];
   if (!progression) throw new Jp2FormatError(`COD: unknown progression order ${b[1]}`);
   const qualityLayers = b.readUInt16BE(2);
-  const dwtLevels = b[5]!;
   if (qualityLayers === 0) throw new Jp2FormatError('COD: zero quality layers');
-  if (dwtLevels > 32) throw new Jp2FormatError(`COD: ${dwtLevels} decomposition levels`);
-  return { progression, qualityLayers, mct: b[4] === 1, dwtLevels, reversible: b[9] === 1 };
+  const coding = parseCodingStyle('COD', b[0]!, b.subarray(5));
+  return { progression, qualityLayers, mct: b[4] === 1, ...coding };
+}
+
+/** COC: a component's own coding style; only its code-block and precinct sizes matter here. */
+function parseCoc(b: Buffer, components: number) {
+  const indexBytes = components < 257 ? 1 : 2;
+  if (b.length < indexBytes + 6) throw new Jp2FormatError('COC is too short');
+  const { codeBlock, precincts } = parseCodingStyle('COC', b[indexBytes]!, b.subarray(indexBytes + 1));
+  return { codeBlock, precincts };
+}
+
+/** SPcod / SPcoc: decomposition levels, code-block size, transform, precinct sizes (Scod bit 0). */
+function parseCodingStyle(marker: string, style: number, b: Buffer) {
+  if (b.length < 5) throw new Jp2FormatError(`${marker} is too short`);
+  const dwtLevels = b[0]!;
+  if (dwtLevels > 32) throw new Jp2FormatError(`${marker}: ${dwtLevels} decomposition levels`);
+  const codeBlock = { widthExp: (b[1]! & 0x0f) + 2, heightExp: (b[2]! & 0x0f) + 2 };
+  // Part 1: each side at most 1024, at most 4096 samples.
+  if (codeBlock.widthExp > 10 || codeBlock.heightExp > 10 || codeBlock.widthExp + codeBlock.heightExp > 12) {
+    throw new Jp2FormatError(`${marker}: code-blocks of ${2 ** codeBlock.widthExp}x${2 ** codeBlock.heightExp}`);
+  }
+  const precincts: Array<{ widthExp: number; heightExp: number }> = [];
+  for (let r = 0; r <= dwtLevels; r++) {
+    if ((style & 1) === 0) precincts.push({ widthExp: 15, heightExp: 15 });
+    else {
+      const packed = b[5 + r];
+      if (packed === undefined) throw new Jp2FormatError(`${marker}: precinct sizes missing`);
+      precincts.push({ widthExp: packed & 0x0f, heightExp: packed >> 4 });
+    }
+  }
+  return { dwtLevels, reversible: b[4] === 1, codeBlock, precincts };
 }

@@ -4,14 +4,21 @@
  * not a program start. At most `size` of them (the cores); one that hangs past its time is killed
  * and replaced by a fresh one on the next request; one that crashes fails only its own request.
  * Idle helpers do not keep the server alive, and end by themselves when it goes (end of input).
+ *
+ * Memory: each helper runs under an address-space limit (its first argument), so that a decode
+ * that would need more fails by itself (status 3) instead of taking gigabytes; and each answer
+ * says how much the helper still holds once the codec is gone. A helper that ran out, or that
+ * still holds more than `maxResidentBytes`, is replaced by a fresh one rather than kept.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { DecodeArea } from './decode-area.js';
 import type { DecodedPixels } from './pnm.js';
 import { DecodeError } from './process-pool.js';
 
-const MAGIC = 0x524b324a;
-const HEADER_BYTES = 24;
+const MAGIC = 0x334b324a;
+const HEADER_BYTES = 28;
+const STATUS_UNSUPPORTED = 2;
+const STATUS_OUT_OF_MEMORY = 3;
 
 /** One decode, as the helper reads it from its input line. */
 export type HelperRequest = Pick<DecodeArea, 'reduce' | 'layers' | 'x0' | 'y0' | 'x1' | 'y1'> & { path: string };
@@ -19,6 +26,23 @@ export type HelperRequest = Pick<DecodeArea, 'reduce' | 'layers' | 'x0' | 'y0' |
 /** Status 2: the helper cannot do this one (a colour conversion only opj_decompress has). */
 export class HelperUnsupported extends Error {
   override name = 'HelperUnsupported';
+}
+
+export interface HelperLimits {
+  /** Address-space limit of each helper, bytes; 0 = none. */
+  memoryBytes: number;
+  /** A helper holding more than this after an answer is replaced; 0 = never. */
+  maxResidentBytes: number;
+}
+
+interface Answer {
+  status: number;
+  width: number;
+  height: number;
+  channels: number;
+  /** What the helper holds after the decode, bytes (0 when it could not tell). */
+  resident: number;
+  payload: Buffer;
 }
 
 interface Pending {
@@ -35,9 +59,15 @@ class Helper {
   private pending: Pending | null = null;
   private errorText = '';
   alive = true;
+  /** Ended by us for the memory it used (status 3, or too much kept after a decode). */
+  retired = false;
 
-  constructor(binary: string) {
-    this.child = spawn(binary, [], { stdio: ['pipe', 'pipe', 'pipe'] });
+  constructor(
+    binary: string,
+    private readonly limits: HelperLimits,
+  ) {
+    const megabytes = Math.floor(limits.memoryBytes / (1024 * 1024));
+    this.child = spawn(binary, megabytes > 0 ? [String(megabytes)] : [], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
     this.child.stderr!.on('data', (chunk: Buffer) => {
       if (this.errorText.length < 1000) this.errorText += chunk.toString('utf8');
@@ -74,7 +104,7 @@ class Helper {
   }
 
   /** The answer being read: its header once complete, and its payload filled in place. */
-  private answer: { status: number; width: number; height: number; channels: number; payload: Buffer; filled: number } | null = null;
+  private answer: (Answer & { filled: number }) | null = null;
 
   private onData(chunk: Buffer): void {
     while (chunk.length > 0) {
@@ -85,7 +115,8 @@ class Helper {
         const all = Buffer.concat(this.chunks, this.buffered);
         this.chunks = [];
         this.buffered = 0;
-        const [magic, status, width, height, channels, length] = [0, 4, 8, 12, 16, 20].map((o) => all.readUInt32LE(o)) as [
+        const [magic, status, width, height, channels, length, residentKb] = [0, 4, 8, 12, 16, 20, 24].map((o) => all.readUInt32LE(o)) as [
+          number,
           number,
           number,
           number,
@@ -103,7 +134,7 @@ class Helper {
           this.kill();
           return;
         }
-        this.answer = { status, width, height, channels, payload: Buffer.allocUnsafe(length), filled: 0 };
+        this.answer = { status, width, height, channels, resident: residentKb * 1024, payload: Buffer.allocUnsafe(length), filled: 0 };
         chunk = all.subarray(HEADER_BYTES);
         continue;
       }
@@ -118,14 +149,17 @@ class Helper {
     }
   }
 
-  private finish(answer: { status: number; width: number; height: number; channels: number; payload: Buffer }): void {
+  private finish(answer: Answer): void {
     const pending = this.pending;
     if (!pending) return;
     clearTimeout(pending.timer);
     this.pending = null;
     this.idle();
     const { status, width, height, channels, payload } = answer;
-    if (status === 2) return pending.reject(new HelperUnsupported(payload.toString('utf8')));
+    // Before answering, so that the pool never hands this helper out again.
+    if (status === STATUS_OUT_OF_MEMORY || (this.limits.maxResidentBytes > 0 && answer.resident > this.limits.maxResidentBytes)) this.retire();
+    if (status === STATUS_UNSUPPORTED) return pending.reject(new HelperUnsupported(payload.toString('utf8')));
+    if (status === STATUS_OUT_OF_MEMORY) return pending.reject(new DecodeError(payload.toString('utf8'), 'memory'));
     if (status !== 0) return pending.reject(new DecodeError(payload.toString('utf8'), 'failed'));
     const samples = width * height * channels;
     if (payload.length === samples) return pending.resolve({ data: payload, width, height, channels });
@@ -158,17 +192,32 @@ class Helper {
     this.alive = false;
     this.child.kill('SIGKILL');
   }
+
+  /** Idle, but holding memory a fresh process would not: end it (at end of input it exits). */
+  private retire(): void {
+    this.retired = true;
+    this.alive = false;
+    this.child.stdin!.end();
+  }
 }
 
 export class HelperPool {
   private readonly idleHelpers: Helper[] = [];
   private readonly all = new Set<Helper>();
   private readonly waiting: Array<(helper: Helper) => void> = [];
+  /** Helpers replaced for the memory they used or kept (tests, statistics). */
+  replaced = 0;
 
   constructor(
     private readonly binary: string,
     readonly size: number,
+    private readonly limits: HelperLimits = { memoryBytes: 0, maxResidentBytes: 0 },
   ) {}
+
+  /** The process ids of the helpers alive now (tests). */
+  get pids(): number[] {
+    return [...this.all].filter((h) => h.alive && h.child.pid !== undefined).map((h) => h.child.pid!);
+  }
 
   /** Helper processes alive now. */
   get processes(): number {
@@ -195,13 +244,14 @@ export class HelperPool {
   }
 
   private spawn(): Helper {
-    const helper = new Helper(this.binary);
+    const helper = new Helper(this.binary, this.limits);
     this.all.add(helper);
     return helper;
   }
 
   private release(helper: Helper): void {
     if (!helper.alive) {
+      if (helper.retired) this.replaced++;
       this.all.delete(helper);
       const next = this.waiting.shift();
       if (next) next(this.spawn());

@@ -10,11 +10,12 @@
  */
 import { open } from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
-import { FileError, NotImplementedError, ServerFailureError } from '../../errors.js';
+import { FileError, ServerFailureError } from '../../errors.js';
 import type { DecodeArea } from './decode-area.js';
 import { type Jp2Decoder } from './decoder.js';
 import { Jp2FormatError, readJp2Header, type Jp2Header } from './header.js';
 import { type DecodedLevelCache } from './level-cache.js';
+import { decodeMemory } from './memory.js';
 import type { DecodedPixels } from './pnm.js';
 import { DecodeError } from './process-pool.js';
 import type { ColourSpace, DecodeOptions, ImageDescription, ImageSource, RawPixels, Samples } from '../source.js';
@@ -38,6 +39,14 @@ const BLOCK = 512;
 const MAX_VIRTUAL_SOURCE_PIXELS = 64 * 1024 * 1024;
 const BLOCK_WINDOW_MS = 250;
 const RECENT_BLOCKS = 1024;
+/**
+ * A larger area (a big region export) is decoded in strips of about this many samples, one after
+ * the other, so that what a decoder holds (14 bytes a sample, jp2/memory.ts) stays near 230 MB
+ * however large the export: the decoder's memory is bounded by its limit, not by MAX_CVT.
+ */
+const STRIP_SAMPLES = 16 * 1024 * 1024;
+/** JP2_MAX_DECODE_MB's default. */
+export const DEFAULT_MAX_DECODE_BYTES = 1024 * 1024 * 1024;
 
 export interface Jp2SourceOptions {
   decoder: Jp2Decoder;
@@ -49,6 +58,13 @@ export interface Jp2SourceOptions {
   blocks?: boolean;
   /** Most pixels decoded for one rectangle of a virtual level (default 64 Mpx). */
   maxVirtualSourcePixels?: number;
+  /**
+   * Most memory one decode may need by the header's account (jp2/memory.ts): a file claiming more
+   * is refused (404 naming the limit) before a decoder sees it. 0 = no check; default 1 GiB.
+   */
+  maxDecodeBytes?: number;
+  /** Decode larger areas in strips of at most this many samples (tests; default 16 Mi). */
+  stripSamples?: number;
 }
 
 let openedSources = 0;
@@ -137,6 +153,7 @@ export class Jp2Source implements ImageSource {
     private readonly path: string,
     private readonly name: string,
     readonly header: Jp2Header,
+    private readonly fileBytes: number,
     private readonly options: Jp2SourceOptions,
   ) {
     this.description = describe(header);
@@ -153,7 +170,7 @@ export class Jp2Source implements ImageSource {
     }
     try {
       const { size } = await handle.stat();
-      return new Jp2Source(path, name, await readJp2Header(handle, size), options);
+      return new Jp2Source(path, name, await readJp2Header(handle, size), size, options);
     } catch (error) {
       if (error instanceof Jp2FormatError) throw new FileError(`${name}: not a readable JPEG2000 file (${error.message})`);
       throw error;
@@ -208,9 +225,12 @@ export class Jp2Source implements ImageSource {
       width: Math.max(1, Math.min(real.width - left, Math.round((rect.left + rect.width) * sx) - left)),
       height: Math.max(1, Math.min(real.height - top, Math.round((rect.top + rect.height) * sy) - top)),
     };
-    if (source.width * source.height > (this.options.maxVirtualSourcePixels ?? MAX_VIRTUAL_SOURCE_PIXELS)) {
-      throw new NotImplementedError(
-        `${this.name}: a ${rect.width}x${rect.height} view of this level needs ${source.width}x${source.height} pixels decoded (the codestream has only ${this.header.dwtLevels} wavelet levels)`,
+    const maxSource = this.options.maxVirtualSourcePixels ?? MAX_VIRTUAL_SOURCE_PIXELS;
+    if (source.width * source.height > maxSource) {
+      // A limit the file runs into (too few wavelet levels for its size): its fault, a 4xx.
+      throw new FileError(
+        `${this.name}: a ${rect.width}x${rect.height} view of this level needs ${source.width}x${source.height} pixels decoded ` +
+          `(the codestream has only ${this.header.dwtLevels} wavelet levels), more than the ${maxSource} pixels allowed`,
       );
     }
     const full = await this.realPixels(this.smallestReal, source, layers);
@@ -257,8 +277,33 @@ export class Jp2Source implements ImageSource {
     return { left, top, width: Math.min(BLOCK, level.width - left), height: Math.min(BLOCK, level.height - top) };
   }
 
+  /** Large areas in strips of whole rows, each a decode of its own, joined here. */
   private async decodeArea(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
+    const channels = this.header.components.length;
+    const stripRows = Math.max(1, Math.floor((this.options.stripSamples ?? STRIP_SAMPLES) / (rect.width * channels)));
+    if (stripRows >= rect.height) return this.decodeOnce(reduce, rect, layers);
+    let joined: Uint8Array | Uint16Array | null = null;
+    for (let top = 0; top < rect.height; top += stripRows) {
+      const height = Math.min(stripRows, rect.height - top);
+      const strip = await this.decodeOnce(reduce, { ...rect, top: rect.top + top, height }, layers);
+      joined ??=
+        strip.data instanceof Uint16Array ? new Uint16Array(rect.width * rect.height * channels) : Buffer.allocUnsafe(rect.width * rect.height * channels);
+      joined.set(strip.data, top * rect.width * channels);
+    }
+    return { data: joined!, width: rect.width, height: rect.height, channels };
+  }
+
+  private async decodeOnce(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
     const h = this.header;
+    const channels = h.components.length;
+    const limit = this.options.maxDecodeBytes ?? DEFAULT_MAX_DECODE_BYTES;
+    const needed = decodeMemory(h, this.fileBytes, rect.width * rect.height * channels);
+    if (limit > 0 && needed.bytes > limit) {
+      throw new FileError(
+        `${this.name}: decoding it would need about ${megabytes(needed.bytes)} MB in the JPEG2000 decoder (${needed.reason}), ` +
+          `more than the ${megabytes(limit)} MB allowed (JP2_MAX_DECODE_MB)`,
+      );
+    }
     const scale = 2 ** reduce;
     const originX = ceilDiv(h.x0, reduce);
     const originY = ceilDiv(h.y0, reduce);
@@ -271,7 +316,7 @@ export class Jp2Source implements ImageSource {
       y1: Math.min(h.y1, (originY + rect.top + rect.height) * scale),
       width: rect.width,
       height: rect.height,
-      channels: h.components.length,
+      channels,
     };
     let pixels: DecodedPixels;
     try {
@@ -281,6 +326,13 @@ export class Jp2Source implements ImageSource {
       // The codec refusing the data is the file's fault (404, as iipsrv); a hang or a missing
       // decoder is ours.
       if (error.kind === 'failed') throw new FileError(`${this.name}: the JPEG2000 data cannot be decoded (${error.message})`);
+      if (error.kind === 'memory') {
+        const cap = this.options.decoder.memoryBytes;
+        throw new FileError(
+          `${this.name}: the JPEG2000 data cannot be decoded within the decoder's memory limit` +
+            `${cap > 0 ? ` of ${megabytes(cap)} MB` : ''} (JP2_HELPER_MEMORY_MB): ${error.message}`,
+        );
+      }
       throw new ServerFailureError(`${this.name}: JPEG2000 decoding failed: ${error.message}`);
     }
     const precision = h.components[0]!.precision;
@@ -293,6 +345,8 @@ export class Jp2Source implements ImageSource {
     return Promise.resolve();
   }
 }
+
+const megabytes = (bytes: number) => Math.ceil(bytes / (1024 * 1024));
 
 function crop(pixels: DecodedPixels, rect: Rect): DecodedPixels {
   const { channels } = pixels;

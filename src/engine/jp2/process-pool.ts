@@ -1,13 +1,17 @@
 /**
- * Runs decoder programs with bounded concurrency: at most `size` children at once (more than the
- * cores only adds memory and context switches), each killed when it outlives its time or writes
- * more than it may, and always waited for, so that none is left behind as a zombie.
+ * Runs codec programs (opj_decompress, the JPEG2000 encoder) with bounded concurrency: at most
+ * `size` children at once (more than the cores only adds memory and context switches), each killed
+ * when it outlives its time or writes more than it may, and always waited for, so that none is
+ * left behind as a zombie.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Slots } from '../slots.js';
 
-/** `failed`: the program said no (a damaged file); the others are the server's trouble. */
-export type DecodeFailure = 'failed' | 'timeout' | 'overflow' | 'unavailable';
+/**
+ * `failed`: the program said no (a damaged file); `memory`: the file needs more memory than a
+ * decoder may have (the file's fault too); the others are the server's trouble.
+ */
+export type DecodeFailure = 'failed' | 'memory' | 'timeout' | 'overflow' | 'unavailable';
 
 export class DecodeError extends Error {
   override name = 'DecodeError';
@@ -23,6 +27,8 @@ export interface RunOptions {
   timeoutMs: number;
   /** Most bytes of output accepted; a child writing more is killed. */
   maxBytes: number;
+  /** Written in turn to the child's standard input (which is otherwise closed). */
+  input?: Buffer[];
 }
 
 export class ProcessPool {
@@ -48,8 +54,14 @@ export class ProcessPool {
 
   private spawnOne(command: string, args: string[], options: RunOptions): Promise<Buffer> {
     return new Promise((resolve, reject) => {
-      const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(command, args, { stdio: [options.input ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
       this.children.add(child);
+      if (options.input) {
+        // A child that dies early closes its input: its exit status tells why, not the EPIPE.
+        child.stdin!.on('error', () => undefined);
+        for (const part of options.input) child.stdin!.write(part);
+        child.stdin!.end();
+      }
       const chunks: Buffer[] = [];
       let bytes = 0;
       let errorText = '';

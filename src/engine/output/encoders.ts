@@ -1,13 +1,17 @@
 /**
  * From decoded pixels to the bytes of an output format. JPEG goes through libjpeg-turbo (see
- * codecs/jpeg.ts); PNG, WebP, AVIF and TIFF through libvips. Which bands are kept follows iipsrv:
- * JPEG gets grey or RGB (alpha dropped, never composited), the other formats keep alpha.
+ * codecs/jpeg.ts); PNG, WebP, AVIF, TIFF and GIF through libvips; JPEG2000 through our encoder
+ * over libopenjp2 (jp2.ts); PDF is a JPEG in a page (pdf.ts). Which bands are kept follows iipsrv:
+ * JPEG (and so PDF) gets grey or RGB (alpha dropped, never composited), the other formats keep alpha.
  */
 import sharp, { type Sharp } from 'sharp';
-import { EmbedError, embedInJpeg, embedInPng, embedInTiff, embedInWebp } from '../codecs/embed.js';
+import { NotImplementedError } from '../../errors.js';
+import { EmbedError, embedInJp2, embedInJpeg, embedInPng, embedInTiff, embedInWebp } from '../codecs/embed.js';
 import { jpegCodec } from '../codecs/jpeg.js';
+import { encodeJp2, jp2Output } from './jp2.js';
+import { pdfWithJpeg } from './pdf.js';
 
-export type OutputFormat = 'jpeg' | 'png' | 'webp' | 'avif' | 'tiff';
+export type OutputFormat = 'jpeg' | 'png' | 'webp' | 'avif' | 'tiff' | 'gif' | 'jp2' | 'pdf';
 
 export const CONTENT_TYPES: Record<OutputFormat, string> = {
   jpeg: 'image/jpeg',
@@ -15,9 +19,31 @@ export const CONTENT_TYPES: Record<OutputFormat, string> = {
   webp: 'image/webp',
   avif: 'image/avif',
   tiff: 'image/tiff',
+  gif: 'image/gif',
+  jp2: 'image/jp2',
+  pdf: 'application/pdf',
 };
 
-export const EXTENSIONS: Record<OutputFormat, string> = { jpeg: 'jpg', png: 'png', webp: 'webp', avif: 'avif', tiff: 'tif' };
+export const EXTENSIONS: Record<OutputFormat, string> = {
+  jpeg: 'jpg',
+  png: 'png',
+  webp: 'webp',
+  avif: 'avif',
+  tiff: 'tif',
+  gif: 'gif',
+  jp2: 'jp2',
+  pdf: 'pdf',
+};
+
+/** Whether this installation writes the format: JPEG2000 needs the encoder npm run build makes. */
+export function writesFormat(format: OutputFormat): boolean {
+  return format !== 'jp2' || jp2Output;
+}
+
+/** Formats without an alpha band: uncovered corners are white there, transparent elsewhere. */
+export function hasAlpha(format: OutputFormat): boolean {
+  return format !== 'jpeg' && format !== 'pdf';
+}
 
 /** The site's settings for the formats whose quality a request does not give (PNG_QUALITY ...). */
 export interface EncoderSettings {
@@ -89,25 +115,14 @@ export async function encodeImage(pipeline: Sharp, channels: number, options: En
   const { format, requested } = options;
   const bits = options.bits === 16 && keepsSixteenBits(format) ? 16 : 8;
   pipeline = outputBands(pipeline, channels, bits);
-  // sharp writes XMP into every format but JPEG, which is spliced with the ICC (below).
-  if (options.xmp && format !== 'jpeg') pipeline = pipeline.withXmp(options.xmp);
+  // sharp writes XMP into the formats it encodes; JPEG and JPEG2000 get it spliced in with the
+  // ICC (below), PDF in an object of its own.
+  if (options.xmp && format !== 'jpeg' && format !== 'jp2' && format !== 'pdf') pipeline = pipeline.withXmp(options.xmp);
   let bytes: Buffer;
   switch (format) {
-    case 'jpeg': {
-      // iipsrv writes the first three bands (grey+alpha: the first) and drops alpha without compositing.
-      if (channels === 2 || channels === 4) pipeline = pipeline.removeAlpha();
-      if (jpegCodec) {
-        const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
-        if (info.channels === 1 || info.channels === 3) {
-          const { width, height, channels: bands } = info;
-          bytes = await jpegCodec.encode({ data, width, height, channels: bands, stride: width * bands }, options.quality);
-          break;
-        }
-        pipeline = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } });
-      }
-      bytes = await pipeline.jpeg({ quality: options.quality, chromaSubsampling: '4:2:0', optimiseCoding: false }).toBuffer();
+    case 'jpeg':
+      bytes = await encodeJpeg(pipeline, channels, options.quality);
       break;
-    }
     case 'png':
       bytes = await pipeline.png({ compressionLevel: requested ? clampQuality(requested.factor, 0, 9) : settings.pngCompression }).toBuffer();
       break;
@@ -139,11 +154,58 @@ export async function encodeImage(pipeline: Sharp, channels: number, options: En
         .toBuffer();
       break;
     }
+    case 'gif':
+      // One frame, up to 256 colours chosen for the image (libimagequant), dithered; alpha becomes
+      // GIF's one transparent colour.
+      bytes = await pipeline.gif({ colours: 256, effort: 7, dither: 1 }).toBuffer();
+      break;
+    case 'jp2': {
+      if (!jp2Output) throw new NotImplementedError('JPEG2000 output needs build/jp2-encoder (npm run build with libopenjp2-7-dev installed)');
+      const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+      bytes = await encodeJp2({ data, width: info.width, height: info.height, channels: info.channels });
+      break;
+    }
+    case 'pdf': {
+      const jpeg = await encodeJpeg(pipeline, channels, options.quality);
+      const { width, height, components } = jpegShape(jpeg);
+      return pdfWithJpeg({ jpeg, width, height, channels: components, icc: options.icc, xmp: options.xmp });
+    }
   }
-  return embedMetadata(bytes, format, options.icc ?? null, format === 'jpeg' ? (options.xmp ?? null) : null);
+  const spliced = format === 'jpeg' || format === 'jp2';
+  return embedMetadata(bytes, format, options.icc ?? null, spliced ? (options.xmp ?? null) : null);
 }
 
-/** Splices the profile (and, for JPEG, the XMP packet) into encoded bytes; AVIF has it already. */
+/** iipsrv writes the first three bands (grey+alpha: the first) and drops alpha without compositing. */
+async function encodeJpeg(pipeline: Sharp, channels: number, quality: number): Promise<Buffer> {
+  if (channels === 2 || channels === 4) pipeline = pipeline.removeAlpha();
+  if (jpegCodec) {
+    const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+    if (info.channels === 1 || info.channels === 3) {
+      const { width, height, channels: bands } = info;
+      return jpegCodec.encode({ data, width, height, channels: bands, stride: width * bands }, quality);
+    }
+    pipeline = sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } });
+  }
+  return pipeline.jpeg({ quality, chromaSubsampling: '4:2:0', optimiseCoding: false }).toBuffer();
+}
+
+/** The size and components of a JPEG, from its start-of-frame segment. */
+function jpegShape(jpeg: Buffer): { width: number; height: number; components: 1 | 3 } {
+  let at = 2;
+  while (at + 9 < jpeg.length && jpeg[at] === 0xff) {
+    const marker = jpeg[at + 1]!;
+    // SOF0-SOF15, less DHT (C4), JPG (C8) and DAC (CC).
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      const components = jpeg[at + 9]!;
+      if (components !== 1 && components !== 3) break;
+      return { height: jpeg.readUInt16BE(at + 5), width: jpeg.readUInt16BE(at + 7), components };
+    }
+    at += 2 + jpeg.readUInt16BE(at + 2);
+  }
+  throw new Error('PDF: the JPEG encoder wrote no grey or RGB frame');
+}
+
+/** Splices the profile (and, for JPEG and JPEG2000, the XMP packet) into encoded bytes; AVIF has it already, GIF takes none, PDF its own. */
 export function embedMetadata(bytes: Buffer, format: OutputFormat, icc: Buffer | null, xmp: string | null): Buffer {
   if (!icc && !xmp) return bytes;
   try {
@@ -156,7 +218,11 @@ export function embedMetadata(bytes: Buffer, format: OutputFormat, icc: Buffer |
         return icc ? embedInWebp(bytes, icc) : bytes;
       case 'tiff':
         return icc ? embedInTiff(bytes, icc) : bytes;
+      case 'jp2':
+        return embedInJp2(bytes, icc, xmp);
       case 'avif':
+      case 'gif':
+      case 'pdf':
         return bytes;
     }
   } catch (error) {

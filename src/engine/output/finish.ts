@@ -7,7 +7,7 @@
 import sharp, { type Sharp } from 'sharp';
 import { jpegCodec } from '../codecs/jpeg.js';
 import type { RawPixels } from '../source.js';
-import { embedMetadata, encodeImage, type EncodeOptions, type EncoderSettings } from './encoders.js';
+import { embedMetadata, encodeImage, hasAlpha, type EncodeOptions, type EncoderSettings } from './encoders.js';
 import { markPipeline, type MarkablePixels, type Watermark } from './watermark.js';
 
 /** Draws the watermark into pixels in place; null when this output gets none. */
@@ -91,10 +91,10 @@ export async function encodeRegion(
   const bits = encoding.bits ?? 8;
   if (shape.mirror) pipeline = pipeline.flop();
   if (shape.rotation % 360 !== 0) {
-    // The corners an arbitrary angle uncovers: white in JPEG (as iipsrv), transparent where the
-    // format has alpha (as the IIIF specification recommends).
+    // The corners an arbitrary angle uncovers: white in JPEG and PDF (as iipsrv), transparent
+    // where the format has alpha (as the IIIF specification recommends).
     const square = shape.rotation % 90 === 0;
-    if (square || encoding.format === 'jpeg') pipeline = pipeline.rotate(shape.rotation, { background: '#ffffff' });
+    if (square || !hasAlpha(encoding.format)) pipeline = pipeline.rotate(shape.rotation, { background: '#ffffff' });
     else {
       pipeline = pipeline.ensureAlpha().rotate(shape.rotation, { background: { r: 255, g: 255, b: 255, alpha: 0 } });
       if (channels === 1 || channels === 3) channels++;

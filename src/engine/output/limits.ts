@@ -6,8 +6,20 @@
 import { InvalidArgumentError } from '../../errors.js';
 import type { OutputFormat } from './encoders.js';
 
-/** The largest side each encoder writes (libjpeg 65500, WebP 16383, HEIF 16384 here). */
-const MAX_OUTPUT_SIDE: Readonly<Record<OutputFormat, number>> = { jpeg: 65_500, webp: 16_383, avif: 16_384, png: 1e8, tiff: 1e8 };
+/**
+ * The largest side each encoder writes (libjpeg 65500, and so the JPEG inside a PDF; WebP 16383,
+ * HEIF 16384 here; GIF's 16-bit screen size).
+ */
+const MAX_OUTPUT_SIDE: Readonly<Record<OutputFormat, number>> = {
+  jpeg: 65_500,
+  pdf: 65_500,
+  webp: 16_383,
+  avif: 16_384,
+  gif: 65_535,
+  png: 1e8,
+  tiff: 1e8,
+  jp2: 1e8,
+};
 /**
  * sharp's own default input limit: beyond it the samples (and the float pipeline's copy) no longer
  * fit Node's buffers, and the process would die instead of answering.

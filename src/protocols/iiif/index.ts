@@ -11,6 +11,7 @@ import { CONTENT_TYPES, type OutputFormat } from '../../engine/output/encoders.j
 import type { ColourMode } from '../../engine/engine.js';
 import { STRETCH, type Processing } from '../../engine/pixels/processing.js';
 import type { HeaderList, PlainRequest } from '../../request.js';
+import { originVary, requestOrigin } from '../shared/origin.js';
 import { imageResponse } from '../shared/responses.js';
 import { selectImage } from '../shared/select-image.js';
 import type { Session } from '../shared/session.js';
@@ -52,19 +53,19 @@ export function infoContentType(accept: string, version: IiifVersion): string {
 }
 
 /**
- * The identifier's URI as the client reached it: BASE_URL, else the scheme and host it used
- * (behind a proxy, X-Forwarded-Proto and -Host) and the path up to the identifier. A front end may
- * impose its own with X-IIIF-ID.
+ * The identifier's URI, in this order: BASE_URL; the front end's IIIF_ID parameter; X-IIIF-ID
+ * when TRUSTED_HEADERS lists it (iipsrv takes it from anyone, and even over BASE_URL: an open
+ * redirect); else the scheme and host the client reached (see requestOrigin) and the path up to
+ * the identifier.
  */
 export function baseUri(session: Session, rawArgument: string, identifier: string): string {
   const { request } = session;
-  const override = request.headers['x-iiif-id'];
-  if (override) return override;
-  const { baseUrl } = session.context.config;
+  const { baseUrl, trustedHeaders } = session.context.config;
   if (baseUrl !== '') return (baseUrl.endsWith('/') ? baseUrl : baseUrl + '/') + identifier;
-  const forwardedProto = request.headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase();
-  const scheme = forwardedProto === 'https' || (!forwardedProto && request.https) ? 'https' : 'http';
-  const host = request.headers['x-forwarded-host']?.split(',')[0]?.trim() || request.headers.host || 'localhost';
+  if (request.iiifId) return request.iiifId;
+  const imposed = trustedHeaders.includes('x-iiif-id') ? request.headers['x-iiif-id'] : undefined;
+  if (imposed) return imposed;
+  const { scheme, host } = requestOrigin(request, trustedHeaders);
   const argument = rawArgument.replace(/^\/+/, '');
   const queryStyle = /(^|&)iiif=/i.test(request.query) && request.query.includes(argument);
   if (queryStyle) return `${scheme}://${host}${request.path}?IIIF=${identifier}`;
@@ -77,6 +78,18 @@ export function baseUri(session: Session, rawArgument: string, identifier: strin
       ? path.slice(0, path.length - tail.length - identifier.length)
       : '/';
   return `${scheme}://${host}${prefix}${identifier}`;
+}
+
+/** The request headers baseUri's answer depends on, as Vary names them (Host is part of the URL). */
+function baseUriVary(session: Session): string[] {
+  const { baseUrl, trustedHeaders } = session.context.config;
+  if (baseUrl !== '' || session.request.iiifId) return [];
+  return [...(trustedHeaders.includes('x-iiif-id') ? ['X-IIIF-ID'] : []), ...originVary(trustedHeaders)];
+}
+
+/** Vary, when the answer depends on any request header. */
+function varyHeader(session: Session): HeaderList {
+  return session.vary.length > 0 ? [['Vary', session.vary.join(', ')]] : [];
 }
 
 /**
@@ -235,6 +248,9 @@ export async function iiif(session: Session, argument: string): Promise<void> {
   const { config, engine } = session.context;
   const version = versionFor(session.request, config.iiifVersion);
   const path = splitIiifPath(argument);
+  // The version and the media type of info.json follow the Accept header.
+  if (path.kind === 'info') session.vary.push('Accept');
+  session.vary.push(...baseUriVary(session));
 
   if (path.kind === 'base') {
     // The identifier alone: its image information is at info.json (303, as the specification asks).
@@ -251,10 +267,7 @@ export async function iiif(session: Session, argument: string): Promise<void> {
     if (!image) return;
     session.output = {
       status: 303,
-      headers: [
-        ['Location', `${baseUri(session, argument, path.identifier)}/info.json`],
-        ['Cache-Control', config.cacheControl],
-      ],
+      headers: [['Location', `${baseUri(session, argument, path.identifier)}/info.json`], ['Cache-Control', config.cacheControl], ...varyHeader(session)],
       body: Buffer.alloc(0),
     };
     return;
@@ -284,8 +297,7 @@ export async function iiif(session: Session, argument: string): Promise<void> {
       'utf8',
     );
     const type = infoContentType(session.request.headers.accept ?? '', version);
-    // The version and the media type follow the Accept header: shared caches must keep them apart.
-    session.output = imageResponse(session, body, type, [profileLink, ['Vary', 'Accept']]);
+    session.output = imageResponse(session, body, type, [profileLink, ...varyHeader(session)]);
     return;
   }
 
@@ -297,8 +309,8 @@ export async function iiif(session: Session, argument: string): Promise<void> {
     body = await engine.tile(image, effect ? { ...session.tileRequest(tile), processing, passthrough: false } : session.tileRequest(tile));
   } else {
     const output = { ...session.regionOutput(format, { rotation: rotation.degrees, mirror: rotation.mirror }), processing, colour };
-    body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), output);
+    body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), output, session.request.signal);
   }
-  const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical"`], profileLink];
+  const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical"`], profileLink, ...varyHeader(session)];
   session.output = imageResponse(session, body, CONTENT_TYPES[format], headers);
 }

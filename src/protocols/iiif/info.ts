@@ -5,7 +5,7 @@
  */
 import type { ImageDescription } from '../../engine/source.js';
 import type { LevelSize } from '../../engine/geometry.js';
-import { EXTENSION_QUALITIES, type IiifVersion, type SizeLimits } from './params.js';
+import { EXTENSION_QUALITIES, FORMAT_EXTENSIONS, type IiifVersion, type SizeLimits } from './params.js';
 
 export const CONTEXTS: Record<IiifVersion, string> = {
   2: 'http://iiif.io/api/image/2/context.json',
@@ -108,7 +108,8 @@ export function infoDocument(description: ImageDescription, options: InfoOptions
       ...stated,
       sizes,
       tiles,
-      extraFormats: ['webp', 'tif', 'avif'],
+      // Level 2 has jpg and png already.
+      extraFormats: FORMAT_EXTENSIONS.filter((extension) => extension !== 'jpg' && extension !== 'png'),
       extraQualities: [...(colour ? ['color', 'gray', 'bitonal'] : ['gray', 'bitonal']), ...extensionQualities],
       extraFeatures,
       ...rightsMembers(options.rights, 3),
@@ -146,7 +147,7 @@ export function infoDocument(description: ImageDescription, options: InfoOptions
       profile: [
         PROFILES[2],
         {
-          formats: ['jpg', 'png', 'webp', 'tif', 'avif'],
+          formats: FORMAT_EXTENSIONS,
           qualities: [...(colour ? ['default', 'color', 'gray', 'bitonal'] : ['default', 'gray', 'bitonal']), ...extensionQualities],
           supports,
           ...stated,

@@ -8,7 +8,7 @@
  */
 import { InvalidArgumentError, NotImplementedError } from '../../errors.js';
 import type { ColourMode } from '../../engine/engine.js';
-import type { OutputFormat } from '../../engine/output/encoders.js';
+import { writesFormat, type OutputFormat } from '../../engine/output/encoders.js';
 import type { Rect } from '../../engine/geometry.js';
 
 export type IiifVersion = 2 | 3;
@@ -187,9 +187,22 @@ const QUALITIES: Record<string, ColourMode> = { default: 'colour', color: 'colou
 /** iipsrv 1.3's IIIF_EXTENSIONS qualities, in its order: INV, CNT=st, CNT=eq, GAM=log. */
 export const EXTENSION_QUALITIES = ['negative', 'stretch', 'equalization', 'log'] as const;
 
-const FORMATS: Record<string, OutputFormat> = { jpg: 'jpeg', png: 'png', webp: 'webp', tif: 'tiff', avif: 'avif' };
+const KNOWN_FORMATS: Record<string, OutputFormat> = {
+  jpg: 'jpeg',
+  png: 'png',
+  webp: 'webp',
+  tif: 'tiff',
+  avif: 'avif',
+  gif: 'gif',
+  jp2: 'jp2',
+  pdf: 'pdf',
+};
+/** The formats this installation writes, by extension (jp2 only where its encoder was built). */
+const FORMATS: Record<string, OutputFormat> = Object.fromEntries(Object.entries(KNOWN_FORMATS).filter(([, format]) => writesFormat(format)));
+/** Every extension we write, in the order info.json lists them. */
+export const FORMAT_EXTENSIONS: readonly string[] = Object.keys(FORMATS);
 /** IIIF formats we know of but do not write. */
-const UNWRITTEN_FORMATS = new Set(['gif', 'jp2', 'pdf', 'heic', 'jxl']);
+const UNWRITTEN_FORMATS = new Set(['heic', 'jxl', ...Object.keys(KNOWN_FORMATS).filter((extension) => !Object.hasOwn(FORMATS, extension))]);
 
 export interface QualityAndFormat {
   colour: ColourMode;
@@ -218,9 +231,9 @@ export function parseQualityFormat(text: string, version: IiifVersion, extension
   }
   const format = Object.hasOwn(FORMATS, extension) ? FORMATS[extension] : undefined;
   if (!format) {
-    if (UNWRITTEN_FORMATS.has(extension))
-      throw new NotImplementedError(`IIIF: format "${extension}" is not produced by this server (jpg, png, webp, tif, avif)`);
-    throw new InvalidArgumentError(`IIIF: unknown format "${extension}" (jpg, png, webp, tif, avif)`);
+    const written = FORMAT_EXTENSIONS.join(', ');
+    if (UNWRITTEN_FORMATS.has(extension)) throw new NotImplementedError(`IIIF: format "${extension}" is not produced by this server (${written})`);
+    throw new InvalidArgumentError(`IIIF: unknown format "${extension}" (${written})`);
   }
   return { colour, format, quality: native ? 'default' : qualityName, extension };
 }

@@ -37,7 +37,7 @@ export async function cvt(session: Session, argument: string): Promise<void> {
     allowUpscaling: config.allowUpscaling,
   });
   const output = session.regionOutput(format, { rotation: session.rotation, mirror: session.mirror });
-  const body = await engine.region(image, plan, { ...output, bits: session.bits });
+  const body = await engine.region(image, plan, { ...output, bits: session.bits }, session.request.signal);
   const base = path.posix.basename(image.name).replace(/\.[^.]*$/, '') || 'image';
   const filename = base.replace(/["\\\r\n]/g, '_');
   session.output = imageResponse(session, body, CONTENT_TYPES[format], [['Content-Disposition', `inline;filename="${filename}.${EXTENSIONS[format]}"`]]);

@@ -80,6 +80,13 @@ export function parseCommands(requestString: string): ParsedCommand[] {
   return commands;
 }
 
+/** The first few of a list, each cut short, for a log line. */
+function summarise(items: readonly string[], shown = 8, width = 40): string {
+  const cut = items.slice(0, shown).map((item) => (item.length > width ? item.slice(0, width) + '…' : item));
+  if (items.length > shown) cut.push('...');
+  return cut.join(', ');
+}
+
 /**
  * Runs a request string. Image and file failures (FileError, InvalidArgumentError ...) propagate to
  * the router, which turns them into 404/400/501; IIP-level errors become the IIP error block.
@@ -93,26 +100,33 @@ export async function runIip(
 ): Promise<PlainResponse> {
   const session = new Session(request, context);
   const { log } = context;
+  const unsupported: string[] = [];
   for (const { name, argument } of parseCommands(requestString)) {
     if (session.finished) break;
     const key = name.toLowerCase();
     const command = Object.hasOwn(IIP_COMMANDS, key) ? IIP_COMMANDS[key] : Object.hasOwn(protocols, key) ? protocols[key] : undefined;
     if (!command) {
-      log.info({ command: name }, 'unsupported command');
+      unsupported.push(name);
       session.errors.push(new IipError(IIP_ERROR.unsupportedCommand, name));
       continue;
     }
     if (log.enabled(3)) log.detail({ command: name, argument }, 'command');
     await command(session, argument);
   }
+  // One line per request at most, whatever the client put in it: an 8 KB query of unknown
+  // commands wrote 254 KB of log at the default VERBOSITY.
+  const beside = session.output !== null && session.errors.length > 0;
+  if ((unsupported.length > 0 || beside) && log.enabled(1)) {
+    const fields: Record<string, unknown> = {};
+    if (unsupported.length > 0) Object.assign(fields, { unsupported: unsupported.length, commands: summarise(unsupported) });
+    if (beside) Object.assign(fields, { errors: session.errors.length, messages: summarise(session.errors.map((e) => e.message)) });
+    log.info(fields, beside ? 'errors beside an image' : 'unsupported commands');
+  }
 
-  if (session.notModified) return { status: 304, headers: [], body: Buffer.alloc(0) };
+  if (session.notModified) return { status: 304, headers: session.vary.length > 0 ? [['Vary', session.vary.join(', ')]] : [], body: Buffer.alloc(0) };
   // A produced image wins over errors from other commands: iipsrv sends the image (with the error
   // text appended, which decoders ignore), so viewers that add a stray command still get tiles.
-  if (session.output) {
-    if (session.errors.length > 0) log.info({ errors: session.errors.map((e) => e.message) }, 'errors beside an image');
-    return session.output;
-  }
+  if (session.output) return session.output;
   if (session.errors.length > 0) return errorResponse(session.errors);
   if (session.protocolLine !== null || session.objectLines.length > 0) return objectResponse(session);
   return errorResponse([new IipError(IIP_ERROR.malformedRequest, requestString)]);

@@ -30,6 +30,11 @@ export class Session {
   output: PlainResponse | null = null;
   /** If-Modified-Since matched the image: answer 304 and stop. */
   notModified = false;
+  /**
+   * Request headers the answer depends on (Vary), set before the image is chosen so that a 304
+   * names them too, as HTTP asks.
+   */
+  vary: string[] = [];
 
   /**
    * QLT's factor as given: null = not given (JPEG_QUALITY and the other codecs' settings apply,

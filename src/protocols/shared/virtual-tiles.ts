@@ -53,6 +53,6 @@ export async function sendVirtualTile(
   const body =
     tile.kind === 'stored'
       ? await engine.tile(image, session.tileRequest({ level: tile.level, col: tile.col, row: tile.row }))
-      : await engine.region(image, planExactRegion(levels, tile.region, tile.width, tile.height), session.regionOutput('jpeg'));
+      : await engine.region(image, planExactRegion(levels, tile.region, tile.width, tile.height), session.regionOutput('jpeg'), session.request.signal);
   session.output = imageResponse(session, body, 'image/jpeg');
 }

@@ -28,6 +28,7 @@ export function requestFromParams(params: Buffer, signal: () => AbortSignal, soc
   let scriptName = '';
   let pathInfo = '';
   let https = false;
+  let iiifId = '';
   let remoteAddress: string | undefined;
   let contentType = '';
   let contentLength = '';
@@ -60,6 +61,9 @@ export function requestFromParams(params: Buffer, signal: () => AbortSignal, soc
       case 'HTTPS':
         https = isOn(value);
         break;
+      case 'IIIF_ID':
+        iiifId = value;
+        break;
       case 'REMOTE_ADDR':
         remoteAddress = value;
         break;
@@ -88,6 +92,7 @@ export function requestFromParams(params: Buffer, signal: () => AbortSignal, soc
     path,
     headers,
     scriptName,
+    ...(iiifId !== '' && { iiifId }),
     https,
     remoteAddress: remoteAddress ?? socketAddress(),
     // An AbortController per request costs more than most requests' work here: made on demand.
