@@ -91,6 +91,12 @@ export interface Config {
   threads: number;
   /** FCGI_WEB_SERVER_ADDRS: the only peers allowed to connect; empty = anyone. */
   allowedPeers: string[];
+  /** MAX_TILE_BYTES: largest tile or strip decoded, in bytes (width x height x samples x bytes a sample). */
+  maxTileBytes: number;
+  /** MAX_SAMPLES_PER_PIXEL: most samples (bands) a pixel of an image may have. */
+  maxSamplesPerPixel: number;
+  /** MAX_PROCESSING_PIXELS: most pixels of one region decoded whole into memory (processing commands, raw samples). */
+  maxProcessingPixels: number;
   /** Notes for the start-up log: fallbacks taken and variables accepted but without effect here. */
   warnings: string[];
 }
@@ -287,6 +293,13 @@ function parseAllowedPeers(env: Env): string[] {
   return peers;
 }
 
+/** A limit that must be a positive whole number, at most `max`. */
+function limit(env: Env, name: string, fallback: number, max: number): number {
+  const value = integer(env, name, fallback);
+  if (value < 1 || value > max) throw new ConfigError(name, `expected a whole number from 1 to ${max}, got ${value}`);
+  return value;
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const warnings: string[] = [];
 
@@ -404,6 +417,10 @@ export function loadConfig(env: Env = process.env): Config {
     kakaduReadmode: clamp(warnings, 'KAKADU_READMODE', kakaduReadmode, 0, 2),
     threads,
     allowedPeers: parseAllowedPeers(env),
+    // The defaults are the engine's (engine/decode-limits.ts); a tile beyond 2 GiB no Buffer holds.
+    maxTileBytes: limit(env, 'MAX_TILE_BYTES', 32 * 1024 * 1024, 0x7fff_ffff),
+    maxSamplesPerPixel: limit(env, 'MAX_SAMPLES_PER_PIXEL', 1024, 0xffff),
+    maxProcessingPixels: limit(env, 'MAX_PROCESSING_PIXELS', 32 * 1024 * 1024, Number.MAX_SAFE_INTEGER),
     warnings,
   };
 }

@@ -12,6 +12,7 @@ import { LruCache } from './cache/lru.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache } from './cache/tile-cache.js';
 import { decoding } from './codecs/libvips-errors.js';
+import { assertProcessable, DEFAULT_DECODE_LIMITS, type DecodeLimits } from './decode-limits.js';
 import { OpenImages, type OpenImage } from './files/open-images.js';
 import type { ImagePathRules } from './files/image-path.js';
 import { Formats } from './formats.js';
@@ -62,6 +63,8 @@ export interface EngineOptions {
   jp2MaxDecodeBytes?: number;
   /** Expensive region exports rendered at once (the others queue); default: the cores, at least 2. */
   regionConcurrency?: number;
+  /** MAX_TILE_BYTES, MAX_SAMPLES_PER_PIXEL, MAX_PROCESSING_PIXELS; defaults in decode-limits.ts. */
+  limits?: DecodeLimits;
 }
 
 /**
@@ -136,13 +139,21 @@ export class Engine {
    * Cheap regions (thumbnails, small views) never wait here behind them.
    */
   private readonly regionSlots: Slots;
-  private readonly pixels = new PixelProcessor();
+  private readonly limits: DecodeLimits;
+  private readonly pixels: PixelProcessor;
 
   constructor(options: EngineOptions) {
     this.regionSlots = new Slots(options.regionConcurrency ?? Math.max(2, availableParallelism()));
     const cacheBytes = options.cacheBytes ?? 0;
     this.cache = new TileCache(cacheBytes > 0 ? new LruCache(cacheBytes) : null, options.memcached ?? null);
-    this.formats = new Formats({ maxLayers: options.maxLayers ?? 0, jp2Decoder: options.jp2Decoder, jp2MaxDecodeBytes: options.jp2MaxDecodeBytes });
+    this.limits = options.limits ?? DEFAULT_DECODE_LIMITS;
+    this.pixels = new PixelProcessor(this.limits);
+    this.formats = new Formats({
+      maxLayers: options.maxLayers ?? 0,
+      jp2Decoder: options.jp2Decoder,
+      jp2MaxDecodeBytes: options.jp2MaxDecodeBytes,
+      limits: this.limits,
+    });
     this.images = new OpenImages({
       paths: options.paths,
       maxOpen: options.maxOpenImages ?? 1000,
@@ -190,6 +201,7 @@ export class Engine {
       );
     }
     assertRenderable(image);
+    assertProcessable(image.name, rect, this.limits, 'reading the samples');
     return image.source.samples(level, rect);
   }
 

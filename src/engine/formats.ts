@@ -4,6 +4,7 @@
  * files (the JPEG2000 decoder processes and the levels they decoded whole) is made on first use,
  * so a server that never sees a JPEG2000 file starts no decoder.
  */
+import type { DecodeLimits } from './decode-limits.js';
 import type { ImageFileInfo } from './files/image-file.js';
 import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
 import { Jp2Source } from './jp2/jp2-source.js';
@@ -18,6 +19,8 @@ export interface FormatSettings {
   jp2Decoder?: Jp2DecoderOptions;
   /** Most memory one JPEG2000 decode may need by its header's account; 0 = no check. */
   jp2MaxDecodeBytes?: number;
+  /** MAX_TILE_BYTES, MAX_SAMPLES_PER_PIXEL, MAX_PROCESSING_PIXELS (decode-limits.ts). */
+  limits: DecodeLimits;
 }
 
 /** Decoded whole JPEG2000 levels kept per worker (each at most 1 Mpx). */
@@ -27,7 +30,7 @@ export class Formats {
   private jp2: { decoder: Jp2Decoder; levelCache: DecodedLevelCache } | null = null;
 
   private readonly openers: Readonly<Record<ImageFormat, (path: string, name: string) => Promise<ImageSource>>> = {
-    tiff: (path, name) => TiffSource.open(path, name),
+    tiff: (path, name) => TiffSource.open(path, name, this.settings.limits),
     jp2: (path, name) =>
       Jp2Source.open(path, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers, maxDecodeBytes: this.settings.jp2MaxDecodeBytes }),
   };

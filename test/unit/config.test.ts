@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseMemcachedServers, parseUriMap } from '../../src/config.ts';
+import { DEFAULT_DECODE_LIMITS } from '../../src/engine/decode-limits.ts';
 
 describe('config: iipsrv defaults', () => {
   const config = loadConfig({});
@@ -92,6 +93,26 @@ describe('config: fallbacks iipsrv documents, with a warning', () => {
   it('EMBED_ICC=0 switches ICC embedding off, MAX_ICC=-1 lets any size through', () => {
     assert.equal(loadConfig({ EMBED_ICC: '0' }).maxIcc, 0);
     assert.equal(loadConfig({ MAX_ICC: '-1' }).maxIcc, Number.POSITIVE_INFINITY);
+  });
+  it('decode limits: MAX_TILE_BYTES, MAX_SAMPLES_PER_PIXEL, MAX_PROCESSING_PIXELS, with the engine defaults', () => {
+    const config = loadConfig({});
+    assert.deepEqual(
+      { maxTileBytes: config.maxTileBytes, maxSamplesPerPixel: config.maxSamplesPerPixel, maxProcessingPixels: config.maxProcessingPixels },
+      DEFAULT_DECODE_LIMITS,
+    );
+    const set = loadConfig({ MAX_TILE_BYTES: '1048576', MAX_SAMPLES_PER_PIXEL: '4', MAX_PROCESSING_PIXELS: '1000000' });
+    assert.deepEqual([set.maxTileBytes, set.maxSamplesPerPixel, set.maxProcessingPixels], [1048576, 4, 1000000]);
+    for (const [variable, value] of [
+      ['MAX_TILE_BYTES', '0'],
+      ['MAX_TILE_BYTES', '4294967296'],
+      ['MAX_SAMPLES_PER_PIXEL', '-1'],
+      ['MAX_PROCESSING_PIXELS', '32MB'],
+    ] as const) {
+      assert.throws(
+        () => loadConfig({ [variable]: value }),
+        (error: unknown) => error instanceof ConfigError && error.variable === variable,
+      );
+    }
   });
   it('IIIF_VERSION below 1 means the default 3', () => {
     assert.equal(loadConfig({ IIIF_VERSION: '0' }).iiifVersion, 3);

@@ -5,8 +5,14 @@
  */
 import { FileError, IipError, InvalidArgumentError, NotImplementedError, ServerFailureError } from '../../errors.js';
 
-/** `tiff2vips:`, `jpeg2vips:` ... (loaders), `VipsJpeg:` (libjpeg), libtiff's `TIFFReadTile:` ... */
-const LOADER_FAILURE = /(?:^|\n)(?:[a-z0-9]+2vips|VipsJpeg|VipsForeignLoad\w*|TIFF\w+):/;
+/**
+ * `tiff2vips:`, `jpeg2vips:` ... (loaders), `VipsJpeg:` (libjpeg), libtiff's `TIFFReadTile:` ...;
+ * and sharp's own words when no loader takes a file we read as an image, or its header fails the
+ * loader's checks (libtiff refuses directories our reader accepts: a tag with a wrong count, a
+ * tile width not a multiple of 16 ...).
+ */
+const LOADER_FAILURE =
+  /(?:^|\n)(?:(?:[a-z0-9]+2vips|VipsJpeg|VipsForeignLoad\w*|TIFF\w+):|Input (?:file|buffer) (?:contains unsupported image format|has corrupt header))/;
 
 /** The error to throw for a failure of a pipeline that reads `name`: a FileError when libvips could not decode it. */
 export function asDecodeFailure(error: unknown, name: string): unknown {

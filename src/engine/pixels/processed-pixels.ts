@@ -5,6 +5,7 @@
  * equalisation). The histogram is made once per open file, as iipsrv keeps it in its metadata.
  */
 import { InvalidArgumentError } from '../../errors.js';
+import { assertProcessable, type DecodeLimits } from '../decode-limits.js';
 import { tileRect, type Rect } from '../geometry.js';
 import type { DecodeOptions, ImageDescription, ImageSource, RawPixels } from '../source.js';
 import { imageHistogram, stretchRange } from './histogram.js';
@@ -29,6 +30,8 @@ export class PixelProcessor {
   /** Each open file's histogram (CNT=st/eq, COL=binary), made on first use: a replaced file has a new source. */
   private readonly histograms = new WeakMap<ImageSource, Promise<Uint32Array>>();
 
+  constructor(private readonly limits: DecodeLimits) {}
+
   /**
    * The samples of a rectangle at their full precision, through iipsrv's pipeline to 8 bits
    * (see processing.ts); `name` is for messages.
@@ -38,6 +41,8 @@ export class PixelProcessor {
     if (processing.shade && d.channels < 3) {
       throw new InvalidArgumentError(`${name}: SHD needs a surface-normal image of 3 bands; this one has ${d.channels}`);
     }
+    // The level is already the smallest with enough pixels for the output (geometry.ts).
+    assertProcessable(name, rect, this.limits, 'the processing pipeline');
     let samples = await source.samples(level, rect, options);
     let [minValues, maxValues] = [d.minValues, d.maxValues];
     if (d.colourSpace === 'cielab') {

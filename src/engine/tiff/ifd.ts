@@ -30,6 +30,36 @@ export interface IfdEntry {
 
 /** Directories with more entries than this are taken as corrupt (real files have a few dozen). */
 export const MAX_IFD_ENTRIES = 10000;
+/**
+ * What reading one file's structure (directories and the tag values read with them) may cost,
+ * whatever the file says: 1024 directories (pyramid.ts) of 64 entries each, and 64 MiB of tag
+ * values (ICC profiles and XMP packets of a few MB included). Real files read a few dozen entries
+ * and kilobytes; a crafted one with 65,530 directories cost seconds before these limits.
+ */
+export const MAX_TAG_ENTRIES = 65536;
+export const MAX_TAG_BYTES = 64 * 1024 * 1024;
+
+/** The entries and bytes read so far from one file, against {@link MAX_TAG_ENTRIES} and {@link MAX_TAG_BYTES}. */
+export class StructureBudget {
+  private entries = 0;
+  private bytes = 0;
+
+  spendEntries(count: number, what: string): void {
+    if (this.entries + count > MAX_TAG_ENTRIES) {
+      throw new TiffFormatError(`corrupt TIFF: ${what} brings the file to more than ${MAX_TAG_ENTRIES} tag entries (the most read from one file)`);
+    }
+    this.entries += count;
+  }
+
+  spendBytes(count: number, what: string): void {
+    if (this.bytes + count > MAX_TAG_BYTES) {
+      throw new TiffFormatError(
+        `corrupt TIFF: ${what} brings the file to more than ${MAX_TAG_BYTES} bytes of directories and tag values (the most read from one file)`,
+      );
+    }
+    this.bytes += count;
+  }
+}
 /** Bytes read at a directory's offset: the entries and, usually, the out-of-line values written after them. */
 const IFD_CHUNK = 8192;
 
@@ -176,6 +206,8 @@ export class Ifd {
     /** Bytes read at the directory's offset, and where they start in the file. */
     private readonly chunk: Buffer,
     private readonly chunkStart: number,
+    /** The file's, when its structure is read as a whole: preloads spend from it. */
+    private readonly budget?: StructureBudget,
   ) {}
 
   has(tag: number): boolean {
@@ -216,17 +248,22 @@ export class Ifd {
 
   /** Make the values of these tags (those present) available to the synchronous getters: one read each, in parallel. */
   async preload(source: PositionedFile, tags: readonly number[]): Promise<void> {
-    const reads: Promise<void>[] = [];
+    const wanted: IfdEntry[] = [];
     for (const tag of tags) {
       const entry = this.entries.get(tag);
       if (!entry || this.peek(entry)) continue;
-      reads.push(
-        source.read(entry.position, entry.byteLength, `value of ${tagName(tag)}`).then((bytes) => {
+      // Charged before any read starts: a read left running behind a refusal would reject unheard.
+      this.budget?.spendBytes(entry.byteLength, `the value of ${tagName(tag)}`);
+      wanted.push(entry);
+    }
+    if (wanted.length === 0) return;
+    await Promise.all(
+      wanted.map(({ tag, position, byteLength }) =>
+        source.read(position, byteLength, `value of ${tagName(tag)}`).then((bytes) => {
           this.loaded.set(tag, bytes);
         }),
-      );
-    }
-    if (reads.length > 0) await Promise.all(reads);
+      ),
+    );
   }
 
   /** The value bytes of a preloaded tag, or undefined if the tag is absent. */
@@ -238,12 +275,17 @@ export class Ifd {
     return bytes;
   }
 
-  /** All values of a numeric tag (undefined if absent or of a non-numeric type). */
-  numbers(tag: number): number[] | undefined {
+  /**
+   * The values of a numeric tag (undefined if absent or of a non-numeric type), at most `limit` of
+   * them: a per-sample tag needs no more values than the image has samples, whatever its count says.
+   */
+  numbers(tag: number, limit = Infinity): number[] | undefined {
     const entry = this.entries.get(tag);
     if (!entry || entry.type === FieldType.ASCII) return undefined;
-    const bytes = this.bytes(tag)!;
-    return new NumberArray(bytes, entry.type, this.littleEndian).toArray();
+    const array = new NumberArray(this.bytes(tag)!, entry.type, this.littleEndian);
+    const out = new Array<number>(Math.min(array.length, limit));
+    for (let i = 0; i < out.length; i++) out[i] = array.get(i);
+    return out;
   }
 
   /** The first value of a numeric tag, or `fallback` if absent or empty. */
@@ -263,8 +305,8 @@ export class Ifd {
   }
 }
 
-/** Parse the directory at `offset`. */
-export async function readIfd(source: PositionedFile, header: TiffHeader, offset: number, what: string): Promise<Ifd> {
+/** Parse the directory at `offset`; `budget`, the file's, is charged for its entries and bytes. */
+export async function readIfd(source: PositionedFile, header: TiffHeader, offset: number, what: string, budget?: StructureBudget): Promise<Ifd> {
   if (!Number.isSafeInteger(offset) || offset < header.headerSize) {
     throw new TiffFormatError(`corrupt TIFF: ${what} has an invalid offset (${offset})`);
   }
@@ -277,6 +319,7 @@ export async function readIfd(source: PositionedFile, header: TiffHeader, offset
   const entrySize = big ? 20 : 12;
   const nextSize = big ? 8 : 4;
 
+  budget?.spendBytes(Math.min(IFD_CHUNK, source.size - offset), what);
   let chunk = await source.read(offset, Math.min(IFD_CHUNK, source.size - offset), what);
   if (chunk.length < countSize) throw new TiffFormatError(`truncated TIFF: ${what} at offset ${offset} is cut off`);
   const count = big ? readUint64(chunk, 0, le) : le ? chunk.readUInt16LE(0) : chunk.readUInt16BE(0);
@@ -284,8 +327,12 @@ export async function readIfd(source: PositionedFile, header: TiffHeader, offset
   if (count > MAX_IFD_ENTRIES) {
     throw new TiffFormatError(`corrupt TIFF: ${what} at offset ${offset} claims ${count} entries (at most ${MAX_IFD_ENTRIES} accepted)`);
   }
+  budget?.spendEntries(count, what);
   const total = countSize + count * entrySize + nextSize;
-  if (total > chunk.length) chunk = await source.read(offset, total, what);
+  if (total > chunk.length) {
+    budget?.spendBytes(total, what);
+    chunk = await source.read(offset, total, what);
+  }
 
   const entries = new Map<number, IfdEntry>();
   for (let i = 0; i < count; i++) {
@@ -310,5 +357,5 @@ export async function readIfd(source: PositionedFile, header: TiffHeader, offset
   }
   const nextAt = countSize + count * entrySize;
   const next = big ? readUint64(chunk, nextAt, le) : le ? chunk.readUInt32LE(nextAt) : chunk.readUInt32BE(nextAt);
-  return new Ifd(offset, entries, next, le, chunk, offset);
+  return new Ifd(offset, entries, next, le, chunk, offset, budget);
 }

@@ -10,7 +10,9 @@
  * request of the worker while it waits. So every synchronous read is timed, and one that took
  * longer than 2 ms sends all reads of this process to the thread pool for 10 s; after that, the
  * next read tries again synchronously. A worker on slow storage stalls at most once per period,
- * for one read.
+ * for one read. Reads of more than {@link MAX_SYNC_READ} always go to the pool: even from memory,
+ * copying tens of megabytes (a huge tile of a hostile file) would hold the event loop for as many
+ * milliseconds.
  */
 import { readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -23,6 +25,9 @@ const ASYNC_PERIOD_MS = 10_000;
 
 let asyncUntil = 0;
 
+/** Largest read done synchronously: a quarter of a millisecond's copy from the page cache, far above a tile's bytes. */
+export const MAX_SYNC_READ = 1024 * 1024;
+
 /** Whether the next read will be synchronous (for tests and statistics). */
 export function readsAreSynchronous(now = performance.now()): boolean {
   return now >= asyncUntil;
@@ -34,7 +39,7 @@ export function readsAreSynchronous(now = performance.now()): boolean {
  */
 export async function readAt(handle: FileHandle, buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
   const started = performance.now();
-  if (started < asyncUntil) return (await handle.read(buffer, offset, length, position)).bytesRead;
+  if (started < asyncUntil || length > MAX_SYNC_READ) return (await handle.read(buffer, offset, length, position)).bytesRead;
   const bytesRead = readSync(handle.fd, buffer, offset, length, position);
   const finished = performance.now();
   if (finished - started > slowReadMs) asyncUntil = finished + ASYNC_PERIOD_MS;

@@ -65,8 +65,8 @@ function perChannel(values: number[] | undefined, channels: number, fallback: nu
  * (SBYTE, SSHORT, SLONG), which decodes as it is; a writer that used the unsigned type of the same
  * width stored the bits of a negative value, which as unsigned lie above the signed maximum.
  */
-function signedValues(ifd: Ifd, tag: number, bits: number): number[] | undefined {
-  const values = ifd.numbers(tag);
+function signedValues(ifd: Ifd, tag: number, bits: number, channels: number): number[] | undefined {
+  const values = ifd.numbers(tag, channels);
   const type = ifd.entry(tag)?.type;
   const unsigned = type === FieldType.BYTE || type === FieldType.SHORT || type === FieldType.LONG;
   if (!values || !unsigned || fieldTypeSize(type) * 8 !== bits) return values;
@@ -85,14 +85,14 @@ function buildInfo(header: TiffHeader, first: Directory, levels: LevelLayout[]):
     // A signed range may end at 0 (depths, bathymetry): a max of 0 is a max, unless the min is 0
     // too, which is no range but the unset value some writers leave.
     const defaultMin = defaultMinValue(bits, 2);
-    minValues = perChannel(signedValues(ifd, Tag.SMinSampleValue, bits), channels, defaultMin);
-    maxValues = perChannel(signedValues(ifd, Tag.SMaxSampleValue, bits), channels, defaultMax);
+    minValues = perChannel(signedValues(ifd, Tag.SMinSampleValue, bits, channels), channels, defaultMin);
+    maxValues = perChannel(signedValues(ifd, Tag.SMaxSampleValue, bits, channels), channels, defaultMax);
     for (let c = 0; c < channels; c++) {
       if (minValues[c] === 0 && maxValues[c] === 0) [minValues[c], maxValues[c]] = [defaultMin, defaultMax];
     }
   } else {
-    minValues = perChannel(ifd.numbers(Tag.SMinSampleValue), channels, 0);
-    maxValues = perChannel(ifd.numbers(Tag.SMaxSampleValue), channels, 0).map((v) => (v === 0 ? defaultMax : v));
+    minValues = perChannel(ifd.numbers(Tag.SMinSampleValue, channels), channels, 0);
+    maxValues = perChannel(ifd.numbers(Tag.SMaxSampleValue, channels), channels, 0).map((v) => (v === 0 ? defaultMax : v));
   }
 
   let resolution: TiffInfo['resolution'] = null;
@@ -193,9 +193,9 @@ export class TiffFile {
    * TileByteCounts bytes at TileOffsets — for JPEG, an abbreviated stream needing the level's
    * JPEGTables. `plane` selects the sample plane of PlanarConfiguration=2 images. A sparse tile
    * (byte count 0) gives an empty buffer. `headroom` bytes before the tile's are left unfilled for
-   * the caller (a JPEG's tables).
+   * the caller (a JPEG's tables). `limit`: at most that many of the tile's first bytes (a header).
    */
-  async readTileBytes(level: number, col: number, row: number, plane = 0, headroom = 0): Promise<Buffer> {
+  async readTileBytes(level: number, col: number, row: number, plane = 0, headroom = 0, limit = Infinity): Promise<Buffer> {
     const layout = this.layouts[level];
     if (!Number.isInteger(level) || !layout) {
       throw new TiffFormatError(`no resolution level ${level} (the image has ${this.layouts.length})`);
@@ -210,7 +210,7 @@ export class TiffFile {
     const { offsets, byteCounts } = await this.tileArrays(level);
     const index = plane * layout.tilesPerPlane + row * tilesAcross + col;
     const offset = offsets.get(index);
-    const length = byteCounts.get(index);
+    const length = Math.min(byteCounts.get(index), limit);
     if (length === 0) return Buffer.alloc(0);
     try {
       return await this.source.read(offset, length, `tile ${col},${row} of level ${level} (${layout.what})`, headroom);

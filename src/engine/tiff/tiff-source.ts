@@ -6,11 +6,14 @@
 import sharp, { type Sharp } from 'sharp';
 import { FileError } from '../../errors.js';
 import { jpegCodec } from '../codecs/jpeg.js';
+import { jpegFrame } from '../codecs/jpeg-frame.js';
 import { decoding } from '../codecs/libvips-errors.js';
+import { assertProcessable, DEFAULT_DECODE_LIMITS, type DecodeLimits } from '../decode-limits.js';
 import { firstBands } from '../pixels/pixel-types.js';
 import type { ColourSpace, ImageDescription, ImageSource, RawPixels, SampleFormat, Samples } from '../source.js';
+import { CHECK_COPY_BYTES, CHECK_ELEMENTS, TimeSlices } from '../time-slices.js';
 import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './index.js';
-import { unpackTile, nativelyUnpackable, type SampleArray } from './tile-unpacker.js';
+import { unpackTile, nativelyUnpackable, TileOverflowError, type SampleArray } from './tile-unpacker.js';
 import type { Rect } from '../geometry.js';
 
 const COMPRESSION_JPEG = 7;
@@ -55,9 +58,32 @@ function sharpDecodesAsIipsrv(info: TiffInfo): boolean {
   return (space === 'srgb' || space === 'grey' || space === 'binary') && info.channels <= 4;
 }
 
+/**
+ * The photometric interpretations shown (MinIsWhite, MinIsBlack, RGB, palette, CMYK, YCbCr and the
+ * three Labs) and the samples each needs at least: libvips reads others, or too few bands, as
+ * "multiband", which no colour conversion takes.
+ */
+const PHOTOMETRIC_SAMPLES = new Map<number, number>([
+  [0, 1],
+  [1, 1],
+  [2, 3],
+  [3, 1],
+  [5, 4],
+  [6, 3],
+  [8, 1],
+  [9, 1],
+  [10, 1],
+]);
+
 function undecodable(info: TiffInfo): string | null {
   const level = info.levels.find((l) => !DECODABLE_COMPRESSIONS.has(l.compression));
   if (level) return `TIFF compression ${COMPRESSION_NAMES[level.compression] ?? level.compression} is not supported`;
+  // Each level as libvips will read it: their photometrics are their own.
+  for (const { photometric, samplesPerPixel } of info.levels) {
+    const needs = PHOTOMETRIC_SAMPLES.get(photometric);
+    if (needs === undefined) return `TIFF photometric interpretation ${photometric} is not supported`;
+    if (samplesPerPixel < needs) return `TIFF photometric interpretation ${photometric} with ${samplesPerPixel} samples per pixel is not supported`;
+  }
   // libvips reads these, except in tiled separate planes, which are left to our decoder.
   const sharpReads = sharpDecodesAsIipsrv(info);
   const other = info.levels.find((l) => !nativelyUnpackable(l) && !(sharpReads && l.planarConfig === 1));
@@ -97,25 +123,108 @@ function describe(info: TiffInfo): ImageDescription {
   };
 }
 
+/** Bytes of one tile (or strip) decoded: every sample in a byte or more (1-bit data becomes 0/255 bytes). */
+function decodedTileBytes(level: TiffLevel): number {
+  return level.tileWidth * level.tileHeight * level.samplesPerPixel * Math.ceil(level.bitsPerSample / 8);
+}
+
+/** Enough of a JPEG tile to reach its frame header (tables written into the tile come first). */
+const JPEG_HEAD_BYTES = 4096;
+
 export class TiffSource implements ImageSource {
   readonly description: ImageDescription;
+  /** Per level: why its tiles may not be decoded (beyond MAX_TILE_BYTES), or null. */
+  private readonly oversized: Array<string | null>;
+  /** Per JPEG level, a bit a tile: its frame header was found to fit (for libvips' decodes). */
+  private readonly framesChecked: Array<Uint8Array | undefined> = [];
 
   private constructor(
     private readonly path: string,
     private readonly tiff: TiffFile,
     /** As the client gave it, for messages. */
     private readonly name: string,
+    private readonly limits: DecodeLimits,
   ) {
     this.description = describe(tiff.info);
+    this.oversized = tiff.info.levels.map((level, i) => {
+      const bytes = decodedTileBytes(level);
+      if (bytes <= limits.maxTileBytes) return null;
+      const kind = level.tiled ? 'tiles' : 'strips';
+      return (
+        `${name}: level ${i}'s ${level.tileWidth}x${level.tileHeight} ${kind} of ${level.samplesPerPixel} ${level.bitsPerSample}-bit samples ` +
+        `decode to ${bytes} bytes each, more than MAX_TILE_BYTES (${limits.maxTileBytes})`
+      );
+    });
   }
 
-  /** @param name the image name as the client gave it, for messages */
-  static async open(path: string, name: string): Promise<TiffSource> {
+  /**
+   * @param name the image name as the client gave it, for messages
+   * @throws FileError for a file that is not a TIFF we read, or has more bands than MAX_SAMPLES_PER_PIXEL
+   */
+  static async open(path: string, name: string, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): Promise<TiffSource> {
+    let tiff: TiffFile;
     try {
-      return new TiffSource(path, await TiffFile.open(path), name);
+      tiff = await TiffFile.open(path);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(`${name}: ${error.message}`);
       throw error;
+    }
+    const { channels } = tiff.info;
+    if (channels > limits.maxSamplesPerPixel) {
+      await tiff.close().catch(() => undefined);
+      throw new FileError(`${name}: the image has ${channels} samples per pixel, more than MAX_SAMPLES_PER_PIXEL (${limits.maxSamplesPerPixel})`);
+    }
+    return new TiffSource(path, tiff, name, limits);
+  }
+
+  /** @throws FileError when the level's tiles are larger decoded than MAX_TILE_BYTES */
+  private assertTileSize(level: number): void {
+    const oversized = this.oversized[level];
+    if (oversized) throw new FileError(oversized);
+  }
+
+  /**
+   * A JPEG tile's frame header against its level, before any decoder sees it: what libtiff refuses
+   * (a frame larger than the tile, other bands or precision) is refused here, as the tile's damage.
+   * A stream without a frame header is left to the decoders, which say what is wrong.
+   */
+  private assertJpegFrame(jpeg: Uint8Array, stored: TiffLevel, level: number, col: number, row: number): boolean {
+    const frame = jpegFrame(jpeg);
+    if (!frame) return false;
+    const bands = stored.planarConfig === 2 ? 1 : stored.samplesPerPixel;
+    if (frame.width <= stored.tileWidth && frame.height <= stored.tileHeight && frame.components === bands && frame.precision === stored.bitsPerSample)
+      return true;
+    throw new FileError(
+      `${this.name}: tile ${col},${row} of level ${level}: its JPEG frame is ${frame.width}x${frame.height}, ${frame.components} components of ${frame.precision} bits; ` +
+        `the tile is ${stored.tileWidth}x${stored.tileHeight}, ${bands} of ${stored.bitsPerSample}`,
+    );
+  }
+
+  /**
+   * The frames of the JPEG tiles a rectangle touches, before libvips decodes them: libtiff refuses
+   * the same frames, but says only "decompress error". A few kB read a tile, once a tile while the
+   * file is open.
+   */
+  private async checkJpegFrames(level: number, rect: Rect): Promise<void> {
+    const stored = this.tiff.info.levels[level]!;
+    if (stored.compression !== COMPRESSION_JPEG) return;
+    const checked = (this.framesChecked[level] ??= new Uint8Array(Math.ceil((stored.tilesAcross * stored.tilesDown) / 8)));
+    const slices = new TimeSlices();
+    const firstCol = Math.floor(rect.left / stored.tileWidth);
+    const lastCol = Math.floor((rect.left + rect.width - 1) / stored.tileWidth);
+    const firstRow = Math.floor(rect.top / stored.tileHeight);
+    const lastRow = Math.floor((rect.top + rect.height - 1) / stored.tileHeight);
+    for (let row = firstRow; row <= lastRow; row++) {
+      for (let col = firstCol; col <= lastCol; col++) {
+        const index = row * stored.tilesAcross + col;
+        if (checked[index >> 3]! & (1 << (index & 7))) continue;
+        let head = await this.readTileBytes(level, col, row, 0, 0, JPEG_HEAD_BYTES);
+        // libvips fails on an empty JPEG tile without saying why (and its encoder then reports the failure as its own).
+        if (head.length === 0) throw new FileError(`${this.name}: tile ${col},${row} of level ${level} is empty (a sparse JPEG tile, which cannot be decoded)`);
+        if (head.length === JPEG_HEAD_BYTES && !jpegFrame(head)) head = await this.readTileBytes(level, col, row);
+        if (this.assertJpegFrame(head, stored, level, col, row)) checked[index >> 3]! |= 1 << (index & 7);
+        if (slices.due()) await slices.pause();
+      }
     }
   }
 
@@ -130,11 +239,11 @@ export class TiffSource implements ImageSource {
   }
 
   /** A damaged file (a tile beyond its end ...) is the image's fault: 404, as iipsrv. */
-  private async readTileBytes(level: number, col: number, row: number, plane = 0, headroom = 0): Promise<Buffer> {
+  private async readTileBytes(level: number, col: number, row: number, plane = 0, headroom = 0, limit = Infinity): Promise<Buffer> {
     try {
-      return await this.tiff.readTileBytes(level, col, row, plane, headroom);
+      return await this.tiff.readTileBytes(level, col, row, plane, headroom, limit);
     } catch (error) {
-      if (error instanceof TiffFormatError) throw new FileError(error.message);
+      if (error instanceof TiffFormatError) throw new FileError(`${this.name}: ${error.message}`);
       throw error;
     }
   }
@@ -170,6 +279,7 @@ export class TiffSource implements ImageSource {
   async decodeTile(level: number, col: number, row: number): Promise<RawPixels | null> {
     const stored = this.tiff.info.levels[level];
     if (!stored || !stored.tiled || stored.bitsPerSample !== 8 || stored.planarConfig !== 1) return null;
+    this.assertTileSize(level);
     // Plain grey, RGB and YCbCr-in-JPEG only: MinIsWhite, palettes and CIELAB need the general path.
     if (![PHOTOMETRIC.minIsBlack, PHOTOMETRIC.rgb, PHOTOMETRIC.ycbcr].includes(stored.photometric as 1 | 2 | 6)) return null;
     const pixels = stored.compression === COMPRESSION_JPEG ? await this.decodeJpegTile(level, col, row) : await this.decodeStoredEightBit(level, col, row);
@@ -186,6 +296,7 @@ export class TiffSource implements ImageSource {
     if (!stored || !jpegCodec) return null;
     const jpeg = await this.jpegTileBytes(level, col, row, stored.jpegTables);
     if (!jpeg) return null;
+    if (!this.assertJpegFrame(jpeg, stored, level, col, row)) return null;
     try {
       return await jpegCodec.decode(jpeg, stored.samplesPerPixel as 1 | 3);
     } catch {
@@ -205,7 +316,9 @@ export class TiffSource implements ImageSource {
     let tile;
     try {
       tile = await unpackTile(await this.readTileBytes(level, col, row), stored, this.tiff.info.littleEndian, stored.tileHeight);
-    } catch {
+    } catch (error) {
+      // Data that would decode beyond its tile is refused, not tried again by libvips.
+      if (error instanceof TileOverflowError) throw new FileError(`${this.name}: tile ${col},${row} of level ${level}: ${error.message}`);
       // Let the general decoder have a go (and report the damage if it fails too).
       return null;
     }
@@ -216,21 +329,29 @@ export class TiffSource implements ImageSource {
 
   async decode(level: number, rect: Rect): Promise<Sharp> {
     const stored = this.tiff.info.levels[level]!;
+    this.assertTileSize(level);
     // libvips does not read tiled separate planes: decoded here, handed over raw.
     if (stored.planarConfig === 2 && nativelyUnpackable(stored)) {
+      assertProcessable(this.name, rect, this.limits, 'reading separate planes');
       const { data, width, height, channels } = await this.samples(level, rect);
       return sharp(data as Uint8Array | Uint16Array, { raw: { width, height, channels: channels as 1 | 2 | 3 | 4 } });
     }
+    await this.checkJpegFrames(level, rect);
     return this.open(level).extract(rect);
   }
 
   async samples(level: number, rect: Rect): Promise<Samples> {
     const stored = this.tiff.info.levels[level]!;
+    this.assertTileSize(level);
     if (nativelyUnpackable(stored)) return this.decodeSamples(level, stored, rect);
+    await this.checkJpegFrames(level, rect);
     return this.sharpSamples(level, rect);
   }
 
-  /** The rectangle assembled from the stored tiles (or strips) it touches, decoded here. */
+  /**
+   * The rectangle assembled from the stored tiles (or strips) it touches, decoded here, all at
+   * once. The first tile to fail stops the others at their next slice: its error is the answer.
+   */
   private async decodeSamples(level: number, stored: TiffLevel, rect: Rect): Promise<Samples> {
     const channels = stored.samplesPerPixel;
     const { tileWidth, tileHeight } = stored;
@@ -239,32 +360,40 @@ export class TiffSource implements ImageSource {
     const lastCol = Math.floor((rect.left + rect.width - 1) / tileWidth);
     const lastRow = Math.floor((rect.top + rect.height - 1) / tileHeight);
     let out: SampleArray | null = null;
+    const stop = new AbortController();
+    const slices = new TimeSlices(stop.signal);
     const jobs: Array<Promise<void>> = [];
     for (let row = firstRow; row <= lastRow; row++) {
       for (let col = firstCol; col <= lastCol; col++) {
+        const job = async () => {
+          // A strip is as long as the rows left in the image; a tile is always whole.
+          const rows = stored.tiled ? tileHeight : Math.min(tileHeight, stored.height - row * tileHeight);
+          const tile = await this.readTileSamples(level, stored, col, row, rows, stop.signal);
+          const whole = rect.left === col * tileWidth && rect.top === row * tileHeight && rect.width === tileWidth && rect.height === rows;
+          if (whole && firstCol === lastCol && firstRow === lastRow) {
+            // A whole stored tile (most tile requests): its samples as they are.
+            out = tile.data;
+            return;
+          }
+          const target = (out ??= new (tile.data.constructor as new (n: number) => SampleArray)(rect.width * rect.height * channels));
+          const x0 = Math.max(rect.left, col * tileWidth);
+          const x1 = Math.min(rect.left + rect.width, (col + 1) * tileWidth);
+          const y0 = Math.max(rect.top, row * tileHeight);
+          const y1 = Math.min(rect.top + rect.height, row * tileHeight + rows);
+          const span = (x1 - x0) * channels;
+          const rowsPerPiece = (CHECK_COPY_BYTES / Math.max(1, span * tile.data.BYTES_PER_ELEMENT)) | 0;
+          await slices.run(y1 - y0, rowsPerPiece, (from, to) => {
+            for (let y = y0 + from; y < y0 + to; y++) {
+              const at = ((y - row * tileHeight) * tile.width + (x0 - col * tileWidth)) * channels;
+              target.set(tile.data.subarray(at, at + span), ((y - rect.top) * rect.width + (x0 - rect.left)) * channels);
+            }
+          });
+        };
         jobs.push(
-          (async () => {
-            // A strip is as long as the rows left in the image; a tile is always whole.
-            const rows = stored.tiled ? tileHeight : Math.min(tileHeight, stored.height - row * tileHeight);
-            const tile = await this.readTileSamples(level, stored, col, row, rows);
-            const whole = rect.left === col * tileWidth && rect.top === row * tileHeight && rect.width === tileWidth && rect.height === rows;
-            if (whole && firstCol === lastCol && firstRow === lastRow) {
-              // A whole stored tile (most tile requests): its samples as they are.
-              out = tile.data;
-              return;
-            }
-            out ??= new (tile.data.constructor as new (n: number) => SampleArray)(rect.width * rect.height * channels);
-            const x0 = Math.max(rect.left, col * tileWidth);
-            const x1 = Math.min(rect.left + rect.width, (col + 1) * tileWidth);
-            const y0 = Math.max(rect.top, row * tileHeight);
-            const y1 = Math.min(rect.top + rect.height, row * tileHeight + rows);
-            const span = (x1 - x0) * channels;
-            for (let y = y0; y < y1; y++) {
-              const from = ((y - row * tileHeight) * tile.width + (x0 - col * tileWidth)) * channels;
-              const to = ((y - rect.top) * rect.width + (x0 - rect.left)) * channels;
-              out.set(tile.data.subarray(from, from + span), to);
-            }
-          })(),
+          job().catch((error: unknown) => {
+            stop.abort(error);
+            throw error;
+          }),
         );
       }
     }
@@ -273,28 +402,49 @@ export class TiffSource implements ImageSource {
   }
 
   /** One tile's samples, interleaved; separate planes (one tile each) are interleaved here. */
-  private async readTileSamples(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
+  private async readTileSamples(
+    level: number,
+    stored: TiffLevel,
+    col: number,
+    row: number,
+    rows: number,
+    signal: AbortSignal,
+  ): Promise<{ data: SampleArray; width: number }> {
     try {
-      return await this.decodePlanes(level, stored, col, row, rows);
+      return await this.decodePlanes(level, stored, col, row, rows, signal);
     } catch (error) {
       // Damaged tile data is the image's fault: 404, as for a tile beyond the end of the file.
-      if (error instanceof TiffFormatError) throw new FileError(`tile ${col},${row} of level ${level}: ${error.message}`);
+      if (error instanceof TiffFormatError) throw new FileError(`${this.name}: tile ${col},${row} of level ${level}: ${error.message}`);
       throw error;
     }
   }
 
-  private async decodePlanes(level: number, stored: TiffLevel, col: number, row: number, rows: number): Promise<{ data: SampleArray; width: number }> {
+  private async decodePlanes(
+    level: number,
+    stored: TiffLevel,
+    col: number,
+    row: number,
+    rows: number,
+    signal: AbortSignal,
+  ): Promise<{ data: SampleArray; width: number }> {
     const { littleEndian } = this.tiff.info;
-    if (stored.planarConfig === 1) return unpackTile(await this.readTileBytes(level, col, row), stored, littleEndian, rows);
+    const read = async (plane: number, layout: TiffLevel) => {
+      // Another tile of the request failed: this one is not wanted any more.
+      signal.throwIfAborted();
+      return unpackTile(await this.readTileBytes(level, col, row, plane), layout, littleEndian, rows, signal);
+    };
+    if (stored.planarConfig === 1) return read(0, stored);
     const bands = stored.samplesPerPixel;
     const plane = { ...stored, samplesPerPixel: 1 };
-    const planes = await Promise.all(
-      Array.from({ length: bands }, async (_, p) => (await unpackTile(await this.readTileBytes(level, col, row, p), plane, littleEndian, rows)).data),
-    );
+    const planes = await Promise.all(Array.from({ length: bands }, async (_, p) => (await read(p, plane)).data));
     const data = new (planes[0]!.constructor as new (n: number) => SampleArray)(planes[0]!.length * bands);
-    planes.forEach((samples, p) => {
-      for (let i = 0, o = p; i < samples.length; i++, o += bands) data[o] = samples[i]!;
-    });
+    const slices = new TimeSlices(signal);
+    for (let p = 0; p < bands; p++) {
+      const samples = planes[p]!;
+      await slices.run(samples.length, CHECK_ELEMENTS, (from, to) => {
+        for (let i = from, o = from * bands + p; i < to; i++, o += bands) data[o] = samples[i]!;
+      });
+    }
     return { data, width: stored.tileWidth };
   }
 

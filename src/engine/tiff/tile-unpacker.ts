@@ -5,11 +5,18 @@
  * (signed, float as scRGB, 8-bit CIELAB it cannot read, multiband it expands or zeroes).
  */
 import { promisify } from 'node:util';
-import { inflate } from 'node:zlib';
+import { inflate, type ZlibOptions } from 'node:zlib';
+import { CHECK_COPY_BYTES, CHECK_ELEMENTS, TimeSlices } from '../time-slices.js';
 import { TiffFormatError } from './errors.js';
 import type { TiffLevel } from './types.js';
 
-const inflateAsync = promisify(inflate);
+const inflateAsync = promisify<Buffer, ZlibOptions, Buffer>(inflate);
+
+/**
+ * Stored data that decodes to more than its tile holds: a decompression bomb, or a writer's bug.
+ * Refused as corrupt, and not handed to another decoder for a second try.
+ */
+export class TileOverflowError extends TiffFormatError {}
 
 export type SampleArray = Uint8Array | Uint16Array | Uint32Array | Int8Array | Int16Array | Int32Array | Float32Array;
 
@@ -33,10 +40,13 @@ export interface DecodedTile {
 }
 
 /**
+ * Work on the event loop (LZW, PackBits, predictors, byte swapping) runs in time slices
+ * (../time-slices.ts), so a big tile never holds the worker; `signal` stops it between slices.
  * @param bytes the stored bytes of the tile (empty for a sparse tile, which is zeros)
  * @param rows rows in this tile or strip (the last strip may be shorter)
  */
-export async function unpackTile(bytes: Buffer, level: TiffLevel, littleEndian: boolean, rows: number): Promise<DecodedTile> {
+export async function unpackTile(bytes: Buffer, level: TiffLevel, littleEndian: boolean, rows: number, signal?: AbortSignal): Promise<DecodedTile> {
+  const slices = new TimeSlices(signal);
   const width = level.tileWidth;
   const samples = level.samplesPerPixel;
   const bits = level.bitsPerSample;
@@ -44,47 +54,62 @@ export async function unpackTile(bytes: Buffer, level: TiffLevel, littleEndian: 
   const size = rowBytes * rows;
   let raw: Buffer;
   if (bytes.length === 0) raw = Buffer.alloc(size);
-  else raw = await decompress(bytes, level.compression, size);
+  else raw = await decompress(bytes, level.compression, size, slices);
+  slices.check();
   if (raw.length < size) {
     // libtiff fills a short tile with zeros too (and warns).
     const padded = Buffer.alloc(size);
-    raw.copy(padded);
+    await slices.run(raw.length, CHECK_COPY_BYTES, (from, to) => raw.copy(padded, from, from, to));
     raw = padded;
   }
-  if (bits === 1) return { data: unpackBits(raw, width, rows, rowBytes, level.photometric === 0), width, height: rows };
-  if (level.predictor === 3) raw = undoFloatPredictor(raw, rowBytes, rows, bits / 8, samples);
+  if (bits === 1) return { data: await unpackBits(raw, width, rows, rowBytes, level.photometric === 0, slices), width, height: rows };
+  if (level.predictor === 3) raw = await undoFloatPredictor(raw, rowBytes, rows, bits / 8, samples, slices);
   const float = level.sampleFormat === 3;
   // libtiff applies the horizontal predictor to float data as to 32-bit integers.
-  const data = typed(raw, size, bits, float && level.predictor === 2 ? 1 : level.sampleFormat, littleEndian || level.predictor === 3);
-  if (level.predictor === 2) undoDifferencing(data, width * samples, rows, samples);
+  const data = await typed(raw, size, bits, float && level.predictor === 2 ? 1 : level.sampleFormat, littleEndian || level.predictor === 3, slices);
+  if (level.predictor === 2) await undoDifferencing(data, width * samples, rows, samples, slices);
   if (float && !(data instanceof Float32Array)) return { data: new Float32Array(data.buffer, data.byteOffset, data.length), width, height: rows };
   return { data, width, height: rows };
 }
 
-async function decompress(bytes: Buffer, compression: number, size: number): Promise<Buffer> {
+async function decompress(bytes: Buffer, compression: number, size: number, slices: TimeSlices): Promise<Buffer> {
   try {
     switch (compression) {
       case 1:
         return bytes;
       case 8:
       case 32946:
-        return await inflateAsync(bytes);
+        return await inflateTile(bytes, size);
       case 5:
-        return lzwDecode(bytes, size);
+        return await lzwDecode(bytes, size, slices);
       case 32773:
-        return unpackBitsRle(bytes, size);
+        return await unpackBitsRle(bytes, size, slices);
     }
   } catch (error) {
+    if (error instanceof TiffFormatError || (error instanceof Error && error.name === 'AbortError')) throw error;
     throw new TiffFormatError(`corrupt TIFF tile: ${(error as Error).message}`);
   }
   throw new TiffFormatError(`TIFF compression ${compression} is not decoded here`);
 }
 
 /**
+ * Inflates at most the tile's bytes: zlib stops at the first output beyond them. The output
+ * buffer is one byte more than the tile, so a whole tile comes back as one chunk (no copy).
+ */
+async function inflateTile(bytes: Buffer, size: number): Promise<Buffer> {
+  try {
+    return await inflateAsync(bytes, { maxOutputLength: Math.max(1, size), chunkSize: Math.max(64, size + 1) });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_BUFFER_TOO_LARGE') throw error;
+    throw new TileOverflowError(`corrupt TIFF tile: its deflate data inflates to more than its ${size} bytes`);
+  }
+}
+
+/**
  * The samples as a typed array of their type. `nativeOrder`: the bytes are little-endian (the
  * machine's order on every platform Node runs on here), else big-endian and swapped.
  */
-function typed(raw: Buffer, size: number, bits: number, sampleFormat: number, nativeOrder: boolean): SampleArray {
+async function typed(raw: Buffer, size: number, bits: number, sampleFormat: number, nativeOrder: boolean, slices: TimeSlices): Promise<SampleArray> {
   const bytes = bits / 8;
   let own: Uint8Array;
   if ((bytes === 1 || nativeOrder) && raw.byteOffset % bytes === 0) {
@@ -92,10 +117,15 @@ function typed(raw: Buffer, size: number, bits: number, sampleFormat: number, na
     own = new Uint8Array(raw.buffer, raw.byteOffset, size);
   } else if (bytes === 1 || nativeOrder) {
     own = new Uint8Array(size);
-    own.set(raw.subarray(0, size));
+    const copy = own;
+    await slices.run(size, CHECK_COPY_BYTES, (from, to) => copy.set(raw.subarray(from, to), from));
   } else {
     own = new Uint8Array(size);
-    for (let i = 0; i < size; i += bytes) for (let b = 0; b < bytes; b++) own[i + b] = raw[i + bytes - 1 - b]!;
+    const swapped = own;
+    const step = Math.ceil(CHECK_ELEMENTS / bytes) * bytes;
+    await slices.run(size, step, (from, to) => {
+      for (let i = from; i < to; i += bytes) for (let b = 0; b < bytes; b++) swapped[i + b] = raw[i + bytes - 1 - b]!;
+    });
   }
   const { buffer, byteOffset } = own;
   const count = size / bytes;
@@ -107,31 +137,45 @@ function typed(raw: Buffer, size: number, bits: number, sampleFormat: number, na
 }
 
 /** Predictor 2: each sample was stored as the difference to the same band of its left neighbour. */
-function undoDifferencing(data: SampleArray, rowSamples: number, rows: number, samples: number): void {
-  if (samples === 3 && data instanceof Uint8Array) return undoRgbDifferencing(data, rowSamples, rows);
-  // Typed arrays wrap on assignment, as the integer sums of the predictor do.
+async function undoDifferencing(data: SampleArray, rowSamples: number, rows: number, samples: number, slices: TimeSlices): Promise<void> {
+  const rgb = samples === 3 && data instanceof Uint8Array;
+  // Whole rows a piece; a row longer than a piece (a wide strip) is cut at pixel boundaries, where
+  // the running sum is the sample just written.
+  const pixelsPerPiece = Math.max(1, Math.floor(CHECK_ELEMENTS / samples));
+  const rowsPerPiece = Math.max(1, Math.floor(CHECK_ELEMENTS / rowSamples));
+  const pixels = rowSamples / samples;
+  if (rowsPerPiece > 1 || pixels <= pixelsPerPiece) {
+    await slices.run(rows, rowsPerPiece, (from, to) => {
+      for (let y = from; y < to; y++) {
+        if (rgb) undoRgbDifferencing(data, y * rowSamples, y * rowSamples + rowSamples);
+        else undoRowDifferencing(data, y * rowSamples + samples, y * rowSamples + rowSamples, samples);
+      }
+    });
+    return;
+  }
   for (let y = 0; y < rows; y++) {
     const start = y * rowSamples;
-    for (let i = start + samples; i < start + rowSamples; i++) data[i] = data[i]! + data[i - samples]!;
+    await slices.run(pixels - 1, pixelsPerPiece, (from, to) => undoRowDifferencing(data, start + (from + 1) * samples, start + (to + 1) * samples, samples));
   }
 }
 
-/** The common 8-bit RGB case, with the running sums in locals: twice as fast as the general loop. */
-function undoRgbDifferencing(data: Uint8Array, rowSamples: number, rows: number): void {
-  for (let y = 0; y < rows; y++) {
-    const start = y * rowSamples;
-    const end = start + rowSamples;
-    let r = data[start]!;
-    let g = data[start + 1]!;
-    let b = data[start + 2]!;
-    for (let i = start + 3; i < end; i += 3) {
-      r = (r + data[i]!) & 0xff;
-      g = (g + data[i + 1]!) & 0xff;
-      b = (b + data[i + 2]!) & 0xff;
-      data[i] = r;
-      data[i + 1] = g;
-      data[i + 2] = b;
-    }
+/** Samples [from, to) of one row, from is past the row's first pixel. Typed arrays wrap on assignment, as the integer sums of the predictor do. */
+function undoRowDifferencing(data: SampleArray, from: number, to: number, samples: number): void {
+  for (let i = from; i < to; i++) data[i] = data[i]! + data[i - samples]!;
+}
+
+/** The common 8-bit RGB case, one row, with the running sums in locals: twice as fast as the general loop. */
+function undoRgbDifferencing(data: Uint8Array, start: number, end: number): void {
+  let r = data[start]!;
+  let g = data[start + 1]!;
+  let b = data[start + 2]!;
+  for (let i = start + 3; i < end; i += 3) {
+    r = (r + data[i]!) & 0xff;
+    g = (g + data[i + 1]!) & 0xff;
+    b = (b + data[i + 2]!) & 0xff;
+    data[i] = r;
+    data[i + 1] = g;
+    data[i + 2] = b;
   }
 }
 
@@ -140,45 +184,52 @@ function undoRgbDifferencing(data: Uint8Array, rowSamples: number, rows: number)
  * first, each then stored as its difference from the byte one pixel (`samples` bytes) before, as
  * libtiff writes it. Returns the samples in little-endian order.
  */
-function undoFloatPredictor(raw: Buffer, rowBytes: number, rows: number, bytes: number, samples: number): Buffer {
+async function undoFloatPredictor(raw: Buffer, rowBytes: number, rows: number, bytes: number, samples: number, slices: TimeSlices): Promise<Buffer> {
   const out = Buffer.allocUnsafe(rowBytes * rows);
   const count = rowBytes / bytes;
   for (let y = 0; y < rows; y++) {
     const base = y * rowBytes;
     // The sums in place (the buffer is ours), then each sample's bytes gathered from the groups.
-    for (let i = base + samples; i < base + rowBytes; i++) raw[i] = (raw[i]! + raw[i - samples]!) & 0xff;
-    if (bytes === 4) {
-      for (let s = 0, o = base; s < count; s++, o += 4) {
-        out[o + 3] = raw[base + s]!;
-        out[o + 2] = raw[base + count + s]!;
-        out[o + 1] = raw[base + 2 * count + s]!;
-        out[o] = raw[base + 3 * count + s]!;
+    await slices.run(rowBytes - samples, CHECK_ELEMENTS, (from, to) => {
+      for (let i = base + samples + from; i < base + samples + to; i++) raw[i] = (raw[i]! + raw[i - samples]!) & 0xff;
+    });
+    await slices.run(count, CHECK_ELEMENTS / bytes, (from, to) => {
+      if (bytes === 4) {
+        for (let s = from, o = base + from * 4; s < to; s++, o += 4) {
+          out[o + 3] = raw[base + s]!;
+          out[o + 2] = raw[base + count + s]!;
+          out[o + 1] = raw[base + 2 * count + s]!;
+          out[o] = raw[base + 3 * count + s]!;
+        }
+      } else {
+        for (let s = from; s < to; s++) {
+          for (let b = 0; b < bytes; b++) out[base + s * bytes + (bytes - 1 - b)] = raw[base + b * count + s]!;
+        }
       }
-    } else {
-      for (let s = 0; s < count; s++) {
-        for (let b = 0; b < bytes; b++) out[base + s * bytes + (bytes - 1 - b)] = raw[base + b * count + s]!;
-      }
-    }
+    });
   }
   return out;
 }
 
 /** 1-bit samples to 0/255 bytes; MinIsWhite (photometric 0) inverted, as iipsrv does. */
-function unpackBits(raw: Buffer, width: number, rows: number, rowBytes: number, minIsWhite: boolean): Uint8Array {
+async function unpackBits(raw: Buffer, width: number, rows: number, rowBytes: number, minIsWhite: boolean, slices: TimeSlices): Promise<Uint8Array> {
   const out = new Uint8Array(width * rows);
   const on = minIsWhite ? 0 : 255;
   const off = minIsWhite ? 255 : 0;
-  for (let y = 0; y < rows; y++) {
-    for (let x = 0; x < width; x++) out[y * width + x] = raw[y * rowBytes + (x >> 3)]! & (0x80 >> (x & 7)) ? on : off;
-  }
+  await slices.run(rows, CHECK_ELEMENTS / width, (from, to) => {
+    for (let y = from; y < to; y++) {
+      for (let x = 0; x < width; x++) out[y * width + x] = raw[y * rowBytes + (x >> 3)]! & (0x80 >> (x & 7)) ? on : off;
+    }
+  });
   return out;
 }
 
-/** PackBits run-length decoding. */
-function unpackBitsRle(input: Buffer, size: number): Buffer {
+/** PackBits run-length decoding, at most `size` bytes (whatever the runs say; the rest is ignored, as libtiff does). */
+async function unpackBitsRle(input: Buffer, size: number, slices: TimeSlices): Promise<Buffer> {
   const out = Buffer.alloc(size);
   let i = 0;
   let o = 0;
+  let check = CHECK_ELEMENTS;
   while (i < input.length && o < size) {
     const n = (input[i++]! << 24) >> 24;
     if (n >= 0) {
@@ -191,12 +242,20 @@ function unpackBitsRle(input: Buffer, size: number): Buffer {
       out.fill(input[i++]!, o, o + count);
       o += count;
     }
+    // The input counts too: a stream of no-op codes (-128) writes nothing but takes time.
+    if (o + i >= check) {
+      check = o + i + CHECK_ELEMENTS;
+      if (slices.due()) await slices.pause();
+    }
   }
   return out;
 }
 
-/** TIFF LZW (MSB-first codes, 9 to 12 bits, the code width growing one code early). */
-function lzwDecode(input: Buffer, size: number): Buffer {
+/**
+ * TIFF LZW (MSB-first codes, 9 to 12 bits, the code width growing one code early). At most
+ * `size` bytes come out: codes beyond the tile are not decoded (libtiff stops there too).
+ */
+async function lzwDecode(input: Buffer, size: number, slices: TimeSlices): Promise<Buffer> {
   const CLEAR = 256;
   const EOI = 257;
   const out = Buffer.alloc(size);
@@ -217,7 +276,13 @@ function lzwDecode(input: Buffer, size: number): Buffer {
   let bitBuffer = 0;
   let bitCount = 0;
   let i = 0;
+  // Output and input both count: a stream of clear codes writes nothing but takes time.
+  let check = CHECK_ELEMENTS;
   while (o < size) {
+    if (o + i >= check) {
+      check = o + i + CHECK_ELEMENTS;
+      if (slices.due()) await slices.pause();
+    }
     while (bitCount < width && i < input.length) {
       bitBuffer = ((bitBuffer << 8) | input[i++]!) >>> 0;
       bitCount += 8;
