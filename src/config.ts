@@ -33,6 +33,33 @@ export interface MemcachedServer {
   port: number;
 }
 
+/** The FastCGI listener's limits, per worker process (see README.md, Configuration). */
+export interface FastCgiLimits {
+  /** A connection with no request in progress (or whose peer stops reading) is closed after this; 0: never. */
+  idleTimeoutMs: number;
+  /** A request's input must arrive within this of its BEGIN_REQUEST; 0: no limit. */
+  readTimeoutMs: number;
+  maxConnections: number;
+  maxRequestsPerConnection: number;
+  maxParamsBytes: number;
+  maxHeldInputBytes: number;
+}
+
+/**
+ * Far above what nginx, Apache or lighttpd need: they send a request's PARAMS and STDIN at once
+ * and one request at a time per connection; nginx drops its own idle upstream connections after
+ * 60 s (keepalive_timeout), before ours would; Apache's default header limits (100 fields of
+ * 8190 bytes) stay under the params size.
+ */
+export const FASTCGI_LIMIT_DEFAULTS: Readonly<FastCgiLimits> = {
+  idleTimeoutMs: 120_000,
+  readTimeoutMs: 30_000,
+  maxConnections: 1024,
+  maxRequestsPerConnection: 100,
+  maxParamsBytes: 1024 * 1024,
+  maxHeldInputBytes: 8 * 1024 * 1024,
+};
+
 export interface Config {
   logTarget: LogTarget;
   /** 0 = no log at all; 1 = start-up banner and errors; 2 = one line per request; 3-6 more detail. */
@@ -97,6 +124,7 @@ export interface Config {
   maxSamplesPerPixel: number;
   /** MAX_PROCESSING_PIXELS: most pixels of one region decoded whole into memory (processing commands, raw samples). */
   maxProcessingPixels: number;
+  fastcgi: FastCgiLimits;
   /** Notes for the start-up log: fallbacks taken and variables accepted but without effect here. */
   warnings: string[];
 }
@@ -143,6 +171,42 @@ function flag(env: Env, name: string, fallback: boolean): boolean {
   if (['0', 'false', 'no', 'off'].includes(value)) return false;
   if (/^[+-]?\d+$/.test(value)) return Number.parseInt(value, 10) !== 0;
   throw new ConfigError(name, `expected 0 or 1, got "${value}"`);
+}
+
+/** A duration in seconds (fractions allowed), 0 for none; as milliseconds. */
+function seconds(env: Env, name: string, fallback: number): number {
+  const value = decimal(env, name, fallback);
+  if (value < 0 || !Number.isFinite(value)) throw new ConfigError(name, 'expected a number of seconds, 0 (none) or more');
+  return Math.round(value * 1000);
+}
+
+/** A count or size that must be at least `min`. */
+function atLeast(env: Env, name: string, fallback: number, min: number, unit: string): number {
+  const value = integer(env, name, fallback);
+  if (value < min) throw new ConfigError(name, `expected ${unit}, at least ${min}, got ${value}`);
+  return value;
+}
+
+/** Whole bytes of a record of the largest size (header, 65535 bytes, 255 of padding). */
+const LARGEST_RECORD_BYTES = 8 + 0xffff + 0xff;
+
+function parseFastCgiLimits(env: Env, warnings: string[]): FastCgiLimits {
+  const defaults = FASTCGI_LIMIT_DEFAULTS;
+  const maxParamsBytes = atLeast(env, 'FCGI_MAX_PARAMS_SIZE', defaults.maxParamsBytes, 1024, 'a size in bytes');
+  let maxHeldInputBytes = atLeast(env, 'FCGI_MAX_HELD_INPUT', defaults.maxHeldInputBytes, 1, 'a size in bytes');
+  const needed = maxParamsBytes + LARGEST_RECORD_BYTES;
+  if (maxHeldInputBytes < needed) {
+    warnings.push(`FCGI_MAX_HELD_INPUT=${maxHeldInputBytes} cannot hold one request of FCGI_MAX_PARAMS_SIZE; using ${needed}`);
+    maxHeldInputBytes = needed;
+  }
+  return {
+    idleTimeoutMs: seconds(env, 'FCGI_IDLE_TIMEOUT', defaults.idleTimeoutMs / 1000),
+    readTimeoutMs: seconds(env, 'FCGI_READ_TIMEOUT', defaults.readTimeoutMs / 1000),
+    maxConnections: atLeast(env, 'FCGI_MAX_CONNS', defaults.maxConnections, 1, 'a number of connections'),
+    maxRequestsPerConnection: atLeast(env, 'FCGI_MAX_REQS', defaults.maxRequestsPerConnection, 1, 'a number of requests'),
+    maxParamsBytes,
+    maxHeldInputBytes,
+  };
 }
 
 function clamp(warnings: string[], name: string, value: number, min: number, max: number): number {
@@ -421,6 +485,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxTileBytes: limit(env, 'MAX_TILE_BYTES', 32 * 1024 * 1024, 0x7fff_ffff),
     maxSamplesPerPixel: limit(env, 'MAX_SAMPLES_PER_PIXEL', 1024, 0xffff),
     maxProcessingPixels: limit(env, 'MAX_PROCESSING_PIXELS', 32 * 1024 * 1024, Number.MAX_SAFE_INTEGER),
+    fastcgi: parseFastCgiLimits(env, warnings),
     warnings,
   };
 }

@@ -62,6 +62,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     fastcgi = createFastCgiServer(handler, {
       log,
       allowedPeers: config.allowedPeers,
+      ...config.fastcgi,
     });
     const target = options.fastcgi;
     if (target.kind === 'tcp') await fastcgi.listen({ host: target.host, port: target.port, backlog: target.backlog });

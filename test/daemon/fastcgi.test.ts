@@ -355,19 +355,27 @@ describe('FastCGI responder', () => {
     assert.equal(started.requests.length, 22);
   });
 
-  it('closes the connection when the params exceed the bound', async () => {
+  it('answers 431 to params over the bound, drops the rest of that request and keeps the connection', async () => {
     const started = await start(echo, { maxParamsBytes: 4096 });
-    const good = await connect({ port: started.port });
-    assert.equal((await good.request(1, { keepConn: true, params: { QUERY_STRING: 'q'.repeat(3000) } })).status, '200 OK');
-
     const client = await connect({ port: started.port });
-    client.send(beginRequest(1, { keepConn: true }));
-    for (let i = 0; i < 5; i++) client.send(record(FCGI.PARAMS, 1, Buffer.alloc(1000, 0x41)));
-    await client.waitForClose();
-    assert.equal(client.hasReply(1), false);
-    assert.match(String(started.warnings[0]?.fields.reason), /params exceed 4096/);
-    assert.equal(started.requests.length, 1);
-    assert.equal((await good.request(2, { keepConn: true })).status, '200 OK', 'other connections unaffected');
+    assert.equal((await client.request(1, { keepConn: true, params: { QUERY_STRING: 'q'.repeat(3000) } })).status, '200 OK');
+
+    client.send(beginRequest(2, { keepConn: true }));
+    for (let i = 0; i < 5; i++) client.send(record(FCGI.PARAMS, 2, Buffer.alloc(1000, 0x41)));
+    const reply = await client.waitForEnd(2);
+    const response = parseCgiResponse(reply.stdout);
+    assert.equal(response.status, '431 Request Header Fields Too Large');
+    assert.match(response.body.toString(), /larger than the server accepts \(4096 bytes\)/);
+    assert.deepEqual(reply.end, { appStatus: 0, protocolStatus: FCGI.REQUEST_COMPLETE });
+    // The rest of its PARAMS and its STDIN still come, and are dropped without being kept.
+    for (let i = 0; i < 50; i++) client.send(record(FCGI.PARAMS, 2, Buffer.alloc(1000, 0x41)));
+    client.send(Buffer.concat([record(FCGI.PARAMS, 2), stdinRecords(2)]));
+    assert.equal((await client.request(3, { keepConn: true })).status, '200 OK', 'the connection stays in sync');
+    assert.equal((await client.request(2, { keepConn: true })).status, '200 OK', 'the id is free again');
+    assert.equal(client.closed, false);
+    assert.equal(started.requests.length, 3, 'the handler never saw the refused request');
+    assert.equal(started.fcgi.stats().protocolErrors, 0);
+    assert.equal(started.fcgi.stats().heldInputBytes, 0);
   });
 
   it('drains STDIN up to its empty record before calling the handler', async () => {
@@ -489,7 +497,7 @@ describe('FastCGI responder', () => {
   });
 
   it('answers GET_VALUES with only the values asked for', async () => {
-    const started = await start(echo, { maxConns: 7, maxReqs: 9 });
+    const started = await start(echo, { maxConnections: 7, maxRequestsPerConnection: 9 });
     const client = await connect({ port: started.port });
     client.send(
       record(
@@ -522,9 +530,10 @@ describe('FastCGI responder', () => {
         ]),
       ),
     );
+    // The limits in force: connections per worker, requests per connection.
     assert.deepEqual(readNameValuePairs((await other.waitForRecord(FCGI.GET_VALUES_RESULT)).content), [
-      ['FCGI_MAX_REQS', '1000'],
-      ['FCGI_MAX_CONNS', '1000'],
+      ['FCGI_MAX_REQS', '100'],
+      ['FCGI_MAX_CONNS', '1024'],
       ['FCGI_MPXS_CONNS', '0'],
     ]);
     assert.equal((await other.request(1, { keepConn: true })).status, '200 OK');
@@ -866,5 +875,237 @@ describe('FastCGI listening and closing', () => {
 
     const allowing = await start(echo, { allowedPeers: ['192.0.2.1', '127.0.0.1'] });
     assert.equal((await (await connect({ port: allowing.port })).request(1)).status, '200 OK');
+  });
+});
+
+describe('FastCGI timeouts and limits', () => {
+  /** The server side of the next connection, and when it closed (performance.now()). */
+  function watchServerSocket(started: Started): { socket: () => net.Socket | undefined; closedAt: () => number | null } {
+    let socket: net.Socket | undefined;
+    let closedAt: number | null = null;
+    started.fcgi.server.prependListener('connection', (s: net.Socket) => {
+      socket ??= s;
+      if (s === socket) s.on('close', () => (closedAt = performance.now()));
+    });
+    return { socket: () => socket, closedAt: () => closedAt };
+  }
+
+  it('closes a connection that sends nothing, and a kept one after its last request, once the idle timeout passes', async () => {
+    const started = await start(echo, { idleTimeoutMs: 300 });
+    const silent = await connect({ port: started.port });
+    const opened = performance.now();
+    await silent.waitForClose(10_000);
+    assert.ok(performance.now() - opened >= 290, 'not before the idle timeout');
+    assert.equal(silent.received.length, 0);
+
+    const kept = await connect({ port: started.port });
+    for (let i = 1; i <= 3; i++) assert.equal((await kept.request(i, { keepConn: true })).status, '200 OK');
+    const answered = performance.now();
+    await kept.waitForClose(10_000);
+    assert.ok(performance.now() - answered >= 290, 'not before the idle timeout');
+    // A FIN after the last END_REQUEST, nothing else: what a web server's pool sees.
+    assert.equal(kept.received.filter((r) => r.type === FCGI.END_REQUEST).length, 3);
+    assert.equal(kept.parseError, null);
+    assert.equal(started.fcgi.stats().timeouts, 2);
+    assert.equal(started.warnings.length, 0, 'an idle close is routine, not a warning');
+  });
+
+  it('does not count a request in progress as idle', async () => {
+    const started = await start(
+      async () => {
+        await sleep(900);
+        return text(200, 'slow');
+      },
+      { idleTimeoutMs: 300 },
+    );
+    const client = await connect({ port: started.port });
+    const response = await client.request(1, { keepConn: true });
+    assert.equal(response.body.toString(), 'slow');
+    assert.equal(started.fcgi.stats().timeouts, 0);
+    // Idle from now on.
+    await client.waitForClose(10_000);
+  });
+
+  it('closes a connection whose record header stops half-way, after the read timeout', async () => {
+    const started = await start(echo, { readTimeoutMs: 300, idleTimeoutMs: 60_000 });
+    const client = await connect({ port: started.port });
+    const sent = performance.now();
+    client.send(beginRequest(1, { keepConn: true }).subarray(0, 5));
+    await client.waitForClose(10_000);
+    assert.ok(performance.now() - sent >= 290);
+    assert.equal(client.received.length, 0, 'no request to answer yet');
+    assert.equal(started.fcgi.stats().timeouts, 1);
+  });
+
+  for (const [what, bytes] of [
+    ['unfinished PARAMS', Buffer.concat([beginRequest(1, { keepConn: true }), record(FCGI.PARAMS, 1, nameValuePairs(DEFAULT_PARAMS))])],
+    ['unfinished STDIN', Buffer.concat([beginRequest(1, { keepConn: true }), paramsRecords(1, DEFAULT_PARAMS), record(FCGI.STDIN, 1, Buffer.alloc(100))])],
+    ['a record cut short', Buffer.concat([beginRequest(1, { keepConn: true }), record(FCGI.PARAMS, 1, Buffer.alloc(4000)).subarray(0, 2000)])],
+  ] as const) {
+    it(`answers 408 and closes after the read timeout on ${what}`, async () => {
+      const started = await start(echo, { readTimeoutMs: 300, idleTimeoutMs: 60_000 });
+      const client = await connect({ port: started.port });
+      const sent = performance.now();
+      client.send(bytes);
+      const reply = await client.waitForEnd(1, 10_000);
+      assert.ok(performance.now() - sent >= 290);
+      const response = parseCgiResponse(reply.stdout);
+      assert.equal(response.status, '408 Request Timeout');
+      assert.match(response.body.toString(), /did not arrive in time/);
+      await client.waitForClose();
+      assert.equal(started.requests.length, 0);
+      assert.equal(started.fcgi.stats().heldInputBytes, 0);
+      assert.equal(started.fcgi.stats().requestsInFlight, 0);
+    });
+  }
+
+  it('times the whole input of a request: trickling it in a byte at a time does not keep it alive', async () => {
+    const started = await start(echo, { readTimeoutMs: 500, idleTimeoutMs: 60_000 });
+    const client = await connect({ port: started.port });
+    const bytes = Buffer.concat([beginRequest(1, { keepConn: true }), record(FCGI.PARAMS, 1, Buffer.alloc(60_000))]);
+    const sent = performance.now();
+    let at = 0;
+    const trickle = setInterval(() => client.send(bytes.subarray(at, ++at)), 20);
+    try {
+      await client.waitForClose(10_000);
+    } finally {
+      clearInterval(trickle);
+    }
+    assert.ok(performance.now() - sent >= 490);
+    assert.equal(parseCgiResponse(client.reply(1).stdout).status, '408 Request Timeout');
+  });
+
+  it('never times out a connection that keeps sending whole requests, however long it goes on', async () => {
+    // Each request alone arrives well within the timeouts; all of them together take longer.
+    const started = await start(echo, { readTimeoutMs: 1000, idleTimeoutMs: 1000 });
+    const client = await connect({ port: started.port });
+    const until = performance.now() + 3000;
+    let id = 0;
+    while (performance.now() < until) {
+      // Each request split over two writes, so that input is always half-way somewhere.
+      const bytes = fullRequest(++id, { keepConn: true });
+      client.send(bytes.subarray(0, 30));
+      await sleep(10);
+      client.forget(id);
+      client.send(bytes.subarray(30));
+      await client.waitForEnd(id);
+    }
+    assert.equal(client.closed, false);
+    assert.equal(started.fcgi.stats().timeouts, 0);
+  });
+
+  it('drops a connection whose peer stops reading a response, after the idle timeout', async () => {
+    const body = Buffer.alloc(16 * 1024 * 1024, 7);
+    const started = await start(async () => ({ status: 200, headers: [], body }), { idleTimeoutMs: 400 });
+    const server = watchServerSocket(started);
+    const client = await connect({ port: started.port });
+    client.socket.pause();
+    client.send(fullRequest(1, { keepConn: true }));
+    await until(() => started.requests.length === 1, 'the handler');
+    await until(() => server.closedAt() !== null, 'the server to drop the stalled connection', 10_000);
+    assert.equal(started.fcgi.stats().timeouts, 1);
+    assert.equal(started.fcgi.stats().connections, 0);
+  });
+
+  it('keeps a slow reader that makes progress', async () => {
+    const body = Buffer.alloc(8 * 1024 * 1024, 7);
+    const started = await start(async () => ({ status: 200, headers: [], body }), { idleTimeoutMs: 2000 });
+    const client = await connect({ port: started.port });
+    client.socket.pause();
+    client.send(fullRequest(1, { keepConn: true }));
+    await until(() => started.requests.length === 1, 'the handler');
+    // Reads a little every 100 ms: slower than the server writes, never idle for long.
+    const reader = setInterval(() => {
+      client.socket.resume();
+      setTimeout(() => client.socket.pause(), 5);
+    }, 100);
+    try {
+      client.socket.resume();
+      const reply = await client.waitForEnd(1, 30_000);
+      assert.equal(parseCgiResponse(reply.stdout).body.length, body.length);
+    } finally {
+      clearInterval(reader);
+      client.socket.resume();
+    }
+    assert.equal(started.fcgi.stats().timeouts, 0);
+  });
+
+  it('closes connections over maxConnections at once and keeps serving the others', async () => {
+    const started = await start(echo, { maxConnections: 3 });
+    const open = [await connect({ port: started.port }), await connect({ port: started.port }), await connect({ port: started.port })];
+    await until(() => started.fcgi.stats().connections === 3, 'three connections');
+    const extra = await connect({ port: started.port });
+    extra.send(fullRequest(1, { keepConn: true }));
+    await extra.waitForClose();
+    assert.equal(extra.received.length, 0);
+    assert.equal(started.fcgi.stats().connectionsRefused, 1);
+    assert.equal(started.requests.length, 0);
+    for (const [i, client] of open.entries()) assert.equal((await client.request(1, { keepConn: true })).status, '200 OK', `connection ${i}`);
+    assert.match(started.warnings[0]!.message, /FCGI_MAX_CONNS/);
+    // A place freed is a place to take.
+    open[0]!.destroy();
+    await until(() => started.fcgi.stats().connections === 2, 'the closed connection to go');
+    const next = await connect({ port: started.port });
+    assert.equal((await next.request(1, { keepConn: true })).status, '200 OK');
+  });
+
+  it('refuses requests beyond maxRequestsPerConnection while their input is still arriving', async () => {
+    const started = await start(echo, { maxRequestsPerConnection: 3 });
+    const client = await connect({ port: started.port });
+    // Three requests begun, none finished: all three count.
+    client.send(
+      Buffer.concat([1, 2, 3].map((id) => Buffer.concat([beginRequest(id, { keepConn: true }), record(FCGI.PARAMS, id, nameValuePairs(DEFAULT_PARAMS))]))),
+    );
+    client.send(fullRequest(4, { keepConn: true }));
+    assert.deepEqual((await client.waitForEnd(4)).end, { appStatus: 0, protocolStatus: FCGI.OVERLOADED });
+    client.send(Buffer.concat([1, 2, 3].map((id) => Buffer.concat([record(FCGI.PARAMS, id), stdinRecords(id)]))));
+    for (const id of [1, 2, 3]) assert.equal(parseCgiResponse((await client.waitForEnd(id)).stdout).status, '200 OK');
+  });
+
+  it('holds at most maxHeldInputBytes of unfinished PARAMS: the connections holding the most get a 503 and close', async () => {
+    const budget = 4 * 1024 * 1024;
+    const started = await start(echo, { maxParamsBytes: 256 * 1024, maxHeldInputBytes: budget, readTimeoutMs: 60_000 });
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, started.fcgi.stats().heldInputBytes)), 1);
+    const attackers = await Promise.all([0, 1, 2, 3].map(() => connect({ port: started.port })));
+    try {
+      // 4 connections x 100 requests x ~192 KiB of PARAMS that never end: 75 MiB if all were kept.
+      const chunk = Buffer.alloc(64_000, 0x41);
+      for (const client of attackers) {
+        for (let id = 1; id <= 100 && !client.closed; id++) {
+          client.send(Buffer.concat([beginRequest(id, { keepConn: true }), ...[0, 1, 2].map(() => record(FCGI.PARAMS, id, chunk))]));
+          await sleep(0);
+        }
+      }
+      await until(() => attackers.every((c) => c.closed), 'every attacking connection to be shed', 20_000);
+      // Meanwhile and afterwards, an ordinary request goes through.
+      const honest = await connect({ port: started.port });
+      assert.equal((await honest.request(1, { keepConn: true })).status, '200 OK');
+    } finally {
+      clearInterval(sampler);
+    }
+    most = Math.max(most, started.fcgi.stats().heldInputBytes);
+    assert.ok(most <= budget, `held ${most} bytes`);
+    assert.ok(started.fcgi.stats().connectionsShed >= 4);
+    // Each shed connection answered the requests it had waiting with a 503.
+    const answered = attackers.flatMap((c) => [...Array(100).keys()].map((i) => c.reply(i + 1)).filter((r) => r.end !== null));
+    assert.ok(answered.length > 0);
+    for (const reply of answered) assert.equal(parseCgiResponse(reply.stdout).status, '503 Service Unavailable');
+    await until(() => started.fcgi.stats().heldInputBytes === 0, 'everything held to be released');
+  });
+
+  it('never stores STDIN: a 20 MB body is held one record at a time', async () => {
+    const started = await start(echo);
+    const client = await connect({ port: started.port });
+    client.send(Buffer.concat([beginRequest(1, { keepConn: true }), paramsRecords(1, { ...DEFAULT_PARAMS, REQUEST_METHOD: 'POST' })]));
+    let most = 0;
+    const body = Buffer.alloc(65535, 1);
+    for (let i = 0; i < 320; i++) {
+      if (!client.socket.write(record(FCGI.STDIN, 1, body))) await new Promise((resolve) => client.socket.once('drain', resolve));
+      most = Math.max(most, started.fcgi.stats().heldInputBytes);
+    }
+    client.send(record(FCGI.STDIN, 1));
+    assert.equal(parseCgiResponse((await client.waitForEnd(1)).stdout).status, '200 OK');
+    assert.ok(most < 256 * 1024, `held ${most} bytes`);
   });
 });

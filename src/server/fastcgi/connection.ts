@@ -59,6 +59,14 @@ export interface FastCgiStats {
   /** socket.write() calls made for responses and replies. */
   socketWrites: number;
   protocolErrors: number;
+  /** Input held for requests still arriving: PARAMS not yet ended, records received in part. */
+  heldInputBytes: number;
+  /** Connections closed at once because the worker had maxConnections open. */
+  connectionsRefused: number;
+  /** Connections closed by the idle or read timeout, or by a response the peer stopped reading. */
+  timeouts: number;
+  /** Connections closed to keep heldInputBytes within its bound. */
+  connectionsShed: number;
 }
 
 export interface ConnectionOptions {
@@ -68,8 +76,17 @@ export interface ConnectionOptions {
   multiplex: boolean;
   maxRequestsPerConnection: number;
   maxParamsBytes: number;
+  /** Closes a connection with no request in progress, and one whose peer stops reading; 0: never. */
+  idleTimeoutMs: number;
+  /** How long a request's input (and any record begun) may take to arrive in full; 0: no limit. */
+  readTimeoutMs: number;
   /** The GET_VALUES answers, by name. */
   values: ReadonlyMap<string, string>;
+  /**
+   * Room for `bytes` more held input, made by shedding the connections that hold the most when
+   * the worker's bound is reached. False when `connection` itself was shed.
+   */
+  reserve(connection: FastCgiConnection, bytes: number): boolean;
   onClose(connection: FastCgiConnection): void;
 }
 
@@ -93,10 +110,26 @@ const MAX_DRAINING_IDS = 1024;
 /** After our FIN, how long to wait for the peer's before dropping a half-open socket. */
 const LINGER_MS = 2000;
 
+/** A monotonic clock: timeouts must not jump with the wall clock. */
+const now = (): number => performance.now();
+
 const EMPTY = Buffer.alloc(0);
 /** Shared padding source: written data is never modified, so one buffer serves every record. */
 const ZEROS = Buffer.alloc(8);
 const INTERNAL_ERROR_BODY = Buffer.from('Internal Server Error\n');
+
+/** An answer of ours that no handler made (timeouts, limits), with a message saying why. */
+function plainError(status: number, message: string): PlainResponse {
+  const body = Buffer.from(`${message}\n`, 'latin1');
+  return {
+    status,
+    headers: [
+      ['Content-Type', 'text/plain; charset=utf-8'],
+      ['Content-Length', String(body.length)],
+    ],
+    body,
+  };
+}
 
 class RequestState {
   /** Made when the handler first asks for the request's signal: most requests never do. */
@@ -110,8 +143,14 @@ class RequestState {
   params: Buffer | null = null;
   paramsOwned = false;
   paramsBytes = 0;
+  /** Bytes of `params` counted in the worker's held input (released once the request starts). */
+  held = 0;
   paramsDone = false;
   stdinDone = false;
+  /** Everything the peer will send for this id has arrived (or it no longer matters). */
+  inputDone = false;
+  /** When BEGIN_REQUEST arrived: its input must be complete within the read timeout. */
+  readonly begunAt = now();
   started = false;
   /** END_REQUEST sent (or the connection is gone): any late result is dropped. */
   done = false;
@@ -163,6 +202,29 @@ export class FastCgiConnection {
   /** Requests not yet answered (the ones that count against the cap and for close()). */
   private active = 0;
   private draining = 0;
+  /** Entries of `requests` whose input has not all arrived. */
+  private awaiting = 0;
+
+  /** Held input counted in the worker's bound: the partial record and unfinished PARAMS. */
+  private held = 0;
+  /** The part of `held` that is the partial record at the end of `chunks`. */
+  private heldPartial = 0;
+  /** Records parsed so far, to tell whether the partial record is still the same one. */
+  private recordsParsed = 0;
+  private partialRecord = -1;
+  private partialSince = 0;
+
+  /**
+   * One timer serves every timeout: it is armed for the earliest moment one could expire and,
+   * when it fires, works out what actually has (see deadline() and onTimer()). Requests that
+   * arrive whole in one read, as nginx sends them, never touch it.
+   */
+  private timer: NodeJS.Timeout | null = null;
+  private timerDue = Number.POSITIVE_INFINITY;
+  /** Last write, drain or finished request: idle and stalled-write time counts from here. */
+  private lastActivity = now();
+  /** When the connection last started waiting for input (a lower bound of every wait's start). */
+  private inputSince = 0;
 
   /** The socket is gone: no more writes, no more parsing. */
   private closed = false;
@@ -182,11 +244,17 @@ export class FastCgiConnection {
     socket.on('drain', () => this.onDrain());
     socket.on('error', (error) => this.debug({ err: error }, 'FastCGI connection error'));
     socket.on('close', () => this.onClose());
+    this.watch();
   }
 
   /** Requests still to be answered on this connection. */
   get inFlight(): number {
     return this.active;
+  }
+
+  /** Bytes of input this connection holds for requests still arriving. */
+  get heldBytes(): number {
+    return this.held;
   }
 
   /** For close(): finish what is in flight, then close; an idle connection closes now. */
@@ -199,7 +267,21 @@ export class FastCgiConnection {
   destroy(): void {
     this.ending = true;
     this.abortAll();
+    this.releaseHeld();
     this.socket.destroy();
+  }
+
+  /**
+   * The worker holds too much input for requests still arriving, and this connection holds the
+   * most: its waiting requests get a 503, and it closes.
+   */
+  shed(): void {
+    this.options.stats.connectionsShed++;
+    this.options.log.warn(
+      { remoteAddress: this.socketAddress, heldBytes: this.held },
+      'FastCGI connection holding the most unfinished request input closed: the worker holds as much as it may',
+    );
+    this.failWaiting(503, 'The server is receiving too many requests at once; try again');
   }
 
   /** The peer's address, for messages: looked up only when one is written (a system call). */
@@ -223,10 +305,32 @@ export class FastCgiConnection {
     if (this.chunks.length > 1024) this.merge();
     try {
       this.parse();
+      if (this.closed || this.ending) return;
+      if (!this.holdPartial()) return;
+      this.watch();
     } catch (error) {
       if (error instanceof FastCgiProtocolError) this.violation(error.message);
       else this.internalFailure(error);
     }
+  }
+
+  /**
+   * What is left after parsing is at most one record in part: counted as held input, and timed
+   * from its first byte (a record that keeps trickling in counts as one wait, not many).
+   */
+  private holdPartial(): boolean {
+    if (this.buffered > 0) {
+      if (this.partialRecord !== this.recordsParsed) {
+        this.partialRecord = this.recordsParsed;
+        this.partialSince = now();
+      }
+    } else this.partialRecord = -1;
+    const delta = this.buffered - this.heldPartial;
+    if (delta > 0) {
+      if (!this.hold(delta)) return false;
+    } else if (delta < 0) this.unhold(-delta);
+    this.heldPartial = this.buffered;
+    return true;
   }
 
   private parse(): void {
@@ -258,6 +362,7 @@ export class FastCgiConnection {
         this.chunks.shift();
         this.offset = 0;
       } else this.offset = at + total;
+      this.recordsParsed++;
       this.dispatch(type, requestId, content);
     }
   }
@@ -324,14 +429,14 @@ export class FastCgiConnection {
     if (existing !== undefined) {
       if (!existing.draining) throw new FastCgiProtocolError(`BEGIN_REQUEST for request id ${requestId}, which is in use`);
       // The peer reuses an id we answered early; what it did not send for the old one never comes.
-      this.requests.delete(requestId);
-      this.draining--;
+      this.forget(existing);
     }
     if (role !== RESPONDER) this.refuse(requestId, keepConn, UNKNOWN_ROLE);
     else if (!this.options.multiplex && this.active > 0) this.refuse(requestId, keepConn, CANT_MPX_CONN);
     else if (this.active >= this.options.maxRequestsPerConnection) this.refuse(requestId, keepConn, OVERLOADED);
     else {
       this.requests.set(requestId, new RequestState(requestId, keepConn, false));
+      this.awaiting++;
       this.active++;
       this.options.stats.requestsInFlight++;
       this.options.stats.requestsTotal++;
@@ -341,7 +446,9 @@ export class FastCgiConnection {
   private refuse(requestId: number, keepConn: boolean, protocolStatus: number): void {
     this.send(encodeEndRequest(requestId, 0, protocolStatus));
     // The peer has usually sent PARAMS and STDIN already, right behind BEGIN_REQUEST.
-    if (!this.startDraining(new RequestState(requestId, keepConn, true))) {
+    const request = new RequestState(requestId, keepConn, true);
+    this.awaiting++;
+    if (!this.startDraining(request)) {
       throw new FastCgiProtocolError('too many unfinished request ids');
     }
     if (!keepConn) this.end();
@@ -349,9 +456,24 @@ export class FastCgiConnection {
 
   private startDraining(request: RequestState): boolean {
     request.draining = true;
-    request.params = null;
+    this.dropParams(request);
     this.requests.set(request.id, request);
     return ++this.draining <= MAX_DRAINING_IDS;
+  }
+
+  /** The id leaves the table. */
+  private forget(request: RequestState): void {
+    this.requests.delete(request.id);
+    if (request.draining) this.draining--;
+    this.inputArrived(request);
+    this.dropParams(request);
+  }
+
+  /** Nothing more is expected for this request (it no longer waits against the read timeout). */
+  private inputArrived(request: RequestState): void {
+    if (request.inputDone) return;
+    request.inputDone = true;
+    this.awaiting--;
   }
 
   /**
@@ -378,12 +500,30 @@ export class FastCgiConnection {
     }
     if (content.length > 0) {
       const length = request.paramsBytes + content.length;
-      if (length > this.options.maxParamsBytes) throw new FastCgiProtocolError(`params exceed ${this.options.maxParamsBytes} bytes`);
-      if (request.params === null) request.params = content;
-      else {
+      const max = this.options.maxParamsBytes;
+      if (length > max) {
+        // A limit of ours, not a broken peer: the request gets an answer, and the rest of its
+        // input is read and dropped so that the connection stays usable.
+        this.options.log.warn(
+          { requestId, remoteAddress: this.socketAddress, limit: max },
+          'FastCGI request parameters over FCGI_MAX_PARAMS_SIZE; answered 431',
+        );
+        this.dropParams(request);
+        this.respond(request, plainError(431, `The request's headers and parameters are larger than the server accepts (${max} bytes)`));
+        return;
+      }
+      // What is counted is what the params take: a view's length, or the grown buffer's capacity.
+      if (request.params === null) {
+        if (!this.hold(content.length)) return;
+        request.held = content.length;
+        request.params = content;
+      } else {
         if (!request.paramsOwned || length > request.params.length) {
-          const grown = Buffer.allocUnsafe(Math.min(Math.max(length, 2 * request.params.length), this.options.maxParamsBytes));
+          const capacity = Math.min(Math.max(length, 2 * request.params.length), max);
+          if (!this.hold(capacity - request.held)) return;
+          const grown = Buffer.allocUnsafe(capacity);
           request.params.copy(grown, 0, 0, request.paramsBytes);
+          request.held = capacity;
           request.params = grown;
           request.paramsOwned = true;
         }
@@ -393,18 +533,21 @@ export class FastCgiConnection {
       return;
     }
     request.paramsDone = true;
+    if (request.stdinDone) this.inputArrived(request);
     this.maybeStart(request);
   }
 
   private stdin(requestId: number, content: Buffer): void {
     const request = this.known(requestId, 'STDIN');
-    if (content.length > 0) return; // No protocol reads a body: drained, never stored.
+    // No protocol reads a body: dropped record by record, never stored, so a body of any size
+    // costs one record of memory; the read timeout bounds how long it may take.
+    if (content.length > 0) return;
     if (request.draining) {
-      this.requests.delete(requestId);
-      this.draining--;
+      this.forget(request);
       return;
     }
     request.stdinDone = true;
+    if (request.paramsDone) this.inputArrived(request);
     this.maybeStart(request);
   }
 
@@ -412,7 +555,7 @@ export class FastCgiConnection {
     if (!request.paramsDone || !request.stdinDone || request.started) return;
     request.started = true;
     const params = request.params === null ? EMPTY : request.params.subarray(0, request.paramsBytes);
-    request.params = null;
+    this.dropParams(request);
     const iipRequest: PlainRequest = requestFromParams(
       params,
       () => request.signal,
@@ -436,8 +579,7 @@ export class FastCgiConnection {
   /** A bug of ours; still not a reason to take down the other connections. */
   private internalFailure(error: unknown): void {
     this.options.log.warn({ err: error, remoteAddress: this.socketAddress }, 'FastCGI connection failed');
-    this.ending = true;
-    this.socket.destroy();
+    this.destroy();
   }
 
   /** The request leaves the active set: END_REQUEST has been queued (or there is nobody to tell). */
@@ -447,12 +589,142 @@ export class FastCgiConnection {
     this.active--;
     this.options.stats.requestsInFlight--;
     if (this.closed) return;
-    if (request.stdinDone) this.requests.delete(request.id);
+    if (request.stdinDone) this.forget(request);
     else if (!this.startDraining(request)) {
       this.violation('too many unfinished request ids');
       return;
     }
     if (!request.keepConn || (this.closeWhenIdle && this.active === 0)) this.end();
+    else this.watch();
+  }
+
+  // ---- held input ----
+
+  /** Counts `bytes` more held input against the worker's bound; false when we were shed for it. */
+  private hold(bytes: number): boolean {
+    if (!this.options.reserve(this, bytes)) return false;
+    this.held += bytes;
+    this.options.stats.heldInputBytes += bytes;
+    return true;
+  }
+
+  private unhold(bytes: number): void {
+    this.held -= bytes;
+    this.options.stats.heldInputBytes -= bytes;
+  }
+
+  private dropParams(request: RequestState): void {
+    request.params = null;
+    if (request.held > 0) {
+      this.unhold(request.held);
+      request.held = 0;
+    }
+  }
+
+  /** Synchronous, so that shedding frees the worker's bound before reserve() looks again. */
+  private releaseHeld(): void {
+    for (const request of this.requests.values()) request.params = null;
+    if (this.held !== 0) this.unhold(this.held);
+    for (const request of this.requests.values()) request.held = 0;
+    this.heldPartial = 0;
+    this.chunks = [];
+    this.buffered = 0;
+  }
+
+  // ---- timeouts ----
+
+  /**
+   * The earliest moment something may time out in the current state; a wait's true deadline is
+   * never earlier, so a timer set for it may fire early (onTimer() then looks closer) but never late.
+   */
+  private deadline(): number {
+    const { idleTimeoutMs, readTimeoutMs } = this.options;
+    const idle = idleTimeoutMs > 0 ? this.lastActivity + idleTimeoutMs : Number.POSITIVE_INFINITY;
+    // A response the peer does not read, or our FIN stuck behind one.
+    if (this.socket.writableNeedDrain || (this.ending && this.socket.writableLength > 0)) return idle;
+    if (this.ending) return Number.POSITIVE_INFINITY;
+    if (this.awaiting > 0 || this.buffered > 0) {
+      if (this.inputSince === 0) this.inputSince = now();
+      return readTimeoutMs > 0 ? this.inputSince + readTimeoutMs : Number.POSITIVE_INFINITY;
+    }
+    this.inputSince = 0;
+    return this.active === 0 ? idle : Number.POSITIVE_INFINITY;
+  }
+
+  /** Arms the timer when the current state may time out sooner than it is set for. */
+  private watch(): void {
+    if (this.closed) return;
+    const due = this.deadline();
+    if (due === Number.POSITIVE_INFINITY || due >= this.timerDue) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timerDue = due;
+    // Unref'd: a pending timeout must not keep a stopping worker alive.
+    this.timer = setTimeout(() => this.onTimer(), Math.max(0, Math.ceil(due - now()))).unref();
+  }
+
+  private onTimer(): void {
+    this.timer = null;
+    this.timerDue = Number.POSITIVE_INFINITY;
+    if (this.closed) return;
+    const at = now();
+    const { idleTimeoutMs, readTimeoutMs } = this.options;
+    const stalledWrite = this.socket.writableNeedDrain || (this.ending && this.socket.writableLength > 0);
+    if (stalledWrite || (!this.ending && this.awaiting === 0 && this.buffered === 0 && this.active === 0)) {
+      if (idleTimeoutMs > 0 && at - this.lastActivity >= idleTimeoutMs) {
+        this.options.stats.timeouts++;
+        if (stalledWrite) {
+          // Nothing can be said to a peer that does not read: drop it.
+          this.debug({ remoteAddress: this.socketAddress }, 'FastCGI peer stopped reading; connection dropped');
+          this.destroy();
+        } else {
+          // Harmless to a web server's pool: nginx watches its idle upstream connections and
+          // drops the one we close; one it reused at that very moment is retried on a new one.
+          this.debug({ remoteAddress: this.socketAddress }, 'FastCGI connection idle; closed');
+          this.end();
+        }
+        return;
+      }
+    } else if (!this.ending && (this.awaiting > 0 || this.buffered > 0) && readTimeoutMs > 0) {
+      const since = this.oldestWait();
+      if (at - since >= readTimeoutMs) {
+        this.readTimedOut();
+        return;
+      }
+      this.inputSince = since;
+    }
+    this.watch();
+  }
+
+  /** When the longest wait for input began: the oldest unfinished request or partial record. */
+  private oldestWait(): number {
+    let since = this.buffered > 0 ? this.partialSince : Number.POSITIVE_INFINITY;
+    for (const request of this.requests.values()) if (!request.inputDone && request.begunAt < since) since = request.begunAt;
+    return since;
+  }
+
+  /**
+   * The peer stopped sending in the middle of a request (or of a record). The requests still
+   * waiting for their input get a 408; the stream can no longer be trusted to resume, so the
+   * connection closes, taking along any handler still running for it.
+   */
+  private readTimedOut(): void {
+    this.options.stats.timeouts++;
+    this.options.log.warn({ remoteAddress: this.socketAddress }, 'FastCGI request input did not arrive within FCGI_READ_TIMEOUT; connection closed');
+    this.failWaiting(408, 'The request did not arrive in time');
+  }
+
+  /** Answers every request still waiting for its input with `status`, then closes. */
+  private failWaiting(status: number, message: string): void {
+    if (this.closed || this.ending) return;
+    const response = plainError(status, message);
+    for (const request of this.requests.values()) {
+      if (request.started || request.draining || request.done) continue;
+      this.send(this.wholeResponse(request, responseHead(response), response.body));
+      request.done = true;
+      this.active--;
+      this.options.stats.requestsInFlight--;
+    }
+    this.end();
   }
 
   // ---- output ----
@@ -488,12 +760,7 @@ export class FastCgiConnection {
       this.sendAround(request, head, body);
       this.finish(request);
     } else if (size <= SMALL_RESPONSE_BYTES) {
-      const out = Buffer.allocUnsafe(size);
-      let offset = writeStreamRecordsLatin1(out, 0, STDOUT, request.id, head);
-      offset = writeStreamRecords(out, offset, STDOUT, request.id, body);
-      offset = writeRecordHeader(out, offset, STDOUT, request.id, 0, 0);
-      writeEndRequest(out, offset, request.id, 0, REQUEST_COMPLETE);
-      this.send(out);
+      this.send(this.wholeResponse(request, head, body));
       this.finish(request);
     } else {
       this.sendLarge(request, head, body).catch((error: unknown) => {
@@ -501,6 +768,17 @@ export class FastCgiConnection {
         this.socket.destroy();
       });
     }
+  }
+
+  /** A small response, records and END_REQUEST, in one buffer for one write. */
+  private wholeResponse(request: RequestState, head: string, body: Buffer): Buffer {
+    const size = streamRecordsLength(head.length) + streamRecordsLength(body.length) + HEADER_LENGTH + END_REQUEST_RECORD_LENGTH;
+    const out = Buffer.allocUnsafe(size);
+    let offset = writeStreamRecordsLatin1(out, 0, STDOUT, request.id, head);
+    offset = writeStreamRecords(out, offset, STDOUT, request.id, body);
+    offset = writeRecordHeader(out, offset, STDOUT, request.id, 0, 0);
+    writeEndRequest(out, offset, request.id, 0, REQUEST_COMPLETE);
+    return out;
   }
 
   /**
@@ -556,11 +834,14 @@ export class FastCgiConnection {
   private send(data: Buffer): boolean {
     if (this.closed || this.socket.writableEnded || this.socket.destroyed) return false;
     this.options.stats.socketWrites++;
+    this.lastActivity = now();
     const ok = this.socket.write(data);
     if (!ok && !this.inputPaused) {
       // A peer that sends requests but does not read answers must not make us buffer without end.
       this.inputPaused = true;
       this.socket.pause();
+      // Nor keep the connection for ever: the idle timeout now counts until the next 'drain'.
+      this.watch();
     }
     return ok;
   }
@@ -571,6 +852,7 @@ export class FastCgiConnection {
   }
 
   private onDrain(): void {
+    this.lastActivity = now();
     if (this.inputPaused) {
       this.inputPaused = false;
       this.socket.resume();
@@ -590,8 +872,7 @@ export class FastCgiConnection {
   private violation(reason: string): void {
     this.options.stats.protocolErrors++;
     this.options.log.warn({ reason, remoteAddress: this.socketAddress }, 'FastCGI protocol error; closing the connection');
-    this.ending = true;
-    this.socket.destroy();
+    this.destroy();
   }
 
   /** Close after what is queued is flushed (END_REQUEST of the last request included). */
@@ -599,8 +880,7 @@ export class FastCgiConnection {
     if (this.ending || this.closed) return;
     this.ending = true;
     this.abortAll();
-    this.chunks = [];
-    this.buffered = 0;
+    this.releaseHeld();
     // Keep reading (and ignoring): unread input at close() would make the kernel send RST, which
     // can throw away the response still on its way.
     if (this.inputPaused) {
@@ -612,6 +892,8 @@ export class FastCgiConnection {
       // keep every closed connection (and its buffers) alive for LINGER_MS.
       if (!this.closed) this.lingerTimer = setTimeout(() => this.socket.destroy(), LINGER_MS).unref();
     });
+    // A peer that reads nothing more never lets that flush finish: the idle timeout ends the wait.
+    this.watch();
   }
 
   private abortAll(): void {
@@ -627,12 +909,14 @@ export class FastCgiConnection {
   private onClose(): void {
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.lingerTimer = null;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
     if (this.closed) return;
     this.closed = true;
     this.abortAll();
+    this.releaseHeld();
     this.requests.clear();
-    this.chunks = [];
-    this.buffered = 0;
+    this.awaiting = 0;
     this.wakeWriters();
     this.options.onClose(this);
   }

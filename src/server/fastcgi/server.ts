@@ -6,8 +6,9 @@
  */
 import { lstat, unlink } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
+import { FASTCGI_LIMIT_DEFAULTS } from '../../config.js';
 import type { RequestHandler } from '../../request.js';
-import { FastCgiConnection, type FastCgiLog, type FastCgiStats } from './connection.js';
+import { FastCgiConnection, type ConnectionOptions, type FastCgiLog, type FastCgiStats } from './connection.js';
 import { FCGI_MAX_CONNS, FCGI_MAX_REQS, FCGI_MPXS_CONNS } from './records.js';
 
 export type { FastCgiLog, FastCgiStats } from './connection.js';
@@ -20,17 +21,37 @@ export interface FastCgiServerOptions {
    * at once, as libfcgi does. Unix-socket and inherited-fd peers are not checked.
    */
   allowedPeers?: readonly string[];
-  /** Answered for FCGI_MAX_CONNS. Default 1000. */
-  maxConns?: number;
-  /** Answered for FCGI_MAX_REQS. Default 1000. */
-  maxReqs?: number;
+  /**
+   * Connections open at once; one more is closed as soon as it is accepted. Answered for
+   * FCGI_MAX_CONNS. Default 1024.
+   */
+  maxConnections?: number;
   /** FCGI_MPXS_CONNS: accept several request ids at once on one connection. Default true. */
   multiplex?: boolean;
-  /** Requests in flight on one connection; more get END_REQUEST with OVERLOADED. Default 100. */
+  /**
+   * Requests in flight on one connection; more get END_REQUEST with OVERLOADED. Answered for
+   * FCGI_MAX_REQS. Default 100.
+   */
   maxRequestsPerConnection?: number;
-  /** Bytes of PARAMS one request may send; more is a protocol violation. Default 1 MiB. */
+  /** Bytes of PARAMS one request may send; more is answered 431. Default 1 MiB. */
   maxParamsBytes?: number;
+  /**
+   * Bytes of input held for requests still arriving (PARAMS not yet ended, records received in
+   * part) over all connections; beyond, the connections holding the most are answered 503 and
+   * closed. Default 8 MiB, raised to what one request of maxParamsBytes needs.
+   */
+  maxHeldInputBytes?: number;
+  /** Closes a connection with no request in progress, or whose peer stops reading, after this. Default 120 s; 0: never. */
+  idleTimeoutMs?: number;
+  /** A request's input (and any record begun) must arrive within this, or it gets a 408 and the connection closes. Default 30 s; 0: no limit. */
+  readTimeoutMs?: number;
 }
+
+/** A whole record of the largest size, header and padding included: a partial one is held whole at worst. */
+const LARGEST_RECORD = 8 + 0xffff + 0xff;
+
+/** Refused connections are logged at most this often (a flood must not flood the log too). */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
 
 export type FastCgiListenTarget = { host: string; port: number; backlog?: number } | { path: string; backlog?: number } | { fd: number; backlog?: number };
 
@@ -79,23 +100,59 @@ export function createFastCgiServer(handler: RequestHandler, options: FastCgiSer
   const log = options.log ?? silentLog;
   const allowed = options.allowedPeers && options.allowedPeers.length > 0 ? new Set(options.allowedPeers.map(plainAddress)) : null;
   const multiplex = options.multiplex ?? true;
+  const maxConnections = options.maxConnections ?? FASTCGI_LIMIT_DEFAULTS.maxConnections;
+  const maxRequestsPerConnection = options.maxRequestsPerConnection ?? FASTCGI_LIMIT_DEFAULTS.maxRequestsPerConnection;
+  const maxParamsBytes = options.maxParamsBytes ?? FASTCGI_LIMIT_DEFAULTS.maxParamsBytes;
+  // Below this, a request of the largest allowed params could never be received.
+  const maxHeldInputBytes = Math.max(options.maxHeldInputBytes ?? FASTCGI_LIMIT_DEFAULTS.maxHeldInputBytes, maxParamsBytes + LARGEST_RECORD);
   const values = new Map<string, string>([
-    [FCGI_MAX_CONNS, String(options.maxConns ?? 1000)],
-    [FCGI_MAX_REQS, String(options.maxReqs ?? 1000)],
+    [FCGI_MAX_CONNS, String(maxConnections)],
+    [FCGI_MAX_REQS, String(maxRequestsPerConnection)],
     [FCGI_MPXS_CONNS, multiplex ? '1' : '0'],
   ]);
-  const stats: FastCgiStats = { connections: 0, requestsInFlight: 0, requestsTotal: 0, socketWrites: 0, protocolErrors: 0 };
+  const stats: FastCgiStats = {
+    connections: 0,
+    requestsInFlight: 0,
+    requestsTotal: 0,
+    socketWrites: 0,
+    protocolErrors: 0,
+    heldInputBytes: 0,
+    connectionsRefused: 0,
+    timeouts: 0,
+    connectionsShed: 0,
+  };
   const connections = new Set<FastCgiConnection>();
   let closing = false;
+  let refusalsUnlogged = 0;
+  let lastRefusalLog = Number.NEGATIVE_INFINITY;
 
-  const connectionOptions = {
+  const connectionOptions: ConnectionOptions = {
     handler,
     log,
     stats,
     multiplex,
-    maxRequestsPerConnection: options.maxRequestsPerConnection ?? 100,
-    maxParamsBytes: options.maxParamsBytes ?? 1024 * 1024,
+    maxRequestsPerConnection,
+    maxParamsBytes,
+    idleTimeoutMs: options.idleTimeoutMs ?? FASTCGI_LIMIT_DEFAULTS.idleTimeoutMs,
+    readTimeoutMs: options.readTimeoutMs ?? FASTCGI_LIMIT_DEFAULTS.readTimeoutMs,
     values,
+    reserve(requester, bytes) {
+      // Honest requests arrive whole and are held for microseconds; what piles up is input that
+      // stalls. The connection holding the most is the likeliest culprit, and the cheapest to drop.
+      while (stats.heldInputBytes + bytes > maxHeldInputBytes) {
+        let victim = requester;
+        let most = requester.heldBytes + bytes;
+        for (const connection of connections) {
+          if (connection.heldBytes > most) {
+            victim = connection;
+            most = connection.heldBytes;
+          }
+        }
+        victim.shed();
+        if (victim === requester) return false;
+      }
+      return true;
+    },
     onClose(connection: FastCgiConnection) {
       connections.delete(connection);
       stats.connections--;
@@ -108,6 +165,20 @@ export function createFastCgiServer(handler: RequestHandler, options: FastCgiSer
     try {
       if (allowed !== null && socket.remoteAddress !== undefined && !allowed.has(plainAddress(socket.remoteAddress))) {
         log.warn({ remoteAddress: socket.remoteAddress }, 'FastCGI connection from an address not in FCGI_WEB_SERVER_ADDRS; closed');
+        socket.on('error', noop);
+        socket.destroy();
+        return;
+      }
+      if (connections.size >= maxConnections) {
+        // Closed before anything is read: the connections in progress keep their share.
+        stats.connectionsRefused++;
+        refusalsUnlogged++;
+        const at = performance.now();
+        if (at - lastRefusalLog >= REFUSAL_LOG_INTERVAL_MS) {
+          log.warn({ maxConnections, refused: refusalsUnlogged }, 'FastCGI connections over FCGI_MAX_CONNS closed');
+          lastRefusalLog = at;
+          refusalsUnlogged = 0;
+        }
         socket.on('error', noop);
         socket.destroy();
         return;
