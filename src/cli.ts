@@ -13,9 +13,26 @@ import { VERSION } from './version.js';
 export type ListenTarget =
   { kind: 'tcp'; host: string; port: number; backlog: number } | { kind: 'unix'; path: string; backlog: number } | { kind: 'fd'; fd: number; backlog: number };
 
+/**
+ * What one worker's HTTP listener tolerates. Flags rather than environment variables: only the
+ * command line starts an HTTP listener (`--http`), and no web server passes it an environment.
+ */
+export interface HttpLimits {
+  /** Keep-alive: a connection with no request in progress is closed after this; 0: never. */
+  idleTimeoutMs: number;
+  /** The request must arrive within this, and a response unread for this long is dropped; 0: no limit. */
+  readTimeoutMs: number;
+  /** Connections open at once; one more is closed as soon as it is accepted. */
+  maxConnections: number;
+}
+
+/** Browsers reuse a kept connection within seconds; Node's own keep-alive default is 5 s too. */
+export const HTTP_LIMIT_DEFAULTS: Readonly<HttpLimits> = { idleTimeoutMs: 5000, readTimeoutMs: 30_000, maxConnections: 1024 };
+
 export interface CliOptions {
   fastcgi: ListenTarget | null;
   http: { host: string; port: number } | null;
+  httpLimits: HttpLimits;
   workers: number;
   shutdownGraceMs: number;
 }
@@ -24,6 +41,7 @@ export type CliCommand = { kind: 'run'; options: CliOptions } | { kind: 'help' }
 
 export const USAGE = `Usage: iipsrv [--bind HOST:PORT | --bind /path/to.sock] [--backlog N]
               [--http HOST:PORT] [--workers N] [--shutdown-timeout SECONDS]
+              [--http-idle-timeout SECONDS] [--http-read-timeout SECONDS] [--http-max-connections N]
        iipsrv --version | --help
 
 iipsrv-ts ${VERSION}: an IIPImage-compatible image server (IIP, IIIF, DeepZoom, Zoomify).
@@ -32,6 +50,13 @@ iipsrv-ts ${VERSION}: an IIPImage-compatible image server (IIP, IIIF, DeepZoom, 
   --bind PATH        serve FastCGI on a unix socket
   --backlog N        listen backlog for --bind (default 2048)
   --http HOST:PORT   also (or only) serve plain HTTP, e.g. --http 127.0.0.1:8080
+  --http-idle-timeout SECONDS
+                     close a kept-alive HTTP connection idle this long (default 5; 0 never)
+  --http-read-timeout SECONDS
+                     a request must arrive within this, and a response the client stops
+                     reading is dropped after this (default 30; 0 no limit)
+  --http-max-connections N
+                     HTTP connections open at once per worker (default 1024)
   --workers N        worker processes sharing the socket (default: half the CPUs, at least 1)
   --shutdown-timeout SECONDS
                      on SIGTERM, how long requests in flight may take (default 10)
@@ -55,6 +80,13 @@ export function parseHostPort(value: string, flag: string): { host: string; port
   let host = match[1] ?? match[2] ?? '';
   if (host === '' || host === '*') host = '0.0.0.0';
   return { host, port };
+}
+
+function secondsFlag(value: string | undefined, flag: string): number {
+  if (value === undefined || !/^\d+(\.\d+)?$/.test(value)) {
+    throw new Error(`${flag} expects a number of seconds (0 for none), got "${value ?? ''}"`);
+  }
+  return Math.round(Number(value) * 1000);
 }
 
 function positiveInteger(value: string | undefined, flag: string): number {
@@ -82,6 +114,7 @@ export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSoc
   // web server in front needs CPU too. More workers than that only add memory (about 110 MB each).
   let workers = defaultWorkers();
   let shutdownGraceMs = 10_000;
+  const httpLimits: HttpLimits = { ...HTTP_LIMIT_DEFAULTS };
   try {
     for (let i = 0; i < argv.length; i++) {
       let arg = argv[i]!;
@@ -111,6 +144,15 @@ export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSoc
           break;
         case '--http':
           http = parseHostPort(value(), '--http');
+          break;
+        case '--http-idle-timeout':
+          httpLimits.idleTimeoutMs = secondsFlag(value(), arg);
+          break;
+        case '--http-read-timeout':
+          httpLimits.readTimeoutMs = secondsFlag(value(), arg);
+          break;
+        case '--http-max-connections':
+          httpLimits.maxConnections = positiveInteger(value(), arg);
           break;
         case '--workers':
           workers = positiveInteger(value(), '--workers');
@@ -144,7 +186,7 @@ export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSoc
   if (fastcgi === null && http === null) {
     return { kind: 'usage-error', message: 'nothing to serve: give --bind or --http, or start iipsrv from a web server' };
   }
-  return { kind: 'run', options: { fastcgi, http, workers, shutdownGraceMs } };
+  return { kind: 'run', options: { fastcgi, http, httpLimits, workers, shutdownGraceMs } };
 }
 
 export function defaultWorkers(cpus = os.availableParallelism()): number {

@@ -253,6 +253,7 @@ async function runWorker(): Promise<void> {
       log,
       fastcgi: options.fastcgi,
       http: options.http,
+      httpLimits: options.httpLimits,
       shutdownGraceMs: options.shutdownGraceMs,
       workers: options.workers,
     });

@@ -5,7 +5,14 @@
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { HTTP_LIMIT_DEFAULTS, type HttpLimits } from '../cli.js';
 import type { PlainRequest, RequestHandler } from '../request.js';
+
+/**
+ * Request line and headers together, Node's own default written out: Node's process-wide
+ * --max-http-header-size must not change what this listener accepts behind our back.
+ */
+export const MAX_HEADER_BYTES = 16 * 1024;
 
 export interface HttpListener {
   server: http.Server;
@@ -55,7 +62,7 @@ function toRequest(req: http.IncomingMessage, signal: AbortSignal): PlainRequest
 function clientErrorResponse(code: string | undefined): string {
   const [status, reason, message] =
     code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'Request Header Fields Too Large', 'The URL and headers are longer than the server accepts (16 KB)']
+      ? [431, 'Request Header Fields Too Large', `The URL and headers are longer than the server accepts (${MAX_HEADER_BYTES} bytes)`]
       : code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'Request Timeout', 'The request did not arrive in time']
         : [400, 'Bad Request', `Malformed HTTP request${code ? ` (${code})` : ''}`];
@@ -63,8 +70,34 @@ function clientErrorResponse(code: string | undefined): string {
   return `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 }
 
-export function createHttpListener(handler: RequestHandler): HttpListener {
-  const server = http.createServer({ keepAliveTimeout: 5000, requestTimeout: 60_000 }, (req, res) => {
+/**
+ * A response the client stopped reading would keep its connection (and body) for ever: no
+ * timeout of Node's covers a response being written. Dropped once no 'drain' has come for
+ * `stallMs`; a slow reader that keeps draining keeps its connection.
+ */
+function dropWhenStalled(res: http.ServerResponse, stallMs: number): void {
+  const socket = res.socket!;
+  const timer = setTimeout(() => res.destroy(), stallMs).unref();
+  const progress = () => timer.refresh();
+  socket.on('drain', progress);
+  res.once('close', () => {
+    clearTimeout(timer);
+    socket.off('drain', progress);
+  });
+}
+
+export function createHttpListener(handler: RequestHandler, limits: HttpLimits = HTTP_LIMIT_DEFAULTS): HttpListener {
+  const { idleTimeoutMs, readTimeoutMs } = limits;
+  const options: http.ServerOptions = {
+    keepAliveTimeout: idleTimeoutMs,
+    headersTimeout: readTimeoutMs,
+    requestTimeout: readTimeoutMs,
+    maxHeaderSize: MAX_HEADER_BYTES,
+  };
+  // Node looks for requests past these only every connectionsCheckingInterval, 30 s by default:
+  // a timeout of 30 s would fire after up to a minute. A quarter of it (at most a second) instead.
+  if (readTimeoutMs > 0) options.connectionsCheckingInterval = Math.min(1000, Math.max(50, Math.floor(readTimeoutMs / 4)));
+  const server = http.createServer(options, (req, res) => {
     const controller = new AbortController();
     res.on('close', () => {
       if (!res.writableFinished) controller.abort();
@@ -77,8 +110,11 @@ export function createHttpListener(handler: RequestHandler): HttpListener {
       for (const [name, value] of response.headers) res.appendHeader(name, value);
       if (req.method === 'HEAD') res.end();
       else res.end(response.body);
+      if (res.socket?.writableNeedDrain && readTimeoutMs > 0) dropWhenStalled(res, readTimeoutMs);
     });
   });
+  // Node closes connections over the limit as they are accepted; those in progress carry on.
+  server.maxConnections = limits.maxConnections;
   server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
     if (socket.writable) socket.end(clientErrorResponse(error.code));
     else socket.destroy();

@@ -3,7 +3,7 @@
  * it to stop (or goes away), then finishes what is in flight and exits.
  */
 import { chmod } from 'node:fs/promises';
-import type { ListenTarget } from '../cli.js';
+import type { HttpLimits, ListenTarget } from '../cli.js';
 import type { Config } from '../config.js';
 import { MemcachedTier } from '../engine/cache/memcached.js';
 import { Engine } from '../engine/engine.js';
@@ -19,6 +19,7 @@ export interface WorkerOptions {
   log: Log;
   fastcgi: ListenTarget | null;
   http: { host: string; port: number } | null;
+  httpLimits?: HttpLimits;
   shutdownGraceMs: number;
   /** Worker processes in all, to share the cores between their JPEG2000 decoders. */
   workers?: number;
@@ -77,7 +78,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
 
   let http: HttpListener | null = null;
   if (options.http) {
-    http = createHttpListener(handler);
+    http = createHttpListener(handler, options.httpLimits);
     const { host, port } = options.http;
     await new Promise<void>((resolve, reject) => {
       http!.server.once('error', reject);

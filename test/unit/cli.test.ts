@@ -48,8 +48,24 @@ describe('command line', () => {
     const command = parseArguments(['--bind', ':9000'], false);
     assert.equal(command.kind === 'run' && command.options.workers, Math.max(1, Math.floor(availableParallelism() / 2)));
   });
+  it('HTTP limits: --http-idle-timeout and --http-read-timeout in seconds (0 for none), --http-max-connections', () => {
+    const defaults = parseArguments(['--http', ':8080'], false);
+    assert.deepEqual(defaults.kind === 'run' && defaults.options.httpLimits, { idleTimeoutMs: 5000, readTimeoutMs: 30_000, maxConnections: 1024 });
+    const set = parseArguments(['--http', ':8080', '--http-idle-timeout', '0', '--http-read-timeout=2.5', '--http-max-connections', '10'], false);
+    assert.deepEqual(set.kind === 'run' && set.options.httpLimits, { idleTimeoutMs: 0, readTimeoutMs: 2500, maxConnections: 10 });
+  });
   it('refuses bad values and unknown flags', () => {
-    for (const argv of [['--bind'], ['--workers', '0'], ['--backlog', 'x', '--bind', ':1'], ['--http', 'nohost'], ['--frobnicate'], ['--bind', 'h:70000']]) {
+    for (const argv of [
+      ['--http-idle-timeout', '-1'],
+      ['--http-read-timeout', '5s'],
+      ['--http-max-connections', '0'],
+      ['--bind'],
+      ['--workers', '0'],
+      ['--backlog', 'x', '--bind', ':1'],
+      ['--http', 'nohost'],
+      ['--frobnicate'],
+      ['--bind', 'h:70000'],
+    ]) {
       assert.equal(parseArguments(argv, false).kind, 'usage-error', argv.join(' '));
     }
   });
