@@ -157,6 +157,12 @@ describe('config: start-up errors name the variable', () => {
     // A helper limit the header check would let decodes run into.
     [{ JP2_MAX_DECODE_MB: '1024', JP2_HELPER_MEMORY_MB: '1024' }, /^JP2_HELPER_MEMORY_MB: must exceed JP2_MAX_DECODE_MB by at least 64 MB/],
     [{ TRUSTED_HEADERS: 'X-Forwarded-Host, Host' }, /^TRUSTED_HEADERS: "host" is not one of/],
+    [{ FCGI_IDLE_TIMEOUT: '-1' }, /^FCGI_IDLE_TIMEOUT: expected a number of seconds/],
+    [{ FCGI_READ_TIMEOUT: '30s' }, /^FCGI_READ_TIMEOUT: expected a number/],
+    [{ FCGI_MAX_CONNS: '0' }, /^FCGI_MAX_CONNS: expected a number of connections, at least 1/],
+    [{ FCGI_MAX_REQS: '0' }, /^FCGI_MAX_REQS: expected a number of requests, at least 1/],
+    [{ FCGI_MAX_PARAMS_SIZE: '1MB' }, /^FCGI_MAX_PARAMS_SIZE: expected a whole number/],
+    [{ FCGI_MAX_PARAMS_SIZE: '100' }, /^FCGI_MAX_PARAMS_SIZE: expected a size in bytes, at least 1024/],
   ];
   for (const [env, message] of cases) {
     it(`${JSON.stringify(env)}`, () => {
@@ -183,6 +189,43 @@ describe('config: JPEG2000 decoder memory', () => {
     );
     const off = loadConfig({ JP2_MAX_DECODE_MB: '0', JP2_HELPER_MEMORY_MB: '0', JP2_HELPER_RSS_MB: '0' });
     assert.deepEqual([off.jp2MaxDecodeBytes, off.jp2DecoderMemoryBytes, off.jp2HelperMaxResidentBytes], [0, 0, 0]);
+  });
+});
+
+describe('config: FastCGI limits', () => {
+  it('defaults far above what web servers need', () => {
+    assert.deepEqual(loadConfig({}).fastcgi, {
+      idleTimeoutMs: 120_000,
+      readTimeoutMs: 30_000,
+      maxConnections: 1024,
+      maxRequestsPerConnection: 100,
+      maxParamsBytes: 1024 * 1024,
+      maxHeldInputBytes: 8 * 1024 * 1024,
+    });
+  });
+  it('reads seconds (fractions allowed, 0 for none), counts and bytes', () => {
+    const config = loadConfig({
+      FCGI_IDLE_TIMEOUT: '0',
+      FCGI_READ_TIMEOUT: '2.5',
+      FCGI_MAX_CONNS: '50',
+      FCGI_MAX_REQS: '1',
+      FCGI_MAX_PARAMS_SIZE: '65536',
+      FCGI_MAX_HELD_INPUT: '1048576',
+    });
+    assert.deepEqual(config.fastcgi, {
+      idleTimeoutMs: 0,
+      readTimeoutMs: 2500,
+      maxConnections: 50,
+      maxRequestsPerConnection: 1,
+      maxParamsBytes: 65536,
+      maxHeldInputBytes: 1048576,
+    });
+    assert.deepEqual(config.warnings, []);
+  });
+  it('raises FCGI_MAX_HELD_INPUT to what one request of FCGI_MAX_PARAMS_SIZE needs, with a warning', () => {
+    const config = loadConfig({ FCGI_MAX_PARAMS_SIZE: '2000000', FCGI_MAX_HELD_INPUT: '1000' });
+    assert.equal(config.fastcgi.maxHeldInputBytes, 2000000 + 8 + 65535 + 255);
+    assert.match(config.warnings[0]!, /FCGI_MAX_HELD_INPUT=1000 cannot hold one request/);
   });
 });
 
