@@ -17,6 +17,7 @@ import {
   apacheSiteReplacements,
   apacheUserCannotRunUs,
   copyExampleImages,
+  connectionsTo,
   establishedConnectionsTo,
   expectNoIipsrvLeft,
   httpDate,
@@ -118,6 +119,18 @@ function commonChecks(get: () => Setup, seen: Set<number>, options: { serverHead
     assert.equal(reply.headers['last-modified'], httpDate(mtime));
   });
 
+  it('12 requests at once, each with 5 KB of cookies and 20 more headers, all succeed with the default limits', async () => {
+    const { port } = get();
+    // Large for a browser, within every front end's own defaults (lighttpd: 8 KB of headers).
+    const headers: Record<string, string> = { Cookie: Array.from({ length: 50 }, (_, i) => `c${i}=${'v'.repeat(95)}`).join('; ') };
+    for (let i = 0; i < 20; i++) headers[`X-Extra-${i}`] = 'x'.repeat(40);
+    const replies = await Promise.all(Array.from({ length: 12 }, () => request(port, `${SCRIPT}?FIF=example.tif&OBJ=IIP,1.0`, { headers })));
+    for (const [i, reply] of replies.entries()) {
+      assert.equal(reply.status, 200, `request ${i}: ${reply.body.toString()}`);
+      assert.deepEqual(reply.body, IIP_BODY);
+    }
+  });
+
   it('HEAD gives the headers only, with the Content-Length of GET', async () => {
     const { port } = get();
     const url = `${SCRIPT}?FIF=example.tif&OBJ=IIP,1.0`;
@@ -178,12 +191,18 @@ function frontEndSuite(title: string, skip: string | null, { start, ready, check
   });
 }
 
-/** nginx + iipsrv --bind, for the three nginx examples. */
-function nginxSuite(title: string, example: string, transport: 'tcp' | 'unix', more?: (get: () => Setup, seen: Set<number>) => void): void {
+/** nginx + iipsrv --bind, for the three nginx examples; `env` adds to iipsrv's environment. */
+function nginxSuite(
+  title: string,
+  example: string,
+  transport: 'tcp' | 'unix',
+  more?: (get: () => Setup, seen: Set<number>) => void,
+  extraEnv: Record<string, string> = {},
+): void {
   frontEndSuite(title, nginxAvailability().skip, {
     async start({ dir, images, mtime }) {
       const port = await freePort();
-      const env = { FILESYSTEM_PREFIX: images, URI_MAP: EXAMPLE_DEFAULTS.uriMap, VERBOSITY: '1', LOGFILE: path.join(dir, 'iipsrv.log') };
+      const env = { FILESYSTEM_PREFIX: images, URI_MAP: EXAMPLE_DEFAULTS.uriMap, VERBOSITY: '1', LOGFILE: path.join(dir, 'iipsrv.log'), ...extraEnv };
       let daemon: Started;
       let fastcgiPort: number | undefined;
       let replacements: Replacements;
@@ -249,6 +268,52 @@ nginxSuite('nginx keep-alive upstream (examples/nginx/iipsrv-keepalive.conf)', '
     assert.deepEqual(errors, [], `nginx logged errors:\n${errors.join('\n')}`);
   });
 });
+
+/*
+ * iipsrv closing the idle connections of nginx's keep-alive pool (FCGI_IDLE_TIMEOUT, here 2 s
+ * against nginx's 60 s keepalive_timeout): nginx watches the connections in its pool for a read
+ * event, finds our FIN and closes its end; requests after that open new connections.
+ */
+nginxSuite(
+  'nginx keep-alive upstream across iipsrv idle timeouts (FCGI_IDLE_TIMEOUT=2)',
+  'nginx/iipsrv-keepalive.conf',
+  'tcp',
+  (get) => {
+    it('requests succeed before and after each expiry; nginx lets go of every connection iipsrv closed', async () => {
+      const { port, fastcgiPort } = get();
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+      try {
+        for (let round = 0; round < 3; round++) {
+          for (let i = 0; i < 20; i++) {
+            const reply = await request(port, `${SCRIPT}?FIF=example.tif&OBJ=IIP,1.0`, { agent });
+            assert.equal(reply.status, 200, `round ${round}, request ${i}: ${reply.body.toString()}`);
+          }
+          const replies = await Promise.all(Array.from({ length: 8 }, () => request(port, `/iip/example.tif?OBJ=IIP,1.0`, { agent })));
+          assert.deepEqual(
+            replies.map((r) => r.status),
+            Array(8).fill(200),
+            `round ${round}`,
+          );
+          assert.ok(connectionsTo(fastcgiPort!).established >= 1, `round ${round}: nginx keeps connections`);
+          // Past the timeout: iipsrv closed them all, and nginx closed its ends (no CLOSE_WAIT left).
+          await waitFor(
+            async () => {
+              const { established, closeWait } = connectionsTo(fastcgiPort!);
+              return established === 0 && closeWait === 0;
+            },
+            15_000,
+            `round ${round}: the idle FastCGI connections to be gone on both sides`,
+          );
+        }
+      } finally {
+        agent.destroy();
+      }
+      const errors = nginxErrors(get().front.errorLog());
+      assert.deepEqual(errors, [], `nginx logged errors:\n${errors.join('\n')}`);
+    });
+  },
+  { FCGI_IDLE_TIMEOUT: '2' },
+);
 
 nginxSuite('nginx → iipsrv --bind unix socket (examples/nginx/iipsrv-unix-socket.conf)', 'nginx/iipsrv-unix-socket.conf', 'unix');
 

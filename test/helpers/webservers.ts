@@ -477,23 +477,28 @@ export function request(
 }
 
 /**
- * Established TCP connections from this machine to a local port, from /proc/net/tcp{,6}: how many
- * FastCGI connections a front end holds open to iipsrv.
+ * TCP connections from this machine to a local port, by state, from /proc/net/tcp{,6}: the
+ * client side, which has the server's port as its remote end. `established` is how many FastCGI
+ * connections a front end holds open to iipsrv; `closeWait` how many iipsrv closed and the front
+ * end has not let go of yet.
  */
-export function establishedConnectionsTo(port: number): number {
-  let count = 0;
+export function connectionsTo(port: number): { established: number; closeWait: number } {
+  const counts = { established: 0, closeWait: 0 };
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
   for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
     for (const line of readIfExists(table).split('\n').slice(1)) {
       const fields = line.trim().split(/\s+/);
-      if (fields.length < 4) continue;
-      const remote = fields[2]!;
-      const state = fields[3]!;
-      // 01 = ESTABLISHED; the client side of the connection has the server's port as remote.
-      if (state === '01' && remote.endsWith(`:${hexPort}`)) count++;
+      if (fields.length < 4 || !fields[2]!.endsWith(`:${hexPort}`)) continue;
+      // 01 = ESTABLISHED, 08 = CLOSE_WAIT.
+      if (fields[3] === '01') counts.established++;
+      else if (fields[3] === '08') counts.closeWait++;
     }
   }
-  return count;
+  return counts;
+}
+
+export function establishedConnectionsTo(port: number): number {
+  return connectionsTo(port).established;
 }
 
 /** Removes a directory now (tempDir removes it at exit too). */
