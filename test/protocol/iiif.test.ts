@@ -630,6 +630,9 @@ describe('image responses: headers and canonical links', () => {
     assert.equal(await canonical(server, 'squares.tif/full/^2000,/0/default.jpg'), 'squares.tif/full/^2000,1400/0/default.jpg');
     assert.equal(await canonical(server, 'squares.tif/full/^max/0/default.jpg'), 'squares.tif/full/^max/0/default.jpg');
     assert.equal(await canonical(server, 'squares.tif/900,600,500,500/max/0/default'), 'squares.tif/900,600,100,100/max/0/default.jpg');
+    // 2.1's `full`, as every 2.1 manifest asks for it: the image at max, and the canonical says so.
+    assert.equal(await canonical(server, 'squares.tif/full/full/0/default.jpg'), 'squares.tif/full/max/0/default.jpg');
+    assert.equal(await canonical(server, 'squares.tif/0,0,500,350/full/0/default.jpg'), 'squares.tif/0,0,500,350/max/0/default.jpg');
   });
   it('v2', async () => {
     const v2 = serverFor(prefix, { IIIF_VERSION: '2' });
@@ -1237,11 +1240,13 @@ describe('sizes and regions that break viewers', () => {
     assert.equal((await server.path('one.tif/full/2,/0/default.png')).status, 400);
     assert.deepEqual(pixel(await image(server.path('one.tif/full/^3,/0/default.png')), 2, 2), [200, 30, 60]);
   });
-  it('full and max are the same image in v2; max and ^max in v3', async () => {
+  it('full and max are the same image in v2 and v3; max and ^max in v3', async () => {
     const v2 = serverFor(prefix, { IIIF_VERSION: '2' });
     const full = await ok(v2.path('squares.tif/full/full/0/default.jpg'));
     const max = await ok(v2.path('squares.tif/full/max/0/default.jpg'));
     assert.ok(full.body.equals(max.body));
+    const full3 = await ok(server.path('squares.tif/full/full/0/default.jpg'));
+    assert.ok(full3.body.equals((await ok(server.path('squares.tif/full/max/0/default.jpg'))).body));
     const max3 = await ok(serverFor(prefix, { MAX_CVT: '-1' }).path('squares.tif/full/max/0/default.jpg'));
     const upMax3 = await ok(serverFor(prefix, { MAX_CVT: '-1' }).path('squares.tif/full/^max/0/default.jpg'));
     assert.ok(max3.body.equals(upMax3.body), 'no limits: ^max is max');
@@ -1272,6 +1277,7 @@ describe('sizes and regions that break viewers', () => {
     const v2counts = await countReads(v2, 'huge.tif');
     for (const [s, c, rest] of [
       [server, counts, 'full/max'],
+      [server, counts, 'full/full'],
       [server, counts, 'full/^max'],
       [v2, v2counts, 'full/full'],
       [v2, v2counts, 'full/max'],
@@ -1328,7 +1334,6 @@ describe('errors', () => {
       ['squares.tif/0,0,0,10/max/0/default.jpg', /region "0,0,0,10" has no width or height/],
       ['squares.tif/2000,2000,10,10/max/0/default.jpg', /lies outside the image \(1000x700\)/],
       ['squares.tif/nonsense/max/0/default.jpg', /incorrect region format/],
-      ['squares.tif/full/full/0/default.jpg', /invalid size "full"/],
       ['squares.tif/full/1001,/0/default.jpg', /prefixed with \^/],
       ['squares.tif/full/0,/0/default.jpg', /zero pixels/],
       ['squares.tif/full/max/361/default.jpg', /invalid rotation "361"/],

@@ -165,10 +165,15 @@ describe('size, version 2.1', () => {
 });
 
 describe('size, version 3.0', () => {
-  it('max: the region as it is, never upscaled; full is not 3.0', () => {
+  it('max: the region as it is, never upscaled', () => {
     assert.deepEqual(size('max', 3), [1000, 700]);
     assert.deepEqual(size('max', 3, rect(0, 0, 10, 5)), [10, 5]);
-    assert.throws(() => parseSize('full', FULL, LIMITS, 3), isBadRequest);
+  });
+  it("full (2.1's name, which iipsrv takes in every version) is max, and ^full ^max", () => {
+    assert.deepEqual(parseSize('full', FULL, LIMITS, 3), parseSize('max', FULL, LIMITS, 3));
+    assert.deepEqual(parseSize('full', rect(0, 0, 10, 5), LIMITS, 3), parseSize('max', rect(0, 0, 10, 5), LIMITS, 3));
+    assert.deepEqual(size('full', 3, rect(0, 0, 10000, 7000)), [5000, 3500]);
+    assert.deepEqual(parseSize('^full', FULL, LIMITS, 3), parseSize('^max', FULL, LIMITS, 3));
   });
   it('^max: as large as maxWidth/maxHeight allow', () => {
     assert.deepEqual(size('^max', 3), [5000, 3500]);

@@ -33,7 +33,7 @@ export interface OutputSize extends ImageSize {
   derived?: 'width' | 'height';
   /** Larger than the region on some side. */
   upscaled: boolean;
-  /** `max` (or v2 `full`, v3 `^max`): the largest the request form allows. */
+  /** `max` or `full` (v3 `^max`): the largest the request form allows. */
   max: boolean;
   /** The request changed the region's aspect ratio on purpose (`w,h`). */
   distorted: boolean;
@@ -100,7 +100,9 @@ export function parseSize(text: string, region: Rect, limits: SizeLimits, versio
   let derived: OutputSize['derived'];
   let max = false;
   let distorted = false;
-  if (spec === 'max' || (version === 2 && spec === 'full')) {
+  // 3.0 renamed 2.1's `full` to `max`; iipsrv takes `full` in every version, and every 2.1
+  // manifest's `full/full/0/default.jpg` asks for it, so 3.0 takes it too (as `max`).
+  if (spec === 'max' || spec === 'full') {
     // The region as it is, or smaller to fit the limits; v3 `^max` as large as the limits allow
     // (without limits there is no largest: the region as it is).
     const scale = caret && limits.allowUpscaling && bounded ? largest : Math.min(1, largest);
