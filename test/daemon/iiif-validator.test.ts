@@ -72,13 +72,7 @@ const ON_PURPOSE: Record<string, { versions: string[]; shows: RegExp; why: strin
  * Failures of ours whose fix is under way elsewhere: each may fail, the way shown, until it lands.
  * Remove the entry then.
  */
-const PENDING: Record<string, { versions: string[]; shows: RegExp; why: string }> = {
-  linkheader_profile: {
-    versions: ['2.0', '3.0'],
-    shows: /type: profile/,
-    why: 'canonical and profile links go in two Link header lines; Python reads the first only',
-  },
-};
+const PENDING: Record<string, { versions: string[]; shows: RegExp; why: string }> = {};
 
 interface Outcome {
   passed: string[];

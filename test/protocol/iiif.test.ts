@@ -514,7 +514,7 @@ describe('no header a client sends decides a URL the server gives out, unless TR
     const byPath = await server.path('squares.tif', { headers: hostile });
     assert.equal(header(byPath, 'location'), `http://${HOST}/iiif/squares.tif/info.json`);
     const tile = await ok(server.path('squares.tif/full/max/0/default.jpg', { headers: hostile }));
-    assert.equal(headers(tile, 'link')[0], `<http://${HOST}/iiif/squares.tif/full/max/0/default.jpg>;rel="canonical"`);
+    assert.ok(headers(tile, 'link')[0]!.startsWith(`<http://${HOST}/iiif/squares.tif/full/max/0/default.jpg>;rel="canonical", `));
     assert.equal(header(tile, 'vary'), undefined);
   });
   it('BASE_URL wins over every header, trusted or not', async () => {
@@ -615,10 +615,10 @@ describe('the base URI redirects to info.json', () => {
 describe('image responses: headers and canonical links', () => {
   const canonical = async (s: Server, rest: string) => {
     const response = await ok(s.path(rest), rest);
+    // One header with both links: a client reading one header (the IIIF validator) sees both.
     const links = headers(response, 'link');
-    assert.equal(links.length, 2, `${rest}: ${links.join(' | ')}`);
-    assert.match(links[1]!, /^<http:\/\/iiif\.io\/api\/image\/[23]\/level2\.json>;rel="profile"$/);
-    const match = /^<(.*)>;rel="canonical"$/.exec(links[0]!);
+    assert.equal(links.length, 1, `${rest}: ${links.join(' | ')}`);
+    const match = /^<([^>]*)>;rel="canonical", <http:\/\/iiif\.io\/api\/image\/[23]\/level2\.json>;rel="profile"$/.exec(links[0]!);
     assert.ok(match, links[0]);
     return match[1]!.slice(`http://${HOST}/iiif/`.length);
   };

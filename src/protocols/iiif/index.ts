@@ -280,7 +280,7 @@ export async function iiif(session: Session, argument: string): Promise<void> {
   const { levels } = description;
   const id = baseUri(session, argument, identifier);
   const limits = limitsOf(session, levels);
-  const profileLink: [string, string] = ['Link', `<${PROFILES[version]}>;rel="profile"`];
+  const profileLink = `<${PROFILES[version]}>;rel="profile"`;
 
   if (path.kind === 'info') {
     const rights = description.metadata.copyright ?? config.copyright;
@@ -297,7 +297,7 @@ export async function iiif(session: Session, argument: string): Promise<void> {
       'utf8',
     );
     const type = infoContentType(session.request.headers.accept ?? '', version);
-    session.output = imageResponse(session, body, type, [profileLink, ...varyHeader(session)]);
+    session.output = imageResponse(session, body, type, [['Link', profileLink], ...varyHeader(session)]);
     return;
   }
 
@@ -311,6 +311,8 @@ export async function iiif(session: Session, argument: string): Promise<void> {
     const output = { ...session.regionOutput(format, { rotation: rotation.degrees, mirror: rotation.mirror }), processing, colour };
     body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), output, session.request.signal);
   }
-  const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical"`], profileLink, ...varyHeader(session)];
+  // One Link header with both links: clients that read a single header (the IIIF validator, many
+  // HTTP libraries' get()) would otherwise miss the second.
+  const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical", ${profileLink}`], ...varyHeader(session)];
   session.output = imageResponse(session, body, CONTENT_TYPES[format], headers);
 }
