@@ -926,6 +926,24 @@ describe("the IIIF validator's test image (10x10 squares, 128-px JPEG tiles)", (
     }
     assert.equal((await server.path(`${id}/full/,1444/0/default.jpg`)).status, 400, 'v3 upscaling without ^');
   });
+  it("size_noup's !2000,3000: 3.0 gives the region, never more (§4.2: as large as possible but not larger than the region); ^!w,h and 2.1 fill the box", async () => {
+    // The validator expects a failure here; the specification asks for the image at most at the
+    // region's size, which is what a client confining a thumbnail wants.
+    const noLimits = serverFor(prefix, { MAX_CVT: '-1' });
+    const v2 = serverFor(prefix, { IIIF_VERSION: '2' });
+    for (const [s, name, rest, expected] of [
+      [server, id, 'full/!2000,3000', [1000, 1000]],
+      [noLimits, id, 'full/!2000,3000', [1000, 1000]],
+      [server, id, '900,900,500,500/!2000,3000', [100, 100]],
+      [server, 'squares.tif', 'pct:10,10,33.3,33.3/!2000,3000', [333, 233]],
+      [server, id, 'full/^!2000,3000', [2000, 2000]],
+      [v2, id, 'full/!2000,3000', [2000, 2000]],
+      [serverFor(prefix, { IIIF_VERSION: '2', ALLOW_UPSCALING: '0' }), id, 'full/!2000,3000', [1000, 1000]],
+    ] as const) {
+      const got = await image(s.path(`${name}/${rest}/0/default.jpg`), rest);
+      assert.deepEqual([got.width, got.height], expected, rest);
+    }
+  });
   it('rotations: the square that lands in the top-left and bottom-right corners', async () => {
     for (const [rotation, topLeft, bottomRight] of [
       ['180', [9, 9], [0, 0]],
