@@ -989,6 +989,25 @@ describe("the IIIF validator's test image (10x10 squares, 128-px JPEG tiles)", (
     assert.equal((await server.path('a/b/full/max/0/default.jpg')).status, 404);
     assert.equal((await server.path('a%2Fb/full/max/0/default.jpg')).status, 404);
   });
+  it('escaped characters in the parameters are decoded (%5E for ^, as some clients send it); an escaped slash splits nothing', async () => {
+    for (const [rest, size] of [
+      ['full/%5E1100,/0/default.jpg', [1100, 1100]],
+      ['full/%5e1100,/0/default.jpg', [1100, 1100]],
+      ['full/%5Emax/0/default.jpg', [5000, 5000]],
+      ['full/%21300%2C200/0/default.jpg', [200, 200]],
+      ['0%2C0%2C500%2C250/max/%2190/default%2Epng', [250, 500]],
+      ['pct%3A0,0,50,50/pct%3A50/0/gray.jpg', [250, 250]],
+    ] as const) {
+      const got = await image(server.path(`${id}/${rest}`), rest);
+      assert.deepEqual([got.width, got.height], size, rest);
+    }
+    // Each parameter is decoded once (%25 is a literal %, so %255E is no ^).
+    for (const rest of ['full/%255E1100,/0/default.jpg', 'full/max%2F0/default.jpg/x']) {
+      assert.equal((await server.path(`${id}/${rest}`)).status, 400, rest);
+    }
+    // Four segments once the escaped slash is taken as part of one: not an image request.
+    assert.equal((await server.path(`${id}/full%2Fmax/0/default.jpg`)).status, 400);
+  });
   it('random junk in each parameter is a 400 (or 501 for a format we know of but do not write)', async () => {
     for (const [rest, status] of [
       [`${id}/0,0,50/max/0/default.jpg`, 400],

@@ -464,6 +464,25 @@ describe('splitting the path', () => {
       parts: { identifier: 'a%2Fb', region: '0,0,10,10', size: 'pct:50', rotation: '!90', quality: 'gray.png' },
     });
   });
+  it('each parameter is decoded after the split; the identifier stays as sent', () => {
+    assert.deepEqual(splitIiifPath('a%2Fb/0%2C0%2C10%2C10/%5E5000%2C/%2190/gray%2Epng'), {
+      kind: 'image',
+      parts: { identifier: 'a%2Fb', region: '0,0,10,10', size: '^5000,', rotation: '!90', quality: 'gray.png' },
+    });
+    assert.deepEqual(splitIiifPath('image.tif/full/%5Emax/0/default.jpg'), {
+      kind: 'image',
+      parts: { identifier: 'image.tif', region: 'full', size: '^max', rotation: '0', quality: 'default.jpg' },
+    });
+    // An escaped slash stays inside its parameter: it never moves the split.
+    assert.deepEqual(splitIiifPath('image.tif/full/max%2F0/default.jpg/x'), {
+      kind: 'image',
+      parts: { identifier: 'image.tif', region: 'full', size: 'max/0', rotation: 'default.jpg', quality: 'x' },
+    });
+    assert.deepEqual(splitIiifPath('image.tif/full%2Fmax/0/default.jpg'), { kind: 'base', identifier: 'image.tif/full%2Fmax/0/default.jpg' });
+    // Malformed escapes stay as they are (and fail their parameter's syntax).
+    assert.equal((splitIiifPath('image.tif/full/%5G500,/0/default.jpg') as { parts: { size: string } }).parts.size, '%5G500,');
+    assert.equal((splitIiifPath('image.tif/full/max/0/%C3%A9.jpg') as { parts: { quality: string } }).parts.quality, 'é.jpg');
+  });
   it('the identifier alone is the base URI; too few parameters too', () => {
     assert.deepEqual(splitIiifPath('image.tif'), { kind: 'base', identifier: 'image.tif' });
     assert.deepEqual(splitIiifPath('image.tif/'), { kind: 'base', identifier: 'image.tif' });

@@ -240,8 +240,9 @@ export function parseQualityFormat(text: string, version: IiifVersion, extension
   return { colour, format, quality: native ? 'default' : qualityName, extension };
 }
 
-/** The parts of an image request URL, still as text. */
+/** The parts of an image request URL, as text: the parameters decoded, the identifier as sent. */
 export interface ImageRequestParts {
+  /** Still URL-encoded: it is decoded where the image is opened, as every protocol's names are. */
   identifier: string;
   region: string;
   size: string;
@@ -256,8 +257,29 @@ export type IiifPath =
   | { kind: 'base'; identifier: string };
 
 /**
+ * `%XX` escapes to their characters (UTF-8), anything else as it is: clients escape `^` and `!`
+ * (`%5E5000,`); a malformed escape stays and fails the parameter's own syntax.
+ */
+function decodeParameter(text: string): string {
+  if (!text.includes('%')) return text;
+  const bytes: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const hex = text.charCodeAt(i) === 0x25 ? text.slice(i + 1, i + 3) : '';
+    if (/^[0-9a-fA-F]{2}$/.test(hex)) {
+      bytes.push(Number.parseInt(hex, 16));
+      i += 2;
+    } else {
+      for (const b of Buffer.from(text[i]!, 'utf8')) bytes.push(b);
+    }
+  }
+  return Buffer.from(bytes).toString('utf8');
+}
+
+/**
  * Splits `identifier/…` (identifiers may hold `/`: the parameters are the last four segments).
- * A `?query` on the last segment is dropped, as iipsrv does.
+ * A `?query` on the last segment is dropped, as iipsrv does. The split is made on the path as
+ * sent, before each parameter is decoded: an escaped `/` (`%2F`) never separates parameters, it
+ * can only make one invalid.
  */
 export function splitIiifPath(raw: string): IiifPath {
   const path = raw.replace(/\?.*$/, '').replace(/^\/+/, '');
@@ -270,6 +292,6 @@ export function splitIiifPath(raw: string): IiifPath {
     return { kind: 'info', identifier };
   }
   if (segments.length < 5) return { kind: 'base', identifier: segments.join('/') };
-  const [region, size, rotation, quality] = segments.slice(-4) as [string, string, string, string];
+  const [region, size, rotation, quality] = segments.slice(-4).map(decodeParameter) as [string, string, string, string];
   return { kind: 'image', parts: { identifier: segments.slice(0, -4).join('/'), region, size, rotation, quality } };
 }
