@@ -22,6 +22,7 @@ import { plainRequest } from '../helpers/requests.ts';
 import { tempDir } from '../helpers/daemon.ts';
 import { VALIDATOR_ID, validatorImage } from '../helpers/iiif-fixtures.ts';
 import { decodePixels, rampPixels, type Pixels } from '../helpers/images.ts';
+import { JP2_SKIP, makeJp2, testImage } from '../helpers/jp2.ts';
 import { parseJson, type JsonObject } from '../helpers/json.ts';
 
 const HOST = 'images.example.org:8080';
@@ -1220,9 +1221,10 @@ describe('a viewer loading the image the way OpenSeadragon does', () => {
           for (const tile of viewerTiles(info, version, factor)) {
             const rest = `${name}/${tile.region}/${tile.size}/0/default.jpg`;
             const got = await image(s.path(rest), rest);
-            // v3 names both sides; v2 gives the width and the server derives the height.
-            if (version === 3) assert.deepEqual([got.width, got.height], [tile.width, tile.height], rest);
-            else assert.ok(got.width === tile.width && Math.abs(got.height - tile.height) <= 1, `${rest}: ${got.width}x${got.height}`);
+            // v3 names both sides; v2 gives the width and the height is rounded from the region.
+            const [rw, rh] = tile.region === 'full' ? [info.width as number, info.height as number] : tile.region.split(',').slice(2).map(Number);
+            const height = version === 3 || tile.size === 'full' ? tile.height : Math.max(1, Math.round((tile.width * rh!) / rw!));
+            assert.deepEqual([got.width, got.height], [tile.width, height], rest);
           }
         }
       }
@@ -1253,6 +1255,65 @@ describe('a viewer loading the image the way OpenSeadragon does', () => {
 });
 
 // ---------------------------------------------------------------------------------------------
+
+describe('w, and ,h: the other side is rounded from the region, on the tile path and off it', () => {
+  // 3001 px wide: libvips halves it to 1500 (rounding down), OpenJPEG to 1501 (up).
+  const files = ['odd3001.tif', ...(JP2_SKIP ? [] : ['odd3001.jp2'])];
+  before(async () => {
+    await pyramid(path.join(dir, 'odd3001.tif'), pattern(3001, 700), 3001, 700, { compression: 'jpeg' });
+    if (!JP2_SKIP) makeJp2(dir, 'odd3001.jp2', testImage(3001, 700, 3, 8), ['-t', '256,256', '-n', '5']);
+  });
+  it('2560,0,441,512/220, is 220x255 (512 x 220/441 = 255.4) from the TIFF as from the JP2, in both versions', async () => {
+    const v2 = serverFor(prefix, { IIIF_VERSION: '2' });
+    for (const name of files) {
+      for (const [s, rest, canonical] of [
+        [server, '2560,0,441,512/220,', '2560,0,441,512/220,255'],
+        [server, '2560,0,441,512/,255', '2560,0,441,512/220,255'],
+        [v2, '2560,0,441,512/220,', '2560,0,441,512/220,'],
+        [v2, '2560,0,441,512/,255', '2560,0,441,512/220,'],
+      ] as const) {
+        const response = await ok(s.path(`${name}/${rest}/0/default.jpg`), `${name} ${rest}`);
+        const got = await decodePixels(response.body);
+        assert.deepEqual([got.width, got.height], [220, 255], `${name} ${rest}`);
+        assert.ok(header(response, 'link')!.includes(`/${name}/${canonical}/0/default.jpg>`), `${name} ${rest}: ${header(response, 'link')}`);
+      }
+    }
+    // The TIFF's stored 220x256 tile is what `220,256` asks for.
+    const counts = await countReads(server, 'odd3001.tif');
+    const tile = await image(server.path('odd3001.tif/2560,0,441,512/220,256/0/default.jpg'));
+    assert.deepEqual([tile.width, tile.height], [220, 256]);
+    assert.deepEqual([counts.stored, counts.decode.length], [1, 0]);
+  });
+  it('edge regions of every scale factor, at the sizes viewers ask and one less: the derived side is round(side x aspect)', async () => {
+    const v2 = serverFor(prefix, { IIIF_VERSION: '2' });
+    for (const name of files) {
+      for (const factor of [1, 2, 4, 8]) {
+        const span = 256 * factor;
+        const lastX = Math.floor(3000 / span) * span;
+        const lastY = Math.floor(699 / span) * span;
+        for (const [x, y] of [
+          [lastX, 0],
+          [0, lastY],
+          [lastX, lastY],
+        ] as const) {
+          const [rw, rh] = [Math.min(span, 3001 - x), Math.min(span, 700 - y)];
+          for (const w of [Math.ceil(rw / factor), Math.floor(rw / factor)]) {
+            const h = Math.max(1, Math.round((w * rh) / rw));
+            for (const [s, size, expected] of [
+              [server, `${w},`, [w, h]],
+              [v2, `${w},`, [w, h]],
+              [server, `,${h}`, [Math.max(1, Math.round((h * rw) / rh)), h]],
+            ] as const) {
+              const rest = `${name}/${x},${y},${rw},${rh}/${size}/0/default.jpg`;
+              const got = await image(s.path(rest), rest);
+              assert.deepEqual([got.width, got.height], expected, rest);
+            }
+          }
+        }
+      }
+    }
+  });
+});
 
 describe('sizes and regions that break viewers', () => {
   it('1-pixel sizes', async () => {
@@ -1341,14 +1402,25 @@ describe('sizes and regions that break viewers', () => {
       assert.deepEqual([counts.stored, counts.decode.length], [1, 0], rest);
       if (index !== null) assert.ok(response.body.equals((await ok(server.raw(`FIF=huge.tif&JTL=6,${index}`))).body), rest);
     }
-    // A v2 viewer's `w,` for a level whose height rounds differently (312x218 holds 8192x7000 as 256x218.75).
+    // A v2 viewer's `w,` for a level whose height rounds differently (312x218 holds 8192x7000 as
+    // 256x218.75): the size asked for, 256x219, made from that level, not the 256x218 tile.
     reset(v2counts);
     const rounded = await image(v2.path('huge.tif/0,0,8192,7000/256,/0/default.jpg'));
-    assert.deepEqual([rounded.width, rounded.height], [256, 218]);
-    assert.deepEqual([v2counts.stored, v2counts.decode.length], [1, 0], 'the stored tile, not a resampled region');
-    // v3 asks for 256,219 explicitly: a region of exactly that size.
-    const explicit = await image(server.path('huge.tif/0,0,8192,7000/256,219/0/default.jpg'));
-    assert.deepEqual([explicit.width, explicit.height], [256, 219]);
+    assert.deepEqual([rounded.width, rounded.height], [256, 219]);
+    assert.deepEqual([v2counts.stored, v2counts.decode], [0, [5]], 'a region of the 312-px level');
+    for (const [s, rest] of [
+      [server, '0,0,8192,7000/256,219'],
+      [server, '0,0,8192,7000/,219'],
+      [v2, '0,0,8192,7000/,219'],
+    ] as const) {
+      const explicit = await image(s.path(`huge.tif/${rest}/0/default.jpg`), rest);
+      assert.deepEqual([explicit.width, explicit.height], [256, 219], rest);
+    }
+    // What the tile is, asked for as it is: the stored tile.
+    reset(counts);
+    const tile = await image(server.path('huge.tif/0,0,8192,7000/256,218/0/default.jpg'));
+    assert.deepEqual([tile.width, tile.height], [256, 218]);
+    assert.deepEqual([counts.stored, counts.decode.length], [1, 0], 'the stored tile');
     for (const [rest, size] of [
       ['5000,3500,10000,10000/max', [5000, 3500]],
       ['9990,6990,100,100/max', [10, 10]],

@@ -515,14 +515,26 @@ describe('scale factors and the tile grid', () => {
     assert.deepEqual(tileOnGrid(levels, rect(512, 0, 488, 512), exact(244, 256)), { level: 1, col: 1, row: 0 });
     assert.deepEqual(tileOnGrid(levels, rect(0, 0, 1000, 700), exact(250, 175)), { level: 2, col: 0, row: 0 });
   });
-  it('a derived side may differ from the stored tile by the rounding pixel; an explicit one may not', () => {
+  it("a derived side must be the stored tile's too: the size asked for is never swapped for the tile's", () => {
     const wide: LevelSize[] = [
       { width: 10000, height: 7000, tileWidth: 256, tileHeight: 256 },
       { width: 312, height: 218, tileWidth: 256, tileHeight: 256 },
     ];
-    // `256,` of 8192x7000 at factor 32 is 256x219 by rounding; the stored tile is 256x218.
-    assert.deepEqual(tileOnGrid(wide, rect(0, 0, 8192, 7000), { ...exact(256, 219), derived: 'height', distorted: false }), { level: 1, col: 0, row: 0 });
+    // `256,` of 8192x7000 at factor 32 is 256x219 (218.75 rounded); the stored tile is 256x218.
+    const derived = parseSize('256,', rect(0, 0, 8192, 7000), LIMITS, 2);
+    assert.deepEqual([derived.width, derived.height], [256, 219]);
+    assert.equal(tileOnGrid(wide, rect(0, 0, 8192, 7000), derived), null);
     assert.equal(tileOnGrid(wide, rect(0, 0, 8192, 7000), exact(256, 219)), null);
+    assert.deepEqual(tileOnGrid(wide, rect(0, 0, 8192, 7000), exact(256, 218)), { level: 1, col: 0, row: 0 });
+    // 3001 px halved to 1500: 2560,0,441,512 is the 220x256 tile; `220,` of it is 220x255 (255.4).
+    const odd: LevelSize[] = [
+      { width: 3001, height: 2001, tileWidth: 256, tileHeight: 256 },
+      { width: 1500, height: 1000, tileWidth: 256, tileHeight: 256 },
+    ];
+    const w = parseSize('220,', rect(2560, 0, 441, 512), LIMITS, 3);
+    assert.deepEqual([w.width, w.height], [220, 255]);
+    assert.equal(tileOnGrid(odd, rect(2560, 0, 441, 512), w), null);
+    assert.deepEqual(tileOnGrid(odd, rect(2560, 0, 441, 512), parseSize('220,256', rect(2560, 0, 441, 512), LIMITS, 3)), { level: 1, col: 5, row: 0 });
   });
   it('anything else is not a tile', () => {
     assert.equal(tileOnGrid(levels, rect(1, 0, 256, 256), exact(256, 256)), null, 'off the grid');

@@ -117,8 +117,9 @@ const knownLimits = new WeakMap<LevelSize[], SizeLimits>();
 
 /**
  * The tile (level, column, row) whose pixels a region and size are exactly, as viewers ask for
- * them from info.json's tile size and scale factors; null for anything else. A side the request
- * left to the server (`w,`) may differ from the stored tile by the pixel the rounding leaves open.
+ * them from info.json's tile size and scale factors; null for anything else. The size must be the
+ * tile's on both sides, a side derived from `w,` or `,h` too: a level rounded down (3001 px halved
+ * to 1500) holds 441x512 px as a 220x256 tile, while `220,` of that region is 220x255.
  */
 export function tileOnGrid(levels: LevelSize[], region: Rect, size: OutputSize): { level: number; col: number; row: number } | null {
   const full = levels[0]!;
@@ -135,9 +136,7 @@ export function tileOnGrid(levels: LevelSize[], region: Rect, size: OutputSize):
     if (col >= across || row >= down) continue;
     if (region.width !== Math.min(spanX, full.width - region.left) || region.height !== Math.min(spanY, full.height - region.top)) continue;
     const rect = tileRect(at, col, row);
-    const widthOk = rect.width === size.width || (size.derived === 'width' && Math.abs(rect.width - size.width) <= 1);
-    const heightOk = rect.height === size.height || (size.derived === 'height' && Math.abs(rect.height - size.height) <= 1);
-    if (widthOk && heightOk) return { level, col, row };
+    if (rect.width === size.width && rect.height === size.height) return { level, col, row };
   }
   return null;
 }
@@ -223,11 +222,6 @@ function planImageRequest(
   const effect = colour === 'colour' && Object.hasOwn(EFFECTS, quality) ? EFFECTS[quality]! : null;
   const plain = colour === 'colour' && rotation.degrees === 0 && !rotation.mirror && format === 'jpeg';
   const tile = plain ? tileOnGrid(levels, region, size) : null;
-  let output = size;
-  if (tile) {
-    const rect = tileRect(levels[tile.level]!, tile.col, tile.row);
-    output = { ...size, width: rect.width, height: rect.height };
-  }
   const plan: ImageRequestPlan = {
     region,
     size,
@@ -235,7 +229,7 @@ function planImageRequest(
     colour,
     format,
     tile,
-    canonicalTail: canonicalParameters(region, full, output, rotation, quality, extension, version),
+    canonicalTail: canonicalParameters(region, full, size, rotation, quality, extension, version),
     effect,
   };
   // Bounded the simple way: a full table starts again.

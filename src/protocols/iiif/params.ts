@@ -29,7 +29,7 @@ export interface SizeLimits {
 
 /** The output size of an image request, with what the canonical URI and the tile path need. */
 export interface OutputSize extends ImageSize {
-  /** The side the request left to the server (`w,` and `,h`): its rounding is ours to choose. */
+  /** The side the request left to the server (`w,` and `,h`), rounded from the region's aspect. */
   derived?: 'width' | 'height';
   /** Larger than the region on some side. */
   upscaled: boolean;
