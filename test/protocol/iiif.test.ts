@@ -22,7 +22,9 @@ import { plainRequest } from '../helpers/requests.ts';
 import { tempDir } from '../helpers/daemon.ts';
 import { VALIDATOR_ID, validatorImage } from '../helpers/iiif-fixtures.ts';
 import { decodePixels, rampPixels, type Pixels } from '../helpers/images.ts';
+import { tileGrid, tileRect } from '../../src/engine/geometry.ts';
 import { JP2_SKIP, makeJp2, testImage } from '../helpers/jp2.ts';
+import { writeTiff, type TiffLevelData } from '../helpers/tiff-writer.ts';
 import { parseJson, type JsonObject } from '../helpers/json.ts';
 
 const HOST = 'images.example.org:8080';
@@ -165,6 +167,23 @@ function random(seed: number): (n: number) => number {
   };
 }
 
+/** 3001x700 as libvips makes it (JPEG tiles) and, where OpenJPEG is installed, as a JP2. */
+const ODD3001 = ['odd3001.tif', ...(JP2_SKIP ? [] : ['odd3001.jp2'])];
+
+/** A pyramid whose levels are ceil(size / 2^k) (as OpenJPEG's), nearest samples, down to one tile. */
+function halvedUp(width: number, height: number, tile: number, raw: Buffer): TiffLevelData[] {
+  const levels: TiffLevelData[] = [];
+  for (let factor = 1; ; factor *= 2) {
+    const [w, h] = [Math.ceil(width / factor), Math.ceil(height / factor)];
+    const samples = new Uint8Array(w * h * 3);
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) samples.set(raw.subarray((y * factor * width + x * factor) * 3, (y * factor * width + x * factor) * 3 + 3), (y * w + x) * 3);
+    }
+    levels.push({ width: w, height: h, samples });
+    if (w <= tile && h <= tile) return levels;
+  }
+}
+
 let dir: string;
 let prefix: string;
 let server: Server;
@@ -187,12 +206,17 @@ before(async () => {
     pyramid(path.join(dir, 'tiny.tif'), squares(100, 60, 20), 100, 60, { compression: 'jpeg' }),
     pyramid(path.join(dir, 'one.tif'), Buffer.from([200, 30, 60]), 1, 1),
     pyramid(path.join(dir, 'wide.tif'), pattern(4000, 8), 4000, 8),
+    // 3001 px wide: libvips halves it to 1500 (rounding down), OpenJPEG to 1501 (up).
+    pyramid(path.join(dir, 'odd3001.tif'), pattern(3001, 700), 3001, 700, { compression: 'jpeg' }),
     // Generated small and scaled up: a real 10000x7000 JPEG pyramid in about a second.
     sharp(pattern(500, 350), { raw: { width: 500, height: 350, channels: 3 } })
       .resize(10000, 7000, { kernel: 'nearest' })
       .tiff({ tile: true, pyramid: true, tileWidth: 256, tileHeight: 256, compression: 'jpeg', quality: 80 })
       .toFile(path.join(dir, 'huge.tif')),
   ]);
+  // Levels halved upwards, down to 5x188: 300/10 and 300/5 are 30 and 60, their factors 32 and 64.
+  writeTiff(path.join(dir, 'narrow.tif'), { levels: halvedUp(300, 12000, 256, pattern(300, 12000)), channels: 3, bits: 8, compression: 'deflate' });
+  if (!JP2_SKIP) makeJp2(dir, 'odd3001.jp2', testImage(3001, 700, 3, 8), ['-t', '256,256', '-n', '5']);
   server = serverFor(prefix);
 });
 
@@ -1177,7 +1201,67 @@ describe('grid tiles go through the tile path', () => {
   });
 });
 
+/**
+ * Every tile a viewer asks for at every scale factor of info.json: each answer has the size the
+ * request names (v2's `w,` the height rounded from the region), and comes from the stored tile
+ * exactly when that tile has this size (then byte for byte its IIP JTL).
+ */
+async function viewerWalk(s: Server, name: string, version: 2 | 3): Promise<{ requests: number; stored: number; factors: number[] }> {
+  const info = json(await ok(s.path(`${name}/info.json`)));
+  const { levels } = (await s.engine.openImage(name)).source.description;
+  const factors = info.tiles[0].scaleFactors as number[];
+  assert.equal(factors.length, levels.length, `${name}: one factor per level`);
+  const counts = await countReads(s, name);
+  let [requests, stored] = [0, 0];
+  for (const [index, factor] of factors.entries()) {
+    const level = levels[index]!;
+    const { across, down } = tileGrid(level);
+    for (const tile of viewerTiles(info, version, factor)) {
+      const rest = `${name}/${tile.region}/${tile.size}/0/default.jpg`;
+      const [rw, rh] = tile.region === 'full' ? [info.width as number, info.height as number] : tile.region.split(',').slice(2).map(Number);
+      const expected = version === 3 || tile.size === 'full' ? [tile.width, tile.height] : [tile.width, Math.max(1, Math.round((tile.width * rh!) / rw!))];
+      reset(counts);
+      const response = await ok(s.path(rest), rest);
+      const got = await decodePixels(response.body);
+      assert.deepEqual([got.width, got.height], expected, rest);
+      const rect = tile.col < across && tile.row < down ? tileRect(level, tile.col, tile.row) : null;
+      const isTile = rect !== null && rect.width === expected[0] && rect.height === expected[1];
+      assert.equal(counts.stored, isTile ? 1 : 0, `${rest}: ${isTile ? 'the stored tile' : 'made from the region'}`);
+      if (isTile) {
+        const jtl = await ok(s.raw(`FIF=${name}&JTL=${levels.length - 1 - index},${tile.row * across + tile.col}`));
+        assert.ok(response.body.equals(jtl.body), `${rest} is its JTL tile`);
+        stored++;
+      }
+      requests++;
+    }
+  }
+  return { requests, stored, factors };
+}
+
 describe('a viewer loading the image the way OpenSeadragon does', () => {
+  it("a long narrow image (300x12000) whose levels are halved upwards: v3's w,h of every tile of every factor is the stored tile", async () => {
+    for (const version of [3, 2] as const) {
+      const walk = await viewerWalk(serverFor(prefix, { IIIF_VERSION: String(version) }), 'narrow.tif', version);
+      // The 10x375 and 5x188 levels are factors 32 and 64 (not 300/10 and 300/5).
+      assert.deepEqual(walk.factors, [1, 2, 4, 8, 16, 32, 64]);
+      assert.equal(walk.requests, 47 * 2 + 24 + 12 + 6 + 3 + 2 + 1);
+      // v2's `w,` of a narrow region rounds its height off the tile's (`38,` of 300x4096 is 38x519).
+      assert.equal(walk.stored, version === 3 ? walk.requests : walk.requests - 12);
+    }
+  });
+  it('3001x700 halved down (libvips) and up (OpenJPEG): every size as asked, every tile of that size the stored one', async () => {
+    for (const name of ODD3001) {
+      for (const version of [3, 2] as const) {
+        const walk = await viewerWalk(serverFor(prefix, { IIIF_VERSION: String(version) }), name, version);
+        assert.deepEqual(walk.factors, [1, 2, 4, 8, 16]);
+        assert.equal(walk.requests, 36 + 12 + 3 + 2 + 1);
+        // OpenJPEG's levels are the viewer's (v2 `w,` misses 2 by the height's rounding); libvips'
+        // miss the right column from factor 2 on (1500 px hold 3001 as 2560..3000 in 220 px, the
+        // viewer asks for 221) and the bottom row from factor 8 on (700 / 8 is 87, not 88).
+        assert.equal(walk.stored, name.endsWith('.jp2') ? (version === 3 ? 54 : 52) : 36 + 10 + 2, `${name} v${version}`);
+      }
+    }
+  });
   for (const version of [3, 2] as const) {
     it(`IIIF ${version}: info.json, then every tile of every level, exact sizes, all from stored tiles`, async () => {
       const s = serverFor(prefix, { IIIF_VERSION: String(version) });
@@ -1257,12 +1341,7 @@ describe('a viewer loading the image the way OpenSeadragon does', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('w, and ,h: the other side is rounded from the region, on the tile path and off it', () => {
-  // 3001 px wide: libvips halves it to 1500 (rounding down), OpenJPEG to 1501 (up).
-  const files = ['odd3001.tif', ...(JP2_SKIP ? [] : ['odd3001.jp2'])];
-  before(async () => {
-    await pyramid(path.join(dir, 'odd3001.tif'), pattern(3001, 700), 3001, 700, { compression: 'jpeg' });
-    if (!JP2_SKIP) makeJp2(dir, 'odd3001.jp2', testImage(3001, 700, 3, 8), ['-t', '256,256', '-n', '5']);
-  });
+  const files = ODD3001;
   it('2560,0,441,512/220, is 220x255 (512 x 220/441 = 255.4) from the TIFF as from the JP2, in both versions', async () => {
     const v2 = serverFor(prefix, { IIIF_VERSION: '2' });
     for (const name of files) {

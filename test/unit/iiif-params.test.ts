@@ -498,8 +498,26 @@ describe('scale factors and the tile grid', () => {
     { width: 250, height: 175, tileWidth: 256, tileHeight: 256 },
   ];
   const exact = (width: number, height: number) => ({ width, height, upscaled: false, max: false, distorted: true });
-  it('scale factors are full width over level width', () => {
+  it('scale factors are the powers of two whose halvings give the levels, rounded down (libvips) or up (OpenJPEG)', () => {
     assert.deepEqual(scaleFactors(levels), [1, 2, 4]);
+    const halvings = (width: number, height: number, count: number, round: (v: number) => number): LevelSize[] =>
+      Array.from({ length: count }, (_, k) => ({
+        width: Math.max(1, round(width / 2 ** k)),
+        height: Math.max(1, round(height / 2 ** k)),
+        tileWidth: 256,
+        tileHeight: 256,
+      }));
+    const powers = (count: number) => Array.from({ length: count }, (_, k) => 2 ** k);
+    // 4000 / 62 is 64.5, 4000 / 31 is 129, 4000 / 15 is 267: the levels' own factors are 64, 128, 256.
+    assert.deepEqual(scaleFactors(halvings(4000, 40, 12, Math.floor)), powers(12));
+    assert.deepEqual(scaleFactors(halvings(4000, 40, 12, Math.ceil)), powers(12));
+    assert.deepEqual(scaleFactors(halvings(3001, 2001, 8, Math.floor)), powers(8));
+    assert.deepEqual(scaleFactors(halvings(3001, 2001, 8, Math.ceil)), powers(8));
+    // Tall and narrow: the height decides where the width is down to a pixel or two.
+    assert.deepEqual(scaleFactors(halvings(100, 40000, 9, Math.floor)), powers(9));
+    assert.deepEqual(scaleFactors(halvings(7, 30001, 8, Math.ceil)), powers(8));
+    // A pyramid that does not halve: the nearest whole ratio.
+    assert.deepEqual(scaleFactors([3000, 1000, 333].map((width) => ({ width, height: width, tileWidth: 256, tileHeight: 256 }))), [1, 3, 9]);
     // 10000 / 156 is 64.1: the factor a viewer uses is 64.
     assert.deepEqual(
       scaleFactors([

@@ -17,15 +17,38 @@ export const PROFILES: Record<IiifVersion, string> = {
   3: 'http://iiif.io/api/image/3/level2.json',
 };
 
-/** Scale factor of each level against full resolution, as viewers compute tile regions with it. */
+/**
+ * Scale factor of each level against full resolution, as viewers compute tile regions with it: the
+ * power of two whose halvings give the level, rounded either way (4000 px halved six times is 62
+ * or 63, factor 64, where 4000 / 62 would say 65 and put every region off the stored grid); a
+ * level that is no halving of the image gets its nearest whole ratio.
+ */
 export function scaleFactors(levels: LevelSize[]): number[] {
   let factors = knownFactors.get(levels);
   if (!factors) {
     const full = levels[0]!;
-    factors = levels.map((level) => Math.max(1, Math.round(full.width / level.width)));
+    factors = [];
+    for (const level of levels) factors.push(factorOf(full, level, factors.at(-1) ?? 0));
     knownFactors.set(levels, factors);
   }
   return factors;
+}
+
+/** @param previous the factor of the level before (0 for the first) */
+function factorOf(full: LevelSize, level: LevelSize, previous: number): number {
+  // The longer side says the most; a level of a pixel or two is several halvings at once, so the
+  // usual one, the level before halved again, is tried first.
+  const ratio = full.width >= full.height ? full.width / level.width : full.height / level.height;
+  const nearest = Math.round(Math.log2(ratio));
+  for (const factor of [previous * 2, 2 ** nearest, 2 ** (nearest - 1), 2 ** (nearest + 1)]) {
+    if (factor >= 1 && halvedTo(full.width, level.width, factor) && halvedTo(full.height, level.height, factor)) return factor;
+  }
+  return Math.max(1, Math.round(ratio));
+}
+
+/** `side` divided by `factor` and rounded either way is `reduced`. */
+function halvedTo(side: number, reduced: number, factor: number): boolean {
+  return reduced >= Math.floor(side / factor) && reduced <= Math.max(1, Math.ceil(side / factor));
 }
 
 /** Every tile request needs them: computed once per opened image (its levels array). */
