@@ -668,6 +668,26 @@ describe('image responses: headers and canonical links', () => {
     assert.equal(await canonical(v2, 'squares.tif/full/300,300/180/bitonal.png'), 'squares.tif/full/300,300/180/bitonal.png');
     assert.equal(await canonical(v2, 'squares.tif/full/!300,300/0/gray.jpg'), 'squares.tif/full/300,/0/gray.jpg');
   });
+  it("Content-Disposition names the image with the format's extension, as CVT's, on regions and grid tiles alike", async () => {
+    for (const [rest, name] of [
+      ['squares.tif/full/max/0/default.jpg', 'squares.jpg'],
+      ['squares.tif/0,0,200,100/100,/90/gray.png', 'squares.png'],
+      ['squares.tif/full/100,/0/default.webp', 'squares.webp'],
+      ['squares.tif/full/100,/0/default.tif', 'squares.tif'],
+      ['squares-jpeg.tif/0,0,256,256/256,256/0/default.jpg', 'squares-jpeg.jpg'],
+      ['sub/dir/validator.tif/full/100,/0/default.jpg', 'validator.jpg'],
+      ['with%20space.tif/full/max/0/default.jpg', 'with space.jpg'],
+    ] as const) {
+      const response = await ok(server.path(rest), rest);
+      assert.deepEqual(headers(response, 'content-disposition'), [`inline;filename="${name}"`], rest);
+    }
+    const v2 = await ok(serverFor(prefix, { IIIF_VERSION: '2' }).path('squares.tif/full/full/0/native.png'));
+    assert.equal(header(v2, 'content-disposition'), 'inline;filename="squares.png"');
+    const cvt = await ok(server.raw('FIF=squares.tif&WID=100&CVT=png'));
+    assert.equal(header(cvt, 'content-disposition'), 'inline;filename="squares.png"');
+    // info.json is no image to save.
+    assert.equal(header(await ok(server.path('squares.tif/info.json')), 'content-disposition'), undefined);
+  });
   it('content types of every format, with the right magic bytes', async () => {
     const formats: Array<[string, string, (b: Buffer) => boolean]> = [
       ['jpg', 'image/jpeg', (b) => b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff],

@@ -12,7 +12,7 @@ import type { ColourMode } from '../../engine/engine.js';
 import { STRETCH, type Processing } from '../../engine/pixels/processing.js';
 import type { HeaderList, PlainRequest } from '../../request.js';
 import { originVary, requestOrigin } from '../shared/origin.js';
-import { imageResponse } from '../shared/responses.js';
+import { contentDisposition, imageResponse } from '../shared/responses.js';
 import { selectImage } from '../shared/select-image.js';
 import type { Session } from '../shared/session.js';
 import { CONTEXTS, PROFILES, infoDocument, scaleFactors } from './info.js';
@@ -306,7 +306,12 @@ export async function iiif(session: Session, argument: string): Promise<void> {
     body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), output, session.request.signal);
   }
   // One Link header with both links: clients that read a single header (the IIIF validator, many
-  // HTTP libraries' get()) would otherwise miss the second.
-  const headers: HeaderList = [['Link', `<${id}/${canonicalTail}>;rel="canonical", ${profileLink}`], ...varyHeader(session)];
+  // HTTP libraries' get()) would otherwise miss the second. CVT's Content-Disposition, on tiles
+  // too: a client cannot tell which path made its image.
+  const headers: HeaderList = [
+    ['Link', `<${id}/${canonicalTail}>;rel="canonical", ${profileLink}`],
+    contentDisposition(image.name, format),
+    ...varyHeader(session),
+  ];
   session.output = imageResponse(session, body, CONTENT_TYPES[format], headers);
 }

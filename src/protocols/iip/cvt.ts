@@ -2,11 +2,10 @@
  * CVT: export a region (RGN) of the image at a size (WID, HEI), rotated (ROT), as one image.
  * Reads from the smallest pyramid level that has enough pixels; see engine/geometry.ts.
  */
-import path from 'node:path';
 import { InvalidArgumentError } from '../../errors.js';
-import { CONTENT_TYPES, EXTENSIONS, type OutputFormat } from '../../engine/output/encoders.js';
+import { CONTENT_TYPES, type OutputFormat } from '../../engine/output/encoders.js';
 import { planRegion } from '../../engine/geometry.js';
-import { imageResponse } from '../shared/responses.js';
+import { contentDisposition, imageResponse } from '../shared/responses.js';
 import { requireImage } from './responses.js';
 import type { Session } from '../shared/session.js';
 
@@ -38,7 +37,5 @@ export async function cvt(session: Session, argument: string): Promise<void> {
   });
   const output = session.regionOutput(format, { rotation: session.rotation, mirror: session.mirror });
   const body = await engine.region(image, plan, { ...output, bits: session.bits }, session.request.signal);
-  const base = path.posix.basename(image.name).replace(/\.[^.]*$/, '') || 'image';
-  const filename = base.replace(/["\\\r\n]/g, '_');
-  session.output = imageResponse(session, body, CONTENT_TYPES[format], [['Content-Disposition', `inline;filename="${filename}.${EXTENSIONS[format]}"`]]);
+  session.output = imageResponse(session, body, CONTENT_TYPES[format], [contentDisposition(image.name, format)]);
 }

@@ -3,6 +3,8 @@
  * image's time and the site's caching policy. Header order follows iipsrv 1.1, so that responses
  * match it byte for byte.
  */
+import path from 'node:path';
+import { EXTENSIONS, type OutputFormat } from '../../engine/output/encoders.js';
 import type { HeaderList, PlainResponse } from '../../request.js';
 import { httpDate } from './http-dates.js';
 import type { Session } from './session.js';
@@ -12,6 +14,18 @@ export function imageResponse(session: Session, body: Buffer, contentType: strin
   const headers: HeaderList = [['X-Powered-By', 'IIPImage'], ['Content-Type', contentType], ...cachingHeaders(session)];
   headers.push(...extra);
   return { status: 200, headers, body };
+}
+
+/**
+ * The name a browser saves an exported image under, as iipsrv 1.1 sends it with CVT (and so with
+ * IIIF): the image's file name without its last extension, then the format's
+ * (`inline;filename="scan.jpg"` for `dir/scan.tif`).
+ */
+export function contentDisposition(imageName: string, format: OutputFormat): [string, string] {
+  const base = path.posix.basename(imageName).replace(/\.[^.]*$/, '') || 'image';
+  // A quote or a line break would end the header's value early.
+  const filename = base.replace(/["\\\r\n]/g, '_');
+  return ['Content-Disposition', `inline;filename="${filename}.${EXTENSIONS[format]}"`];
 }
 
 /**
