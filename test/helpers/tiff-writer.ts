@@ -1,8 +1,9 @@
 /**
  * A small tiled-TIFF writer for tests: any sample type (1, 8, 16, 32-bit; unsigned, signed,
- * float), any band count and photometric, SMin/SMaxSampleValue, uncompressed or deflate (with the
- * horizontal or floating-point predictor), either byte order, several levels in the main IFD chain
- * (the layout iipsrv 1.1 reads). libvips cannot write most of these (signed, MinIsWhite, SMin...).
+ * float), any band count and photometric, SMin/SMaxSampleValue, resolution, uncompressed or
+ * deflate (with the horizontal or floating-point predictor), either byte order, several levels in
+ * the main IFD chain (the layout iipsrv 1.1 reads). libvips cannot write most of these (signed,
+ * MinIsWhite, SMin..., a resolution without its unit).
  */
 import { writeFileSync } from 'node:fs';
 import { deflateSync } from 'node:zlib';
@@ -36,6 +37,8 @@ export interface TiffSpec {
   planar?: 1 | 2;
   /** ExtraSamples values (e.g. [2] for unassociated alpha). */
   extraSamples?: number[];
+  /** X/YResolution (RATIONAL, to 1/1000) and ResolutionUnit when `unit` is given (1 none, 2 inch, 3 cm). */
+  resolution?: { x: number; y: number; unit?: number };
 }
 
 /** Halves a level by taking every other pixel (enough for test pyramids). */
@@ -228,6 +231,12 @@ export function writeTiff(file: string, spec: TiffSpec): Buffer {
     };
     if (spec.smin) range(340, spec.smin);
     if (spec.smax) range(341, spec.smax);
+    if (spec.resolution) {
+      const rational = (tag: number, v: number) => entries.push([tag, 5, 1, Buffer.concat([u32(Math.round(v * 1000)), u32(1000)])]);
+      rational(282, spec.resolution.x);
+      rational(283, spec.resolution.y);
+      if (spec.resolution.unit !== undefined) shorts(296, [spec.resolution.unit]);
+    }
     ifds.push(entries.sort((a, b) => a[0] - b[0]));
   }
   for (const entries of ifds) {

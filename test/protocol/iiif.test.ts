@@ -8,7 +8,7 @@
  * IIP JTL), a viewer-style walk of the tile grid, and the error statuses.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -19,12 +19,12 @@ import type { PlainRequest, PlainResponse } from '../../src/request.ts';
 import { getHeader } from '../../src/request.ts';
 import { createRouter } from '../../src/router.ts';
 import { plainRequest } from '../helpers/requests.ts';
-import { tempDir } from '../helpers/daemon.ts';
+import { fixtureDir, tempDir } from '../helpers/daemon.ts';
 import { VALIDATOR_ID, validatorImage } from '../helpers/iiif-fixtures.ts';
 import { decodePixels, rampPixels, type Pixels } from '../helpers/images.ts';
 import { tileGrid, tileRect } from '../../src/engine/geometry.ts';
 import { JP2_SKIP, makeJp2, testImage } from '../helpers/jp2.ts';
-import { writeTiff, type TiffLevelData } from '../helpers/tiff-writer.ts';
+import { writeTiff, type TiffLevelData, type TiffSpec } from '../helpers/tiff-writer.ts';
 import { parseJson, type JsonObject } from '../helpers/json.ts';
 
 const HOST = 'images.example.org:8080';
@@ -33,6 +33,14 @@ const CONTEXT2 = 'http://iiif.io/api/image/2/context.json';
 const CONTEXT3 = 'http://iiif.io/api/image/3/context.json';
 const LD3 = `application/ld+json;profile="${CONTEXT3}"`;
 const LD2 = `application/ld+json;profile="${CONTEXT2}"`;
+/** iipsrv master's service (2.1); 3.0 adds the @id and @type every 3.0 service needs (§5.7). */
+const physdim = (physicalScale: number, physicalUnits: string, id?: string) => ({
+  '@context': 'http://iiif.io/api/annex/services/physdim/1/context.json',
+  ...(id === undefined ? {} : { '@id': `${id}/info.json#physdim`, '@type': 'PhysicalDimensions' }),
+  profile: 'http://iiif.io/api/annex/services/physdim',
+  physicalScale,
+  physicalUnits,
+});
 
 interface Server {
   engine: Engine;
@@ -245,6 +253,8 @@ describe('info.json, Image API 3.0 (the default)', () => {
       extraFormats: ['webp', 'tif', 'avif', 'gif', 'jp2', 'pdf'],
       extraQualities: ['color', 'gray', 'bitonal'],
       extraFeatures: ['canonicalLinkHeader', 'mirroring', 'profileLinkHeader', 'rotationArbitrary', 'sizeUpscaling'],
+      // libvips writes 25.4 px/inch (1 px/mm) when it knows no resolution; iipsrv master states it too.
+      service: [physdim(0.0393701, 'in', `http://${HOST}${SCRIPT}?IIIF=squares.tif`)],
     });
     assert.equal(Object.keys(info)[0], '@context', '@context comes first');
     assert.equal(header(response, 'content-type'), LD3);
@@ -336,6 +346,7 @@ describe('info.json, Image API 2.1', () => {
           maxHeight: 5000,
         },
       ],
+      service: [physdim(0.0393701, 'in')],
     });
     assert.equal(Object.keys(info)[0], '@context');
     // 2.1 §5.1: plain JSON unless the client asks for JSON-LD.
@@ -413,6 +424,63 @@ describe('info.json and the site settings', () => {
     const v3 = json(await ok(serverFor(prefix, { COPYRIGHT: text }).query('squares.tif/info.json')));
     assert.equal(v3.rights, undefined, 'v3 rights must be a URI');
     assert.equal(json(await ok(serverFor(prefix, { COPYRIGHT: text, IIIF_VERSION: '2' }).query('squares.tif/info.json'))).attribution, text);
+  });
+});
+
+describe('the physical dimensions service, from the resolution the file states', () => {
+  const sample = { width: 300, height: 200, samples: squares(300, 200) };
+  before(async () => {
+    const picture = () => sharp(squares(300, 200), { raw: { width: 300, height: 200, channels: 3 } });
+    const tiled = { tile: true, tileWidth: 256, tileHeight: 256, pyramid: true } as const;
+    await Promise.all([
+      // sharp takes pixels per millimetre: 300 px/inch, and 50 px/cm.
+      picture()
+        .tiff({ ...tiled, xres: 300 / 25.4, yres: 300 / 25.4, resolutionUnit: 'inch' })
+        .toFile(path.join(dir, 'dpi300.tif')),
+      picture()
+        .tiff({ ...tiled, xres: 5, yres: 5, resolutionUnit: 'cm' })
+        .toFile(path.join(dir, 'cm50.tif')),
+    ]);
+    const spec: TiffSpec = { levels: [sample], channels: 3, bits: 8 };
+    writeTiff(path.join(dir, 'no-resolution.tif'), spec);
+    writeTiff(path.join(dir, 'unit-none.tif'), { ...spec, resolution: { x: 300, y: 300, unit: 1 } });
+    writeTiff(path.join(dir, 'unit-absent.tif'), { ...spec, resolution: { x: 150, y: 150 } });
+    writeTiff(path.join(dir, 'anisotropic.tif'), { ...spec, resolution: { x: 40, y: 80, unit: 3 } });
+    // Its res box states 72 px/inch, in pixels per metre.
+    copyFileSync(path.join(fixtureDir('cantaloupe'), 'jp2-exif.jp2'), path.join(dir, 'res-box.jp2'));
+  });
+  it('a pixel in inches or centimetres, in both versions', async () => {
+    const v2 = serverFor(prefix, { IIIF_VERSION: '2' });
+    for (const [name, scale, units] of [
+      // Six significant digits, as iipsrv prints the scale.
+      ['dpi300.tif', 0.00333333, 'in'],
+      ['cm50.tif', 0.02, 'cm'],
+      // No ResolutionUnit: inches, the TIFF default.
+      ['unit-absent.tif', 0.00666667, 'in'],
+      // One scale for both directions: the horizontal one, as iipsrv.
+      ['anisotropic.tif', 0.025, 'cm'],
+      ['res-box.jp2', 0.0352778, 'cm'],
+    ] as const) {
+      for (const [s, service] of [
+        [server, physdim(scale, units, `http://${HOST}/iiif/${name}`)],
+        [v2, physdim(scale, units)],
+      ] as const) {
+        const info = json(await ok(s.path(`${name}/info.json`)));
+        assert.deepEqual(info.service, [service], name);
+        assert.equal(Object.keys(info).at(-1), 'service', `${name}: the service comes last, as in iipsrv`);
+      }
+    }
+  });
+  it('no service without a resolution, or with ResolutionUnit "none"', async () => {
+    for (const name of ['no-resolution.tif', 'unit-none.tif']) {
+      const info = json(await ok(server.path(`${name}/info.json`)));
+      assert.equal(info.service, undefined, name);
+      assert.equal(Object.keys(info).at(-1), 'extraFeatures', name);
+    }
+  });
+  it('IIIF_EXTRA_INFO naming service replaces ours', async () => {
+    const s = serverFor(prefix, { IIIF_EXTRA_INFO: '"service": [{"id": "https://example.org/auth", "type": "AuthProbeService2"}]' });
+    assert.deepEqual(json(await ok(s.path('dpi300.tif/info.json'))).service, [{ id: 'https://example.org/auth', type: 'AuthProbeService2' }]);
   });
 });
 

@@ -90,6 +90,31 @@ function rightsMembers(rights: string, version: IiifVersion): Record<string, str
   return uri ? { license: rights } : { attribution: rights };
 }
 
+/**
+ * The physical dimensions service (IIIF services annex) from the file's resolution, as iipsrv
+ * master adds it: the size of a pixel in inches or centimetres. A TIFF without ResolutionUnit is
+ * in inches (the TIFF default; master says cm), one whose unit is "none" has no physical size
+ * (master says cm), and a JPEG2000 resolution box counts too (per centimetre).
+ */
+function physicalDimensions(description: ImageDescription, options: InfoOptions): Record<string, unknown> | null {
+  const { resolution } = description;
+  const units = resolution?.unit === 2 ? 'in' : resolution?.unit === 3 ? 'cm' : null;
+  if (!resolution || !units) return null;
+  // 3.0 §5.7: every service has an id and a type (master's has neither, which fails the
+  // validator's info_json). The annex's optional @id is a URI that returns the information: this
+  // document does; the annex names no type, so it is the service's own name.
+  const identity = options.version === 3 ? { '@id': `${options.id}/info.json#physdim`, '@type': 'PhysicalDimensions' } : {};
+  return {
+    '@context': 'http://iiif.io/api/annex/services/physdim/1/context.json',
+    ...identity,
+    profile: 'http://iiif.io/api/annex/services/physdim',
+    // Six significant digits, as iipsrv prints it: TIFF resolutions are often single-precision
+    // floats in disguise (libvips' 25.4 is 25.399999...), whose further digits mean nothing.
+    physicalScale: Number((1 / resolution.x).toPrecision(6)),
+    physicalUnits: units,
+  };
+}
+
 export function infoDocument(description: ImageDescription, options: InfoOptions): string {
   const { levels } = description;
   const full = levels[0]!;
@@ -179,6 +204,8 @@ export function infoDocument(description: ImageDescription, options: InfoOptions
       ...rightsMembers(options.rights, 2),
     };
   }
+  const physical = physicalDimensions(description, options);
+  if (physical) document.service = [physical];
   if (options.extraInfo !== '') {
     // IIIF_EXTRA_INFO was checked as JSON members at start-up. New members come last; one that
     // names a member of ours (rights, say) replaces its value rather than duplicating the key.
