@@ -72,6 +72,25 @@ const ramp = (x: number, y: number) => (x + y) % 255;
 /** Signed 16-bit heights -1000..1000; row 0 starts with -1000, -500, 0, 500, 1000. */
 const DEM_POINTS = [-1000, -500, 0, 500, 1000];
 const dem = (x: number, y: number) => (y === 0 && x < 5 ? DEM_POINTS[x]! : ((x * 7 + y * 13) % 2001) - 1000);
+/** Float heights 150..3850 over the image (hills across x and y), NaN in the bottom-right corner. */
+const floatDem = (x: number, y: number) => (x >= W - 4 && y >= H - 4 ? NaN : 2000 + 1200 * Math.sin(x / 40) + 650 * Math.cos(y / 25));
+
+/** The least and greatest finite values of each band at the pyramid's smallest level (every other pixel here). */
+function smallestLevelRange(channels: number, f: (x: number, y: number, c: number) => number): { min: number[]; max: number[] } {
+  const min = new Array<number>(channels).fill(Infinity);
+  const max = new Array<number>(channels).fill(-Infinity);
+  for (let y = 0; y < H; y += 2) {
+    for (let x = 0; x < W; x += 2) {
+      for (let c = 0; c < channels; c++) {
+        const v = Math.fround(f(x, y, c));
+        if (!Number.isFinite(v)) continue;
+        min[c] = Math.min(min[c]!, v);
+        max[c] = Math.max(max[c]!, v);
+      }
+    }
+  }
+  return { min, max };
+}
 
 // Lab -> sRGB in plain doubles, written from the CIE definitions (for the ±1 comparison).
 function labReference(L: number, a: number, b: number): number[] {
@@ -154,6 +173,11 @@ before(async () => {
     { channels: 1, bits: 32, kind: 'int' },
     image(1, (x, y) => (x - 150) * 14_000_000 + y),
   );
+  // A float elevation model of heights 150..3850 m (NaN for no data in a corner), without a
+  // range, and with SMin/SMax 0..9000 (a range far wider than the data, as GIS tools write).
+  const floatDemSamples = image(1, floatDem);
+  write('float-dem.tif', { ...tiled, predictor: 3, channels: 1, bits: 32, kind: 'float' }, floatDemSamples);
+  write('float-dem-range.tif', { ...tiled, channels: 1, bits: 32, kind: 'float', smin: [0], smax: [9000] }, floatDemSamples);
   // An elevation model of -1000..1000 without a range, with SMin/SMax -1000/1000 as doubles, as
   // SSHORT (libtiff's way) and as SHORT (the bits of -1000).
   const demSamples = image(1, dem);
@@ -302,6 +326,36 @@ describe('float data', () => {
   it('no SMaxSampleValue: max 1.0 (iipsrv master; 1.1 leaves it 0)', async () => {
     assertPixels(await pixels('FIF=float.tif&PTL=1,0'), 0, 0, (x, y) => [ramp(x, y)], 'tile');
     assert.match((await get('FIF=float.tif&OBJ=Min-Max-sample-values')).body.toString(), /Min-Max-sample-values: 0 {2}1\r\n/);
+  });
+
+  it("CNT=st on float data stretches each band's own range, with or without SMin/SMax (no data stays black)", async () => {
+    const { min, max } = smallestLevelRange(1, floatDem);
+    assert.ok(min[0]! < 900 && max[0]! > 3000, `${min} ${max}`);
+    const expected = (x: number, y: number) => [norm(floatDem(x, y), min[0]!, max[0]!)];
+    for (const file of ['float-dem.tif', 'float-dem-range.tif']) {
+      for (const [query, left] of [
+        [`FIF=${file}&CNT=st&PTL=1,0`, 0],
+        [`FIF=${file}&CNT=st&PTL=1,1`, 256],
+        [`FIF=${file}&CNT=st&WID=300&CVT=png`, 0],
+      ] as const) {
+        const p = await pixels(query);
+        assertPixels(p, left, 0, expected, query);
+        if (left > 0) continue;
+        // Over most of the image, a stretch spans the whole output range (not black, not white).
+        const values = [...p.data].filter((_, i) => i < p.width * (p.height - 4));
+        assert.ok(Math.min(...values) <= 5 && Math.max(...values) >= 250, `${query}: ${Math.min(...values)}..${Math.max(...values)}`);
+      }
+    }
+    // Three bands of different ranges: each band stretched over its own.
+    const rgb = (x: number, y: number, c: number) => mid((x + 50 * c) % 255, [0, -1, 100][c]!, [1, 1, 200][c]!);
+    const range = smallestLevelRange(3, rgb);
+    assertPixels(
+      await pixels('FIF=float-rgb.tif&CNT=st&PTL=1,0'),
+      0,
+      0,
+      (x, y) => [0, 1, 2].map((c) => norm(rgb(x, y, c), range.min[c]!, range.max[c]!)),
+      'float RGB',
+    );
   });
 
   it('DeepZoom and Zoomify tiles are the JTL tile: the same bytes', async () => {

@@ -7,7 +7,7 @@
 import { InvalidArgumentError } from '../../errors.js';
 import { assertProcessable, type DecodeLimits } from '../decode-limits.js';
 import { tileRect, type Rect } from '../geometry.js';
-import type { DecodeOptions, ImageDescription, ImageSource, RawPixels } from '../source.js';
+import type { DecodeOptions, ImageDescription, ImageSource, RawPixels, Samples } from '../source.js';
 import { imageHistogram, stretchRange } from './histogram.js';
 import { applyOutputSteps, hasOutputSteps } from './output-steps.js';
 import { firstBands, labToSrgb } from './pixel-types.js';
@@ -26,9 +26,34 @@ function plainEightBit(d: ImageDescription): boolean {
   return d.sampleFormat === 'uint' && d.bitsPerSample <= 8 && space && d.channels <= 4;
 }
 
+interface BandRanges {
+  min: number[];
+  max: number[];
+}
+
+/** A band with no finite sample keeps the image's range for it. */
+function bandRanges(samples: Samples, fallbackMin: number[], fallbackMax: number[]): BandRanges {
+  const { data, width, height, channels } = samples;
+  const min = new Array<number>(channels).fill(Infinity);
+  const max = new Array<number>(channels).fill(-Infinity);
+  for (let i = 0, n = width * height * channels; i < n; i++) {
+    const v = data[i]!;
+    const c = i % channels;
+    // NaN fails both comparisons; infinities are no heights.
+    if (v < min[c]! && v !== -Infinity) min[c] = v;
+    if (v > max[c]! && v !== Infinity) max[c] = v;
+  }
+  for (let c = 0; c < channels; c++) {
+    if (min[c]! > max[c]!) [min[c], max[c]] = [fallbackMin[c] ?? 0, fallbackMax[c] ?? 1];
+  }
+  return { min, max };
+}
+
 export class PixelProcessor {
   /** Each open file's histogram (CNT=st/eq, COL=binary), made on first use: a replaced file has a new source. */
   private readonly histograms = new WeakMap<ImageSource, Promise<Uint32Array>>();
+  /** Each open float file's band ranges (CNT=st), made on first use. */
+  private readonly ranges = new WeakMap<ImageSource, Promise<BandRanges>>();
 
   constructor(private readonly limits: DecodeLimits) {}
 
@@ -57,15 +82,37 @@ export class PixelProcessor {
     let floatSteps: Processing = { ...processing, grey: false, binary: false, equalise: false };
     if (processing.contrast === STRETCH) {
       // iipsrv's stretch replaces every channel's range (MINMAX too) and then contrast is 1.
-      const { min, max } = stretchRange(await this.histogram(source), d.bitsPerSample, d.sampleFormat === 'int');
-      minValues = minValues.map(() => min);
-      maxValues = maxValues.map(() => max);
+      if (d.sampleFormat === 'float') {
+        // iipsrv takes the histogram's bins (of 0..1, or SMin..SMax) as sample values, which
+        // leaves float pictures black: floats are stretched over each band's own values instead.
+        ({ min: minValues, max: maxValues } = await this.bandRanges(source));
+      } else {
+        const { min, max } = stretchRange(await this.histogram(source), d.bitsPerSample, d.sampleFormat === 'int');
+        minValues = minValues.map(() => min);
+        maxValues = maxValues.map(() => max);
+      }
       floatSteps = { ...floatSteps, contrast: 1, ranges: [] };
     }
     // As in iipsrv, 8-bit data with nothing for the float pipeline to do goes out as stored.
     const stored = isIdentity(floatSteps) && processing.contrast !== STRETCH ? firstBands(samples) : null;
     const out = stored ?? runPipeline(samples, minValues, maxValues, floatSteps);
     return { data: out.data, width: samples.width, height: samples.height, channels: out.channels, stride: samples.width * out.channels };
+  }
+
+  /**
+   * Each band's least and greatest finite sample, over the samples the histogram is made of (the
+   * first tile of the smallest resolution), once per open file.
+   */
+  private bandRanges(source: ImageSource): Promise<BandRanges> {
+    let ranges = this.ranges.get(source);
+    if (!ranges) {
+      const d = source.description;
+      const smallest = d.levels.length - 1;
+      ranges = source.samples(smallest, tileRect(d.levels[smallest]!, 0, 0)).then((samples) => bandRanges(samples, d.minValues, d.maxValues));
+      this.ranges.set(source, ranges);
+      ranges.catch(() => this.ranges.delete(source));
+    }
+    return ranges;
   }
 
   /**
