@@ -341,8 +341,14 @@ describe(
             const size = [Math.ceil(w / s), Math.ceil(h / s)];
             // The URL the viewer builds from the id, as it would fetch it.
             const url = new URL(`${id}/${x},${y},${w},${h}/${size[0]},${size[1]}/0/default.jpg`);
-            const pixels = await decodePixels(okReply(await fetch(url.pathname), url.pathname).body);
+            const reply = okReply(await fetch(url.pathname), url.pathname);
+            const pixels = await decodePixels(reply.body);
             assert.deepEqual([pixels.width, pixels.height], size, url.pathname);
+            // One Link header with both links, the canonical one on this server's origin, port included.
+            const [canonical, profile] = String(reply.headers.link).split(', ');
+            assert.ok(canonical!.startsWith(`<${id}/`) && canonical!.endsWith('/0/default.jpg>;rel="canonical"'), canonical);
+            assert.equal(profile, '<http://iiif.io/api/image/3/level2.json>;rel="profile"');
+            assert.equal(reply.headers['content-disposition'], 'inline;filename="validator.jpg"');
             walked++;
           }
         }
