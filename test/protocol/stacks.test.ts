@@ -99,6 +99,14 @@ before(async () => {
       rawPage(40, 20, 200, {}),
     ]),
   );
+  // Same-size directories that are not pages (no NewSubfileType 2): no stack, as in master.
+  const untyped = (value: number) => {
+    const d = rawPage(32, 32, value, {});
+    d.tags = d.tags.filter((t) => t.tag !== 254);
+    delete d.subIfds;
+    return d;
+  };
+  writeFileSync(path.join(dir, 'untyped.tif'), rawTiff([untyped(30), untyped(90)]));
   // Past MAX_IFDS pages: refused as corrupt, quickly.
   writeFileSync(path.join(dir, 'huge.tif'), rawTiff(Array.from({ length: 1100 }, (_, i) => rawPage(16, 16, i % 256, {}))));
   // A sequence of two views, for IIIF_DELIMITER on sequences.
@@ -158,6 +166,13 @@ describe('Multi-page TIFF stacks (issue 15)', () => {
     assert.match(text(await server('FIF=pyramid.tif&OBJ=horizontal-views')), /Horizontal-views:0\r\n/);
     // Any page of a single image is the image, as in master.
     await assertColour(await server('FIF=pyramid.tif&SDS=2,90&JTL=0,0'), pageColour(1), 'SDS on a pyramid');
+  });
+
+  it('same-size directories without NewSubfileType 2 are no stack: IFD 0 is the image', async () => {
+    const server = serverFor();
+    assert.doesNotMatch(text(await server('FIF=untyped.tif&OBJ=stack')), /"id"/);
+    assert.match(text(await server('FIF=untyped.tif&OBJ=resolution-number')), /Resolution-number:1\r\n/);
+    await assertColour(await server('FIF=untyped.tif&SDS=1,90&JTL=0,0'), [30, 30, 30], 'untyped');
   });
 
   it("names and scales from DocumentName and StoNits; each page its own size and metadata; OBJ=metadata is master's JSON", async () => {
