@@ -261,6 +261,8 @@ describe('the container image (Dockerfile, built and run with buildah)', { skip:
       };
       const base = await ensureBaseImage();
       lap(`base image (${base.made})`);
+      const imageId = async () => (await run('buildah', ['images', '--quiet', '--no-trunc', IMAGE], { allowFail: true })).stdout.trim();
+      const previous = await imageId();
       await run(
         'buildah',
         [
@@ -281,6 +283,9 @@ describe('the container image (Dockerfile, built and run with buildah)', { skip:
         { timeoutMs: 30 * 60_000 },
       );
       lap('buildah build');
+      // The image this one replaces, left untagged, is dropped (the build's layer cache is kept;
+      // `buildah rmi --prune` clears that too).
+      if (previous && previous !== (await imageId())) await run('buildah', ['rmi', previous], { allowFail: true });
       const inspected = JSON.parse((await run('buildah', ['inspect', '--type', 'image', IMAGE])).stdout) as { Docker: { config: DockerConfig } };
       config = inspected.Docker.config;
 
