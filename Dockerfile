@@ -15,13 +15,17 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev libopenjp2-7-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/iipsrv
-COPY package.json package-lock.json tsconfig.json ./
+# The dependencies first, in a layer of their own that a change of the sources does not undo (the
+# prepare script, which needs the sources, runs below as npm run build).
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --ignore-scripts
+COPY tsconfig.json ./
 COPY bin ./bin
 COPY native ./native
 COPY src ./src
-# npm ci runs the prepare script (tsc, then native/build.mjs). native/build.mjs never fails on its
-# own, so the image build does when the JPEG2000 helpers are missing.
-RUN npm ci --no-audit --no-fund \
+# tsc, then native/build.mjs. That never fails on its own, so the image build does when the
+# JPEG2000 helpers are missing.
+RUN npm run build \
  && test -x build/jp2-decoder && test -x build/jp2-encoder \
  && npm prune --omit=dev --no-audit --no-fund \
  && rm -rf src native tsconfig.json && find dist -name "*.map" -delete
