@@ -11,6 +11,7 @@ ARG BASE_IMAGE=node:20-bookworm-slim
 
 # ---- build: compile the TypeScript and the JPEG2000 helpers, then drop the dev dependencies ----
 FROM ${BASE_IMAGE} AS build
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev libopenjp2-7-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
@@ -32,6 +33,7 @@ RUN npm run build \
 
 # ---- runtime: Node 20, libopenjp2 for the helpers, opj_decompress as their fallback ----
 FROM ${BASE_IMAGE}
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libopenjp2-7 libopenjp2-tools \
  && rm -rf /var/lib/apt/lists/* \
