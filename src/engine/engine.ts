@@ -362,6 +362,7 @@ export class Engine {
       requested: output.requested ?? null,
       icc: this.iccFor(image, processing, output.colour),
       xmp: image.source.description.xmp,
+      exif: image.source.description.exif ?? null,
       bits,
     };
     const { tileWidth, tileHeight } = image.source.description.levels[0]!;

@@ -68,7 +68,7 @@ export interface ImageDescription {
   resolution: { x: number; y: number; unit: number } | null;
   icc: Buffer | null;
   xmp: string | null;
-  /** A JPEG source's EXIF (without the "Exif\0\0" prefix's absence assumed: as libvips gives it), carried into region outputs as iipsrv does. */
+  /** A JPEG source's EXIF, TIFF-structured (without JPEG's "Exif\0\0"): carried into region outputs as iipsrv master does. */
   exif?: Buffer | null;
   metadata: ImageMetadata;
   /** Why the pixels cannot be decoded here although the file could be read (a codec we lack), or null. */

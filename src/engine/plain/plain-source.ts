@@ -16,6 +16,7 @@
  */
 import sharp, { type Metadata, type Sharp } from 'sharp';
 import { FileError } from '../../errors.js';
+import { exifWithoutPrefix } from '../codecs/embed.js';
 import { decoding } from '../codecs/libvips-errors.js';
 import { assertProcessable, type DecodeLimits } from '../decode-limits.js';
 import type { ImageFileInfo } from '../files/image-file.js';
@@ -99,7 +100,8 @@ export class PlainSource implements ImageSource {
       // A CMYK profile does not describe the sRGB pixels it is converted to.
       icc: !cmyk && meta.icc ? meta.icc : null,
       xmp: meta.xmp ? meta.xmp.toString('utf8') : null,
-      exif: meta.format === 'jpeg' && meta.exif ? meta.exif : null,
+      // As iipsrv master: EXIF is read from JPEG sources only.
+      exif: meta.format === 'jpeg' && meta.exif ? exifWithoutPrefix(meta.exif) : null,
       metadata: {},
       undecodable: null,
     };
