@@ -12,7 +12,7 @@ import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
 import { Jp2Source } from './jp2/jp2-source.js';
 import { DecodedLevelCache } from './jp2/level-cache.js';
 import { DecodedImages } from './plain/decoded-images.js';
-import { PlainSource, type PlainSettings } from './plain/plain-source.js';
+import { PLAIN_TILE_SIZE, PlainSource, type PlainSettings } from './plain/plain-source.js';
 import { PyramidCache } from './plain/pyramid-cache.js';
 import { Slots } from './slots.js';
 import type { ImageFormat, ImageSource } from './source.js';
@@ -55,6 +55,26 @@ export const PLAIN_DEFAULTS: Readonly<PlainOptions> = {
 /** Decoded whole JPEG2000 levels kept per worker (each at most 1 Mpx). */
 const JP2_LEVEL_CACHE_BYTES = 32 * 1024 * 1024;
 
+/**
+ * A tiled TIFF of one level, larger than a tile, in 256x256 tiles of 8-bit grey or RGB: the levels
+ * a viewer needs below it are made as for a plain image. Other tile sizes keep their own grid, and
+ * other pixel types the float pipeline that libvips' 8-bit reading would not match.
+ */
+function lacksPyramid(source: ImageSource): boolean {
+  const d = source.description;
+  const level = d.levels[0]!;
+  return (
+    d.levels.length === 1 &&
+    d.undecodable === null &&
+    level.tileWidth === PLAIN_TILE_SIZE &&
+    level.tileHeight === PLAIN_TILE_SIZE &&
+    (level.width > PLAIN_TILE_SIZE || level.height > PLAIN_TILE_SIZE) &&
+    d.bitsPerSample === 8 &&
+    d.sampleFormat === 'uint' &&
+    ((d.colourSpace === 'srgb' && d.channels === 3) || (d.colourSpace === 'grey' && d.channels === 1))
+  );
+}
+
 export class Formats {
   private jp2: { decoder: Jp2Decoder; levelCache: DecodedLevelCache } | null = null;
   private plain: PlainSettings | null = null;
@@ -72,8 +92,9 @@ export class Formats {
     // Plain sources take the whole file description: the pyramid cache keys on its size and time.
     const format = file.format;
     if (format === 'plain') return PlainSource.open(file, name, this.plainShared());
+    let source: ImageSource;
     try {
-      return await this.openers[format](file.path, name);
+      source = await this.openers[format](file.path, name);
     } catch (error) {
       // A striped TIFF (a scan, a camera's export) is an image without a pyramid like a JPEG.
       if (format === 'tiff' && error instanceof FileError && error.message.endsWith('TIFF image is not tiled')) {
@@ -81,6 +102,11 @@ export class Formats {
       }
       throw error;
     }
+    if (format === 'tiff' && lacksPyramid(source)) {
+      // Its one level stays with the TIFF source; the levels below come from the plain source.
+      return PlainSource.open(file, name, this.plainShared(), source).catch(() => source);
+    }
+    return source;
   }
 
   /** SIGHUP: forget decoded pixels kept across requests. */

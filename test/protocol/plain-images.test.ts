@@ -82,6 +82,7 @@ before(async () => {
   await image().webp({ quality: 95 }).toFile(path.join(dir, 'plain.webp'));
   await image().tiff({ compression: 'lzw' }).toFile(path.join(dir, 'striped.tif'));
   await image().gif().toFile(path.join(dir, 'plain.gif'));
+  await image().tiff({ tile: true, tileWidth: 256, tileHeight: 256, compression: 'jpeg', quality: 95 }).toFile(path.join(dir, 'single.tif'));
   await image()
     .withExif({ IFD0: { Copyright: 'Plain Test Copyright', Artist: 'A. Tester' } })
     .jpeg()
@@ -97,6 +98,7 @@ describe('non-pyramidal images, every format', () => {
     ['plain.webp', 30],
     ['striped.tif', 40],
     ['plain.gif', 20],
+    ['single.tif', 30],
   ] as const) {
     it(`${file}: described as a pyramid of 256x256 tiles, its tiles and regions have the source's pixels`, async () => {
       const obj = (await ok(server.get(`FIF=${file}&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number`), file)).toString();
@@ -123,6 +125,16 @@ describe('non-pyramidal images, every format', () => {
       assert.ok(quality > minimum - 5, `${file} CVT: PSNR ${quality.toFixed(1)} dB`);
     });
   }
+
+  it('a single-level tiled TIFF keeps its own level: its stored JPEG tiles sent as they are', async () => {
+    const tiff = await TiffSource.open(path.join(dir, 'single.tif'), 'single.tif');
+    assert.equal(tiff.description.levels.length, 1);
+    const stored = await tiff.storedJpegTile(0, 1, 1);
+    await tiff.close();
+    assert.ok(stored);
+    // Resolution 2 of 3 is the full one; tile 5 is column 1 of row 1.
+    assert.ok((await ok(server.get('FIF=single.tif&JTL=2,5'), 'JTL=2,5')).equals(stored));
+  });
 
   it('IIIF info.json, DeepZoom .dzi and Zoomify ImageProperties.xml describe them like any pyramid', async () => {
     const info = JSON.parse((await ok(server.iiif('plain.jpg/info.json'), 'info.json')).toString()) as {

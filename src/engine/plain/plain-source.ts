@@ -1,5 +1,6 @@
 /**
- * Images without a pyramid (plain JPEG, PNG, WebP, GIF, HEIF/AVIF, striped TIFF ...) as sources,
+ * Images without a pyramid (plain JPEG, PNG, WebP, GIF, HEIF/AVIF, striped TIFF, single-level
+ * tiled TIFF) as sources,
  * read by libvips through sharp. They are offered like any pyramid: 256x256 tiles, levels halving
  * (as libvips' own pyramids do, rounding down) until the image fits in one tile.
  *
@@ -10,6 +11,9 @@
  *   Until then a request reads the file at reduced size: libvips shrinks JPEG (and WebP, HEIF)
  *   while decoding, so a tile of a low level costs a decode at an eighth of the size, and a tile of
  *   a high level decodes only the rows down to it. These reads take turns in `readSlots`.
+ *
+ * A single-level tiled TIFF keeps its one level served by our TIFF source (stored JPEG tiles sent
+ * as they are, its metadata as read there); only the levels below come from here.
  *
  * Samples are 8-bit grey or sRGB: alpha is flattened onto white (a pyramid of JPEG tiles has none),
  * 16-bit data is reduced to 8, CMYK converted to sRGB.
@@ -78,6 +82,8 @@ export class PlainSource implements ImageSource {
     private readonly name: string,
     private readonly meta: Metadata,
     private readonly settings: PlainSettings,
+    /** A single-level tiled TIFF's own source: its one level is served by it, stored tiles as they are. */
+    private readonly base: ImageSource | null,
   ) {
     const width = meta.width!;
     const height = meta.height!;
@@ -105,13 +111,18 @@ export class PlainSource implements ImageSource {
       metadata: {},
       undecodable: null,
     };
+    if (base) {
+      // What our TIFF reader knows of the file beats libvips' summary of it.
+      const { resolution, icc, xmp, metadata } = base.description;
+      this.description = { ...this.description, format: 'tiff', resolution, icc, xmp, metadata };
+    }
   }
 
   /**
    * Reads the header only.
    * @throws FileError for a file libvips cannot read or that claims more than PLAIN_MAX_PIXELS
    */
-  static async open(file: ImageFileInfo, name: string, settings: PlainSettings): Promise<PlainSource> {
+  static async open(file: ImageFileInfo, name: string, settings: PlainSettings, base: ImageSource | null = null): Promise<PlainSource> {
     let meta: Metadata;
     try {
       meta = await sharp(file.path, { failOn: 'truncated', limitInputPixels: false }).metadata();
@@ -127,7 +138,7 @@ export class PlainSource implements ImageSource {
     if ((meta.channels ?? 0) > settings.limits.maxSamplesPerPixel) {
       throw new FileError(`${name}: the image has ${meta.channels} samples per pixel, more than MAX_SAMPLES_PER_PIXEL (${settings.limits.maxSamplesPerPixel})`);
     }
-    const source = new PlainSource(file, name, meta, settings);
+    const source = new PlainSource(file, name, meta, settings, base);
     if (!source.small) await source.lookForPyramid(true);
     return source;
   }
@@ -258,11 +269,13 @@ export class PlainSource implements ImageSource {
   }
 
   async storedJpegTile(level: number, col: number, row: number): Promise<Buffer | null> {
+    if (level === 0 && this.base) return this.base.storedJpegTile(level, col, row);
     const pyramid = await this.lookForPyramid(false);
     return pyramid ? pyramid.storedJpegTile(level, col, row) : null;
   }
 
   async decodeTile(level: number, col: number, row: number): Promise<RawPixels | null> {
+    if (level === 0 && this.base) return this.base.decodeTile(level, col, row);
     if (!this.small) {
       const pyramid = await this.lookForPyramid(false);
       return pyramid ? pyramid.decodeTile(level, col, row) : null;
@@ -285,6 +298,7 @@ export class PlainSource implements ImageSource {
   }
 
   async decode(level: number, rect: Rect): Promise<Sharp> {
+    if (level === 0 && this.base) return this.base.decode(level, rect);
     let pixels: RawPixels;
     if (this.small) {
       const whole = await this.level(level);
@@ -298,6 +312,7 @@ export class PlainSource implements ImageSource {
   }
 
   async samples(level: number, rect: Rect): Promise<Samples> {
+    if (level === 0 && this.base) return this.base.samples(level, rect);
     let pixels: RawPixels;
     if (this.small) {
       const whole = await this.level(level);
@@ -314,5 +329,6 @@ export class PlainSource implements ImageSource {
     this.closed = true;
     this.settings.memory.forget(this.cacheKey);
     await this.pyramid?.close();
+    await this.base?.close();
   }
 }
