@@ -195,7 +195,7 @@ export class PlainSource implements ImageSource {
 
   /** The whole image as a tiled JPEG pyramid TIFF, in one sequential pass over the file. */
   private async writePyramid(path: string): Promise<void> {
-    await this.normalised(sharp(this.file.path, { failOn: 'truncated', limitInputPixels: false, sequentialRead: true }))
+    await this.normalised(this.input())
       .tiff({
         pyramid: true,
         tile: true,
@@ -214,8 +214,15 @@ export class PlainSource implements ImageSource {
   }
 
   private input(): Sharp {
-    // The samples as stored (the profile is embedded by the engine); CMYK is still converted.
-    return sharp(this.file.path, { failOn: 'truncated', limitInputPixels: false, ignoreIcc: this.meta.space !== 'cmyk' });
+    return sharp(this.file.path, {
+      failOn: 'truncated',
+      limitInputPixels: false,
+      // The samples as stored, in the pyramid too (the profile is embedded by the engine); CMYK is still converted.
+      ignoreIcc: this.meta.space !== 'cmyk',
+      // Top to bottom, keeping a few rows: random access would have libvips decode a JPEG or PNG
+      // whole into memory (or a temporary file) before the first pixel.
+      sequentialRead: true,
+    });
   }
 
   private async raw(pipeline: Sharp): Promise<RawPixels> {
