@@ -29,9 +29,9 @@ describe('pyramid cache', () => {
     assert.notEqual(key, cache.key({ ...source, path: '/images/b.jpg' }));
   });
 
-  it('a build that fails midway leaves no pyramid, no lock and no temporary file; the next build succeeds', async () => {
+  it('a build that fails midway leaves no pyramid, no lock and no temporary file; it is tried again after retryFailedMs', async () => {
     const dir = tempDir();
-    const cache = new PyramidCache({ dir, maxBytes: 1e9 });
+    const cache = new PyramidCache({ dir, maxBytes: 1e9, retryFailedMs: 200 });
     const key = cache.key(source);
     await assert.rejects(
       cache.build(key, async (file) => {
@@ -42,6 +42,16 @@ describe('pyramid cache', () => {
     );
     assert.equal(cache.find(key), null);
     assert.deepEqual(readdirSync(dir), []);
+    // A damaged file is not gone over again at once.
+    let tried = false;
+    assert.equal(
+      await cache.build(key, async () => {
+        tried = true;
+      }),
+      null,
+    );
+    assert.equal(tried, false);
+    await sleep(250);
     const built = await cache.build(key, (file) => writeFile(file, 'a whole pyramid'));
     assert.equal(built, cache.pathOf(key));
     assert.equal(readFileSync(built!, 'utf8'), 'a whole pyramid');

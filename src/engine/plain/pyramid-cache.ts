@@ -27,6 +27,11 @@ export interface PyramidCacheOptions {
   staleMs?: number;
   /** How often a builder touches its lock. */
   heartbeatMs?: number;
+  /**
+   * How long a pyramid whose build failed is not tried again by this process: a damaged file
+   * would otherwise cost a failed pass over it every time it is opened.
+   */
+  retryFailedMs?: number;
 }
 
 /** What names a source file's pyramid: a changed file is another file. */
@@ -45,6 +50,9 @@ export class PyramidCache {
   private readonly maxBytes: number;
   private readonly staleMs: number;
   private readonly heartbeatMs: number;
+  private readonly retryFailedMs: number;
+  /** Keys whose build failed, and when. */
+  private readonly failed = new Map<string, number>();
   /** Builds running in this process, by key: a second request for one joins it. */
   private readonly building = new Map<string, Promise<string | null>>();
   private made: Promise<void> | null = null;
@@ -54,6 +62,7 @@ export class PyramidCache {
     this.maxBytes = options.maxBytes;
     this.staleMs = options.staleMs ?? 60_000;
     this.heartbeatMs = options.heartbeatMs ?? Math.max(10, Math.floor(this.staleMs / 6));
+    this.retryFailedMs = options.retryFailedMs ?? 10 * 60_000;
   }
 
   key(source: SourceIdentity): string {
@@ -76,13 +85,22 @@ export class PyramidCache {
   /**
    * Builds the pyramid unless it exists or another builder holds the lock.
    * @param write writes the whole pyramid TIFF to the path it is given
-   * @returns the finished pyramid's path, or null when another builder is at work
+   * @returns the finished pyramid's path, or null when another builder is at work or the last
+   *   build of this key failed less than `retryFailedMs` ago
    * @throws what `write` throws (its temporary file is removed first)
    */
   build(key: string, write: (path: string) => Promise<void>): Promise<string | null> {
     const running = this.building.get(key);
     if (running) return running;
-    const task = this.buildOnce(key, write).finally(() => this.building.delete(key));
+    const failedAt = this.failed.get(key);
+    if (failedAt !== undefined && Date.now() - failedAt < this.retryFailedMs) return Promise.resolve(this.find(key));
+    this.failed.delete(key);
+    const task = this.buildOnce(key, write)
+      .catch((error: unknown) => {
+        this.failed.set(key, Date.now());
+        throw error;
+      })
+      .finally(() => this.building.delete(key));
     this.building.set(key, task);
     return task;
   }
