@@ -1,7 +1,7 @@
 /**
- * Images without a pyramid (plain JPEG, PNG, WebP, GIF, striped TIFF) through all four protocols:
- * described like a pyramid of 256x256 tiles, tiles and regions with the source's pixels, a big
- * JPEG served at reduced size until its pyramid is built in PYRAMID_CACHE_DIR and then from the
+ * Images without a pyramid (plain JPEG, PNG, WebP, GIF, AVIF, striped and single-level tiled TIFF)
+ * through all four protocols: described like a pyramid of 256x256 tiles, tiles and regions with
+ * the source's pixels, a big JPEG served at reduced size until its pyramid is built in PYRAMID_CACHE_DIR and then from the
  * pyramid's stored tiles, EXIF carried as iipsrv master does, and bad files refused with a 4xx in
  * bounded time.
  */
@@ -82,6 +82,7 @@ before(async () => {
   await image().webp({ quality: 95 }).toFile(path.join(dir, 'plain.webp'));
   await image().tiff({ compression: 'lzw' }).toFile(path.join(dir, 'striped.tif'));
   await image().gif().toFile(path.join(dir, 'plain.gif'));
+  await image().avif({ quality: 80 }).toFile(path.join(dir, 'plain.avif'));
   await image().tiff({ tile: true, tileWidth: 256, tileHeight: 256, compression: 'jpeg', quality: 95 }).toFile(path.join(dir, 'single.tif'));
   await image()
     .withExif({ IFD0: { Copyright: 'Plain Test Copyright', Artist: 'A. Tester' } })
@@ -98,6 +99,7 @@ describe('non-pyramidal images, every format', () => {
     ['plain.webp', 30],
     ['striped.tif', 40],
     ['plain.gif', 20],
+    ['plain.avif', 28],
     ['single.tif', 30],
   ] as const) {
     it(`${file}: described as a pyramid of 256x256 tiles, its tiles and regions have the source's pixels`, async () => {
