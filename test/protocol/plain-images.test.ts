@@ -266,6 +266,8 @@ describe('bad input: a clear 4xx in bounded time', () => {
     }
     writeFileSync(path.join(badDir, 'huge.jpg'), huge);
     writeFileSync(path.join(badDir, 'truncated.jpg'), jpeg.subarray(0, Math.floor(jpeg.length / 2)));
+    // JPEG's magic, then nothing a JPEG decoder can use.
+    writeFileSync(path.join(badDir, 'garbage.jpg'), Buffer.concat([Buffer.from([0xff, 0xd8, 0xff, 0xe0]), Buffer.alloc(2000, 0x5a)]));
     // A PNG bomb: 64 Mpx of zeros in a few kB.
     await sharp({ create: { width: 8000, height: 8000, channels: 3, background: '#000000' } })
       .png({ compressionLevel: 9 })
@@ -273,13 +275,14 @@ describe('bad input: a clear 4xx in bounded time', () => {
     writeFileSync(path.join(badDir, 'header.png'), readFileSync(path.join(badDir, 'bomb.png')).subarray(0, 40));
   });
 
-  it('a JPEG claiming 3.6 Gpx, a PNG bomb beyond PLAIN_MAX_PIXELS, a truncated JPEG, a PNG with only its header: 404 with a message', async () => {
+  it('a JPEG claiming 3.6 Gpx, a PNG bomb beyond PLAIN_MAX_PIXELS, a truncated JPEG, a PNG with only its header, garbage after a JPEG magic: 404 with a message, never the path', async () => {
     const { get } = serverFor(badDir, { PLAIN_MAX_PIXELS: '50000000', PYRAMID_CACHE_DIR: tempDir() });
     for (const [file, pattern] of [
       ['huge.jpg', /claims 60000x60000 pixels, more than PLAIN_MAX_PIXELS/],
       ['bomb.png', /claims 8000x8000 pixels, more than PLAIN_MAX_PIXELS/],
       ['truncated.jpg', /truncated\.jpg/],
       ['header.png', /header\.png/],
+      ['garbage.jpg', /garbage\.jpg/],
     ] as const) {
       for (const query of [`FIF=${file}&JTL=0,0`, `FIF=${file}&JTL=2,0`, `FIF=${file}&WID=300&CVT=jpeg`]) {
         const started = performance.now();

@@ -62,6 +62,10 @@ export function plainLevels(width: number, height: number, tile = PLAIN_TILE_SIZ
   return levels;
 }
 
+function withoutPath(message: string, path: string, name: string): string {
+  return message.split(path).join(name);
+}
+
 /** The loaders that shrink while decoding (JPEG's DCT scaling, WebP's and HEIF's scaled decode). */
 const SHRINKS_ON_LOAD = new Set(['jpeg', 'webp', 'heif']);
 
@@ -128,7 +132,7 @@ export class PlainSource implements ImageSource {
       meta = await sharp(file.path, { failOn: 'truncated', limitInputPixels: false }).metadata();
     } catch (error) {
       const reason = error instanceof Error ? error.message.split('\n').filter(Boolean).join('; ') : String(error);
-      throw new FileError(`${name}: the image cannot be read (${reason})`);
+      throw new FileError(`${name}: the image cannot be read (${withoutPath(reason, file.path, name)})`);
     }
     const { width, height } = meta;
     if (!width || !height) throw new FileError(`${name}: the image has no size`);
@@ -154,8 +158,13 @@ export class PlainSource implements ImageSource {
    */
   private async lookForPyramid(start: boolean): Promise<TiffSource | null> {
     const pyramids = this.settings.pyramids;
-    if (this.pyramid || !pyramids || this.closed) return this.pyramid;
     const now = Date.now();
+    if (this.pyramid && pyramids && now - this.lastLook > 60_000) {
+      // A use of the pyramid, for the cache's least-recently-used clean-up (once a minute).
+      this.lastLook = now;
+      pyramids.find(this.pyramidKey!);
+    }
+    if (this.pyramid || !pyramids || this.closed) return this.pyramid;
     if (!start && now - this.lastLook < 1000) return null;
     this.lastLook = now;
     this.pyramidKey ??= pyramids.key(this.file);
@@ -189,7 +198,7 @@ export class PlainSource implements ImageSource {
     void this.settings.buildSlots
       .run(() => pyramids.build(key, (path) => this.writePyramid(path)))
       .then((path) => (path ? this.adopt(path) : null))
-      // A failed build leaves the image served from the file; the next open tries again.
+      // A failed build leaves the image served from the file; the cache says when to try again.
       .catch(() => undefined);
   }
 
@@ -226,7 +235,15 @@ export class PlainSource implements ImageSource {
   }
 
   private async raw(pipeline: Sharp): Promise<RawPixels> {
-    const { data, info } = await decoding(this.name, () => this.normalised(pipeline).raw().toBuffer({ resolveWithObject: true }));
+    let result;
+    try {
+      result = await decoding(this.name, () => this.normalised(pipeline).raw().toBuffer({ resolveWithObject: true }));
+    } catch (error) {
+      // libvips names the file it failed on; clients see only the name they asked for.
+      if (error instanceof Error) error.message = withoutPath(error.message, this.file.path, this.name);
+      throw error;
+    }
+    const { data, info } = result;
     const channels = info.channels as 1 | 3;
     return { data, width: info.width, height: info.height, channels, stride: info.width * channels };
   }
