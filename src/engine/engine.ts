@@ -15,7 +15,7 @@ import { decoding } from './codecs/libvips-errors.js';
 import { assertProcessable, DEFAULT_DECODE_LIMITS, type DecodeLimits } from './decode-limits.js';
 import { OpenImages, type OpenImage } from './files/open-images.js';
 import type { ImagePathRules } from './files/image-path.js';
-import { Formats } from './formats.js';
+import { Formats, type PlainOptions } from './formats.js';
 import { tileRect, type Rect, type RegionPlan } from './geometry.js';
 import type { Jp2DecoderOptions } from './jp2/decoder.js';
 import {
@@ -65,6 +65,8 @@ export interface EngineOptions {
   regionConcurrency?: number;
   /** MAX_TILE_BYTES, MAX_SAMPLES_PER_PIXEL, MAX_PROCESSING_PIXELS; defaults in decode-limits.ts. */
   limits?: DecodeLimits;
+  /** Images without a pyramid: size bounds, the decoded-image cache, the pyramid cache directory. */
+  plain?: PlainOptions;
 }
 
 /**
@@ -153,6 +155,7 @@ export class Engine {
       jp2Decoder: options.jp2Decoder,
       jp2MaxDecodeBytes: options.jp2MaxDecodeBytes,
       limits: this.limits,
+      plain: options.plain,
     });
     this.images = new OpenImages({
       paths: options.paths,
@@ -361,6 +364,7 @@ export class Engine {
       requested: output.requested ?? null,
       icc: this.iccFor(image, processing, output.colour),
       xmp: image.source.description.xmp,
+      exif: image.source.description.exif ?? null,
       bits,
     };
     const { tileWidth, tileHeight } = image.source.description.levels[0]!;

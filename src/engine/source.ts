@@ -7,8 +7,12 @@
 import type { Sharp } from 'sharp';
 import type { LevelSize, Rect } from './geometry.js';
 
-/** The file formats a source reads, told apart by their first bytes. */
-export type ImageFormat = 'tiff' | 'jp2';
+/**
+ * The file formats a source reads, told apart by their first bytes: pyramid TIFF, JPEG2000, and
+ * the images without a pyramid that libvips reads (plain JPEG, PNG, WebP, GIF, HEIF/AVIF, JPEG XL,
+ * PNM; a TIFF that is not tiled is read as one too).
+ */
+export type ImageFormat = 'tiff' | 'jp2' | 'plain';
 
 /** Interleaved 8-bit samples, rows of `stride` bytes (at least width x channels). */
 export interface RawPixels {
@@ -74,6 +78,8 @@ export interface ImageDescription {
   resolution: { x: number; y: number; unit: number } | null;
   icc: Buffer | null;
   xmp: string | null;
+  /** A JPEG source's EXIF, TIFF-structured (without JPEG's "Exif\0\0"): carried into region outputs as iipsrv master does. */
+  exif?: Buffer | null;
   metadata: ImageMetadata;
   /** Why the pixels cannot be decoded here although the file could be read (a codec we lack), or null. */
   undecodable: string | null;

@@ -26,6 +26,13 @@ export function engineOptionsFor(config: Config): EngineOptions {
     maxIcc: config.maxIcc,
     jp2MaxDecodeBytes: config.jp2MaxDecodeBytes,
     jp2Decoder: { memoryBytes: config.jp2DecoderMemoryBytes, maxResidentBytes: config.jp2HelperMaxResidentBytes },
+    plain: {
+      maxInputPixels: config.plainMaxPixels,
+      memoryPixels: config.plainMemoryPixels,
+      memoryBytes: config.plainCacheBytes,
+      pyramidDir: config.pyramidCacheDir,
+      pyramidBytes: config.pyramidCacheBytes,
+    },
     limits: { maxTileBytes: config.maxTileBytes, maxSamplesPerPixel: config.maxSamplesPerPixel, maxProcessingPixels: config.maxProcessingPixels },
   };
 }
