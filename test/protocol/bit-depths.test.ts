@@ -1,12 +1,16 @@
 /**
  * The bit depths iipsrv master added (issue 15): TIFF samples of 2, 4, 6, 10, 12 and 14 bits,
  * packed most significant bit first, grey and RGB, widened by repeating their bits (to 8 bits
- * below 8, to 16 above); MinIsWhite grey inverted at every depth.
- * Images of known values are written here (by test/helpers/tiff-writer.ts) and read back
+ * below 8, to 16 above); MinIsWhite grey inverted at every depth; JPEG2000 of 10, 12 and 16 bits,
+ * signed samples (offset by half their range) and more than 4 components (the first three as RGB).
+ * Images of known values are written here (TIFFs by test/helpers/tiff-writer.ts, JPEG2000 by
+ * opj_compress from PGM/PPM/raw input of the precision and signedness wanted) and read back
  * through the router from lossless PNG tiles and regions; every pixel is checked against the
  * widening and normalisation computed here.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -17,6 +21,7 @@ import type { PlainResponse } from '../../src/request.ts';
 import { createRouter } from '../../src/router.ts';
 import { tempDir } from '../helpers/daemon.ts';
 import { decodePixels, type Pixels } from '../helpers/images.ts';
+import { JP2_SKIP } from '../helpers/jp2.ts';
 import { plainRequest } from '../helpers/requests.ts';
 import { pyramid, writeTiff, type TiffSpec } from '../helpers/tiff-writer.ts';
 
@@ -182,4 +187,110 @@ describe('TIFF MinIsWhite grey', () => {
       assertPixels(await pixels(`IIIF=white${bits}.tif/250,0,20,20/max/0/default.png`), 250, 0, tiffOutput(bits, 1, true), 'IIIF region');
     });
   }
+});
+
+describe('JPEG2000 depths, signed samples and many components', { skip: JP2_SKIP ?? false }, () => {
+  const JW = 120;
+  const JH = 90;
+  const jvalues = (bits: number, signed: boolean) => (x: number, y: number, c: number) => {
+    const v = (x * 37 + y * 11 + c * 101) % 2 ** bits;
+    return signed ? v - 2 ** (bits - 1) : v;
+  };
+
+  /** Raw input for opj_compress: each component's samples in turn, big-endian above 8 bits. */
+  function makeRaw(name: string, channels: number, bits: number, signed: boolean): void {
+    const bytes = bits > 8 ? 2 : 1;
+    const raw = Buffer.alloc(JW * JH * channels * bytes);
+    let o = 0;
+    for (let c = 0; c < channels; c++) {
+      for (let y = 0; y < JH; y++) {
+        for (let x = 0; x < JW; x++, o += bytes) {
+          const v = jvalues(bits, signed)(x, y, c) & (2 ** (bytes * 8) - 1);
+          if (bytes === 2) raw.writeUInt16BE(v, o);
+          else raw[o] = v;
+        }
+      }
+    }
+    const source = path.join(dir, `${name}.raw`);
+    writeFileSync(source, raw);
+    execFileSync('opj_compress', ['-i', source, '-o', path.join(dir, name), '-F', `${JW},${JH},${channels},${bits},${signed ? 's' : 'u'}`, '-n', '2'], {
+      stdio: 'pipe',
+    });
+  }
+
+  /** PGM/PPM of the precision (maxval 2^n - 1) for opj_compress. */
+  function makePnm(name: string, channels: 1 | 3, bits: number): void {
+    const header = Buffer.from(`${channels === 1 ? 'P5' : 'P6'}\n${JW} ${JH}\n${2 ** bits - 1}\n`, 'latin1');
+    const bytes = bits > 8 ? 2 : 1;
+    const body = Buffer.alloc(JW * JH * channels * bytes);
+    for (let y = 0, o = 0; y < JH; y++) {
+      for (let x = 0; x < JW; x++) {
+        for (let c = 0; c < channels; c++, o += bytes) {
+          const v = jvalues(bits, false)(x, y, c);
+          if (bytes === 2) body.writeUInt16BE(v, o);
+          else body[o] = v;
+        }
+      }
+    }
+    const source = path.join(dir, `${name}.${channels === 1 ? 'pgm' : 'ppm'}`);
+    writeFileSync(source, Buffer.concat([header, body]));
+    execFileSync('opj_compress', ['-i', source, '-o', path.join(dir, name), '-n', '2'], { stdio: 'pipe' });
+  }
+
+  /** The 8-bit output: offset if signed, widened to 16 bits by repeating the bits, normalised. */
+  const jp2Output =
+    (bits: number, channels: number, signed = false) =>
+    (x: number, y: number) =>
+      Array.from({ length: Math.min(channels, 3) }, (_, c) => {
+        const v = jvalues(bits, signed)(x, y, c) + (signed ? 2 ** (bits - 1) : 0);
+        return bits <= 8 ? v : norm(bits === 16 ? v : widen(v, bits, 16), 0, 65535);
+      });
+
+  before(() => {
+    makePnm('g10.jp2', 1, 10);
+    makePnm('rgb12.jp2', 3, 12);
+    makePnm('g16.jp2', 1, 16);
+    makeRaw('s12.jp2', 1, 12, true);
+    makeRaw('s16.jp2', 1, 16, true);
+    makeRaw('s8rgb.jp2', 3, 8, true);
+    makeRaw('band5.jp2', 5, 8, false);
+    makeRaw('band6-12.jp2', 6, 12, false);
+  });
+
+  for (const [file, bits, channels, signed] of [
+    ['g10.jp2', 10, 1, false],
+    ['rgb12.jp2', 12, 3, false],
+    ['g16.jp2', 16, 1, false],
+    ['s12.jp2', 12, 1, true],
+    ['s16.jp2', 16, 1, true],
+    ['s8rgb.jp2', 8, 3, true],
+    ['band5.jp2', 8, 5, false],
+    ['band6-12.jp2', 12, 6, false],
+  ] as const) {
+    it(`${file}: ${channels} ${signed ? 'signed' : 'unsigned'} ${bits}-bit components, every pixel of the full level and a region`, async () => {
+      assertPixels(await pixels(`IIIF=${file}/full/max/0/default.png`), 0, 0, jp2Output(bits, channels, signed), 'full image');
+      assertPixels(await pixels(`IIIF=${file}/30,20,50,40/max/0/default.png`), 30, 20, jp2Output(bits, channels, signed), 'IIIF region');
+      // The image is one tile: one resolution.
+      assert.equal((await get(`FIF=${file}&JTL=0,0`)).status, 200);
+    });
+  }
+
+  it('OBJ: the codestream precision and its range; more than 4 components shown as the RGB served', async () => {
+    assert.equal(await obj('g10.jp2', 'Bits-per-channel'), 'Bits-per-channel:10');
+    assert.equal(await obj('g10.jp2', 'Min-Max-sample-values'), 'Min-Max-sample-values: 0  1023');
+    assert.equal(await obj('rgb12.jp2', 'Bits-per-channel'), 'Bits-per-channel:12');
+    assert.equal(await obj('g16.jp2', 'Bits-per-channel'), 'Bits-per-channel:16');
+    assert.equal(await obj('g16.jp2', 'Min-Max-sample-values'), 'Min-Max-sample-values: 0  65535');
+    assert.equal(await obj('band5.jp2', 'Min-Max-sample-values'), 'Min-Max-sample-values: 0  255  0  255  0  255');
+  });
+
+  it('BITS=16 PNG of a 10-bit JPEG2000: the widened samples', async () => {
+    const r = await get('FIF=g10.jp2&BITS=16&WID=120&CVT=png');
+    assert.equal(r.status, 200, r.body.toString());
+    const { data, info } = await sharp(r.body).toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+    const samples = new Uint16Array(data.buffer, data.byteOffset, data.length / 2);
+    for (let y = 0; y < info.height; y += 3) {
+      for (let x = 0; x < info.width; x += 3) assert.equal(samples[y * info.width + x], widen(jvalues(10, false)(x, y, 0), 10, 16), `${x},${y}`);
+    }
+  });
 });
