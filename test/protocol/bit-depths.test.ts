@@ -19,7 +19,7 @@ import { Engine } from '../../src/engine/engine.ts';
 import { silentLog } from '../../src/log.ts';
 import type { PlainResponse } from '../../src/request.ts';
 import { createRouter } from '../../src/router.ts';
-import { tempDir } from '../helpers/daemon.ts';
+import { tempDir, which } from '../helpers/daemon.ts';
 import { decodePixels, type Pixels } from '../helpers/images.ts';
 import { JP2_SKIP } from '../helpers/jp2.ts';
 import { plainRequest } from '../helpers/requests.ts';
@@ -107,6 +107,18 @@ before(() => {
   for (const bits of [1, 2, 4, 6, 8, 10, 12, 14, 16] as const) {
     write(`white${bits}.tif`, { channels: 1, bits, photometric: 0, compression: bits === 8 ? 'deflate' : 'none' }, image(1, values(bits)));
   }
+  write('rgb12-planes.tif', { channels: 3, bits: 12, planar: 2 }, image(3, values(12)));
+  write('rgb6-planes.tif', { channels: 3, bits: 6, planar: 2, compression: 'deflate' }, image(3, values(6)));
+  // The same samples through libtiff's own LZW and PackBits.
+  if (which('tiffcp')) {
+    for (const bits of [4, 12]) {
+      for (const compression of ['lzw', 'packbits']) {
+        execFileSync('tiffcp', ['-c', compression, path.join(dir, `rgb${bits}.tif`), path.join(dir, `rgb${bits}-${compression}.tif`)]);
+      }
+    }
+  }
+  // A depth no version of iipsrv reads (the writer packs any depth).
+  write('grey3.tif', { channels: 1, bits: 3 as TiffSpec['bits'] }, image(1, values(3)));
   write('grey12-range.tif', { channels: 1, bits: 12, smin: [100], smax: [2000] }, image(1, values(12)));
   // The predictor tag on packed samples (the writer stores them without it): libtiff refuses this.
   write('grey4-predictor.tif', { channels: 1, bits: 4, photometric: 1, predictor: 2 }, image(1, values(4)));
@@ -129,6 +141,23 @@ describe('TIFF packed depths', () => {
       assert.equal((await get(`FIF=rgb${bits}.tif&JTL=1,0`)).status, 200);
     });
   }
+
+  it('separate planes (12 and 6-bit RGB): each plane unpacked, then interleaved', async () => {
+    for (const bits of [12, 6]) {
+      assertPixels(await pixels(`FIF=rgb${bits}-planes.tif&PTL=1,1`), 256, 0, tiffOutput(bits, 3), `${bits}-bit tile`);
+      assertPixels(await pixels(`IIIF=rgb${bits}-planes.tif/240,10,40,30/max/0/default.png`), 240, 10, tiffOutput(bits, 3), `${bits}-bit region`);
+    }
+  });
+
+  it('LZW and PackBits written by libtiff (4 and 12-bit RGB)', { skip: which('tiffcp') ? false : 'tiffcp not installed' }, async () => {
+    for (const bits of [4, 12]) {
+      for (const compression of ['lzw', 'packbits']) {
+        const file = `rgb${bits}-${compression}.tif`;
+        assertPixels(await pixels(`FIF=${file}&PTL=1,0`), 0, 0, tiffOutput(bits, 3), file);
+        assertPixels(await pixels(`IIIF=${file}/240,10,40,30/max/0/default.png`), 240, 10, tiffOutput(bits, 3), `${file} region`);
+      }
+    }
+  });
 
   it('OBJ: the stored depth and range, as iipsrv master reports them', async () => {
     assert.equal(await obj('grey12.tif', 'Bits-per-channel'), 'Bits-per-channel:12');
@@ -160,6 +189,12 @@ describe('TIFF packed depths', () => {
       const y = Math.floor(i / p.width);
       assert.ok(Math.abs(p.data[i]! - contrast(x, y)[0]!) <= 1, `CNT pixel ${x},${y}: ${p.data[i]} vs ${contrast(x, y)[0]}`);
     }
+  });
+
+  it('other depths (3 bits): a 501 listing the depths read', async () => {
+    const r = await get('FIF=grey3.tif&PTL=1,0');
+    assert.equal(r.status, 501);
+    assert.match(r.body.toString(), /3-bit uint grey TIFF samples are not supported \(iipsrv reads 1, 2, 4, 6, 8, 10, 12, 14, 16 and 32-bit/);
   });
 
   it('a predictor on packed samples: a 501 saying so, as libtiff refuses it', async () => {
