@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
@@ -309,6 +309,28 @@ describe('JPEG2000 depths, signed samples and many components', { skip: JP2_SKIP
       assert.equal((await get(`FIF=${file}&JTL=0,0`)).status, 200);
     });
   }
+
+  it('5 components with subsampled chroma (left to opj_decompress): its RGB of the first three', async () => {
+    const sizes = [
+      [JW, JH],
+      [JW / 2, JH / 2],
+      [JW / 2, JH / 2],
+      [JW, JH],
+      [JW, JH],
+    ] as const;
+    const raw = Buffer.concat(sizes.map(([w, h], c) => Buffer.from(Array.from({ length: w * h }, (_, i) => jvalues(8, false)(i % w, Math.floor(i / w), c)))));
+    writeFileSync(path.join(dir, 'sub5.raw'), raw);
+    const jp2 = path.join(dir, 'sub5.jp2');
+    execFileSync('opj_compress', ['-i', path.join(dir, 'sub5.raw'), '-o', jp2, '-F', `${JW},${JH},5,8,u@1x1:2x2:2x2:1x1:1x1`, '-n', '2'], { stdio: 'pipe' });
+    // Subsampled chroma is taken as sYCC and converted to RGB: opj_decompress's own PPM is the reference.
+    execFileSync('opj_decompress', ['-i', jp2, '-o', path.join(dir, 'sub5.ppm')], { stdio: 'pipe' });
+    const ppm = readFileSync(path.join(dir, 'sub5.ppm'));
+    const reference = ppm.subarray(ppm.length - JW * JH * 3);
+    assert.ok(ppm.subarray(0, 2).equals(Buffer.from('P6')));
+    const p = await pixels('IIIF=sub5.jp2/full/max/0/default.png');
+    assert.equal(p.channels, 3);
+    assert.ok(Buffer.from(p.data.buffer, p.data.byteOffset, p.data.length).equals(reference));
+  });
 
   it('OBJ: the codestream precision and its range; more than 4 components shown as the RGB served', async () => {
     assert.equal(await obj('g10.jp2', 'Bits-per-channel'), 'Bits-per-channel:10');

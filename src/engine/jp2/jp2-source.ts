@@ -333,7 +333,8 @@ export class Jp2Source implements ImageSource {
       y1: Math.min(h.y1, (originY + rect.top + rect.height) * scale),
       width: rect.width,
       height: rect.height,
-      channels,
+      // The bound of the output: opj_decompress writes up to 4 of more components.
+      channels: Math.min(h.components.length, 4),
     };
     let pixels: DecodedPixels;
     try {
@@ -352,6 +353,12 @@ export class Jp2Source implements ImageSource {
       }
       throw new ServerFailureError(`${this.name}: JPEG2000 decoding failed: ${error.message}`);
     }
+    // opj_decompress (the fallback for sYCC and subsampled data) writes what PNM holds of more
+    // components: the same first three are kept, and fewer than asked for is the file's damage.
+    if (pixels.channels > channels) pixels = firstChannels(pixels, channels);
+    if (pixels.channels !== channels) {
+      throw new FileError(`${this.name}: the JPEG2000 decoder gave ${pixels.channels} components where ${channels} were expected`);
+    }
     const precision = h.components[0]!.precision;
     if (precision < 8 && pixels.data instanceof Uint8Array) widenTo8Bits(pixels.data, precision);
     if (precision > 8 && precision < 16 && pixels.data instanceof Uint16Array) widenTo16Bits(pixels.data, precision);
@@ -365,6 +372,13 @@ export class Jp2Source implements ImageSource {
 }
 
 const megabytes = (bytes: number) => Math.ceil(bytes / (1024 * 1024));
+
+function firstChannels(pixels: DecodedPixels, channels: number): DecodedPixels {
+  const { width, height, channels: all } = pixels;
+  const out = pixels.data instanceof Uint16Array ? new Uint16Array(width * height * channels) : Buffer.allocUnsafe(width * height * channels);
+  for (let p = 0, i = 0, o = 0; p < width * height; p++, i += all) for (let c = 0; c < channels; c++) out[o++] = pixels.data[i + c]!;
+  return { data: out, width, height, channels };
+}
 
 function crop(pixels: DecodedPixels, rect: Rect): DecodedPixels {
   const { channels } = pixels;
