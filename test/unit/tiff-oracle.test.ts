@@ -317,9 +317,10 @@ before(() => {
   write('bilevel-white.tif', { channels: 1, bits: 1, photometric: 0 }, bits);
   write('bilevel-white-deflate.tif', { channels: 1, bits: 1, photometric: 0, compression: 'deflate' }, bits);
   // Packed depths (rows end mid-byte: 301 px), MinIsWhite at 8 and 12 bits. Grey or separate
-  // planes only: geotiff 3.0.5 misreads contiguous packed samples of several bands (normalizeArray
-  // steps by whole pixels but then by one band's bits for each: 4-bit R G B 0,7,14 5,12,3 come
-  // out 0,0,7 5,5,12); test/protocol/bit-depths.test.ts checks those against the values written.
+  // planes only: geotiff 3.0.5 misreads contiguous packed samples of several bands (4-bit R G B
+  // 0,7,14 5,12,3 come out 0,0,7 5,5,12, whichever the compression); ours follow iipsrv master's
+  // unpacking (each row's samples one after the other), and test/protocol/bit-depths.test.ts
+  // checks them against the values written.
   for (const bits of [2, 4, 6, 10, 12, 14] as const) {
     write(
       `grey${bits}-deflate.tif`,
