@@ -158,7 +158,7 @@ export class Engine {
       paths: options.paths,
       maxOpen: options.maxOpenImages ?? 1000,
       filenamePattern: options.filenamePattern ?? '_pyr_',
-      openSource: (file, name) => this.formats.open(file, name),
+      openSource: (file, name, page) => this.formats.open(file, name, page),
     });
     this.encoders = options.encoders ?? DEFAULT_ENCODER_SETTINGS;
     this.watermark = options.watermark ?? null;
@@ -206,7 +206,9 @@ export class Engine {
   }
 
   private cacheKey(image: OpenImage, kind: string): string {
-    return `${image.file.path}\0${image.file.mtimeSeconds}\0${kind}\0${this.outputTag}`;
+    // The pages of a stack share a file; page 0 keeps the key of a single image.
+    const page = image.page ? `\0page ${image.page}` : '';
+    return `${image.file.path}${page}\0${image.file.mtimeSeconds}\0${kind}\0${this.outputTag}`;
   }
 
   /**

@@ -9,7 +9,7 @@ import type { ImageFileInfo } from './files/image-file.js';
 import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
 import { Jp2Source } from './jp2/jp2-source.js';
 import { DecodedLevelCache } from './jp2/level-cache.js';
-import type { ImageFormat, ImageSource } from './source.js';
+import type { ImageFormat, ImageSource, PageOpener } from './source.js';
 import { TiffSource } from './tiff/tiff-source.js';
 
 export interface FormatSettings {
@@ -29,17 +29,17 @@ const JP2_LEVEL_CACHE_BYTES = 32 * 1024 * 1024;
 export class Formats {
   private jp2: { decoder: Jp2Decoder; levelCache: DecodedLevelCache } | null = null;
 
-  private readonly openers: Readonly<Record<ImageFormat, (path: string, name: string) => Promise<ImageSource>>> = {
-    tiff: (path, name) => TiffSource.open(path, name, this.settings.limits),
+  private readonly openers: Readonly<Record<ImageFormat, PageOpener>> = {
+    tiff: (path, name, page) => TiffSource.open(path, name, this.settings.limits, page),
     jp2: (path, name) =>
       Jp2Source.open(path, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers, maxDecodeBytes: this.settings.jp2MaxDecodeBytes }),
   };
 
   constructor(private readonly settings: FormatSettings) {}
 
-  /** The source of a file whose format is known; `name` is for messages. */
-  open(file: ImageFileInfo, name: string): Promise<ImageSource> {
-    return this.openers[file.format](file.path, name);
+  /** The source of a file whose format is known (a page of it when it is a stack); `name` is for messages. */
+  open(file: ImageFileInfo, name: string, page = 0): Promise<ImageSource> {
+    return this.openers[file.format](file.path, name, page);
   }
 
   /** SIGHUP: forget decoded pixels kept across requests. */

@@ -47,6 +47,16 @@ export interface ImageMetadata {
   software?: string;
   make?: string;
   model?: string;
+  /** PageName (master iipsrv's "pagename"). */
+  pageName?: string;
+  /** StoNits (master iipsrv's "scale"). */
+  scale?: number;
+}
+
+/** A page of a multi-page stack (master iipsrv's OBJ=stack): its name (DocumentName) and scale (StoNits, else 1). */
+export interface StackPage {
+  name: string;
+  scale: number;
 }
 
 export interface ImageDescription {
@@ -73,6 +83,11 @@ export interface ImageDescription {
   metadata: ImageMetadata;
   /** Why the pixels cannot be decoded here although the file could be read (a codec we lack), or null. */
   undecodable: string | null;
+  /**
+   * Set when the file is a stack of pages (multi-page TIFF, as master iipsrv reads them): every
+   * page, counted from 0; this description is of one of them. Absent for a single image.
+   */
+  stack?: readonly StackPage[];
 }
 
 /** What a request may ask of a decoder beyond the rectangle. */
@@ -106,3 +121,6 @@ export interface ImageSource {
   samples(level: number, rect: Rect, options?: DecodeOptions): Promise<Samples>;
   close(): Promise<void>;
 }
+
+/** Opens a file of a format as a source; `page` selects a page of a stack (0 for any other image). */
+export type PageOpener = (path: string, name: string, page: number) => Promise<ImageSource>;

@@ -142,7 +142,10 @@ function describe(info: TiffInfo): ImageDescription {
       software: info.text.software,
       make: info.text.make,
       model: info.text.model,
+      pageName: info.text.pageName,
+      ...(info.scale !== null ? { scale: info.scale } : {}),
     },
+    ...(info.stack.length > 0 ? { stack: info.stack } : {}),
   };
 }
 
@@ -186,12 +189,13 @@ export class TiffSource implements ImageSource {
 
   /**
    * @param name the image name as the client gave it, for messages
-   * @throws FileError for a file that is not a TIFF we read, or has more bands than MAX_SAMPLES_PER_PIXEL
+   * @param page the page of a stack, counted from 0 (0 for any other TIFF)
+   * @throws FileError for a file that is not a TIFF we read, has no such page, or has more bands than MAX_SAMPLES_PER_PIXEL
    */
-  static async open(path: string, name: string, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): Promise<TiffSource> {
+  static async open(path: string, name: string, limits: DecodeLimits = DEFAULT_DECODE_LIMITS, page = 0): Promise<TiffSource> {
     let tiff: TiffFile;
     try {
-      tiff = await TiffFile.open(path);
+      tiff = await TiffFile.open(path, page);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(`${name}: ${error.message}`);
       throw error;
