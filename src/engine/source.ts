@@ -74,6 +74,12 @@ export interface ImageDescription {
   /** Per channel, used to normalise data wider than 8 bits. */
   minValues: number[];
   maxValues: number[];
+  /**
+   * The depth and range as the file states them, when decoding widens the samples (a 12-bit TIFF
+   * decoded to 16 bits, its range scaled with it): what OBJ reports, as iipsrv does. Absent when
+   * the samples are decoded as stored.
+   */
+  stored?: { bitsPerSample: number; minValues: number[]; maxValues: number[] };
   /** Pixels per unit (unit 2 = inch, 3 = centimetre), or null when the file has none. */
   resolution: { x: number; y: number; unit: number } | null;
   icc: Buffer | null;

@@ -127,7 +127,8 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
   'max-size': (session, d) => [`Max-size:${fullSize(session, d).join(' ')}`],
   'resolution-number': (_s, d) => [`Resolution-number:${d.levels.length}`],
   'tile-size': (_s, d) => [`Tile-size:${d.levels[0]!.tileWidth} ${d.levels[0]!.tileHeight}`],
-  'bits-per-channel': (_s, d) => [`Bits-per-channel:${d.bitsPerSample}`],
+  // The file's own depth and range, not the widened ones we decode to (as iipsrv reports them).
+  'bits-per-channel': (_s, d) => [`Bits-per-channel:${(d.stored ?? d).bitsPerSample}`],
   resolutions: (_s, d) => [
     `Resolutions:${[...d.levels]
       .reverse()
@@ -135,7 +136,8 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
       .join(',')}`,
   ],
   'min-max-sample-values': (_s, d) => {
-    const values = d.minValues.flatMap((min, i) => [min, d.maxValues[i] ?? 0]);
+    const { minValues, maxValues } = d.stored ?? d;
+    const values = minValues.flatMap((min, i) => [min, maxValues[i] ?? 0]);
     return [
       `Min-Max-sample-values:${values
         .map((v) => ` ${formatG9(v)} `)
