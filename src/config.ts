@@ -96,6 +96,11 @@ export interface Config {
   memcachedServers: MemcachedServer[];
   /** Entry lifetime in seconds. */
   memcachedTimeout: number;
+  /**
+   * MEMCACHED_LEASE: longest a request waits, in ms, for a tile or region another worker or
+   * instance has leased (is rendering) before rendering it itself; 0 = no lease.
+   */
+  memcachedLeaseMs: number;
   interpolation: Interpolation;
   /** Access-Control-Allow-Origin value; empty = no CORS headers. */
   cors: string;
@@ -465,6 +470,7 @@ export function loadConfig(env: Env = process.env): Config {
     watermark,
     memcachedServers: parseMemcachedServers(env.MEMCACHED_SERVERS),
     memcachedTimeout,
+    memcachedLeaseMs: seconds(env, 'MEMCACHED_LEASE', 2),
     interpolation: parseInterpolation(env),
     cors: read(env, 'CORS') ?? '',
     baseUrl: parseBaseUrl(env),

@@ -26,6 +26,7 @@ export function engineOptionsFor(config: Config): EngineOptions {
     maxIcc: config.maxIcc,
     jp2MaxDecodeBytes: config.jp2MaxDecodeBytes,
     jp2Decoder: { memoryBytes: config.jp2DecoderMemoryBytes, maxResidentBytes: config.jp2HelperMaxResidentBytes },
+    lease: { waitMs: config.memcachedLeaseMs, pollMs: 25 },
     limits: { maxTileBytes: config.maxTileBytes, maxSamplesPerPixel: config.maxSamplesPerPixel, maxProcessingPixels: config.maxProcessingPixels },
   };
 }
