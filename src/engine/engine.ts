@@ -348,16 +348,13 @@ export class Engine {
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
-    const render = () => decoding(image.name, () => this.renderRegion(image, plan, output, signal));
     const expensive = Math.max(source.width * source.height, plan.outputWidth * plan.outputHeight) > CHEAP_REGION_PIXELS;
-    const compute = () => this.timed(image, () => (expensive ? this.regionSlots.run(render, signal) : render()));
-    try {
-      return await this.cache.fill(key, compute);
-    } catch (error) {
-      // The request whose rendering this one shared was abandoned by its client; this one's was not.
-      if (signal?.aborted || !(error instanceof Error) || error.name !== 'AbortError') throw error;
-      return this.cache.fill(key, compute);
-    }
+    // Shared by every identical request in flight: `shared` aborts once all their clients have gone.
+    const compute = (shared?: AbortSignal) => {
+      const render = () => decoding(image.name, () => this.renderRegion(image, plan, output, shared));
+      return this.timed(image, () => (expensive ? this.regionSlots.run(render, shared) : render()));
+    };
+    return this.cache.fill(key, compute, signal);
   }
 
   private async renderRegion(image: OpenImage, plan: RegionPlan, output: RegionOutput, signal: AbortSignal | undefined): Promise<Buffer> {

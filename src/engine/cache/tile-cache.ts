@@ -19,8 +19,18 @@ export interface LeaseSettings {
 
 export const DEFAULT_LEASE: LeaseSettings = { waitMs: 2000, pollMs: 25 };
 
+/** A rendering under way, and who waits for it. */
+interface Inflight {
+  work: Promise<Buffer>;
+  /** Aborts the rendering: once every waiter that came with a signal has gone, and none without. */
+  controller: AbortController;
+  waiting: number;
+  /** A caller without a signal waits: the rendering is never abandoned. */
+  unbounded: boolean;
+}
+
 export class TileCache {
-  private readonly inflight = new Map<string, Promise<Buffer>>();
+  private readonly inflight = new Map<string, Inflight>();
   /** Requests answered by another request's computation in this worker. */
   coalesced = 0;
   /** Values computed here (cache misses that rendered). */
@@ -49,21 +59,53 @@ export class TileCache {
   /**
    * A value missing from the tiers (the caller has looked with get()): computed once however many
    * ask for it at the same time, stored in both tiers.
+   * @param compute given a signal that aborts once every caller that passed a signal has gone (never
+   *   while one without a signal waits)
+   * @param signal this caller's: when it aborts, this caller stops waiting (rejected with its reason)
    */
-  fill(key: string, compute: () => Promise<Buffer>): Promise<Buffer> {
-    const pending = this.inflight.get(key);
-    if (pending) {
-      this.coalesced++;
-      return pending;
+  fill(key: string, compute: (signal?: AbortSignal) => Promise<Buffer>, signal?: AbortSignal): Promise<Buffer> {
+    let entry = this.inflight.get(key);
+    // A rendering all its callers left is ending: a new caller starts afresh.
+    if (entry?.controller.signal.aborted) entry = undefined;
+    if (entry) this.coalesced++;
+    else {
+      // Finished while this caller was looking in memcached.
+      const local = this.ram?.peek(key);
+      if (local) return Promise.resolve(local);
+      const controller = new AbortController();
+      const created: Inflight = { work: this.produce(key, () => compute(controller.signal)), controller, waiting: 0, unbounded: false };
+      const forget = () => {
+        if (this.inflight.get(key) === created) this.inflight.delete(key);
+      };
+      created.work.then(forget, forget);
+      this.inflight.set(key, created);
+      entry = created;
     }
-    // Finished while this caller was looking in memcached.
-    const local = this.ram?.peek(key);
-    if (local) return Promise.resolve(local);
-    const work = this.produce(key, compute);
-    this.inflight.set(key, work);
-    const forget = () => this.inflight.delete(key);
-    work.then(forget, forget);
-    return work;
+    if (!signal) {
+      entry.unbounded = true;
+      return entry.work;
+    }
+    signal.throwIfAborted();
+    const shared = entry;
+    shared.waiting++;
+    return new Promise<Buffer>((resolve, reject) => {
+      const leave = () => {
+        shared.waiting--;
+        if (shared.waiting === 0 && !shared.unbounded) shared.controller.abort(signal.reason);
+        reject(signal.reason as Error);
+      };
+      signal.addEventListener('abort', leave, { once: true });
+      shared.work.then(
+        (value) => {
+          signal.removeEventListener('abort', leave);
+          resolve(value);
+        },
+        (error: unknown) => {
+          signal.removeEventListener('abort', leave);
+          reject(error as Error);
+        },
+      );
+    });
   }
 
   private async produce(key: string, compute: () => Promise<Buffer>): Promise<Buffer> {
