@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { renameSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startDaemon, tempDir, which } from '../helpers/daemon.ts';
@@ -69,6 +70,8 @@ describe('health and metrics over HTTP (2 workers)', () => {
       env: { FILESYSTEM_PREFIX: images + '/', URI_MAP: 'iiif=>IIIF' },
       waitPort: port,
     });
+    // The port answers once the first worker listens; the scrape counts the workers that are ready.
+    await waitFor(async () => sample(await scrape(port), 'iipsrv_workers') === 2, 15_000, 'both workers');
   });
   after(async () => {
     await stopGroup(daemon);
@@ -184,7 +187,14 @@ describe('health reports memcached without failing on it', { skip: memcachedBina
 });
 
 /** An export big enough to take a while to render (so that the concurrent requests overlap). */
-const SLOW_REGION = 'FIF=big.tif&WID=1400&CVT=jpeg';
+const SLOW_REGION = 'FIF=big.tif&WID=3000&CVT=jpeg';
+
+/** A keep-alive agent with `count` connections to the daemon already open. */
+async function openConnections(port: number, count: number): Promise<http.Agent> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: count });
+  await Promise.all(Array.from({ length: count }, () => request(port, '/health', { agent })));
+  return agent;
+}
 
 describe('request coalescing', () => {
   let dir: string;
@@ -201,7 +211,10 @@ describe('request coalescing', () => {
       waitPort: port,
     });
     try {
-      const replies = await Promise.all(Array.from({ length: 8 }, () => request(port, `/?${SLOW_REGION}`)));
+      // Connections opened first, so that the 8 requests arrive together even on a loaded machine.
+      const agent = await openConnections(port, 8);
+      const replies = await Promise.all(Array.from({ length: 8 }, () => request(port, `/?${SLOW_REGION}`, { agent })));
+      agent.destroy();
       for (const reply of replies) {
         assert.equal(reply.status, 200);
         assert.deepEqual(reply.body, replies[0]!.body);
@@ -232,7 +245,11 @@ describe('request coalescing', () => {
             }),
           );
         }
-        const replies = await Promise.all(ports.flatMap((port) => Array.from({ length: 4 }, () => request(port, `/?${SLOW_REGION}&QLT=81`))));
+        const agents = await Promise.all(ports.map((port) => openConnections(port, 4)));
+        const replies = await Promise.all(
+          ports.flatMap((port, i) => Array.from({ length: 4 }, () => request(port, `/?${SLOW_REGION}&QLT=81`, { agent: agents[i]! }))),
+        );
+        for (const agent of agents) agent.destroy();
         for (const reply of replies) {
           assert.equal(reply.status, 200);
           assert.deepEqual(reply.body, replies[0]!.body);
