@@ -96,6 +96,17 @@ export interface Config {
   memcachedServers: MemcachedServer[];
   /** Entry lifetime in seconds. */
   memcachedTimeout: number;
+  /**
+   * MEMCACHED_LEASE: longest a request waits, in ms, for a tile or region another worker or
+   * instance has leased (is rendering) before rendering it itself; 0 = no lease.
+   */
+  memcachedLeaseMs: number;
+  /** METRICS: Prometheus metrics at /metrics; null = the default (on with --http, off in FastCGI alone). */
+  metrics: boolean | null;
+  /** METRICS_PATH: the path /metrics answers on (FastCGI sites choose one their web server passes on). */
+  metricsPath: string;
+  /** HEALTH_PATH: the path the health answer is given on (besides the query `HEALTH`). */
+  healthPath: string;
   interpolation: Interpolation;
   /** Access-Control-Allow-Origin value; empty = no CORS headers. */
   cors: string;
@@ -194,6 +205,14 @@ function seconds(env: Env, name: string, fallback: number): number {
 function atLeast(env: Env, name: string, fallback: number, min: number, unit: string): number {
   const value = integer(env, name, fallback);
   if (value < min) throw new ConfigError(name, `expected ${unit}, at least ${min}, got ${value}`);
+  return value;
+}
+
+/** A request path: begins with a slash. */
+function parsePath(env: Env, name: string, fallback: string): string {
+  const value = read(env, name);
+  if (value === undefined || value === '') return fallback;
+  if (!value.startsWith('/') || /[?#\s]/.test(value)) throw new ConfigError(name, `expected a path beginning with /, got "${value}"`);
   return value;
 }
 
@@ -480,6 +499,10 @@ export function loadConfig(env: Env = process.env): Config {
     watermark,
     memcachedServers: parseMemcachedServers(env.MEMCACHED_SERVERS),
     memcachedTimeout,
+    memcachedLeaseMs: seconds(env, 'MEMCACHED_LEASE', 2),
+    metrics: read(env, 'METRICS') ? flag(env, 'METRICS', false) : null,
+    metricsPath: parsePath(env, 'METRICS_PATH', '/metrics'),
+    healthPath: parsePath(env, 'HEALTH_PATH', '/health'),
     interpolation: parseInterpolation(env),
     cors: read(env, 'CORS') ?? '',
     baseUrl: parseBaseUrl(env),

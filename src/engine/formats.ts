@@ -116,6 +116,11 @@ export class Formats {
     this.plain?.memory.clear();
   }
 
+  /** JPEG2000 decoder helpers that went and were replaced (see HelperPool.restarts). */
+  jp2HelperRestarts(): number {
+    return this.jp2?.decoder.helpers?.restarts ?? 0;
+  }
+
   /** Ends the decoder processes (they would also end by themselves when this process goes). */
   close(): void {
     this.jp2?.decoder.close();

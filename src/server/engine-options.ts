@@ -33,6 +33,7 @@ export function engineOptionsFor(config: Config): EngineOptions {
       pyramidDir: config.pyramidCacheDir,
       pyramidBytes: config.pyramidCacheBytes,
     },
+    lease: { waitMs: config.memcachedLeaseMs, pollMs: 25 },
     limits: { maxTileBytes: config.maxTileBytes, maxSamplesPerPixel: config.maxSamplesPerPixel, maxProcessingPixels: config.maxProcessingPixels },
   };
 }

@@ -38,6 +38,29 @@ describe('config: iipsrv defaults', () => {
   });
 });
 
+describe('config: health, metrics and the memcached lease (issue 16)', () => {
+  it('defaults: 2 s lease, metrics by mode, /metrics and /health', () => {
+    const config = loadConfig({});
+    assert.equal(config.memcachedLeaseMs, 2000);
+    assert.equal(config.metrics, null, 'decided by the mode: on with --http, off in FastCGI alone');
+    assert.equal(config.metricsPath, '/metrics');
+    assert.equal(config.healthPath, '/health');
+  });
+  it('reads them, and refuses what cannot be meant', () => {
+    const config = loadConfig({ MEMCACHED_LEASE: '0.5', METRICS: '1', METRICS_PATH: '/iipsrv/metrics', HEALTH_PATH: '/iipsrv/health' });
+    assert.equal(config.memcachedLeaseMs, 500);
+    assert.equal(config.metrics, true);
+    assert.equal(config.metricsPath, '/iipsrv/metrics');
+    assert.equal(config.healthPath, '/iipsrv/health');
+    assert.equal(loadConfig({ METRICS: '0' }).metrics, false);
+    assert.equal(loadConfig({ MEMCACHED_LEASE: '0' }).memcachedLeaseMs, 0);
+    assert.throws(() => loadConfig({ MEMCACHED_LEASE: '-1' }), ConfigError);
+    assert.throws(() => loadConfig({ METRICS: 'maybe' }), ConfigError);
+    assert.throws(() => loadConfig({ METRICS_PATH: 'metrics' }), ConfigError);
+    assert.throws(() => loadConfig({ HEALTH_PATH: '/health?x' }), ConfigError);
+  });
+});
+
 describe('config: values from a typical iipsrv deployment', () => {
   it('reads the Debian package settings unchanged', () => {
     const config = loadConfig({
