@@ -31,6 +31,11 @@ export interface Jp2DecoderOptions {
   command?: string;
   /** The persistent helper's binary; null = none (opj_decompress only). Default: build/jp2-decoder when it exists. */
   helper?: string | null;
+  /**
+   * The HTJ2K helper over OpenJPH (native/jph-decoder.cpp); null = none (OpenJPEG decodes HT
+   * codestreams, a whole codestream tile at a time). Default: build/jph-decoder when it exists.
+   */
+  highThroughputHelper?: string | null;
   /** Children at once; default the cores. */
   concurrency?: number;
   timeoutMs?: number;
@@ -77,6 +82,12 @@ export class Jp2Decoder {
   readonly helpers: HelperPool | null;
   /** The address-space limit of each decoder process, bytes; 0 = none. */
   readonly memoryBytes: number;
+  /**
+   * Whether an area smaller than a codestream tile of an HTJ2K codestream decodes right: not with
+   * OpenJPEG (up to 2.5.4 at least its HT block decoder ignores the buffers of such a decode, which
+   * come out as zeros), so its callers decode whole codestream tiles instead.
+   */
+  readonly decodesHighThroughputAreas: boolean = false;
   private readonly command: string;
   private readonly timeoutMs: number;
 

@@ -295,6 +295,38 @@ export class Jp2Source implements ImageSource {
 
   private async decodeOnce(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
     const h = this.header;
+    if (h.highThroughput && !this.options.decoder.decodesHighThroughputAreas) {
+      // OpenJPEG decodes HT code-blocks into its tile buffer only, never into the buffers of a
+      // decode smaller than a codestream tile, which it then reads as zeros (a flat grey picture):
+      // such a decode is done on the whole codestream tiles it touches and cut out here.
+      const tiles = this.codestreamTilesAround(reduce, rect);
+      if (tiles.left !== rect.left || tiles.top !== rect.top || tiles.width !== rect.width || tiles.height !== rect.height) {
+        return crop(await this.decodeExactly(reduce, tiles, layers), { ...rect, left: rect.left - tiles.left, top: rect.top - tiles.top });
+      }
+    }
+    return this.decodeExactly(reduce, rect, layers);
+  }
+
+  /** The smallest union of whole codestream tiles (at that reduction, in level coordinates) holding the rectangle. */
+  private codestreamTilesAround(reduce: number, rect: Rect): Rect {
+    const h = this.header;
+    const span = (start: number, end: number, tileOrigin: number, tileSize: number, imageStart: number, imageEnd: number) => {
+      const level0 = ceilDiv(imageStart, reduce);
+      // The tile holding level pixel u is the last one starting at or before it on the reference grid.
+      const tileOf = (u: number) => Math.max(0, Math.floor(((level0 + u) * 2 ** reduce - tileOrigin) / tileSize));
+      const first = tileOf(start);
+      const last = tileOf(end - 1);
+      const from = ceilDiv(Math.max(imageStart, tileOrigin + first * tileSize), reduce) - level0;
+      const to = ceilDiv(Math.min(imageEnd, tileOrigin + (last + 1) * tileSize), reduce) - level0;
+      return { from: Math.max(0, Math.min(from, start)), to: Math.max(to, end) };
+    };
+    const x = span(rect.left, rect.left + rect.width, h.tileX0, h.tileWidth, h.x0, h.x1);
+    const y = span(rect.top, rect.top + rect.height, h.tileY0, h.tileHeight, h.y0, h.y1);
+    return { left: x.from, top: y.from, width: x.to - x.from, height: y.to - y.from };
+  }
+
+  private async decodeExactly(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
+    const h = this.header;
     const channels = h.components.length;
     const limit = this.options.maxDecodeBytes ?? DEFAULT_MAX_DECODE_BYTES;
     const needed = decodeMemory(h, this.fileBytes, rect.width * rect.height * channels);

@@ -1,0 +1,128 @@
+/**
+ * HTJ2K (JPEG2000 Part 15) end to end through the router: raw codestreams made by OpenJPH's
+ * ojph_compress (untiled without precincts, and tiled with precincts), the same codestream in a
+ * .jph file and in a JP2 file, served by every decoder there is. Tiles are compared with the
+ * known lossless pixels: OpenJPEG decodes an HT area smaller than a codestream tile as a flat grey
+ * picture (every sample 128), which is what the first test caught.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import sharp from 'sharp';
+import { loadConfig } from '../../src/config.ts';
+import { Engine } from '../../src/engine/engine.ts';
+import type { Jp2DecoderOptions } from '../../src/engine/jp2/decoder.ts';
+import { readJp2Header } from '../../src/engine/jp2/header.ts';
+import { silentLog } from '../../src/log.ts';
+import type { PlainResponse } from '../../src/request.ts';
+import { createRouter } from '../../src/router.ts';
+import { tempDir } from '../helpers/daemon.ts';
+import { decodePixels, psnr } from '../helpers/images.ts';
+import { expectedRect, HTJ2K_SKIP, JP2_SKIP, makeHtj2k, makeJp2, testImage, wrapCodestream, type TestImage } from '../helpers/jp2.ts';
+import { plainRequest } from '../helpers/requests.ts';
+
+const engines: Engine[] = [];
+
+function serverFor(prefix: string, jp2Decoder?: Jp2DecoderOptions) {
+  const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: prefix });
+  const engine = new Engine({
+    paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix },
+    cacheBytes: config.maxImageCacheBytes,
+    maxLayers: config.maxLayers,
+    jp2Decoder,
+  });
+  engines.push(engine);
+  const router = createRouter({ config, engine, log: silentLog });
+  return (query: string): Promise<PlainResponse> => router(plainRequest(query));
+}
+
+const text = (r: PlainResponse) => r.body.toString('latin1');
+
+/** Which decoders serve the files: the default choice, OpenJPEG's helper alone, opj_decompress alone. */
+const DECODERS: Array<[string, Jp2DecoderOptions | undefined]> = [
+  ['the default decoders', undefined],
+  ['OpenJPEG (helper)', { highThroughputHelper: null }],
+  ['OpenJPEG (opj_decompress)', { helper: null, highThroughputHelper: null }],
+];
+
+describe('HTJ2K images', { skip: JP2_SKIP ?? HTJ2K_SKIP ?? false }, () => {
+  const dir = tempDir('iipsrv-htj2k-');
+  let image: TestImage;
+
+  before(() => {
+    image = testImage(2000, 1500, 3, 8);
+    // As in the issue: reversible, untiled, no precincts, 5 DWT levels (ojph_compress's defaults).
+    makeHtj2k(dir, 'plain.j2c', image, ['-reversible', 'true']);
+    // Codestream tiles of an odd size, precincts, another progression.
+    makeHtj2k(dir, 'tiled.j2c', image, ['-reversible', 'true', '-tile_size', '{700,600}', '-precincts', '{64,64},{128,128}', '-prog_order', 'RPCL']);
+    const codestream = readFileSync(path.join(dir, 'plain.j2c'));
+    writeFileSync(path.join(dir, 'plain.jph'), wrapCodestream(codestream, 'jph ', image));
+    writeFileSync(path.join(dir, 'ht.jp2'), wrapCodestream(readFileSync(path.join(dir, 'tiled.j2c')), 'jp2 ', image));
+    makeJp2(dir, 'classic.jp2', image, ['-n', '6']);
+  });
+
+  after(() => {
+    for (const engine of engines) engine.close();
+  });
+
+  it('tells HT code-blocks from classic ones in the header', async () => {
+    const ht = async (name: string) => {
+      const handle = await open(path.join(dir, name));
+      try {
+        return (await readJp2Header(handle, (await handle.stat()).size)).highThroughput;
+      } finally {
+        await handle.close();
+      }
+    };
+    assert.equal(await ht('plain.j2c'), true);
+    assert.equal(await ht('plain.jph'), true);
+    assert.equal(await ht('ht.jp2'), true);
+    assert.equal(await ht('classic.jp2'), false);
+  });
+
+  for (const [label, options] of DECODERS) {
+    describe(label, () => {
+      let get: (query: string) => Promise<PlainResponse>;
+      before(() => {
+        get = serverFor(dir + '/', options);
+      });
+
+      for (const name of ['plain.j2c', 'tiled.j2c', 'plain.jph', 'ht.jp2']) {
+        it(`${name}: full-resolution tiles are the coded pixels, reduced ones the low band`, async () => {
+          const info = await get(`FIF=${name}&OBJ=Max-size&OBJ=Resolution-number`);
+          assert.equal(info.status, 200, text(info));
+          assert.match(text(info), /Max-size:2000 1500/);
+          assert.match(text(info), /Resolution-number:4/);
+          // Full resolution is IIP resolution 3, 8 tiles a row: an inner tile, one across a
+          // codestream tile boundary (700, 600), and the cropped corner.
+          for (const [tile, left, top, width, height] of [
+            [9, 256, 256, 256, 256],
+            [18, 512, 512, 256, 256],
+            [47, 1792, 1280, 208, 220],
+          ] as const) {
+            const response = await get(`FIF=${name}&PTL=3,${tile}`);
+            assert.equal(response.status, 200, text(response));
+            const got = await decodePixels(response.body);
+            assert.equal(psnr(got, expectedRect(image, left, top, width, height)), Infinity, `tile ${tile}`);
+          }
+          const reduced = await sharp(Buffer.from(image.data), { raw: { width: 2000, height: 1500, channels: 3 } })
+            .resize(1000, 750)
+            .extract({ left: 256, top: 512, width: 256, height: 238 })
+            .raw()
+            .toBuffer();
+          const level = await decodePixels((await get(`FIF=${name}&PTL=2,${2 * 4 + 1}`)).body);
+          assert.ok(psnr(level, { width: 256, height: 238, channels: 3, data: reduced }) > 28);
+        });
+      }
+
+      it('a region export of an HT codestream is the coded pixels too', async () => {
+        const response = await get('FIF=plain.j2c&RGN=0.3,0.4,0.2,0.2&WID=400&CVT=png');
+        assert.equal(response.status, 200, text(response));
+        const got = await decodePixels(response.body);
+        assert.equal(psnr(got, expectedRect(image, 600, 600, 400, 300)), Infinity);
+      });
+    });
+  }
+});
