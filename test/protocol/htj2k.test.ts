@@ -6,14 +6,15 @@
  * picture (every sample 128), which is what the first test caught.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { loadConfig } from '../../src/config.ts';
 import { Engine } from '../../src/engine/engine.ts';
-import type { Jp2DecoderOptions } from '../../src/engine/jp2/decoder.ts';
+import { HIGH_THROUGHPUT_HELPER_BINARY, Jp2Decoder, type Jp2DecoderOptions } from '../../src/engine/jp2/decoder.ts';
+import { DecodeError } from '../../src/engine/jp2/process-pool.ts';
 import { readJp2Header } from '../../src/engine/jp2/header.ts';
 import { silentLog } from '../../src/log.ts';
 import type { PlainResponse } from '../../src/request.ts';
@@ -39,10 +40,11 @@ function serverFor(prefix: string, jp2Decoder?: Jp2DecoderOptions) {
 }
 
 const text = (r: PlainResponse) => r.body.toString('latin1');
+const jphSkip = existsSync(HIGH_THROUGHPUT_HELPER_BINARY) ? false : 'build/jph-decoder not built (apt-get install libopenjph-dev g++)';
 
-/** Which decoders serve the files: the default choice, OpenJPEG's helper alone, opj_decompress alone. */
+/** Which decoders serve the files: OpenJPH's helper (the default when built), OpenJPEG's helper, opj_decompress. */
 const DECODERS: Array<[string, Jp2DecoderOptions | undefined]> = [
-  ['the default decoders', undefined],
+  ['OpenJPH (helper)', { highThroughputHelper: HIGH_THROUGHPUT_HELPER_BINARY }],
   ['OpenJPEG (helper)', { highThroughputHelper: null }],
   ['OpenJPEG (opj_decompress)', { helper: null, highThroughputHelper: null }],
 ];
@@ -82,8 +84,44 @@ describe('HTJ2K images', { skip: JP2_SKIP ?? HTJ2K_SKIP ?? false }, () => {
     assert.equal(await ht('classic.jp2'), false);
   });
 
+  it("OpenJPH's helper decodes an area as asked, and bad input fails cleanly within its memory limit", { skip: jphSkip }, async () => {
+    const decoder = new Jp2Decoder({ highThroughputHelper: HIGH_THROUGHPUT_HELPER_BINARY, concurrency: 1 });
+    try {
+      const area = { reduce: 0, layers: 1, x0: 1792, y0: 1280, x1: 2000, y1: 1500, width: 208, height: 220, channels: 3 };
+      for (const name of ['plain.j2c', 'plain.jph', 'ht.jp2']) {
+        const pixels = await decoder.decodeHighThroughput(path.join(dir, name), area);
+        assert.deepEqual(Buffer.from(pixels.data.buffer, pixels.data.byteOffset, pixels.data.byteLength), expectedRect(image, 1792, 1280, 208, 220).data, name);
+      }
+      // Cut in the middle of its data.
+      const whole = readFileSync(path.join(dir, 'plain.j2c'));
+      writeFileSync(path.join(dir, 'truncated.j2c'), whole.subarray(0, whole.length >> 1));
+      await assert.rejects(
+        decoder.decodeHighThroughput(path.join(dir, 'truncated.j2c'), area),
+        (e: unknown) => e instanceof DecodeError && e.kind === 'failed',
+      );
+    } finally {
+      decoder.close();
+    }
+    // The whole image needs more than 24 MB: refused by the limit, and the next decode works.
+    const small = new Jp2Decoder({ highThroughputHelper: HIGH_THROUGHPUT_HELPER_BINARY, concurrency: 1, memoryBytes: 24 * 1024 * 1024 });
+    try {
+      const full = { reduce: 0, layers: 1, x0: 0, y0: 0, x1: 2000, y1: 1500, width: 2000, height: 1500, channels: 3 };
+      await assert.rejects(small.decodeHighThroughput(path.join(dir, 'plain.j2c'), full), (e: unknown) => e instanceof DecodeError && e.kind === 'memory');
+      const again = await small.decodeHighThroughput(path.join(dir, 'plain.j2c'), { ...full, x0: 1792, y0: 1280, width: 208, height: 220 });
+      assert.equal(again.width, 208);
+    } finally {
+      small.close();
+    }
+    // Served: an error answer, not grey pixels.
+    const get = serverFor(dir + '/');
+    const response = await get('FIF=truncated.j2c&JTL=3,9');
+    assert.ok(response.status >= 400, `status ${response.status}`);
+  });
+
   for (const [label, options] of DECODERS) {
-    describe(label, () => {
+    const skip =
+      options?.highThroughputHelper && !existsSync(options.highThroughputHelper) ? 'build/jph-decoder not built (apt-get install libopenjph-dev g++)' : false;
+    describe(label, { skip }, () => {
       let get: (query: string) => Promise<PlainResponse>;
       before(() => {
         get = serverFor(dir + '/', options);

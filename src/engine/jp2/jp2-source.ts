@@ -13,6 +13,7 @@ import sharp, { type Sharp } from 'sharp';
 import { FileError, ServerFailureError } from '../../errors.js';
 import type { DecodeArea } from './decode-area.js';
 import { type Jp2Decoder } from './decoder.js';
+import { HelperUnsupported } from './helper.js';
 import { Jp2FormatError, readJp2Header, type Jp2Header } from './header.js';
 import { type DecodedLevelCache } from './level-cache.js';
 import { decodeMemory } from './memory.js';
@@ -295,10 +296,18 @@ export class Jp2Source implements ImageSource {
 
   private async decodeOnce(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
     const h = this.header;
-    if (h.highThroughput && !this.options.decoder.decodesHighThroughputAreas) {
-      // OpenJPEG decodes HT code-blocks into its tile buffer only, never into the buffers of a
-      // decode smaller than a codestream tile, which it then reads as zeros (a flat grey picture):
-      // such a decode is done on the whole codestream tiles it touches and cut out here.
+    if (h.highThroughput) {
+      // HTJ2K: OpenJPH's helper when there is one and it can, else OpenJPEG, which decodes HT
+      // code-blocks into its tile buffer only, never into the buffers of a decode smaller than a
+      // codestream tile, which it then reads as zeros (a flat grey picture): such a decode is done
+      // on the whole codestream tiles it touches and cut out here.
+      if (this.options.decoder.decodesHighThroughputAreas) {
+        try {
+          return await this.decodeExactly(reduce, rect, layers, true);
+        } catch (error) {
+          if (!(error instanceof HelperUnsupported)) throw error;
+        }
+      }
       const tiles = this.codestreamTilesAround(reduce, rect);
       if (tiles.left !== rect.left || tiles.top !== rect.top || tiles.width !== rect.width || tiles.height !== rect.height) {
         return crop(await this.decodeExactly(reduce, tiles, layers), { ...rect, left: rect.left - tiles.left, top: rect.top - tiles.top });
@@ -325,7 +334,7 @@ export class Jp2Source implements ImageSource {
     return { left: x.from, top: y.from, width: x.to - x.from, height: y.to - y.from };
   }
 
-  private async decodeExactly(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
+  private async decodeExactly(reduce: number, rect: Rect, layers: number, highThroughput = false): Promise<DecodedPixels> {
     const h = this.header;
     const channels = h.components.length;
     const limit = this.options.maxDecodeBytes ?? DEFAULT_MAX_DECODE_BYTES;
@@ -352,7 +361,7 @@ export class Jp2Source implements ImageSource {
     };
     let pixels: DecodedPixels;
     try {
-      pixels = await this.options.decoder.decode(this.path, area);
+      pixels = highThroughput ? await this.options.decoder.decodeHighThroughput(this.path, area) : await this.options.decoder.decode(this.path, area);
     } catch (error) {
       if (!(error instanceof DecodeError)) throw error;
       // The codec refusing the data is the file's fault (404, as iipsrv); a hang or a missing
