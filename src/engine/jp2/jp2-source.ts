@@ -46,6 +46,13 @@ const RECENT_BLOCKS = 1024;
  * however large the export: the decoder's memory is bounded by its limit, not by MAX_CVT.
  */
 const STRIP_SAMPLES = 16 * 1024 * 1024;
+/**
+ * How many more pixels OpenJPH may decode than OpenJPEG for an HTJ2K area and still be asked
+ * (decodeOnce): measured on a 10000x7000 lossy HTJ2K with 1024x1024 codestream tiles, OpenJPEG
+ * 80 ms for one whole tile (1 Mpx), OpenJPH 1.6 s for the 41 Mpx of lines down to the same tile;
+ * on a 2000x1500 lossless untiled one, 30 ms against 120-210 for the whole image.
+ */
+const OPENJPH_ADVANTAGE = 2;
 /** JP2_MAX_DECODE_MB's default. */
 export const DEFAULT_MAX_DECODE_BYTES = 1024 * 1024 * 1024;
 
@@ -297,18 +304,22 @@ export class Jp2Source implements ImageSource {
   private async decodeOnce(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
     const h = this.header;
     if (h.highThroughput) {
-      // HTJ2K: OpenJPH's helper when there is one and it can, else OpenJPEG, which decodes HT
-      // code-blocks into its tile buffer only, never into the buffers of a decode smaller than a
-      // codestream tile, which it then reads as zeros (a flat grey picture): such a decode is done
-      // on the whole codestream tiles it touches and cut out here.
-      if (this.options.decoder.decodesHighThroughputAreas) {
+      // HTJ2K. OpenJPEG decodes HT code-blocks into its tile buffer only, never into the buffers
+      // of a decode smaller than a codestream tile, which it then reads as zeros (a flat grey
+      // picture): with it, a decode is done on the whole codestream tiles it touches and cut out
+      // here. OpenJPH decodes whole lines from the top of the level down to the area's last, at
+      // less cost a pixel: it is asked when those lines are not many more pixels than those tiles
+      // (always for an untiled codestream), and OpenJPEG when they are (an area low in a large
+      // tiled image), or when OpenJPH cannot.
+      const tiles = this.codestreamTilesAround(reduce, rect);
+      const lines = this.description.levels[reduce]!.width * (rect.top + rect.height);
+      if (this.options.decoder.decodesHighThroughputAreas && lines <= OPENJPH_ADVANTAGE * tiles.width * tiles.height) {
         try {
           return await this.decodeExactly(reduce, rect, layers, true);
         } catch (error) {
           if (!(error instanceof HelperUnsupported)) throw error;
         }
       }
-      const tiles = this.codestreamTilesAround(reduce, rect);
       if (tiles.left !== rect.left || tiles.top !== rect.top || tiles.width !== rect.width || tiles.height !== rect.height) {
         return crop(await this.decodeExactly(reduce, tiles, layers), { ...rect, left: rect.left - tiles.left, top: rect.top - tiles.top });
       }
