@@ -53,6 +53,8 @@ const STRIP_SAMPLES = 16 * 1024 * 1024;
  * on a 2000x1500 lossless untiled one, 30 ms against 120-210 for the whole image.
  */
 const OPENJPH_ADVANTAGE = 2;
+/** Whole codestream tiles of an HTJ2K image decoded by OpenJPEG are kept up to this size (a 1024x1024 RGB tile is 3 MiB). */
+const MAX_KEPT_TILES_BYTES = 8 * 1024 * 1024;
 /** JP2_MAX_DECODE_MB's default. */
 export const DEFAULT_MAX_DECODE_BYTES = 1024 * 1024 * 1024;
 
@@ -321,7 +323,13 @@ export class Jp2Source implements ImageSource {
         }
       }
       if (tiles.left !== rect.left || tiles.top !== rect.top || tiles.width !== rect.width || tiles.height !== rect.height) {
-        return crop(await this.decodeExactly(reduce, tiles, layers), { ...rect, left: rect.left - tiles.left, top: rect.top - tiles.top });
+        // Kept for the other tiles they hold (16 of 256x256 in a 1024x1024 codestream tile), and
+        // shared by the requests asking for them at the same time.
+        const bytes = tiles.width * tiles.height * h.components.length * (h.components[0]!.precision > 8 ? 2 : 1);
+        const decodeTiles = () => this.decodeExactly(reduce, tiles, layers);
+        const key = `${this.cacheId}${reduce}\0${layers}\0tiles ${tiles.left},${tiles.top},${tiles.width},${tiles.height}`;
+        const pixels = bytes <= MAX_KEPT_TILES_BYTES ? await this.options.levelCache.get(key, decodeTiles) : await decodeTiles();
+        return crop(pixels, { ...rect, left: rect.left - tiles.left, top: rect.top - tiles.top });
       }
     }
     return this.decodeExactly(reduce, rect, layers);
