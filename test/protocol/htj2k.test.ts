@@ -59,6 +59,8 @@ describe('HTJ2K images', { skip: JP2_SKIP ?? HTJ2K_SKIP ?? false }, () => {
     makeHtj2k(dir, 'plain.j2c', image, ['-reversible', 'true']);
     // Codestream tiles of an odd size, precincts, another progression.
     makeHtj2k(dir, 'tiled.j2c', image, ['-reversible', 'true', '-tile_size', '{700,600}', '-precincts', '{64,64},{128,128}', '-prog_order', 'RPCL']);
+    // An image offset on the reference grid, and tiles starting before it.
+    makeHtj2k(dir, 'offset.j2c', image, ['-reversible', 'true', '-image_offset', '{333,217}', '-tile_offset', '{100,100}', '-tile_size', '{500,700}']);
     const codestream = readFileSync(path.join(dir, 'plain.j2c'));
     writeFileSync(path.join(dir, 'plain.jph'), wrapCodestream(codestream, 'jph ', image));
     writeFileSync(path.join(dir, 'ht.jp2'), wrapCodestream(readFileSync(path.join(dir, 'tiled.j2c')), 'jp2 ', image));
@@ -127,7 +129,7 @@ describe('HTJ2K images', { skip: JP2_SKIP ?? HTJ2K_SKIP ?? false }, () => {
         get = serverFor(dir + '/', options);
       });
 
-      for (const name of ['plain.j2c', 'tiled.j2c', 'plain.jph', 'ht.jp2']) {
+      for (const name of ['plain.j2c', 'tiled.j2c', 'offset.j2c', 'plain.jph', 'ht.jp2']) {
         it(`${name}: full-resolution tiles are the coded pixels, reduced ones the low band`, async () => {
           const info = await get(`FIF=${name}&OBJ=Max-size&OBJ=Resolution-number`);
           assert.equal(info.status, 200, text(info));
