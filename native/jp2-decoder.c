@@ -13,7 +13,8 @@
  * Answers on standard output: a 28-byte header of seven little-endian uint32
  *   'J2K3' magic, status (0 ok, 1 decode failed, 2 not supported here, 3 out of memory under the
  *   limit), width, height, channels, payload length, resident memory in kB after the decode
- * then the payload: interleaved samples (1 byte each when the precision is at most 8 bits, else
+ * then the payload: interleaved samples of every component, or of the first three of more than 4
+ * (1 byte each when the precision is at most 8 bits, else
  * 2 bytes little-endian), or the error text. Ends at end of input.
  *
  * Build: cc -O2 -o build/jp2-decoder native/jp2-decoder.c $(pkg-config --cflags --libs libopenjp2)
@@ -136,13 +137,14 @@ static void decode(struct reply *reply, unsigned reduce, unsigned layers, unsign
     refuse(reply, FAILED, "cannot set the decode area");
   } else if (!opj_decode(codec, stream, image) || !opj_end_decompress(codec, stream)) {
     refuse(reply, FAILED, "cannot decode");
-  } else if (image->numcomps == 0 || image->numcomps > 4) {
-    refuse(reply, UNSUPPORTED, "unsupported number of components");
+  } else if (image->numcomps == 0) {
+    refuse(reply, UNSUPPORTED, "no components");
   } else if (image->color_space == OPJ_CLRSPC_SYCC || image->color_space == OPJ_CLRSPC_EYCC || image->color_space == OPJ_CLRSPC_CMYK) {
     refuse(reply, UNSUPPORTED, "colour space needs a conversion done by opj_decompress");
   } else {
     const opj_image_comp_t *first = &image->comps[0];
-    uint32_t width = first->w, height = first->h, channels = image->numcomps;
+    /* Of more than 4 components the first three are sent, as RGB (iipsrv master's output of them). */
+    uint32_t width = first->w, height = first->h, channels = image->numcomps > 4 ? 3 : image->numcomps;
     int wide = first->prec > 8;
     int same = 1;
     for (uint32_t c = 1; c < channels; c++)

@@ -96,6 +96,17 @@ export interface Config {
   memcachedServers: MemcachedServer[];
   /** Entry lifetime in seconds. */
   memcachedTimeout: number;
+  /**
+   * MEMCACHED_LEASE: longest a request waits, in ms, for a tile or region another worker or
+   * instance has leased (is rendering) before rendering it itself; 0 = no lease.
+   */
+  memcachedLeaseMs: number;
+  /** METRICS: Prometheus metrics at /metrics; null = the default (on with --http, off in FastCGI alone). */
+  metrics: boolean | null;
+  /** METRICS_PATH: the path /metrics answers on (FastCGI sites choose one their web server passes on). */
+  metricsPath: string;
+  /** HEALTH_PATH: the path the health answer is given on (besides the query `HEALTH`). */
+  healthPath: string;
   interpolation: Interpolation;
   /** Access-Control-Allow-Origin value; empty = no CORS headers. */
   cors: string;
@@ -124,6 +135,16 @@ export interface Config {
   maxSamplesPerPixel: number;
   /** MAX_PROCESSING_PIXELS: most pixels of one region decoded whole into memory (processing commands, raw samples). */
   maxProcessingPixels: number;
+  /** PLAIN_MAX_PIXELS: non-pyramidal images claiming more pixels are refused. */
+  plainMaxPixels: number;
+  /** PLAIN_MEMORY_PIXELS: non-pyramidal images up to this size are decoded whole and kept. */
+  plainMemoryPixels: number;
+  /** PLAIN_CACHE_SIZE (MB): bytes of decoded small images a worker keeps. */
+  plainCacheBytes: number;
+  /** PYRAMID_CACHE_DIR: where pyramids of big non-pyramidal images are built; '' = none. */
+  pyramidCacheDir: string;
+  /** PYRAMID_CACHE_SIZE (MB): bytes of pyramids kept in PYRAMID_CACHE_DIR. */
+  pyramidCacheBytes: number;
   fastcgi: FastCgiLimits;
   /** Notes for the start-up log: fallbacks taken and variables accepted but without effect here. */
   warnings: string[];
@@ -184,6 +205,14 @@ function seconds(env: Env, name: string, fallback: number): number {
 function atLeast(env: Env, name: string, fallback: number, min: number, unit: string): number {
   const value = integer(env, name, fallback);
   if (value < min) throw new ConfigError(name, `expected ${unit}, at least ${min}, got ${value}`);
+  return value;
+}
+
+/** A request path: begins with a slash. */
+function parsePath(env: Env, name: string, fallback: string): string {
+  const value = read(env, name);
+  if (value === undefined || value === '') return fallback;
+  if (!value.startsWith('/') || /[?#\s]/.test(value)) throw new ConfigError(name, `expected a path beginning with /, got "${value}"`);
   return value;
 }
 
@@ -436,6 +465,11 @@ export function loadConfig(env: Env = process.env): Config {
     );
   }
 
+  const plainCacheMb = decimal(env, 'PLAIN_CACHE_SIZE', 128);
+  if (plainCacheMb < 0) throw new ConfigError('PLAIN_CACHE_SIZE', 'expected a size in MB, 0 or more');
+  const pyramidCacheMb = decimal(env, 'PYRAMID_CACHE_SIZE', 10240);
+  if (pyramidCacheMb < 0) throw new ConfigError('PYRAMID_CACHE_SIZE', 'expected a size in MB, 0 or more');
+
   const filesystemPrefix = env.FILESYSTEM_PREFIX ?? '';
   const filesystemConfineSymlinks = flag(env, 'FILESYSTEM_CONFINE_SYMLINKS', false);
   if (filesystemConfineSymlinks && filesystemPrefix === '') warnings.push('FILESYSTEM_CONFINE_SYMLINKS has no effect without FILESYSTEM_PREFIX');
@@ -465,6 +499,10 @@ export function loadConfig(env: Env = process.env): Config {
     watermark,
     memcachedServers: parseMemcachedServers(env.MEMCACHED_SERVERS),
     memcachedTimeout,
+    memcachedLeaseMs: seconds(env, 'MEMCACHED_LEASE', 2),
+    metrics: read(env, 'METRICS') ? flag(env, 'METRICS', false) : null,
+    metricsPath: parsePath(env, 'METRICS_PATH', '/metrics'),
+    healthPath: parsePath(env, 'HEALTH_PATH', '/health'),
     interpolation: parseInterpolation(env),
     cors: read(env, 'CORS') ?? '',
     baseUrl: parseBaseUrl(env),
@@ -485,6 +523,11 @@ export function loadConfig(env: Env = process.env): Config {
     maxTileBytes: limit(env, 'MAX_TILE_BYTES', 32 * 1024 * 1024, 0x7fff_ffff),
     maxSamplesPerPixel: limit(env, 'MAX_SAMPLES_PER_PIXEL', 1024, 0xffff),
     maxProcessingPixels: limit(env, 'MAX_PROCESSING_PIXELS', 32 * 1024 * 1024, Number.MAX_SAFE_INTEGER),
+    plainMaxPixels: limit(env, 'PLAIN_MAX_PIXELS', 1 << 30, Number.MAX_SAFE_INTEGER),
+    plainMemoryPixels: Math.max(0, integer(env, 'PLAIN_MEMORY_PIXELS', 16 * 1024 * 1024)),
+    plainCacheBytes: Math.round(plainCacheMb * 1024 * 1024),
+    pyramidCacheDir: read(env, 'PYRAMID_CACHE_DIR') ?? '',
+    pyramidCacheBytes: Math.round(pyramidCacheMb * 1024 * 1024),
     fastcgi: parseFastCgiLimits(env, warnings),
     warnings,
   };

@@ -14,14 +14,26 @@ import { VERSION } from './version.js';
 import type { RunningWorker } from './server/worker.js';
 import { HANDOFF_MESSAGE, startConnectionHandoff, type ConnectionHandoff } from './server/connection-handoff.js';
 import { threadPoolSize } from './server/engine-options.js';
+import type { ClusterMetrics, WorkerMetrics } from './metrics.js';
 
-type PrimaryMessage = { type: 'shutdown' } | { type: 'flush-caches' } | { type: 'reopen-log' };
-type WorkerMessage = { type: 'ready'; http: string | null; fastcgi: string | null } | { type: 'start-failed'; message: string };
+type PrimaryMessage =
+  | { type: 'shutdown' }
+  | { type: 'flush-caches' }
+  | { type: 'reopen-log' }
+  | { type: 'metrics'; id: number; contentType: string; text: string | null }
+  | { type: 'metrics-collect'; id: number };
+type WorkerMessage =
+  | { type: 'ready'; http: string | null; fastcgi: string | null }
+  | { type: 'start-failed'; message: string }
+  | { type: 'metrics-request'; id: number }
+  | { type: 'metrics-collected'; id: number; metrics: WorkerMetrics };
 
 /** Replacing workers that die at once would spin; past this many deaths in a window, wait. */
 const RESTART_WINDOW_MS = 10_000;
 const RESTARTS_PER_WINDOW = 10;
 const OPTIONS_ENV = 'IIPSRV_TS_WORKER_OPTIONS';
+/** Longest the primary waits for one worker's metrics. */
+const METRICS_COLLECT_MS = 2000;
 
 export async function main(argv: string[]): Promise<void> {
   if (cluster.isWorker) {
@@ -116,6 +128,9 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
   // Workers get their listening socket from the primary, never as an inherited stdin: a socket
   // inherited on fd 0 (mod_fcgid, lighttpd, spawn-fcgi) would otherwise stay open, and go on
   // accepting connections nobody answers, in workers still finishing requests after the primary died.
+  // METRICS: on by default with --http, off when serving FastCGI alone.
+  // Loaded only then: the primary stays small.
+  const clusterMetrics: ClusterMetrics | null = metricsEnabled(options, config) ? new (await import('./metrics.js')).ClusterMetrics() : null;
   cluster.setupPrimary({ silent: false, stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: workerExecArgv() });
 
   let stopping = false;
@@ -130,6 +145,30 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
     UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? String(threadPoolSize(options.workers)),
   };
 
+  // Metrics: the workers that serve are asked for their numbers, each for a bounded time (one
+  // starting or stuck leaves the scrape without its numbers rather than failing it).
+  const ready = new Set<Worker>();
+  const collecting = new Map<number, (metrics: WorkerMetrics) => void>();
+  let collectId = 0;
+  const collect = (worker: Worker) =>
+    new Promise<WorkerMetrics | null>((resolve) => {
+      const id = collectId++;
+      const timer = setTimeout(() => finish(null), METRICS_COLLECT_MS);
+      const finish = (metrics: WorkerMetrics | null) => {
+        clearTimeout(timer);
+        collecting.delete(id);
+        resolve(metrics);
+      };
+      collecting.set(id, finish);
+      if (worker.isConnected()) worker.send({ type: 'metrics-collect', id } satisfies PrimaryMessage);
+      else finish(null);
+    });
+  const gatherMetrics = async (metrics: ClusterMetrics): Promise<string> => {
+    const answers = (await Promise.all([...ready].map(collect))).filter((m): m is WorkerMetrics => m !== null);
+    metrics.workers = answers.length;
+    return metrics.text(answers);
+  };
+
   const fork = (): Worker => {
     const worker = cluster.fork(env);
     worker.on('message', (message: WorkerMessage) => {
@@ -138,7 +177,21 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
         process.stderr.write(`iipsrv: ${message.message}\n`);
         log.error({ error: message.message }, 'worker could not start');
         void stop(1);
+      } else if (message.type === 'metrics-request') {
+        const answer = (text: string | null) => {
+          if (worker.isConnected())
+            worker.send({ type: 'metrics', id: message.id, contentType: clusterMetrics?.contentType ?? '', text } satisfies PrimaryMessage);
+        };
+        if (!clusterMetrics) answer(null);
+        else
+          gatherMetrics(clusterMetrics).then(answer, (error: Error) => {
+            log.warn({ err: error }, 'metrics could not be gathered from the workers');
+            answer(null);
+          });
+      } else if (message.type === 'metrics-collected') {
+        collecting.get(message.id)?.(message.metrics);
       } else if (message.type === 'ready') {
+        ready.add(worker);
         handoff?.addWorker(worker);
         if (announced) return;
         announced = true;
@@ -150,9 +203,11 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
   };
 
   cluster.on('exit', (worker, code, signal) => {
+    ready.delete(worker);
     handoff?.removeWorker(worker);
     if (stopping) return;
     log.error({ worker: worker.id, code, signal }, 'worker died; starting a new one');
+    if (clusterMetrics) clusterMetrics.workerRestarts++;
     const now = Date.now();
     deaths.push(now);
     while (deaths.length > 0 && deaths[0]! < now - RESTART_WINDOW_MS) deaths.shift();
@@ -231,6 +286,30 @@ async function runWorker(): Promise<void> {
     stopping = true;
     if (!starting) void finish();
   };
+  // Scrapes waiting for the primary's answer.
+  const scrapes = new Map<number, { resolve: (value: { contentType: string; text: string }) => void; reject: (error: Error) => void }>();
+  let scrapeId = 0;
+  const scrapeMetrics = metricsEnabled(options, config)
+    ? () =>
+        new Promise<{ contentType: string; text: string }>((resolve, reject) => {
+          const id = scrapeId++;
+          const timer = setTimeout(() => {
+            scrapes.delete(id);
+            reject(new Error('the primary did not answer within 10 s'));
+          }, 10_000);
+          scrapes.set(id, {
+            resolve: (value) => {
+              clearTimeout(timer);
+              resolve(value);
+            },
+            reject: (error) => {
+              clearTimeout(timer);
+              reject(error);
+            },
+          });
+          send({ type: 'metrics-request', id });
+        })
+    : null;
   process.on('message', (message: PrimaryMessage | typeof HANDOFF_MESSAGE, handle?: unknown) => {
     if (message === HANDOFF_MESSAGE) {
       const socket = handle as Socket | undefined;
@@ -241,6 +320,18 @@ async function runWorker(): Promise<void> {
     if (message.type === 'shutdown') stop();
     else if (message.type === 'flush-caches') running?.engine.flushCaches();
     else if (message.type === 'reopen-log') log.reopen();
+    else if (message.type === 'metrics-collect') {
+      const id = message.id;
+      void (running?.metrics?.getMetricsAsJSON() ?? Promise.resolve([])).then(
+        (metrics) => send({ type: 'metrics-collected', id, metrics }),
+        () => send({ type: 'metrics-collected', id, metrics: [] }),
+      );
+    } else if (message.type === 'metrics') {
+      const waiting = scrapes.get(message.id);
+      scrapes.delete(message.id);
+      if (message.text === null) waiting?.reject(new Error('the primary could not gather the metrics'));
+      else waiting?.resolve({ contentType: message.contentType, text: message.text });
+    }
   });
   // The primary is gone (killed without a chance to stop us): do not linger as an orphan.
   process.on('disconnect', stop);
@@ -256,6 +347,7 @@ async function runWorker(): Promise<void> {
       httpLimits: options.httpLimits,
       shutdownGraceMs: options.shutdownGraceMs,
       workers: options.workers,
+      scrapeMetrics,
     });
   } catch (error) {
     send({ type: 'start-failed', message: `cannot listen: ${(error as Error).message}` });
@@ -282,6 +374,11 @@ async function runWorker(): Promise<void> {
           ? fastcgiAddress
           : `${fastcgiAddress.address}:${fastcgiAddress.port}`,
   });
+}
+
+/** METRICS, or by default: on when serving HTTP, off for FastCGI alone. */
+function metricsEnabled(options: CliOptions, config: Config): boolean {
+  return config.metrics ?? options.http !== null;
 }
 
 /**

@@ -13,6 +13,7 @@ import { zoomify } from './protocols/zoomify/index.js';
 import { mapUri } from './protocols/shared/uri-map.js';
 import { type HeaderList, type PlainRequest, type PlainResponse, type RequestHandler } from './request.js';
 import { SERVER_NAME, VERSION } from './version.js';
+import { classify, serverKind, type RequestMetrics } from './metrics.js';
 
 const CORS_METHODS = 'GET, HEAD, POST, OPTIONS';
 const CORS_HEADERS = 'Accept, Content-Type, X-Requested-With, If-Modified-Since';
@@ -65,16 +66,85 @@ function hasBody(status: number): boolean {
  * IIP is the command language that carries the other protocols (as in iipsrv): `IIIF=`,
  * `DeepZoom=` and `Zoomify=` are commands of the same string, and URI_MAP turns a path into one.
  */
+const HEALTH = serverKind('health');
+const METRICS = serverKind('metrics');
+
 const PROTOCOL_COMMANDS: Readonly<Record<string, Command>> = { iiif, deepzoom, zoomify };
 
 export function requestString(request: PlainRequest, context: ProtocolContext): string {
   return mapUri(request.path, request.scriptName, request.query, context.config.uriMap) ?? request.query;
 }
 
-export function createRouter(context: ProtocolContext): RequestHandler {
-  const { config, log } = context;
+/** What the worker adds to the router beyond the protocols' context. */
+export interface RouterOptions {
+  /** Counts every request; null = no metrics. */
+  metrics?: RequestMetrics | null;
+  /** The whole cluster's metrics as Prometheus text (asked of the primary); null = /metrics is an ordinary path. */
+  scrape?: (() => Promise<{ contentType: string; text: string }>) | null;
+}
 
-  async function dispatch(request: PlainRequest): Promise<PlainResponse> {
+function jsonResponse(status: number, body: unknown): PlainResponse {
+  return {
+    status,
+    headers: [
+      ['Content-Type', 'application/json'],
+      ['Cache-Control', 'no-cache'],
+    ],
+    body: Buffer.from(JSON.stringify(body), 'utf8'),
+  };
+}
+
+/**
+ * The health answer: 503 when the image folder cannot be read (nothing could be served), 200
+ * otherwise; memcached's state is reported but never fails it (the server serves without it).
+ */
+async function health(context: ProtocolContext): Promise<PlainResponse> {
+  const state = await context.engine.health();
+  const ok = state.images.ok;
+  if (!ok) context.log.error({ folder: state.images.folder, error: state.images.error }, 'health: the image folder cannot be read');
+  return jsonResponse(ok ? 200 : 503, {
+    status: ok ? 'ok' : 'failing',
+    version: VERSION,
+    // The folder's path stays in the log: a health answer may be public.
+    images: state.images.ok ? 'readable' : 'unreadable',
+    memcached: state.memcached === null ? 'off' : state.memcached ? 'up' : 'down',
+  });
+}
+
+/** The health query of FastCGI sites: `?HEALTH` on the server's own URL, whatever the case. */
+const HEALTH_QUERY = /^health$/i;
+
+export function createRouter(context: ProtocolContext, options: RouterOptions = {}): RequestHandler {
+  const { config, log } = context;
+  const metrics = options.metrics ?? null;
+  const scrape = options.scrape ?? null;
+
+  async function metricsResponse(): Promise<PlainResponse> {
+    try {
+      const { contentType, text } = await scrape!();
+      return {
+        status: 200,
+        headers: [
+          ['Content-Type', contentType],
+          ['Cache-Control', 'no-cache'],
+        ],
+        body: Buffer.from(text, 'utf8'),
+      };
+    } catch (error) {
+      log.error({ err: error }, 'metrics could not be gathered');
+      return textResponse(503, 'Metrics could not be gathered');
+    }
+  }
+
+  /** Which counters a request falls under (see metrics.ts); -1 before it is known. */
+  function kindOf(request: PlainRequest, commands: string): number {
+    if (request.path === config.healthPath || HEALTH_QUERY.test(request.query)) return serverKind('health');
+    if (scrape && request.path === config.metricsPath) return serverKind('metrics');
+    if (commands === '') return serverKind('other');
+    return classify(commands);
+  }
+
+  async function dispatch(request: PlainRequest, commands: string, kind: number): Promise<PlainResponse> {
     switch (request.method) {
       // iipsrv 1.1 ignores the method: a POST is answered from its query string like a GET.
       case 'GET':
@@ -93,7 +163,8 @@ export function createRouter(context: ProtocolContext): RequestHandler {
           body: Buffer.from(`Method ${request.method} is not allowed`),
         };
     }
-    const commands = requestString(request, context);
+    if (kind === HEALTH) return health(context);
+    if (kind === METRICS) return metricsResponse();
     if (commands === '') return bannerResponse();
     try {
       return await runIip(commands, request, context, PROTOCOL_COMMANDS);
@@ -112,10 +183,13 @@ export function createRouter(context: ProtocolContext): RequestHandler {
   }
 
   return async function handle(request: PlainRequest): Promise<PlainResponse> {
-    const started = process.hrtime.bigint();
+    const started = performance.now();
     let response: PlainResponse;
+    let kind = serverKind('other');
     try {
-      response = await dispatch(request);
+      const commands = requestString(request, context);
+      kind = kindOf(request, commands);
+      response = await dispatch(request, commands, kind);
     } catch (error) {
       log.error({ err: error }, 'router failed');
       response = textResponse(500, 'Internal server error');
@@ -127,8 +201,10 @@ export function createRouter(context: ProtocolContext): RequestHandler {
     if (hasBody(response.status)) headers.push(['Content-Length', String(response.body.length)]);
     const finished: PlainResponse = { status: response.status, headers, body: hasBody(response.status) ? response.body : Buffer.alloc(0) };
 
+    const elapsed = performance.now() - started;
+    metrics?.record(kind, response.status, elapsed / 1000, request.method === 'HEAD' ? 0 : finished.body.length);
     if (log.enabled(2)) {
-      const micros = Number((process.hrtime.bigint() - started) / 1000n);
+      const micros = Math.round(elapsed * 1000);
       log.request(
         { method: request.method, query: request.query, path: request.path, status: response.status, bytes: response.body.length, micros },
         'request',

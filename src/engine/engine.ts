@@ -4,18 +4,21 @@
  * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
 import { createHash } from 'node:crypto';
+import { opendir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
+import { dirname } from 'node:path';
 import { type KernelEnum, type Sharp } from 'sharp';
 import { InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
 import type { MemcachedTier } from './cache/memcached.js';
-import { TileCache } from './cache/tile-cache.js';
+import { TileCache, type LeaseSettings } from './cache/tile-cache.js';
 import { decoding } from './codecs/libvips-errors.js';
 import { assertProcessable, DEFAULT_DECODE_LIMITS, type DecodeLimits } from './decode-limits.js';
 import { OpenImages, type OpenImage } from './files/open-images.js';
 import type { ImagePathRules } from './files/image-path.js';
-import { Formats } from './formats.js';
+import { Formats, type PlainOptions } from './formats.js';
+import type { ImageFormat } from './source.js';
 import { tileRect, type Rect, type RegionPlan } from './geometry.js';
 import type { Jp2DecoderOptions } from './jp2/decoder.js';
 import {
@@ -65,6 +68,10 @@ export interface EngineOptions {
   regionConcurrency?: number;
   /** MAX_TILE_BYTES, MAX_SAMPLES_PER_PIXEL, MAX_PROCESSING_PIXELS; defaults in decode-limits.ts. */
   limits?: DecodeLimits;
+  /** Images without a pyramid: size bounds, the decoded-image cache, the pyramid cache directory. */
+  plain?: PlainOptions;
+  /** How long a request waits for a tile another worker or instance is rendering (memcached lease). */
+  lease?: LeaseSettings;
 }
 
 /**
@@ -142,10 +149,21 @@ export class Engine {
   private readonly limits: DecodeLimits;
   private readonly pixels: PixelProcessor;
 
+  private readonly renders: Record<ImageFormat, { count: number; seconds: number }> = {
+    tiff: { count: 0, seconds: 0 },
+    jp2: { count: 0, seconds: 0 },
+    plain: { count: 0, seconds: 0 },
+  };
+  private readonly memcached: MemcachedTier | null;
+  private readonly imageFolder: string;
+
   constructor(options: EngineOptions) {
+    this.memcached = options.memcached ?? null;
+    const prefix = options.paths.prefix;
+    this.imageFolder = prefix === '' ? '.' : prefix.endsWith('/') ? prefix : dirname(prefix) + '/';
     this.regionSlots = new Slots(options.regionConcurrency ?? Math.max(2, availableParallelism()));
     const cacheBytes = options.cacheBytes ?? 0;
-    this.cache = new TileCache(cacheBytes > 0 ? new LruCache(cacheBytes) : null, options.memcached ?? null);
+    this.cache = new TileCache(cacheBytes > 0 ? new LruCache(cacheBytes) : null, options.memcached ?? null, options.lease);
     this.limits = options.limits ?? DEFAULT_DECODE_LIMITS;
     this.pixels = new PixelProcessor(this.limits);
     this.formats = new Formats({
@@ -153,12 +171,13 @@ export class Engine {
       jp2Decoder: options.jp2Decoder,
       jp2MaxDecodeBytes: options.jp2MaxDecodeBytes,
       limits: this.limits,
+      plain: options.plain,
     });
     this.images = new OpenImages({
       paths: options.paths,
       maxOpen: options.maxOpenImages ?? 1000,
       filenamePattern: options.filenamePattern ?? '_pyr_',
-      openSource: (file, name) => this.formats.open(file, name),
+      openSource: (file, name, page) => this.formats.open(file, name, page),
     });
     this.encoders = options.encoders ?? DEFAULT_ENCODER_SETTINGS;
     this.watermark = options.watermark ?? null;
@@ -206,7 +225,9 @@ export class Engine {
   }
 
   private cacheKey(image: OpenImage, kind: string): string {
-    return `${image.file.path}\0${image.file.mtimeSeconds}\0${kind}\0${this.outputTag}`;
+    // The pages of a stack share a file; page 0 keeps the key of a single image.
+    const page = image.page ? `\0page ${image.page}` : '';
+    return `${image.file.path}${page}\0${image.file.mtimeSeconds}\0${kind}\0${this.outputTag}`;
   }
 
   /**
@@ -246,7 +267,11 @@ export class Engine {
     // stays as it was first served (marked or not) while it is cached, as in iipsrv 1.3.
     const cached = await this.cache.get(key);
     if (cached) return cached;
+    return this.cache.fill(key, () => this.timed(image, () => this.renderTile(image, request, processing, bits)));
+  }
 
+  private async renderTile(image: OpenImage, request: TileRequest, processing: Processing, bits: 8 | 16): Promise<Buffer> {
+    const { level, col, row } = request;
     const decodeOptions = { layers: request.layers };
     const upright = request.rotation === 0 && !request.mirror;
     const watermark = this.watermark;
@@ -289,8 +314,19 @@ export class Engine {
         encodePipeline(await image.source.decode(level, rect, decodeOptions), channels, bits, request, mark, encoding, this.encoders),
       );
     }
-    this.cache.set(key, bytes);
     return bytes;
+  }
+
+  /** Times one rendering (decode, processing and encoding of what no cache had) under its codec. */
+  private async timed(image: OpenImage, render: () => Promise<Buffer>): Promise<Buffer> {
+    const started = performance.now();
+    try {
+      return await render();
+    } finally {
+      const codec = this.renders[image.source.description.format];
+      codec.count++;
+      codec.seconds += (performance.now() - started) / 1000;
+    }
   }
 
   /** A tile of IIP's TIL stream when it is not JTL's JPEG (see output/stream-tile.ts), else null. */
@@ -318,11 +354,13 @@ export class Engine {
     );
     const cached = await this.cache.get(key);
     if (cached) return cached;
-    const render = () => decoding(image.name, () => this.renderRegion(image, plan, output, signal));
     const expensive = Math.max(source.width * source.height, plan.outputWidth * plan.outputHeight) > CHEAP_REGION_PIXELS;
-    const bytes = expensive ? await this.regionSlots.run(render, signal) : await render();
-    this.cache.set(key, bytes);
-    return bytes;
+    // Shared by every identical request in flight: `shared` aborts once all their clients have gone.
+    const compute = (shared?: AbortSignal) => {
+      const render = () => decoding(image.name, () => this.renderRegion(image, plan, output, shared));
+      return this.timed(image, () => (expensive ? this.regionSlots.run(render, shared) : render()));
+    };
+    return this.cache.fill(key, compute, signal);
   }
 
   private async renderRegion(image: OpenImage, plan: RegionPlan, output: RegionOutput, signal: AbortSignal | undefined): Promise<Buffer> {
@@ -359,6 +397,7 @@ export class Engine {
       requested: output.requested ?? null,
       icc: this.iccFor(image, processing, output.colour),
       xmp: image.source.description.xmp,
+      exif: image.source.description.exif ?? null,
       bits,
     };
     const { tileWidth, tileHeight } = image.source.description.levels[0]!;
@@ -388,6 +427,36 @@ export class Engine {
 
   cacheStats(): Record<string, number> {
     return this.cache.stats();
+  }
+
+  /** Renderings (what no cache had) per source codec, and the seconds they took. */
+  renderStats(): Readonly<Record<ImageFormat, { count: number; seconds: number }>> {
+    return this.renders;
+  }
+
+  /** JPEG2000 decoder helpers that died or were retired and had to be started anew. */
+  jp2HelperRestarts(): number {
+    return this.formats.jp2HelperRestarts();
+  }
+
+  /**
+   * The state of what serving depends on, for health checks: whether the image folder
+   * (FILESYSTEM_PREFIX, or its directory part when it ends in a file name prefix) can be read, and
+   * whether memcached answers (null without one).
+   */
+  async health(): Promise<{ images: { ok: boolean; folder: string; error?: string }; memcached: boolean | null }> {
+    const folder = this.imageFolder;
+    const [images, memcached] = await Promise.all([
+      opendir(folder).then(
+        async (dir) => {
+          await dir.close();
+          return { ok: true, folder };
+        },
+        (error: NodeJS.ErrnoException) => ({ ok: false, folder, error: error.code ?? error.message }),
+      ),
+      this.memcached ? this.memcached.check() : Promise.resolve(null),
+    ]);
+    return { images, memcached };
   }
 }
 

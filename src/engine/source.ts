@@ -7,8 +7,12 @@
 import type { Sharp } from 'sharp';
 import type { LevelSize, Rect } from './geometry.js';
 
-/** The file formats a source reads, told apart by their first bytes. */
-export type ImageFormat = 'tiff' | 'jp2';
+/**
+ * The file formats a source reads, told apart by their first bytes: pyramid TIFF, JPEG2000, and
+ * the images without a pyramid that libvips reads (plain JPEG, PNG, WebP, GIF, HEIF/AVIF, JPEG XL,
+ * PNM; a TIFF that is not tiled is read as one too).
+ */
+export type ImageFormat = 'tiff' | 'jp2' | 'plain';
 
 /** Interleaved 8-bit samples, rows of `stride` bytes (at least width x channels). */
 export interface RawPixels {
@@ -47,6 +51,16 @@ export interface ImageMetadata {
   software?: string;
   make?: string;
   model?: string;
+  /** PageName (master iipsrv's "pagename"). */
+  pageName?: string;
+  /** StoNits (master iipsrv's "scale"). */
+  scale?: number;
+}
+
+/** A page of a multi-page stack (master iipsrv's OBJ=stack): its name (DocumentName) and scale (StoNits, else 1). */
+export interface StackPage {
+  name: string;
+  scale: number;
 }
 
 export interface ImageDescription {
@@ -60,13 +74,26 @@ export interface ImageDescription {
   /** Per channel, used to normalise data wider than 8 bits. */
   minValues: number[];
   maxValues: number[];
+  /**
+   * The depth and range as the file states them, when decoding widens the samples (a 12-bit TIFF
+   * decoded to 16 bits, its range scaled with it): what OBJ reports, as iipsrv does. Absent when
+   * the samples are decoded as stored.
+   */
+  stored?: { bitsPerSample: number; minValues: number[]; maxValues: number[] };
   /** Pixels per unit (unit 2 = inch, 3 = centimetre), or null when the file has none. */
   resolution: { x: number; y: number; unit: number } | null;
   icc: Buffer | null;
   xmp: string | null;
+  /** A JPEG source's EXIF, TIFF-structured (without JPEG's "Exif\0\0"): carried into region outputs as iipsrv master does. */
+  exif?: Buffer | null;
   metadata: ImageMetadata;
   /** Why the pixels cannot be decoded here although the file could be read (a codec we lack), or null. */
   undecodable: string | null;
+  /**
+   * Set when the file is a stack of pages (multi-page TIFF, as master iipsrv reads them): every
+   * page, counted from 0; this description is of one of them. Absent for a single image.
+   */
+  stack?: readonly StackPage[];
 }
 
 /** What a request may ask of a decoder beyond the rectangle. */
@@ -100,3 +127,6 @@ export interface ImageSource {
   samples(level: number, rect: Rect, options?: DecodeOptions): Promise<Samples>;
   close(): Promise<void>;
 }
+
+/** Opens a file of a format as a source; `page` selects a page of a stack (0 for any other image). */
+export type PageOpener = (path: string, name: string, page: number) => Promise<ImageSource>;

@@ -26,6 +26,14 @@ export function engineOptionsFor(config: Config): EngineOptions {
     maxIcc: config.maxIcc,
     jp2MaxDecodeBytes: config.jp2MaxDecodeBytes,
     jp2Decoder: { memoryBytes: config.jp2DecoderMemoryBytes, maxResidentBytes: config.jp2HelperMaxResidentBytes },
+    plain: {
+      maxInputPixels: config.plainMaxPixels,
+      memoryPixels: config.plainMemoryPixels,
+      memoryBytes: config.plainCacheBytes,
+      pyramidDir: config.pyramidCacheDir,
+      pyramidBytes: config.pyramidCacheBytes,
+    },
+    lease: { waitMs: config.memcachedLeaseMs, pollMs: 25 },
     limits: { maxTileBytes: config.maxTileBytes, maxSamplesPerPixel: config.maxSamplesPerPixel, maxProcessingPixels: config.maxProcessingPixels },
   };
 }

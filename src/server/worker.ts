@@ -10,6 +10,8 @@ import { Engine } from '../engine/engine.js';
 import { Watermark } from '../engine/output/watermark.js';
 import type { Log } from '../log.js';
 import { createRouter } from '../router.js';
+import { engineMetrics, RequestMetrics, workerRegistry } from '../metrics.js';
+import type { Registry } from 'prom-client';
 import { coresPerWorker, engineOptionsFor, regionConcurrency } from './engine-options.js';
 import { createFastCgiServer, type FastCgiServer } from './fastcgi/server.js';
 import { createHttpListener, type HttpListener } from './http.js';
@@ -23,12 +25,16 @@ export interface WorkerOptions {
   shutdownGraceMs: number;
   /** Worker processes in all, to share the cores between their JPEG2000 decoders. */
   workers?: number;
+  /** The whole cluster's metrics (asked of the primary); null or absent = no metrics. */
+  scrapeMetrics?: (() => Promise<{ contentType: string; text: string }>) | null;
 }
 
 export interface RunningWorker {
   engine: Engine;
   fastcgi: FastCgiServer | null;
   http: HttpListener | null;
+  /** This worker's metrics, which the primary sums over the workers; null without metrics. */
+  metrics: Registry | null;
   /** Stop accepting, finish requests in flight (bounded), close. */
   stop(): Promise<void>;
 }
@@ -56,7 +62,14 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     regionConcurrency: regionConcurrency(options.workers ?? 1),
     watermark,
   });
-  const handler = createRouter({ config, engine, log });
+  const scrape = options.scrapeMetrics ?? null;
+  let requestMetrics: RequestMetrics | null = null;
+  let registry: Registry | null = null;
+  if (scrape) {
+    requestMetrics = new RequestMetrics();
+    registry = workerRegistry([...requestMetrics.metrics(), ...engineMetrics(engine, memcached !== null)]);
+  }
+  const handler = createRouter({ config, engine, log }, { metrics: requestMetrics, scrape });
 
   let fastcgi: FastCgiServer | null = null;
   if (options.fastcgi) {
@@ -93,6 +106,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     engine,
     fastcgi,
     http,
+    metrics: registry,
     async stop() {
       await Promise.all([fastcgi?.close(options.shutdownGraceMs), http?.close(options.shutdownGraceMs)]);
     },

@@ -1,5 +1,6 @@
 /**
  * A small tiled-TIFF writer for tests: any sample type (1, 8, 16, 32-bit; unsigned, signed,
+ * float; and the packed unsigned depths 2, 4, 6, 10, 12, 14, most significant bit first),
  * float), any band count and photometric, SMin/SMaxSampleValue, resolution, uncompressed or
  * deflate (with the horizontal or floating-point predictor), either byte order, several levels in
  * the main IFD chain (the layout iipsrv 1.1 reads). libvips cannot write most of these (signed,
@@ -20,7 +21,7 @@ export interface TiffLevelData {
 export interface TiffSpec {
   levels: TiffLevelData[];
   channels: number;
-  bits: 1 | 8 | 16 | 32;
+  bits: 1 | 2 | 4 | 6 | 8 | 10 | 12 | 14 | 16 | 32;
   kind?: SampleKind;
   /** 0 MinIsWhite, 1 MinIsBlack, 2 RGB, 8 CIELAB. Default: 1 for 1-2 bands, else 2. */
   photometric?: number;
@@ -77,6 +78,25 @@ function tileBytes(spec: TiffSpec, level: TiffLevelData, col: number, row: numbe
         const sy = row * tile + y;
         if (sx >= level.width || sy >= level.height) continue;
         if (level.samples[sy * level.width + sx]) out[y * rowBytes + (x >> 3)]! |= 0x80 >> (x & 7);
+      }
+    }
+    return out;
+  }
+  if (bits !== 8 && bits !== 16 && bits !== 32) {
+    // Packed: each row's samples one after the other, most significant bit first, the row padded
+    // to a whole byte (as libtiff writes them). No predictor: libtiff allows none here.
+    const rowBytes = Math.ceil((tile * channels * bits) / 8);
+    out = Buffer.alloc(rowBytes * tile);
+    for (let y = 0; y < tile; y++) {
+      let bit = y * rowBytes * 8;
+      for (let x = 0; x < tile; x++) {
+        for (let c = 0; c < channels; c++, bit += bits) {
+          const sx = col * tile + x;
+          const sy = row * tile + y;
+          if (sx >= level.width || sy >= level.height) continue;
+          const v = level.samples[(sy * level.width + sx) * channels + c]!;
+          for (let b = 0; b < bits; b++) if ((v >> (bits - 1 - b)) & 1) out[(bit + b) >> 3]! |= 0x80 >> ((bit + b) & 7);
+        }
       }
     }
     return out;

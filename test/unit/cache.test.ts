@@ -54,6 +54,59 @@ describe('LRU cache', () => {
 
 const memcachedBinary = which('memcached');
 
+describe('TileCache.fill: identical requests in flight render once', () => {
+  const slow = (bytes: Buffer, counter: { n: number; signal?: AbortSignal }) => (signal?: AbortSignal) => {
+    counter.n++;
+    counter.signal = signal;
+    return new Promise<Buffer>((resolve, reject) => {
+      const timer = setTimeout(() => resolve(bytes), 50);
+      signal?.addEventListener('abort', () => {
+        clearTimeout(timer);
+        reject(signal.reason as Error);
+      });
+    });
+  };
+
+  it('computes once for concurrent callers, stores the result, and computes again when asked after it', async () => {
+    const cache = new TileCache(new LruCache(100_000), null);
+    const counter = { n: 0 };
+    const results = await Promise.all(Array.from({ length: 5 }, () => cache.fill('k', slow(Buffer.from('v'), counter))));
+    assert.equal(counter.n, 1);
+    for (const r of results) assert.deepEqual(r, Buffer.from('v'));
+    assert.equal(cache.stats().coalesced, 4);
+    assert.deepEqual(await cache.get('k'), Buffer.from('v'));
+  });
+
+  it('a caller whose signal aborts stops waiting; the rendering goes on while another waits', async () => {
+    const cache = new TileCache(null, null);
+    const counter: { n: number; signal?: AbortSignal } = { n: 0 };
+    const leaving = new AbortController();
+    const first = cache.fill('k', slow(Buffer.from('v'), counter), leaving.signal);
+    const second = cache.fill('k', slow(Buffer.from('v'), counter), new AbortController().signal);
+    leaving.abort();
+    await assert.rejects(first, { name: 'AbortError' });
+    assert.deepEqual(await second, Buffer.from('v'));
+    assert.equal(counter.n, 1);
+    assert.equal(counter.signal?.aborted, false);
+  });
+
+  it('the rendering is abandoned once every caller has gone, and a new caller starts afresh', async () => {
+    const cache = new TileCache(null, null);
+    const counter: { n: number; signal?: AbortSignal } = { n: 0 };
+    const a = new AbortController();
+    const b = new AbortController();
+    const first = cache.fill('k', slow(Buffer.from('v'), counter), a.signal);
+    const second = cache.fill('k', slow(Buffer.from('v'), counter), b.signal);
+    a.abort();
+    b.abort();
+    await assert.rejects(first, { name: 'AbortError' });
+    await assert.rejects(second, { name: 'AbortError' });
+    assert.equal(counter.signal?.aborted, true);
+    assert.deepEqual(await cache.fill('k', slow(Buffer.from('w'), counter)), Buffer.from('w'));
+    assert.equal(counter.n, 2);
+  });
+});
+
 describe('memcached tier (real memcached)', { skip: memcachedBinary ? false : 'memcached not installed (apt-get install memcached)' }, () => {
   let port: number;
   let server: Started;

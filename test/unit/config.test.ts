@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseMemcachedServers, parseUriMap } from '../../src/config.ts';
 import { DEFAULT_DECODE_LIMITS } from '../../src/engine/decode-limits.ts';
+import { PLAIN_DEFAULTS } from '../../src/engine/formats.ts';
+import { engineOptionsFor } from '../../src/server/engine-options.ts';
 
 describe('config: iipsrv defaults', () => {
   const config = loadConfig({});
@@ -33,6 +35,29 @@ describe('config: iipsrv defaults', () => {
   it('uses memcached on localhost when MEMCACHED_SERVERS is unset, none when it is empty', () => {
     assert.deepEqual(config.memcachedServers, [{ host: 'localhost', port: 11211 }]);
     assert.deepEqual(loadConfig({ MEMCACHED_SERVERS: '' }).memcachedServers, []);
+  });
+});
+
+describe('config: health, metrics and the memcached lease (issue 16)', () => {
+  it('defaults: 2 s lease, metrics by mode, /metrics and /health', () => {
+    const config = loadConfig({});
+    assert.equal(config.memcachedLeaseMs, 2000);
+    assert.equal(config.metrics, null, 'decided by the mode: on with --http, off in FastCGI alone');
+    assert.equal(config.metricsPath, '/metrics');
+    assert.equal(config.healthPath, '/health');
+  });
+  it('reads them, and refuses what cannot be meant', () => {
+    const config = loadConfig({ MEMCACHED_LEASE: '0.5', METRICS: '1', METRICS_PATH: '/iipsrv/metrics', HEALTH_PATH: '/iipsrv/health' });
+    assert.equal(config.memcachedLeaseMs, 500);
+    assert.equal(config.metrics, true);
+    assert.equal(config.metricsPath, '/iipsrv/metrics');
+    assert.equal(config.healthPath, '/iipsrv/health');
+    assert.equal(loadConfig({ METRICS: '0' }).metrics, false);
+    assert.equal(loadConfig({ MEMCACHED_LEASE: '0' }).memcachedLeaseMs, 0);
+    assert.throws(() => loadConfig({ MEMCACHED_LEASE: '-1' }), ConfigError);
+    assert.throws(() => loadConfig({ METRICS: 'maybe' }), ConfigError);
+    assert.throws(() => loadConfig({ METRICS_PATH: 'metrics' }), ConfigError);
+    assert.throws(() => loadConfig({ HEALTH_PATH: '/health?x' }), ConfigError);
   });
 });
 
@@ -107,6 +132,33 @@ describe('config: fallbacks iipsrv documents, with a warning', () => {
       ['MAX_TILE_BYTES', '4294967296'],
       ['MAX_SAMPLES_PER_PIXEL', '-1'],
       ['MAX_PROCESSING_PIXELS', '32MB'],
+    ] as const) {
+      assert.throws(
+        () => loadConfig({ [variable]: value }),
+        (error: unknown) => error instanceof ConfigError && error.variable === variable,
+      );
+    }
+  });
+  it("images without a pyramid: PLAIN_MAX_PIXELS, PLAIN_MEMORY_PIXELS, PLAIN_CACHE_SIZE, PYRAMID_CACHE_DIR, PYRAMID_CACHE_SIZE, defaults the engine's", () => {
+    assert.deepEqual(engineOptionsFor(loadConfig({})).plain, PLAIN_DEFAULTS);
+    const set = loadConfig({
+      PLAIN_MAX_PIXELS: '100000000',
+      PLAIN_MEMORY_PIXELS: '1000000',
+      PLAIN_CACHE_SIZE: '64',
+      PYRAMID_CACHE_DIR: '/var/cache/iipsrv',
+      PYRAMID_CACHE_SIZE: '1024',
+    });
+    assert.deepEqual(engineOptionsFor(set).plain, {
+      maxInputPixels: 100_000_000,
+      memoryPixels: 1_000_000,
+      memoryBytes: 64 * 1024 * 1024,
+      pyramidDir: '/var/cache/iipsrv',
+      pyramidBytes: 1024 * 1024 * 1024,
+    });
+    for (const [variable, value] of [
+      ['PLAIN_MAX_PIXELS', '0'],
+      ['PLAIN_CACHE_SIZE', '-1'],
+      ['PYRAMID_CACHE_SIZE', 'lots'],
     ] as const) {
       assert.throws(
         () => loadConfig({ [variable]: value }),

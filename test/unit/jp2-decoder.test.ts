@@ -120,13 +120,16 @@ describe('JPEG2000 decoders', { skip: JP2_SKIP ?? false }, () => {
     const crash = path.join(dir, 'crash-helper');
     writeFileSync(crash, '#!/bin/sh\nread line\nkill -SEGV $$\n');
     chmodSync(crash, 0o755);
-    const src = await source(decoder({ helper: crash, concurrency: 1 }));
+    const d = decoder({ helper: crash, concurrency: 1 });
+    const src = await source(d);
     await assert.rejects(
       src.samples(0, { left: 0, top: 0, width: 64, height: 64 }),
       (error: Error) => error instanceof FileError && /SIGSEGV/.test(error.message),
     );
     // The next request gets a new helper (which crashes again: still an answer, not a hang).
     await assert.rejects(src.samples(0, { left: 0, top: 0, width: 64, height: 64 }), FileError);
+    // Both gone helpers counted (iipsrv_jp2_helper_restarts_total).
+    assert.equal(d.helpers!.restarts, 2);
   });
 
   it('kills a hung opj_decompress at its timeout and leaves no output file', async () => {

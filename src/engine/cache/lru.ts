@@ -40,6 +40,11 @@ export class LruCache {
     return entry.value;
   }
 
+  /** The value without counting a lookup nor refreshing its place. */
+  peek(key: string): Buffer | undefined {
+    return this.entries.get(key)?.value;
+  }
+
   set(key: string, value: Buffer): void {
     // A small view of a big buffer (an encoder's worst-case output, a network read) would keep
     // all of it alive while being charged for its own length: keep a copy instead.

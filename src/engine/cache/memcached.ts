@@ -10,6 +10,8 @@ import { createHash } from 'node:crypto';
 import memjs from 'memjs';
 import type { MemcachedServer } from '../../config.js';
 
+const LEASE_VALUE = Buffer.from('1');
+
 export interface MemcachedTierOptions {
   servers: MemcachedServer[];
   /** Entry lifetime in seconds (MEMCACHED_TIMEOUT). */
@@ -38,6 +40,10 @@ export class MemcachedTier {
   hits = 0;
   misses = 0;
   skipped = 0;
+  /** Lookups that found another worker or instance computing the value (lease held elsewhere). */
+  leasesWaited = 0;
+  /** Waits for such a value that ran out of time. */
+  leaseTimeouts = 0;
 
   constructor(private readonly options: MemcachedTierOptions) {
     const servers = options.servers.map((s) => (s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`)).join(',');
@@ -87,7 +93,8 @@ export class MemcachedTier {
     }
   }
 
-  async get(key: string): Promise<Buffer | null> {
+  /** @param counted false for the polls of a lease wait, which are no lookups of a request's own */
+  async get(key: string, counted = true): Promise<Buffer | null> {
     if (!this.available()) return null;
     // After a back-off, let a single request find out whether memcached is back.
     if (!this.up) {
@@ -109,10 +116,10 @@ export class MemcachedTier {
       }
       this.succeeded();
       if (result.value) {
-        this.hits++;
+        if (counted) this.hits++;
         return result.value;
       }
-      this.misses++;
+      if (counted) this.misses++;
       return null;
     } catch (error) {
       this.failed((error as Error).message);
@@ -121,6 +128,89 @@ export class MemcachedTier {
       clearTimeout(timer);
       this.probing = false;
     }
+  }
+
+  /** Whether memcached answered its last request (false while the breaker keeps it skipped). */
+  get answering(): boolean {
+    return this.up;
+  }
+
+  /**
+   * Asks memcached now, whatever the breaker says (health checks): true when it answers within
+   * `deadlineMs`. An answer closes the breaker again; silence opens it as a failed lookup would.
+   */
+  async check(deadlineMs = 500): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const deadline = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), deadlineMs);
+      });
+      const result = await Promise.race([this.client.get('iipsrv-ts:health'), deadline]);
+      if (result === 'timeout') {
+        this.failed(`no answer within ${deadlineMs} ms`);
+        return false;
+      }
+      this.openUntil = 0;
+      this.succeeded();
+      return true;
+    } catch (error) {
+      this.failed((error as Error).message);
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Takes the short lease on computing `key` (memcached add of a lock key that expires by
+   * itself): true when this caller should compute it, false when another worker or instance holds
+   * the lease. A memcached that does not answer grants it (each computes, as without a lease).
+   */
+  async lease(key: string, seconds: number): Promise<boolean> {
+    if (!this.up || !this.available()) return true;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const deadline = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), this.getDeadlineMs);
+      });
+      const result = await Promise.race([this.client.add(MemcachedTier.key(key) + ':lease', LEASE_VALUE, { expires: seconds }), deadline]);
+      if (result === 'timeout') {
+        this.failed(`no answer within ${this.getDeadlineMs} ms`);
+        return true;
+      }
+      if (!result) this.leasesWaited++;
+      return result;
+    } catch (error) {
+      this.failed((error as Error).message);
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Gives the lease back once the value is stored (fire-and-forget; it also expires by itself). */
+  release(key: string): void {
+    if (!this.up) return;
+    this.client.delete(MemcachedTier.key(key) + ':lease').then(
+      () => undefined,
+      () => undefined,
+    );
+  }
+
+  /**
+   * Polls for a value another holder of the lease is computing: the value, or null once `waitMs`
+   * has passed without it (the caller then computes it itself).
+   */
+  async waitFor(key: string, waitMs: number, pollMs: number): Promise<Buffer | null> {
+    const until = Date.now() + waitMs;
+    while (Date.now() < until) {
+      await new Promise((resolve) => setTimeout(resolve, pollMs));
+      const value = await this.get(key, false);
+      if (value) return value;
+      if (!this.up) return null;
+    }
+    this.leaseTimeouts++;
+    return null;
   }
 
   set(key: string, value: Buffer): void {

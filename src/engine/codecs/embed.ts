@@ -106,9 +106,18 @@ function webpSize(type: string, data: Buffer): { width: number; height: number; 
   return { width: data.readUInt16LE(6) & 0x3fff, height: data.readUInt16LE(8) & 0x3fff, alpha: false };
 }
 
-export function embedInWebp(webp: Buffer, icc: Buffer): Buffer {
+interface WebpChunk {
+  type: string;
+  data: Buffer;
+}
+
+/**
+ * A WebP in the extended layout (VP8X first, made from the bitstream's size when missing), with
+ * its other chunks as `edit` orders them; VP8X's flags may be set in `header`.
+ */
+function rewriteWebp(webp: Buffer, edit: (chunks: { header: Buffer; rest: WebpChunk[] }) => WebpChunk[]): Buffer {
   if (webp.length < 20 || webp.toString('latin1', 0, 4) !== 'RIFF' || webp.toString('latin1', 8, 12) !== 'WEBP') throw new EmbedError('not a WebP');
-  const chunks: Array<{ type: string; data: Buffer }> = [];
+  const chunks: WebpChunk[] = [];
   for (let at = 12; at + 8 <= webp.length;) {
     const type = webp.toString('latin1', at, at + 4);
     const length = webp.readUInt32LE(at + 4);
@@ -127,20 +136,54 @@ export function embedInWebp(webp: Buffer, icc: Buffer): Buffer {
     header = { type: 'VP8X', data };
     chunks.unshift(header);
   }
-  header.data = Buffer.from(header.data);
-  header.data[0]! |= 0x20;
-  // ICCP comes right after VP8X.
-  const rest = chunks.filter((c) => c !== header && c.type !== 'ICCP');
-  const body = Buffer.concat([
-    Buffer.from('WEBP', 'latin1'),
-    riffChunk('VP8X', header.data),
-    riffChunk('ICCP', icc),
-    ...rest.map((c) => riffChunk(c.type, c.data)),
-  ]);
+  const flags = Buffer.from(header.data);
+  const rest = edit({ header: flags, rest: chunks.filter((c) => c !== header) });
+  const body = Buffer.concat([Buffer.from('WEBP', 'latin1'), riffChunk('VP8X', flags), ...rest.map((c) => riffChunk(c.type, c.data))]);
   const riff = Buffer.alloc(8);
   riff.write('RIFF', 0, 'latin1');
   riff.writeUInt32LE(body.length, 4);
   return Buffer.concat([riff, body]);
+}
+
+export function embedInWebp(webp: Buffer, icc: Buffer): Buffer {
+  return rewriteWebp(webp, (chunks) => {
+    chunks.header[0]! |= 0x20;
+    // ICCP comes right after VP8X.
+    return [{ type: 'ICCP', data: icc }, ...chunks.rest.filter((c) => c.type !== 'ICCP')];
+  });
+}
+
+const EXIF_SIGNATURE = Buffer.from('Exif\0\0', 'latin1');
+
+/**
+ * EXIF (the TIFF-structured data, without the "Exif\0\0" of JPEG's APP1) into a JPEG, PNG or WebP,
+ * as iipsrv master's compressors write it: JPEG an APP1 segment after the header, PNG an eXIf chunk
+ * before the image data, WebP an EXIF chunk after the bitstream (flagged in VP8X). Data too big for
+ * a JPEG segment is left out, as the image is still worth sending.
+ */
+export function embedExif(bytes: Buffer, format: 'jpeg' | 'png' | 'webp', exif: Buffer): Buffer {
+  switch (format) {
+    case 'jpeg': {
+      if (exif.length + EXIF_SIGNATURE.length > SEGMENT_PAYLOAD) return bytes;
+      const at = jpegHeaderEnd(bytes);
+      return Buffer.concat([bytes.subarray(0, at), segment(0xe1, [EXIF_SIGNATURE, exif]), bytes.subarray(at)]);
+    }
+    case 'png': {
+      const ihdrEnd = 8 + 25;
+      if (bytes.length < ihdrEnd || bytes.toString('latin1', 12, 16) !== 'IHDR') throw new EmbedError('not a PNG');
+      return Buffer.concat([bytes.subarray(0, ihdrEnd), pngChunk('eXIf', exif), bytes.subarray(ihdrEnd)]);
+    }
+    case 'webp':
+      return rewriteWebp(bytes, (chunks) => {
+        chunks.header[0]! |= 0x08;
+        return [...chunks.rest.filter((c) => c.type !== 'EXIF'), { type: 'EXIF', data: exif }];
+      });
+  }
+}
+
+/** EXIF as libvips gives it (APP1 payload, "Exif\0\0" first) without that prefix. */
+export function exifWithoutPrefix(exif: Buffer): Buffer {
+  return exif.subarray(0, 6).equals(EXIF_SIGNATURE) ? exif.subarray(6) : exif;
 }
 
 const TIFF_ICC_TAG = 34675;

@@ -32,7 +32,26 @@ export function sniffFormat(head: Buffer): ImageFormat | null {
     // The "I I" magic of some old TIFF writers, which iipsrv accepts too.
     if (magic.startsWith('I I')) return 'tiff';
   }
+  if (sniffPlain(head)) return 'plain';
   return null;
+}
+
+/**
+ * The images without a pyramid that libvips reads and we serve: JPEG, PNG, GIF, WebP, HEIF/AVIF,
+ * JPEG XL and binary PNM. Only these are handed to libvips: its other loaders (SVG, PDF, FITS ...)
+ * parse whole documents or run large libraries on a client's say-so.
+ */
+function sniffPlain(head: Buffer): boolean {
+  if (head.length < 12) return false;
+  if (head[0] === 0xff && head[1] === 0xd8 && head[2] === 0xff) return true;
+  if (head.readUInt32BE(0) === 0x89504e47) return true;
+  const ascii = head.toString('latin1', 0, 12);
+  if (ascii.startsWith('GIF87a') || ascii.startsWith('GIF89a')) return true;
+  if (ascii.startsWith('RIFF') && ascii.slice(8, 12) === 'WEBP') return true;
+  if (ascii.slice(4, 8) === 'ftyp' && /^(?:heic|heix|mif1|msf1|avif|avis)$/.test(ascii.slice(8, 12))) return true;
+  if (head[0] === 0xff && head[1] === 0x0a) return true;
+  if (ascii.startsWith('\0\0\0\x0cJXL ')) return true;
+  return /^P[56][\s]/.test(ascii);
 }
 
 /** What `stat` says of an image file: enough to tell whether a file already opened has changed. */
@@ -87,6 +106,6 @@ export async function identifyImageFile(file: ImageFileStat, name: string): Prom
   }
   if (bytesRead < MAGIC_LENGTH) throw new FileError(`${name} is too short to be an image`);
   const format = sniffFormat(head.subarray(0, bytesRead));
-  if (!format) throw new InvalidArgumentError(`Unsupported image type: ${name} (not a TIFF or JPEG2000 image)`);
+  if (!format) throw new InvalidArgumentError(`Unsupported image type: ${name} (not a TIFF, JPEG2000, JPEG, PNG, GIF, WebP, HEIF, JPEG XL or PNM image)`);
   return { ...file, format };
 }

@@ -24,10 +24,12 @@ export interface OpenImage {
   modifiedSeconds: number;
   /** Set when the name is an image sequence; this image is then one of its views. */
   sequence?: ImageSequence;
+  /** The page of a stack (multi-page TIFF) this image is, counted from 0; absent for page 0 and single images. */
+  page?: number;
 }
 
-/** Makes the source of an identified file (by its format). */
-export type SourceOpener = (file: ImageFileInfo, name: string) => Promise<ImageSource>;
+/** Makes the source of an identified file (by its format), or of a page of it when it is a stack. */
+export type SourceOpener = (file: ImageFileInfo, name: string, page: number) => Promise<ImageSource>;
 
 export interface OpenImagesOptions {
   paths: ImagePathRules;
@@ -93,12 +95,14 @@ export class OpenImages {
 
   /**
    * The view of `image`'s sequence at these angles (SDS, JTLS), an image like any other whose
-   * caches follow its own file; a single image is its own only view, whatever the angles.
-   * @throws FileError when the sequence has no such view
+   * caches follow its own file; of a stack (multi-page TIFF), as in master iipsrv, the page
+   * `horizontal` (counted from 0; the vertical angle is ignored); a single image is its own only
+   * view, whatever the angles.
+   * @throws FileError when the sequence has no such view, or the stack no such page
    */
   async openView(image: OpenImage, horizontal: number, vertical: number): Promise<OpenImage> {
     const { sequence } = image;
-    if (!sequence) return image;
+    if (!sequence) return image.source.description.stack ? this.openPage(image, horizontal) : image;
     const path = viewPath(sequence, horizontal, vertical);
     const printable = sequence.printableStem + viewFileName(sequence, horizontal, vertical);
     let stat;
@@ -110,6 +114,24 @@ export class OpenImages {
     }
     const file = await this.openFile(stat, printableName(image.name));
     return { ...file, name: image.name, modifiedSeconds: image.modifiedSeconds, sequence };
+  }
+
+  /**
+   * The page `page` (from 0) of a stack, an image like any other, read and cached apart from the
+   * other pages of its file.
+   * @throws FileError when the stack has no such page, or the file changed into one without it
+   */
+  async openPage(image: OpenImage, page: number): Promise<OpenImage> {
+    const stack = image.source.description.stack;
+    if (!stack) return image;
+    if ((image.page ?? 0) === page) return image;
+    const printable = printableName(image.name);
+    if (!Number.isInteger(page) || page < 0 || page >= stack.length) {
+      throw new FileError(`${printable} has no page ${page}: the stack has ${stack.length} page${stack.length === 1 ? '' : 's'} (counted from 0)`);
+    }
+    const stat = statImageFile(image.file.path, printable);
+    const file = await this.openFile(stat, printable, page);
+    return { ...file, name: image.name, modifiedSeconds: file.file.mtimeSeconds, ...(page > 0 ? { page } : {}) };
   }
 
   /** SIGHUP: forget every parsed file and sequence, so that replaced files are read afresh. */
@@ -128,10 +150,12 @@ export class OpenImages {
     }
   }
 
-  /** A parsed file, from the open-file cache when it has not changed since. */
-  private async openFile(stat: ImageFileStat, printable: string): Promise<OpenFile> {
-    const { path } = stat;
-    if (this.realPaths && !this.realPaths.fileInside(path, stat)) throw outside(printable);
+  /** A parsed file (a page of it), from the open-file cache when it has not changed since. */
+  private async openFile(stat: ImageFileStat, printable: string, page = 0): Promise<OpenFile> {
+    const { path: file } = stat;
+    if (this.realPaths && !this.realPaths.fileInside(file, stat)) throw outside(printable);
+    // Each page of a stack is parsed and kept apart (its levels are its own).
+    const path = page > 0 ? `${file}\0${page}` : file;
     const known = this.open.get(path);
     if (known) {
       const image = await known.catch(() => null);
@@ -145,7 +169,7 @@ export class OpenImages {
       // libvips caches opened files by name: without this it would go on decoding the old file.
       dropDecoderCache();
     }
-    const opening = identifyImageFile(stat, printable).then(async (file) => ({ file, source: await this.options.openSource(file, printable) }));
+    const opening = identifyImageFile(stat, printable).then(async (info) => ({ file: info, source: await this.options.openSource(info, printable, page) }));
     if (this.maxOpen > 0) {
       this.open.set(path, opening);
       opening.catch(() => {

@@ -207,6 +207,8 @@ export class HelperPool {
   private readonly waiting: Array<(helper: Helper) => void> = [];
   /** Helpers replaced for the memory they used or kept (tests, statistics). */
   replaced = 0;
+  /** Helpers that went (died, timed out, retired): the next decode that needs one starts a new one. */
+  restarts = 0;
 
   constructor(
     private readonly binary: string,
@@ -237,6 +239,7 @@ export class HelperPool {
     while (this.idleHelpers.length > 0) {
       const helper = this.idleHelpers.pop()!;
       if (helper.alive) return Promise.resolve(helper);
+      this.restarts++;
       this.all.delete(helper);
     }
     if (this.all.size < this.size) return Promise.resolve(this.spawn());
@@ -252,6 +255,7 @@ export class HelperPool {
   private release(helper: Helper): void {
     if (!helper.alive) {
       if (helper.retired) this.replaced++;
+      this.restarts++;
       this.all.delete(helper);
       const next = this.waiting.shift();
       if (next) next(this.spawn());

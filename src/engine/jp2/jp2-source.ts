@@ -106,20 +106,27 @@ export function effectiveLayers(total: number, maxLayers: number, requested?: nu
   return Math.max(1, Math.min(total, layers));
 }
 
+/**
+ * The components decoded: all of up to 4; of more, the first three as RGB (the decoder drops the
+ * rest), which is what iipsrv master sends of them in every output format.
+ */
+export function decodedComponents(header: Jp2Header): number {
+  const count = header.components.length;
+  return count > 4 ? 3 : count;
+}
+
 function colourSpaceOf(header: Jp2Header): ColourSpace {
-  const channels = header.components.length;
+  const channels = decodedComponents(header);
   if (header.enumeratedColourSpace === 14) return 'cielab';
   // 1-bit data is widened to 0/255 when decoded: plain grey from then on.
   if (channels <= 2) return 'grey';
-  return channels <= 4 ? 'srgb' : 'multiband';
+  return 'srgb';
 }
 
 function undecodable(header: Jp2Header): string | null {
-  const channels = header.components.length;
-  if (channels > 4) return `JPEG2000 with ${channels} components is not supported`;
   // Its L*a*b* coding (the colr box's range and offset parameters) is not TIFF's.
   if (header.enumeratedColourSpace === 14) return 'JPEG2000 CIELab is not supported';
-  const precisions = new Set(header.components.map((c) => c.precision));
+  const precisions = new Set(header.components.slice(0, decodedComponents(header)).map((c) => c.precision));
   if (precisions.size > 1) return 'JPEG2000 components of different bit depths are not supported';
   if ([...precisions][0]! > 16) return 'JPEG2000 samples wider than 16 bits are not supported';
   return null;
@@ -127,17 +134,26 @@ function undecodable(header: Jp2Header): string | null {
 
 function describe(header: Jp2Header): ImageDescription {
   const precision = header.components[0]!.precision;
-  const max = 2 ** precision - 1;
+  const channels = decodedComponents(header);
+  const wide = precision > 8;
   return {
     format: 'jp2',
     levels: jp2Levels(header),
-    channels: header.components.length,
-    // Fewer than 8 bits are widened to 8 when decoded; 9-15 travel as 16-bit with their own maximum.
-    bitsPerSample: precision <= 8 ? 8 : 16,
-    sampleFormat: header.components[0]!.signed ? 'int' : 'uint',
+    channels,
+    // Samples are widened when decoded, by repeating their bits as iipsrv master does: fewer than
+    // 8 bits to 8, 9 to 15 to 16; signed ones are offset by half their range first (as
+    // opj_decompress writes them), so they are unsigned from then on.
+    bitsPerSample: wide ? 16 : 8,
+    sampleFormat: 'uint',
     colourSpace: colourSpaceOf(header),
-    minValues: header.components.map(() => 0),
-    maxValues: header.components.map(() => (precision <= 8 ? 255 : max)),
+    minValues: new Array<number>(channels).fill(0),
+    maxValues: new Array<number>(channels).fill(wide ? 65535 : 255),
+    // OBJ reports the codestream's precision and range (iipsrv master: 2^n for 9-15 bits).
+    ...(precision !== 8 && precision !== 16
+      ? {
+          stored: { bitsPerSample: precision, minValues: new Array<number>(channels).fill(0), maxValues: new Array<number>(channels).fill(2 ** precision - 1) },
+        }
+      : {}),
     // iipsrv reports JP2 resolution per centimetre.
     resolution: header.resolution ? { x: header.resolution.x / 100, y: header.resolution.y / 100, unit: 3 } : null,
     icc: header.icc,
@@ -289,7 +305,7 @@ export class Jp2Source implements ImageSource {
 
   /** Large areas in strips of whole rows, each a decode of its own, joined here. */
   private async decodeArea(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
-    const channels = this.header.components.length;
+    const channels = decodedComponents(this.header);
     const stripRows = Math.max(1, Math.floor((this.options.stripSamples ?? STRIP_SAMPLES) / (rect.width * channels)));
     if (stripRows >= rect.height) return this.decodeOnce(reduce, rect, layers);
     let joined: Uint8Array | Uint16Array | null = null;
@@ -325,7 +341,7 @@ export class Jp2Source implements ImageSource {
       if (tiles.left !== rect.left || tiles.top !== rect.top || tiles.width !== rect.width || tiles.height !== rect.height) {
         // Kept for the other tiles they hold (16 of 256x256 in a 1024x1024 codestream tile), and
         // shared by the requests asking for them at the same time.
-        const bytes = tiles.width * tiles.height * h.components.length * (h.components[0]!.precision > 8 ? 2 : 1);
+        const bytes = tiles.width * tiles.height * decodedComponents(h) * (h.components[0]!.precision > 8 ? 2 : 1);
         const decodeTiles = () => this.decodeExactly(reduce, tiles, layers);
         const key = `${this.cacheId}${reduce}\0${layers}\0tiles ${tiles.left},${tiles.top},${tiles.width},${tiles.height}`;
         const pixels = bytes <= MAX_KEPT_TILES_BYTES ? await this.options.levelCache.get(key, decodeTiles) : await decodeTiles();
@@ -355,9 +371,10 @@ export class Jp2Source implements ImageSource {
 
   private async decodeExactly(reduce: number, rect: Rect, layers: number, highThroughput = false): Promise<DecodedPixels> {
     const h = this.header;
-    const channels = h.components.length;
+    const channels = decodedComponents(h);
     const limit = this.options.maxDecodeBytes ?? DEFAULT_MAX_DECODE_BYTES;
-    const needed = decodeMemory(h, this.fileBytes, rect.width * rect.height * channels);
+    // Every component is decoded, however many are kept.
+    const needed = decodeMemory(h, this.fileBytes, rect.width * rect.height * h.components.length);
     if (limit > 0 && needed.bytes > limit) {
       throw new FileError(
         `${this.name}: decoding it would need about ${megabytes(needed.bytes)} MB in the JPEG2000 decoder (${needed.reason}), ` +
@@ -376,7 +393,8 @@ export class Jp2Source implements ImageSource {
       y1: Math.min(h.y1, (originY + rect.top + rect.height) * scale),
       width: rect.width,
       height: rect.height,
-      channels,
+      // The bound of the output: opj_decompress writes up to 4 of more components.
+      channels: Math.min(h.components.length, 4),
     };
     let pixels: DecodedPixels;
     try {
@@ -395,8 +413,15 @@ export class Jp2Source implements ImageSource {
       }
       throw new ServerFailureError(`${this.name}: JPEG2000 decoding failed: ${error.message}`);
     }
+    // opj_decompress (the fallback for sYCC and subsampled data) writes what PNM holds of more
+    // components: the same first three are kept, and fewer than asked for is the file's damage.
+    if (pixels.channels > channels) pixels = firstChannels(pixels, channels);
+    if (pixels.channels !== channels) {
+      throw new FileError(`${this.name}: the JPEG2000 decoder gave ${pixels.channels} components where ${channels} were expected`);
+    }
     const precision = h.components[0]!.precision;
     if (precision < 8 && pixels.data instanceof Uint8Array) widenTo8Bits(pixels.data, precision);
+    if (precision > 8 && precision < 16 && pixels.data instanceof Uint16Array) widenTo16Bits(pixels.data, precision);
     return pixels;
   }
 
@@ -408,6 +433,13 @@ export class Jp2Source implements ImageSource {
 
 const megabytes = (bytes: number) => Math.ceil(bytes / (1024 * 1024));
 
+function firstChannels(pixels: DecodedPixels, channels: number): DecodedPixels {
+  const { width, height, channels: all } = pixels;
+  const out = pixels.data instanceof Uint16Array ? new Uint16Array(width * height * channels) : Buffer.allocUnsafe(width * height * channels);
+  for (let p = 0, i = 0, o = 0; p < width * height; p++, i += all) for (let c = 0; c < channels; c++) out[o++] = pixels.data[i + c]!;
+  return { data: out, width, height, channels };
+}
+
 function crop(pixels: DecodedPixels, rect: Rect): DecodedPixels {
   const { channels } = pixels;
   const rowLength = rect.width * channels;
@@ -418,6 +450,16 @@ function crop(pixels: DecodedPixels, rect: Rect): DecodedPixels {
   }
   const data = out instanceof Uint8Array ? Buffer.from(out.buffer, out.byteOffset, out.byteLength) : out;
   return { data, width: rect.width, height: rect.height, channels };
+}
+
+/**
+ * 9 to 15-bit samples to 16 bits by repeating their bits (12 bits: v << 4 | v >> 8), as iipsrv
+ * master widens 10, 12 and 14-bit ones: 0 stays 0, the largest value becomes 65535.
+ */
+function widenTo16Bits(data: Uint16Array, precision: number): void {
+  const table = new Uint16Array(2 ** precision);
+  for (let v = 0; v < table.length; v++) table[v] = (v << (16 - precision)) | (v >> (2 * precision - 16));
+  for (let i = 0; i < data.length; i++) data[i] = table[data[i]! & (table.length - 1)]!;
 }
 
 /** 1 to 7-bit samples scaled to 0..255, so that the 8-bit paths show them as they are meant. */

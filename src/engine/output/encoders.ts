@@ -6,7 +6,7 @@
  */
 import sharp, { type Sharp } from 'sharp';
 import { NotImplementedError } from '../../errors.js';
-import { EmbedError, embedInJp2, embedInJpeg, embedInPng, embedInTiff, embedInWebp } from '../codecs/embed.js';
+import { EmbedError, embedExif, embedInJp2, embedInJpeg, embedInPng, embedInTiff, embedInWebp } from '../codecs/embed.js';
 import { jpegCodec } from '../codecs/jpeg.js';
 import { encodeJp2, jp2Output } from './jp2.js';
 import { pdfWithJpeg } from './pdf.js';
@@ -74,6 +74,11 @@ export interface EncodeOptions {
   /** Embedded when given (the caller has applied EMBED_ICC / MAX_ICC and the processing rules). */
   icc?: Buffer | null;
   xmp?: string | null;
+  /**
+   * A JPEG source's EXIF (TIFF-structured, no "Exif" prefix): iipsrv master writes it into the JPEG,
+   * PNG, WebP and AVIF regions it exports (CVT), never into tiles.
+   */
+  exif?: Buffer | null;
   /** 16 keeps 16-bit samples (PNG and TIFF only; the pipeline must carry them). */
   bits?: 8 | 16;
 }
@@ -135,9 +140,14 @@ export async function encodeImage(pipeline: Sharp, channels: number, options: En
       // AVIF keeps its profile in a box that cannot be spliced in afterwards; sharp keeps an input's
       // profile as it is (no conversion), so the pixels reach it as a PNG carrying the profile.
       // That costs an uncompressed PNG, next to an AVIF encoding 50-100 times more.
-      if (options.icc) {
-        const png = embedInPng(await pipeline.png({ compressionLevel: 0 }).toBuffer(), options.icc);
-        pipeline = sharp(png).keepIccProfile();
+      // EXIF goes the same way: libvips reads a PNG's eXIf chunk and keepExif writes it into the AVIF.
+      if (options.icc || options.exif) {
+        let png: Buffer = await pipeline.png({ compressionLevel: 0 }).toBuffer();
+        if (options.icc) png = embedInPng(png, options.icc);
+        if (options.exif) png = embedExif(png, 'png', options.exif);
+        pipeline = sharp(png);
+        if (options.icc) pipeline = pipeline.keepIccProfile();
+        if (options.exif) pipeline = pipeline.keepExif();
         if (options.xmp) pipeline = pipeline.withXmp(options.xmp);
       }
       bytes = await pipeline.avif(avif).toBuffer();
@@ -172,7 +182,9 @@ export async function encodeImage(pipeline: Sharp, channels: number, options: En
     }
   }
   const spliced = format === 'jpeg' || format === 'jp2';
-  return embedMetadata(bytes, format, options.icc ?? null, spliced ? (options.xmp ?? null) : null);
+  bytes = embedMetadata(bytes, format, options.icc ?? null, spliced ? (options.xmp ?? null) : null);
+  if (options.exif && (format === 'jpeg' || format === 'png' || format === 'webp')) bytes = embedExif(bytes, format, options.exif);
+  return bytes;
 }
 
 /** iipsrv writes the first three bands (grey+alpha: the first) and drops alpha without compositing. */

@@ -4,5 +4,5 @@
  */
 export { TiffFile, defaultMaxValue } from './reader.js';
 export { TiffFormatError } from './errors.js';
-export type { TiffInfo, TiffLevel, TextTagName } from './types.js';
+export type { StackPage, TiffInfo, TiffLevel, TextTagName } from './types.js';
 export { Tag, FieldType, Compression, tagName } from './tags.js';

@@ -8,7 +8,7 @@ import { TiffFormatError } from './errors.js';
 import { type Ifd, isUnsignedIntegerType, readIfd, StructureBudget, type IfdEntry, type TiffHeader } from './ifd.js';
 import type { PositionedFile } from './positioned-file.js';
 import { Tag, tagName } from './tags.js';
-import type { TiffLevel } from './types.js';
+import type { StackPage, TiffLevel } from './types.js';
 
 /**
  * Longest main IFD chain read, and most SubIFDs of IFD 0: a pyramid has a level per halving (30
@@ -109,6 +109,8 @@ export interface LevelLayout {
 export interface Pyramid {
   first: Directory;
   levels: LevelLayout[];
+  /** The pages of a stack, or empty when the file is one image. */
+  stack: StackPage[];
 }
 
 async function describe(
@@ -275,57 +277,104 @@ function isReduction(d: Directory, previous: Directory, first: Directory): boole
   );
 }
 
-/**
- * Read the directories and choose the pyramid levels.
- * @param firstTags extra tags of IFD 0 to preload (the caller's metadata; unreadable ones are dropped)
- */
-export async function discoverPyramid(source: PositionedFile, header: TiffHeader, firstTags: readonly number[]): Promise<Pyramid> {
-  if (header.firstIfd === 0) throw new TiffFormatError('TIFF file has no image (no IFD)');
-  const budget = new StructureBudget();
-  const seen = new Set<number>([header.firstIfd]);
-  const ifd0 = await readIfd(source, header, header.firstIfd, 'IFD 0', budget);
-  const subIfds = ifd0.entry(Tag.SubIFDs)?.count ?? 0;
-  if (subIfds > MAX_SUBIFDS) throw corrupt('IFD 0', `has ${subIfds} SubIFDs, more than ${MAX_SUBIFDS} (the most read)`);
-  const first = await describe(source, ifd0, 0, -1, 'IFD 0', [Tag.SubIFDs], firstTags);
-  if (!first.tiled) throw new TiffFormatError('TIFF image is not tiled');
-  const levels = [layoutLevel(source, first)];
+/** The tags a main-chain directory is read with beyond {@link DIRECTORY_TAGS}: a stack page's name and scale. */
+const PAGE_TAGS: readonly number[] = [Tag.DocumentName, Tag.StoNits];
 
-  // OME-TIFF style: reduced resolutions in the SubIFDs of IFD 0.
-  const subOffsets = first.ifd.numbers(Tag.SubIFDs) ?? [];
+function stackPage(d: Directory): StackPage {
+  const scale = d.ifd.number(Tag.StoNits);
+  return { name: d.ifd.text(Tag.DocumentName) ?? '', scale: scale !== undefined && Number.isFinite(scale) ? scale : 1 };
+}
+
+/** Master iipsrv takes the main-chain directories of NewSubfileType 2 (a page) as the pages of a stack. */
+function isPage(d: Directory): boolean {
+  return d.ifd.has(Tag.NewSubfileType) && d.newSubfileType === 2;
+}
+
+/** `d` and the reductions among its SubIFDs (OME-TIFF style), largest first. */
+async function withSubIfdLevels(source: PositionedFile, header: TiffHeader, d: Directory, budget: StructureBudget, seen: Set<number>): Promise<LevelLayout[]> {
+  const levels = [layoutLevel(source, d)];
+  const count = d.ifd.entry(Tag.SubIFDs)?.count ?? 0;
+  if (count > MAX_SUBIFDS) throw corrupt(d.what, `has ${count} SubIFDs, more than ${MAX_SUBIFDS} (the most read)`);
+  const subOffsets = d.ifd.numbers(Tag.SubIFDs) ?? [];
   subOffsets.forEach((offset, i) => {
-    if (seen.has(offset)) throw new TiffFormatError(`corrupt TIFF: IFD loop (SubIFD ${i} of IFD 0 at offset ${offset} was already read)`);
+    if (seen.has(offset)) throw new TiffFormatError(`corrupt TIFF: IFD loop (SubIFD ${i} of ${d.what} at offset ${offset} was already read)`);
     seen.add(offset);
   });
   const subDirectories = await Promise.all(
     subOffsets.map(async (offset, i) => {
-      const what = `SubIFD ${i} of IFD 0`;
-      return describe(source, await readIfd(source, header, offset, what, budget), 0, i, what);
+      const what = `SubIFD ${i} of ${d.what}`;
+      return describe(source, await readIfd(source, header, offset, what, budget), d.page, i, what);
     }),
   );
-  let previous = first;
-  for (const d of subDirectories) {
-    if (!isReduction(d, previous, first)) continue;
-    levels.push(layoutLevel(source, d));
-    previous = d;
+  let previous = d;
+  for (const sub of subDirectories) {
+    if (!isReduction(sub, previous, d)) continue;
+    levels.push(layoutLevel(source, sub));
+    previous = sub;
   }
-  if (levels.length > 1) return { first, levels };
+  return levels;
+}
 
-  // Classic pyramid: reduced resolutions further down the main IFD chain.
+/**
+ * Read the directories and choose the pyramid levels, and tell a stack of pages from a pyramid as
+ * master iipsrv does: when IFD 0 has reduced resolutions in its SubIFDs, or when the first tiled
+ * directory after it has IFD 0's size (pages too small for a pyramid), the main-chain directories of
+ * NewSubfileType 2 are the pages of a stack, each its own image (IFD and SubIFD reductions, or a
+ * single level). A pyramid whose levels are in the main chain (libvips, vips) is one image.
+ * @param firstTags extra tags of the chosen page's IFD to preload (the caller's metadata; unreadable ones are dropped)
+ * @param page the page of a stack to describe, counted from 0 among the pages (0 for any other TIFF)
+ */
+export async function discoverPyramid(source: PositionedFile, header: TiffHeader, firstTags: readonly number[], page = 0): Promise<Pyramid> {
+  if (header.firstIfd === 0) throw new TiffFormatError('TIFF file has no image (no IFD)');
+  const budget = new StructureBudget();
+  const seen = new Set<number>([header.firstIfd]);
+  const ifd0 = await readIfd(source, header, header.firstIfd, 'IFD 0', budget);
+  const first = await describe(source, ifd0, 0, -1, 'IFD 0', [Tag.SubIFDs], [...firstTags, ...PAGE_TAGS]);
+  if (!first.tiled) throw new TiffFormatError('TIFF image is not tiled');
+  const firstLevels = await withSubIfdLevels(source, header, first, budget, seen);
+  const subIfdPyramid = firstLevels.length > 1;
+
+  // The main chain: reductions of a classic pyramid, and the pages of a stack.
+  const pages: Directory[] = isPage(first) ? [first] : [];
+  const reductions = [firstLevels[0]!];
+  let previous = first;
+  let firstTiled: Directory | null = null;
   let offset = ifd0.next;
-  for (let page = 1; offset !== 0; page++) {
-    const what = `IFD ${page}`;
-    if (page >= MAX_IFDS) throw new TiffFormatError(`corrupt TIFF: more than ${MAX_IFDS} IFDs in the main chain (the most read)`);
+  for (let index = 1; offset !== 0; index++) {
+    const what = `IFD ${index}`;
+    if (index >= MAX_IFDS) throw new TiffFormatError(`corrupt TIFF: more than ${MAX_IFDS} IFDs in the main chain (the most read)`);
     if (seen.has(offset)) throw new TiffFormatError(`corrupt TIFF: IFD loop (${what} at offset ${offset} was already read)`);
     seen.add(offset);
     // Reads from the page cache are synchronous: a long chain would otherwise hold the event loop.
-    if (page % IFDS_PER_TURN === 0) await new Promise((resolve) => setImmediate(resolve));
+    if (index % IFDS_PER_TURN === 0) await new Promise((resolve) => setImmediate(resolve));
     const ifd = await readIfd(source, header, offset, what, budget);
-    const d = await describe(source, ifd, page, -1, what);
-    if (d.tiled && isReduction(d, previous, first)) {
-      levels.push(layoutLevel(source, d));
-      previous = d;
+    const d = await describe(source, ifd, index, -1, what, [], PAGE_TAGS);
+    if (isPage(d)) pages.push(d);
+    if (d.tiled) {
+      firstTiled ??= d;
+      if (!subIfdPyramid && isReduction(d, previous, first)) {
+        reductions.push(layoutLevel(source, d));
+        previous = d;
+      }
     }
     offset = ifd.next;
   }
-  return { first, levels };
+
+  const isStack = pages.length > 0 && (subIfdPyramid || (firstTiled !== null && firstTiled.width === first.width && firstTiled.height === first.height));
+  if (!isStack) {
+    if (page !== 0) throw new TiffFormatError(`the image is not a stack of pages: there is no page ${page}`);
+    return { first, levels: subIfdPyramid ? firstLevels : reductions, stack: [] };
+  }
+  const stack = pages.map(stackPage);
+  if (!Number.isInteger(page) || page < 0 || page >= pages.length) {
+    throw new TiffFormatError(`there is no page ${page}: the stack has ${pages.length} page${pages.length === 1 ? '' : 's'} (counted from 0)`);
+  }
+  if (page === 0 && pages[0] === first) return { first, levels: subIfdPyramid ? firstLevels : [firstLevels[0]!], stack };
+  // The chosen page, read again with the tags of its metadata.
+  const chosen = pages[page]!;
+  const what = `${chosen.what} (page ${page})`;
+  const pageDirectory = await describe(source, chosen.ifd, chosen.page, -1, what, [Tag.SubIFDs], firstTags);
+  if (!pageDirectory.tiled) throw new TiffFormatError(`TIFF page ${page} is not tiled`);
+  const levels = subIfdPyramid ? await withSubIfdLevels(source, header, pageDirectory, budget, seen) : [layoutLevel(source, pageDirectory)];
+  return { first: pageDirectory, levels, stack };
 }

@@ -4,7 +4,7 @@ import { NumberArray, readHeader, type Ifd, type TiffHeader } from './ifd.js';
 import { discoverPyramid, type ArrayRef, type Directory, type LevelLayout } from './pyramid.js';
 import { PositionedFile } from './positioned-file.js';
 import { FieldType, fieldTypeSize, Tag, tagName } from './tags.js';
-import type { TextTagName, TiffInfo } from './types.js';
+import type { StackPage, TextTagName, TiffInfo } from './types.js';
 
 const TEXT_TAGS: ReadonlyArray<readonly [TextTagName, number]> = [
   ['artist', Tag.Artist],
@@ -20,6 +20,7 @@ const TEXT_TAGS: ReadonlyArray<readonly [TextTagName, number]> = [
 
 /** Tags of IFD 0 read at open for {@link TiffInfo}. */
 const INFO_TAGS: readonly number[] = [
+  Tag.StoNits,
   Tag.XResolution,
   Tag.YResolution,
   Tag.ResolutionUnit,
@@ -73,7 +74,7 @@ function signedValues(ifd: Ifd, tag: number, bits: number, channels: number): nu
   return values.map((v) => (v >= 2 ** (bits - 1) ? v - 2 ** bits : v));
 }
 
-function buildInfo(header: TiffHeader, first: Directory, levels: LevelLayout[]): TiffInfo {
+function buildInfo(header: TiffHeader, first: Directory, levels: LevelLayout[], stack: StackPage[]): TiffInfo {
   const ifd: Ifd = first.ifd;
   const channels = first.samplesPerPixel;
   const sampleFormat = first.sampleFormat === 3 ? 'float' : first.sampleFormat === 2 ? 'int' : 'uint';
@@ -117,7 +118,9 @@ function buildInfo(header: TiffHeader, first: Directory, levels: LevelLayout[]):
     if (value) text[name] = value;
   }
 
+  const stoNits = ifd.number(Tag.StoNits);
   return {
+    scale: stoNits !== undefined && Number.isFinite(stoNits) ? stoNits : null,
     bigTiff: header.bigTiff,
     littleEndian: header.littleEndian,
     levels: levels.map((l) => l.level),
@@ -131,6 +134,7 @@ function buildInfo(header: TiffHeader, first: Directory, levels: LevelLayout[]):
     icc: icc && icc.length > 0 ? Buffer.from(icc) : null,
     xmp,
     text,
+    stack,
   };
 }
 
@@ -161,8 +165,9 @@ export class TiffFile {
     private readonly header: TiffHeader,
     private readonly layouts: LevelLayout[],
     first: Directory,
+    stack: StackPage[],
   ) {
-    this.info = buildInfo(header, first, layouts);
+    this.info = buildInfo(header, first, layouts, stack);
     this.arrays = new Array(layouts.length).fill(undefined);
   }
 
@@ -170,13 +175,14 @@ export class TiffFile {
    * Open and describe a pyramid TIFF. Rejects with TiffFormatError if the file is not a TIFF, is
    * truncated or corrupt, or its first image is not tiled ("TIFF image is not tiled"); with the
    * fs error if it cannot be opened.
+   * @param page the page of a stack to read (counted from 0); a TiffFormatError when there is no such page
    */
-  static async open(path: string): Promise<TiffFile> {
+  static async open(path: string, page = 0): Promise<TiffFile> {
     const source = await PositionedFile.open(path);
     try {
       const header = await readHeader(source);
-      const { first, levels } = await discoverPyramid(source, header, INFO_TAGS);
-      return new TiffFile(source, header, levels, first);
+      const { first, levels, stack } = await discoverPyramid(source, header, INFO_TAGS, page);
+      return new TiffFile(source, header, levels, first, stack);
     } catch (error) {
       await source.close().catch(() => undefined);
       throw asFormatError(error);

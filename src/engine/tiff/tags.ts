@@ -39,6 +39,8 @@ export const Tag = {
   XMP: 700,
   Copyright: 33432,
   ICCProfile: 34675,
+  /** StoNits: master iipsrv's scale of a stack page (and OBJ=metadata's "scale"). */
+  StoNits: 37439,
 } as const;
 
 const tagNames = new Map<number, string>(Object.entries(Tag).map(([name, id]) => [id, name]));

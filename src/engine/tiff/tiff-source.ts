@@ -13,7 +13,7 @@ import { firstBands } from '../pixels/pixel-types.js';
 import type { ColourSpace, ImageDescription, ImageSource, RawPixels, SampleFormat, Samples } from '../source.js';
 import { CHECK_COPY_BYTES, CHECK_ELEMENTS, TimeSlices } from '../time-slices.js';
 import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './index.js';
-import { unpackTile, nativelyUnpackable, TileOverflowError, type SampleArray } from './tile-unpacker.js';
+import { decodedBits, unpackTile, nativelyUnpackable, PACKED_DEPTHS, TileOverflowError, type SampleArray } from './tile-unpacker.js';
 import type { Rect } from '../geometry.js';
 
 const COMPRESSION_JPEG = 7;
@@ -53,7 +53,10 @@ const COMPRESSION_NAMES: Record<number, string> = { 6: 'old-style JPEG', 34712: 
  * takes grey + extra bands as alpha, and reads signed data as signed (iipsrv: as unsigned).
  */
 function sharpDecodesAsIipsrv(info: TiffInfo): boolean {
-  if (info.sampleFormat !== 'uint' || !(info.bitsPerSample <= 8 || info.bitsPerSample === 16)) return false;
+  const bits = info.bitsPerSample;
+  if (info.sampleFormat !== 'uint' || !(bits === 1 || bits === 8 || bits === 16)) return false;
+  // MinIsWhite above 1 bit is inverted by our decoder, not left to libvips' reading of it.
+  if (info.photometric === PHOTOMETRIC.minIsWhite && bits > 1) return false;
   const space = colourSpaceOf(info);
   return (space === 'srgb' || space === 'grey' || space === 'binary') && info.channels <= 4;
 }
@@ -89,24 +92,44 @@ function undecodable(info: TiffInfo): string | null {
   const other = info.levels.find((l) => !nativelyUnpackable(l) && !(sharpReads && l.planarConfig === 1));
   if (!other) return null;
   const kind = `${info.bitsPerSample}-bit ${info.sampleFormat} ${colourSpaceOf(info)}`;
-  const depths = info.sampleFormat === 'float' ? [32] : [1, 8, 16, 32];
-  if (!depths.includes(info.bitsPerSample)) return `${kind} TIFF samples are not supported (iipsrv reads 1, 8, 16 and 32-bit integers and 32-bit floats)`;
+  const depths = info.sampleFormat === 'float' ? [32] : [1, 2, 4, 6, 8, 10, 12, 14, 16, 32];
+  if (!depths.includes(info.bitsPerSample))
+    return `${kind} TIFF samples are not supported (iipsrv reads 1, 2, 4, 6, 8, 10, 12, 14, 16 and 32-bit integers and 32-bit floats)`;
+  if (PACKED_DEPTHS.has(info.bitsPerSample) && other.predictor !== 1)
+    return `${kind} TIFF with a predictor is not supported (libtiff allows none for samples that are not whole bytes)`;
+  if (PACKED_DEPTHS.has(info.bitsPerSample) && info.sampleFormat === 'int') return `${kind} TIFF samples are not supported (packed depths are read unsigned)`;
   if (other.planarConfig !== 1) return `${kind} TIFF with separate planes is not supported`;
   const compression = COMPRESSION_NAMES[other.compression] ?? DECODABLE_COMPRESSIONS.get(other.compression) ?? other.compression;
   return `${kind} TIFF with compression ${compression} is not supported (uncompressed, deflate, LZW and PackBits are)`;
 }
 
+/**
+ * A stated value of a packed depth on the scale of its widened samples: the stored range
+ * 0..2^n-1 maps onto 0..255 or 0..65535 as the bit repetition does (v x 65535/4095 is
+ * (v << 4 | v >> 8) within one unit for 12 bits); what lies above the stored range (iipsrv's
+ * default 255 for fewer than 8 bits) is the widened maximum.
+ */
+function widenedValue(v: number, bits: number): number {
+  const storedMax = 2 ** bits - 1;
+  const max = 2 ** decodedBits(bits) - 1;
+  return v >= storedMax ? max : (v * max) / storedMax;
+}
+
 function describe(info: TiffInfo): ImageDescription {
+  const bits = info.bitsPerSample;
+  const packed = PACKED_DEPTHS.has(bits) && info.sampleFormat === 'uint';
   return {
     undecodable: undecodable(info),
     format: 'tiff',
     levels: info.levels.map((l) => ({ width: l.width, height: l.height, tileWidth: l.tileWidth, tileHeight: l.tileHeight })),
     channels: info.channels,
-    bitsPerSample: info.bitsPerSample,
+    // Packed depths are decoded to 8 or 16 bits: the pipeline sees those, OBJ the stored depth.
+    bitsPerSample: packed ? decodedBits(bits) : bits,
     sampleFormat: info.sampleFormat as SampleFormat,
     colourSpace: colourSpaceOf(info),
-    minValues: info.minValues,
-    maxValues: info.maxValues,
+    minValues: packed ? info.minValues.map((v) => widenedValue(v, bits)) : info.minValues,
+    maxValues: packed ? info.maxValues.map((v) => widenedValue(v, bits)) : info.maxValues,
+    ...(packed ? { stored: { bitsPerSample: bits, minValues: info.minValues, maxValues: info.maxValues } } : {}),
     resolution: info.resolution,
     icc: info.icc,
     xmp: info.xmp,
@@ -119,7 +142,10 @@ function describe(info: TiffInfo): ImageDescription {
       software: info.text.software,
       make: info.text.make,
       model: info.text.model,
+      pageName: info.text.pageName,
+      ...(info.scale !== null ? { scale: info.scale } : {}),
     },
+    ...(info.stack.length > 0 ? { stack: info.stack } : {}),
   };
 }
 
@@ -137,6 +163,8 @@ export class TiffSource implements ImageSource {
   private readonly oversized: Array<string | null>;
   /** Per JPEG level, a bit a tile: its frame header was found to fit (for libvips' decodes). */
   private readonly framesChecked: Array<Uint8Array | undefined> = [];
+  /** Packed depths and MinIsWhite above 1 bit: always our decoder, also where libvips reads them. */
+  private readonly ownDecoding: boolean;
 
   private constructor(
     private readonly path: string,
@@ -146,6 +174,8 @@ export class TiffSource implements ImageSource {
     private readonly limits: DecodeLimits,
   ) {
     this.description = describe(tiff.info);
+    const { bitsPerSample, photometric } = tiff.info;
+    this.ownDecoding = PACKED_DEPTHS.has(bitsPerSample) || (photometric === PHOTOMETRIC.minIsWhite && bitsPerSample > 1);
     this.oversized = tiff.info.levels.map((level, i) => {
       const bytes = decodedTileBytes(level);
       if (bytes <= limits.maxTileBytes) return null;
@@ -159,12 +189,13 @@ export class TiffSource implements ImageSource {
 
   /**
    * @param name the image name as the client gave it, for messages
-   * @throws FileError for a file that is not a TIFF we read, or has more bands than MAX_SAMPLES_PER_PIXEL
+   * @param page the page of a stack, counted from 0 (0 for any other TIFF)
+   * @throws FileError for a file that is not a TIFF we read, has no such page, or has more bands than MAX_SAMPLES_PER_PIXEL
    */
-  static async open(path: string, name: string, limits: DecodeLimits = DEFAULT_DECODE_LIMITS): Promise<TiffSource> {
+  static async open(path: string, name: string, limits: DecodeLimits = DEFAULT_DECODE_LIMITS, page = 0): Promise<TiffSource> {
     let tiff: TiffFile;
     try {
-      tiff = await TiffFile.open(path);
+      tiff = await TiffFile.open(path, page);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(`${name}: ${error.message}`);
       throw error;
@@ -330,11 +361,14 @@ export class TiffSource implements ImageSource {
   async decode(level: number, rect: Rect): Promise<Sharp> {
     const stored = this.tiff.info.levels[level]!;
     this.assertTileSize(level);
-    // libvips does not read tiled separate planes: decoded here, handed over raw.
-    if (stored.planarConfig === 2 && nativelyUnpackable(stored)) {
-      assertProcessable(this.name, rect, this.limits, 'reading separate planes');
+    // libvips does not read tiled separate planes, and the packed depths and MinIsWhite are
+    // widened and inverted as iipsrv master does: decoded here, handed over raw.
+    if ((stored.planarConfig === 2 || this.ownDecoding) && nativelyUnpackable(stored)) {
+      assertProcessable(this.name, rect, this.limits, 'decoding the samples here');
       const { data, width, height, channels } = await this.samples(level, rect);
-      return sharp(data as Uint8Array | Uint16Array, { raw: { width, height, channels: channels as 1 | 2 | 3 | 4 } });
+      const pipeline = sharp(data as Uint8Array | Uint16Array, { raw: { width, height, channels: channels as 1 | 2 | 3 | 4 } });
+      // libvips takes one 16-bit band for sRGB otherwise, and would hand back three.
+      return data instanceof Uint16Array && channels <= 2 ? pipeline.toColourspace('grey16') : pipeline;
     }
     await this.checkJpegFrames(level, rect);
     return this.open(level).extract(rect);

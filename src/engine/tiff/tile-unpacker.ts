@@ -2,7 +2,10 @@
  * Unpacking of one stored tile (or strip, or one plane's tile) to its samples exactly as stored:
  * decompression (none, deflate, LZW, PackBits), the predictors, the file's byte order, and 1-bit
  * data unpacked to 0/255 (MinIsWhite inverted) as iipsrv does. Used for the pixel types libvips reinterprets
- * (signed, float as scRGB, 8-bit CIELAB it cannot read, multiband it expands or zeroes).
+ * (signed, float as scRGB, 8-bit CIELAB it cannot read, multiband it expands or zeroes), and for
+ * the packed depths iipsrv master added: 2, 4 and 6-bit samples widened to 8 bits, 10, 12 and
+ * 14-bit to 16, each by repeating its bits (v << (8 - n) | v >> (2n - 8) ...), so that the widest
+ * stored value becomes 255 or 65535 and the 8-bit output is master's `>> 8` of it.
  */
 import { promisify } from 'node:util';
 import { inflate, type ZlibOptions } from 'node:zlib';
@@ -29,7 +32,27 @@ export function nativelyUnpackable(level: TiffLevel): boolean {
   const bits = level.bitsPerSample;
   if (level.sampleFormat === 3) return bits === 32;
   if (bits === 1) return level.predictor === 1 && level.samplesPerPixel === 1;
+  // libtiff refuses the horizontal predictor for samples that are not whole bytes, and iipsrv
+  // (libtiff) reads the packed depths as unsigned whatever SampleFormat says.
+  if (PACKED_DEPTHS.has(bits)) return level.predictor === 1 && level.sampleFormat !== 2;
   return (bits === 8 || bits === 16 || bits === 32) && level.predictor !== 3;
+}
+
+/** The depths iipsrv master unpacks from whole rows of packed bits, most significant first. */
+export const PACKED_DEPTHS = new Set([2, 4, 6, 10, 12, 14]);
+
+/** The depth a stored depth is decoded to: bytes for 1 to 8 bits, 16 bits for 10 to 14. */
+export function decodedBits(bits: number): number {
+  return bits < 8 ? 8 : bits < 16 ? 16 : bits;
+}
+
+/**
+ * MinIsWhite integer samples, inverted on output so that 0 shows white: iipsrv master inverts
+ * the depths it unpacks itself (1 to 14 bits) and leaves 8 and 16 bits as stored, which shows
+ * them as a negative; inverted at every depth here.
+ */
+export function isMinIsWhite(level: TiffLevel): boolean {
+  return level.photometric === 0 && level.sampleFormat !== 3 && level.sampleFormat !== 2;
 }
 
 export interface DecodedTile {
@@ -50,7 +73,8 @@ export async function unpackTile(bytes: Buffer, level: TiffLevel, littleEndian: 
   const width = level.tileWidth;
   const samples = level.samplesPerPixel;
   const bits = level.bitsPerSample;
-  const rowBytes = bits === 1 ? Math.ceil(width / 8) : width * samples * (bits / 8);
+  // TIFF pads every row to a whole byte.
+  const rowBytes = bits === 1 || PACKED_DEPTHS.has(bits) ? Math.ceil((width * samples * bits) / 8) : width * samples * (bits / 8);
   const size = rowBytes * rows;
   let raw: Buffer;
   if (bytes.length === 0) raw = Buffer.alloc(size);
@@ -63,12 +87,15 @@ export async function unpackTile(bytes: Buffer, level: TiffLevel, littleEndian: 
     raw = padded;
   }
   if (bits === 1) return { data: await unpackBits(raw, width, rows, rowBytes, level.photometric === 0, slices), width, height: rows };
+  if (PACKED_DEPTHS.has(bits))
+    return { data: await unpackPacked(raw, width * samples, rows, rowBytes, bits, isMinIsWhite(level), slices), width, height: rows };
   if (level.predictor === 3) raw = await undoFloatPredictor(raw, rowBytes, rows, bits / 8, samples, slices);
   const float = level.sampleFormat === 3;
   // libtiff applies the horizontal predictor to float data as to 32-bit integers.
   const data = await typed(raw, size, bits, float && level.predictor === 2 ? 1 : level.sampleFormat, littleEndian || level.predictor === 3, slices);
   if (level.predictor === 2) await undoDifferencing(data, width * samples, rows, samples, slices);
   if (float && !(data instanceof Float32Array)) return { data: new Float32Array(data.buffer, data.byteOffset, data.length), width, height: rows };
+  if (isMinIsWhite(level)) await invert(data as Uint8Array | Uint16Array | Uint32Array, slices);
   return { data, width, height: rows };
 }
 
@@ -222,6 +249,61 @@ async function unpackBits(raw: Buffer, width: number, rows: number, rowBytes: nu
     }
   });
   return out;
+}
+
+/**
+ * n-bit samples (2, 4, 6, 10, 12, 14), packed most significant bit first in rows of whole bytes, to
+ * 8 bits (below 8) or 16, each value's bits repeated to fill the wider sample: 0 stays 0 and the
+ * largest value becomes 255 or 65535, as iipsrv master scales them. MinIsWhite is inverted after.
+ */
+async function unpackPacked(
+  raw: Buffer,
+  rowSamples: number,
+  rows: number,
+  rowBytes: number,
+  bits: number,
+  minIsWhite: boolean,
+  slices: TimeSlices,
+): Promise<Uint8Array | Uint16Array> {
+  const wide = bits > 8;
+  const out = wide ? new Uint16Array(rowSamples * rows) : new Uint8Array(rowSamples * rows);
+  const target = wide ? 16 : 8;
+  const mask = (1 << bits) - 1;
+  const flip = minIsWhite ? (1 << target) - 1 : 0;
+  // The widened value of each of the 2^bits stored values, inversion included.
+  const table = new Uint16Array(1 << bits);
+  for (let v = 0; v <= mask; v++) {
+    let w = 0;
+    for (let filled = 0; filled < target; filled += bits) w |= filled + bits <= target ? v << (target - filled - bits) : v >> (filled + bits - target);
+    table[v] = w ^ flip;
+  }
+  await slices.run(rows, Math.max(1, Math.floor(CHECK_ELEMENTS / rowSamples)), (from, to) => {
+    for (let y = from; y < to; y++) {
+      const start = y * rowBytes;
+      let o = y * rowSamples;
+      // A window of at least `bits` unread bits, topped up a byte at a time.
+      let buffer = 0;
+      let count = 0;
+      let i = start;
+      for (let s = 0; s < rowSamples; s++) {
+        while (count < bits) {
+          buffer = ((buffer << 8) | raw[i++]!) & 0xffffff;
+          count += 8;
+        }
+        count -= bits;
+        out[o++] = table[(buffer >> count) & mask]!;
+      }
+    }
+  });
+  return out;
+}
+
+/** MinIsWhite integer samples turned into MinIsBlack ones: each value's bits inverted. */
+async function invert(data: Uint8Array | Uint16Array | Uint32Array, slices: TimeSlices): Promise<void> {
+  const ones = data instanceof Uint8Array ? 0xff : data instanceof Uint16Array ? 0xffff : 0xffffffff;
+  await slices.run(data.length, CHECK_ELEMENTS, (from, to) => {
+    for (let i = from; i < to; i++) data[i] = (data[i]! ^ ones) >>> 0;
+  });
 }
 
 /** PackBits run-length decoding, at most `size` bytes (whatever the runs say; the rest is ignored, as libtiff does). */

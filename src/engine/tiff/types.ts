@@ -30,6 +30,12 @@ export interface TiffLevel {
   tilesDown: number;
 }
 
+/** A page of a stack as master iipsrv lists it (OBJ=stack): its DocumentName and StoNits (1 when absent). */
+export interface StackPage {
+  name: string;
+  scale: number;
+}
+
 export type TextTagName = 'artist' | 'copyright' | 'datetime' | 'description' | 'software' | 'documentName' | 'pageName' | 'make' | 'model';
 
 export interface TiffInfo {
@@ -57,4 +63,8 @@ export interface TiffInfo {
   xmp: string | null;
   /** Textual tags of the full-resolution IFD: only present, non-empty ones, up to the first NUL. */
   text: Partial<Record<TextTagName, string>>;
+  /** StoNits (37439), master iipsrv's "scale" metadata, or null. */
+  scale: number | null;
+  /** The pages of a multi-page stack (master iipsrv's), or empty when the file is one image; this info is of one page. */
+  stack: StackPage[];
 }

@@ -250,7 +250,7 @@ export async function iiif(session: Session, argument: string): Promise<void> {
     // The identifier alone: its image information is at info.json (303, as the specification asks).
     let image;
     try {
-      image = await selectImage(session, path.identifier);
+      image = await selectImage(session, path.identifier, config.iiifDelimiter);
     } catch (error) {
       // `a/b/c` names no image: more likely an image request short of parameters.
       if (!(error instanceof FileError) || !path.identifier.includes('/')) throw error;
@@ -268,7 +268,7 @@ export async function iiif(session: Session, argument: string): Promise<void> {
   }
 
   const identifier = path.kind === 'info' ? path.identifier : path.parts.identifier;
-  const image = await selectImage(session, identifier);
+  const image = await selectImage(session, identifier, config.iiifDelimiter);
   if (!image) return;
   const { description } = image.source;
   const { levels } = description;

@@ -13,17 +13,23 @@ const IIP_SERVER_VERSION = '3.65';
 
 /** C's `%.9g`, which iipsrv uses for sample values. */
 export function formatG9(value: number): string {
+  return formatG(value, 9);
+}
+
+/** C's `%.<precision>g`. */
+export function formatG(value: number, precision: number): string {
   if (value === 0) return '0';
   if (!Number.isFinite(value)) return value > 0 ? 'inf' : value < 0 ? '-inf' : 'nan';
-  const exponent = Math.floor(Math.log10(Math.abs(value)));
-  if (exponent < -4 || exponent >= 9) {
-    const [mantissa, power] = value.toExponential(8).split('e') as [string, string];
+  // The exponent %g decides on is that of the value rounded to the precision.
+  const exponent = Number(value.toExponential(precision - 1).split('e')[1]);
+  if (exponent < -4 || exponent >= precision) {
+    const [mantissa, power] = value.toExponential(precision - 1).split('e') as [string, string];
     const trimmed = mantissa.includes('.') ? mantissa.replace(/0+$/, '').replace(/\.$/, '') : mantissa;
     const sign = power.startsWith('-') ? '-' : '+';
     const digits = power.replace(/^[+-]/, '').padStart(2, '0');
     return `${trimmed}e${sign}${digits}`;
   }
-  const fixed = value.toFixed(Math.max(0, 8 - exponent));
+  const fixed = value.toFixed(Math.max(0, precision - 1 - exponent));
   return fixed.includes('.') ? fixed.replace(/0+$/, '').replace(/\.$/, '') : fixed;
 }
 
@@ -48,7 +54,7 @@ function colourSpaceLine(description: ImageDescription): string {
 }
 
 /** iipsrv 1.1's metadata names, in the order summary-info lists them. */
-const METADATA_FIELDS: Array<[string, keyof ImageMetadata]> = [
+const METADATA_FIELDS: Array<[string, Exclude<keyof ImageMetadata, 'scale'>]> = [
   ['copyright', 'copyright'],
   ['subject', 'description'],
   ['author', 'author'],
@@ -63,6 +69,54 @@ function metadataLine(name: string, value: string | undefined): string | null {
 
 type ImageObject = (session: Session, description: ImageDescription) => string[];
 
+/**
+ * Master iipsrv's OBJ=metadata (OBJ.cc): a JSON object of the image's non-empty metadata by its
+ * names (TPTImage.cc's tags; COPYRIGHT as "rights" when the image has none), keys sorted as its
+ * std::map holds them, one a line after a tab, `{` and `}` on lines of their own. Values are JSON
+ * strings (master writes them unescaped, the same text whenever a value has no quote, backslash or
+ * control character).
+ */
+function metadataJson(session: Session, d: ImageDescription): string[] {
+  const m = d.metadata;
+  const fields: Record<string, string | undefined> = {
+    creator: m.author,
+    date: m.date,
+    description: m.description,
+    make: m.make,
+    model: m.model,
+    pagename: m.pageName,
+    rights: m.copyright || session.context.config.copyright || undefined,
+    scale: m.scale !== undefined ? formatG(m.scale, 6) : undefined,
+    software: m.software,
+    title: m.title,
+  };
+  const members = Object.entries(fields)
+    .filter((entry): entry is [string, string] => entry[1] !== undefined && entry[1] !== '')
+    .map(([key, value]) => `\n\t"${key}": ${jsonString(value)}`);
+  session.objectContentType = 'application/json';
+  return [members.length > 0 ? `{ ${members.join(',')}\n}` : '{\n}'];
+}
+
+/**
+ * Master iipsrv's OBJ=stack (OBJ.cc): the pages of a stack as a JSON array of {id, name, scale},
+ * the layout its stream writes; nothing for an image that is not a stack (the request then fails
+ * as one that produced nothing). The scale is a C float printed with 9 digits.
+ */
+function stackJson(session: Session, d: ImageDescription): string[] {
+  if (!d.stack) return [];
+  const items = d.stack.map(
+    (page, id) => `\n\t{\n\t\t"id": ${id},\n\t\t"name": ${jsonString(page.name)},\n\t\t"scale": ${formatG(Math.fround(page.scale), 9)}\n\t}`,
+  );
+  session.objectContentType = 'application/json';
+  return [`[ ${items.join(',')}\n]`];
+}
+
+/** A JSON string of text read as Latin-1 (the body is written so): only what JSON requires is escaped. */
+function jsonString(text: string): string {
+  // eslint-disable-next-line no-control-regex -- the control characters are what it escapes
+  return `"${text.replace(/[\\"\u0000-\u001f]/g, (c) => (c === '\\' || c === '"' ? `\\${c}` : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`))}"`;
+}
+
 const IMAGE_OBJECTS: Record<string, ImageObject> = {
   'basic-info': (session, d) => [
     `IIP-server:${IIP_SERVER_VERSION}`,
@@ -73,7 +127,8 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
   'max-size': (session, d) => [`Max-size:${fullSize(session, d).join(' ')}`],
   'resolution-number': (_s, d) => [`Resolution-number:${d.levels.length}`],
   'tile-size': (_s, d) => [`Tile-size:${d.levels[0]!.tileWidth} ${d.levels[0]!.tileHeight}`],
-  'bits-per-channel': (_s, d) => [`Bits-per-channel:${d.bitsPerSample}`],
+  // The file's own depth and range, not the widened ones we decode to (as iipsrv reports them).
+  'bits-per-channel': (_s, d) => [`Bits-per-channel:${(d.stored ?? d).bitsPerSample}`],
   resolutions: (_s, d) => [
     `Resolutions:${[...d.levels]
       .reverse()
@@ -81,7 +136,8 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
       .join(',')}`,
   ],
   'min-max-sample-values': (_s, d) => {
-    const values = d.minValues.flatMap((min, i) => [min, d.maxValues[i] ?? 0]);
+    const { minValues, maxValues } = d.stored ?? d;
+    const values = minValues.flatMap((min, i) => [min, maxValues[i] ?? 0]);
     return [
       `Min-Max-sample-values:${values
         .map((v) => ` ${formatG9(v)} `)
@@ -90,7 +146,10 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
     ];
   },
   // Every view of a sequence, whichever is selected; a single image is its own only view.
-  'horizontal-views': (session) => [`Horizontal-views:${(session.image!.sequence ?? SINGLE_VIEW).horizontal.join(' ')}`],
+  // Of a stack, its pages (master iipsrv: SDS selects a page by its number).
+  'horizontal-views': (session, d) => [
+    `Horizontal-views:${(session.image!.sequence?.horizontal ?? (d.stack ? d.stack.map((_, i) => i) : SINGLE_VIEW.horizontal)).join(' ')}`,
+  ],
   'vertical-views': (session) => [`Vertical-views:${(session.image!.sequence ?? SINGLE_VIEW).vertical.join(' ')}`],
   dpi: (_s, d) => {
     if (!d.resolution || d.resolution.unit < 2) return [];
@@ -104,6 +163,8 @@ const IMAGE_OBJECTS: Record<string, ImageObject> = {
   author: (_s, d) => [metadataLine('author', d.metadata.author)].filter((l): l is string => l !== null),
   'create-dtm': (_s, d) => [metadataLine('create-dtm', d.metadata.date)].filter((l): l is string => l !== null),
   'app-name': (_s, d) => [metadataLine('app-name', d.metadata.software)].filter((l): l is string => l !== null),
+  stack: stackJson,
+  metadata: metadataJson,
   // Known to iipsrv, never present in a TIFF: answered with nothing, as iipsrv does.
   title: () => [],
   keywords: () => [],

@@ -37,9 +37,11 @@ export function objectResponse(session: Session): PlainResponse {
     ['Cache-Control', config.cacheControl],
   ];
   if (session.image) headers.push(['Last-Modified', httpDate(session.image.modifiedSeconds)]);
-  headers.push(['Content-Type', IIP_CONTENT_TYPE]);
-  // The first body line is `IIP:1.0` when asked for, otherwise empty: clients skip one line.
-  const lines = [session.protocolLine ?? '', ...session.objectLines];
+  headers.push(['Content-Type', session.objectContentType ?? IIP_CONTENT_TYPE]);
+  // The first body line is `IIP:1.0` when asked for, otherwise empty: clients skip one line. A JSON
+  // answer (OBJ=stack, OBJ=metadata) is the body alone, as master iipsrv sends it.
+  const lead = session.protocolLine ?? (session.objectContentType ? [] : ['']);
+  const lines = [...(typeof lead === 'string' ? [lead] : lead), ...session.objectLines];
   const body = Buffer.from(lines.map((line) => line + '\r\n').join(''), 'latin1');
   return { status: 200, headers, body };
 }

@@ -25,6 +25,8 @@ export class Session {
   protocolLine: string | null = null;
   /** Text answers to OBJ, one line each. */
   objectLines: string[] = [];
+  /** Set by an OBJ whose answer is a document of another type (master iipsrv's JSON of OBJ=stack and OBJ=metadata). */
+  objectContentType: string | null = null;
   errors: IipError[] = [];
   /** Set by the first command that produces a whole response (a tile, a region, a document). */
   output: PlainResponse | null = null;
