@@ -8,8 +8,8 @@
  *   BENCH_DURATION=10   seconds of each timed wrk run
  *   BENCH_WARMUP=2      seconds of the untimed wrk run before each timed one (on the other half of the request list)
  *   BENCH_THREADS=2 BENCH_CONNECTIONS=16
- *   BENCH_ONLY=a,b      run only these workloads (h, i, j: the pixel-type images, k: the JP2, made on first use;
- *                       l-o: IIIF 3 and 2 thumbnails and full-resolution regions)
+ *   BENCH_ONLY=a,b      run only these workloads (h, i, j: the pixel-type images, k: the JP2, p: the HTJ2K .jph,
+ *                       made on first use; l-o: IIIF 3 and 2 thumbnails and full-resolution regions)
  *   IIPSRV11=/usr/lib/iipimage-server/iipsrv.fcgi
  *   IIPSRV_MASTER=/path/to/iipsrv/src/iipsrv.fcgi   also run an iipsrv master FastCGI binary, started as
  *                       1.1 is (same nginx, own locations and ports, same images and environment, its
@@ -26,7 +26,19 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import sharp from 'sharp';
-import { benchImage, benchJp2, expectedLevels, IMAGE_HEIGHT, IMAGE_WIDTH, JP2_RECIPE, pixelTypeImages, TILE, TYPED_SIZE } from './lib/image.ts';
+import {
+  benchHtj2k,
+  benchImage,
+  benchJp2,
+  expectedLevels,
+  HTJ2K_RECIPE,
+  IMAGE_HEIGHT,
+  IMAGE_WIDTH,
+  JP2_RECIPE,
+  pixelTypeImages,
+  TILE,
+  TYPED_SIZE,
+} from './lib/image.ts';
 import { cleanup, installCleanupHandlers, isInterrupted, registerTempDir, sampleRss, startProcess, treeCpuSeconds, type Proc } from './lib/procs.ts';
 import { runWrk, threadStart, writeWrkScript, type WrkParams, type WrkResult } from './lib/wrk.ts';
 import { freePort, stopGroup, waitUntilListening } from '../test/helpers/processes.ts';
@@ -417,10 +429,17 @@ function iiifWorkloads(image: string, fullW: number, fullH: number, thumbnailDir
  * codec's ceil sizes: the counts agree here); the samples checked are inner tiles, whose size
  * does not depend on that. `master` is iipsrv master's location, when it runs.
  */
-async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation: string, master: string | null): Promise<Workload> {
-  const jp2 = benchJp2(log);
+async function jp2Workload(
+  nginxPort: number,
+  iipLocation: string,
+  oursLocation: string,
+  master: string | null,
+  kind: 'jp2' | 'htj2k' = 'jp2',
+): Promise<Workload> {
+  const jp2 = kind === 'jp2' ? benchJp2(log) : benchHtj2k(log);
+  const recipe = kind === 'jp2' ? `opj_compress ${JP2_RECIPE.join(' ')}` : `ojph_compress ${HTJ2K_RECIPE.join(' ')}`;
   log(
-    `JPEG2000 image: ${jp2.file} (${(statSync(jp2.file).size / MB).toFixed(1)} MB${jp2.generated ? ', new' : ', cached'}; opj_compress ${JP2_RECIPE.join(' ')})`,
+    `${kind === 'jp2' ? 'JPEG2000' : 'HTJ2K'} image: ${jp2.file} (${(statSync(jp2.file).size / MB).toFixed(1)} MB${jp2.generated ? ', new' : ', cached'}; ${recipe})`,
   );
   const levelsOf = async (location: string) => {
     const r = await get(nginxPort, `${location}?FIF=${jp2.name}&OBJ=Resolutions`);
@@ -454,6 +473,11 @@ async function jp2Workload(nginxPort: number, iipLocation: string, oursLocation:
   const rnd = seededRandom(SEED + 7);
   const queries = Array.from({ length: LIST_LENGTH }, () => pairs[Math.floor(rnd() * pairs.length)]!).map(([r, t]) => `FIF=${jp2.name}&JTL=${r},${t}`);
   const samples = [inner[0]!, inner[Math.floor(inner.length / 2)]!, inner[inner.length - 1]!].map(([r, t]) => `FIF=${jp2.name}&JTL=${r},${t}`);
+  if (kind === 'htj2k') {
+    // iipsrv 1.1 decodes HT code-blocks with OpenJPEG, which gives flat grey tiles below a
+    // codestream tile: only ours is timed (the plan below).
+    return { id: 'p', title: 'random HTJ2K tiles, all levels (JTL; the same image as b and k)', queries, samples, kind: 'jpeg' };
+  }
   return { id: 'k', title: 'random JPEG2000 tiles, all levels (JTL)', queries, samples, kind: 'jpeg' };
 }
 
@@ -679,6 +703,7 @@ async function main(): Promise<number> {
   const typed = !only || ['h', 'i', 'j'].some((id) => only.has(id)) ? pixelTypeImages(log, image.file) : null;
   const workloads = buildWorkloads(image.name, gIip.levels, gIip.tile, typed).filter((w) => !only || only.has(w.id));
   if (!only || only.has('k')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location, masterBackends[0]?.location ?? null));
+  if (!only || only.has('p')) workloads.push(await jp2Workload(nginxPort, B.iip1.location, B.ours1.location, masterBackends[0]?.location ?? null, 'htj2k'));
   // l, n: a gallery of THUMBNAIL_NAMES images, all of them links to the benchmark image.
   const thumbnailDir = path.join(dir, 'gallery');
   mkdirSync(thumbnailDir);
@@ -710,6 +735,7 @@ async function main(): Promise<number> {
   add('e', [B.ours1, B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
   for (const id of ['h', 'i', 'j']) add(id, [B.ours1ncp, B.ours1nc, B.iip1nc]);
   add('k', [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
+  add('p', [B.ours1, B.ours1ka, B.ours2ka]);
   for (const id of ['l', 'n']) add(id, [B.ours1, B.ours1ka, B.ours2ka, B.ours1nc, B.iip1, B.iip2]);
   for (const id of ['m', 'o']) add(id, [B.ours1, B.ours1ka, B.ours2ka, B.iip1, B.iip2]);
 

@@ -5,9 +5,10 @@
  * string (bump IMAGE_VERSION when the recipe changes).
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync, closeSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { wrapCodestream } from '../../test/helpers/jp2.ts';
 import { pyramid, writeTiff } from '../../test/helpers/tiff-writer.ts';
 
 export const IMAGE_VERSION = 'v1';
@@ -197,4 +198,40 @@ export function benchJp2(log: (line: string) => void): { dir: string; name: stri
   }
   log(`generated in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return { dir: CACHE_DIR + '/', name: JP2_NAME, file, generated: true };
+}
+
+export const HTJ2K_VERSION = 'v1';
+export const HTJ2K_NAME = `bench-htj2k-${HTJ2K_VERSION}-${IMAGE_WIDTH}x${IMAGE_HEIGHT}.jph`;
+/**
+ * How the HTJ2K bench image is coded (OpenJPH's ojph_compress): as the JP2, 1024x1024 codestream
+ * tiles, 7 DWT levels, RPCL, lossy (9-7), quantisation step 0.02: 18 MB against the JP2's 20.
+ */
+export const HTJ2K_RECIPE = ['-tile_size', '{1024,1024}', '-num_decomps', '7', '-prog_order', 'RPCL', '-qstep', '0.02'];
+
+/**
+ * The same pixels as the TIFF and the JP2 as HTJ2K (JPEG2000 Part 15), in a .jph file (the
+ * codestream ojph_compress writes, in JP2 boxes with the 'jph ' brand), cached beside them.
+ */
+export function benchHtj2k(log: (line: string) => void): { dir: string; name: string; file: string; generated: boolean } {
+  const tiff = benchImage(log);
+  const file = path.join(CACHE_DIR, HTJ2K_NAME);
+  if (existsSync(file)) return { dir: CACHE_DIR + '/', name: HTJ2K_NAME, file, generated: false };
+  const started = Date.now();
+  log(`generating ${file} (ojph_compress ${HTJ2K_RECIPE.join(' ')})...`);
+  const work = path.join(CACHE_DIR, `tmp-htj2k-${process.pid}`);
+  mkdirSync(work, { recursive: true });
+  try {
+    const ppm = path.join(work, 'in.ppm');
+    const j2c = path.join(work, 'out.j2c');
+    const jph = path.join(work, 'out.jph');
+    run('vips', ['copy', tiff.file, ppm]);
+    run('ojph_compress', ['-i', ppm, '-o', j2c, ...HTJ2K_RECIPE]);
+    writeFileSync(jph, wrapCodestream(readFileSync(j2c), 'jph ', { width: IMAGE_WIDTH, height: IMAGE_HEIGHT, channels: 3, bits: 8 }));
+    chmodSync(jph, 0o644);
+    renameSync(jph, file);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+  log(`generated in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return { dir: CACHE_DIR + '/', name: HTJ2K_NAME, file, generated: true };
 }

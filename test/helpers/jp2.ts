@@ -73,3 +73,42 @@ export function expectedRect(
   }
   return { width, height, channels: image.channels, data: out };
 }
+
+export const HTJ2K_SKIP = which('ojph_compress') ? null : 'ojph_compress not installed (apt-get install openjph-tools)';
+
+/** Codes the image as a raw HTJ2K codestream with OpenJPH's ojph_compress (`options` its own). */
+export function makeHtj2k(dir: string, name: string, image: TestImage, options: string[] = []): string {
+  const source = path.join(dir, `${name}.${image.channels === 1 ? 'pgm' : 'ppm'}`);
+  writePnm(source, image);
+  const out = path.join(dir, name);
+  execFileSync('ojph_compress', ['-i', source, '-o', out, ...options], { stdio: 'pipe' });
+  return out;
+}
+
+function box(type: string, ...contents: Buffer[]): Buffer {
+  const body = Buffer.concat(contents);
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(8 + body.length, 0);
+  head.write(type, 4, 'latin1');
+  return Buffer.concat([head, body]);
+}
+
+/**
+ * A codestream in the JP2 box format, as the brand says: 'jp2 ' (a JP2 file, here with HT
+ * code-blocks) or 'jph ' (the HTJ2K file format of Part 15): signature, ftyp, jp2h (ihdr, an
+ * enumerated colr), jp2c.
+ */
+export function wrapCodestream(codestream: Buffer, brand: 'jp2 ' | 'jph ', image: Pick<TestImage, 'width' | 'height' | 'channels' | 'bits'>): Buffer {
+  const signature = box('jP  ', Buffer.from([0x0d, 0x0a, 0x87, 0x0a]));
+  const ftyp = box('ftyp', Buffer.from(brand, 'latin1'), Buffer.alloc(4), Buffer.from(brand, 'latin1'));
+  const ihdr = Buffer.alloc(14);
+  ihdr.writeUInt32BE(image.height, 0);
+  ihdr.writeUInt32BE(image.width, 4);
+  ihdr.writeUInt16BE(image.channels, 8);
+  ihdr[10] = image.bits - 1;
+  ihdr[11] = 7;
+  const colr = Buffer.alloc(7);
+  colr[0] = 1;
+  colr.writeUInt32BE(image.channels === 1 ? 17 : 16, 3);
+  return Buffer.concat([signature, ftyp, box('jp2h', box('ihdr', ihdr), box('colr', colr)), box('jp2c', codestream)]);
+}

@@ -31,6 +31,11 @@ export interface Jp2DecoderOptions {
   command?: string;
   /** The persistent helper's binary; null = none (opj_decompress only). Default: build/jp2-decoder when it exists. */
   helper?: string | null;
+  /**
+   * The HTJ2K helper over OpenJPH (native/jph-decoder.cpp); null = none (OpenJPEG decodes HT
+   * codestreams, a whole codestream tile at a time). Default: build/jph-decoder when it exists.
+   */
+  highThroughputHelper?: string | null;
   /** Children at once; default the cores. */
   concurrency?: number;
   timeoutMs?: number;
@@ -48,6 +53,8 @@ const OUT_OF_MEMORY = /memory|exceeds system limits/i;
 
 /** Where npm run build puts the helper: build/ at the package root (this file is three levels below it, in src/ or dist/). */
 export const HELPER_BINARY = fileURLToPath(new URL('../../../build/jp2-decoder', import.meta.url));
+/** The HTJ2K helper over OpenJPH (native/jph-decoder.cpp), built beside it when libopenjph's headers are there. */
+export const HIGH_THROUGHPUT_HELPER_BINARY = fileURLToPath(new URL('../../../build/jph-decoder', import.meta.url));
 
 let outputDir: string | null = null;
 let outputCounter = 0;
@@ -77,6 +84,8 @@ export class Jp2Decoder {
   readonly helpers: HelperPool | null;
   /** The address-space limit of each decoder process, bytes; 0 = none. */
   readonly memoryBytes: number;
+  /** The OpenJPH helpers for HTJ2K, or null (OpenJPEG decodes it then). */
+  readonly highThroughputHelpers: HelperPool | null;
   private readonly command: string;
   private readonly timeoutMs: number;
 
@@ -89,6 +98,38 @@ export class Jp2Decoder {
     const helper = options.helper === undefined ? (existsSync(HELPER_BINARY) ? HELPER_BINARY : null) : options.helper;
     const limits: HelperLimits = { memoryBytes: this.memoryBytes, maxResidentBytes: options.maxResidentBytes ?? DEFAULT_MAX_RESIDENT_BYTES };
     this.helpers = helper ? new HelperPool(helper, size, limits) : null;
+    const htHelper =
+      options.highThroughputHelper === undefined
+        ? existsSync(HIGH_THROUGHPUT_HELPER_BINARY)
+          ? HIGH_THROUGHPUT_HELPER_BINARY
+          : null
+        : options.highThroughputHelper;
+    this.highThroughputHelpers = htHelper ? new HelperPool(htHelper, size, limits) : null;
+  }
+
+  /**
+   * Whether an area smaller than a codestream tile of an HTJ2K codestream can be decoded as asked:
+   * by OpenJPH's helper, not by OpenJPEG (up to 2.5.4 at least its HT block decoder writes the tile
+   * buffer only, never the code-block buffers of such a decode, which then come out as zeros: a
+   * flat grey picture), whose callers decode whole codestream tiles instead.
+   */
+  get decodesHighThroughputAreas(): boolean {
+    return this.highThroughputHelpers !== null;
+  }
+
+  /**
+   * An HTJ2K area through OpenJPH (all quality layers: it has no layer limit).
+   * @throws HelperUnsupported when it cannot (no helper; subsampled or mixed components): OpenJPEG then
+   * @throws DecodeError when the codec fails, hangs, or delivers something else than asked
+   */
+  async decodeHighThroughput(file: string, area: DecodeArea): Promise<DecodedPixels> {
+    if (!this.highThroughputHelpers || /[\n\r]/.test(file)) throw new HelperUnsupported('no HTJ2K helper for this file');
+    const maxBytes = area.width * area.height * Math.max(area.channels, 1) * 2;
+    const pixels = await this.highThroughputHelpers.decode({ ...area, path: file }, this.timeoutMs, maxBytes);
+    if (pixels.width !== area.width || pixels.height !== area.height) {
+      throw new DecodeError(`the decoder gave ${pixels.width}x${pixels.height} where ${area.width}x${area.height} was expected`);
+    }
+    return pixels;
   }
 
   /** @throws DecodeError when the codec fails, hangs, or delivers something else than asked */
@@ -160,6 +201,7 @@ export class Jp2Decoder {
   /** Ends the helpers and any decode still running. */
   close(): void {
     this.helpers?.close();
+    this.highThroughputHelpers?.close();
     this.pool.killAll();
   }
 }

@@ -42,6 +42,12 @@ export interface Jp2Header {
   /** Multiple component transform (RGB coded as YCbCr) on. */
   mct: boolean;
   /**
+   * Code-blocks coded with the high-throughput block coder (HTJ2K, JPEG2000 Part 15: the COD's
+   * or any COC's code-block style has bit 6): OpenJPEG decodes these whole tiles only
+   * (jp2/decoder.ts).
+   */
+  highThroughput: boolean;
+  /**
    * Code-block size as exponents of 2 (COD; the smallest any COC gives a component): with the
    * precincts, what the codec's bookkeeping for a codestream tile costs (jp2/memory.ts).
    */
@@ -185,7 +191,7 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
   if (b.readUInt16BE(2) !== 0xff51) throw new Jp2FormatError('SIZ does not follow SOC');
   let siz: Omit<Codestream, keyof ReturnType<typeof parseCod> | 'codestreamOffset'> | null = null;
   let cod: ReturnType<typeof parseCod> | null = null;
-  const cocs: Array<Pick<Codestream, 'codeBlock' | 'precincts'>> = [];
+  const cocs: Array<Pick<Codestream, 'codeBlock' | 'precincts' | 'highThroughput'>> = [];
   let quantised = false;
   let position = 2;
   for (;;) {
@@ -209,6 +215,7 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
   if (!cod) throw new Jp2FormatError('no COD marker in the main header');
   if (!quantised) throw new Jp2FormatError('no QCD marker in the main header');
   for (const coc of cocs) {
+    cod.highThroughput ||= coc.highThroughput;
     cod.codeBlock = {
       widthExp: Math.min(cod.codeBlock.widthExp, coc.codeBlock.widthExp),
       heightExp: Math.min(cod.codeBlock.heightExp, coc.codeBlock.heightExp),
@@ -256,12 +263,12 @@ function parseCod(b: Buffer) {
   return { progression, qualityLayers, mct: b[4] === 1, ...coding };
 }
 
-/** COC: a component's own coding style; only its code-block and precinct sizes matter here. */
+/** COC: a component's own coding style; only its code-block and precinct sizes and its block coder matter here. */
 function parseCoc(b: Buffer, components: number) {
   const indexBytes = components < 257 ? 1 : 2;
   if (b.length < indexBytes + 6) throw new Jp2FormatError('COC is too short');
-  const { codeBlock, precincts } = parseCodingStyle('COC', b[indexBytes]!, b.subarray(indexBytes + 1));
-  return { codeBlock, precincts };
+  const { codeBlock, precincts, highThroughput } = parseCodingStyle('COC', b[indexBytes]!, b.subarray(indexBytes + 1));
+  return { codeBlock, precincts, highThroughput };
 }
 
 /** SPcod / SPcoc: decomposition levels, code-block size, transform, precinct sizes (Scod bit 0). */
@@ -283,5 +290,6 @@ function parseCodingStyle(marker: string, style: number, b: Buffer) {
       precincts.push({ widthExp: packed & 0x0f, heightExp: packed >> 4 });
     }
   }
-  return { dwtLevels, reversible: b[4] === 1, codeBlock, precincts };
+  // Code-block style bit 6: the HT block coder (bit 7 with it: HT and classic code-blocks mixed).
+  return { dwtLevels, reversible: b[4] === 1, codeBlock, precincts, highThroughput: (b[3]! & 0x40) !== 0 };
 }

@@ -13,6 +13,7 @@ import sharp, { type Sharp } from 'sharp';
 import { FileError, ServerFailureError } from '../../errors.js';
 import type { DecodeArea } from './decode-area.js';
 import { type Jp2Decoder } from './decoder.js';
+import { HelperUnsupported } from './helper.js';
 import { Jp2FormatError, readJp2Header, type Jp2Header } from './header.js';
 import { type DecodedLevelCache } from './level-cache.js';
 import { decodeMemory } from './memory.js';
@@ -45,6 +46,15 @@ const RECENT_BLOCKS = 1024;
  * however large the export: the decoder's memory is bounded by its limit, not by MAX_CVT.
  */
 const STRIP_SAMPLES = 16 * 1024 * 1024;
+/**
+ * How many more pixels OpenJPH may decode than OpenJPEG for an HTJ2K area and still be asked
+ * (decodeOnce): measured on a 10000x7000 lossy HTJ2K with 1024x1024 codestream tiles, OpenJPEG
+ * 80 ms for one whole tile (1 Mpx), OpenJPH 1.6 s for the 41 Mpx of lines down to the same tile;
+ * on a 2000x1500 lossless untiled one, 30 ms against 120-210 for the whole image.
+ */
+const OPENJPH_ADVANTAGE = 2;
+/** Whole codestream tiles of an HTJ2K image decoded by OpenJPEG are kept up to this size (a 1024x1024 RGB tile is 3 MiB). */
+const MAX_KEPT_TILES_BYTES = 8 * 1024 * 1024;
 /** JP2_MAX_DECODE_MB's default. */
 export const DEFAULT_MAX_DECODE_BYTES = 1024 * 1024 * 1024;
 
@@ -311,6 +321,56 @@ export class Jp2Source implements ImageSource {
 
   private async decodeOnce(reduce: number, rect: Rect, layers: number): Promise<DecodedPixels> {
     const h = this.header;
+    if (h.highThroughput) {
+      // HTJ2K. OpenJPEG decodes HT code-blocks into its tile buffer only, never into the buffers
+      // of a decode smaller than a codestream tile, which it then reads as zeros (a flat grey
+      // picture): with it, a decode is done on the whole codestream tiles it touches and cut out
+      // here. OpenJPH decodes whole lines from the top of the level down to the area's last, at
+      // less cost a pixel: it is asked when those lines are not many more pixels than those tiles
+      // (always for an untiled codestream), and OpenJPEG when they are (an area low in a large
+      // tiled image), or when OpenJPH cannot.
+      const tiles = this.codestreamTilesAround(reduce, rect);
+      const lines = this.description.levels[reduce]!.width * (rect.top + rect.height);
+      if (this.options.decoder.decodesHighThroughputAreas && lines <= OPENJPH_ADVANTAGE * tiles.width * tiles.height) {
+        try {
+          return await this.decodeExactly(reduce, rect, layers, true);
+        } catch (error) {
+          if (!(error instanceof HelperUnsupported)) throw error;
+        }
+      }
+      if (tiles.left !== rect.left || tiles.top !== rect.top || tiles.width !== rect.width || tiles.height !== rect.height) {
+        // Kept for the other tiles they hold (16 of 256x256 in a 1024x1024 codestream tile), and
+        // shared by the requests asking for them at the same time.
+        const bytes = tiles.width * tiles.height * decodedComponents(h) * (h.components[0]!.precision > 8 ? 2 : 1);
+        const decodeTiles = () => this.decodeExactly(reduce, tiles, layers);
+        const key = `${this.cacheId}${reduce}\0${layers}\0tiles ${tiles.left},${tiles.top},${tiles.width},${tiles.height}`;
+        const pixels = bytes <= MAX_KEPT_TILES_BYTES ? await this.options.levelCache.get(key, decodeTiles) : await decodeTiles();
+        return crop(pixels, { ...rect, left: rect.left - tiles.left, top: rect.top - tiles.top });
+      }
+    }
+    return this.decodeExactly(reduce, rect, layers);
+  }
+
+  /** The smallest union of whole codestream tiles (at that reduction, in level coordinates) holding the rectangle. */
+  private codestreamTilesAround(reduce: number, rect: Rect): Rect {
+    const h = this.header;
+    const span = (start: number, end: number, tileOrigin: number, tileSize: number, imageStart: number, imageEnd: number) => {
+      const level0 = ceilDiv(imageStart, reduce);
+      // The tile holding level pixel u is the last one starting at or before it on the reference grid.
+      const tileOf = (u: number) => Math.max(0, Math.floor(((level0 + u) * 2 ** reduce - tileOrigin) / tileSize));
+      const first = tileOf(start);
+      const last = tileOf(end - 1);
+      const from = ceilDiv(Math.max(imageStart, tileOrigin + first * tileSize), reduce) - level0;
+      const to = ceilDiv(Math.min(imageEnd, tileOrigin + (last + 1) * tileSize), reduce) - level0;
+      return { from: Math.max(0, Math.min(from, start)), to: Math.max(to, end) };
+    };
+    const x = span(rect.left, rect.left + rect.width, h.tileX0, h.tileWidth, h.x0, h.x1);
+    const y = span(rect.top, rect.top + rect.height, h.tileY0, h.tileHeight, h.y0, h.y1);
+    return { left: x.from, top: y.from, width: x.to - x.from, height: y.to - y.from };
+  }
+
+  private async decodeExactly(reduce: number, rect: Rect, layers: number, highThroughput = false): Promise<DecodedPixels> {
+    const h = this.header;
     const channels = decodedComponents(h);
     const limit = this.options.maxDecodeBytes ?? DEFAULT_MAX_DECODE_BYTES;
     // Every component is decoded, however many are kept.
@@ -338,7 +398,7 @@ export class Jp2Source implements ImageSource {
     };
     let pixels: DecodedPixels;
     try {
-      pixels = await this.options.decoder.decode(this.path, area);
+      pixels = highThroughput ? await this.options.decoder.decodeHighThroughput(this.path, area) : await this.options.decoder.decode(this.path, area);
     } catch (error) {
       if (!(error instanceof DecodeError)) throw error;
       // The codec refusing the data is the file's fault (404, as iipsrv); a hang or a missing
