@@ -13,7 +13,7 @@ ARG BASE_IMAGE=node:20-bookworm-slim
 FROM ${BASE_IMAGE} AS build
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc libc6-dev libopenjp2-7-dev pkg-config \
+ && apt-get install -y --no-install-recommends gcc g++ libc6-dev libopenjp2-7-dev libopenjph-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/iipsrv
 # The dependencies first, in a layer of their own that a change of the sources does not undo (the
@@ -27,15 +27,15 @@ COPY src ./src
 # tsc, then native/build.mjs. That never fails on its own, so the image build does when the
 # JPEG2000 helpers are missing.
 RUN npm run build \
- && test -x build/jp2-decoder && test -x build/jp2-encoder \
+ && test -x build/jp2-decoder && test -x build/jp2-encoder && test -x build/jph-decoder \
  && npm prune --omit=dev --no-audit --no-fund \
  && rm -rf src native tsconfig.json && find dist -name "*.map" -delete
 
-# ---- runtime: Node 20, libopenjp2 for the helpers, opj_decompress as their fallback ----
+# ---- runtime: Node 20, libopenjp2 and OpenJPH (HTJ2K) for the helpers, opj_decompress as their fallback ----
 FROM ${BASE_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libopenjp2-7 libopenjp2-tools \
+ && apt-get install -y --no-install-recommends libopenjp2-7 libopenjp2-tools libopenjph0.9 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 iipsrv \
  && useradd --uid 10001 --gid iipsrv --no-create-home --home-dir /nonexistent \
