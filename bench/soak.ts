@@ -19,10 +19,10 @@
 import { mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { benchImage, IMAGE_HEIGHT, IMAGE_WIDTH, TILE } from './lib/image.ts';
+import { benchImage } from './lib/image.ts';
+import { requestMix } from './lib/mix.ts';
 import { cleanup, installCleanupHandlers, isInterrupted, registerTempDir, startProcess } from './lib/procs.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
-import { seededRandom } from '../test/helpers/random.ts';
 import { childPids, freePort, rssBytes, stopGroup, waitUntilListening } from '../test/helpers/processes.ts';
 import { nginxSiteReplacements, renderExample, startNginx } from '../test/helpers/webservers.ts';
 
@@ -34,40 +34,6 @@ const MB = 1024 * 1024;
 
 function log(line: string): void {
   process.stdout.write(`${new Date().toISOString().slice(11, 19)} ${line}\n`);
-}
-
-/** A mix that touches every path that keeps memory: tile cache, passthrough, re-encodes, regions. */
-function requestMix(name: string): string[] {
-  const random = seededRandom(20261207);
-  const pick = (n: number) => Math.floor(random() * n);
-  const queries: string[] = [];
-  const levels: Array<[number, number]> = [];
-  for (let w = IMAGE_WIDTH, h = IMAGE_HEIGHT; ; w = Math.ceil(w / 2), h = Math.ceil(h / 2)) {
-    levels.unshift([w, h]);
-    if (w <= TILE && h <= TILE) break;
-  }
-  for (let i = 0; i < 4000; i++) {
-    const kind = i % 10;
-    if (kind < 5) {
-      const resolution = pick(levels.length);
-      const [w, h] = levels[resolution]!;
-      const tiles = Math.ceil(w / TILE) * Math.ceil(h / TILE);
-      queries.push(`FIF=${name}&JTL=${resolution},${pick(tiles)}`);
-    } else if (kind < 7) {
-      const x = pick(Math.floor(IMAGE_WIDTH / TILE)) * TILE;
-      const y = pick(Math.floor(IMAGE_HEIGHT / TILE)) * TILE;
-      queries.push(`IIIF=${name}/${x},${y},${TILE},${TILE}/${TILE},/0/default.jpg`);
-    } else if (kind < 8) {
-      queries.push(`IIIF=${name}/full/${100 + pick(200)},/0/default.jpg`);
-    } else if (kind < 9) {
-      queries.push(`FIF=${name}&QLT=${60 + pick(30)}&JTL=${levels.length - 1},${pick(1000)}`);
-    } else {
-      const x = (pick(80) / 100).toFixed(2);
-      const y = (pick(80) / 100).toFixed(2);
-      queries.push(`FIF=${name}&RGN=${x},${y},0.2,0.2&WID=${400 + pick(400)}&CVT=jpeg`);
-    }
-  }
-  return queries;
 }
 
 async function main(): Promise<void> {
