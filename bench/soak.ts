@@ -82,8 +82,9 @@ async function main(): Promise<void> {
   try {
     for (let round = 1; !isInterrupted(); round++) {
       // The last round only as long as the requests still to serve take at the last round's rate.
-      const rate = rounds.length > 0 ? served / ((Date.now() - started) / 1000) : Infinity;
-      const left = Math.min((REQUESTS - served) / rate, (deadline - Date.now()) / 1000);
+      const elapsed = (Date.now() - started) / 1000;
+      const byRequests = rounds.length > 0 ? (REQUESTS - served) / (served / elapsed) : ROUND_SECONDS;
+      const left = Math.min(byRequests, (deadline - Date.now()) / 1000);
       const seconds = Math.max(2, Math.min(ROUND_SECONDS, Math.ceil(left)));
       // Each round starts elsewhere in the list, as a long run of one wrk would walk it.
       const result = await runWrk(params, url, script, location, seconds, served % 4000);
