@@ -26,7 +26,7 @@
  *
  * Environment knobs (all optional):
  *   FAULT_PHASE_SECONDS=10  length of each phase
- *   FAULT_WARMUP_SECONDS=5  untimed load before phase 1
+ *   FAULT_WARMUP_SECONDS=20 untimed load before phase 1 (fills the RAM cache and memcached)
  *   FAULT_CONCURRENCY=16    requests in flight (one keep-alive connection each)
  *   FAULT_TIMEOUT_SECONDS=30  a request with no whole answer after this long fails as 'timeout'
  *   FAULT_WORKERS=2         --workers for the daemon (unset: its default, half the CPUs, at least 1)
@@ -48,7 +48,7 @@ import { nginxErrors, nginxSiteReplacements, renderExample, startNginx } from '.
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const PHASE_SECONDS = Number(process.env.FAULT_PHASE_SECONDS ?? 10);
-const WARMUP_SECONDS = Number(process.env.FAULT_WARMUP_SECONDS ?? 5);
+const WARMUP_SECONDS = Number(process.env.FAULT_WARMUP_SECONDS ?? 20);
 const CONCURRENCY = Number(process.env.FAULT_CONCURRENCY ?? 16);
 const TIMEOUT_SECONDS = Number(process.env.FAULT_TIMEOUT_SECONDS ?? 30);
 const MB = 1024 * 1024;
@@ -127,7 +127,7 @@ const ms = (v: number) => (Number.isNaN(v) ? '–' : v < 10 ? v.toFixed(1) : v.t
 const mbs = (memory: Map<string, number>) => [...memory.values()].map((b) => (b / MB).toFixed(0)).join(' + ');
 
 function startMemcached(binary: string, port: number): Proc {
-  const args = ['-p', String(port), '-U', '0', '-l', '127.0.0.1', '-m', '64'];
+  const args = ['-p', String(port), '-U', '0', '-l', '127.0.0.1', '-m', '256'];
   // memcached refuses to run as root unless told which user to be.
   if (process.getuid?.() === 0) args.push('-u', 'root');
   return startProcess('memcached', binary, args, { PATH: process.env.PATH });
