@@ -16,15 +16,17 @@
  *   SOAK_REPORT=file.md   also write the summary there
  *
  * The verdict compares the last round with the second one (the first warms caches up, which is
- * growth by design, bounded by MAX_IMAGE_CACHE_SIZE): a process that grew by more than 10 % and
- * 8 MB is reported as growing. Exit status 1 when memory grows, when any request failed (a non-2xx
+ * growth by design, bounded by MAX_IMAGE_CACHE_SIZE; there are always 3 rounds at least): a
+ * process that grew by more than 10 % and 8 MB is reported as growing. Each process's RSS is also
+ * given as its anonymous part (heaps, buffers) and its file-backed part (code pages), to tell
+ * which one grew. Exit status 1 when memory grows, when any request failed (a non-2xx
  * answer or a socket error, as wrk counts them), or when there were fewer than 3 rounds.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { benchImage } from './lib/image.ts';
-import { daemonRss, formatRss, requestMix } from './lib/mix.ts';
+import { daemonRss, daemonRssParts, formatRss, requestMix } from './lib/mix.ts';
 import { cleanup, installCleanupHandlers, isInterrupted, registerTempDir, startProcess } from './lib/procs.ts';
 import { runWrk, writeWrkScript } from './lib/wrk.ts';
 import { freePort, stopGroup, waitUntilListening } from '../test/helpers/processes.ts';
@@ -70,9 +72,11 @@ async function main(): Promise<void> {
   // The workers have started once the port answers, but may still be loading: give them a moment.
   await new Promise((resolve) => setTimeout(resolve, 2000));
   const atStart = daemonRss(primary);
+  const partsAtStart = daemonRssParts(primary);
   log(`soak: until ${REQUESTS} requests or ${MINUTES} min, rounds of ${ROUND_SECONDS} s, ${CONNECTIONS} connections, ${url}${location}`);
   log(`before the first round: RSS MB: ${formatRss(atStart)}`);
   const rounds: Array<Map<string, number>> = [];
+  const roundParts: Array<ReturnType<typeof daemonRssParts>> = [];
   let served = 0;
   let non2xx = 0;
   let socketErrors = 0;
@@ -95,11 +99,13 @@ async function main(): Promise<void> {
       socketErrors += errors;
       const memory = daemonRss(primary);
       rounds.push(memory);
+      roundParts.push(daemonRssParts(primary));
       const total = [...memory.values()].reduce((a, b) => a + b, 0);
       log(
         `round ${round}: ${result.requests} requests, ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99ms} ms, non-2xx ${result.non2xx}, socket errors ${errors}; served ${served}; RSS MB: ${formatRss(memory)}; total ${mb(total)}`,
       );
-      if (served >= REQUESTS) {
+      // Three rounds at least: the verdict compares the last with the second.
+      if (served >= REQUESTS && rounds.length >= 3) {
         endedBy = `${REQUESTS} requests served`;
         break;
       }
@@ -147,6 +153,9 @@ async function main(): Promise<void> {
     growing ||= flagged;
     const change = `${grew >= 0 ? '+' : ''}${mb(grew)} MB (${((grew / before) * 100).toFixed(1)} %)`;
     say(`  ${name}: ${mb(atStart.get(name))} · ${mb(before)} · ${mb(bytes)}  ${change}${flagged ? '  GROWING' : ''}`);
+    // Anonymous memory (heaps, buffers) and file-backed pages (code) apart, to tell what grew.
+    const parts = [partsAtStart, roundParts[1]!, roundParts[roundParts.length - 1]!].map((m) => m.get(name));
+    say(`    anonymous ${parts.map((p) => mb(p?.anon)).join(' · ')}; file-backed ${parts.map((p) => mb(p?.file)).join(' · ')}`);
   }
   say(growing ? 'verdict: memory grows' : 'verdict: memory flat after warm-up (no process grew by more than 10 % and 8 MB after round 2)');
   if (growing || non2xx + socketErrors > 0) process.exitCode = 1;

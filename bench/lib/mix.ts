@@ -6,6 +6,7 @@
  */
 import { IMAGE_HEIGHT, IMAGE_WIDTH, TILE } from './image.ts';
 import { seededRandom } from '../../test/helpers/random.ts';
+import { readFileSync } from 'node:fs';
 import { childPids, rssBytes } from '../../test/helpers/processes.ts';
 
 /**
@@ -51,6 +52,28 @@ export function daemonRss(primary: number): Map<string, number> {
   const memory = new Map<string, number>([['primary', rssBytes(primary)]]);
   for (const pid of childPids(primary)) memory.set(`worker ${pid}`, rssBytes(pid));
   return memory;
+}
+
+/**
+ * The two parts of a process's RSS, from /proc/<pid>/status: anonymous memory (the JavaScript heap,
+ * native allocations, buffers) and file-backed pages (code of node and of the libraries, as they
+ * get touched); zeros when the process is gone.
+ */
+export function rssParts(pid: number): { anon: number; file: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? 0) * 1024;
+    return { anon: kb('RssAnon'), file: kb('RssFile') };
+  } catch {
+    return { anon: 0, file: 0 };
+  }
+}
+
+/** rssParts of the primary and each live worker, named as daemonRss names them. */
+export function daemonRssParts(primary: number): Map<string, { anon: number; file: number }> {
+  const parts = new Map([['primary', rssParts(primary)]]);
+  for (const pid of childPids(primary)) parts.set(`worker ${pid}`, rssParts(pid));
+  return parts;
 }
 
 const MB = 1024 * 1024;
