@@ -218,9 +218,10 @@ async function main(): Promise<void> {
       const rssStart = daemonRss(primary);
       const start = performance.now();
       await step.action();
-      // After the action: the counters of a restarted memcached start from zero.
-      const memcachedStart = await memcachedStats(memcachedPort);
       log(`phase ${phases.length + 1}: ${step.name}`);
+      // After the action: the counters of a restarted memcached start from zero (and a frozen
+      // one keeps this waiting for the stats' timeout, hence the log line first).
+      const memcachedStart = await memcachedStats(memcachedPort);
       const until = start + PHASE_SECONDS * 1000;
       while (performance.now() < until && !isInterrupted()) {
         await sleep(50);
