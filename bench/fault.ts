@@ -103,7 +103,9 @@ interface Phase {
 interface KilledWorker {
   pid: number;
   at: number;
-  /** When a worker with another pid was first seen, and its pid. */
+  /** The workers there were at the kill, the killed one among them. */
+  before: number[];
+  /** When a worker not among them was first seen, and its pid. */
   replacedAt: number | null;
   replacement: number | null;
 }
@@ -201,10 +203,11 @@ async function main(): Promise<void> {
     {
       name: 'one worker killed (SIGKILL)',
       action: () => {
-        const pid = childPids(primary)[0];
+        const before = childPids(primary);
+        const pid = before[0];
         if (pid === undefined) throw new Error('no worker to kill');
         process.kill(pid, 'SIGKILL');
-        killed.worker = { pid, at: performance.now(), replacedAt: null, replacement: null };
+        killed.worker = { pid, at: performance.now(), before, replacedAt: null, replacement: null };
       },
     },
     { name: 'normal again', action: () => undefined },
@@ -227,7 +230,7 @@ async function main(): Promise<void> {
         await sleep(50);
         const worker = killed.worker;
         if (worker && worker.replacedAt === null) {
-          const replacement = childPids(primary).find((pid) => pid !== worker.pid);
+          const replacement = childPids(primary).find((pid) => !worker.before.includes(pid));
           if (replacement !== undefined) Object.assign(worker, { replacedAt: performance.now(), replacement });
         }
       }
