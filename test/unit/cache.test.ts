@@ -198,6 +198,29 @@ describe('memcached tier (real memcached)', { skip: memcachedBinary ? false : 'm
     tier.close();
   });
 
+  it('a freeze with sets in flight is one outage: the tier answers again soon after memcached thaws', async () => {
+    const tier = new MemcachedTier({ servers: [{ host: '127.0.0.1', port }], lifetimeSeconds: 60 });
+    tier.set('warm', Buffer.from('w'));
+    await waitFor(async () => (await tier.get('warm')) !== null, 2000, 'warm-up');
+    process.kill(server.child.pid!, 'SIGSTOP');
+    let thawed: number;
+    try {
+      // Tiles made while memcached froze, on their way to it: memjs fails them all together when
+      // the socket times out, after the first lookup has opened the breaker.
+      for (let i = 0; i < 20; i++) tier.set(`in-flight-${i}`, Buffer.alloc(40_000));
+      assert.equal(await tier.get('warm'), null);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+    } finally {
+      process.kill(server.child.pid!, 'SIGCONT');
+      thawed = performance.now();
+    }
+    // One failure's back-off is 1 s (then 2 s): not the 30 s maximum the twenty sets used to reach.
+    await waitFor(async () => (await tier.get('warm')) !== null, 10_000, 'the tier using memcached again');
+    const seconds = (performance.now() - thawed) / 1000;
+    assert.ok(seconds < 5, `answering again ${seconds.toFixed(1)} s after the thaw`);
+    tier.close();
+  });
+
   it('no memcached listening at all (the unset-MEMCACHED_SERVERS default on most machines)', async () => {
     const deadPort = await freePort();
     const tier = new MemcachedTier({ servers: [{ host: '127.0.0.1', port: deadPort }], lifetimeSeconds: 60 });

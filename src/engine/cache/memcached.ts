@@ -77,7 +77,14 @@ export class MemcachedTier {
   }
 
   private failed(reason: string): void {
-    this.openUntil = Date.now() + this.backoffMs;
+    const now = Date.now();
+    // Already backing off: this is one more of the requests sent before the breaker opened (memjs
+    // fails every request waiting on a socket at once, a set as well as a get). One outage, one
+    // step of back-off: doubling it for each of them put a tier that had a few sets in flight
+    // when memcached froze straight at the longest back-off, skipping memcached for 30 s after it
+    // came back.
+    if (now < this.openUntil) return;
+    this.openUntil = now + this.backoffMs;
     this.backoffMs = Math.min(this.maxBackoffMs, this.backoffMs * 2);
     if (this.up) {
       this.up = false;
