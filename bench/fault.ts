@@ -29,7 +29,7 @@
  *   FAULT_WARMUP_SECONDS=20 untimed load before phase 1 (fills the RAM cache and memcached)
  *   FAULT_CONCURRENCY=16    requests in flight (one keep-alive connection each)
  *   FAULT_TIMEOUT_SECONDS=30  a request with no whole answer after this long fails as 'timeout'
- *   FAULT_WORKERS=2         --workers for the daemon (unset: its default, half the CPUs, at least 1)
+ *   FAULT_WORKERS=2         --workers for the daemon (unset: its default, half the CPUs, at least 2)
  *   FAULT_OURS_ENV='MAX_IMAGE_CACHE_SIZE=20'   extra environment for the daemon
  *   FAULT_REPORT=file.md    also write the summary there
  *   FAULT_FAILURES=file.txt append every failed request there (start s, ms, outcome, path)

@@ -57,7 +57,7 @@ iipsrv-ts ${VERSION}: an IIPImage-compatible image server (IIP, IIIF, DeepZoom, 
                      reading is dropped after this (default 30; 0 no limit)
   --http-max-connections N
                      HTTP connections open at once per worker (default 1024)
-  --workers N        worker processes sharing the socket (default: half the CPUs, at least 1)
+  --workers N        worker processes sharing the socket (default: half the CPUs, at least 2)
   --shutdown-timeout SECONDS
                      on SIGTERM, how long requests in flight may take (default 10)
   --version          print the version
@@ -112,6 +112,9 @@ export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSoc
   // One worker per two cores: each worker's decodes, encodes and region pipelines already run on
   // libuv's thread pool (a single worker kept both cores of the benchmark machine busy), and the
   // web server in front needs CPU too. More workers than that only add memory (about 110 MB each).
+  // But never one alone: Node's cluster closes the shared listening socket when its last worker
+  // exits, so a crash of a lone worker refuses connections until its replacement listens (0.4-0.5 s
+  // in bench/fault.ts); with two, the other one goes on accepting.
   let workers = defaultWorkers();
   let shutdownGraceMs = 10_000;
   const httpLimits: HttpLimits = { ...HTTP_LIMIT_DEFAULTS };
@@ -190,5 +193,5 @@ export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSoc
 }
 
 export function defaultWorkers(cpus = os.availableParallelism()): number {
-  return Math.max(1, Math.floor(cpus / 2));
+  return Math.max(2, Math.floor(cpus / 2));
 }

@@ -40,13 +40,13 @@ describe('command line', () => {
     assert.equal(command.options.workers, 3);
     assert.equal(command.options.fastcgi, null);
   });
-  it('defaults to one worker per two CPUs, at least one', () => {
+  it('defaults to one worker per two CPUs, at least two (a lone worker that dies closes the listening socket)', () => {
     assert.deepEqual(
       [1, 2, 3, 4, 8, 64].map((cpus) => defaultWorkers(cpus)),
-      [1, 1, 1, 2, 4, 32],
+      [2, 2, 2, 2, 4, 32],
     );
     const command = parseArguments(['--bind', ':9000'], false);
-    assert.equal(command.kind === 'run' && command.options.workers, Math.max(1, Math.floor(availableParallelism() / 2)));
+    assert.equal(command.kind === 'run' && command.options.workers, Math.max(2, Math.floor(availableParallelism() / 2)));
   });
   it('HTTP limits: --http-idle-timeout and --http-read-timeout in seconds (0 for none), --http-max-connections', () => {
     const defaults = parseArguments(['--http', ':8080'], false);
