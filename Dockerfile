@@ -53,18 +53,19 @@ ENV NODE_ENV=production \
     LOGFILE=stderr \
     VERBOSITY=1 \
     MEMCACHED_SERVERS= \
-    IIPSRV_HEALTHCHECK_URL=http://127.0.0.1:8080/?OBJ=IIP,1.0
+    IIPSRV_HEALTHCHECK_URL=http://127.0.0.1:8080/health
 
 WORKDIR /opt/iipsrv
 USER 10001:10001
 # 9000: FastCGI (nginx fastcgi_pass, examples/nginx); 8080: plain HTTP.
 EXPOSE 9000 8080
 
-# A real request over HTTP (there is no /health endpoint yet): the server must answer OBJ=IIP,1.0
-# with "IIP:1.0". Started with a CMD without --http, set IIPSRV_HEALTHCHECK_URL accordingly or
-# run with --no-healthcheck.
+# The server's own health answer over HTTP: 200 while the image folder is readable, 503 when it is
+# not (memcached's state is reported, never a failure). Started with a CMD without --http, set
+# IIPSRV_HEALTHCHECK_URL accordingly (any FastCGI front end's URL ending in ?HEALTH) or run with
+# --no-healthcheck.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["node", "-e", "fetch(process.env.IIPSRV_HEALTHCHECK_URL).then(async (r) => process.exit(r.ok && (await r.text()).includes('IIP:1.0') ? 0 : 1), () => process.exit(1))"]
+  CMD ["node", "-e", "fetch(process.env.IIPSRV_HEALTHCHECK_URL).then(async (r) => process.exit(r.ok && (await r.json()).status === 'ok' ? 0 : 1), () => process.exit(1))"]
 
 ENTRYPOINT ["iipsrv"]
 CMD ["--bind", "0.0.0.0:9000", "--http", "0.0.0.0:8080"]
