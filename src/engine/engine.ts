@@ -37,7 +37,7 @@ import type { Watermark } from './output/watermark.js';
 import { needsPipeline, PixelProcessor } from './pixels/processed-pixels.js';
 import { hasOutputSteps } from './pixels/output-steps.js';
 import { NO_PROCESSING, isIdentity, processingKey, type Processing } from './pixels/processing.js';
-import { Slots } from './slots.js';
+import { cheapRegionConcurrency, Slots } from './slots.js';
 import type { Samples } from './source.js';
 
 export type { OpenImage } from './files/open-images.js';
@@ -146,6 +146,11 @@ export class Engine {
    * Cheap regions (thumbnails, small views) never wait here behind them.
    */
   private readonly regionSlots: Slots;
+  /**
+   * Cheap regions in a lane of their own, so that they never wait behind expensive ones, but
+   * bounded too: sixteen thumbnails at once on two cores only lengthen each other's tail.
+   */
+  private readonly cheapRegionSlots: Slots;
   private readonly limits: DecodeLimits;
   private readonly pixels: PixelProcessor;
 
@@ -162,6 +167,7 @@ export class Engine {
     const prefix = options.paths.prefix;
     this.imageFolder = prefix === '' ? '.' : prefix.endsWith('/') ? prefix : dirname(prefix) + '/';
     this.regionSlots = new Slots(options.regionConcurrency ?? Math.max(2, availableParallelism()));
+    this.cheapRegionSlots = new Slots(cheapRegionConcurrency(this.regionSlots.size));
     const cacheBytes = options.cacheBytes ?? 0;
     this.cache = new TileCache(cacheBytes > 0 ? new LruCache(cacheBytes) : null, options.memcached ?? null, options.lease);
     this.limits = options.limits ?? DEFAULT_DECODE_LIMITS;
@@ -358,7 +364,7 @@ export class Engine {
     // Shared by every identical request in flight: `shared` aborts once all their clients have gone.
     const compute = (shared?: AbortSignal) => {
       const render = () => decoding(image.name, () => this.renderRegion(image, plan, output, shared));
-      return this.timed(image, () => (expensive ? this.regionSlots.run(render, shared) : render()));
+      return this.timed(image, () => (expensive ? this.regionSlots : this.cheapRegionSlots).run(render, shared));
     };
     return this.cache.fill(key, compute, signal);
   }

@@ -65,3 +65,12 @@ export class Slots {
     else this.free++;
   }
 }
+
+/**
+ * Cheap region renders (thumbnails, small views) the engine runs at once beside `expensive`
+ * expensive ones: twice as many, as each takes a few milliseconds. Here rather than in the
+ * engine so that the primary process can size the thread pool without loading the engine.
+ */
+export function cheapRegionConcurrency(expensive: number): number {
+  return 2 * expensive;
+}

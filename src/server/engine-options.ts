@@ -7,6 +7,7 @@
 import type { Config } from '../config.js';
 import { availableParallelism } from 'node:os';
 import type { EngineOptions } from '../engine/engine.js';
+import { cheapRegionConcurrency } from '../engine/slots.js';
 
 export function engineOptionsFor(config: Config): EngineOptions {
   return {
@@ -51,8 +52,10 @@ export function regionConcurrency(workers: number): number {
 /**
  * libuv threads a worker needs. sharp holds one for the whole run of a region export, so the
  * expensive exports alone could take libuv's default 4 and leave tile encodes, inflates and slow
- * file reads waiting behind them: each worker gets 4 more than it runs exports at once.
+ * file reads waiting behind them: each worker gets 4 more than it renders regions at once,
+ * expensive and cheap.
  */
 export function threadPoolSize(workers: number): number {
-  return regionConcurrency(workers) + 4;
+  const expensive = regionConcurrency(workers);
+  return expensive + cheapRegionConcurrency(expensive) + 4;
 }
