@@ -22,6 +22,7 @@ import {
   startNginx,
   webTempDir,
   type Reply,
+  type Replacements,
   type WebServer,
 } from '../helpers/webservers.ts';
 import { parseJson } from '../helpers/json.ts';
@@ -63,6 +64,32 @@ const json = (reply: Reply) => parseJson(reply.body);
 function okReply(reply: Reply, what: string): Reply {
   assert.equal(reply.status, 200, `${what}: ${reply.status} ${reply.body.toString().slice(0, 200)}`);
   return reply;
+}
+
+/**
+ * The daemon (one worker, FastCGI) behind nginx with examples/nginx/iipsrv.conf, changed by
+ * `changes` (beyond the ports); stopped again if nginx does not start.
+ */
+async function startBehindNginx(tempPrefix: string, env: Record<string, string> = {}, changes: Replacements = []): Promise<FrontEnd> {
+  const dir = webTempDir(tempPrefix);
+  images = await prepareImages(dir);
+  const port = await freePort();
+  const fastcgiPort = await freePort();
+  const daemon = await startDaemon(['--bind', `127.0.0.1:${fastcgiPort}`, '--workers', '1'], {
+    env: { FILESYSTEM_PREFIX: images, URI_MAP: 'iiif=>IIIF iip=>IIP', VERBOSITY: '0', ...env },
+    waitPort: fastcgiPort,
+  });
+  try {
+    const site = renderExample('nginx/iipsrv.conf', [...nginxSiteReplacements({ port, fastcgiPort }), ...changes]);
+    return { port, daemon, nginx: await startNginx({ dir, port, site }) };
+  } catch (error) {
+    await stopGroup(daemon);
+    throw error;
+  }
+}
+
+async function stopFront(front: FrontEnd | undefined): Promise<void> {
+  if (front) await Promise.allSettled([front.nginx?.stop(), stopGroup(front.daemon)]);
 }
 
 /** The checks every way of reaching the server must pass. */
@@ -212,25 +239,9 @@ describe('IIIF through nginx and FastCGI (examples/nginx/iipsrv.conf)', { skip: 
     return front;
   };
   before(async () => {
-    const dir = webTempDir('iipsrv-iiif-nginx-');
-    images = await prepareImages(dir);
-    const port = await freePort();
-    const fastcgiPort = await freePort();
-    const daemon = await startDaemon(['--bind', `127.0.0.1:${fastcgiPort}`, '--workers', '1'], {
-      env: { FILESYSTEM_PREFIX: images, URI_MAP: 'iiif=>IIIF iip=>IIP', VERBOSITY: '0' },
-      waitPort: fastcgiPort,
-    });
-    try {
-      const nginx = await startNginx({ dir, port, site: renderExample('nginx/iipsrv.conf', nginxSiteReplacements({ port, fastcgiPort })) });
-      front = { port, daemon, nginx };
-    } catch (error) {
-      await stopGroup(daemon);
-      throw error;
-    }
+    front = await startBehindNginx('iipsrv-iiif-nginx-');
   });
-  after(async () => {
-    if (front) await Promise.allSettled([front.nginx?.stop(), stopGroup(front.daemon)]);
-  });
+  after(() => stopFront(front));
   iiifChecks(get, 'nginx');
   it('nginx: no upstream errors were logged', () => {
     const errors = nginxErrors(get().nginx!.errorLog());
@@ -241,30 +252,13 @@ describe('IIIF through nginx and FastCGI (examples/nginx/iipsrv.conf)', { skip: 
 describe('IIIF ids nginx imposes (the ways examples/nginx/iipsrv_fastcgi_params documents)', { skip: nginxAvailability().skip ?? false }, () => {
   let front: FrontEnd | undefined;
   before(async () => {
-    const dir = webTempDir('iipsrv-iiif-nginx-id-');
-    images = await prepareImages(dir);
-    const port = await freePort();
-    const fastcgiPort = await freePort();
-    const daemon = await startDaemon(['--bind', `127.0.0.1:${fastcgiPort}`, '--workers', '1'], {
-      env: { FILESYSTEM_PREFIX: images, URI_MAP: 'iiif=>IIIF iip=>IIP', VERBOSITY: '0', TRUSTED_HEADERS: 'X-IIIF-ID' },
-      waitPort: fastcgiPort,
-    });
     // The query-style location sets iipsrv's header, the path-style one the parameter no client can send.
-    const site = renderExample('nginx/iipsrv.conf', [
-      ...nginxSiteReplacements({ port, fastcgiPort }),
+    front = await startBehindNginx('iipsrv-iiif-nginx-id-', { TRUSTED_HEADERS: 'X-IIIF-ID' }, [
       ['location /fcgi-bin/iipsrv.fcgi {', 'location /fcgi-bin/iipsrv.fcgi {\n        fastcgi_param HTTP_X_IIIF_ID https://cdn.example.org/by-header;'],
       ['fastcgi_split_path_info ^(/[^/]+)(/.*)$;', 'fastcgi_split_path_info ^(/[^/]+)(/.*)$;\n        fastcgi_param IIIF_ID https://cdn.example.org/by-param;'],
     ]);
-    try {
-      front = { port, daemon, nginx: await startNginx({ dir, port, site }) };
-    } catch (error) {
-      await stopGroup(daemon);
-      throw error;
-    }
   });
-  after(async () => {
-    if (front) await Promise.allSettled([front.nginx?.stop(), stopGroup(front.daemon)]);
-  });
+  after(() => stopFront(front));
   it("fastcgi_param HTTP_X_IIIF_ID replaces the client's X-IIIF-ID (with TRUSTED_HEADERS=X-IIIF-ID)", async () => {
     assert.ok(front, 'set-up failed');
     const evil = { 'X-IIIF-ID': 'https://evil.example/phish' };
@@ -292,31 +286,12 @@ describe(
       return front;
     };
     before(async () => {
-      const dir = webTempDir('iipsrv-iiif-nginx-stock-');
-      images = await prepareImages(dir);
-      const port = await freePort();
-      const fastcgiPort = await freePort();
-      const daemon = await startDaemon(['--bind', `127.0.0.1:${fastcgiPort}`, '--workers', '1'], {
-        env: { FILESYSTEM_PREFIX: images, URI_MAP: 'iiif=>IIIF iip=>IIP', VERBOSITY: '0' },
-        waitPort: fastcgiPort,
-      });
       // Debian's file, and the HTTP_HOST line its current package ends with where an older one lacks it.
       const stock = '/etc/nginx/fastcgi_params';
       const hostLine = /HTTP_HOST/.test(readFileSync(stock, 'utf8')) ? '' : '\n        fastcgi_param HTTP_HOST $host;';
-      const site = renderExample('nginx/iipsrv.conf', [
-        ...nginxSiteReplacements({ port, fastcgiPort }),
-        ['include iipsrv_fastcgi_params;', `include ${stock};${hostLine}`],
-      ]);
-      try {
-        front = { port, daemon, nginx: await startNginx({ dir, port, site }) };
-      } catch (error) {
-        await stopGroup(daemon);
-        throw error;
-      }
+      front = await startBehindNginx('iipsrv-iiif-nginx-stock-', {}, [['include iipsrv_fastcgi_params;', `include ${stock};${hostLine}`]]);
     });
-    after(async () => {
-      if (front) await Promise.allSettled([front.nginx?.stop(), stopGroup(front.daemon)]);
-    });
+    after(() => stopFront(front));
     const fetch = (pathAndQuery: string) => request(get().port, pathAndQuery);
     it('info.json ids and the redirect keep the port', async () => {
       const origin = `http://127.0.0.1:${get().port}`;
