@@ -29,22 +29,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "memory-limit.h"
+#include "opj-messages.h"
+
 #define MAGIC 0x334b324au /* "J2K3" little-endian */
 
 enum { OK = 0, FAILED = 1, UNSUPPORTED = 2, OUT_OF_MEMORY = 3 };
 
-static char error_text[1024];
-
-static void on_error(const char *message, void *data) {
-  (void)data;
-  size_t used = strlen(error_text);
-  if (used < sizeof error_text - 1) snprintf(error_text + used, sizeof error_text - used, "%s", message);
-}
-
-static void quiet(const char *message, void *data) {
-  (void)message;
-  (void)data;
-}
 
 static int write_all(const void *bytes, size_t length) {
   return fwrite(bytes, 1, length, stdout) == length ? 0 : -1;
@@ -184,21 +175,7 @@ static void decode(struct reply *reply, unsigned reduce, unsigned layers, unsign
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1) {
-    char *end;
-    unsigned long long megabytes = strtoull(argv[1], &end, 10);
-    if (*end != 0) {
-      fprintf(stderr, "jp2-decoder: the memory limit must be a number of MB, not %s\n", argv[1]);
-      return 2;
-    }
-    if (megabytes > 0) {
-      struct rlimit limit = {(rlim_t)megabytes << 20, (rlim_t)megabytes << 20};
-      if (setrlimit(RLIMIT_AS, &limit) != 0) {
-        perror("jp2-decoder: setrlimit");
-        return 2;
-      }
-    }
-  }
+  if (apply_memory_limit("jp2-decoder", argc, argv) != 0) return 2;
   char line[8192];
   while (fgets(line, sizeof line, stdin)) {
     unsigned reduce, layers, x0, y0, x1, y1;

@@ -22,21 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "opj-messages.h"
+
 #define TILE 1024u
 #define MAX_RESOLUTIONS 6u
 
-static char error_text[1024];
-
-static void on_error(const char *message, void *data) {
-  (void)data;
-  size_t used = strlen(error_text);
-  if (used < sizeof error_text - 1) snprintf(error_text + used, sizeof error_text - used, "%s", message);
-}
-
-static void quiet(const char *message, void *data) {
-  (void)message;
-  (void)data;
-}
 
 static int fail(const char *why) {
   fprintf(stderr, "%s%s%s\n", why, error_text[0] ? ": " : "", error_text);

@@ -45,6 +45,8 @@
 #include <string>
 #include <vector>
 
+#include "memory-limit.h"
+
 namespace {
 
 const uint32_t MAGIC = 0x334b324au; /* "J2K3" little-endian */
@@ -264,21 +266,7 @@ void decode(Reply &reply, FILE *file, unsigned reduce, uint32_t x0, uint32_t y0,
 } // namespace
 
 int main(int argc, char **argv) {
-  if (argc > 1) {
-    char *end;
-    unsigned long long megabytes = strtoull(argv[1], &end, 10);
-    if (*end != 0) {
-      fprintf(stderr, "jph-decoder: the memory limit must be a number of MB, not %s\n", argv[1]);
-      return 2;
-    }
-    if (megabytes > 0) {
-      struct rlimit limit = {(rlim_t)megabytes << 20, (rlim_t)megabytes << 20};
-      if (setrlimit(RLIMIT_AS, &limit) != 0) {
-        perror("jph-decoder: setrlimit");
-        return 2;
-      }
-    }
-  }
+  if (apply_memory_limit("jph-decoder", argc, argv) != 0) return 2;
   signal(SIGPROF, on_budget_spent);
   message_sink = fmemopen(messages, sizeof messages - 1, "w");
   if (message_sink) ojph::set_error_stream(message_sink);
