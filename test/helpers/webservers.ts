@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BIN, ROOT, tempDir, testEnv, which } from './daemon.ts';
 import {
+  freePort,
   listProcesses,
   processExists,
   processInfo,
@@ -507,3 +508,14 @@ export function removeDir(dir: string): void {
 }
 
 export const IS_LINUX = os.platform() === 'linux';
+
+/**
+ * nginx serving the files under `root` as they are (Range, If-Match and ETag are nginx's own), on
+ * a port of its own: the web-server origin of the object-store tests. `directives` go into the
+ * server block (e.g. `max_ranges 0;` for a server that ignores Range).
+ */
+export async function startStaticNginx(options: { dir: string; root: string; directives?: string }): Promise<WebServer> {
+  const port = await freePort();
+  const site = [`server {`, `    listen 127.0.0.1:${port};`, `    root ${options.root};`, `    ${options.directives ?? ''}`, `}`, ''].join('\n');
+  return startNginx({ dir: options.dir, port, site });
+}
