@@ -55,7 +55,7 @@ export async function withAttempts<T>(
   signal: AbortSignal | undefined,
   attempt: (attempt: Attempt) => Promise<T>,
 ): Promise<T> {
-  const attempts = Math.max(1, timeouts.attempts);
+  const attempts = Math.max(1, Math.floor(timeouts.attempts) || 1);
   let lastProblem = '';
   for (let index = 0; index < attempts; index++) {
     if (index > 0) await pause(backoffBefore(index, timeouts.backoffMs), signal);

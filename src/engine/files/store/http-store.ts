@@ -101,7 +101,11 @@ export class HttpStore implements ObjectStore {
           signal: attempt.signal,
           headers: { ...headers, ...(this.authorization ? { authorization: this.authorization } : {}) },
         },
-        resolve,
+        (response) => {
+          // Its errors reach whoever reads the body; one before the reading starts must not crash the process.
+          response.on('error', () => {});
+          resolve(response);
+        },
       );
       request.on('error', (error) => reject(networkFailure(error)));
       request.end();

@@ -122,6 +122,9 @@ export class S3Store implements ObjectStore {
     this.client = new S3Client({
       region: regionWithDefault(),
       forcePathStyle: options.forcePathStyle,
+      // On AWS a bucket in another region than the configured (or defaulted) one answers 301:
+      // the SDK then asks again, once, in the bucket's region.
+      followRegionRedirects: true,
       maxAttempts: 1,
       requestHandler: {
         // Our own deadline covers the whole attempt; these end a dead connection early and free its socket.
@@ -173,6 +176,8 @@ export class S3Store implements ObjectStore {
     const answer = await this.send(what, attempt, (abortSignal) => this.client.send(new GetObjectCommand({ Bucket: this.bucket, ...input }), { abortSignal }));
     const body = answer.Body as Readable | undefined;
     if (body === undefined) throw new StoreError('invalid', `${what}: the store sent no body`);
+    // Its errors reach whoever reads it; one before the reading starts must not crash the process.
+    body.on('error', () => {});
     try {
       return await use(answer, body);
     } catch (error) {
