@@ -5,6 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { HttpStore } from '../../src/engine/files/store/http-store.ts';
@@ -132,6 +134,21 @@ function faultChecks(storeAt: StoreAt, key: string, serverPort: () => number): v
       ] as const) {
         await storeAt(port, SHORT, (store) => expectUnavailableInTime(() => store.read(key, 0, 10, null), fault));
       }
+    } finally {
+      await silent.stop();
+    }
+  });
+
+  it("the caller's abort ends a call at once, with the caller's reason, and is not retried", async () => {
+    const silent = await startSilentServer();
+    try {
+      await storeAt(silent.port, TIMEOUTS, async (store) => {
+        const controller = new AbortController();
+        const reason = new Error('the client went away');
+        setTimeout(() => controller.abort(reason), 100);
+        await assert.rejects(store.read(key, 0, 10, null, controller.signal), (error) => error === reason);
+        assert.equal(silent.count(), 1);
+      });
     } finally {
       await silent.stop();
     }
@@ -398,6 +415,36 @@ describe('HttpStore against nginx', { skip: nginxAvailability().skip ?? false },
     } finally {
       await hostile.close();
       await endless.stop();
+    }
+  });
+
+  it('a download slower in all than the timeout, but never silent that long, completes', async () => {
+    // 16 chunks 100 ms apart: 1.5 s in all, against a 1 s timeout that only silence may use up.
+    const chunks = 16;
+    const chunk = EXAMPLE_BYTES.length / chunks;
+    const slow = http.createServer((_request, response) => {
+      response.writeHead(200, { 'content-length': String(EXAMPLE_BYTES.length) });
+      let sent = 0;
+      const timer = setInterval(() => {
+        response.write(EXAMPLE_BYTES.subarray(sent * chunk, ++sent * chunk));
+        if (sent === chunks) {
+          clearInterval(timer);
+          response.end();
+        }
+      }, 100);
+      response.on('close', () => clearInterval(timer));
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    const port = (slow.address() as AddressInfo).port;
+    const patient = new HttpStore({ baseUrl: `http://127.0.0.1:${port}/`, timeouts: { requestTimeoutMs: 1000, attempts: 1, backoffMs: 20 } });
+    try {
+      const target = path.join(web, 'slow.tif');
+      assert.equal((await patient.download('slow.tif', target, null)).size, EXAMPLE_BYTES.length);
+      assert.ok(readFileSync(target).equals(EXAMPLE_BYTES));
+    } finally {
+      await patient.close();
+      slow.closeAllConnections();
+      await new Promise((resolve) => slow.close(resolve));
     }
   });
 
