@@ -6,7 +6,7 @@
  */
 import { TiffFormatError } from './errors.js';
 import { FieldType, fieldTypeSize, tagName } from './tags.js';
-import type { PositionedFile } from './positioned-file.js';
+import type { RandomAccessFile } from './positioned-file.js';
 
 export interface TiffHeader {
   littleEndian: boolean;
@@ -63,7 +63,7 @@ export class StructureBudget {
 /** Bytes read at a directory's offset: the entries and, usually, the out-of-line values written after them. */
 const IFD_CHUNK = 8192;
 
-export async function readHeader(source: PositionedFile): Promise<TiffHeader> {
+export async function readHeader(source: RandomAccessFile): Promise<TiffHeader> {
   if (source.size === 0) throw new TiffFormatError('not a TIFF file: the file is empty');
   const head = await source.read(0, Math.min(source.size, 16), 'TIFF header');
   const order = head.length >= 2 ? head.toString('latin1', 0, 2) : '';
@@ -222,7 +222,7 @@ export class Ifd {
    * Like {@link preload}, for tags that are nice to have (metadata): a value that cannot be read
    * (beyond the end of the file, absurd size) drops the tag, as libtiff ignores such tags with a warning.
    */
-  async preloadOptional(source: PositionedFile, tags: readonly number[]): Promise<void> {
+  async preloadOptional(source: RandomAccessFile, tags: readonly number[]): Promise<void> {
     await Promise.all(
       tags.map(async (tag) => {
         try {
@@ -247,7 +247,7 @@ export class Ifd {
   }
 
   /** Make the values of these tags (those present) available to the synchronous getters: one read each, in parallel. */
-  async preload(source: PositionedFile, tags: readonly number[]): Promise<void> {
+  async preload(source: RandomAccessFile, tags: readonly number[]): Promise<void> {
     const wanted: IfdEntry[] = [];
     for (const tag of tags) {
       const entry = this.entries.get(tag);
@@ -306,7 +306,7 @@ export class Ifd {
 }
 
 /** Parse the directory at `offset`; `budget`, the file's, is charged for its entries and bytes. */
-export async function readIfd(source: PositionedFile, header: TiffHeader, offset: number, what: string, budget?: StructureBudget): Promise<Ifd> {
+export async function readIfd(source: RandomAccessFile, header: TiffHeader, offset: number, what: string, budget?: StructureBudget): Promise<Ifd> {
   if (!Number.isSafeInteger(offset) || offset < header.headerSize) {
     throw new TiffFormatError(`corrupt TIFF: ${what} has an invalid offset (${offset})`);
   }

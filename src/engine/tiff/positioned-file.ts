@@ -55,7 +55,41 @@ export function setStorageSlowForTests(slow: boolean, thresholdMs = 2): void {
 /** Largest single read we allow (a tile, a tag value, an offsets array): Node's Buffer limit is 2-4 GiB. */
 export const MAX_READ = 0x7fff_ffff;
 
-export class PositionedFile {
+/**
+ * What the TIFF reader reads from: a local file ({@link PositionedFile}) or an object in a store
+ * read by byte ranges (files/store/remote-file.ts).
+ */
+export interface RandomAccessFile {
+  readonly size: number;
+  /** True if [position, position+length) lies inside the file. */
+  contains(position: number, length: number): boolean;
+  /**
+   * Exactly `length` bytes at `position`, after `headroom` bytes left for the caller to fill.
+   * `purpose` tells a remote file how to fetch: the structure (header, directories, tile arrays) is
+   * read by whole blocks, kept and shared, since the next structure read is usually nearby; tile
+   * data is read exactly, since it is read once and the rendered tile is what gets cached.
+   */
+  read(position: number, length: number, what: string, headroom?: number, purpose?: ReadPurpose): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+export type ReadPurpose = 'structure' | 'data';
+
+/**
+ * Refuses a read that cannot be right, with the messages clients see for a damaged file.
+ * @throws TiffFormatError
+ */
+export function checkRead(size: number, position: number, length: number, what: string): void {
+  if (!Number.isSafeInteger(length) || length < 0 || !Number.isSafeInteger(position) || position < 0) {
+    throw new TiffFormatError(`corrupt TIFF: ${what} has an impossible location (${length} bytes at offset ${position})`);
+  }
+  if (position + length > size) {
+    throw new TiffFormatError(`truncated TIFF: ${what} (${length} bytes at offset ${position}) is beyond the end of the file (${size} bytes)`);
+  }
+  if (length > MAX_READ) throw new TiffFormatError(`${what} is too large (${length} bytes)`);
+}
+
+export class PositionedFile implements RandomAccessFile {
   private closed = false;
 
   private constructor(
@@ -87,13 +121,7 @@ export class PositionedFile {
    */
   async read(position: number, length: number, what: string, headroom = 0): Promise<Buffer> {
     if (this.closed) throw new Error('TIFF file is closed');
-    if (!Number.isSafeInteger(length) || length < 0 || !Number.isSafeInteger(position) || position < 0) {
-      throw new TiffFormatError(`corrupt TIFF: ${what} has an impossible location (${length} bytes at offset ${position})`);
-    }
-    if (!this.contains(position, length)) {
-      throw new TiffFormatError(`truncated TIFF: ${what} (${length} bytes at offset ${position}) is beyond the end of the file (${this.size} bytes)`);
-    }
-    if (length > MAX_READ) throw new TiffFormatError(`${what} is too large (${length} bytes)`);
+    checkRead(this.size, position, length, what);
     const buffer = Buffer.allocUnsafe(headroom + length);
     let done = 0;
     while (done < length) {

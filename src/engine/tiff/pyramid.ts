@@ -6,7 +6,7 @@
  */
 import { TiffFormatError } from './errors.js';
 import { type Ifd, isUnsignedIntegerType, readIfd, StructureBudget, type IfdEntry, type TiffHeader } from './ifd.js';
-import type { PositionedFile } from './positioned-file.js';
+import type { RandomAccessFile } from './positioned-file.js';
 import { Tag, tagName } from './tags.js';
 import type { StackPage, TiffLevel } from './types.js';
 
@@ -114,7 +114,7 @@ export interface Pyramid {
 }
 
 async function describe(
-  source: PositionedFile,
+  source: RandomAccessFile,
   ifd: Ifd,
   page: number,
   subifd: number,
@@ -157,7 +157,7 @@ function corrupt(what: string, problem: string): TiffFormatError {
   return new TiffFormatError(`corrupt TIFF: ${what} ${problem}`);
 }
 
-function arrayRef(source: PositionedFile, d: Directory, tag: number, needed: number): ArrayRef {
+function arrayRef(source: RandomAccessFile, d: Directory, tag: number, needed: number): ArrayRef {
   const entry: IfdEntry | undefined = d.ifd.entry(tag);
   if (!entry) throw new TiffFormatError(`corrupt TIFF: ${d.what} has no ${tagName(tag)}`);
   if (!isUnsignedIntegerType(entry.type)) throw corrupt(d.what, `has ${tagName(tag)} of field type ${entry.type}`);
@@ -178,7 +178,7 @@ function arrayRef(source: PositionedFile, d: Directory, tag: number, needed: num
 }
 
 /** Validate a directory chosen as a pyramid level and locate its tile arrays. */
-export function layoutLevel(source: PositionedFile, d: Directory): LevelLayout {
+export function layoutLevel(source: RandomAccessFile, d: Directory): LevelLayout {
   const { what } = d;
   if (!d.ifd.has(Tag.ImageWidth) || !d.ifd.has(Tag.ImageLength)) throw corrupt(what, 'has no ImageWidth/ImageLength');
   for (const tag of SINGLE_VALUED) {
@@ -291,7 +291,13 @@ function isPage(d: Directory): boolean {
 }
 
 /** `d` and the reductions among its SubIFDs (OME-TIFF style), largest first. */
-async function withSubIfdLevels(source: PositionedFile, header: TiffHeader, d: Directory, budget: StructureBudget, seen: Set<number>): Promise<LevelLayout[]> {
+async function withSubIfdLevels(
+  source: RandomAccessFile,
+  header: TiffHeader,
+  d: Directory,
+  budget: StructureBudget,
+  seen: Set<number>,
+): Promise<LevelLayout[]> {
   const levels = [layoutLevel(source, d)];
   const count = d.ifd.entry(Tag.SubIFDs)?.count ?? 0;
   if (count > MAX_SUBIFDS) throw corrupt(d.what, `has ${count} SubIFDs, more than ${MAX_SUBIFDS} (the most read)`);
@@ -324,7 +330,7 @@ async function withSubIfdLevels(source: PositionedFile, header: TiffHeader, d: D
  * @param firstTags extra tags of the chosen page's IFD to preload (the caller's metadata; unreadable ones are dropped)
  * @param page the page of a stack to describe, counted from 0 among the pages (0 for any other TIFF)
  */
-export async function discoverPyramid(source: PositionedFile, header: TiffHeader, firstTags: readonly number[], page = 0): Promise<Pyramid> {
+export async function discoverPyramid(source: RandomAccessFile, header: TiffHeader, firstTags: readonly number[], page = 0): Promise<Pyramid> {
   if (header.firstIfd === 0) throw new TiffFormatError('TIFF file has no image (no IFD)');
   const budget = new StructureBudget();
   const seen = new Set<number>([header.firstIfd]);

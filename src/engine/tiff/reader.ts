@@ -2,7 +2,7 @@
 import { TiffFormatError } from './errors.js';
 import { NumberArray, readHeader, type Ifd, type TiffHeader } from './ifd.js';
 import { discoverPyramid, type ArrayRef, type Directory, type LevelLayout } from './pyramid.js';
-import { PositionedFile } from './positioned-file.js';
+import { PositionedFile, type RandomAccessFile } from './positioned-file.js';
 import { FieldType, fieldTypeSize, Tag, tagName } from './tags.js';
 import type { StackPage, TextTagName, TiffInfo } from './types.js';
 
@@ -161,7 +161,7 @@ export class TiffFile {
   private readonly arrays: Array<Promise<TileArrays> | undefined>;
 
   private constructor(
-    private readonly source: PositionedFile,
+    private readonly source: RandomAccessFile,
     private readonly header: TiffHeader,
     private readonly layouts: LevelLayout[],
     first: Directory,
@@ -175,10 +175,11 @@ export class TiffFile {
    * Open and describe a pyramid TIFF. Rejects with TiffFormatError if the file is not a TIFF, is
    * truncated or corrupt, or its first image is not tiled ("TIFF image is not tiled"); with the
    * fs error if it cannot be opened.
+   * @param file a path, or a file already opened (which is closed if it is no TIFF we read)
    * @param page the page of a stack to read (counted from 0); a TiffFormatError when there is no such page
    */
-  static async open(path: string, page = 0): Promise<TiffFile> {
-    const source = await PositionedFile.open(path);
+  static async open(file: string | RandomAccessFile, page = 0): Promise<TiffFile> {
+    const source = typeof file === 'string' ? await PositionedFile.open(file) : file;
     try {
       const header = await readHeader(source);
       const { first, levels, stack } = await discoverPyramid(source, header, INFO_TAGS, page);
@@ -219,7 +220,7 @@ export class TiffFile {
     const length = Math.min(byteCounts.get(index), limit);
     if (length === 0) return Buffer.alloc(0);
     try {
-      return await this.source.read(offset, length, `tile ${col},${row} of level ${level} (${layout.what})`, headroom);
+      return await this.source.read(offset, length, `tile ${col},${row} of level ${level} (${layout.what})`, headroom, 'data');
     } catch (error) {
       throw asFormatError(error);
     }
