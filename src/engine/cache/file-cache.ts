@@ -1,52 +1,48 @@
 /**
- * Pyramid TIFFs built from big non-pyramidal images, kept in a directory that several processes
- * (workers, instances on one host or on a shared disk) may use at once. A pyramid is named after
- * the source file's path, size and modification time, so a replaced file never finds the old one.
+ * Files made from images (pyramids of big plain images, local copies of objects in a store), kept
+ * in a directory that several processes (workers, instances on one host or on a shared disk) may
+ * use at once. Each is named by a key its user derives from the image's identity and version, so a
+ * replaced image never finds the old file.
  *
  * Why it is safe:
  * - a builder writes to a name of its own and renames it onto the final name when complete; rename
- *   is atomic, so a reader sees either no pyramid or a whole one, never a half-written file (a
+ *   is atomic, so a reader sees either no file or a whole one, never a half-written file (a
  *   killed or failed builder leaves only its temporary file, removed by the next clean-up);
  * - a lock file (created exclusively) lets one builder work while the others keep serving from the
  *   source; the builder touches it as it goes, and a lock nobody touched for `staleMs` (its builder
  *   died) is taken over. If two builders ever run at once, both still rename complete files: the
  *   lock saves work, correctness does not depend on it;
- * - the directory is kept under `maxBytes` by removing the least recently used pyramids (each use
+ * - the directory is kept under `maxBytes` by removing the least recently used files (each use
  *   touches the file's time); a process still reading a removed file keeps its open descriptor.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, open, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 
-export interface PyramidCacheOptions {
+export interface FileCacheOptions {
   dir: string;
-  /** Most bytes of pyramids kept; the least recently used go first. */
+  /** What ends the names of the finished files (`.tif`). */
+  suffix: string;
+  /** Most bytes of files kept; the least recently used go first. */
   maxBytes: number;
   /** A lock (or temporary file) untouched this long belongs to a dead builder. */
   staleMs?: number;
   /** How often a builder touches its lock. */
   heartbeatMs?: number;
   /**
-   * How long a pyramid whose build failed is not tried again by this process: a damaged file
+   * How long a file whose build failed is not tried again by this process: a damaged file
    * would otherwise cost a failed pass over it every time it is opened.
    */
   retryFailedMs?: number;
 }
 
-/** What names a source file's pyramid: a changed file is another file. */
-export interface SourceIdentity {
-  path: string;
-  size: number;
-  mtimeSeconds: number;
-}
-
-const SUFFIX = '.tif';
 const LOCK = '.lock';
 const TEMPORARY = '.tmp';
 
-export class PyramidCache {
+export class FileCache {
   readonly dir: string;
+  private readonly suffix: string;
   private readonly maxBytes: number;
   private readonly staleMs: number;
   private readonly heartbeatMs: number;
@@ -57,23 +53,20 @@ export class PyramidCache {
   private readonly building = new Map<string, Promise<string | null>>();
   private made: Promise<void> | null = null;
 
-  constructor(options: PyramidCacheOptions) {
+  constructor(options: FileCacheOptions) {
     this.dir = options.dir;
+    this.suffix = options.suffix;
     this.maxBytes = options.maxBytes;
     this.staleMs = options.staleMs ?? 60_000;
     this.heartbeatMs = options.heartbeatMs ?? Math.max(10, Math.floor(this.staleMs / 6));
     this.retryFailedMs = options.retryFailedMs ?? 10 * 60_000;
   }
 
-  key(source: SourceIdentity): string {
-    return createHash('sha256').update(`${source.path}\0${source.size}\0${source.mtimeSeconds}`).digest('hex').slice(0, 40);
-  }
-
   pathOf(key: string): string {
-    return join(this.dir, key + SUFFIX);
+    return join(this.dir, key + this.suffix);
   }
 
-  /** The finished pyramid's path, or null; a hit counts as a use for the LRU clean-up. */
+  /** The finished file's path, or null; a hit counts as a use for the LRU clean-up. */
   find(key: string): string | null {
     const path = this.pathOf(key);
     if (!existsSync(path)) return null;
@@ -83,9 +76,9 @@ export class PyramidCache {
   }
 
   /**
-   * Builds the pyramid unless it exists or another builder holds the lock.
-   * @param write writes the whole pyramid TIFF to the path it is given
-   * @returns the finished pyramid's path, or null when another builder is at work or the last
+   * Builds the file unless it exists or another builder holds the lock.
+   * @param write writes the whole file to the path it is given
+   * @returns the finished file's path, or null when another builder is at work or the last
    *   build of this key failed less than `retryFailedMs` ago
    * @throws what `write` throws (its temporary file is removed first)
    */
@@ -153,24 +146,24 @@ export class PyramidCache {
     return false;
   }
 
-  /** Removes the least recently used pyramids beyond the size bound, and dead builders' temporary files. */
+  /** Removes the least recently used files beyond the size bound, and dead builders' temporary files. */
   async clean(): Promise<void> {
     const names = await readdir(this.dir).catch(() => [] as string[]);
-    const pyramids: Array<{ path: string; size: number; used: number }> = [];
+    const files: Array<{ path: string; size: number; used: number }> = [];
     const now = Date.now();
     for (const name of names) {
       const path = join(this.dir, name);
       const info = await stat(path).catch(() => null);
       if (!info?.isFile()) continue;
-      if (name.endsWith(SUFFIX)) pyramids.push({ path, size: info.size, used: info.mtimeMs });
+      if (name.endsWith(this.suffix)) files.push({ path, size: info.size, used: info.mtimeMs });
       else if (name.endsWith(TEMPORARY) && now - info.mtimeMs > this.staleMs) await unlink(path).catch(() => undefined);
     }
-    let total = pyramids.reduce((sum, p) => sum + p.size, 0);
-    pyramids.sort((a, b) => a.used - b.used);
-    for (const pyramid of pyramids) {
+    let total = files.reduce((sum, p) => sum + p.size, 0);
+    files.sort((a, b) => a.used - b.used);
+    for (const file of files) {
       if (total <= this.maxBytes) break;
-      await unlink(pyramid.path).catch(() => undefined);
-      total -= pyramid.size;
+      await unlink(file.path).catch(() => undefined);
+      total -= file.size;
     }
   }
 }
