@@ -4,9 +4,7 @@
  * the filesystem rules, keeps parsed files open (bounded), and answers through its caches.
  */
 import { createHash } from 'node:crypto';
-import { opendir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
-import { dirname } from 'node:path';
 import { type KernelEnum, type Sharp } from 'sharp';
 import { InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
@@ -17,6 +15,9 @@ import { decoding } from './codecs/libvips-errors.js';
 import { assertProcessable, DEFAULT_DECODE_LIMITS, type DecodeLimits } from './decode-limits.js';
 import { OpenImages, type OpenImage } from './files/open-images.js';
 import type { ImagePathRules } from './files/image-path.js';
+import { LocalStorage } from './files/local-storage.js';
+import type { ImageStorage } from './files/storage.js';
+import { createRemoteStorage, type RemoteSettings } from './files/store/remote-storage.js';
 import { Formats, type PlainOptions } from './formats.js';
 import type { ImageFormat } from './source.js';
 import { tileRect, type Rect, type RegionPlan } from './geometry.js';
@@ -45,6 +46,8 @@ export type { OutputFormat } from './output/encoders.js';
 
 export interface EngineOptions {
   paths: ImagePathRules;
+  /** FILESYSTEM_PREFIX an object store's (`s3://`, `http(s)://`): how to read it; absent for a local directory. */
+  remote?: RemoteSettings | null;
   /** Bytes of finished tiles and regions kept in RAM; 0 = none. */
   cacheBytes?: number;
   memcached?: MemcachedTier | null;
@@ -160,12 +163,11 @@ export class Engine {
     plain: { count: 0, seconds: 0 },
   };
   private readonly memcached: MemcachedTier | null;
-  private readonly imageFolder: string;
+  private readonly storage: ImageStorage;
 
   constructor(options: EngineOptions) {
     this.memcached = options.memcached ?? null;
-    const prefix = options.paths.prefix;
-    this.imageFolder = prefix === '' ? '.' : prefix.endsWith('/') ? prefix : dirname(prefix) + '/';
+    this.storage = options.remote ? createRemoteStorage(options.remote, this.memcached) : new LocalStorage(options.paths.prefix);
     this.regionSlots = new Slots(options.regionConcurrency ?? Math.max(2, availableParallelism()));
     this.cheapRegionSlots = new Slots(cheapRegionConcurrency(this.regionSlots.size));
     const cacheBytes = options.cacheBytes ?? 0;
@@ -173,6 +175,7 @@ export class Engine {
     this.limits = options.limits ?? DEFAULT_DECODE_LIMITS;
     this.pixels = new PixelProcessor(this.limits);
     this.formats = new Formats({
+      storage: this.storage,
       maxLayers: options.maxLayers ?? 0,
       jp2Decoder: options.jp2Decoder,
       jp2MaxDecodeBytes: options.jp2MaxDecodeBytes,
@@ -181,6 +184,7 @@ export class Engine {
     });
     this.images = new OpenImages({
       paths: options.paths,
+      storage: this.storage,
       maxOpen: options.maxOpenImages ?? 1000,
       filenamePattern: options.filenamePattern ?? '_pyr_',
       openSource: (file, name, page) => this.formats.open(file, name, page),
@@ -233,7 +237,7 @@ export class Engine {
   private cacheKey(image: OpenImage, kind: string): string {
     // The pages of a stack share a file; page 0 keeps the key of a single image.
     const page = image.page ? `\0page ${image.page}` : '';
-    return `${image.file.path}${page}\0${image.file.mtimeSeconds}\0${kind}\0${this.outputTag}`;
+    return `${image.file.path}${page}\0${image.file.version}\0${kind}\0${this.outputTag}`;
   }
 
   /**
@@ -423,6 +427,7 @@ export class Engine {
     this.cache.clear();
     this.formats.flush();
     this.images.flush();
+    this.storage.flush?.();
   }
 
   /** Ends the JPEG2000 decoder and encoder processes (the helpers would also end by themselves when this process goes). */
@@ -451,17 +456,7 @@ export class Engine {
    * whether memcached answers (null without one).
    */
   async health(): Promise<{ images: { ok: boolean; folder: string; error?: string }; memcached: boolean | null }> {
-    const folder = this.imageFolder;
-    const [images, memcached] = await Promise.all([
-      opendir(folder).then(
-        async (dir) => {
-          await dir.close();
-          return { ok: true, folder };
-        },
-        (error: NodeJS.ErrnoException) => ({ ok: false, folder, error: error.code ?? error.message }),
-      ),
-      this.memcached ? this.memcached.check() : Promise.resolve(null),
-    ]);
+    const [images, memcached] = await Promise.all([this.storage.check(), this.memcached ? this.memcached.check() : Promise.resolve(null)]);
     return { images, memcached };
   }
 }

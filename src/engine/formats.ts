@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import type { DecodeLimits } from './decode-limits.js';
 import { FileError } from '../errors.js';
 import type { ImageFileInfo } from './files/image-file.js';
+import type { ImageStorage } from './files/storage.js';
 import { Jp2Decoder, type Jp2DecoderOptions } from './jp2/decoder.js';
 import { Jp2Source } from './jp2/jp2-source.js';
 import { DecodedLevelCache } from './jp2/level-cache.js';
@@ -15,10 +16,12 @@ import { DecodedImages } from './plain/decoded-images.js';
 import { PLAIN_TILE_SIZE, PlainSource, type PlainSettings } from './plain/plain-source.js';
 import { PyramidCache } from './plain/pyramid-cache.js';
 import { Slots } from './slots.js';
-import type { ImageFormat, ImageSource, PageOpener } from './source.js';
+import type { ImageFormat, ImageSource } from './source.js';
 import { TiffSource } from './tiff/tiff-source.js';
 
 export interface FormatSettings {
+  /** Where the files are: sources of files in a store read by ranges or from a local copy. */
+  storage: ImageStorage;
   /** MAX_LAYERS: JPEG2000 quality layers decoded when a request gives no LYR. */
   maxLayers: number;
   /** How JPEG2000 is decoded (the helper, opj_decompress, time and memory limits); defaults suit a server. */
@@ -75,14 +78,26 @@ function lacksPyramid(source: ImageSource): boolean {
   );
 }
 
+/** Opens a file of a format as a source; `page` selects a page of a stack (0 for any other image). */
+type PageOpener = (file: ImageFileInfo, name: string, page: number) => Promise<ImageSource>;
+
 export class Formats {
   private jp2: { decoder: Jp2Decoder; levelCache: DecodedLevelCache } | null = null;
   private plain: PlainSettings | null = null;
 
   private readonly openers: Readonly<Record<Exclude<ImageFormat, 'plain'>, PageOpener>> = {
-    tiff: (path, name, page) => TiffSource.open(path, name, this.settings.limits, page),
-    jp2: (path, name) =>
-      Jp2Source.open(path, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers, maxDecodeBytes: this.settings.jp2MaxDecodeBytes }),
+    tiff: async (file, name, page) => {
+      const { storage } = this.settings;
+      const opened = storage.local ? file.path : { file: await storage.openRandomAccess(file), localCopy: () => storage.localPath(file, name) };
+      return TiffSource.open(opened, name, this.settings.limits, page);
+    },
+    // OpenJPEG reads files: a JPEG2000 image in a store is read from a local copy.
+    jp2: async (file, name) =>
+      Jp2Source.open(await this.settings.storage.localPath(file, name), name, {
+        ...this.jp2Shared(),
+        maxLayers: this.settings.maxLayers,
+        maxDecodeBytes: this.settings.jp2MaxDecodeBytes,
+      }),
   };
 
   constructor(private readonly settings: FormatSettings) {}
@@ -91,23 +106,34 @@ export class Formats {
   async open(file: ImageFileInfo, name: string, page = 0): Promise<ImageSource> {
     // Plain sources take the whole file description: the pyramid cache keys on its size and time.
     const format = file.format;
-    if (format === 'plain') return PlainSource.open(file, name, this.plainShared());
+    if (format === 'plain') return PlainSource.open(await this.onDisk(file, name), name, this.plainShared());
     let source: ImageSource;
     try {
-      source = await this.openers[format](file.path, name, page);
+      source = await this.openers[format](file, name, page);
     } catch (error) {
       // A striped TIFF (a scan, a camera's export) is an image without a pyramid like a JPEG.
       if (format === 'tiff' && page === 0 && error instanceof FileError && error.message.endsWith('TIFF image is not tiled')) {
-        return PlainSource.open(file, name, this.plainShared());
+        return PlainSource.open(await this.onDisk(file, name), name, this.plainShared());
       }
       throw error;
     }
     // Not for the later pages of a stack: the plain source reads a file's first page.
     if (format === 'tiff' && page === 0 && lacksPyramid(source)) {
       // Its one level stays with the TIFF source; the levels below come from the plain source.
-      return PlainSource.open(file, name, this.plainShared(), source).catch(() => source);
+      return this.onDisk(file, name)
+        .then((local) => PlainSource.open(local, name, this.plainShared(), source))
+        .catch(() => source);
     }
     return source;
+  }
+
+  /**
+   * libvips reads plain images itself: one in a store is given a local copy. Its path is named
+   * after the object's version, so the pyramids and decoded images keyed on it follow changes.
+   */
+  private async onDisk(file: ImageFileInfo, name: string): Promise<ImageFileInfo> {
+    const { storage } = this.settings;
+    return storage.local ? file : { ...file, path: await storage.localPath(file, name) };
   }
 
   /** SIGHUP: forget decoded pixels kept across requests. */

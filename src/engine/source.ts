@@ -127,6 +127,3 @@ export interface ImageSource {
   samples(level: number, rect: Rect, options?: DecodeOptions): Promise<Samples>;
   close(): Promise<void>;
 }
-
-/** Opens a file of a format as a source; `page` selects a page of a stack (0 for any other image). */
-export type PageOpener = (path: string, name: string, page: number) => Promise<ImageSource>;

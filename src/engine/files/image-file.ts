@@ -8,12 +8,7 @@ import { open } from 'node:fs/promises';
 import { FileError, InvalidArgumentError } from '../../errors.js';
 import type { ImageFormat } from '../source.js';
 
-export interface ImageFileInfo {
-  /** Absolute path on disk; never shown to clients. */
-  path: string;
-  /** Modification time in whole seconds, as HTTP dates carry it. */
-  mtimeSeconds: number;
-  size: number;
+export interface ImageFileInfo extends ImageFileStat {
   format: ImageFormat;
 }
 
@@ -56,10 +51,17 @@ function sniffPlain(head: Buffer): boolean {
 
 /** What `stat` says of an image file: enough to tell whether a file already opened has changed. */
 export interface ImageFileStat {
+  /** Absolute path on disk, or the object's URL (`s3://bucket/key`); never shown to clients. */
   path: string;
+  /** Modification time in whole seconds, as HTTP dates carry it. */
   mtimeSeconds: number;
   size: number;
-  /** The file's identity: a link pointed elsewhere leads to another. */
+  /**
+   * What changes whenever the content does (part of every cache key): the modification time for
+   * a local file, the ETag for an object in a store (replaced within a second, it is still new).
+   */
+  version: string;
+  /** The file's identity: a link pointed elsewhere leads to another (0 for objects in a store). */
   dev: number;
   ino: number;
 }
@@ -80,7 +82,8 @@ export function statImageFile(path: string, name: string): ImageFileStat {
     info = undefined;
   }
   if (!info?.isFile()) throw new FileError(`${name} is neither a file nor part of an image sequence`);
-  return { path, mtimeSeconds: Math.floor(info.mtimeMs / 1000), size: info.size, dev: info.dev, ino: info.ino };
+  const mtimeSeconds = Math.floor(info.mtimeMs / 1000);
+  return { path, mtimeSeconds, size: info.size, version: String(mtimeSeconds), dev: info.dev, ino: info.ino };
 }
 
 /** iipsrv reads this many bytes to recognise a format; a shorter file is no image (404). */
@@ -104,8 +107,16 @@ export async function identifyImageFile(file: ImageFileStat, name: string): Prom
   } catch {
     throw new FileError(`${name} cannot be read`);
   }
-  if (bytesRead < MAGIC_LENGTH) throw new FileError(`${name} is too short to be an image`);
-  const format = sniffFormat(head.subarray(0, bytesRead));
+  return identifyByHead(file, head.subarray(0, bytesRead), name);
+}
+
+/**
+ * The format of a file from its first bytes (16 are enough).
+ * @throws FileError, InvalidArgumentError as {@link identifyImageFile}
+ */
+export function identifyByHead(file: ImageFileStat, head: Buffer, name: string): ImageFileInfo {
+  if (head.length < MAGIC_LENGTH) throw new FileError(`${name} is too short to be an image`);
+  const format = sniffFormat(head);
   if (!format) throw new InvalidArgumentError(`Unsupported image type: ${name} (not a TIFF, JPEG2000, JPEG, PNG, GIF, WebP, HEIF, JPEG XL or PNM image)`);
   return { ...file, format };
 }

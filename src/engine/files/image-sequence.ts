@@ -7,6 +7,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FileError } from '../../errors.js';
+import type { DirectoryLister } from './storage.js';
 
 export interface ImageSequence {
   /** Absolute path up to the angles: directory + name + pattern. */
@@ -57,6 +58,15 @@ interface Listing {
  */
 const MTIME_GRANULARITY_MS = 2000;
 
+/** Directories on the local disk: their mtime changes when an entry is added, removed or renamed. */
+export const LOCAL_DIRECTORIES: DirectoryLister = {
+  async look(directory) {
+    const info = await stat(directory).catch(() => null);
+    return info?.isDirectory() ? { version: info.mtimeMs, settleMs: MTIME_GRANULARITY_MS } : null;
+  },
+  list: (directory) => readdir(directory),
+};
+
 /**
  * Finds sequences in their directory, and reads a directory again only when it changed (a file
  * added, removed or renamed changes its mtime), so that asking for any name, found or missing,
@@ -78,6 +88,7 @@ export class SequenceFinder {
    */
   constructor(
     private readonly pattern = '_pyr_',
+    private readonly directories: DirectoryLister = LOCAL_DIRECTORIES,
     private readonly maxNames = 200_000,
     private readonly maxDirectories = 1000,
   ) {}
@@ -90,14 +101,9 @@ export class SequenceFinder {
    */
   async find(stem: string, printableStem: string, printableName: string): Promise<ImageSequence> {
     const directory = path.dirname(stem);
-    let mtimeMs: number;
-    try {
-      const info = await stat(directory);
-      if (!info.isDirectory()) throw new Error('not a directory');
-      mtimeMs = info.mtimeMs;
-    } catch {
-      throw notASequence(printableName);
-    }
+    const look = await this.directories.look(directory).catch(() => null);
+    if (!look) throw notASequence(printableName);
+    const mtimeMs = look.version;
     let listing: Listing | null | undefined = this.listings.get(directory);
     if (listing && listing.mtimeMs !== mtimeMs) {
       this.forget(directory);
@@ -108,7 +114,7 @@ export class SequenceFinder {
       this.listings.delete(directory);
       this.listings.set(directory, listing);
     } else {
-      listing = await this.read(directory, mtimeMs);
+      listing = await this.read(directory, mtimeMs, look.settleMs);
     }
     if (!listing) throw notASequence(printableName);
     const found = sequenceIn(listing.names, stem, printableStem, printableName);
@@ -122,14 +128,15 @@ export class SequenceFinder {
   }
 
   /** Reads a directory once however many requests wait for it. Null when it cannot be read. */
-  private read(directory: string, mtimeMs: number): Promise<Listing | null> {
+  private read(directory: string, mtimeMs: number, settleMs: number): Promise<Listing | null> {
     const key = `${mtimeMs}:${directory}`;
     let reading = this.reading.get(key);
     if (!reading) {
-      reading = readdir(directory)
+      reading = this.directories
+        .list(directory)
         .then((entries) => {
           const names = entries.filter((name) => name.includes(this.pattern) && VIEW_ANGLES.test(name)).sort();
-          const listing: Listing = { mtimeMs, names, unsure: Date.now() - mtimeMs < MTIME_GRANULARITY_MS };
+          const listing: Listing = { mtimeMs, names, unsure: Date.now() - mtimeMs < settleMs };
           this.remember(directory, listing);
           return listing;
         })

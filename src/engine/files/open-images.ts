@@ -7,9 +7,10 @@
 import sharp from 'sharp';
 import { FileError } from '../../errors.js';
 import type { ImageSource } from '../source.js';
-import { identifyImageFile, statImageFile, type ImageFileInfo, type ImageFileStat } from './image-file.js';
-import { RealPathCheck, resolveImagePath, UnsafePathError, type ImagePathRules } from './image-path.js';
+import type { ImageFileInfo, ImageFileStat } from './image-file.js';
+import { RealPathCheck, UnsafePathError, type ImagePathRules } from './image-path.js';
 import { SequenceFinder, viewFileName, viewPath, type ImageSequence } from './image-sequence.js';
+import type { ImageStorage } from './storage.js';
 
 export interface OpenImage {
   /** The name as the client gave it (decoded): used in messages and file names. */
@@ -33,6 +34,8 @@ export type SourceOpener = (file: ImageFileInfo, name: string, page: number) => 
 
 export interface OpenImagesOptions {
   paths: ImagePathRules;
+  /** Where the files are: the local filesystem or an object store. */
+  storage: ImageStorage;
   /** Parsed files kept open; 0 = none (re-read every request), -1 = unbounded (up to the ceiling). */
   maxOpen: number;
   /** FILENAME_PATTERN: what joins a sequence's name and its views' angles. */
@@ -54,8 +57,9 @@ export class OpenImages {
   private readonly realPaths: RealPathCheck | null;
 
   constructor(private readonly options: OpenImagesOptions) {
-    this.sequences = new SequenceFinder(options.filenamePattern);
-    this.realPaths = options.paths.confineSymlinks ? new RealPathCheck(options.paths.prefix) : null;
+    this.sequences = new SequenceFinder(options.filenamePattern, options.storage.directories);
+    // Links exist only on a filesystem.
+    this.realPaths = options.paths.confineSymlinks && options.storage.local ? new RealPathCheck(options.paths.prefix) : null;
     const requested = options.maxOpen;
     this.maxOpen = requested < 0 ? OPEN_FILE_CEILING : Math.min(requested, OPEN_FILE_CEILING);
   }
@@ -71,7 +75,7 @@ export class OpenImages {
     const path = this.resolve(name, this.options.paths.suffix, printable);
     let stat;
     try {
-      stat = statImageFile(path, printable);
+      stat = await this.options.storage.stat(path, printable);
     } catch (error) {
       if (!(error instanceof FileError)) throw error;
       return this.openSequence(name, printable);
@@ -88,7 +92,7 @@ export class OpenImages {
     if (this.realPaths && !this.realPaths.placeInside(stem)) throw outside(printable);
     const sequence = await this.sequences.find(stem, printable + pattern, printable);
     const first = viewPath(sequence, 0, 90);
-    const stat = statImageFile(first, printable + pattern + viewFileName(sequence, 0, 90));
+    const stat = await this.options.storage.stat(first, printable + pattern + viewFileName(sequence, 0, 90));
     const file = await this.openFile(stat, printable);
     return { ...file, name, modifiedSeconds: file.file.mtimeSeconds, sequence };
   }
@@ -107,7 +111,7 @@ export class OpenImages {
     const printable = sequence.printableStem + viewFileName(sequence, horizontal, vertical);
     let stat;
     try {
-      stat = statImageFile(path, printable);
+      stat = await this.options.storage.stat(path, printable);
     } catch (error) {
       if (error instanceof FileError) throw new FileError(`${printableName(image.name)} has no view ${horizontal},${vertical}: ${printable} is missing`);
       throw error;
@@ -129,7 +133,7 @@ export class OpenImages {
     if (!Number.isInteger(page) || page < 0 || page >= stack.length) {
       throw new FileError(`${printable} has no page ${page}: the stack has ${stack.length} page${stack.length === 1 ? '' : 's'} (counted from 0)`);
     }
-    const stat = statImageFile(image.file.path, printable);
+    const stat = await this.options.storage.stat(image.file.path, printable);
     const file = await this.openFile(stat, printable, page);
     return { ...file, name: image.name, modifiedSeconds: file.file.mtimeSeconds, ...(page > 0 ? { page } : {}) };
   }
@@ -143,7 +147,7 @@ export class OpenImages {
 
   private resolve(name: string, suffix: string, printable: string): string {
     try {
-      return resolveImagePath(name, { prefix: this.options.paths.prefix, suffix });
+      return this.options.storage.resolve(name, suffix);
     } catch (error) {
       if (error instanceof UnsafePathError) throw new FileError(`${printable}: ${error.message}`);
       throw error;
@@ -159,7 +163,7 @@ export class OpenImages {
     const known = this.open.get(path);
     if (known) {
       const image = await known.catch(() => null);
-      if (image && image.file.mtimeSeconds === stat.mtimeSeconds && image.file.size === stat.size) {
+      if (image && image.file.version === stat.version && image.file.size === stat.size && this.options.storage.usable(image.file)) {
         // Most recently used last, so that eviction takes the oldest.
         this.open.delete(path);
         this.open.set(path, known);
@@ -169,7 +173,9 @@ export class OpenImages {
       // libvips caches opened files by name: without this it would go on decoding the old file.
       dropDecoderCache();
     }
-    const opening = identifyImageFile(stat, printable).then(async (info) => ({ file: info, source: await this.options.openSource(info, printable, page) }));
+    const opening = this.options.storage
+      .identify(stat, printable)
+      .then(async (info) => ({ file: info, source: await this.options.openSource(info, printable, page) }));
     if (this.maxOpen > 0) {
       this.open.set(path, opening);
       opening.catch(() => {
