@@ -7,6 +7,8 @@
  *    naming the variable and what it accepts, because a silent 0 is never what the admin meant.
  * Nothing else in the program reads process.env.
  */
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export type Protocol = 'iip' | 'iiif' | 'deepzoom' | 'zoomify';
 
@@ -60,6 +62,22 @@ export const FASTCGI_LIMIT_DEFAULTS: Readonly<FastCgiLimits> = {
   maxHeldInputBytes: 8 * 1024 * 1024,
 };
 
+/** FILESYSTEM_PREFIX naming an object store (`s3://bucket/prefix/`, `https://host/path/`) and the REMOTE_* settings. */
+export interface RemoteStoreConfig {
+  location: { kind: 's3'; bucket: string; forcePathStyle: boolean } | { kind: 'http'; baseUrl: string };
+  /** What every key starts with: the prefix's path after the bucket or host, without a leading slash. */
+  keyPrefix: string;
+  /** REMOTE_TIMEOUT (one attempt), REMOTE_ATTEMPTS, REMOTE_BACKOFF. */
+  timeouts: { requestTimeoutMs: number; attempts: number; backoffMs: number };
+  /** REMOTE_CHECK_INTERVAL: how long the store's answer about an object (its ETag, or that it is missing) is trusted. */
+  checkIntervalMs: number;
+  /** REMOTE_BLOCK_CACHE (MB): file structure kept in RAM per worker. */
+  blockCacheBytes: number;
+  /** REMOTE_CACHE_DIR and REMOTE_CACHE_SIZE (MB): local copies for decoders that read files. */
+  copiesDir: string;
+  copiesBytes: number;
+}
+
 export interface Config {
   logTarget: LogTarget;
   /** 0 = no log at all; 1 = start-up banner and errors; 2 = one line per request; 3-6 more detail. */
@@ -69,6 +87,8 @@ export interface Config {
   /** Parsed-image-header cache entries; 0 = none, -1 = unbounded. */
   maxMetadataCacheEntries: number;
   filesystemPrefix: string;
+  /** Set when FILESYSTEM_PREFIX names an object store rather than a directory. */
+  remote: RemoteStoreConfig | null;
   filesystemSuffix: string;
   /** FILESYSTEM_CONFINE_SYMLINKS: refuse files whose links lead outside the prefix. */
   filesystemConfineSymlinks: boolean;
@@ -473,6 +493,8 @@ export function loadConfig(env: Env = process.env): Config {
   const filesystemPrefix = env.FILESYSTEM_PREFIX ?? '';
   const filesystemConfineSymlinks = flag(env, 'FILESYSTEM_CONFINE_SYMLINKS', false);
   if (filesystemConfineSymlinks && filesystemPrefix === '') warnings.push('FILESYSTEM_CONFINE_SYMLINKS has no effect without FILESYSTEM_PREFIX');
+  const remote = parseRemoteStore(env, filesystemPrefix);
+  if (filesystemConfineSymlinks && remote) warnings.push('FILESYSTEM_CONFINE_SYMLINKS has no effect on an object store');
 
   return {
     logTarget: parseLogTarget(env),
@@ -480,6 +502,7 @@ export function loadConfig(env: Env = process.env): Config {
     maxImageCacheBytes: Math.round(cacheMb * 1_024_000),
     maxMetadataCacheEntries: metadataEntries,
     filesystemPrefix,
+    remote,
     filesystemSuffix: env.FILESYSTEM_SUFFIX ?? '',
     filesystemConfineSymlinks,
     filenamePattern: env.FILENAME_PATTERN || '_pyr_',
@@ -530,6 +553,58 @@ export function loadConfig(env: Env = process.env): Config {
     pyramidCacheBytes: Math.round(pyramidCacheMb * 1024 * 1024),
     fastcgi: parseFastCgiLimits(env, warnings),
     warnings,
+  };
+}
+
+/**
+ * FILESYSTEM_PREFIX `s3://bucket/prefix/` or `http(s)://host/path/`: images in an object store.
+ * The AWS SDK reads its own variables (AWS_REGION, AWS_ENDPOINT_URL[_S3], credentials); path-style
+ * addressing (MinIO, Ceph and most stores that are not AWS) is AWS_S3_FORCE_PATH_STYLE=1.
+ */
+function parseRemoteStore(env: Env, prefix: string): RemoteStoreConfig | null {
+  const s3 = /^s3:\/\/([^/]*)\/?(.*)$/i.exec(prefix);
+  const http = /^(https?:\/\/[^/?#]+)(\/[^?#]*)?$/i.exec(prefix);
+  if (!s3 && !http && !/^[a-z][a-z0-9+.-]*:\/\//i.test(prefix)) return null;
+  let location: RemoteStoreConfig['location'];
+  let keyPrefix: string;
+  if (s3) {
+    const bucket = s3[1]!;
+    // S3's bucket naming rules, loosely: stores other than AWS allow a little more.
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/.test(bucket))
+      throw new ConfigError('FILESYSTEM_PREFIX', `"${bucket}" is not a bucket name (s3://BUCKET/optional/prefix/)`);
+    location = { kind: 's3', bucket, forcePathStyle: flag(env, 'AWS_S3_FORCE_PATH_STYLE', false) };
+    keyPrefix = s3[2]!;
+  } else if (http) {
+    let url: URL;
+    try {
+      url = new URL(http[1]!);
+    } catch {
+      throw new ConfigError('FILESYSTEM_PREFIX', `"${prefix}" is not a URL`);
+    }
+    if (url.username || url.password) throw new ConfigError('FILESYSTEM_PREFIX', 'credentials in the URL would end up in logs: give none');
+    location = { kind: 'http', baseUrl: `${url.protocol}//${url.host}/` };
+    keyPrefix = (http[2] ?? '/').replace(/^\/+/, '');
+  } else {
+    throw new ConfigError('FILESYSTEM_PREFIX', `"${prefix.split(':')[0]}" is no store we read: use a directory, s3://, http:// or https://`);
+  }
+  const timeoutMs = seconds(env, 'REMOTE_TIMEOUT', 10);
+  if (timeoutMs === 0) throw new ConfigError('REMOTE_TIMEOUT', 'expected a number of seconds above 0');
+  const blockMb = decimal(env, 'REMOTE_BLOCK_CACHE', 64);
+  if (blockMb < 0) throw new ConfigError('REMOTE_BLOCK_CACHE', 'expected a size in MB, 0 or more');
+  const copiesMb = decimal(env, 'REMOTE_CACHE_SIZE', 10240);
+  if (copiesMb <= 0) throw new ConfigError('REMOTE_CACHE_SIZE', 'expected a size in MB above 0');
+  return {
+    location,
+    keyPrefix,
+    timeouts: {
+      requestTimeoutMs: timeoutMs,
+      attempts: atLeast(env, 'REMOTE_ATTEMPTS', 3, 1, 'a number of attempts'),
+      backoffMs: seconds(env, 'REMOTE_BACKOFF', 0.1),
+    },
+    checkIntervalMs: seconds(env, 'REMOTE_CHECK_INTERVAL', 5),
+    blockCacheBytes: Math.round(blockMb * 1024 * 1024),
+    copiesDir: read(env, 'REMOTE_CACHE_DIR') || join(tmpdir(), 'iipsrv-ts-objects'),
+    copiesBytes: Math.round(copiesMb * 1024 * 1024),
   };
 }
 

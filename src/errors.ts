@@ -46,3 +46,18 @@ export const IIP_ERROR = {
   /** OBJ asked for an object we do not know. */
   unsupportedObject: '3 2',
 } as const;
+
+/** The image store refused us (wrong credentials, a private bucket): 403. */
+export class AccessDeniedError extends Error {
+  override name = 'AccessDeniedError';
+}
+
+/** The image store is down, too slow, or the image changed while it was read: 503, worth a retry. */
+export class UnavailableError extends Error {
+  override name = 'UnavailableError';
+}
+
+/** The image store answered something impossible (ignored a Range, a short body): 502. */
+export class BadGatewayError extends Error {
+  override name = 'BadGatewayError';
+}

@@ -3,7 +3,7 @@
  * string (URI_MAP path or query string), runs it, maps failures to statuses, and adds what every
  * response carries (Server, CORS, Content-Length). The router never throws.
  */
-import { FileError, InvalidArgumentError, NotImplementedError, ServerFailureError } from './errors.js';
+import { AccessDeniedError, BadGatewayError, FileError, InvalidArgumentError, NotImplementedError, ServerFailureError, UnavailableError } from './errors.js';
 import { deepzoom } from './protocols/deepzoom/index.js';
 import { iiif } from './protocols/iiif/index.js';
 import { runIip } from './protocols/iip/index.js';
@@ -172,6 +172,15 @@ export function createRouter(context: ProtocolContext, options: RouterOptions = 
       if (error instanceof FileError) return textResponse(404, error.message);
       if (error instanceof InvalidArgumentError) return textResponse(400, error.message);
       if (error instanceof NotImplementedError) return textResponse(501, error.message);
+      // The image store's failures: logged with the store's own reason, which clients do not see.
+      const store = storeFailure(error);
+      if (store) {
+        log.warn(
+          { query: commands, reason: (error as Error).cause instanceof Error ? ((error as Error).cause as Error).message : undefined },
+          (error as Error).message,
+        );
+        return textResponse(store, (error as Error).message);
+      }
       if (error instanceof ServerFailureError) {
         log.error({ err: error, query: commands }, 'request failed');
         return textResponse(500, error.message);
@@ -180,6 +189,14 @@ export function createRouter(context: ProtocolContext, options: RouterOptions = 
       log.error({ err: error, query: commands }, 'request failed');
       return textResponse(500, 'Internal server error');
     }
+  }
+
+  /** The status of an image store's failure, or null. */
+  function storeFailure(error: unknown): number | null {
+    if (error instanceof AccessDeniedError) return 403;
+    if (error instanceof UnavailableError) return 503;
+    if (error instanceof BadGatewayError) return 502;
+    return null;
   }
 
   return async function handle(request: PlainRequest): Promise<PlainResponse> {

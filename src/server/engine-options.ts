@@ -12,6 +12,7 @@ import { cheapRegionConcurrency } from '../engine/slots.js';
 export function engineOptionsFor(config: Config): EngineOptions {
   return {
     paths: { prefix: config.filesystemPrefix, suffix: config.filesystemSuffix, confineSymlinks: config.filesystemConfineSymlinks },
+    remote: config.remote,
     cacheBytes: config.maxImageCacheBytes,
     maxOpenImages: config.maxMetadataCacheEntries,
     interpolation: config.interpolation,

@@ -13,6 +13,7 @@ import { firstBands } from '../pixels/pixel-types.js';
 import type { ColourSpace, ImageDescription, ImageSource, RawPixels, SampleFormat, Samples } from '../source.js';
 import { CHECK_COPY_BYTES, CHECK_ELEMENTS, TimeSlices } from '../time-slices.js';
 import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './index.js';
+import type { RandomAccessFile } from './positioned-file.js';
 import { decodedBits, unpackTile, nativelyUnpackable, PACKED_DEPTHS, TileOverflowError, type SampleArray } from './tile-unpacker.js';
 import type { Rect } from '../geometry.js';
 
@@ -157,6 +158,18 @@ function decodedTileBytes(level: TiffLevel): number {
 /** Enough of a JPEG tile to reach its frame header (tables written into the tile come first). */
 const JPEG_HEAD_BYTES = 4096;
 
+/**
+ * A TIFF read from a store by byte ranges: the reader gets the file, and libvips (which reads
+ * files itself) a local copy, made only for what our own decoders do not read.
+ */
+export interface RemoteTiff {
+  file: RandomAccessFile;
+  localCopy: () => Promise<string>;
+}
+
+/** A JPEG tile our decoder could not take: libvips is to read the region. */
+class NeedsLibvips extends Error {}
+
 export class TiffSource implements ImageSource {
   readonly description: ImageDescription;
   /** Per level: why its tiles may not be decoded (beyond MAX_TILE_BYTES), or null. */
@@ -167,7 +180,8 @@ export class TiffSource implements ImageSource {
   private readonly ownDecoding: boolean;
 
   private constructor(
-    private readonly path: string,
+    /** A path, or for a file in a store the local copy's, made on first need. */
+    private readonly path: string | (() => Promise<string>),
     private readonly tiff: TiffFile,
     /** As the client gave it, for messages. */
     private readonly name: string,
@@ -188,14 +202,15 @@ export class TiffSource implements ImageSource {
   }
 
   /**
+   * @param file a path, or a file in a store
    * @param name the image name as the client gave it, for messages
    * @param page the page of a stack, counted from 0 (0 for any other TIFF)
    * @throws FileError for a file that is not a TIFF we read, has no such page, or has more bands than MAX_SAMPLES_PER_PIXEL
    */
-  static async open(path: string, name: string, limits: DecodeLimits = DEFAULT_DECODE_LIMITS, page = 0): Promise<TiffSource> {
+  static async open(file: string | RemoteTiff, name: string, limits: DecodeLimits = DEFAULT_DECODE_LIMITS, page = 0): Promise<TiffSource> {
     let tiff: TiffFile;
     try {
-      tiff = await TiffFile.open(path, page);
+      tiff = await TiffFile.open(typeof file === 'string' ? file : file.file, page);
     } catch (error) {
       if (error instanceof TiffFormatError) throw new FileError(`${name}: ${error.message}`);
       throw error;
@@ -205,7 +220,15 @@ export class TiffSource implements ImageSource {
       await tiff.close().catch(() => undefined);
       throw new FileError(`${name}: the image has ${channels} samples per pixel, more than MAX_SAMPLES_PER_PIXEL (${limits.maxSamplesPerPixel})`);
     }
-    return new TiffSource(path, tiff, name, limits);
+    return new TiffSource(typeof file === 'string' ? file : file.localCopy, tiff, name, limits);
+  }
+
+  /**
+   * A file in a store whose JPEG tiles our decoder reads: regions are assembled from the tiles
+   * they touch, fetched by their byte ranges, rather than from a local copy of the whole file.
+   */
+  private assemblesJpeg(level: number): boolean {
+    return typeof this.path !== 'string' && jpegCodec !== null && this.jpegLevel(level) !== null;
   }
 
   /** @throws FileError when the level's tiles are larger decoded than MAX_TILE_BYTES */
@@ -370,16 +393,48 @@ export class TiffSource implements ImageSource {
       // libvips takes one 16-bit band for sRGB otherwise, and would hand back three.
       return data instanceof Uint16Array && channels <= 2 ? pipeline.toColourspace('grey16') : pipeline;
     }
+    if (this.assemblesJpeg(level)) {
+      assertProcessable(this.name, rect, this.limits, 'decoding the samples here');
+      const assembled = await this.assembledJpeg(level, stored, rect);
+      if (assembled)
+        return sharp(assembled.data as Uint8Array, { raw: { width: assembled.width, height: assembled.height, channels: assembled.channels as 1 | 3 } });
+    }
     await this.checkJpegFrames(level, rect);
-    return this.open(level).extract(rect);
+    return (await this.open(level)).extract(rect);
   }
 
   async samples(level: number, rect: Rect): Promise<Samples> {
     const stored = this.tiff.info.levels[level]!;
     this.assertTileSize(level);
     if (nativelyUnpackable(stored)) return this.decodeSamples(level, stored, rect);
+    if (this.assemblesJpeg(level)) {
+      const assembled = await this.assembledJpeg(level, stored, rect);
+      if (assembled) return assembled;
+    }
     await this.checkJpegFrames(level, rect);
     return this.sharpSamples(level, rect);
+  }
+
+  /** The rectangle from its JPEG tiles decoded here, or null when one of them needs libvips. */
+  private async assembledJpeg(level: number, stored: TiffLevel, rect: Rect): Promise<Samples | null> {
+    try {
+      return await this.decodeSamples(level, stored, rect);
+    } catch (error) {
+      if (error instanceof NeedsLibvips) return null;
+      throw error;
+    }
+  }
+
+  /** One JPEG tile's samples, for {@link assembledJpeg}. */
+  private async jpegTileSamples(level: number, col: number, row: number): Promise<{ data: SampleArray; width: number }> {
+    const stored = this.tiff.info.levels[level]!;
+    const pixels = await this.decodeJpegTile(level, col, row);
+    if (!pixels || pixels.width < stored.tileWidth || pixels.height < stored.tileHeight) throw new NeedsLibvips();
+    const rowBytes = stored.tileWidth * pixels.channels;
+    if (pixels.stride === rowBytes && pixels.width === stored.tileWidth) return { data: pixels.data, width: stored.tileWidth };
+    const data = Buffer.allocUnsafe(rowBytes * stored.tileHeight);
+    for (let y = 0; y < stored.tileHeight; y++) pixels.data.copy(data, y * rowBytes, y * pixels.stride, y * pixels.stride + rowBytes);
+    return { data, width: stored.tileWidth };
   }
 
   /**
@@ -445,6 +500,7 @@ export class TiffSource implements ImageSource {
     signal: AbortSignal,
   ): Promise<{ data: SampleArray; width: number }> {
     try {
+      if (stored.compression === COMPRESSION_JPEG) return await this.jpegTileSamples(level, col, row);
       return await this.decodePlanes(level, stored, col, row, rows, signal);
     } catch (error) {
       // Damaged tile data is the image's fault: 404, as for a tile beyond the end of the file.
@@ -488,8 +544,9 @@ export class TiffSource implements ImageSource {
     const wide = d.bitsPerSample > 8;
     // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
     const space = d.channels <= 2 ? (wide ? 'grey16' : 'b-w') : wide ? 'rgb16' : 'srgb';
+    const pipeline = await this.open(level);
     const { data, info } = await decoding(this.name, () =>
-      this.open(level)
+      pipeline
         .extract(rect)
         .toColourspace(space)
         .raw({ depth: wide ? 'ushort' : 'uchar' })
@@ -499,9 +556,9 @@ export class TiffSource implements ImageSource {
     return { data: values, width: info.width, height: info.height, channels: info.channels };
   }
 
-  private open(level: number): Sharp {
+  private async open(level: number): Promise<Sharp> {
     const stored = this.tiff.info.levels[level]!;
-    return sharp(this.path, {
+    return sharp(typeof this.path === 'string' ? this.path : await this.path(), {
       page: stored.page,
       ...(stored.subifd >= 0 ? { tiff: { subifd: stored.subifd } } : {}),
       limitInputPixels: false,

@@ -1,0 +1,196 @@
+/**
+ * Images in an object store (FILESYSTEM_PREFIX `s3://bucket/prefix/` or `https://host/path/`): the
+ * same names, suffixes and sequences as on a disk, read by byte ranges. What is asked of the store:
+ * - a HEAD per image at most every REMOTE_CHECK_INTERVAL (the answer, found or missing, is kept
+ *   that long), whose ETag versions every cache key, so a replaced object is never served stale;
+ * - the structure of a TIFF in blocks, kept in RAM and shared through memcached;
+ * - the bytes of the tiles a request touches, merged and coalesced;
+ * - a whole copy only for what reads files itself (see object-copies.ts).
+ */
+import path from 'node:path';
+import type { RemoteStoreConfig } from '../../../config.js';
+import { AccessDeniedError, BadGatewayError, FileError, UnavailableError } from '../../../errors.js';
+import type { MemcachedTier } from '../../cache/memcached.js';
+import type { RandomAccessFile } from '../../tiff/positioned-file.js';
+import { identifyByHead, type ImageFileInfo, type ImageFileStat } from '../image-file.js';
+import { UnsafePathError } from '../image-path.js';
+import type { DirectoryLister, ImageStorage } from '../storage.js';
+import { BlockCache } from './block-cache.js';
+import { createObjectStore } from './index.js';
+import { ObjectCopies } from './object-copies.js';
+import { StoreError, type ObjectInfo, type ObjectStore } from './object-store.js';
+import { RemoteFile, type RemoteObject } from './remote-file.js';
+
+/** FILESYSTEM_PREFIX naming a store, and the REMOTE_* settings. */
+export type RemoteSettings = RemoteStoreConfig;
+
+/** Answers (found or missing) remembered per worker; beyond this the oldest go. */
+const MAX_LOOKS = 10_000;
+/** Keys a sequence's directory may list. */
+const MAX_LISTING = 10_000;
+
+interface Look {
+  checkedAt: number;
+  info: Promise<ObjectInfo | null>;
+}
+
+export function createRemoteStorage(settings: RemoteSettings, memcached: MemcachedTier | null): RemoteStorage {
+  const shared = memcached ? { get: (key: string) => memcached.get(key, false), set: (key: string, value: Buffer) => memcached.set(key, value) } : null;
+  return new RemoteStorage(createObjectStore(settings.location, settings.timeouts), settings, new BlockCache(settings.blockCacheBytes, shared));
+}
+
+export class RemoteStorage implements ImageStorage {
+  readonly local = false;
+  readonly directories: DirectoryLister;
+  /** What locations start with: `s3://bucket/` or the base URL. */
+  private readonly base: string;
+  private readonly looks = new Map<string, Look>();
+  private readonly copies: ObjectCopies;
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly settings: RemoteSettings,
+    private readonly blocks: BlockCache,
+  ) {
+    const { location } = settings;
+    this.base = location.kind === 's3' ? `s3://${location.bucket}/` : location.baseUrl;
+    this.copies = new ObjectCopies(store, { dir: settings.copiesDir, maxBytes: settings.copiesBytes, waitMs: this.waitMs() }, (error) => this.failure(error));
+    this.directories = {
+      // Stores keep no time for a "directory": its listing is trusted for one check interval.
+      look: async () => {
+        const interval = Math.max(1, settings.checkIntervalMs);
+        return { version: Math.floor(Date.now() / interval) * interval, settleMs: 0 };
+      },
+      list: async (directory) => {
+        const prefix = this.keyOf(directory) + '/';
+        try {
+          return (await this.store.list(prefix, MAX_LISTING)).map((key) => key.slice(prefix.length));
+        } catch (error) {
+          throw this.failure(error);
+        }
+      },
+    };
+  }
+
+  /** Longest a request may wait for a whole download: every attempt of a read, and a margin. */
+  private waitMs(): number {
+    const { requestTimeoutMs, attempts, backoffMs } = this.settings.timeouts;
+    return attempts * requestTimeoutMs + attempts * backoffMs * 4 + 1000;
+  }
+
+  resolve(name: string, suffix: string): string {
+    if (name === '') throw new UnsafePathError('empty image name');
+    if (name.includes('\0')) throw new UnsafePathError('image name contains a NUL byte');
+    if (name.split(/[/\\]/).some((segment) => segment === '..')) throw new UnsafePathError('image name climbs out of the image directory');
+    // As on a disk: `a//b` and `./a` are `a/b` and `a`; a leading slash joins the prefix.
+    const key = path.posix.normalize(this.settings.keyPrefix + name + suffix).replace(/^\/+/, '');
+    if (key === '.' || key.endsWith('/')) throw new UnsafePathError('image name names a directory');
+    return this.base + key;
+  }
+
+  private keyOf(location: string): string {
+    return location.slice(this.base.length);
+  }
+
+  async stat(location: string, printable: string): Promise<ImageFileStat> {
+    const info = await this.info(location);
+    if (!info) throw new FileError(`${printable} is neither a file nor part of an image sequence`);
+    return {
+      path: location,
+      mtimeSeconds: Math.floor(info.lastModifiedMs / 1000),
+      size: info.size,
+      version: info.etag ?? `${info.size}:${info.lastModifiedMs}`,
+      dev: 0,
+      ino: 0,
+    };
+  }
+
+  /** The store's answer for a location, asked at most once per check interval however many requests want it. */
+  private info(location: string): Promise<ObjectInfo | null> {
+    const now = Date.now();
+    const known = this.looks.get(location);
+    if (known && now - known.checkedAt < this.settings.checkIntervalMs) return known.info;
+    const info = this.store.head(this.keyOf(location)).catch((error: unknown) => {
+      // A failure is not remembered: the next request asks again.
+      if (this.looks.get(location)?.info === info) this.looks.delete(location);
+      throw this.failure(error);
+    });
+    this.looks.delete(location);
+    this.looks.set(location, { checkedAt: now, info });
+    if (this.looks.size > MAX_LOOKS) this.looks.delete(this.looks.keys().next().value!);
+    return info;
+  }
+
+  private object(file: ImageFileStat): RemoteObject {
+    return {
+      key: this.keyOf(file.path),
+      identity: `${file.path}\0${file.version}`,
+      size: file.size,
+      etag: file.version.startsWith('"') || file.version.startsWith('W/') ? file.version : null,
+    };
+  }
+
+  async identify(file: ImageFileStat, printable: string): Promise<ImageFileInfo> {
+    const opened = this.open(file);
+    const head = await opened.read(0, Math.min(16, file.size), 'the file head');
+    return identifyByHead(file, head, printable);
+  }
+
+  openRandomAccess(file: ImageFileInfo): Promise<RandomAccessFile> {
+    return Promise.resolve(this.open(file));
+  }
+
+  private open(file: ImageFileStat): RemoteFile {
+    return new RemoteFile(this.store, this.object(file), this.blocks, (error) => {
+      // Read against a version that is gone: look again at the next request.
+      if (error instanceof StoreError && (error.kind === 'changed' || error.kind === 'missing')) this.looks.delete(file.path);
+      return this.failure(error);
+    });
+  }
+
+  localPath(file: ImageFileInfo, printable: string): Promise<string> {
+    return this.copies.path(this.object(file), printable);
+  }
+
+  usable(file: ImageFileInfo): boolean {
+    return this.copies.usable(this.object(file).identity);
+  }
+
+  async check(): Promise<{ ok: boolean; folder: string; error?: string }> {
+    const folder = this.base + this.settings.keyPrefix;
+    try {
+      // Any answer but a refusal or silence will do: the probe need not exist.
+      await this.store.head(this.settings.keyPrefix === '' ? '.health' : this.settings.keyPrefix);
+      return { ok: true, folder };
+    } catch (error) {
+      return { ok: false, folder, error: error instanceof StoreError ? error.kind : (error as Error).message };
+    }
+  }
+
+  /** SIGHUP: forget what the store said, and the blocks read. */
+  flush(): void {
+    this.looks.clear();
+    this.blocks.clear();
+  }
+
+  /**
+   * The error clients get for a store's failure, its message naming neither the store nor the
+   * key (clients see the image's name in the message of the request's own error handling).
+   */
+  private failure(error: unknown): Error {
+    if (!(error instanceof StoreError)) return error instanceof Error ? error : new Error(String(error));
+    const reason = { cause: error };
+    switch (error.kind) {
+      case 'missing':
+        return new FileError('the image is missing from the image store', reason);
+      case 'denied':
+        return new AccessDeniedError('the image store refused access to the image', reason);
+      case 'changed':
+        return new UnavailableError('the image changed in the image store while it was read; try again', reason);
+      case 'invalid':
+        return new BadGatewayError('the image store gave an answer that cannot be used', reason);
+      default:
+        return new UnavailableError('the image store is not answering; try again later', reason);
+    }
+  }
+}
