@@ -158,6 +158,12 @@ describe('viewer page over HTTP (VIEWER=1)', () => {
     }
   });
 
+  it("is counted as the server's viewer in the metrics", async () => {
+    const text = (await request(port, '/metrics')).body.toString();
+    assert.match(text, /^iipsrv_requests_total\{[^}]*kind="viewer"[^}]*status="200"[^}]*\} [1-9]/m);
+    assert.match(text, /^iipsrv_requests_total\{[^}]*kind="viewer"[^}]*status="404"[^}]*\} [1-9]/m);
+  });
+
   describe('in Chromium', { skip: chromiumBinary ? false : 'Chromium is not installed (Debian package chromium)' }, () => {
     let browser: Browser;
     let page: Page;
