@@ -127,6 +127,10 @@ export interface Config {
   metricsPath: string;
   /** HEALTH_PATH: the path the health answer is given on (besides the query `HEALTH`). */
   healthPath: string;
+  /** VIEWER: the viewer page (an image list and OpenSeadragon); off unless asked for. */
+  viewer: boolean;
+  /** VIEWER_PATH: where the viewer page and its scripts are served, ending in `/`. */
+  viewerPath: string;
   interpolation: Interpolation;
   /** Access-Control-Allow-Origin value; empty = no CORS headers. */
   cors: string;
@@ -234,6 +238,19 @@ function parsePath(env: Env, name: string, fallback: string): string {
   if (value === undefined || value === '') return fallback;
   if (!value.startsWith('/') || /[?#\s]/.test(value)) throw new ConfigError(name, `expected a path beginning with /, got "${value}"`);
   return value;
+}
+
+/**
+ * The viewer answers every path under its own, so `/` would take every request from the
+ * protocols; a path without its final `/` gets one (the page's links are below it). Plain
+ * characters only: the path is written into HTML and matched against request paths as they came.
+ */
+function parseViewerPath(env: Env): string {
+  const value = parsePath(env, 'VIEWER_PATH', '/viewer/');
+  if (value === '/' || !/^\/[A-Za-z0-9._~/-]+$/.test(value)) {
+    throw new ConfigError('VIEWER_PATH', `expected a path below / of letters, digits and . _ ~ - /, such as /viewer/, got "${value}"`);
+  }
+  return value.endsWith('/') ? value : value + '/';
 }
 
 /** Whole bytes of a record of the largest size (header, 65535 bytes, 255 of padding). */
@@ -526,6 +543,8 @@ export function loadConfig(env: Env = process.env): Config {
     metrics: read(env, 'METRICS') ? flag(env, 'METRICS', false) : null,
     metricsPath: parsePath(env, 'METRICS_PATH', '/metrics'),
     healthPath: parsePath(env, 'HEALTH_PATH', '/health'),
+    viewer: flag(env, 'VIEWER', false),
+    viewerPath: parseViewerPath(env),
     interpolation: parseInterpolation(env),
     cors: read(env, 'CORS') ?? '',
     baseUrl: parseBaseUrl(env),

@@ -9,7 +9,7 @@
 import { AggregatorRegistry, Registry, type Metric } from 'prom-client';
 
 export const PROTOCOLS = ['iip', 'iiif', 'deepzoom', 'zoomify', 'server'] as const;
-export const KINDS = ['tile', 'region', 'image', 'info', 'health', 'metrics', 'other'] as const;
+export const KINDS = ['tile', 'region', 'image', 'info', 'health', 'metrics', 'viewer', 'other'] as const;
 export type ProtocolLabel = (typeof PROTOCOLS)[number];
 export type KindLabel = (typeof KINDS)[number];
 
@@ -40,8 +40,8 @@ export function classify(commands: string): number {
   return 3;
 }
 
-/** The index of the server's own answers (health, metrics, the banner page, refused methods). */
-export function serverKind(kind: 'health' | 'metrics' | 'other'): number {
+/** The index of the server's own answers (health, metrics, the viewer, the banner page, refused methods). */
+export function serverKind(kind: 'health' | 'metrics' | 'viewer' | 'other'): number {
   return 4 * K + KINDS.indexOf(kind);
 }
 

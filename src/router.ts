@@ -10,6 +10,7 @@ import { runIip } from './protocols/iip/index.js';
 import type { ProtocolContext } from './protocols/shared/context.js';
 import type { Command } from './protocols/shared/session.js';
 import { zoomify } from './protocols/zoomify/index.js';
+import { createViewer } from './protocols/viewer/index.js';
 import { mapUri } from './protocols/shared/uri-map.js';
 import { type HeaderList, type PlainRequest, type PlainResponse, type RequestHandler } from './request.js';
 import { SERVER_NAME, VERSION } from './version.js';
@@ -40,12 +41,15 @@ function textResponse(status: number, message: string): PlainResponse {
   };
 }
 
-function bannerResponse(): PlainResponse {
+/** @param viewerPath where the viewer page is, when it is on */
+function bannerResponse(viewerPath: string | null): PlainResponse {
+  const viewer = viewerPath === null ? '' : `<p>Or look at the images in the <a href="${viewerPath}">viewer</a>.</p>`;
   const html =
     '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"/><title>iipsrv-ts</title></head>' +
     '<body style="font-family:sans-serif;margin:4em"><h1>iipsrv-ts</h1>' +
     `<p>IIPImage-compatible image server, version ${VERSION}.</p>` +
     '<p>Ask for an image with IIP (<code>?FIF=image.tif&amp;OBJ=IIP,1.0</code>), IIIF, DeepZoom or Zoomify.</p>' +
+    viewer +
     '</body></html>';
   return {
     status: 200,
@@ -68,6 +72,7 @@ function hasBody(status: number): boolean {
  */
 const HEALTH = serverKind('health');
 const METRICS = serverKind('metrics');
+const VIEWER = serverKind('viewer');
 
 const PROTOCOL_COMMANDS: Readonly<Record<string, Command>> = { iiif, deepzoom, zoomify };
 
@@ -118,6 +123,7 @@ export function createRouter(context: ProtocolContext, options: RouterOptions = 
   const { config, log } = context;
   const metrics = options.metrics ?? null;
   const scrape = options.scrape ?? null;
+  const viewer = config.viewer ? createViewer(context) : null;
 
   async function metricsResponse(): Promise<PlainResponse> {
     try {
@@ -140,6 +146,8 @@ export function createRouter(context: ProtocolContext, options: RouterOptions = 
   function kindOf(request: PlainRequest, commands: string): number {
     if (request.path === config.healthPath || HEALTH_QUERY.test(request.query)) return serverKind('health');
     if (scrape && request.path === config.metricsPath) return serverKind('metrics');
+    // Before the protocols: a URI_MAP of every path (`=>IIIF`) must not take the viewer's.
+    if (viewer?.owns(request.path)) return VIEWER;
     if (commands === '') return serverKind('other');
     return classify(commands);
   }
@@ -165,7 +173,8 @@ export function createRouter(context: ProtocolContext, options: RouterOptions = 
     }
     if (kind === HEALTH) return health(context);
     if (kind === METRICS) return metricsResponse();
-    if (commands === '') return bannerResponse();
+    if (kind === VIEWER) return viewer!.answer(request);
+    if (commands === '') return bannerResponse(viewer ? config.viewerPath : null);
     try {
       return await runIip(commands, request, context, PROTOCOL_COMMANDS);
     } catch (error) {

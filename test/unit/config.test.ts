@@ -61,6 +61,26 @@ describe('config: health, metrics and the memcached lease (issue 16)', () => {
   });
 });
 
+describe('config: the viewer page (issue 16)', () => {
+  it('is off by default, at /viewer/', () => {
+    const config = loadConfig({});
+    assert.equal(config.viewer, false);
+    assert.equal(config.viewerPath, '/viewer/');
+  });
+  it('reads VIEWER and VIEWER_PATH, adding the final slash, and refuses / and non-paths', () => {
+    const config = loadConfig({ VIEWER: '1', VIEWER_PATH: '/tools/view' });
+    assert.equal(config.viewer, true);
+    assert.equal(config.viewerPath, '/tools/view/');
+    assert.equal(loadConfig({ VIEWER_PATH: '/v/' }).viewerPath, '/v/');
+    assert.throws(() => loadConfig({ VIEWER_PATH: '/' }), /VIEWER_PATH/);
+    assert.throws(() => loadConfig({ VIEWER_PATH: 'viewer' }), /VIEWER_PATH/);
+    assert.throws(() => loadConfig({ VIEWER_PATH: '/viewer?x' }), /VIEWER_PATH/);
+    assert.throws(() => loadConfig({ VIEWER_PATH: '/a"b/' }), /VIEWER_PATH/);
+    assert.throws(() => loadConfig({ VIEWER_PATH: '/%2e%2e/' }), /VIEWER_PATH/);
+    assert.throws(() => loadConfig({ VIEWER: 'perhaps' }), /VIEWER/);
+  });
+});
+
 describe('config: values from a typical iipsrv deployment', () => {
   it('reads the Debian package settings unchanged', () => {
     const config = loadConfig({
