@@ -93,6 +93,7 @@ export class Session {
     return result.bytes;
   }
 
+  /** A part of the output came from `tier`: the dearest part so far names the whole. */
   answeredBy(tier: CacheTier): void {
     if (this.cacheTier === null || TIER_COST[tier] > TIER_COST[this.cacheTier]) this.cacheTier = tier;
   }
