@@ -20,6 +20,9 @@ export interface UriMapping {
 
 export type LogTarget = { kind: 'none' } | { kind: 'file'; path: string } | { kind: 'stderr' } | { kind: 'syslog'; host: string; port: number };
 
+/** ACCESS_LOG: where the per-request JSON lines go (independent of LOGFILE and VERBOSITY). */
+export type AccessLogTarget = { kind: 'none' } | { kind: 'file'; path: string } | { kind: 'stderr' } | { kind: 'stdout' };
+
 export type Interpolation = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos3';
 
 /**
@@ -82,6 +85,8 @@ export interface Config {
   logTarget: LogTarget;
   /** 0 = no log at all; 1 = start-up banner and errors; 2 = one line per request; 3-6 more detail. */
   verbosity: number;
+  /** ACCESS_LOG: one JSON line per request answered, whatever VERBOSITY says; none by default. */
+  accessLog: AccessLogTarget;
   /** RAM response cache bound in bytes (MAX_IMAGE_CACHE_SIZE MB x 1 024 000, as iipsrv counts); 0 disables. */
   maxImageCacheBytes: number;
   /** Parsed-image-header cache entries; 0 = none, -1 = unbounded. */
@@ -289,6 +294,23 @@ function parseLogTarget(env: Env): LogTarget {
   // Extension: syslog://host:port for a syslog daemon that is not on the default UDP port.
   const remote = /^syslog:\/\/([^:/]+)(?::(\d+))?\/?$/i.exec(value);
   if (remote) return { kind: 'syslog', host: remote[1]!, port: Number(remote[2] ?? 514) };
+  return { kind: 'file', path: value };
+}
+
+/**
+ * A file path, `stdout` or `stderr`. The words LOGFILE also takes for other targets are refused
+ * rather than taken as file names: `ACCESS_LOG=syslog` creating a file called syslog would
+ * surprise.
+ */
+function parseAccessLog(env: Env): AccessLogTarget {
+  const value = read(env, 'ACCESS_LOG');
+  if (value === undefined || value === '') return { kind: 'none' };
+  const word = value.toLowerCase();
+  if (word === 'stdout' || word === 'stderr') return { kind: word };
+  if (word === '-' || word === 'syslog' || word.startsWith('syslog://')) {
+    throw new ConfigError('ACCESS_LOG', `"${value}" is not a target here: give a file path, stdout or stderr`);
+  }
+  if (value.endsWith('/')) throw new ConfigError('ACCESS_LOG', `"${value}" names a directory: give a file path, stdout or stderr`);
   return { kind: 'file', path: value };
 }
 
@@ -516,6 +538,7 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     logTarget: parseLogTarget(env),
     verbosity,
+    accessLog: parseAccessLog(env),
     maxImageCacheBytes: Math.round(cacheMb * 1_024_000),
     maxMetadataCacheEntries: metadataEntries,
     filesystemPrefix,

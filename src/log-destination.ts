@@ -14,6 +14,13 @@ export const MAX_QUEUED_BYTES = 1 << 20;
 /** How soon to try again when a non-blocking pipe is full. */
 const RETRY_MS = 20;
 
+/**
+ * POSIX's PIPE_BUF on Linux: a pipe takes a write of up to this many bytes whole, never mixed
+ * with another process's. Every worker writes to the same stdout or stderr, so writes there end
+ * at a line's end within this size; a file opened for appending needs no such care.
+ */
+const PIPE_ATOMIC_BYTES = 4096;
+
 export interface LogDestinationOptions {
   maxQueuedBytes?: number;
   /** Called, once there is room again, with the number of lines lost since the last call. */
@@ -27,6 +34,8 @@ export class AsyncLogDestination {
   /** A write or a reopen is under way; the next one starts when it ends. */
   private busy = false;
   private reopenWanted = false;
+  /** Lines queued when the reopen was asked for: they were logged before it and go to the old file. */
+  private linesBeforeReopen = 0;
   private dropped = 0;
   /** No note about lost lines while writes fail: the note would be lost too, and again. */
   private failing = false;
@@ -55,6 +64,10 @@ export class AsyncLogDestination {
     return new AsyncLogDestination(2, null, options);
   }
 
+  static stdout(options: LogDestinationOptions = {}): AsyncLogDestination {
+    return new AsyncLogDestination(1, null, options);
+  }
+
   /** pino's stream interface: one line, newline included. */
   write(line: string): void {
     const bytes = Buffer.byteLength(line);
@@ -71,6 +84,7 @@ export class AsyncLogDestination {
   reopen(): void {
     if (this.file === null) return;
     this.reopenWanted = true;
+    this.linesBeforeReopen = this.queue.length;
     this.pump();
   }
 
@@ -89,6 +103,13 @@ export class AsyncLogDestination {
 
   private pump(): void {
     if (this.busy) return;
+    if (this.reopenWanted && this.linesBeforeReopen > 0) {
+      const chunk = Buffer.from(this.queue.splice(0, this.linesBeforeReopen).join(''), 'utf8');
+      this.linesBeforeReopen = 0;
+      this.busy = true;
+      this.send(chunk, 0);
+      return;
+    }
     if (this.reopenWanted && this.file !== null) {
       this.reopenWanted = false;
       this.busy = true;
@@ -115,10 +136,21 @@ export class AsyncLogDestination {
       for (const done of this.waiting.splice(0)) done();
       return;
     }
-    const chunk = Buffer.from(this.queue.join(''), 'utf8');
-    this.queue = [];
+    const chunk = Buffer.from(this.file === null ? this.takeAtomic() : this.queue.splice(0).join(''), 'utf8');
     this.busy = true;
     this.send(chunk, 0);
+  }
+
+  /** Whole lines from the queue's head, as many as fit in one atomic pipe write (at least one). */
+  private takeAtomic(): string {
+    let bytes = 0;
+    let lines = 0;
+    for (const line of this.queue) {
+      bytes += Buffer.byteLength(line);
+      if (lines > 0 && bytes > PIPE_ATOMIC_BYTES) break;
+      lines++;
+    }
+    return this.queue.splice(0, lines).join('');
   }
 
   private send(chunk: Buffer, offset: number): void {

@@ -9,6 +9,7 @@ import net, { type Socket } from 'node:net';
 import { unlink } from 'node:fs/promises';
 import { parseArguments, USAGE, type CliOptions } from './cli.js';
 import { ConfigError, describeConfig, loadConfig, type Config } from './config.js';
+import { openAccessLog } from './access-log.js';
 import { createLog } from './log.js';
 import { VERSION } from './version.js';
 import type { RunningWorker } from './server/worker.js';
@@ -258,6 +259,12 @@ async function runWorker(): Promise<void> {
   const options = JSON.parse(process.env[OPTIONS_ENV] ?? '{}') as CliOptions;
   const config = loadConfig(process.env);
   const log = createLog({ target: config.logTarget, verbosity: config.verbosity, base: { role: 'worker', worker: cluster.worker?.id } });
+  const accessLog = openAccessLog(config.accessLog, {
+    worker: cluster.worker?.id,
+    // Each worker says so: the primary never opens the access log.
+    onOpenError: (message) => (log.enabled(1) ? log.error({}, message) : process.stderr.write(message + '\n')),
+    onDropped: (lines) => log.warn({ dropped: lines }, 'access log lines dropped: the access log target could not keep up'),
+  });
   const send = (message: WorkerMessage) => process.send?.(message);
   process.on('uncaughtException', (error) => {
     // Should not happen (the router catches everything); leave a trace, and let the primary replace us.
@@ -278,7 +285,7 @@ async function runWorker(): Promise<void> {
   let stopping = false;
   const finish = async () => {
     await running?.stop();
-    await log.flush();
+    await Promise.all([log.flush(), accessLog?.flush()]);
     process.exit(0);
   };
   const stop = () => {
@@ -319,8 +326,10 @@ async function runWorker(): Promise<void> {
     }
     if (message.type === 'shutdown') stop();
     else if (message.type === 'flush-caches') running?.engine.flushCaches();
-    else if (message.type === 'reopen-log') log.reopen();
-    else if (message.type === 'metrics-collect') {
+    else if (message.type === 'reopen-log') {
+      log.reopen();
+      accessLog?.reopen();
+    } else if (message.type === 'metrics-collect') {
       const id = message.id;
       void (running?.metrics?.getMetricsAsJSON() ?? Promise.resolve([])).then(
         (metrics) => send({ type: 'metrics-collected', id, metrics }),
@@ -348,6 +357,7 @@ async function runWorker(): Promise<void> {
       shutdownGraceMs: options.shutdownGraceMs,
       workers: options.workers,
       scrapeMetrics,
+      accessLog,
     });
   } catch (error) {
     send({ type: 'start-failed', message: `cannot listen: ${(error as Error).message}` });

@@ -40,6 +40,11 @@ export function classify(commands: string): number {
   return 3;
 }
 
+/** The labels of an index from classify() or serverKind(). */
+export function labelsOf(index: number): { protocol: ProtocolLabel; kind: KindLabel } {
+  return { protocol: PROTOCOLS[Math.floor(index / K)]!, kind: KINDS[index % K]! };
+}
+
 /** The index of the server's own answers (health, metrics, the viewer, the banner page, refused methods). */
 export function serverKind(kind: 'health' | 'metrics' | 'viewer' | 'other'): number {
   return 4 * K + KINDS.indexOf(kind);
@@ -85,7 +90,7 @@ export class RequestMetrics {
 
   metrics(): Metric[] {
     const each = (visit: (index: number, labels: { protocol: ProtocolLabel; kind: KindLabel }) => void) => {
-      for (let p = 0; p < P; p++) for (let k = 0; k < K; k++) if (this.counts[p * K + k]! > 0) visit(p * K + k, { protocol: PROTOCOLS[p]!, kind: KINDS[k]! });
+      for (let index = 0; index < P * K; index++) if (this.counts[index]! > 0) visit(index, labelsOf(index));
     };
     return [
       metric('iipsrv_requests_total', 'Requests answered, by protocol, command kind and HTTP status', 'counter', () => {

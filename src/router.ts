@@ -14,7 +14,9 @@ import { createViewer } from './protocols/viewer/index.js';
 import { mapUri } from './protocols/shared/uri-map.js';
 import { type HeaderList, type PlainRequest, type PlainResponse, type RequestHandler } from './request.js';
 import { SERVER_NAME, VERSION } from './version.js';
-import { classify, serverKind, type RequestMetrics } from './metrics.js';
+import { classify, labelsOf, serverKind, type RequestMetrics } from './metrics.js';
+import type { AccessLog } from './access-log.js';
+import type { ProtocolResponse } from './protocols/shared/responses.js';
 
 const CORS_METHODS = 'GET, HEAD, POST, OPTIONS';
 const CORS_HEADERS = 'Accept, Content-Type, X-Requested-With, If-Modified-Since';
@@ -86,6 +88,8 @@ export interface RouterOptions {
   metrics?: RequestMetrics | null;
   /** The whole cluster's metrics as Prometheus text (asked of the primary); null = /metrics is an ordinary path. */
   scrape?: (() => Promise<{ contentType: string; text: string }>) | null;
+  /** ACCESS_LOG's line per request; null = none. */
+  accessLog?: AccessLog | null;
 }
 
 function jsonResponse(status: number, body: unknown): PlainResponse {
@@ -124,6 +128,7 @@ export function createRouter(context: ProtocolContext, options: RouterOptions = 
   const metrics = options.metrics ?? null;
   const scrape = options.scrape ?? null;
   const viewer = config.viewer ? createViewer(context) : null;
+  const accessLog = options.accessLog ?? null;
 
   async function metricsResponse(): Promise<PlainResponse> {
     try {
@@ -152,7 +157,7 @@ export function createRouter(context: ProtocolContext, options: RouterOptions = 
     return classify(commands);
   }
 
-  async function dispatch(request: PlainRequest, commands: string, kind: number): Promise<PlainResponse> {
+  async function dispatch(request: PlainRequest, commands: string, kind: number): Promise<ProtocolResponse> {
     switch (request.method) {
       // iipsrv 1.1 ignores the method: a POST is answered from its query string like a GET.
       case 'GET':
@@ -210,7 +215,7 @@ export function createRouter(context: ProtocolContext, options: RouterOptions = 
 
   return async function handle(request: PlainRequest): Promise<PlainResponse> {
     const started = performance.now();
-    let response: PlainResponse;
+    let response: ProtocolResponse;
     let kind = serverKind('other');
     try {
       const commands = requestString(request, context);
@@ -228,7 +233,21 @@ export function createRouter(context: ProtocolContext, options: RouterOptions = 
     const finished: PlainResponse = { status: response.status, headers, body: hasBody(response.status) ? response.body : Buffer.alloc(0) };
 
     const elapsed = performance.now() - started;
-    metrics?.record(kind, response.status, elapsed / 1000, request.method === 'HEAD' ? 0 : finished.body.length);
+    // What the client receives after the headers: transports send no body for HEAD.
+    const sent = request.method === 'HEAD' ? 0 : finished.body.length;
+    metrics?.record(kind, response.status, elapsed / 1000, sent);
+    accessLog?.write({
+      method: request.method,
+      path: request.path,
+      query: request.query,
+      ...labelsOf(kind),
+      status: response.status,
+      bytes: sent,
+      ms: Math.round(elapsed * 100) / 100,
+      tier: response.cacheTier ?? 'none',
+      remote: request.remoteAddress,
+      agent: request.headers['user-agent'],
+    });
     if (log.enabled(2)) {
       const micros = Math.round(elapsed * 1000);
       log.request(

@@ -10,7 +10,7 @@ import { InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
 import { LruCache } from './cache/lru.js';
 import type { MemcachedTier } from './cache/memcached.js';
-import { TileCache, type LeaseSettings } from './cache/tile-cache.js';
+import { TileCache, type CacheResult, type LeaseSettings } from './cache/tile-cache.js';
 import { decoding } from './codecs/libvips-errors.js';
 import { assertProcessable, DEFAULT_DECODE_LIMITS, type DecodeLimits } from './decode-limits.js';
 import { OpenImages, type OpenImage } from './files/open-images.js';
@@ -43,6 +43,7 @@ import type { Samples } from './source.js';
 
 export type { OpenImage } from './files/open-images.js';
 export type { OutputFormat } from './output/encoders.js';
+export type { CacheResult, CacheTier } from './cache/tile-cache.js';
 
 export interface EngineOptions {
   paths: ImagePathRules;
@@ -262,8 +263,8 @@ export class Engine {
     return icc;
   }
 
-  /** One tile, encoded, through the caches. */
-  async tile(image: OpenImage, request: TileRequest): Promise<Buffer> {
+  /** One tile, encoded, through the caches, and the tier that answered. */
+  async tile(image: OpenImage, request: TileRequest): Promise<CacheResult> {
     assertRenderable(image);
     const { level, col, row } = request;
     const processing = request.processing ?? NO_PROCESSING;
@@ -280,7 +281,7 @@ export class Engine {
     return this.cache.fill(key, () => this.timed(image, () => this.renderTile(image, request, processing, bits)));
   }
 
-  private async renderTile(image: OpenImage, request: TileRequest, processing: Processing, bits: 8 | 16): Promise<Buffer> {
+  private async renderTile(image: OpenImage, request: TileRequest, processing: Processing, bits: 8 | 16): Promise<CacheResult> {
     const { level, col, row } = request;
     const decodeOptions = { layers: request.layers };
     const upright = request.rotation === 0 && !request.mirror;
@@ -310,9 +311,9 @@ export class Engine {
       // A watermarked tile is never the stored one.
       if (request.passthrough && !mark) {
         const stored = await image.source.storedJpegTile(level, col, row);
-        if (stored) bytes = withProfile(stored, icc);
+        if (stored) return { bytes: withProfile(stored, icc), tier: 'passthrough' };
       }
-      if (!bytes && directJpeg) {
+      if (directJpeg) {
         const pixels = await image.source.decodeTile(level, col, row, decodeOptions);
         if (pixels) bytes = await encodeJpegPixels(pixels, request.quality, icc, mark);
       }
@@ -324,11 +325,11 @@ export class Engine {
         encodePipeline(await image.source.decode(level, rect, decodeOptions), channels, bits, request, mark, encoding, this.encoders),
       );
     }
-    return bytes;
+    return { bytes, tier: 'computed' };
   }
 
   /** Times one rendering (decode, processing and encoding of what no cache had) under its codec. */
-  private async timed(image: OpenImage, render: () => Promise<Buffer>): Promise<Buffer> {
+  private async timed<T>(image: OpenImage, render: () => Promise<T>): Promise<T> {
     const started = performance.now();
     try {
       return await render();
@@ -345,9 +346,11 @@ export class Engine {
     return streamTile(image.source, level, col, row, quality);
   }
 
-  /** A region, resized and encoded, through the caches. */
-  /** @param signal aborts when the client is gone: queued work is dropped, running work stops at its next step */
-  async region(image: OpenImage, plan: RegionPlan, requested: RegionOutput, signal?: AbortSignal): Promise<Buffer> {
+  /**
+   * A region, resized and encoded, through the caches, and the tier that answered.
+   * @param signal aborts when the client is gone: queued work is dropped, running work stops at its next step
+   */
+  async region(image: OpenImage, plan: RegionPlan, requested: RegionOutput, signal?: AbortSignal): Promise<CacheResult> {
     assertRenderable(image);
     // Black and white is iipsrv's COL=binary: grey, then the image histogram's Otsu threshold.
     const output: RegionOutput =
@@ -367,7 +370,10 @@ export class Engine {
     const expensive = Math.max(source.width * source.height, plan.outputWidth * plan.outputHeight) > CHEAP_REGION_PIXELS;
     // Shared by every identical request in flight: `shared` aborts once all their clients have gone.
     const compute = (shared?: AbortSignal) => {
-      const render = () => decoding(image.name, () => this.renderRegion(image, plan, output, shared));
+      const render = async (): Promise<CacheResult> => ({
+        bytes: await decoding(image.name, () => this.renderRegion(image, plan, output, shared)),
+        tier: 'computed',
+      });
       return this.timed(image, () => (expensive ? this.regionSlots : this.cheapRegionSlots).run(render, shared));
     };
     return this.cache.fill(key, compute, signal);

@@ -8,6 +8,7 @@ import type { Config } from '../config.js';
 import { MemcachedTier } from '../engine/cache/memcached.js';
 import { Engine } from '../engine/engine.js';
 import { Watermark } from '../engine/output/watermark.js';
+import type { AccessLog } from '../access-log.js';
 import type { Log } from '../log.js';
 import { createRouter } from '../router.js';
 import { engineMetrics, RequestMetrics, workerRegistry } from '../metrics.js';
@@ -27,6 +28,8 @@ export interface WorkerOptions {
   workers?: number;
   /** The whole cluster's metrics (asked of the primary); null or absent = no metrics. */
   scrapeMetrics?: (() => Promise<{ contentType: string; text: string }>) | null;
+  /** ACCESS_LOG's writer; null or absent = no access log. */
+  accessLog?: AccessLog | null;
 }
 
 export interface RunningWorker {
@@ -69,7 +72,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     requestMetrics = new RequestMetrics();
     registry = workerRegistry([...requestMetrics.metrics(), ...engineMetrics(engine, memcached !== null)]);
   }
-  const handler = createRouter({ config, engine, log }, { metrics: requestMetrics, scrape });
+  const handler = createRouter({ config, engine, log }, { metrics: requestMetrics, scrape, accessLog: options.accessLog });
 
   let fastcgi: FastCgiServer | null = null;
   if (options.fastcgi) {

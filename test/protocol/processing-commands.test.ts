@@ -249,13 +249,13 @@ describe('CNT=eq: histogram equalisation', () => {
     };
     for (let tile = 0; tile < 4; tile++) await engine.tile(await engine.openImage(name), request(tile));
     assert.equal(smallestReads, 1);
-    assert.equal((await decodePixels(await engine.tile(image, request(0)))).data[0], 64);
+    assert.equal((await decodePixels((await engine.tile(image, request(0))).bytes)).data[0], 64);
     // The same name, other values (three quarters 10) and a later time: a new histogram.
     await greyImage(512, 512, (x, y) => (x >= 256 && y >= 256 ? 200 : 10))
       .tiff(tiled)
       .toFile(path.join(imagesDirectory, name));
     utimesSync(path.join(imagesDirectory, name), new Date(), new Date(Date.now() + 5000));
-    const replaced = await decodePixels(await engine.tile(await engine.openImage(name), request(0)));
+    const replaced = await decodePixels((await engine.tile(await engine.openImage(name), request(0))).bytes);
     assert.equal(replaced.data[0], 191);
   });
   it('is cached apart from the plain and the stretched tile', async () => {

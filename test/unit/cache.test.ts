@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { LruCache } from '../../src/engine/cache/lru.ts';
 import { MemcachedTier } from '../../src/engine/cache/memcached.ts';
-import { TileCache } from '../../src/engine/cache/tile-cache.ts';
+import { TileCache, type CacheResult } from '../../src/engine/cache/tile-cache.ts';
 import { which } from '../helpers/daemon.ts';
 import { canConnect, freePort, startProgram, waitFor, type Started } from '../helpers/processes.ts';
 
@@ -58,8 +58,8 @@ describe('TileCache.fill: identical requests in flight render once', () => {
   const slow = (bytes: Buffer, counter: { n: number; signal?: AbortSignal }) => (signal?: AbortSignal) => {
     counter.n++;
     counter.signal = signal;
-    return new Promise<Buffer>((resolve, reject) => {
-      const timer = setTimeout(() => resolve(bytes), 50);
+    return new Promise<CacheResult>((resolve, reject) => {
+      const timer = setTimeout(() => resolve({ bytes, tier: 'computed' }), 50);
       signal?.addEventListener('abort', () => {
         clearTimeout(timer);
         reject(signal.reason as Error);
@@ -72,9 +72,14 @@ describe('TileCache.fill: identical requests in flight render once', () => {
     const counter = { n: 0 };
     const results = await Promise.all(Array.from({ length: 5 }, () => cache.fill('k', slow(Buffer.from('v'), counter))));
     assert.equal(counter.n, 1);
-    for (const r of results) assert.deepEqual(r, Buffer.from('v'));
+    for (const r of results) assert.deepEqual(r.bytes, Buffer.from('v'));
+    // The access log's tiers: the one that rendered, then the ones that waited for it.
+    assert.deepEqual(
+      results.map((r) => r.tier),
+      ['computed', 'coalesced', 'coalesced', 'coalesced', 'coalesced'],
+    );
     assert.equal(cache.stats().coalesced, 4);
-    assert.deepEqual(await cache.get('k'), Buffer.from('v'));
+    assert.deepEqual(await cache.get('k'), { bytes: Buffer.from('v'), tier: 'ram' });
   });
 
   it('a caller whose signal aborts stops waiting; the rendering goes on while another waits', async () => {
@@ -85,7 +90,7 @@ describe('TileCache.fill: identical requests in flight render once', () => {
     const second = cache.fill('k', slow(Buffer.from('v'), counter), new AbortController().signal);
     leaving.abort();
     await assert.rejects(first, { name: 'AbortError' });
-    assert.deepEqual(await second, Buffer.from('v'));
+    assert.deepEqual(await second, { bytes: Buffer.from('v'), tier: 'coalesced' });
     assert.equal(counter.n, 1);
     assert.equal(counter.signal?.aborted, false);
   });
@@ -102,7 +107,7 @@ describe('TileCache.fill: identical requests in flight render once', () => {
     await assert.rejects(first, { name: 'AbortError' });
     await assert.rejects(second, { name: 'AbortError' });
     assert.equal(counter.signal?.aborted, true);
-    assert.deepEqual(await cache.fill('k', slow(Buffer.from('w'), counter)), Buffer.from('w'));
+    assert.deepEqual(await cache.fill('k', slow(Buffer.from('w'), counter)), { bytes: Buffer.from('w'), tier: 'computed' });
     assert.equal(counter.n, 2);
   });
 });
@@ -145,10 +150,41 @@ describe('memcached tier (real memcached)', { skip: memcachedBinary ? false : 'm
     writer.set('k2', Buffer.from('shared tile'));
     const ram = new LruCache(1e6);
     const reader = new TileCache(ram, new MemcachedTier({ servers: [{ host: '127.0.0.1', port }], lifetimeSeconds: 60 }));
-    await waitFor(async () => (await reader.get('k2')) !== null, 2000, 'shared value');
+    await waitFor(async () => (await shared.get('k2')) !== null, 2000, 'shared value');
+    assert.deepEqual(await reader.get('k2'), { bytes: Buffer.from('shared tile'), tier: 'memcached' });
     assert.equal(ram.get('k2')?.toString(), 'shared tile');
+    assert.equal((await reader.get('k2'))?.tier, 'ram');
     writer.close();
     reader.close();
+  });
+
+  it('a rendering another worker holds the lease for is waited for, and reported as such', async () => {
+    const tiers = [0, 1].map(() => new MemcachedTier({ servers: [{ host: '127.0.0.1', port }], lifetimeSeconds: 60 }));
+    // Connected first: a lease memcached does not answer in time is granted to everyone.
+    for (const tier of tiers) await waitFor(() => tier.check(), 2000, 'memcached answering');
+    const lease = { waitMs: 5000, pollMs: 10 };
+    const first = new TileCache(new LruCache(1e6), tiers[0]!, lease);
+    const second = new TileCache(new LruCache(1e6), tiers[1]!, lease);
+    let renderings = 0;
+    let finish: () => void = () => undefined;
+    const rendering = first.fill('leased', () => {
+      renderings++;
+      return new Promise<CacheResult>((resolve) => {
+        finish = () => resolve({ bytes: Buffer.from('leased tile'), tier: 'computed' });
+      });
+    });
+    // The first holds the lease once it has started rendering.
+    await waitFor(async () => renderings === 1, 2000, 'the first rendering');
+    const waiting = second.fill('leased', () => {
+      renderings++;
+      return Promise.resolve({ bytes: Buffer.from('rendered twice'), tier: 'computed' });
+    });
+    finish();
+    assert.equal((await rendering).tier, 'computed');
+    assert.deepEqual(await waiting, { bytes: Buffer.from('leased tile'), tier: 'lease' });
+    assert.equal(renderings, 1);
+    first.close();
+    second.close();
   });
 
   it('a stopped memcached never fails a request and soon costs nothing', async () => {

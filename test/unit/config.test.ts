@@ -32,6 +32,10 @@ describe('config: iipsrv defaults', () => {
   it('logs nowhere without LOGFILE', () => {
     assert.deepEqual(config.logTarget, { kind: 'none' });
   });
+  it('writes no access log without ACCESS_LOG', () => {
+    assert.deepEqual(config.accessLog, { kind: 'none' });
+    assert.deepEqual(loadConfig({ ACCESS_LOG: '' }).accessLog, { kind: 'none' });
+  });
   it('uses memcached on localhost when MEMCACHED_SERVERS is unset, none when it is empty', () => {
     assert.deepEqual(config.memcachedServers, [{ host: 'localhost', port: 11211 }]);
     assert.deepEqual(loadConfig({ MEMCACHED_SERVERS: '' }).memcachedServers, []);
@@ -107,6 +111,18 @@ describe('config: values from a typical iipsrv deployment', () => {
     assert.deepEqual(loadConfig({ LOGFILE: 'syslog' }).logTarget, { kind: 'syslog', host: '127.0.0.1', port: 514 });
     assert.deepEqual(loadConfig({ LOGFILE: 'syslog://10.1.2.3:5140' }).logTarget, { kind: 'syslog', host: '10.1.2.3', port: 5140 });
     assert.deepEqual(loadConfig({ LOGFILE: 'stderr' }).logTarget, { kind: 'stderr' });
+  });
+  it('ACCESS_LOG: a file, stdout or stderr, whatever VERBOSITY says; other log targets refused', () => {
+    assert.deepEqual(loadConfig({ ACCESS_LOG: '/var/log/iipsrv/access.log', VERBOSITY: '0' }).accessLog, {
+      kind: 'file',
+      path: '/var/log/iipsrv/access.log',
+    });
+    assert.deepEqual(loadConfig({ ACCESS_LOG: 'logs/access.log' }).accessLog, { kind: 'file', path: 'logs/access.log' });
+    assert.deepEqual(loadConfig({ ACCESS_LOG: 'stdout' }).accessLog, { kind: 'stdout' });
+    assert.deepEqual(loadConfig({ ACCESS_LOG: 'STDERR' }).accessLog, { kind: 'stderr' });
+    for (const value of ['-', 'syslog', 'syslog://10.1.2.3:514', '/var/log/']) {
+      assert.throws(() => loadConfig({ ACCESS_LOG: value }), { name: 'ConfigError', message: /^ACCESS_LOG: / }, value);
+    }
   });
   it('float cache sizes in iipsrv MB (1 024 000 bytes)', () => {
     assert.equal(loadConfig({ MAX_IMAGE_CACHE_SIZE: '0.5' }).maxImageCacheBytes, 512_000);

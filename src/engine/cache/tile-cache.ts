@@ -19,9 +19,22 @@ export interface LeaseSettings {
 
 export const DEFAULT_LEASE: LeaseSettings = { waitMs: 2000, pollMs: 25 };
 
+/**
+ * Where a value came from, for the access log: a tier that had it (`ram`, `memcached`), another
+ * request's rendering waited for (`coalesced` in this worker, `lease` in another worker or
+ * instance), or rendered for this request (`computed`, or `passthrough` when the stored bytes
+ * were taken as they were).
+ */
+export type CacheTier = 'ram' | 'memcached' | 'coalesced' | 'lease' | 'computed' | 'passthrough';
+
+export interface CacheResult {
+  bytes: Buffer;
+  tier: CacheTier;
+}
+
 /** A rendering under way, and who waits for it. */
 interface Inflight {
-  work: Promise<Buffer>;
+  work: Promise<CacheResult>;
   /** Aborts the rendering: once every waiter that came with a signal has gone, and none without. */
   controller: AbortController;
   waiting: number;
@@ -42,13 +55,14 @@ export class TileCache {
     private readonly lease: LeaseSettings = DEFAULT_LEASE,
   ) {}
 
-  async get(key: string): Promise<Buffer | null> {
+  async get(key: string): Promise<CacheResult | null> {
     const local = this.ram?.get(key);
-    if (local) return local;
+    if (local) return { bytes: local, tier: 'ram' };
     if (!this.shared) return null;
     const remote = await this.shared.get(key);
-    if (remote) this.ram?.set(key, remote);
-    return remote;
+    if (!remote) return null;
+    this.ram?.set(key, remote);
+    return { bytes: remote, tier: 'memcached' };
   }
 
   set(key: string, value: Buffer): void {
@@ -60,18 +74,19 @@ export class TileCache {
    * A value missing from the tiers (the caller has looked with get()): computed once however many
    * ask for it at the same time, stored in both tiers.
    * @param compute given a signal that aborts once every caller that passed a signal has gone (never
-   *   while one without a signal waits)
+   *   while one without a signal waits); says whether it rendered or passed stored bytes through
    * @param signal this caller's: when it aborts, this caller stops waiting (rejected with its reason)
    */
-  fill(key: string, compute: (signal?: AbortSignal) => Promise<Buffer>, signal?: AbortSignal): Promise<Buffer> {
+  fill(key: string, compute: (signal?: AbortSignal) => Promise<CacheResult>, signal?: AbortSignal): Promise<CacheResult> {
     let entry = this.inflight.get(key);
     // A rendering all its callers left is ending: a new caller starts afresh.
     if (entry?.controller.signal.aborted) entry = undefined;
+    const joined = entry !== undefined;
     if (entry) this.coalesced++;
     else {
       // Finished while this caller was looking in memcached.
       const local = this.ram?.peek(key);
-      if (local) return Promise.resolve(local);
+      if (local) return Promise.resolve({ bytes: local, tier: 'ram' });
       const controller = new AbortController();
       const created: Inflight = { work: this.produce(key, () => compute(controller.signal)), controller, waiting: 0, unbounded: false };
       const forget = () => {
@@ -81,21 +96,22 @@ export class TileCache {
       this.inflight.set(key, created);
       entry = created;
     }
+    const answer = joined ? entry.work.then(({ bytes }) => ({ bytes, tier: 'coalesced' as const })) : entry.work;
     if (!signal) {
       entry.unbounded = true;
-      return entry.work;
+      return answer;
     }
     signal.throwIfAborted();
     const shared = entry;
     shared.waiting++;
-    return new Promise<Buffer>((resolve, reject) => {
+    return new Promise<CacheResult>((resolve, reject) => {
       const leave = () => {
         shared.waiting--;
         if (shared.waiting === 0 && !shared.unbounded) shared.controller.abort(signal.reason);
         reject(signal.reason as Error);
       };
       signal.addEventListener('abort', leave, { once: true });
-      shared.work.then(
+      answer.then(
         (value) => {
           signal.removeEventListener('abort', leave);
           resolve(value);
@@ -108,21 +124,21 @@ export class TileCache {
     });
   }
 
-  private async produce(key: string, compute: () => Promise<Buffer>): Promise<Buffer> {
+  private async produce(key: string, compute: () => Promise<CacheResult>): Promise<CacheResult> {
     const shared = this.shared;
     const leased = shared !== null && this.lease.waitMs > 0 && (await shared.lease(key, Math.max(1, Math.ceil(this.lease.waitMs / 1000))));
     if (shared !== null && this.lease.waitMs > 0 && !leased) {
       const value = await shared.waitFor(key, this.lease.waitMs, this.lease.pollMs);
       if (value) {
         this.ram?.set(key, value);
-        return value;
+        return { bytes: value, tier: 'lease' };
       }
     }
     try {
       this.computed++;
-      const bytes = await compute();
-      this.set(key, bytes);
-      return bytes;
+      const made = await compute();
+      this.set(key, made.bytes);
+      return made;
     } finally {
       if (leased) shared?.release(key);
     }

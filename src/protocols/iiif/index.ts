@@ -300,10 +300,10 @@ export async function iiif(session: Session, argument: string): Promise<void> {
   const processing = effect ? effect(session.processing) : session.processing;
   let body: Buffer;
   if (tile) {
-    body = await engine.tile(image, effect ? { ...session.tileRequest(tile), processing, passthrough: false } : session.tileRequest(tile));
+    body = session.bytesOf(await engine.tile(image, effect ? { ...session.tileRequest(tile), processing, passthrough: false } : session.tileRequest(tile)));
   } else {
     const output = { ...session.regionOutput(format, { rotation: rotation.degrees, mirror: rotation.mirror }), processing, colour };
-    body = await engine.region(image, planExactRegion(levels, region, size.width, size.height), output, session.request.signal);
+    body = session.bytesOf(await engine.region(image, planExactRegion(levels, region, size.width, size.height), output, session.request.signal));
   }
   // One Link header with both links: clients that read a single header (the IIIF validator, many
   // HTTP libraries' get()) would otherwise miss the second. CVT's Content-Disposition, on tiles

@@ -36,6 +36,6 @@ export async function cvt(session: Session, argument: string): Promise<void> {
     allowUpscaling: config.allowUpscaling,
   });
   const output = session.regionOutput(format, { rotation: session.rotation, mirror: session.mirror });
-  const body = await engine.region(image, plan, { ...output, bits: session.bits }, session.request.signal);
+  const body = session.bytesOf(await engine.region(image, plan, { ...output, bits: session.bits }, session.request.signal));
   session.output = imageResponse(session, body, CONTENT_TYPES[format], [contentDisposition(image.name, format)]);
 }

@@ -4,7 +4,7 @@
  * modifiers given before them (CNT, GAM ...) apply to what they produce: the router hands their
  * entry commands in, and this runner knows them only by name.
  */
-import type { PlainRequest, PlainResponse } from '../../request.js';
+import type { PlainRequest } from '../../request.js';
 import { IIP_ERROR, IipError } from '../../errors.js';
 import { cvt } from './cvt.js';
 import { fif } from './fif.js';
@@ -16,6 +16,7 @@ import { bits, hei, lyr, qlt, rgn, rot, sds, wid } from './view-commands.js';
 import { cmp, cnt, cnv, col, ctw, gam, inv, minmax, shd } from './processing-commands.js';
 import { errorResponse, objectResponse } from './responses.js';
 import type { ProtocolContext } from '../shared/context.js';
+import type { ProtocolResponse } from '../shared/responses.js';
 import { Session, type Command } from '../shared/session.js';
 
 /** Command names are matched case-insensitively; keys here are lower case. */
@@ -97,7 +98,7 @@ export async function runIip(
   request: PlainRequest,
   context: ProtocolContext,
   protocols: Readonly<Record<string, Command>>,
-): Promise<PlainResponse> {
+): Promise<ProtocolResponse> {
   const session = new Session(request, context);
   const { log } = context;
   const unsupported: string[] = [];
@@ -126,7 +127,7 @@ export async function runIip(
   if (session.notModified) return { status: 304, headers: session.vary.length > 0 ? [['Vary', session.vary.join(', ')]] : [], body: Buffer.alloc(0) };
   // A produced image wins over errors from other commands: iipsrv sends the image (with the error
   // text appended, which decoders ignore), so viewers that add a stray command still get tiles.
-  if (session.output) return session.output;
+  if (session.output) return session.cacheTier === null ? session.output : { ...session.output, cacheTier: session.cacheTier };
   if (session.errors.length > 0) return errorResponse(session.errors);
   if (session.protocolLine !== null || session.objectLines.length > 0) return objectResponse(session);
   return errorResponse([new IipError(IIP_ERROR.malformedRequest, requestString)]);

@@ -45,7 +45,7 @@ export async function renderTile(session: Session, resolution: number, tile: num
     const opposite = across * down - 1 - (row * across + col);
     [col, row] = [opposite % across, Math.floor(opposite / across)];
   }
-  return session.context.engine.tile(image, { ...session.tileRequest({ level, col, row }), format, rotation, mirror: session.mirror });
+  return session.bytesOf(await session.context.engine.tile(image, { ...session.tileRequest({ level, col, row }), format, rotation, mirror: session.mirror }));
 }
 
 function parsePair(argument: string): [number, number] {
@@ -115,7 +115,9 @@ export async function til(session: Session, argument: string): Promise<void> {
       const request = { ...session.tileRequest({ level: first.level, col, row }), processing: NO_PROCESSING };
       request.passthrough = session.context.config.codecPassthrough && session.quality === null;
       const raw = await session.context.engine.streamTile(image, first.level, col, row, request.quality);
-      const data = raw ? raw.data : await session.context.engine.tile(image, request);
+      // Raw stream tiles are read and converted for each request, never cached.
+      if (raw) session.answeredBy('computed');
+      const data = raw ? raw.data : session.bytesOf(await session.context.engine.tile(image, request));
       const codec = Buffer.from([raw ? raw.codec : 2, 0, 0, 0, 0x00, 0x11, 0x00, 0x00]);
       parts.push(Buffer.from(`Tile,${resolution},${number},0/${data.length + 8}:`, 'latin1'), codec, data, Buffer.from('\r\n'));
     }

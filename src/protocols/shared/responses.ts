@@ -4,10 +4,17 @@
  * match it byte for byte.
  */
 import path from 'node:path';
+import type { CacheTier } from '../../engine/engine.js';
 import { EXTENSIONS, type OutputFormat } from '../../engine/output/encoders.js';
 import type { HeaderList, PlainResponse } from '../../request.js';
 import { httpDate } from './http-dates.js';
 import type { Session } from './session.js';
+
+/** A protocol's answer, with what the access log tells of it beyond the bytes. */
+export interface ProtocolResponse extends PlainResponse {
+  /** The cache tier that answered the tiles or region in it; absent when none went in. */
+  cacheTier?: CacheTier;
+}
 
 /** A tile or region: iipsrv marks them with X-Powered-By. */
 export function imageResponse(session: Session, body: Buffer, contentType: string, extra: HeaderList = []): PlainResponse {

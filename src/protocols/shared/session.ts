@@ -3,7 +3,7 @@
  * belong to (iipsrv's semantics: IIIF, DeepZoom and Zoomify are commands too, and every command
  * sees what the commands before it set), and the response it ends with.
  */
-import type { OpenImage, RegionOutput, TileRequest } from '../../engine/engine.js';
+import type { CacheResult, CacheTier, OpenImage, RegionOutput, TileRequest } from '../../engine/engine.js';
 import { FULL_VIEWPORT, type Viewport } from '../../engine/geometry.js';
 import { NO_PROCESSING, isIdentity, type Processing } from '../../engine/pixels/processing.js';
 import type { PlainRequest, PlainResponse } from '../../request.js';
@@ -18,6 +18,12 @@ import { keepsSixteenBits, type OutputFormat, type RequestedQuality, type TiffCo
  */
 export type Command = (session: Session, argument: string) => void | Promise<void>;
 
+/**
+ * From the cheapest answer to the dearest: a response made of several tiles (IIP's TIL) is
+ * reported by the dearest of them, the one that set its time.
+ */
+const TIER_COST: Readonly<Record<CacheTier, number>> = { ram: 0, memcached: 1, coalesced: 2, lease: 3, passthrough: 4, computed: 5 };
+
 export class Session {
   /** The image chosen by the last FIF (or by IIIF / DeepZoom / Zoomify naming one). */
   image: OpenImage | null = null;
@@ -30,6 +36,8 @@ export class Session {
   errors: IipError[] = [];
   /** Set by the first command that produces a whole response (a tile, a region, a document). */
   output: PlainResponse | null = null;
+  /** The cache tier that answered the tiles and regions of the output (the access log's); null = none went in. */
+  cacheTier: CacheTier | null = null;
   /** If-Modified-Since matched the image: answer 304 and stop. */
   notModified = false;
   /**
@@ -77,6 +85,17 @@ export class Session {
     this.horizontalView = horizontal;
     this.verticalView = vertical;
     if (this.image) this.image = await this.context.engine.openView(this.image, horizontal, vertical);
+  }
+
+  /** The bytes of a tile or region from the engine, noting which cache tier answered. */
+  bytesOf(result: CacheResult): Buffer {
+    this.answeredBy(result.tier);
+    return result.bytes;
+  }
+
+  /** A part of the output came from `tier`: the dearest part so far names the whole. */
+  answeredBy(tier: CacheTier): void {
+    if (this.cacheTier === null || TIER_COST[tier] > TIER_COST[this.cacheTier]) this.cacheTier = tier;
   }
 
   /** Commands after a finished response or a 304 are not run (iipsrv would append their output). */

@@ -50,9 +50,9 @@ export async function sendVirtualTile(
   const tile = virtualTile(levels, level, full.tileWidth, col, row);
   if (!tile) throw new FileError(`${protocol}: no tile ${col},${row} at level ${level.index} (${level.width}x${level.height})`);
   const { engine } = session.context;
-  const body =
+  const result =
     tile.kind === 'stored'
       ? await engine.tile(image, session.tileRequest({ level: tile.level, col: tile.col, row: tile.row }))
       : await engine.region(image, planExactRegion(levels, tile.region, tile.width, tile.height), session.regionOutput('jpeg'), session.request.signal);
-  session.output = imageResponse(session, body, 'image/jpeg');
+  session.output = imageResponse(session, session.bytesOf(result), 'image/jpeg');
 }
