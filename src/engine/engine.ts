@@ -10,6 +10,7 @@ import { dirname } from 'node:path';
 import { type KernelEnum, type Sharp } from 'sharp';
 import { InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
+import { CacheGenerations, FIRST_GENERATION } from './cache/generations.js';
 import { LruCache } from './cache/lru.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache, type LeaseSettings } from './cache/tile-cache.js';
@@ -18,7 +19,7 @@ import { assertProcessable, DEFAULT_DECODE_LIMITS, type DecodeLimits } from './d
 import { OpenImages, type OpenImage } from './files/open-images.js';
 import type { ImagePathRules } from './files/image-path.js';
 import { Formats, type PlainOptions } from './formats.js';
-import type { ImageFormat } from './source.js';
+import type { DerivedPyramid, ImageFormat } from './source.js';
 import { tileRect, type Rect, type RegionPlan } from './geometry.js';
 import type { Jp2DecoderOptions } from './jp2/decoder.js';
 import {
@@ -72,6 +73,8 @@ export interface EngineOptions {
   plain?: PlainOptions;
   /** How long a request waits for a tile another worker or instance is rendering (memcached lease). */
   lease?: LeaseSettings;
+  /** CACHE_GENERATION_CHECK: how long an image's cache generation is used before memcached is asked again. */
+  generationCheckMs?: number;
 }
 
 /**
@@ -160,10 +163,13 @@ export class Engine {
     plain: { count: 0, seconds: 0 },
   };
   private readonly memcached: MemcachedTier | null;
+  /** Each image's cache generation, part of its cache keys: what a purge changes. */
+  private readonly generations: CacheGenerations;
   private readonly imageFolder: string;
 
   constructor(options: EngineOptions) {
     this.memcached = options.memcached ?? null;
+    this.generations = new CacheGenerations(this.memcached, options.generationCheckMs ?? 5000);
     const prefix = options.paths.prefix;
     this.imageFolder = prefix === '' ? '.' : prefix.endsWith('/') ? prefix : dirname(prefix) + '/';
     this.regionSlots = new Slots(options.regionConcurrency ?? Math.max(2, availableParallelism()));
@@ -230,10 +236,13 @@ export class Engine {
     return image.source.samples(level, rect);
   }
 
-  private cacheKey(image: OpenImage, kind: string): string {
+  private async cacheKey(image: OpenImage, kind: string): Promise<string> {
     // The pages of a stack share a file; page 0 keeps the key of a single image.
     const page = image.page ? `\0page ${image.page}` : '';
-    return `${image.file.path}${page}\0${image.file.mtimeSeconds}\0${kind}\0${this.outputTag}`;
+    // An image never purged keeps the key it had before generations existed.
+    const generation = await this.generations.current(image.file.path);
+    const purged = generation === FIRST_GENERATION ? '' : `\0gen ${generation}`;
+    return `${image.file.path}${page}\0${image.file.mtimeSeconds}${purged}\0${kind}\0${this.outputTag}`;
   }
 
   /**
@@ -264,7 +273,7 @@ export class Engine {
     const { level, col, row } = request;
     const processing = request.processing ?? NO_PROCESSING;
     const bits = this.outputBits(image, request.format, request.bits, processing);
-    const key = this.cacheKey(
+    const key = await this.cacheKey(
       image,
       `t:${level}:${col}:${row}:${request.format}:${request.passthrough ? 'stored' : request.quality}:${request.rotation}:${request.mirror ? 1 : 0}` +
         `:${processingKey(processing)}:${qualityKey(request.requested)}:${bits}${layersKey(request.layers)}`,
@@ -352,7 +361,7 @@ export class Engine {
         : requested;
     assertEncodable(image.name, plan.outputWidth, plan.outputHeight, output.format, output.rotation);
     const { source } = plan;
-    const key = this.cacheKey(
+    const key = await this.cacheKey(
       image,
       `r:${plan.level}:${source.left},${source.top},${source.width},${source.height}:${plan.outputWidth}x${plan.outputHeight}:` +
         `${output.rotation}:${output.mirror ? 1 : 0}:${output.format}:${output.quality}:${this.kernel}:${output.colour ?? 'colour'}` +
@@ -416,6 +425,24 @@ export class Engine {
   private regionBits(image: OpenImage, output: RegionOutput): 8 | 16 {
     const colour = output.colour ?? 'colour';
     return colour === 'colour' ? this.outputBits(image, output.format, output.bits, output.processing) : 8;
+  }
+
+  /**
+   * `iipsrv purge`: everything cached of the image file (its tiles and regions, every page, for
+   * every protocol) becomes unreachable, here at once and in running servers within their
+   * CACHE_GENERATION_CHECK, by a new cache generation.
+   * @throws Error without memcached, or when memcached does not confirm it
+   */
+  async purge(image: OpenImage): Promise<void> {
+    await this.generations.renew(image.file.path);
+  }
+
+  /**
+   * The pyramid built for an image that has none of its own (PYRAMID_CACHE_DIR), for the cache tools.
+   * @returns null when the image has no such pyramid to build or remove
+   */
+  derivedPyramid(image: OpenImage): DerivedPyramid | null {
+    return image.source.derivedPyramid?.() ?? null;
   }
 
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */

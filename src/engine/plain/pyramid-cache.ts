@@ -83,6 +83,20 @@ export class PyramidCache {
   }
 
   /**
+   * Deletes a finished pyramid (`iipsrv purge`); processes that have it open keep reading their
+   * descriptor. False when there was none.
+   */
+  async remove(key: string): Promise<boolean> {
+    try {
+      await unlink(this.pathOf(key));
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw error;
+    }
+  }
+
+  /**
    * Builds the pyramid unless it exists or another builder holds the lock.
    * @param write writes the whole pyramid TIFF to the path it is given
    * @returns the finished pyramid's path, or null when another builder is at work or the last
