@@ -185,17 +185,11 @@ function parseToolArguments(tool: CacheTool, argv: string[]): CliCommand {
   let resolutions: ResolutionRange[] | null = null;
   let concurrency = DEFAULT_WARM_CONCURRENCY;
   try {
-    for (let i = 0; i < argv.length; i++) {
-      const [arg, inline] = splitFlag(argv[i]!);
-      const value = (): string => {
-        const next = inline ?? argv[++i];
-        if (next === undefined || next === '') throw new Error(`${arg} needs a value`);
-        return next;
-      };
+    for (const { arg, value, next } of commandLine(argv)) {
       if (arg === '--help' || arg === '-h') return { kind: 'tool-help', tool };
       if (tool === 'warm' && arg === '--levels') resolutions = parseResolutions(value());
       else if (tool === 'warm' && arg === '--concurrency') concurrency = Math.min(64, positiveInteger(value(), arg));
-      else if (arg === '--') image = takeImage(image, argv[++i]);
+      else if (arg === '--') image = takeImage(image, next());
       else if (arg.startsWith('-')) throw new Error(`unknown option "${arg}"`);
       else image = takeImage(image, arg);
     }
@@ -212,10 +206,28 @@ function takeImage(taken: string | null, name: string | undefined): string {
   return name;
 }
 
-/** `--flag=value` into the flag and its value; other arguments as they are. */
-function splitFlag(arg: string): [string, string | undefined] {
-  const equals = arg.indexOf('=');
-  return arg.startsWith('--') && equals > 0 ? [arg.slice(0, equals), arg.slice(equals + 1)] : [arg, undefined];
+/**
+ * The arguments one by one, `--flag=value` split into the flag and its value; `value()` is the
+ * flag's value (given with `=`, else the next argument, which is then consumed), `next()` the next
+ * argument as it is.
+ */
+function* commandLine(argv: string[]): Generator<{ arg: string; value: () => string; next: () => string | undefined }> {
+  for (let i = 0; i < argv.length; i++) {
+    const given = argv[i]!;
+    const equals = given.indexOf('=');
+    const split = given.startsWith('--') && equals > 0;
+    const arg = split ? given.slice(0, equals) : given;
+    const inline = split ? given.slice(equals + 1) : undefined;
+    yield {
+      arg,
+      value: () => {
+        const following = inline ?? argv[++i];
+        if (following === undefined || following === '') throw new Error(`${arg} needs a value`);
+        return following;
+      },
+      next: () => argv[++i],
+    };
+  }
 }
 
 export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSocket()): CliCommand {
@@ -234,13 +246,7 @@ export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSoc
   let shutdownGraceMs = 10_000;
   const httpLimits: HttpLimits = { ...HTTP_LIMIT_DEFAULTS };
   try {
-    for (let i = 0; i < argv.length; i++) {
-      const [arg, inline] = splitFlag(argv[i]!);
-      const value = (): string => {
-        const next = inline ?? argv[++i];
-        if (next === undefined || next === '') throw new Error(`${arg} needs a value`);
-        return next;
-      };
+    for (const { arg, value } of commandLine(argv)) {
       switch (arg) {
         case '--help':
         case '-h':

@@ -13,7 +13,10 @@ export type ToolCommand = Extract<CliCommand, { kind: 'warm' | 'purge' }>;
 /** @returns the exit status */
 export async function runCacheTool(command: ToolCommand, config: Config): Promise<number> {
   const report: ToolReport = {
-    progress: (line) => process.stderr.write(`iipsrv ${command.kind}: ${line}\n`),
+    // On a terminal only: from cron, anything on stderr is mailed, and should mean a failure.
+    progress: (line) => {
+      if (process.stderr.isTTY) process.stderr.write(`iipsrv ${command.kind}: ${line}\n`);
+    },
     result: (line) => process.stdout.write(`${line}\n`),
   };
   try {

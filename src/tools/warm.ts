@@ -43,14 +43,16 @@ export async function warm(config: Config, request: WarmRequest, report: ToolRep
     if (memcached) await requireMemcached(memcached, config);
 
     const pyramid = engine.derivedPyramid(image);
+    let built = '';
     if (pyramid) {
       const state = await pyramid.build();
-      const told = { built: 'built', present: 'already built', busy: 'being built by another process' }[state];
-      report.progress(`pyramid ${told}: ${pyramid.path}`);
+      const told = `pyramid ${{ built: 'built', present: 'already built', busy: 'being built by another process' }[state]} (${pyramid.path})`;
+      report.progress(told);
+      built = `${told}; `;
     }
     if (!memcached) {
       if (!pyramid) throw new ToolFailure(`nothing to warm: MEMCACHED_SERVERS is not set, and ${request.image} needs no built pyramid`);
-      report.result(`warmed ${request.image}: its pyramid only (MEMCACHED_SERVERS is not set: no tiles stored)`);
+      report.result(`warmed ${request.image}: ${built}no tiles stored (MEMCACHED_SERVERS is not set)`);
       return;
     }
 
@@ -70,7 +72,7 @@ export async function warm(config: Config, request: WarmRequest, report: ToolRep
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     const tooBig = memcached.setsTooBig > 0 ? `; ${memcached.setsTooBig} larger than memcached takes (1 MB), not stored` : '';
     report.result(
-      `warmed ${request.image}: ${tiles} tiles of resolutions ${ranges(resolutions)} (${stats.computed} rendered, ` +
+      `warmed ${request.image}: ${built}${tiles} tiles of resolutions ${ranges(resolutions)} (${stats.computed} rendered, ` +
         `${stats.memcachedHits} already cached), ${bytes} bytes in ${seconds} s; memcached stored ${memcached.setsStored}${tooBig}`,
     );
     if (failures.length > 0) throw new ToolFailure(`${failures.length} tile(s) could not be rendered, the first: ${failures[0]}`);
