@@ -6,8 +6,8 @@
  * The tiles are the engine's entries for an upright JPEG tile of the default quality (JPEG_QUALITY,
  * CODEC_PASSTHROUGH, no processing), which is what IIP's JTL, IIIF tile requests (a region and
  * size matching a tile of a stored level), and DeepZoom and Zoomify tiles of stored levels all ask
- * the engine for: one entry serves all four. Not warmed: DeepZoom's levels below the smallest
- * stored one (scaled from it as regions: a few tiny tiles), and regions of other sizes.
+ * the engine for: one entry serves all four. Not warmed: the DeepZoom and Zoomify levels below
+ * the smallest stored one (scaled from it as regions: a few small tiles), and regions of other sizes.
  */
 import { selectResolutions, type ResolutionRange } from '../cli.js';
 import type { Config } from '../config.js';
@@ -58,7 +58,7 @@ export async function warm(config: Config, request: WarmRequest, report: ToolRep
 
     let tiles = 0;
     let bytes = 0;
-    const failures: string[] = [];
+    const failures: Failures = { count: 0, first: null };
     for (const resolution of resolutions) {
       const level = levelForResolution(levels.length, resolution);
       const size = levels[level]!;
@@ -75,7 +75,7 @@ export async function warm(config: Config, request: WarmRequest, report: ToolRep
       `warmed ${request.image}: ${built}${tiles} tiles of resolutions ${ranges(resolutions)} (${stats.computed} rendered, ` +
         `${stats.memcachedHits} already cached), ${bytes} bytes in ${seconds} s; memcached stored ${memcached.setsStored}${tooBig}`,
     );
-    if (failures.length > 0) throw new ToolFailure(`${failures.length} tile(s) could not be rendered, the first: ${failures[0]}`);
+    if (failures.count > 0) throw new ToolFailure(`${failures.count} tile(s) could not be rendered, the first: ${failures.first}`);
     const unstored = memcached.setsFailed + memcached.setsSkipped;
     if (unstored > 0) throw new ToolFailure(`memcached did not store ${unstored} tile(s) (it refused or stopped answering)`);
   } finally {
@@ -83,14 +83,20 @@ export async function warm(config: Config, request: WarmRequest, report: ToolRep
   }
 }
 
-/** Every tile of one level, `concurrency` at a time; failures are collected, not thrown. */
+/** Tiles that could not be rendered: how many, and the first one's reason (an image may have thousands). */
+interface Failures {
+  count: number;
+  first: string | null;
+}
+
+/** Every tile of one level, `concurrency` at a time; failures are counted, not thrown. */
 async function warmLevel(
   engine: Engine,
   image: OpenImage,
   level: number,
   concurrency: number,
   config: Config,
-  failures: string[],
+  failures: Failures,
 ): Promise<{ tiles: number; bytes: number }> {
   const { across, down } = tileGrid(image.source.description.levels[level]!);
   const count = across * down;
@@ -103,7 +109,8 @@ async function warmLevel(
         const body = await engine.tile(image, viewerTile(level, tile % across, Math.floor(tile / across), config));
         bytes += body.length;
       } catch (error) {
-        failures.push(`level ${level} tile ${tile}: ${(error as Error).message}`);
+        failures.count++;
+        failures.first ??= `level ${level} tile ${tile}: ${(error as Error).message}`;
       }
     }
   };
