@@ -1,8 +1,8 @@
 /**
  * The engine settings a configuration implies, in one place: the daemon's workers and the tests
- * that stand in for them build their engines the same way. What belongs to a running process
- * (the memcached client, the loaded watermark, its share of the JPEG2000 decoders) is added by
- * the caller.
+ * that stand in for them (and the cache tools) build their engines the same way. What belongs to
+ * a running process (the memcached client, made by memcachedTierFor; the loaded watermark; its
+ * share of the JPEG2000 decoders) is added by the caller.
  */
 import type { Config } from '../config.js';
 import { availableParallelism } from 'node:os';

@@ -45,7 +45,9 @@ export async function warm(config: Config, request: WarmRequest, report: ToolRep
     const pyramid = engine.derivedPyramid(image);
     let built = '';
     if (pyramid) {
-      const state = await pyramid.build();
+      const state = await pyramid.build().catch((error: Error) => {
+        throw new ToolFailure(`the pyramid of ${request.image} could not be built: ${error.message}`);
+      });
       const told = `pyramid ${{ built: 'built', present: 'already built', busy: 'being built by another process' }[state]} (${pyramid.path})`;
       report.progress(told);
       built = `${told}; `;
