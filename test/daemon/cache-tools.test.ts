@@ -51,6 +51,8 @@ describe('iipsrv warm and purge beside a running daemon', { skip: memcachedMissi
     const images = tempDir();
     pyramids = tempDir();
     await makePyramidTiff(path.join(images, 'a.tif'), { width: 1200, height: 900, compression: 'deflate' });
+    // An image sequence of two views: a file each.
+    for (const angle of ['000', '010']) await makePyramidTiff(path.join(images, `seq_pyr_${angle}_090.tif`), { width: 300, height: 200 });
     await sharp(rampPixels(1200, 900), { raw: { width: 1200, height: 900, channels: 3 } })
       .jpeg({ quality: 90 })
       .toFile(path.join(images, 'big.jpg'));
@@ -129,6 +131,24 @@ describe('iipsrv warm and purge beside a running daemon', { skip: memcachedMissi
       rewarmed.stdout,
       /29 tiles of resolutions 0-3 \(0 rendered, 29 already cached\)/,
       'what the daemon rendered after the purge is what warm looks up',
+    );
+  });
+
+  it('purge of an image sequence reaches the tiles of each of its views', async () => {
+    const query = 'FIF=seq&SDS=10,90&JTL=1,0';
+    // Rendered and stored here, long before the purge below (which takes a process start).
+    const first = await get(query);
+    const purged = await iipsrv(['purge', 'seq'], env);
+    assert.equal(purged.code, 0, purged.stderr);
+    assert.match(purged.stdout, /^purged seq: new cache generation for its 2 files\n$/);
+    await waitFor(
+      async () => {
+        const before = (await memcachedStats(memcached.port)).cmd_set!;
+        assert.ok((await get(query)).equals(first));
+        return (await memcachedStats(memcached.port)).cmd_set! > before;
+      },
+      15_000,
+      'the daemon to render the purged view again',
     );
   });
 
