@@ -448,6 +448,7 @@ export class Engine {
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
   flushCaches(): void {
     this.cache.clear();
+    this.generations.clear();
     this.formats.flush();
     this.images.flush();
   }

@@ -72,6 +72,11 @@ export class CacheGenerations {
     return entry.looking;
   }
 
+  /** SIGHUP: every image's generation is read afresh at its next request. */
+  clear(): void {
+    this.known.clear();
+  }
+
   /**
    * Gives the image file at `path` a new generation (a purge): its cached entries become
    * unreachable for every server within their check interval, and at once for this process.
