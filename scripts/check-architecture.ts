@@ -61,8 +61,8 @@ const ENGINE = 'src/engine/';
 const PROTOCOLS = 'src/protocols/';
 const SHARED = 'src/protocols/shared/';
 const IIP = 'src/protocols/iip/';
-const OUTSIDE_ENGINE = ['src/protocols/', 'src/server/', 'src/router.ts', 'src/main.ts', 'src/cli.ts'];
-const OUTSIDE_PROTOCOLS = ['src/server/', 'src/router.ts', 'src/main.ts', 'src/cli.ts'];
+const OUTSIDE_ENGINE = ['src/protocols/', 'src/server/', 'src/tools/', 'src/router.ts', 'src/main.ts', 'src/cli.ts'];
+const OUTSIDE_PROTOCOLS = ['src/server/', 'src/tools/', 'src/router.ts', 'src/main.ts', 'src/cli.ts'];
 
 function protocolFolder(file: string): string | null {
   return file.startsWith(PROTOCOLS) ? file.slice(PROTOCOLS.length).split('/')[0] : null;

@@ -5,6 +5,9 @@
  *   iipsrv                                    FastCGI on the listening socket inherited as fd 0
  *                                             (Apache mod_fcgid, lighttpd bin-path, spawn-fcgi)
  *   iipsrv --http HOST:PORT                   plain HTTP, for trying it out
+ * and the cache tools, configured by the same environment:
+ *   iipsrv warm IMAGE [--levels LIST] [--concurrency N]
+ *   iipsrv purge IMAGE
  */
 import { fstatSync } from 'node:fs';
 import os from 'node:os';
@@ -37,11 +40,30 @@ export interface CliOptions {
   shutdownGraceMs: number;
 }
 
-export type CliCommand = { kind: 'run'; options: CliOptions } | { kind: 'help' } | { kind: 'version' } | { kind: 'usage-error'; message: string };
+/** Resolutions as iipsrv numbers them (0 = the smallest): `from` up to `to`, or up to the largest when `to` is null. */
+export interface ResolutionRange {
+  from: number;
+  to: number | null;
+}
+
+export type CacheTool = 'warm' | 'purge';
+
+export type CliCommand =
+  | { kind: 'run'; options: CliOptions }
+  | { kind: 'help' }
+  | { kind: 'version' }
+  | { kind: 'usage-error'; message: string }
+  /** `iipsrv warm IMAGE`; `resolutions` null = all of them. */
+  | { kind: 'warm'; image: string; resolutions: ResolutionRange[] | null; concurrency: number }
+  | { kind: 'purge'; image: string }
+  | { kind: 'tool-help'; tool: CacheTool }
+  | { kind: 'tool-usage-error'; tool: CacheTool; message: string };
 
 export const USAGE = `Usage: iipsrv [--bind HOST:PORT | --bind /path/to.sock] [--backlog N]
               [--http HOST:PORT] [--workers N] [--shutdown-timeout SECONDS]
               [--http-idle-timeout SECONDS] [--http-read-timeout SECONDS] [--http-max-connections N]
+       iipsrv warm IMAGE [--levels LIST] [--concurrency N]
+       iipsrv purge IMAGE
        iipsrv --version | --help
 
 iipsrv-ts ${VERSION}: an IIPImage-compatible image server (IIP, IIIF, DeepZoom, Zoomify).
@@ -66,9 +88,39 @@ iipsrv-ts ${VERSION}: an IIPImage-compatible image server (IIP, IIIF, DeepZoom, 
 Without --bind or --http, iipsrv serves FastCGI on the listening socket it was given as
 standard input, as Apache mod_fcgid, lighttpd and spawn-fcgi start it.
 Configuration comes from the same environment variables as iipsrv (see README.md).
+warm and purge fill and empty the caches for one image: iipsrv warm --help, iipsrv purge --help.
 `;
 
+export const TOOL_USAGE: Readonly<Record<CacheTool, string>> = {
+  warm: `Usage: iipsrv warm IMAGE [--levels LIST] [--concurrency N]
+
+Renders the tiles of IMAGE that viewers ask for (IIP JTL, IIIF, DeepZoom and Zoomify tiles of
+the default quality) and stores them in memcached; builds the pyramid of an image without one
+when PYRAMID_CACHE_DIR is set. Configured by the server's environment variables.
+
+  IMAGE              the image as requests name it (FIF=, the IIIF identifier), unencoded:
+                     its path under FILESYSTEM_PREFIX, without FILESYSTEM_SUFFIX
+  --levels LIST      resolutions to warm, numbered as IIP's JTL does (0 = the smallest):
+                     N, N-M, or N- (N and up), separated by commas; default: all
+  --concurrency N    tiles rendered at once (default 2)
+
+Exit status: 0 warmed; 1 the image, memcached or a tile failed; 2 a usage error.
+`,
+  purge: `Usage: iipsrv purge IMAGE
+
+Makes everything cached of IMAGE unreachable (its tiles and regions in memcached, for every
+protocol, and in running servers' memory within CACHE_GENERATION_CHECK seconds), and deletes
+the pyramid built for it in PYRAMID_CACHE_DIR. Configured by the server's environment variables.
+
+  IMAGE              the image as requests name it (FIF=, the IIIF identifier), unencoded
+
+Exit status: 0 purged; 1 the image does not exist or memcached did not confirm; 2 a usage error.
+`,
+};
+
 const DEFAULT_BACKLOG = 2048;
+/** Tiles `iipsrv warm` renders at once: it shares the machine with the server. */
+const DEFAULT_WARM_CONCURRENCY = 2;
 
 export function parseHostPort(value: string, flag: string): { host: string; port: number } {
   // [v6]:port, host:port, :port, *:port, port
@@ -105,7 +157,82 @@ export function stdinIsSocket(): boolean {
   }
 }
 
+/**
+ * `--levels`: comma-separated `N`, `N-M` or `N-` of iipsrv resolution numbers (0 = the smallest).
+ * @throws Error for anything else
+ */
+export function parseResolutions(spec: string): ResolutionRange[] {
+  return spec.split(',').map((part) => {
+    const match = /^(\d{1,3})(?:(-)(\d{1,3})?)?$/.exec(part.trim());
+    const from = Number(match?.[1]);
+    const to = match?.[3] === undefined ? (match?.[2] ? null : from) : Number(match[3]);
+    if (!match || (to !== null && to < from)) {
+      throw new Error(`--levels expects resolutions such as 2, 0-3, 4- or 0,2,5 (0 = the smallest), got "${spec}"`);
+    }
+    return { from, to };
+  });
+}
+
+/** The resolutions of an image with `count` of them that the ranges select, ascending. */
+export function selectResolutions(ranges: readonly ResolutionRange[] | null, count: number): number[] {
+  const all = Array.from({ length: count }, (_, resolution) => resolution);
+  if (ranges === null) return all;
+  return all.filter((resolution) => ranges.some((range) => resolution >= range.from && (range.to === null || resolution <= range.to)));
+}
+
+function parseToolArguments(tool: CacheTool, argv: string[]): CliCommand {
+  let image: string | null = null;
+  let resolutions: ResolutionRange[] | null = null;
+  let concurrency = DEFAULT_WARM_CONCURRENCY;
+  try {
+    for (const { arg, value, next } of commandLine(argv)) {
+      if (arg === '--help' || arg === '-h') return { kind: 'tool-help', tool };
+      if (tool === 'warm' && arg === '--levels') resolutions = parseResolutions(value());
+      else if (tool === 'warm' && arg === '--concurrency') concurrency = Math.min(64, positiveInteger(value(), arg));
+      else if (arg === '--') image = takeImage(image, next());
+      else if (arg.startsWith('-')) throw new Error(`unknown option "${arg}"`);
+      else image = takeImage(image, arg);
+    }
+    if (image === null) throw new Error('which image? give its name as requests name it');
+  } catch (error) {
+    return { kind: 'tool-usage-error', tool, message: (error as Error).message };
+  }
+  return tool === 'warm' ? { kind: 'warm', image, resolutions, concurrency } : { kind: 'purge', image };
+}
+
+function takeImage(taken: string | null, name: string | undefined): string {
+  if (name === undefined || name === '') throw new Error('which image? give its name as requests name it');
+  if (taken !== null) throw new Error(`one image at a time: "${taken}" and "${name}"`);
+  return name;
+}
+
+/**
+ * The arguments one by one, `--flag=value` split into the flag and its value; `value()` is the
+ * flag's value (given with `=`, else the next argument, which is then consumed), `next()` the next
+ * argument as it is.
+ */
+function* commandLine(argv: string[]): Generator<{ arg: string; value: () => string; next: () => string | undefined }> {
+  for (let i = 0; i < argv.length; i++) {
+    const given = argv[i]!;
+    const equals = given.indexOf('=');
+    const split = given.startsWith('--') && equals > 0;
+    const arg = split ? given.slice(0, equals) : given;
+    const inline = split ? given.slice(equals + 1) : undefined;
+    yield {
+      arg,
+      value: () => {
+        const following = inline ?? argv[++i];
+        if (following === undefined || following === '') throw new Error(`${arg} needs a value`);
+        return following;
+      },
+      next: () => argv[++i],
+    };
+  }
+}
+
 export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSocket()): CliCommand {
+  const first = argv[0];
+  if (first === 'warm' || first === 'purge') return parseToolArguments(first, argv.slice(1));
   let bind: string | null = null;
   let backlog = DEFAULT_BACKLOG;
   let http: CliOptions['http'] = null;
@@ -119,19 +246,7 @@ export function parseArguments(argv: string[], stdinSocket: boolean = stdinIsSoc
   let shutdownGraceMs = 10_000;
   const httpLimits: HttpLimits = { ...HTTP_LIMIT_DEFAULTS };
   try {
-    for (let i = 0; i < argv.length; i++) {
-      let arg = argv[i]!;
-      let inline: string | undefined;
-      const equals = arg.indexOf('=');
-      if (arg.startsWith('--') && equals > 0) {
-        inline = arg.slice(equals + 1);
-        arg = arg.slice(0, equals);
-      }
-      const value = (): string => {
-        const next = inline ?? argv[++i];
-        if (next === undefined || next === '') throw new Error(`${arg} needs a value`);
-        return next;
-      };
+    for (const { arg, value } of commandLine(argv)) {
       switch (arg) {
         case '--help':
         case '-h':

@@ -126,6 +126,11 @@ export interface Config {
    * instance has leased (is rendering) before rendering it itself; 0 = no lease.
    */
   memcachedLeaseMs: number;
+  /**
+   * CACHE_GENERATION_CHECK: how long, in ms, a server uses an image's cache generation before it
+   * asks memcached again; `iipsrv purge` takes effect within this. 0 = ask for every request.
+   */
+  cacheGenerationCheckMs: number;
   /** METRICS: Prometheus metrics at /metrics; null = the default (on with --http, off in FastCGI alone). */
   metrics: boolean | null;
   /** METRICS_PATH: the path /metrics answers on (FastCGI sites choose one their web server passes on). */
@@ -563,6 +568,7 @@ export function loadConfig(env: Env = process.env): Config {
     memcachedServers: parseMemcachedServers(env.MEMCACHED_SERVERS),
     memcachedTimeout,
     memcachedLeaseMs: seconds(env, 'MEMCACHED_LEASE', 2),
+    cacheGenerationCheckMs: seconds(env, 'CACHE_GENERATION_CHECK', 5),
     metrics: read(env, 'METRICS') ? flag(env, 'METRICS', false) : null,
     metricsPath: parsePath(env, 'METRICS_PATH', '/metrics'),
     healthPath: parsePath(env, 'HEALTH_PATH', '/health'),

@@ -7,7 +7,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import net, { type Socket } from 'node:net';
 import { unlink } from 'node:fs/promises';
-import { parseArguments, USAGE, type CliOptions } from './cli.js';
+import { parseArguments, TOOL_USAGE, USAGE, type CliOptions } from './cli.js';
 import { ConfigError, describeConfig, loadConfig, type Config } from './config.js';
 import { openAccessLog } from './access-log.js';
 import { createLog } from './log.js';
@@ -56,6 +56,16 @@ export async function main(argv: string[]): Promise<void> {
     process.exitCode = 1;
     return;
   }
+  if (command.kind === 'tool-help') {
+    process.stdout.write(TOOL_USAGE[command.tool]);
+    return;
+  }
+  // 2, as scripts expect of a command used wrongly; 1 stays for a tool that ran and failed.
+  if (command.kind === 'tool-usage-error') {
+    process.stderr.write(`iipsrv ${command.tool}: ${command.message}\n\n${TOOL_USAGE[command.tool]}`);
+    process.exitCode = 2;
+    return;
+  }
 
   let config: Config;
   try {
@@ -66,7 +76,16 @@ export async function main(argv: string[]): Promise<void> {
     process.exitCode = 1;
     return;
   }
-  await runPrimary(command.options, config);
+  if (command.kind === 'run') {
+    await runPrimary(command.options, config);
+    return;
+  }
+  // Loaded only for the tools: the primary stays small.
+  const { runCacheTool } = await import('./tools/run.js');
+  const status = await runCacheTool(command, config);
+  process.exitCode = status;
+  // Everything is closed; should a handle linger anyway, a job run from cron must still end.
+  setTimeout(() => process.exit(status), 2000).unref();
 }
 
 function modeDescription(options: CliOptions): string {

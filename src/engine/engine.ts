@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { type KernelEnum, type Sharp } from 'sharp';
 import { InvalidArgumentError, NotImplementedError } from '../errors.js';
 import type { Interpolation } from '../config.js';
+import { CacheGenerations, FIRST_GENERATION } from './cache/generations.js';
 import { LruCache } from './cache/lru.js';
 import type { MemcachedTier } from './cache/memcached.js';
 import { TileCache, type CacheResult, type LeaseSettings } from './cache/tile-cache.js';
@@ -19,7 +20,7 @@ import { LocalStorage } from './files/local-storage.js';
 import type { ImageStorage } from './files/storage.js';
 import { createRemoteStorage, type RemoteSettings } from './files/store/remote-storage.js';
 import { Formats, type PlainOptions } from './formats.js';
-import type { ImageFormat } from './source.js';
+import type { DerivedPyramid, ImageFormat } from './source.js';
 import { tileRect, type Rect, type RegionPlan } from './geometry.js';
 import type { Jp2DecoderOptions } from './jp2/decoder.js';
 import {
@@ -76,6 +77,8 @@ export interface EngineOptions {
   plain?: PlainOptions;
   /** How long a request waits for a tile another worker or instance is rendering (memcached lease). */
   lease?: LeaseSettings;
+  /** CACHE_GENERATION_CHECK: how long an image's cache generation is used before memcached is asked again. */
+  generationCheckMs?: number;
 }
 
 /**
@@ -165,10 +168,13 @@ export class Engine {
   };
   private readonly memcached: MemcachedTier | null;
   private readonly storage: ImageStorage;
+  /** Each image's cache generation, part of its cache keys: what a purge changes. */
+  private readonly generations: CacheGenerations;
 
   constructor(options: EngineOptions) {
     this.memcached = options.memcached ?? null;
     this.storage = options.remote ? createRemoteStorage(options.remote, this.memcached) : new LocalStorage(options.paths.prefix);
+    this.generations = new CacheGenerations(this.memcached, options.generationCheckMs ?? 5000);
     this.regionSlots = new Slots(options.regionConcurrency ?? Math.max(2, availableParallelism()));
     this.cheapRegionSlots = new Slots(cheapRegionConcurrency(this.regionSlots.size));
     const cacheBytes = options.cacheBytes ?? 0;
@@ -235,10 +241,13 @@ export class Engine {
     return image.source.samples(level, rect);
   }
 
-  private cacheKey(image: OpenImage, kind: string): string {
+  private async cacheKey(image: OpenImage, kind: string): Promise<string> {
     // The pages of a stack share a file; page 0 keeps the key of a single image.
     const page = image.page ? `\0page ${image.page}` : '';
-    return `${image.file.path}${page}\0${image.file.version}\0${kind}\0${this.outputTag}`;
+    // An image never purged keeps the key it had before generations existed.
+    const generation = await this.generations.current(image.file.path);
+    const purged = generation === FIRST_GENERATION ? '' : `\0gen ${generation}`;
+    return `${image.file.path}${page}\0${image.file.version}${purged}\0${kind}\0${this.outputTag}`;
   }
 
   /**
@@ -269,7 +278,7 @@ export class Engine {
     const { level, col, row } = request;
     const processing = request.processing ?? NO_PROCESSING;
     const bits = this.outputBits(image, request.format, request.bits, processing);
-    const key = this.cacheKey(
+    const key = await this.cacheKey(
       image,
       `t:${level}:${col}:${row}:${request.format}:${request.passthrough ? 'stored' : request.quality}:${request.rotation}:${request.mirror ? 1 : 0}` +
         `:${processingKey(processing)}:${qualityKey(request.requested)}:${bits}${layersKey(request.layers)}`,
@@ -359,7 +368,7 @@ export class Engine {
         : requested;
     assertEncodable(image.name, plan.outputWidth, plan.outputHeight, output.format, output.rotation);
     const { source } = plan;
-    const key = this.cacheKey(
+    const key = await this.cacheKey(
       image,
       `r:${plan.level}:${source.left},${source.top},${source.width},${source.height}:${plan.outputWidth}x${plan.outputHeight}:` +
         `${output.rotation}:${output.mirror ? 1 : 0}:${output.format}:${output.quality}:${this.kernel}:${output.colour ?? 'colour'}` +
@@ -428,9 +437,28 @@ export class Engine {
     return colour === 'colour' ? this.outputBits(image, output.format, output.bits, output.processing) : 8;
   }
 
+  /**
+   * `iipsrv purge`: everything cached of the image file (its tiles and regions, every page, for
+   * every protocol) becomes unreachable, here at once and in running servers within their
+   * CACHE_GENERATION_CHECK, by a new cache generation.
+   * @throws Error without memcached, or when memcached does not confirm it
+   */
+  async purge(image: OpenImage): Promise<void> {
+    await this.generations.renew(image.file.path);
+  }
+
+  /**
+   * The pyramid built for an image that has none of its own (PYRAMID_CACHE_DIR), for the cache tools.
+   * @returns null when the image has no such pyramid to build or remove
+   */
+  derivedPyramid(image: OpenImage): DerivedPyramid | null {
+    return image.source.derivedPyramid?.() ?? null;
+  }
+
   /** SIGHUP: forget everything cached so that replaced files and settings are read afresh. */
   flushCaches(): void {
     this.cache.clear();
+    this.generations.clear();
     this.formats.flush();
     this.images.flush();
     this.storage.flush?.();

@@ -45,6 +45,11 @@ export interface PlainOptions {
   pyramidDir: string;
   /** PYRAMID_CACHE_SIZE: bytes of pyramids kept there. */
   pyramidBytes: number;
+  /**
+   * Whether opening a big image starts building its pyramid (a server); false for `iipsrv purge`,
+   * which opens the image to delete its pyramid. Default true.
+   */
+  buildOnOpen?: boolean;
 }
 
 export const PLAIN_DEFAULTS: Readonly<PlainOptions> = {
@@ -163,6 +168,7 @@ export class Formats {
       memoryPixels: options.memoryPixels,
       memory: new DecodedImages(options.memoryBytes),
       pyramids: options.pyramidDir ? new PyramidCache({ dir: options.pyramidDir, maxBytes: options.pyramidBytes }) : null,
+      buildOnOpen: options.buildOnOpen ?? true,
       readSlots: new Slots(cores),
       buildSlots: new Slots(1),
     };

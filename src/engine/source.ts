@@ -125,5 +125,23 @@ export interface ImageSource {
    * interleaved: what iipsrv's processing pipeline works on.
    */
   samples(level: number, rect: Rect, options?: DecodeOptions): Promise<Samples>;
+  /**
+   * The pyramid built for this image when it has none of its own (plain images with
+   * PYRAMID_CACHE_DIR); absent or null when there is none to build (a pyramidal file, a small image).
+   */
+  derivedPyramid?(): DerivedPyramid | null;
   close(): Promise<void>;
+}
+
+/** A pyramid file built from an image that has none, for the cache tools. */
+export interface DerivedPyramid {
+  /** Where it is kept (whether it exists yet or not). */
+  readonly path: string;
+  /**
+   * Builds it now unless it exists, and serves from it.
+   * @returns 'built', 'present' (it was there), or 'busy' (another process is building it)
+   */
+  build(): Promise<'built' | 'present' | 'busy'>;
+  /** Deletes it; false when there was none. */
+  remove(): Promise<boolean>;
 }

@@ -1,11 +1,12 @@
 /**
  * The engine settings a configuration implies, in one place: the daemon's workers and the tests
- * that stand in for them build their engines the same way. What belongs to a running process
- * (the memcached client, the loaded watermark, its share of the JPEG2000 decoders) is added by
- * the caller.
+ * that stand in for them (and the cache tools) build their engines the same way. What belongs to
+ * a running process (the memcached client, made by memcachedTierFor; the loaded watermark; its
+ * share of the JPEG2000 decoders) is added by the caller.
  */
 import type { Config } from '../config.js';
 import { availableParallelism } from 'node:os';
+import { MemcachedTier } from '../engine/cache/memcached.js';
 import type { EngineOptions } from '../engine/engine.js';
 import { cheapRegionConcurrency } from '../engine/slots.js';
 
@@ -36,8 +37,15 @@ export function engineOptionsFor(config: Config): EngineOptions {
       pyramidBytes: config.pyramidCacheBytes,
     },
     lease: { waitMs: config.memcachedLeaseMs, pollMs: 25 },
+    generationCheckMs: config.cacheGenerationCheckMs,
     limits: { maxTileBytes: config.maxTileBytes, maxSamplesPerPixel: config.maxSamplesPerPixel, maxProcessingPixels: config.maxProcessingPixels },
   };
+}
+
+/** The memcached client MEMCACHED_SERVERS asks for, or null without servers. */
+export function memcachedTierFor(config: Config, onStateChange?: (up: boolean, reason: string) => void): MemcachedTier | null {
+  if (config.memcachedServers.length === 0) return null;
+  return new MemcachedTier({ servers: config.memcachedServers, lifetimeSeconds: config.memcachedTimeout, onStateChange });
 }
 
 /** A worker's share of the cores, at least 1: its JPEG2000 decoders. */

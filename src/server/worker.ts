@@ -5,7 +5,6 @@
 import { chmod } from 'node:fs/promises';
 import type { HttpLimits, ListenTarget } from '../cli.js';
 import type { Config } from '../config.js';
-import { MemcachedTier } from '../engine/cache/memcached.js';
 import { Engine } from '../engine/engine.js';
 import { Watermark } from '../engine/output/watermark.js';
 import type { AccessLog } from '../access-log.js';
@@ -13,7 +12,7 @@ import type { Log } from '../log.js';
 import { createRouter } from '../router.js';
 import { engineMetrics, RequestMetrics, workerRegistry } from '../metrics.js';
 import type { Registry } from 'prom-client';
-import { coresPerWorker, engineOptionsFor, regionConcurrency } from './engine-options.js';
+import { coresPerWorker, engineOptionsFor, memcachedTierFor, regionConcurrency } from './engine-options.js';
 import { createFastCgiServer, type FastCgiServer } from './fastcgi/server.js';
 import { createHttpListener, type HttpListener } from './http.js';
 
@@ -44,15 +43,9 @@ export interface RunningWorker {
 
 export async function startWorker(options: WorkerOptions): Promise<RunningWorker> {
   const { config, log } = options;
-  const memcached =
-    config.memcachedServers.length === 0
-      ? null
-      : new MemcachedTier({
-          servers: config.memcachedServers,
-          lifetimeSeconds: config.memcachedTimeout,
-          onStateChange: (up, reason) =>
-            up ? log.info({ reason }, 'memcached is answering') : log.warn({ reason }, 'memcached is not answering; going on without it'),
-        });
+  const memcached = memcachedTierFor(config, (up, reason) =>
+    up ? log.info({ reason }, 'memcached is answering') : log.warn({ reason }, 'memcached is not answering; going on without it'),
+  );
   // A watermark that cannot be read is iipsrv's case too: it serves without one. The primary has
   // said so at start-up.
   const watermark = config.watermark ? await Watermark.load(config.watermark).catch(() => null) : null;

@@ -5,15 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
-import { startDaemon, tempDir, which } from '../helpers/daemon.ts';
-import { canConnect, freePort, startProgram, waitFor, type Started } from '../helpers/processes.ts';
+import { startDaemon, tempDir } from '../helpers/daemon.ts';
+import { memcachedMissing, memcachedStats, startMemcached } from '../helpers/memcached.ts';
+import { freePort, waitFor, type Started } from '../helpers/processes.ts';
 import { makePyramidTiff } from '../helpers/images.ts';
-
-const memcachedBinary = which('memcached');
 
 function get(port: number, query: string): Promise<{ status: number; body: Buffer; ms: number }> {
   const started = performance.now();
@@ -28,29 +26,7 @@ function get(port: number, query: string): Promise<{ status: number; body: Buffe
   });
 }
 
-/** memcached's own counters, over its text protocol. */
-function memcachedStats(port: number): Promise<Record<string, number>> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    let text = '';
-    socket.on('data', (d) => {
-      text += d.toString();
-      if (text.includes('END\r\n')) {
-        socket.end();
-        const stats: Record<string, number> = {};
-        for (const line of text.split('\r\n')) {
-          const [, name, value] = line.split(' ');
-          if (name && value !== undefined) stats[name] = Number(value);
-        }
-        resolve(stats);
-      }
-    });
-    socket.on('error', reject);
-    socket.write('stats\r\n');
-  });
-}
-
-describe('memcached shared by two iipsrv instances', { skip: memcachedBinary ? false : 'memcached not installed (apt-get install memcached)' }, () => {
+describe('memcached shared by two iipsrv instances', { skip: memcachedMissing }, () => {
   let memcachedPort: number;
   let memcached: Started;
   const daemons: Started[] = [];
@@ -59,9 +35,7 @@ describe('memcached shared by two iipsrv instances', { skip: memcachedBinary ? f
   before(async () => {
     const dir = tempDir();
     await makePyramidTiff(path.join(dir, 'shared.tif'), { width: 1200, height: 900, compression: 'deflate' });
-    memcachedPort = await freePort();
-    memcached = startProgram(memcachedBinary!, ['-l', '127.0.0.1', '-p', String(memcachedPort), '-U', '0', '-m', '32', '-u', 'root']);
-    await waitFor(() => canConnect({ port: memcachedPort }), 5000, 'memcached');
+    ({ port: memcachedPort, process: memcached } = await startMemcached());
     for (let i = 0; i < 2; i++) {
       const port = await freePort();
       ports.push(port);

@@ -63,6 +63,13 @@ describe('config: health, metrics and the memcached lease (issue 16)', () => {
     assert.throws(() => loadConfig({ METRICS_PATH: 'metrics' }), ConfigError);
     assert.throws(() => loadConfig({ HEALTH_PATH: '/health?x' }), ConfigError);
   });
+  it('CACHE_GENERATION_CHECK: 5 s by default, seconds given, 0 for every request; nothing negative', () => {
+    assert.equal(loadConfig({}).cacheGenerationCheckMs, 5000);
+    assert.equal(loadConfig({ CACHE_GENERATION_CHECK: '1.5' }).cacheGenerationCheckMs, 1500);
+    assert.equal(loadConfig({ CACHE_GENERATION_CHECK: '0' }).cacheGenerationCheckMs, 0);
+    assert.throws(() => loadConfig({ CACHE_GENERATION_CHECK: '-1' }), ConfigError);
+    assert.throws(() => loadConfig({ CACHE_GENERATION_CHECK: 'soon' }), ConfigError);
+  });
 });
 
 describe('config: the viewer page (issue 16)', () => {

@@ -76,6 +76,20 @@ export class FileCache {
   }
 
   /**
+   * Deletes a finished file (`iipsrv purge`); processes that have it open keep reading their
+   * descriptor. False when there was none.
+   */
+  async remove(key: string): Promise<boolean> {
+    try {
+      await unlink(this.pathOf(key));
+      return true;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw error;
+    }
+  }
+
+  /**
    * Builds the file unless it exists or another builder holds the lock.
    * @param write writes the whole file to the path it is given
    * @returns the finished file's path, or null when another builder is at work or the last

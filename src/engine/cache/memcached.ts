@@ -44,6 +44,12 @@ export class MemcachedTier {
   leasesWaited = 0;
   /** Waits for such a value that ran out of time. */
   leaseTimeouts = 0;
+  /** Sets memcached confirmed, refused or failed; not sent: larger than memcached takes, or while it was skipped. */
+  setsStored = 0;
+  setsFailed = 0;
+  setsTooBig = 0;
+  setsSkipped = 0;
+  private readonly pendingSets = new Set<Promise<void>>();
 
   constructor(private readonly options: MemcachedTierOptions) {
     const servers = options.servers.map((s) => (s.host.includes(':') ? `[${s.host}]:${s.port}` : `${s.host}:${s.port}`)).join(',');
@@ -102,6 +108,21 @@ export class MemcachedTier {
 
   /** @param counted false for the polls of a lease wait, which are no lookups of a request's own */
   async get(key: string, counted = true): Promise<Buffer | null> {
+    const answer = await this.lookUp(key);
+    if (answer === null) return null;
+    if (counted) {
+      if (answer.value) this.hits++;
+      else this.misses++;
+    }
+    return answer.value;
+  }
+
+  /**
+   * A lookup that tells a miss (`{ value: null }`) from no answer (null: the breaker skips
+   * memcached, or it failed or missed the deadline), for callers that must not take silence for
+   * absence. Counts no hit or miss.
+   */
+  async lookUp(key: string): Promise<{ value: Buffer | null } | null> {
     if (!this.available()) return null;
     // After a back-off, let a single request find out whether memcached is back.
     if (!this.up) {
@@ -111,28 +132,18 @@ export class MemcachedTier {
       }
       this.probing = true;
     }
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const deadline = new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), this.getDeadlineMs);
-      });
-      const result = await Promise.race([this.client.get(MemcachedTier.key(key)), deadline]);
+      const result = await withinDeadline(this.client.get(MemcachedTier.key(key)), this.getDeadlineMs);
       if (result === 'timeout') {
         this.failed(`no answer within ${this.getDeadlineMs} ms`);
         return null;
       }
       this.succeeded();
-      if (result.value) {
-        if (counted) this.hits++;
-        return result.value;
-      }
-      if (counted) this.misses++;
-      return null;
+      return { value: result.value ?? null };
     } catch (error) {
       this.failed((error as Error).message);
       return null;
     } finally {
-      clearTimeout(timer);
       this.probing = false;
     }
   }
@@ -147,12 +158,8 @@ export class MemcachedTier {
    * `deadlineMs`. An answer closes the breaker again; silence opens it as a failed lookup would.
    */
   async check(deadlineMs = 500): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const deadline = new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), deadlineMs);
-      });
-      const result = await Promise.race([this.client.get('iipsrv-ts:health'), deadline]);
+      const result = await withinDeadline(this.client.get('iipsrv-ts:health'), deadlineMs);
       if (result === 'timeout') {
         this.failed(`no answer within ${deadlineMs} ms`);
         return false;
@@ -163,8 +170,6 @@ export class MemcachedTier {
     } catch (error) {
       this.failed((error as Error).message);
       return false;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -175,12 +180,8 @@ export class MemcachedTier {
    */
   async lease(key: string, seconds: number): Promise<boolean> {
     if (!this.up || !this.available()) return true;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const deadline = new Promise<'timeout'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), this.getDeadlineMs);
-      });
-      const result = await Promise.race([this.client.add(MemcachedTier.key(key) + ':lease', LEASE_VALUE, { expires: seconds }), deadline]);
+      const result = await withinDeadline(this.client.add(MemcachedTier.key(key) + ':lease', LEASE_VALUE, { expires: seconds }), this.getDeadlineMs);
       if (result === 'timeout') {
         this.failed(`no answer within ${this.getDeadlineMs} ms`);
         return true;
@@ -190,8 +191,6 @@ export class MemcachedTier {
     } catch (error) {
       this.failed((error as Error).message);
       return true;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -221,14 +220,58 @@ export class MemcachedTier {
   }
 
   set(key: string, value: Buffer): void {
-    if (value.length > this.maxValueBytes || !this.up || !this.available()) return;
-    this.client.set(MemcachedTier.key(key), value, { expires: this.options.lifetimeSeconds }).then(
-      () => undefined,
-      (error: Error) => this.failed(error.message),
+    if (value.length > this.maxValueBytes) {
+      this.setsTooBig++;
+      return;
+    }
+    if (!this.up || !this.available()) {
+      this.setsSkipped++;
+      return;
+    }
+    const sent = this.client.set(MemcachedTier.key(key), value, { expires: this.options.lifetimeSeconds }).then(
+      (stored) => {
+        if (stored) this.setsStored++;
+        else this.setsFailed++;
+      },
+      (error: Error) => {
+        this.setsFailed++;
+        this.failed(error.message);
+      },
     );
+    this.pendingSets.add(sent);
+    void sent.finally(() => this.pendingSets.delete(sent));
+  }
+
+  /** Once every set sent so far has been answered (or failed): what a batch job waits for before it reports. */
+  async settled(): Promise<void> {
+    while (this.pendingSets.size > 0) await Promise.allSettled([...this.pendingSets]);
+  }
+
+  /**
+   * Stores a value and waits for memcached to confirm it, whatever the breaker says: for the few
+   * writes an operator's command depends on (a purge). Never expires unless memcached needs room.
+   * @throws Error when memcached refuses it or gives no answer within `deadlineMs`
+   */
+  async store(key: string, value: Buffer, deadlineMs = 2000): Promise<void> {
+    const result = await withinDeadline(this.client.set(MemcachedTier.key(key), value, { expires: 0 }), deadlineMs);
+    if (result === 'timeout') throw new Error(`memcached gave no answer within ${deadlineMs} ms`);
+    if (!result) throw new Error('memcached did not store the value');
   }
 
   close(): void {
     this.client.close();
+  }
+}
+
+/** `work`'s result, or 'timeout' when it has not settled within `ms` (a later rejection is ignored). */
+async function withinDeadline<T>(work: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), ms);
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
   }
 }

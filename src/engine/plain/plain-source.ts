@@ -26,7 +26,7 @@ import { assertProcessable, type DecodeLimits } from '../decode-limits.js';
 import type { ImageFileInfo } from '../files/image-file.js';
 import type { LevelSize, Rect } from '../geometry.js';
 import type { Slots } from '../slots.js';
-import type { ImageDescription, ImageSource, RawPixels, Samples } from '../source.js';
+import type { DerivedPyramid, ImageDescription, ImageSource, RawPixels, Samples } from '../source.js';
 import { TiffSource } from '../tiff/tiff-source.js';
 import type { DecodedImages } from './decoded-images.js';
 import type { PyramidCache } from './pyramid-cache.js';
@@ -45,6 +45,8 @@ export interface PlainSettings {
   memory: DecodedImages;
   /** Null: big images are always read from the file at reduced size. */
   pyramids: PyramidCache | null;
+  /** Whether opening a big image starts building its pyramid. */
+  buildOnOpen: boolean;
   /** Reduced-size reads of big files at once. */
   readSlots: Slots;
   /** Pyramid builds at once in this process. */
@@ -143,7 +145,7 @@ export class PlainSource implements ImageSource {
       throw new FileError(`${name}: the image has ${meta.channels} samples per pixel, more than MAX_SAMPLES_PER_PIXEL (${settings.limits.maxSamplesPerPixel})`);
     }
     const source = new PlainSource(file, name, meta, settings, base);
-    if (!source.small) await source.lookForPyramid(true);
+    if (!source.small) await source.lookForPyramid(settings.buildOnOpen);
     return source;
   }
 
@@ -191,6 +193,28 @@ export class PlainSource implements ImageSource {
     }
     this.pyramid = pyramid;
     return pyramid;
+  }
+
+  derivedPyramid(): DerivedPyramid | null {
+    const pyramids = this.settings.pyramids;
+    // Small images are decoded whole and kept: they never get a pyramid.
+    if (!pyramids || this.small) return null;
+    const key = (this.pyramidKey ??= pyramids.key(this.file));
+    return {
+      path: pyramids.pathOf(key),
+      build: async () => {
+        if (pyramids.find(key)) {
+          await this.adopt(pyramids.pathOf(key));
+          return 'present';
+        }
+        // Joins the build opening the image started, or starts one.
+        const path = await pyramids.build(key, (temporary) => this.writePyramid(temporary));
+        if (!path) return 'busy';
+        await this.adopt(path);
+        return 'built';
+      },
+      remove: () => pyramids.remove(key),
+    };
   }
 
   private startBuild(key: string): void {
