@@ -89,6 +89,17 @@ describe('block cache', () => {
     await read(new BlockCache(1 << 20, shared, 1000), changed, 0, 10);
     assert.equal(changed.asked.length, 1, 'another version is another object');
   });
+  it('fetches a prefetched range once: the reads that follow ask the store nothing', async () => {
+    const cache = new BlockCache(1 << 20, null, 1000);
+    const source = countingSource();
+    await Promise.all([read(cache, source, 0, 16), cache.prefetch(source, FILE.length - 2500, 2500)]);
+    assert.deepEqual(source.asked, [
+      [0, 1000],
+      [297_000, 300_000],
+    ]);
+    assert.ok((await read(cache, source, FILE.length - 1200, 1100)).equals(FILE.subarray(FILE.length - 1200, FILE.length - 100)));
+    assert.equal(source.asked.length, 2);
+  });
   it('passes a failure to every waiting read and fetches again afterwards', async () => {
     const cache = new BlockCache(1 << 20, null, 1000);
     let fail = true;

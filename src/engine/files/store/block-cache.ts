@@ -57,6 +57,12 @@ export class BlockCache {
     }
   }
 
+  /** Fetches (or finds) the blocks of bytes [position, position + length) for reads to come. */
+  async prefetch(source: BlockSource, position: number, length: number): Promise<void> {
+    if (length <= 0) return;
+    await this.blocks(source, Math.floor(position / this.blockBytes), Math.floor((position + length - 1) / this.blockBytes));
+  }
+
   clear(): void {
     this.ram?.clear();
   }

@@ -53,6 +53,11 @@ export class RemoteFile implements RandomAccessFile {
     return buffer;
   }
 
+  /** Reads the structure blocks of a range ahead of their use (in parallel with other reads). */
+  prefetch(position: number, length: number): Promise<void> {
+    return this.blocks.prefetch(this.blockSource, position, length);
+  }
+
   close(): Promise<void> {
     return Promise.resolve();
   }

@@ -15,7 +15,7 @@ import type { RandomAccessFile } from '../../tiff/positioned-file.js';
 import { identifyByHead, type ImageFileInfo, type ImageFileStat } from '../image-file.js';
 import { UnsafePathError } from '../image-path.js';
 import type { DirectoryLister, ImageStorage } from '../storage.js';
-import { BlockCache } from './block-cache.js';
+import { BLOCK_BYTES, BlockCache } from './block-cache.js';
 import { createObjectStore } from './index.js';
 import { ObjectCopies } from './object-copies.js';
 import { StoreError, type ObjectInfo, type ObjectStore } from './object-store.js';
@@ -23,6 +23,15 @@ import { RemoteFile, type RemoteObject } from './remote-file.js';
 
 /** FILESYSTEM_PREFIX naming a store, and the REMOTE_* settings. */
 export type RemoteSettings = RemoteStoreConfig;
+
+/**
+ * The end of a file read with its head when it is first opened: TIFF writers put the directories
+ * of the smaller levels (libvips, libtiff) or all of them (some scanners) near the end, and each
+ * directory found there is a round trip saved on a first view of the image. A hundredth of the
+ * file, between two blocks and 1 MB.
+ */
+const TAIL_SHARE = 0.01;
+const MAX_TAIL_BYTES = 1024 * 1024;
 
 /** Answers (found or missing) remembered per worker; beyond this the oldest go. */
 const MAX_LOOKS = 10_000;
@@ -132,7 +141,12 @@ export class RemoteStorage implements ImageStorage {
 
   async identify(file: ImageFileStat, printable: string): Promise<ImageFileInfo> {
     const opened = this.open(file);
-    const head = await opened.read(0, Math.min(16, file.size), 'the file head');
+    const tail = Math.min(file.size, Math.max(2 * BLOCK_BYTES, Math.min(MAX_TAIL_BYTES, Math.round(file.size * TAIL_SHARE))));
+    const [head] = await Promise.all([
+      opened.read(0, Math.min(16, file.size), 'the file head'),
+      // Only a help: a failure shows again where the bytes are needed.
+      opened.prefetch(file.size - tail, tail).catch(() => undefined),
+    ]);
     return identifyByHead(file, head, printable);
   }
 
