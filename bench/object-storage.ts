@@ -19,6 +19,7 @@ import path from 'node:path';
 import { TiffFile } from '../src/engine/tiff/index.ts';
 import { benchImage } from './lib/image.ts';
 import { startLoad } from './lib/load.ts';
+import { treeCpuSeconds } from './lib/procs.ts';
 import { startDaemon, tempDir } from '../test/helpers/daemon.ts';
 import { s3Env, startS3 } from '../test/helpers/object-stores.ts';
 import { freePort, type Started } from '../test/helpers/processes.ts';
@@ -69,7 +70,8 @@ function tilePaths(name: string, levels: Level[], count: number): string[] {
   return all.slice(0, count);
 }
 
-async function throughput(port: number, paths: string[]): Promise<{ perSecond: number; p99: number; failed: number }> {
+async function throughput(port: number, pid: number, paths: string[]): Promise<{ perSecond: number; p99: number; failed: number; cpuMs: number }> {
+  const cpu = treeCpuSeconds([pid]).seconds;
   const started = performance.now();
   const load = startLoad({ host: '127.0.0.1', port, paths, concurrency: CONCURRENCY, timeoutMs: 30_000 });
   while (load.records.length < paths.length) await new Promise((resolve) => setTimeout(resolve, 50));
@@ -80,6 +82,7 @@ async function throughput(port: number, paths: string[]): Promise<{ perSecond: n
     perSecond: load.records.length / seconds,
     p99: times[Math.floor(times.length * 0.99)] ?? 0,
     failed: load.records.filter((r) => r.status !== 200).length,
+    cpuMs: ((treeCpuSeconds([pid]).seconds - cpu) * 1000) / load.records.length,
   };
 }
 
@@ -111,20 +114,19 @@ async function main(): Promise<void> {
     // 1. Throughput, each source on its own distinct tiles (the same list: each daemon reads each tile once).
     const paths = tilePaths(name, levels, TILES);
     const rows: Array<[string, Awaited<ReturnType<typeof throughput>>]> = [];
-    for (const [label, port] of [
-      ['disk', disk.port],
-      ['S3 (s3rver)', bucket.port],
-      ['HTTP (nginx)', http.port],
+    for (const [label, server] of [
+      ['disk', disk],
+      ['S3 (s3rver)', bucket],
+      ['HTTP (nginx)', http],
     ] as const) {
-      await get(port, `FIF=${name}&OBJ=Max-size`);
-      rows.push([label, await throughput(port, paths)]);
+      await get(server.port, `FIF=${name}&OBJ=Max-size`);
+      rows.push([label, await throughput(server.port, server.process.child.pid!, paths)]);
     }
-    log(`| ${TILES} distinct tiles, ${CONCURRENCY} at a time | tiles/s | p99 ms | failed | against disk |`);
-    log('|---|---|---|---|---|');
+    log(`| ${TILES} distinct tiles, ${CONCURRENCY} at a time | tiles/s | p99 ms | failed | against disk | our CPU ms a tile |`);
+    log('|---|---|---|---|---|---|');
     for (const [label, result] of rows) {
-      log(
-        `| ${label} | ${result.perSecond.toFixed(0)} | ${result.p99.toFixed(1)} | ${result.failed} | ${(result.perSecond / rows[0]![1].perSecond).toFixed(2)} |`,
-      );
+      const ratio = (result.perSecond / rows[0]![1].perSecond).toFixed(2);
+      log(`| ${label} | ${result.perSecond.toFixed(0)} | ${result.p99.toFixed(1)} | ${result.failed} | ${ratio} | ${result.cpuMs.toFixed(3)} |`);
     }
 
     // 2. Bytes fetched per tile once the structure is known.

@@ -92,6 +92,43 @@ describe('config: the viewer page (issue 16)', () => {
   });
 });
 
+describe('config: images in an object store (issue 17)', () => {
+  it('a directory prefix is no store', () => {
+    assert.equal(loadConfig({ FILESYSTEM_PREFIX: '/data/images/' }).remote, null);
+    assert.equal(loadConfig({}).remote, null);
+  });
+  it('s3://bucket/prefix/ with the REMOTE_* defaults', () => {
+    const remote = loadConfig({ FILESYSTEM_PREFIX: 's3://my-bucket/collection/scans/' }).remote!;
+    assert.deepEqual(remote.location, { kind: 's3', bucket: 'my-bucket', forcePathStyle: false });
+    assert.equal(remote.keyPrefix, 'collection/scans/');
+    assert.deepEqual(remote.timeouts, { requestTimeoutMs: 10_000, attempts: 3, backoffMs: 100 });
+    assert.equal(remote.checkIntervalMs, 5000);
+    assert.equal(remote.blockCacheBytes, 64 * 1024 * 1024);
+    assert.equal(remote.copiesBytes, 10240 * 1024 * 1024);
+    assert.match(remote.copiesDir, /iipsrv-ts-objects$/);
+    assert.deepEqual(loadConfig({ FILESYSTEM_PREFIX: 's3://b3t', AWS_S3_FORCE_PATH_STYLE: '1' }).remote!.location, {
+      kind: 's3',
+      bucket: 'b3t',
+      forcePathStyle: true,
+    });
+  });
+  it('http(s)://host/path/: the origin and the path as the key prefix', () => {
+    const remote = loadConfig({ FILESYSTEM_PREFIX: 'https://images.example.org:8443/iiif/files/', REMOTE_CHECK_INTERVAL: '0.5' }).remote!;
+    assert.deepEqual(remote.location, { kind: 'http', baseUrl: 'https://images.example.org:8443/' });
+    assert.equal(remote.keyPrefix, 'iiif/files/');
+    assert.equal(remote.checkIntervalMs, 500);
+    assert.equal(loadConfig({ FILESYSTEM_PREFIX: 'http://origin' }).remote!.keyPrefix, '');
+  });
+  it('refuses what cannot work: other schemes, credentials in the URL, bad bucket names and settings', () => {
+    assert.throws(() => loadConfig({ FILESYSTEM_PREFIX: 'gs://bucket/' }), /FILESYSTEM_PREFIX/);
+    assert.throws(() => loadConfig({ FILESYSTEM_PREFIX: 'https://user:secret@host/' }), /credentials/);
+    assert.throws(() => loadConfig({ FILESYSTEM_PREFIX: 's3:///x' }), /bucket/);
+    assert.throws(() => loadConfig({ FILESYSTEM_PREFIX: 's3://bkt/', REMOTE_TIMEOUT: '0' }), /REMOTE_TIMEOUT/);
+    assert.throws(() => loadConfig({ FILESYSTEM_PREFIX: 's3://bkt/', REMOTE_ATTEMPTS: '0' }), /REMOTE_ATTEMPTS/);
+    assert.throws(() => loadConfig({ FILESYSTEM_PREFIX: 's3://bkt/', REMOTE_CACHE_SIZE: '0' }), /REMOTE_CACHE_SIZE/);
+  });
+});
+
 describe('config: values from a typical iipsrv deployment', () => {
   it('reads the Debian package settings unchanged', () => {
     const config = loadConfig({
