@@ -129,6 +129,7 @@ export class RequestMetrics {
 /** What the engine counts, read at scrape time. */
 export interface EngineCounters {
   cacheStats(): Record<string, number>;
+  storageStats(): Record<string, number>;
   renderStats(): Readonly<Record<string, { count: number; seconds: number }>>;
   jp2HelperRestarts(): number;
 }
@@ -162,10 +163,31 @@ export function engineMetrics(engine: EngineCounters, memcachedConfigured: boole
     metric('iipsrv_decode_seconds_total', 'Time spent rendering what no cache had, by source codec', 'counter', () =>
       Object.entries(engine.renderStats()).map(([codec, { seconds }]) => ({ value: seconds, labels: { codec } })),
     ),
+    metric('iipsrv_store_requests_total', 'Requests to the object store (FILESYSTEM_PREFIX s3:// or http(s)://), by kind', 'counter', () =>
+      labelled(engine.storageStats(), 'request:', 'request'),
+    ),
+    metric('iipsrv_store_failures_total', 'Requests to the object store that failed after their retries, by kind of failure', 'counter', () =>
+      labelled(engine.storageStats(), 'failure:', 'kind'),
+    ),
+    metric('iipsrv_store_blocks_total', 'Blocks of file structure fetched, from the store or from memcached (read by another instance)', 'counter', () => {
+      const stats = engine.storageStats();
+      if (!('blocksFromStore' in stats)) return [];
+      return [
+        { value: stats.blocksFromStore!, labels: { source: 'store' } },
+        { value: stats.blocksFromMemcached ?? 0, labels: { source: 'memcached' } },
+      ];
+    }),
     metric('iipsrv_jp2_helper_restarts_total', 'JPEG2000 decoder helper processes that died, timed out or were retired and were replaced', 'counter', () => [
       { value: engine.jp2HelperRestarts(), labels: {} },
     ]),
   ];
+}
+
+/** The counters named `prefix<label value>` as values of one label. */
+function labelled(stats: Record<string, number>, prefix: string, label: string): Array<{ value: number; labels: Record<string, string> }> {
+  return Object.entries(stats)
+    .filter(([name]) => name.startsWith(prefix))
+    .map(([name, value]) => ({ value, labels: { [label]: name.slice(prefix.length) } }));
 }
 
 /** A worker's registry: what it sends the primary when asked (as JSON, which the primary sums). */

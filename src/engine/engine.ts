@@ -474,6 +474,11 @@ export class Engine {
     return this.cache.stats();
   }
 
+  /** An object store's counters (see RemoteStorage.stats); empty for the local filesystem. */
+  storageStats(): Record<string, number> {
+    return this.storage.stats?.() ?? {};
+  }
+
   /** Renderings (what no cache had) per source codec, and the seconds they took. */
   renderStats(): Readonly<Record<ImageFormat, { count: number; seconds: number }>> {
     return this.renders;

@@ -210,6 +210,16 @@ describe('images in an S3 bucket (s3rver)', { skip: memcachedMissing }, () => {
     assert.ok(Date.now() - started < 5000, `answered in ${Date.now() - started} ms`);
     const health = await fetch(`http://127.0.0.1:${down}/health`);
     assert.equal(health.status, 503, 'health fails while the store is down');
+    const metrics = await (await fetch(`http://127.0.0.1:${down}/metrics`)).text();
+    assert.match(metrics, /iipsrv_store_failures_total\{kind="unavailable"\} [1-9]/);
+  });
+
+  it('counts what it asked of the store in /metrics', async () => {
+    const metrics = await (await fetch(`http://127.0.0.1:${storePort}/metrics`)).text();
+    const value = (pattern: RegExp) => Number(pattern.exec(metrics)?.[1] ?? 'NaN');
+    assert.ok(value(/iipsrv_store_requests_total\{request="head"\} (\d+)/) >= 1, metrics.slice(0, 2000));
+    assert.ok(value(/iipsrv_store_requests_total\{request="read"\} (\d+)/) >= 10);
+    assert.ok(value(/iipsrv_store_blocks_total\{source="store"\} (\d+)/) >= 1);
   });
 });
 

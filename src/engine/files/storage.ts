@@ -44,6 +44,8 @@ export interface ImageStorage {
   /** Whether a file opened earlier can still be read as it was opened (its local copy still exists). */
   usable(file: ImageFileInfo): boolean;
   readonly directories: DirectoryLister;
+  /** Counters for /metrics (an object store's requests and failures); absent for the local filesystem. */
+  stats?(): Record<string, number>;
   /** SIGHUP: forget what was learnt of the files (their versions, their structure). */
   flush?(): void;
   /** For /health: can images be read at all? */

@@ -16,6 +16,7 @@ import { identifyByHead, type ImageFileInfo, type ImageFileStat } from '../image
 import { UnsafePathError } from '../image-path.js';
 import type { DirectoryLister, ImageStorage } from '../storage.js';
 import { BLOCK_BYTES, BlockCache } from './block-cache.js';
+import { countedStore, type StoreCounts } from './counted-store.js';
 import { createObjectStore } from './index.js';
 import { ObjectCopies } from './object-copies.js';
 import { StoreError, type ObjectInfo, type ObjectStore } from './object-store.js';
@@ -45,7 +46,9 @@ interface Look {
 
 export function createRemoteStorage(settings: RemoteSettings, memcached: MemcachedTier | null): RemoteStorage {
   const shared = memcached ? { get: (key: string) => memcached.get(key, false), set: (key: string, value: Buffer) => memcached.set(key, value) } : null;
-  return new RemoteStorage(createObjectStore(settings.location, settings.timeouts), settings, new BlockCache(settings.blockCacheBytes, shared));
+  const counts: StoreCounts = { requests: { head: 0, read: 0, download: 0, list: 0 }, failures: {} };
+  const store = countedStore(createObjectStore(settings.location, settings.timeouts), counts);
+  return new RemoteStorage(store, settings, new BlockCache(settings.blockCacheBytes, shared), counts);
 }
 
 export class RemoteStorage implements ImageStorage {
@@ -60,6 +63,7 @@ export class RemoteStorage implements ImageStorage {
     private readonly store: ObjectStore,
     private readonly settings: RemoteSettings,
     private readonly blocks: BlockCache,
+    private readonly counts: StoreCounts | null = null,
   ) {
     const { location } = settings;
     this.base = location.kind === 's3' ? `s3://${location.bucket}/` : location.baseUrl;
@@ -179,6 +183,16 @@ export class RemoteStorage implements ImageStorage {
     } catch (error) {
       return { ok: false, folder, error: error instanceof StoreError ? error.kind : (error as Error).message };
     }
+  }
+
+  /** For /metrics: requests to the store and their failures, by kind; structure blocks by where they came from. */
+  stats(): Record<string, number> {
+    const stats: Record<string, number> = { blocksFromStore: this.blocks.fetched, blocksFromMemcached: this.blocks.shared };
+    if (this.counts) {
+      for (const [kind, count] of Object.entries(this.counts.requests)) stats[`request:${kind}`] = count;
+      for (const [kind, count] of Object.entries(this.counts.failures)) stats[`failure:${kind}`] = count ?? 0;
+    }
+    return stats;
   }
 
   /** SIGHUP: forget what the store said, and the blocks read. */
