@@ -181,6 +181,9 @@ describe('memcached tier (real memcached)', { skip: memcachedBinary ? false : 'm
       renderings++;
       return Promise.resolve({ bytes: Buffer.from('rendered twice'), tier: 'computed' });
     });
+    // Finished only once the second found the lease taken: finished before, the first would have
+    // released it, and the second would rightly render.
+    await waitFor(async () => tiers[1]!.leasesWaited === 1, 2000, 'the second waiting for the lease');
     finish();
     assert.equal((await rendering).tier, 'computed');
     assert.deepEqual(await waiting, { bytes: Buffer.from('leased tile'), tier: 'lease' });
