@@ -474,6 +474,15 @@ export class Engine {
     return this.cache.stats();
   }
 
+  /**
+   * The names directly under FILESYSTEM_PREFIX when it is an object store (the viewer's list), or
+   * null for a local folder, which the viewer walks itself.
+   * @throws BadGatewayError when the store cannot list (a web server), UnavailableError, AccessDeniedError
+   */
+  async storedNames(limit: number): Promise<string[] | null> {
+    return this.storage.listTop ? this.storage.listTop(limit) : null;
+  }
+
   /** An object store's counters (see RemoteStorage.stats); empty for the local filesystem. */
   storageStats(): Record<string, number> {
     return this.storage.stats?.() ?? {};

@@ -214,6 +214,14 @@ describe('images in an S3 bucket (s3rver)', { skip: memcachedMissing }, () => {
     assert.match(metrics, /iipsrv_store_failures_total\{kind="unavailable"\} [1-9]/);
   });
 
+  it('the viewer page lists the images directly in the bucket', async () => {
+    const port = await startOnStore({ VIEWER: '1' });
+    const page = await (await fetch(`http://127.0.0.1:${port}/viewer/`)).text();
+    for (const name of ['example.tif', 'example.jp2', 'deflate.tif', 'plain.jpg'])
+      assert.match(page, new RegExp(`\\?image=${name.replace('.', '\\.')}"`), name);
+    assert.doesNotMatch(page, /pano_pyr_/, 'a store is listed flat: no folders walked');
+  });
+
   it('counts what it asked of the store in /metrics', async () => {
     const metrics = await (await fetch(`http://127.0.0.1:${storePort}/metrics`)).text();
     const value = (pattern: RegExp) => Number(pattern.exec(metrics)?.[1] ?? 'NaN');
@@ -230,11 +238,11 @@ describe('images behind a web server that honours Range (nginx)', { skip: nginxA
   const daemons: Started[] = [];
   let diskPort: number;
 
-  const startOn = async (origin: WebServer): Promise<number> => {
+  const startOn = async (origin: WebServer, env: Record<string, string> = {}): Promise<number> => {
     const port = await freePort();
     daemons.push(
       await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '1'], {
-        env: { FILESYSTEM_PREFIX: `http://127.0.0.1:${origin.port}/images/`, REMOTE_CACHE_DIR: tempDir('iipsrv-objects-') },
+        env: { FILESYSTEM_PREFIX: `http://127.0.0.1:${origin.port}/images/`, REMOTE_CACHE_DIR: tempDir('iipsrv-objects-'), ...env },
         waitPort: port,
       }),
     );
@@ -265,6 +273,8 @@ describe('images behind a web server that honours Range (nginx)', { skip: nginxA
       assert.ok(ok(remote, query).equals(ok(local, query)), `${query}: the same bytes as from disk`);
     }
     assert.equal((await get(port, 'FIF=seq/pano&OBJ=Horizontal-views')).status, 404);
+    const viewer = await startOn(nginx, { VIEWER: '1' });
+    assert.match(await (await fetch(`http://127.0.0.1:${viewer}/viewer/`)).text(), /cannot be listed/);
     assert.equal((await get(port, 'FIF=missing.tif&JTL=0,0')).status, 404);
   });
 

@@ -44,6 +44,12 @@ export interface ImageStorage {
   /** Whether a file opened earlier can still be read as it was opened (its local copy still exists). */
   usable(file: ImageFileInfo): boolean;
   readonly directories: DirectoryLister;
+  /**
+   * Keys directly under the prefix, relative to it, at most `limit` (for the viewer's list); absent
+   * for the local filesystem, whose folders the viewer walks itself.
+   * @throws an engine error (BadGatewayError when the store cannot list, UnavailableError ...)
+   */
+  listTop?(limit: number): Promise<string[]>;
   /** Counters for /metrics (an object store's requests and failures); absent for the local filesystem. */
   stats?(): Record<string, number>;
   /** SIGHUP: forget what was learnt of the files (their versions, their structure). */

@@ -126,6 +126,19 @@ async function readFolder(walk: Walk, folder: Folder, queue: Folder[]): Promise<
   return true;
 }
 
+/**
+ * The images among the names an object store lists directly under the prefix (a store's listing
+ * is flat: no folders are walked), by the same rules as a folder's files.
+ */
+export function storedImages(keys: readonly string[], suffix: string, limits: ListLimits = LIST_LIMITS): ImageList {
+  const names = keys
+    .filter((key) => !key.startsWith('.') && key.endsWith(suffix) && IMAGE_FILE.test(key))
+    .map((key) => key.slice(0, key.length - suffix.length))
+    .filter((name) => name !== '')
+    .sort();
+  return { ok: true, names: names.slice(0, limits.maxImages), truncated: names.length > limits.maxImages };
+}
+
 export async function listImages(rules: ListRules, limits: ListLimits = LIST_LIMITS): Promise<ImageList> {
   if (rules.prefix === '') return { ok: false, reason: 'FILESYSTEM_PREFIX is not set: there is no image folder to list.' };
   const start = startingFolder(rules.prefix);

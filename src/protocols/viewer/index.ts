@@ -7,7 +7,7 @@ import type { HeaderList, PlainRequest, PlainResponse } from '../../request.js';
 import type { ProtocolContext } from '../shared/context.js';
 import { findOpenSeadragon, OpenSeadragonAssets } from './assets.js';
 import { BROWSER_SCRIPT } from './browser-script.js';
-import { listImages } from './image-list.js';
+import { LIST_LIMITS, listImages, storedImages, type ImageList } from './image-list.js';
 import { viewerPage } from './page.js';
 
 export interface Viewer {
@@ -73,8 +73,21 @@ export function createViewer(context: ProtocolContext): Viewer {
     return assets;
   }
 
+  /** The folder's images, walked on disk; an object store's, as it lists them. */
+  async function imageList(): Promise<ImageList> {
+    if (!config.remote) {
+      return listImages({ prefix: config.filesystemPrefix, suffix: config.filesystemSuffix, confineSymlinks: config.filesystemConfineSymlinks });
+    }
+    try {
+      const keys = await context.engine.storedNames(LIST_LIMITS.maxEntries);
+      return storedImages(keys ?? [], config.filesystemSuffix);
+    } catch (error) {
+      return { ok: false, reason: `The image store (FILESYSTEM_PREFIX) cannot be listed: ${(error as Error).message}.` };
+    }
+  }
+
   async function page(request: PlainRequest): Promise<PlainResponse> {
-    const list = await listImages({ prefix: config.filesystemPrefix, suffix: config.filesystemSuffix, confineSymlinks: config.filesystemConfineSymlinks });
+    const list = await imageList();
     if (!list.ok) log.error({ folder: config.filesystemPrefix, reason: list.reason }, 'viewer: the image folder cannot be listed');
     const chosen = new URLSearchParams(request.query).get('image') || null;
     const osd = openSeadragon();

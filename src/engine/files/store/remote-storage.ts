@@ -185,6 +185,18 @@ export class RemoteStorage implements ImageStorage {
     }
   }
 
+  async listTop(limit: number): Promise<string[]> {
+    // A prefix that ends inside a name (`img_`) lists its directory, keeping what starts so.
+    const slash = this.settings.keyPrefix.lastIndexOf('/');
+    const directory = this.settings.keyPrefix.slice(0, slash + 1);
+    try {
+      const keys = await this.store.list(directory, limit);
+      return keys.filter((key) => key.startsWith(this.settings.keyPrefix)).map((key) => key.slice(this.settings.keyPrefix.length));
+    } catch (error) {
+      throw this.failure(error);
+    }
+  }
+
   /** For /metrics: requests to the store and their failures, by kind; structure blocks by where they came from. */
   stats(): Record<string, number> {
     const stats: Record<string, number> = { blocksFromStore: this.blocks.fetched, blocksFromMemcached: this.blocks.shared };
