@@ -236,7 +236,11 @@ async function runPrimary(options: CliOptions, config: Config): Promise<void> {
   });
 
   const broadcast = (message: PrimaryMessage) => {
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.send(message);
+    for (const worker of Object.values(cluster.workers ?? {})) {
+      // A worker whose channel is gone (dying, or never started) cannot be told: its exit is
+      // handled on its own, and a send to it would throw ERR_IPC_CHANNEL_CLOSED in the primary.
+      if (worker?.isConnected()) worker.send(message, (error: Error | null) => void error);
+    }
   };
 
   const stop = async (exitCode: number, signal?: string): Promise<void> => {
