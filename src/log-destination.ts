@@ -5,8 +5,9 @@
  * is bounded: when the target cannot keep up, new lines are dropped and counted rather than waited
  * for, and a line saying how many were lost follows as soon as there is room again.
  */
-import { close, mkdirSync, open, openSync, write } from 'node:fs';
+import { close, open, openSync, write } from 'node:fs';
 import path from 'node:path';
+import { makeDirectoriesSync } from './make-directories.js';
 
 /** About 4 000 request lines: a second or more of a busy server's log while the disk stalls. */
 export const MAX_QUEUED_BYTES = 1 << 20;
@@ -56,7 +57,7 @@ export class AsyncLogDestination {
    * @throws the open's error
    */
   static appendTo(file: string, options: LogDestinationOptions = {}): AsyncLogDestination {
-    mkdirSync(path.dirname(file), { recursive: true });
+    makeDirectoriesSync(path.dirname(file));
     return new AsyncLogDestination(openSync(file, 'a'), file, options);
   }
 

@@ -17,8 +17,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
+import { open, readdir, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
+import { makeDirectories } from '../../make-directories.js';
 
 export interface FileCacheOptions {
   dir: string;
@@ -115,7 +116,7 @@ export class FileCache {
   private async buildOnce(key: string, write: (path: string) => Promise<void>): Promise<string | null> {
     const done = this.find(key);
     if (done) return done;
-    await (this.made ??= mkdir(this.dir, { recursive: true }).then(() => undefined));
+    await (this.made ??= makeDirectories(this.dir));
     const lock = join(this.dir, key + LOCK);
     if (!(await this.lock(lock))) return null;
     const heartbeat = setInterval(() => {
