@@ -5,6 +5,22 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 
+/** What the header is read from (a file, an object in a store): up to `length` bytes at `position`, fewer at the end. */
+export interface HeaderBytes {
+  read(position: number, length: number): Promise<Buffer>;
+}
+
+/** An open file as header bytes. */
+export function fileHeaderBytes(file: FileHandle): HeaderBytes {
+  return {
+    async read(position, length) {
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await file.read(buffer, 0, length, position);
+      return buffer.subarray(0, bytesRead);
+    },
+  };
+}
+
 export class Jp2FormatError extends Error {
   override name = 'Jp2FormatError';
 }
@@ -79,13 +95,11 @@ interface Box {
   end: number;
 }
 
-async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.alloc(length);
-  const { bytesRead } = await file.read(buffer, 0, length, position);
-  return buffer.subarray(0, bytesRead);
+function readAt(file: HeaderBytes, position: number, length: number): Promise<Buffer> {
+  return file.read(position, length);
 }
 
-async function boxAt(file: FileHandle, position: number, limit: number): Promise<Box | null> {
+async function boxAt(file: HeaderBytes, position: number, limit: number): Promise<Box | null> {
   if (position + 8 > limit) return null;
   const head = await readAt(file, position, 16);
   if (head.length < 8) return null;
@@ -103,7 +117,7 @@ async function boxAt(file: FileHandle, position: number, limit: number): Promise
 }
 
 /** The boxes inside a byte range (a file or a superbox's contents). */
-async function* boxes(file: FileHandle, start: number, end: number): AsyncGenerator<Box> {
+async function* boxes(file: HeaderBytes, start: number, end: number): AsyncGenerator<Box> {
   let position = start;
   for (;;) {
     const box = await boxAt(file, position, end);
@@ -117,7 +131,7 @@ async function* boxes(file: FileHandle, start: number, end: number): AsyncGenera
  * @param size the file's length in bytes
  * @throws Jp2FormatError for anything that is not a readable JP2 / J2K header
  */
-export async function readJp2Header(file: FileHandle, size: number): Promise<Jp2Header> {
+export async function readJp2Header(file: HeaderBytes, size: number): Promise<Jp2Header> {
   const magic = await readAt(file, 0, 12);
   if (magic.length >= 4 && magic.readUInt32BE(0) === 0xff4fff51) return { ...(await readCodestream(file, 0, size)), ...noBoxes(), container: 'j2k' };
   if (magic.length < 12 || magic.toString('latin1', 4, 8) !== 'jP  ') throw new Jp2FormatError('neither a JP2 file nor a J2K codestream');
@@ -156,7 +170,7 @@ function noBoxes(): Pick<Jp2Header, 'enumeratedColourSpace' | 'icc' | 'resolutio
 }
 
 /** resc (capture) wins over resd (display): both are numerator/denominator * 10^exponent per metre. */
-async function readResolution(file: FileHandle, res: Box): Promise<{ x: number; y: number } | null> {
+async function readResolution(file: HeaderBytes, res: Box): Promise<{ x: number; y: number } | null> {
   let chosen: { x: number; y: number } | null = null;
   for await (const box of boxes(file, res.start, res.end)) {
     if ((box.type !== 'resc' && box.type !== 'resd') || box.end - box.start < 10) continue;
@@ -171,7 +185,7 @@ async function readResolution(file: FileHandle, res: Box): Promise<{ x: number; 
 type Codestream = Omit<Jp2Header, 'container' | 'enumeratedColourSpace' | 'icc' | 'resolution' | 'xmp'>;
 
 /** The main header: SOC, SIZ first, then markers up to the first SOT. */
-async function readCodestream(file: FileHandle, start: number, end: number): Promise<Codestream> {
+async function readCodestream(file: HeaderBytes, start: number, end: number): Promise<Codestream> {
   let length = Math.min(end - start, 64 * 1024);
   for (;;) {
     const bytes = await readAt(file, start, length);
