@@ -17,7 +17,8 @@
  * answered on standard input by a uint32 count (1 to length; 0: the read failed, the decode fails)
  * and that many bytes. OpenJPEG skips the tile-parts outside the decode area by their lengths
  * (SOT's Psot) without reading them, and reads a tile-part it needs larger than its buffer with one
- * read, so a tile of a tiled codestream costs its main header and its own tile-parts.
+ * read, so a tile of a tiled codestream costs its main header, its own tile-parts and a 4 KB look at
+ * the header of each other tile-part.
  * Answers on standard output: a 28-byte header of seven little-endian uint32
  *   'J2K3' magic, status (0 ok, 1 decode failed, 2 not supported here, 3 out of memory under the
  *   limit), width, height, channels, payload length, resident memory in kB after the decode
@@ -47,6 +48,9 @@
    1 MB buffer is refilled at every seek (measured on files: 10 % less CPU per tile with 16 KB),
    and from a store each refill is bytes fetched. */
 #define STREAM_BUFFER 16384
+/* The buffer of a file read from the parent: what the codec reads to look at a tile-part header it
+   then skips, so a tile of a file in a store costs this much for each other tile-part. */
+#define REMOTE_STREAM_BUFFER 4096
 /* Largest read asked of the parent at once. */
 #define MAX_REMOTE_READ (64u * 1024u * 1024u)
 
@@ -163,7 +167,7 @@ static OPJ_BOOL remote_seek(OPJ_OFF_T position, void *data) {
 }
 
 static opj_stream_t *remote_stream(struct remote *remote) {
-  opj_stream_t *stream = opj_stream_create(STREAM_BUFFER, OPJ_TRUE);
+  opj_stream_t *stream = opj_stream_create(REMOTE_STREAM_BUFFER, OPJ_TRUE);
   if (!stream) return NULL;
   opj_stream_set_user_data(stream, remote, NULL);
   opj_stream_set_user_data_length(stream, remote->size);

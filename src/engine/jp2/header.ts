@@ -78,6 +78,8 @@ export interface Jp2Header {
   xmp: string | null;
   /** Byte offset of the codestream in the file. */
   codestreamOffset: number;
+  /** Byte offset of the first tile-part (the end of the main header) in the file. */
+  tilePartsOffset: number;
 }
 
 const PROGRESSIONS = ['LRCP', 'RLCP', 'RPCL', 'PCRL', 'CPRL'];
@@ -203,7 +205,7 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
   if (b.length < 4) return null;
   if (b.readUInt16BE(0) !== 0xff4f) throw new Jp2FormatError('the codestream does not start with SOC');
   if (b.readUInt16BE(2) !== 0xff51) throw new Jp2FormatError('SIZ does not follow SOC');
-  let siz: Omit<Codestream, keyof ReturnType<typeof parseCod> | 'codestreamOffset'> | null = null;
+  let siz: Omit<Codestream, keyof ReturnType<typeof parseCod> | 'codestreamOffset' | 'tilePartsOffset'> | null = null;
   let cod: ReturnType<typeof parseCod> | null = null;
   const cocs: Array<Pick<Codestream, 'codeBlock' | 'precincts' | 'highThroughput'>> = [];
   let quantised = false;
@@ -239,7 +241,7 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
       return { widthExp: Math.min(p.widthExp, other.widthExp), heightExp: Math.min(p.heightExp, other.heightExp) };
     });
   }
-  return { ...siz, ...cod, codestreamOffset: offset };
+  return { ...siz, ...cod, codestreamOffset: offset, tilePartsOffset: offset + position };
 }
 
 function parseSiz(b: Buffer) {

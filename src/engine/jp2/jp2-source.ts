@@ -17,11 +17,12 @@ import { open } from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
 import { FileError, ServerFailureError, UnavailableError } from '../../errors.js';
 import type { DecodeArea } from './decode-area.js';
-import { type Jp2Decoder, type Jp2File, type RangedJp2 } from './decoder.js';
+import { type Jp2Decoder, type Jp2File } from './decoder.js';
 import { HelperUnsupported } from './helper.js';
 import { fileHeaderBytes, Jp2FormatError, readJp2Header, type HeaderBytes, type Jp2Header } from './header.js';
 import { type DecodedLevelCache } from './level-cache.js';
 import { decodeMemory } from './memory.js';
+import { StoredCodestream } from './stored-codestream.js';
 import type { DecodedPixels } from './pnm.js';
 import { DecodeError } from './process-pool.js';
 import type { ColourSpace, DecodeOptions, ImageDescription, ImageSource, RawPixels, Samples } from '../source.js';
@@ -61,12 +62,6 @@ const STRIP_SAMPLES = 16 * 1024 * 1024;
 const OPENJPH_ADVANTAGE = 2;
 /** Whole codestream tiles of an HTJ2K image decoded by OpenJPEG are kept up to this size (a 1024x1024 RGB tile is 3 MiB). */
 const MAX_KEPT_TILES_BYTES = 8 * 1024 * 1024;
-/**
- * Reads of a stored codestream up to this size go through the store's block cache (kept, shared
- * through memcached): the main header and OpenJPEG's 16 KB look at each tile-part header it skips,
- * which every later decode of the image reads again. Larger ones are tile-parts: read exactly.
- */
-const STRUCTURE_READ_BYTES = 64 * 1024;
 /** JP2_MAX_DECODE_MB's default. */
 export const DEFAULT_MAX_DECODE_BYTES = 1024 * 1024 * 1024;
 
@@ -238,12 +233,8 @@ export class Jp2Source implements ImageSource {
     };
     const header = await readHeader(bytes, file.size, name);
     if (header.highThroughput) return Jp2Source.open(await stored.localPath(), name, options);
-    const ranged: RangedJp2 = {
-      size: file.size,
-      read: (offset, length) => file.read(offset, length, 'the JPEG2000 codestream', 0, length <= STRUCTURE_READ_BYTES ? 'structure' : 'data'),
-      localPath: () => stored.localPath(),
-    };
-    return new Jp2Source(ranged, name, header, file.size, options);
+    const codestream = new StoredCodestream(file, header.tilePartsOffset, () => stored.localPath());
+    return new Jp2Source(codestream, name, header, file.size, options);
   }
 
   async storedJpegTile(): Promise<Buffer | null> {
