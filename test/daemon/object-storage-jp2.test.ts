@@ -97,6 +97,16 @@ describe('JPEG2000 in an S3 bucket, read by ranges', { skip: SKIP }, () => {
       assert.ok(reads.length > 0 && reads.every((r) => r.range !== null), `ranged reads only: ${JSON.stringify(proxy.requests)}`);
       // One codestream tile of sixteen, and a 64 KB block at each other tile-part's header.
       assert.ok(fetched < size * 0.25, `${name}: fetched ${fetched} bytes of ${size}`);
+      // Another tile: the looks at the tile-part headers are kept, only its tile-part is fetched.
+      proxy.reset();
+      ok(await get(port, `FIF=${name}&JTL=3,18`), `${name} second tile`);
+      const again = proxy.requests.filter((r) => r.method === 'GET').reduce((sum, r) => sum + r.bytes, 0);
+      t.diagnostic(`${name}: ${again} bytes in ${proxy.requests.length} requests for a tile of another codestream tile`);
+      assert.ok(again > 0 && again < size / 8, `${name}: fetched ${again} bytes of ${size} for a second tile`);
+      proxy.reset();
+      ok(await get(port, `IIIF=${name}/full/256,/0/default.jpg`), `${name} thumbnail`);
+      const thumbnail = proxy.requests.filter((r) => r.method === 'GET').reduce((sum, r) => sum + r.bytes, 0);
+      t.diagnostic(`${name}: ${thumbnail} bytes in ${proxy.requests.length} requests for a 256-pixel thumbnail`);
       for (const query of SAME_BYTES(name)) {
         const [remote, local] = await Promise.all([get(port, query), get(diskPort, query)]);
         assert.ok(ok(remote, query).equals(ok(local, query)), `${query}: the same bytes as from disk`);

@@ -81,12 +81,17 @@ describe('JPEG2000 read by ranges through the helper', { skip: SKIP }, () => {
     await Promise.all(opened.map((f) => f.close()));
   });
 
-  it('gives the pixels the file gives from its path, and reads a tile of a tiled codestream, not the file', async () => {
+  it('gives the pixels the file gives from its path, reads a tile of a tiled codestream, not the file, and an untiled one from a copy', async () => {
     const d = decoder();
     for (const name of ['tlm', 'tiled', 'untiled']) {
       const path = files[name]!;
       const fromDisk = await Jp2Source.open(path, `${name}.jp2`, options(d));
-      const location = await stored(path);
+      let copies = 0;
+      // An untiled codestream is one tile-part: it is decoded from a local copy.
+      const location = await stored(path, () => {
+        copies++;
+        return Promise.resolve(path);
+      });
       const fromStore = await Jp2Source.open(location, `${name}.jp2`, options(d));
       assert.deepEqual(fromStore.description, fromDisk.description, name);
       for (const [level, rect] of [
@@ -115,6 +120,7 @@ describe('JPEG2000 read by ranges through the helper', { skip: SKIP }, () => {
         // The whole file at most, and the tile-part headers a second time (OpenJPEG walks them twice).
         assert.ok(share < 1.1, `${name}: ${location.file.bytes} bytes read of ${location.file.size}`);
       }
+      assert.equal(copies, name === 'untiled' ? 1 : 0, `${name}: local copies`);
     }
   });
 

@@ -221,8 +221,9 @@ export class Jp2Source implements ImageSource {
   }
 
   /**
-   * Read by ranges when the helper is there to decode it so; otherwise, and for HTJ2K (OpenJPH
-   * reads files), from the object's local copy.
+   * Read by ranges when the helper is there to decode it so and the codestream is tiled; otherwise
+   * from the object's local copy: OpenJPH (HTJ2K) reads files, and an untiled codestream is one
+   * tile-part that every decode would fetch whole again.
    */
   private static async openStored(stored: StoredJp2, name: string, options: Jp2SourceOptions): Promise<Jp2Source> {
     if (!options.decoder.helpers) return Jp2Source.open(await stored.localPath(), name, options);
@@ -232,7 +233,7 @@ export class Jp2Source implements ImageSource {
         position >= file.size ? Buffer.alloc(0) : file.read(position, Math.min(length, file.size - position), 'the JPEG2000 header'),
     };
     const header = await readHeader(bytes, file.size, name);
-    if (header.highThroughput) return Jp2Source.open(await stored.localPath(), name, options);
+    if (header.highThroughput || codestreamTiles(header) < 2) return Jp2Source.open(await stored.localPath(), name, options);
     const codestream = new StoredCodestream(file, header.tilePartsOffset, () => stored.localPath());
     return new Jp2Source(codestream, name, header, file.size, options);
   }
@@ -470,6 +471,10 @@ export class Jp2Source implements ImageSource {
 }
 
 const megabytes = (bytes: number) => Math.ceil(bytes / (1024 * 1024));
+
+function codestreamTiles(h: Jp2Header): number {
+  return Math.ceil((h.x1 - h.tileX0) / h.tileWidth) * Math.ceil((h.y1 - h.tileY0) / h.tileHeight);
+}
 
 /** @throws FileError for what is not a readable JPEG2000 header */
 async function readHeader(bytes: HeaderBytes, size: number, name: string): Promise<Jp2Header> {
