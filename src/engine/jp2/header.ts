@@ -80,6 +80,11 @@ export interface Jp2Header {
   codestreamOffset: number;
   /** Byte offset of the first tile-part (the end of the main header) in the file. */
   tilePartsOffset: number;
+  /**
+   * The length of every tile-part in codestream order, from the TLM markers, or null when there are
+   * none (or they do not add up within the file): where each tile-part starts without reading them.
+   */
+  tilePartLengths: number[] | null;
 }
 
 const PROGRESSIONS = ['LRCP', 'RLCP', 'RPCL', 'PCRL', 'CPRL'];
@@ -205,9 +210,10 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
   if (b.length < 4) return null;
   if (b.readUInt16BE(0) !== 0xff4f) throw new Jp2FormatError('the codestream does not start with SOC');
   if (b.readUInt16BE(2) !== 0xff51) throw new Jp2FormatError('SIZ does not follow SOC');
-  let siz: Omit<Codestream, keyof ReturnType<typeof parseCod> | 'codestreamOffset' | 'tilePartsOffset'> | null = null;
+  let siz: Omit<Codestream, keyof ReturnType<typeof parseCod> | 'codestreamOffset' | 'tilePartsOffset' | 'tilePartLengths'> | null = null;
   let cod: ReturnType<typeof parseCod> | null = null;
   const cocs: Array<Pick<Codestream, 'codeBlock' | 'precincts' | 'highThroughput'>> = [];
+  const tlms: Buffer[] = [];
   let quantised = false;
   let position = 2;
   for (;;) {
@@ -225,6 +231,7 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
       if (!siz) throw new Jp2FormatError('COC before SIZ');
       cocs.push(parseCoc(body, siz.components.length));
     } else if (marker === 0xff5c) quantised = body.length >= 1;
+    else if (marker === 0xff55) tlms.push(body);
     position += 2 + size;
   }
   if (!siz) throw new Jp2FormatError('no SIZ marker');
@@ -241,7 +248,29 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
       return { widthExp: Math.min(p.widthExp, other.widthExp), heightExp: Math.min(p.heightExp, other.heightExp) };
     });
   }
-  return { ...siz, ...cod, codestreamOffset: offset, tilePartsOffset: offset + position };
+  return { ...siz, ...cod, codestreamOffset: offset, tilePartsOffset: offset + position, tilePartLengths: parseTlms(tlms) };
+}
+
+/**
+ * TLM segments (Ztlm, Stlm, then Ttlm/Ptlm pairs), in their Ztlm order: the tile-part lengths, or
+ * null when there are none or one cannot be read (a hint only: the codec reads the SOTs anyway).
+ */
+function parseTlms(segments: Buffer[]): number[] | null {
+  if (segments.length === 0) return null;
+  const lengths: number[] = [];
+  for (const b of [...segments].sort((x, y) => (x[0] ?? 0) - (y[0] ?? 0))) {
+    if (b.length < 2) return null;
+    const indexBytes = (b[1]! >> 4) & 3;
+    const lengthBytes = (b[1]! >> 6) & 1 ? 4 : 2;
+    if (indexBytes === 3 || (b.length - 2) % (indexBytes + lengthBytes) !== 0) return null;
+    for (let at = 2 + indexBytes; at < b.length; at += indexBytes + lengthBytes) {
+      const length = lengthBytes === 4 ? b.readUInt32BE(at) : b.readUInt16BE(at);
+      // A tile-part holds at least its SOT and SOD.
+      if (length < 14) return null;
+      lengths.push(length);
+    }
+  }
+  return lengths;
 }
 
 function parseSiz(b: Buffer) {

@@ -234,7 +234,7 @@ export class Jp2Source implements ImageSource {
     };
     const header = await readHeader(bytes, file.size, name);
     if (header.highThroughput || codestreamTiles(header) < 2) return Jp2Source.open(await stored.localPath(), name, options);
-    const codestream = new StoredCodestream(file, header.tilePartsOffset, () => stored.localPath());
+    const codestream = new StoredCodestream(file, header.tilePartsOffset, header.tilePartLengths, () => stored.localPath());
     return new Jp2Source(codestream, name, header, file.size, options);
   }
 
