@@ -7,10 +7,12 @@
  * HTJ2K and truncated files behave as from the disk.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { FileError, UnavailableError } from '../../src/errors.ts';
 import { HELPER_BINARY, Jp2Decoder } from '../../src/engine/jp2/decoder.ts';
+import { HelperPool } from '../../src/engine/jp2/helper.ts';
+import type { DecodeError } from '../../src/engine/jp2/process-pool.ts';
 import { Jp2Source, type StoredJp2 } from '../../src/engine/jp2/jp2-source.ts';
 import { DecodedLevelCache } from '../../src/engine/jp2/level-cache.ts';
 import { PositionedFile, type RandomAccessFile, type ReadPurpose } from '../../src/engine/tiff/positioned-file.ts';
@@ -193,5 +195,33 @@ describe('JPEG2000 read by ranges through the helper', { skip: SKIP }, () => {
     assert.equal(copies, 2, 'opj_decompress reads files');
     assert.equal((await plain.samples(0, { left: 0, top: 0, width: 100, height: 100 })).width, 100);
     assert.ok(statSync(files.tiled!).size > 0);
+  });
+
+  it('ends a helper that asks for bytes past the end of the file, before the source is asked', async () => {
+    // A helper that reads its request, then asks for 16 bytes at offset 100 of a 64-byte file.
+    const rogue = `${dir}/rogue-helper`;
+    writeFileSync(rogue, "#!/bin/sh\nread line\nprintf 'J2RQ\\020\\000\\000\\000\\144\\000\\000\\000\\000\\000\\000\\000'\nexec sleep 60\n");
+    chmodSync(rogue, 0o755);
+    const pool = new HelperPool(rogue, 1);
+    let asked = 0;
+    const source = {
+      size: 64,
+      read: () => {
+        asked++;
+        return Promise.resolve(Buffer.alloc(16));
+      },
+    };
+    const area = { reduce: 0, layers: 1, x0: 0, y0: 0, x1: 8, y1: 8 };
+    try {
+      await assert.rejects(
+        pool.decode({ ...area, source }, 5000, 1000),
+        (error: DecodeError) => error.kind === 'failed' && /16 bytes at 100/.test(error.message),
+      );
+      assert.equal(asked, 0);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(pool.processes, 0, 'the helper was ended');
+    } finally {
+      pool.close();
+    }
   });
 });
