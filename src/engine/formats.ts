@@ -96,13 +96,12 @@ export class Formats {
       const opened = storage.local ? file.path : { file: await storage.openRandomAccess(file), localCopy: () => storage.localPath(file, name) };
       return TiffSource.open(opened, name, this.settings.limits, page);
     },
-    // OpenJPEG reads files: a JPEG2000 image in a store is read from a local copy.
-    jp2: async (file, name) =>
-      Jp2Source.open(await this.settings.storage.localPath(file, name), name, {
-        ...this.jp2Shared(),
-        maxLayers: this.settings.maxLayers,
-        maxDecodeBytes: this.settings.jp2MaxDecodeBytes,
-      }),
+    // A JPEG2000 image in a store is read by ranges where the decoder can (jp2/jp2-source.ts).
+    jp2: async (file, name) => {
+      const { storage } = this.settings;
+      const location = storage.local ? file.path : { file: await storage.openRandomAccess(file), localPath: () => storage.localPath(file, name) };
+      return Jp2Source.open(location, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers, maxDecodeBytes: this.settings.jp2MaxDecodeBytes });
+    },
   };
 
   constructor(private readonly settings: FormatSettings) {}

@@ -15,7 +15,7 @@ import { loadConfig } from '../../src/config.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { HIGH_THROUGHPUT_HELPER_BINARY, Jp2Decoder, type Jp2DecoderOptions } from '../../src/engine/jp2/decoder.ts';
 import { DecodeError } from '../../src/engine/jp2/process-pool.ts';
-import { readJp2Header } from '../../src/engine/jp2/header.ts';
+import { fileHeaderBytes, readJp2Header } from '../../src/engine/jp2/header.ts';
 import { silentLog } from '../../src/log.ts';
 import type { PlainResponse } from '../../src/request.ts';
 import { createRouter } from '../../src/router.ts';
@@ -76,7 +76,7 @@ describe('HTJ2K images', { skip: JP2_SKIP ?? HTJ2K_SKIP ?? false }, () => {
     const ht = async (name: string) => {
       const handle = await open(path.join(dir, name));
       try {
-        return (await readJp2Header(handle, (await handle.stat()).size)).highThroughput;
+        return (await readJp2Header(fileHeaderBytes(handle), (await handle.stat()).size)).highThroughput;
       } finally {
         await handle.close();
       }

@@ -14,7 +14,7 @@ import { loadConfig } from '../../src/config.ts';
 import { Engine } from '../../src/engine/engine.ts';
 import { decoderOutputDir } from '../../src/engine/jp2/decoder.ts';
 import { effectiveLayers } from '../../src/engine/jp2/jp2-source.ts';
-import { readJp2Header } from '../../src/engine/jp2/header.ts';
+import { fileHeaderBytes, readJp2Header } from '../../src/engine/jp2/header.ts';
 import { open } from 'node:fs/promises';
 import { silentLog } from '../../src/log.ts';
 import type { PlainResponse } from '../../src/request.ts';
@@ -300,7 +300,7 @@ describe('JPEG2000 images', { skip: JP2_SKIP ?? false }, () => {
   it('reads the boxes and markers of a real-world JP2: components, layers, tiles, wavelet, ICC, XMP, resolution', async () => {
     const handle = await open(path.join(fixtureDir('cantaloupe'), 'jp2-6res-rgb-64x56x16-multitiled-lossy.jp2'));
     try {
-      const h = await readJp2Header(handle, (await handle.stat()).size);
+      const h = await readJp2Header(fileHeaderBytes(handle), (await handle.stat()).size);
       assert.deepEqual([h.container, h.x1 - h.x0, h.y1 - h.y0, h.components.length], ['jp2', 64, 56, 3]);
       assert.deepEqual(h.components[0], { precision: 16, signed: false, dx: 1, dy: 1 });
       assert.deepEqual([h.dwtLevels, h.qualityLayers, h.progression, h.tileWidth, h.tileHeight, h.reversible], [5, 4, 'LRCP', 28, 32, false]);

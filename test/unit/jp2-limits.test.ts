@@ -18,7 +18,7 @@ import { Engine } from '../../src/engine/engine.ts';
 import { HELPER_BINARY, Jp2Decoder } from '../../src/engine/jp2/decoder.ts';
 import { Jp2Source } from '../../src/engine/jp2/jp2-source.ts';
 import { DecodedLevelCache } from '../../src/engine/jp2/level-cache.ts';
-import { readJp2Header } from '../../src/engine/jp2/header.ts';
+import { fileHeaderBytes, readJp2Header } from '../../src/engine/jp2/header.ts';
 import { decodeMemory } from '../../src/engine/jp2/memory.ts';
 import { silentLog } from '../../src/log.ts';
 import type { PlainResponse } from '../../src/request.ts';
@@ -223,7 +223,7 @@ describe('JPEG2000 memory limits', { skip: HELPER_SKIP }, () => {
       const file = path.join(dir, `${name}.j2k`);
       writeFileSync(file, patchSiz(readFileSync(makeJp2(dir, `${name}-src.j2k`, grey, options)), size, size, size, size));
       const handle = await open(file);
-      const header = await readJp2Header(handle, (await handle.stat()).size);
+      const header = await readJp2Header(fileHeaderBytes(handle), (await handle.stat()).size);
       await handle.close();
       const estimate = decodeMemory(header, readFileSync(file).length, 256 * 256).bytes;
       const measured = await helperPeak(file);

@@ -13,6 +13,9 @@
  * file in a private directory (in RAM under /dev/shm when there is one), read and removed as soon
  * as the child has gone, whatever happened; the directory goes when the process exits.
  *
+ * A file in an object store is given as a {@link RangedJp2}: the helper reads it by the byte ranges
+ * the codec asks for; opj_decompress and the HTJ2K helper read files, and get its local copy.
+ *
  * Both run under an address-space limit (`memoryBytes`: setrlimit in the helper, `ulimit -v` for
  * opj_decompress), so that a file whose codestream makes OpenJPEG allocate without bound fails
  * its own request (DecodeError 'memory') instead of exhausting the machine.
@@ -23,7 +26,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DecodeArea } from './decode-area.js';
-import { HelperPool, HelperUnsupported, type HelperLimits } from './helper.js';
+import { HelperPool, HelperUnsupported, type HelperLimits, type RangeSource } from './helper.js';
 import { parsePnm, type DecodedPixels } from './pnm.js';
 import { DecodeError, ProcessPool } from './process-pool.js';
 
@@ -44,6 +47,14 @@ export interface Jp2DecoderOptions {
   /** A helper still holding more than this after a decode is replaced; 0 = never. Default 256 MiB. */
   maxResidentBytes?: number;
 }
+
+/** A JPEG2000 file read by byte ranges (an object in a store), and its local copy for the decoders that read files. */
+export interface RangedJp2 extends RangeSource {
+  localPath(): Promise<string>;
+}
+
+/** A path on the disk, or a file read by ranges. */
+export type Jp2File = string | RangedJp2;
 
 export const DEFAULT_DECODE_TIMEOUT_MS = 30_000;
 export const DEFAULT_DECODER_MEMORY_BYTES = 2048 * 1024 * 1024;
@@ -133,12 +144,13 @@ export class Jp2Decoder {
   }
 
   /** @throws DecodeError when the codec fails, hangs, or delivers something else than asked */
-  async decode(file: string, area: DecodeArea): Promise<DecodedPixels> {
+  async decode(file: Jp2File, area: DecodeArea): Promise<DecodedPixels> {
     // Requests are lines: a name with a line break goes the other way.
-    if (this.helpers && !/[\n\r]/.test(file)) {
+    const given = typeof file !== 'string' ? { source: file } : /[\n\r]/.test(file) ? null : { path: file };
+    if (this.helpers && given) {
       const maxBytes = area.width * area.height * Math.max(area.channels, 1) * 2;
       try {
-        const pixels = await this.helpers.decode({ ...area, path: file }, this.timeoutMs, maxBytes);
+        const pixels = await this.helpers.decode({ ...area, ...given }, this.timeoutMs, maxBytes);
         if (pixels.width !== area.width || pixels.height !== area.height) {
           throw new DecodeError(`the decoder gave ${pixels.width}x${pixels.height} where ${area.width}x${area.height} was expected`);
         }
@@ -147,7 +159,7 @@ export class Jp2Decoder {
         if (!(error instanceof HelperUnsupported)) throw error;
       }
     }
-    return this.decodeWithProgram(file, area);
+    return this.decodeWithProgram(typeof file === 'string' ? file : await file.localPath(), area);
   }
 
   private async decodeWithProgram(file: string, area: DecodeArea): Promise<DecodedPixels> {

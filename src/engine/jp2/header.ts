@@ -5,6 +5,22 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 
+/** What the header is read from (a file, an object in a store): up to `length` bytes at `position`, fewer at the end. */
+export interface HeaderBytes {
+  read(position: number, length: number): Promise<Buffer>;
+}
+
+/** An open file as header bytes. */
+export function fileHeaderBytes(file: FileHandle): HeaderBytes {
+  return {
+    async read(position, length) {
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await file.read(buffer, 0, length, position);
+      return buffer.subarray(0, bytesRead);
+    },
+  };
+}
+
 export class Jp2FormatError extends Error {
   override name = 'Jp2FormatError';
 }
@@ -62,6 +78,13 @@ export interface Jp2Header {
   xmp: string | null;
   /** Byte offset of the codestream in the file. */
   codestreamOffset: number;
+  /** Byte offset of the first tile-part (the end of the main header) in the file. */
+  tilePartsOffset: number;
+  /**
+   * The length of every tile-part in codestream order, from the TLM markers, or null when there are
+   * none (or they do not add up within the file): where each tile-part starts without reading them.
+   */
+  tilePartLengths: number[] | null;
 }
 
 const PROGRESSIONS = ['LRCP', 'RLCP', 'RPCL', 'PCRL', 'CPRL'];
@@ -79,13 +102,11 @@ interface Box {
   end: number;
 }
 
-async function readAt(file: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buffer = Buffer.alloc(length);
-  const { bytesRead } = await file.read(buffer, 0, length, position);
-  return buffer.subarray(0, bytesRead);
+function readAt(file: HeaderBytes, position: number, length: number): Promise<Buffer> {
+  return file.read(position, length);
 }
 
-async function boxAt(file: FileHandle, position: number, limit: number): Promise<Box | null> {
+async function boxAt(file: HeaderBytes, position: number, limit: number): Promise<Box | null> {
   if (position + 8 > limit) return null;
   const head = await readAt(file, position, 16);
   if (head.length < 8) return null;
@@ -103,7 +124,7 @@ async function boxAt(file: FileHandle, position: number, limit: number): Promise
 }
 
 /** The boxes inside a byte range (a file or a superbox's contents). */
-async function* boxes(file: FileHandle, start: number, end: number): AsyncGenerator<Box> {
+async function* boxes(file: HeaderBytes, start: number, end: number): AsyncGenerator<Box> {
   let position = start;
   for (;;) {
     const box = await boxAt(file, position, end);
@@ -117,7 +138,7 @@ async function* boxes(file: FileHandle, start: number, end: number): AsyncGenera
  * @param size the file's length in bytes
  * @throws Jp2FormatError for anything that is not a readable JP2 / J2K header
  */
-export async function readJp2Header(file: FileHandle, size: number): Promise<Jp2Header> {
+export async function readJp2Header(file: HeaderBytes, size: number): Promise<Jp2Header> {
   const magic = await readAt(file, 0, 12);
   if (magic.length >= 4 && magic.readUInt32BE(0) === 0xff4fff51) return { ...(await readCodestream(file, 0, size)), ...noBoxes(), container: 'j2k' };
   if (magic.length < 12 || magic.toString('latin1', 4, 8) !== 'jP  ') throw new Jp2FormatError('neither a JP2 file nor a J2K codestream');
@@ -156,7 +177,7 @@ function noBoxes(): Pick<Jp2Header, 'enumeratedColourSpace' | 'icc' | 'resolutio
 }
 
 /** resc (capture) wins over resd (display): both are numerator/denominator * 10^exponent per metre. */
-async function readResolution(file: FileHandle, res: Box): Promise<{ x: number; y: number } | null> {
+async function readResolution(file: HeaderBytes, res: Box): Promise<{ x: number; y: number } | null> {
   let chosen: { x: number; y: number } | null = null;
   for await (const box of boxes(file, res.start, res.end)) {
     if ((box.type !== 'resc' && box.type !== 'resd') || box.end - box.start < 10) continue;
@@ -171,7 +192,7 @@ async function readResolution(file: FileHandle, res: Box): Promise<{ x: number; 
 type Codestream = Omit<Jp2Header, 'container' | 'enumeratedColourSpace' | 'icc' | 'resolution' | 'xmp'>;
 
 /** The main header: SOC, SIZ first, then markers up to the first SOT. */
-async function readCodestream(file: FileHandle, start: number, end: number): Promise<Codestream> {
+async function readCodestream(file: HeaderBytes, start: number, end: number): Promise<Codestream> {
   let length = Math.min(end - start, 64 * 1024);
   for (;;) {
     const bytes = await readAt(file, start, length);
@@ -189,9 +210,10 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
   if (b.length < 4) return null;
   if (b.readUInt16BE(0) !== 0xff4f) throw new Jp2FormatError('the codestream does not start with SOC');
   if (b.readUInt16BE(2) !== 0xff51) throw new Jp2FormatError('SIZ does not follow SOC');
-  let siz: Omit<Codestream, keyof ReturnType<typeof parseCod> | 'codestreamOffset'> | null = null;
+  let siz: Omit<Codestream, keyof ReturnType<typeof parseCod> | 'codestreamOffset' | 'tilePartsOffset' | 'tilePartLengths'> | null = null;
   let cod: ReturnType<typeof parseCod> | null = null;
   const cocs: Array<Pick<Codestream, 'codeBlock' | 'precincts' | 'highThroughput'>> = [];
+  const tlms: Buffer[] = [];
   let quantised = false;
   let position = 2;
   for (;;) {
@@ -209,6 +231,7 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
       if (!siz) throw new Jp2FormatError('COC before SIZ');
       cocs.push(parseCoc(body, siz.components.length));
     } else if (marker === 0xff5c) quantised = body.length >= 1;
+    else if (marker === 0xff55) tlms.push(body);
     position += 2 + size;
   }
   if (!siz) throw new Jp2FormatError('no SIZ marker');
@@ -225,7 +248,29 @@ function parseMainHeader(b: Buffer, offset: number): Codestream | null {
       return { widthExp: Math.min(p.widthExp, other.widthExp), heightExp: Math.min(p.heightExp, other.heightExp) };
     });
   }
-  return { ...siz, ...cod, codestreamOffset: offset };
+  return { ...siz, ...cod, codestreamOffset: offset, tilePartsOffset: offset + position, tilePartLengths: parseTlms(tlms) };
+}
+
+/**
+ * TLM segments (Ztlm, Stlm, then Ttlm/Ptlm pairs), in their Ztlm order: the tile-part lengths, or
+ * null when there are none or one cannot be read (a hint only: the codec reads the SOTs anyway).
+ */
+function parseTlms(segments: Buffer[]): number[] | null {
+  if (segments.length === 0) return null;
+  const lengths: number[] = [];
+  for (const b of [...segments].sort((x, y) => (x[0] ?? 0) - (y[0] ?? 0))) {
+    if (b.length < 2) return null;
+    const indexBytes = (b[1]! >> 4) & 3;
+    const lengthBytes = (b[1]! >> 6) & 1 ? 4 : 2;
+    if (indexBytes === 3 || (b.length - 2) % (indexBytes + lengthBytes) !== 0) return null;
+    for (let at = 2 + indexBytes; at < b.length; at += indexBytes + lengthBytes) {
+      const length = lengthBytes === 4 ? b.readUInt32BE(at) : b.readUInt16BE(at);
+      // A tile-part holds at least its SOT and SOD.
+      if (length < 14) return null;
+      lengths.push(length);
+    }
+  }
+  return lengths;
 }
 
 function parseSiz(b: Buffer) {

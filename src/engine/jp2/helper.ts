@@ -9,6 +9,12 @@
  * that would need more fails by itself (status 3) instead of taking gigabytes; and each answer
  * says how much the helper still holds once the codec is gone. A helper that ran out, or that
  * still holds more than `maxResidentBytes`, is replaced by a fresh one rather than kept.
+ *
+ * A file that is not on the disk (an object in a store) is given as a {@link RangeSource}: the
+ * helper then asks for the byte ranges the codec reads, one at a time, while the decode runs
+ * (native/jp2-decoder.c), and each is answered from the source. A read that fails fails the decode
+ * with the source's own error (a store that is down is a 503, not a damaged file); the decode's
+ * time limit covers its reads, so a store that hangs cannot hold a helper longer.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { DecodeArea } from './decode-area.js';
@@ -17,11 +23,29 @@ import { DecodeError } from './process-pool.js';
 
 const MAGIC = 0x334b324a;
 const HEADER_BYTES = 28;
+/** A read request from the helper: magic, length (uint32), offset (uint64). */
+const READ_MAGIC = 0x5152324a;
+const READ_BYTES = 16;
 const STATUS_UNSUPPORTED = 2;
 const STATUS_OUT_OF_MEMORY = 3;
 
-/** One decode, as the helper reads it from its input line. */
-export type HelperRequest = Pick<DecodeArea, 'reduce' | 'layers' | 'x0' | 'y0' | 'x1' | 'y1'> & { path: string };
+/** A file read by byte ranges through its owner (an object in a store). */
+export interface RangeSource {
+  readonly size: number;
+  /** Exactly `length` bytes at `offset` (inside the file); its errors are what the decode fails with. */
+  read(offset: number, length: number): Promise<Buffer>;
+}
+
+/**
+ * Bytes one decode may read of a source, as a multiple of its size: OpenJPEG walks the tile-part
+ * headers twice (before and after the tiles it decodes), so a decode of the whole image reads a
+ * little more than the file (measured: 1.03x); more is a codec gone wrong.
+ */
+const MAX_READ_SHARE = 2;
+const READ_SLACK = 1024 * 1024;
+
+/** One decode, as the helper reads it from its input line: a file on the disk, or one read through its owner. */
+export type HelperRequest = Pick<DecodeArea, 'reduce' | 'layers' | 'x0' | 'y0' | 'x1' | 'y1'> & ({ path: string } | { source: RangeSource });
 
 /** Status 2: the helper cannot do this one (a colour conversion only opj_decompress has). */
 export class HelperUnsupported extends Error {
@@ -50,6 +74,13 @@ interface Pending {
   reject: (error: Error) => void;
   timer: NodeJS.Timeout;
   maxBytes: number;
+  source: RangeSource | null;
+  /** Bytes read of the source so far. */
+  read: number;
+  /** Reads of the source under way. */
+  reading: number;
+  /** The first failed read of the source: what the decode fails with. */
+  readError: Error | null;
 }
 
 class Helper {
@@ -82,13 +113,17 @@ class Helper {
     return new Promise((resolve, reject) => {
       if (!this.alive) return reject(new DecodeError('the decoder has gone', 'failed'));
       const timer = setTimeout(() => {
-        this.fail(new DecodeError(`timed out after ${timeoutMs} ms`, 'timeout'));
+        const stalled = (this.pending?.reading ?? 0) > 0;
+        this.fail(new DecodeError(`timed out after ${timeoutMs} ms${stalled ? ' waiting for bytes of the file' : ''}`, stalled ? 'stalled' : 'timeout'));
         this.kill();
       }, timeoutMs);
-      this.pending = { resolve, reject, timer, maxBytes };
+      const source = 'source' in request ? request.source : null;
+      this.pending = { resolve, reject, timer, maxBytes, source, read: 0, reading: 0, readError: null };
       this.busy();
-      const { reduce, layers, x0, y0, x1, y1, path } = request;
-      this.child.stdin!.write(`${reduce} ${layers} ${x0} ${y0} ${x1} ${y1} ${path}\n`);
+      const { reduce, layers, x0, y0, x1, y1 } = request;
+      // `@size` asks for reads; a path starting with @ is written so that it does not.
+      const file = 'source' in request ? `@${request.source.size}` : request.path.startsWith('@') ? `./${request.path}` : request.path;
+      this.child.stdin!.write(`${reduce} ${layers} ${x0} ${y0} ${x1} ${y1} ${file}\n`);
     });
   }
 
@@ -111,10 +146,20 @@ class Helper {
       if (!this.answer) {
         this.chunks.push(chunk);
         this.buffered += chunk.length;
-        if (this.buffered < HEADER_BYTES) return;
-        const all = Buffer.concat(this.chunks, this.buffered);
+        if (this.buffered < 4) return;
+        const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+        const isRead = all.readUInt32LE(0) === READ_MAGIC;
+        if (all.length < (isRead ? READ_BYTES : HEADER_BYTES)) {
+          this.chunks = [all];
+          return;
+        }
         this.chunks = [];
         this.buffered = 0;
+        if (isRead) {
+          if (!this.onRead(all.readUInt32LE(4), Number(all.readBigUInt64LE(8)))) return;
+          chunk = all.subarray(READ_BYTES);
+          continue;
+        }
         const [magic, status, width, height, channels, length, residentKb] = [0, 4, 8, 12, 16, 20, 24].map((o) => all.readUInt32LE(o)) as [
           number,
           number,
@@ -149,6 +194,46 @@ class Helper {
     }
   }
 
+  /**
+   * A read asked for by the helper: answered from the source with a count and the bytes, or with
+   * a count of 0 when the read fails (the decode then fails, with the read's error). A read the
+   * protocol does not allow (no source, beyond the end, more than a decode may read) ends the helper.
+   * @returns false when the helper was ended
+   */
+  private onRead(length: number, offset: number): boolean {
+    const pending = this.pending;
+    const source = pending?.source;
+    const refuse = (why: string) => {
+      this.fail(new DecodeError(`the decoder asked for ${why}`, 'failed'));
+      this.kill();
+      return false;
+    };
+    if (!pending || !source) return refuse('a read of a file it was given by path');
+    if (length === 0 || offset + length > source.size) return refuse(`${length} bytes at ${offset} of a ${source.size}-byte file`);
+    pending.read += length;
+    if (pending.read > MAX_READ_SHARE * source.size + READ_SLACK) return refuse(`${pending.read} bytes of a ${source.size}-byte file`);
+    pending.reading++;
+    const answer = (bytes: Buffer | null) => {
+      pending.reading--;
+      // A decode that ended meanwhile (timed out, killed): nobody waits for this answer.
+      if (this.pending !== pending || !this.alive) return;
+      const count = Buffer.allocUnsafe(4);
+      count.writeUInt32LE(bytes ? bytes.length : 0);
+      this.child.stdin!.write(bytes ? Buffer.concat([count, bytes]) : count);
+    };
+    source
+      .read(offset, length)
+      .then((bytes) => {
+        if (bytes.length !== length) throw new Error(`the source gave ${bytes.length} bytes for a read of ${length}`);
+        answer(bytes);
+      })
+      .catch((error: unknown) => {
+        pending.readError ??= error instanceof Error ? error : new Error(String(error));
+        answer(null);
+      });
+    return true;
+  }
+
   private finish(answer: Answer): void {
     const pending = this.pending;
     if (!pending) return;
@@ -158,6 +243,8 @@ class Helper {
     const { status, width, height, channels, payload } = answer;
     // Before answering, so that the pool never hands this helper out again.
     if (status === STATUS_OUT_OF_MEMORY || (this.limits.maxResidentBytes > 0 && answer.resident > this.limits.maxResidentBytes)) this.retire();
+    // OpenJPEG takes a file that ends early for a truncated one, and may decode what it had.
+    if (pending.readError) return pending.reject(pending.readError);
     if (status === STATUS_UNSUPPORTED) return pending.reject(new HelperUnsupported(payload.toString('utf8')));
     if (status === STATUS_OUT_OF_MEMORY) return pending.reject(new DecodeError(payload.toString('utf8'), 'memory'));
     if (status !== 0) return pending.reject(new DecodeError(payload.toString('utf8'), 'failed'));

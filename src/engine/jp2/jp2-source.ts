@@ -7,20 +7,27 @@
  * to one that fits a tile, as iipsrv; when even the smallest is larger, virtual levels halving
  * further (decoded from the smallest real one and scaled; iipsrv 1.1 crashes on these). Tiles
  * are virtual too, 256x256, as in iipsrv.
+ *
+ * A file in an object store is read by byte ranges: its header here through the store's block
+ * cache, its codestream by the persistent helper, which asks for what OpenJPEG reads (jp2/helper.ts).
+ * What needs a file on the disk (HTJ2K, decoded by OpenJPH; opj_decompress, when the helper is not
+ * built or leaves a colour conversion to it) gets the object's local copy.
  */
 import { open } from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
-import { FileError, ServerFailureError } from '../../errors.js';
+import { FileError, ServerFailureError, UnavailableError } from '../../errors.js';
 import type { DecodeArea } from './decode-area.js';
-import { type Jp2Decoder } from './decoder.js';
+import { type Jp2Decoder, type Jp2File } from './decoder.js';
 import { HelperUnsupported } from './helper.js';
-import { Jp2FormatError, readJp2Header, type Jp2Header } from './header.js';
+import { fileHeaderBytes, Jp2FormatError, readJp2Header, type HeaderBytes, type Jp2Header } from './header.js';
 import { type DecodedLevelCache } from './level-cache.js';
 import { decodeMemory } from './memory.js';
+import { StoredCodestream } from './stored-codestream.js';
 import type { DecodedPixels } from './pnm.js';
 import { DecodeError } from './process-pool.js';
 import type { ColourSpace, DecodeOptions, ImageDescription, ImageSource, RawPixels, Samples } from '../source.js';
 import { tileRect, type LevelSize, type Rect } from '../geometry.js';
+import type { RandomAccessFile } from '../tiff/positioned-file.js';
 
 export const JP2_TILE_SIZE = 256;
 /** A level this small is decoded whole once and its tiles cut from it. */
@@ -75,6 +82,12 @@ export interface Jp2SourceOptions {
   maxDecodeBytes?: number;
   /** Decode larger areas in strips of at most this many samples (tests; default 16 Mi). */
   stripSamples?: number;
+}
+
+/** A JPEG2000 file in an object store: read by ranges, and its local copy for what needs a file. */
+export interface StoredJp2 {
+  file: RandomAccessFile;
+  localPath(): Promise<string>;
 }
 
 let openedSources = 0;
@@ -176,7 +189,7 @@ export class Jp2Source implements ImageSource {
   private readonly recentBlocks = new Map<string, number>();
 
   private constructor(
-    private readonly path: string,
+    private readonly file: Jp2File,
     private readonly name: string,
     readonly header: Jp2Header,
     private readonly fileBytes: number,
@@ -186,8 +199,13 @@ export class Jp2Source implements ImageSource {
     this.smallestReal = Math.min(header.dwtLevels, this.description.levels.length - 1);
   }
 
-  /** @throws FileError for a file whose JPEG2000 header cannot be read (404, as iipsrv) */
-  static async open(path: string, name: string, options: Jp2SourceOptions): Promise<Jp2Source> {
+  /**
+   * A file on the disk (a path), or in a store.
+   * @throws FileError for a file whose JPEG2000 header cannot be read (404, as iipsrv); a store's errors
+   */
+  static async open(location: string | StoredJp2, name: string, options: Jp2SourceOptions): Promise<Jp2Source> {
+    if (typeof location !== 'string') return Jp2Source.openStored(location, name, options);
+    const path = location;
     let handle;
     try {
       handle = await open(path, 'r');
@@ -196,13 +214,28 @@ export class Jp2Source implements ImageSource {
     }
     try {
       const { size } = await handle.stat();
-      return new Jp2Source(path, name, await readJp2Header(handle, size), size, options);
-    } catch (error) {
-      if (error instanceof Jp2FormatError) throw new FileError(`${name}: not a readable JPEG2000 file (${error.message})`);
-      throw error;
+      return new Jp2Source(path, name, await readHeader(fileHeaderBytes(handle), size, name), size, options);
     } finally {
       await handle.close();
     }
+  }
+
+  /**
+   * Read by ranges when the helper is there to decode it so and the codestream is tiled; otherwise
+   * from the object's local copy: OpenJPH (HTJ2K) reads files, and an untiled codestream is one
+   * tile-part that every decode would fetch whole again.
+   */
+  private static async openStored(stored: StoredJp2, name: string, options: Jp2SourceOptions): Promise<Jp2Source> {
+    if (!options.decoder.helpers) return Jp2Source.open(await stored.localPath(), name, options);
+    const { file } = stored;
+    const bytes: HeaderBytes = {
+      read: async (position, length) =>
+        position >= file.size ? Buffer.alloc(0) : file.read(position, Math.min(length, file.size - position), 'the JPEG2000 header'),
+    };
+    const header = await readHeader(bytes, file.size, name);
+    if (header.highThroughput || codestreamTiles(header) < 2) return Jp2Source.open(await stored.localPath(), name, options);
+    const codestream = new StoredCodestream(file, header.tilePartsOffset, header.tilePartLengths, () => stored.localPath());
+    return new Jp2Source(codestream, name, header, file.size, options);
   }
 
   async storedJpegTile(): Promise<Buffer | null> {
@@ -398,7 +431,8 @@ export class Jp2Source implements ImageSource {
     };
     let pixels: DecodedPixels;
     try {
-      pixels = highThroughput ? await this.options.decoder.decodeHighThroughput(this.path, area) : await this.options.decoder.decode(this.path, area);
+      const decoder = this.options.decoder;
+      pixels = highThroughput ? await decoder.decodeHighThroughput(await this.localPath(), area) : await decoder.decode(this.file, area);
     } catch (error) {
       if (!(error instanceof DecodeError)) throw error;
       // The codec refusing the data is the file's fault (404, as iipsrv); a hang or a missing
@@ -411,6 +445,7 @@ export class Jp2Source implements ImageSource {
             `${cap > 0 ? ` of ${megabytes(cap)} MB` : ''} (JP2_HELPER_MEMORY_MB): ${error.message}`,
         );
       }
+      if (error.kind === 'stalled') throw new UnavailableError(`${this.name}: the image store did not deliver the JPEG2000 data in time; try again later`);
       throw new ServerFailureError(`${this.name}: JPEG2000 decoding failed: ${error.message}`);
     }
     // opj_decompress (the fallback for sYCC and subsampled data) writes what PNM holds of more
@@ -425,6 +460,10 @@ export class Jp2Source implements ImageSource {
     return pixels;
   }
 
+  private localPath(): Promise<string> {
+    return typeof this.file === 'string' ? Promise.resolve(this.file) : this.file.localPath();
+  }
+
   close(): Promise<void> {
     this.options.levelCache.forget(this.cacheId);
     return Promise.resolve();
@@ -432,6 +471,20 @@ export class Jp2Source implements ImageSource {
 }
 
 const megabytes = (bytes: number) => Math.ceil(bytes / (1024 * 1024));
+
+function codestreamTiles(h: Jp2Header): number {
+  return Math.ceil((h.x1 - h.tileX0) / h.tileWidth) * Math.ceil((h.y1 - h.tileY0) / h.tileHeight);
+}
+
+/** @throws FileError for what is not a readable JPEG2000 header */
+async function readHeader(bytes: HeaderBytes, size: number, name: string): Promise<Jp2Header> {
+  try {
+    return await readJp2Header(bytes, size);
+  } catch (error) {
+    if (error instanceof Jp2FormatError) throw new FileError(`${name}: not a readable JPEG2000 file (${error.message})`);
+    throw error;
+  }
+}
 
 function firstChannels(pixels: DecodedPixels, channels: number): DecodedPixels {
   const { width, height, channels: all } = pixels;

@@ -9,9 +9,10 @@ import { Slots } from '../slots.js';
 
 /**
  * `failed`: the program said no (a damaged file); `memory`: the file needs more memory than a
- * decoder may have (the file's fault too); the others are the server's trouble.
+ * decoder may have (the file's fault too); `stalled`: the decode timed out waiting for bytes of a
+ * file read through its owner (a store that does not answer); the others are the server's trouble.
  */
-export type DecodeFailure = 'failed' | 'memory' | 'timeout' | 'overflow' | 'unavailable';
+export type DecodeFailure = 'failed' | 'memory' | 'timeout' | 'overflow' | 'unavailable' | 'stalled';
 
 export class DecodeError extends Error {
   override name = 'DecodeError';
