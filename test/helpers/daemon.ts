@@ -12,9 +12,13 @@ import { startProgram, waitUntilListening, type Started } from './processes.ts';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin/iipsrv');
 
+/** Removed when the test process exits: one exit listener for them all (a test may make dozens). */
+const tempDirs = new Set<string>();
+
 export function tempDir(prefix = 'iipsrv-test-'): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  if (tempDirs.size === 0) process.on('exit', () => tempDirs.forEach((made) => rmSync(made, { recursive: true, force: true })));
+  tempDirs.add(dir);
   return dir;
 }
 
