@@ -16,6 +16,7 @@ import { DecodedImages } from './plain/decoded-images.js';
 import { PLAIN_TILE_SIZE, PlainSource, type PlainSettings } from './plain/plain-source.js';
 import { PyramidCache } from './plain/pyramid-cache.js';
 import { Slots } from './slots.js';
+import { LruCache } from './cache/lru.js';
 import type { ImageFormat, ImageSource } from './source.js';
 import { TiffSource } from './tiff/tiff-source.js';
 
@@ -62,6 +63,8 @@ export const PLAIN_DEFAULTS: Readonly<PlainOptions> = {
 
 /** Decoded whole JPEG2000 levels kept per worker (each at most 1 Mpx). */
 const JP2_LEVEL_CACHE_BYTES = 32 * 1024 * 1024;
+/** Tile-parts of JPEG2000 images in a store kept per worker: a few dozen codestream tiles a viewer is looking at. */
+const STORED_TILE_PART_BYTES = 32 * 1024 * 1024;
 
 /**
  * A tiled TIFF of one level, larger than a tile, in 256x256 tiles of 8-bit grey or RGB: the levels
@@ -87,7 +90,7 @@ function lacksPyramid(source: ImageSource): boolean {
 type PageOpener = (file: ImageFileInfo, name: string, page: number) => Promise<ImageSource>;
 
 export class Formats {
-  private jp2: { decoder: Jp2Decoder; levelCache: DecodedLevelCache } | null = null;
+  private jp2: { decoder: Jp2Decoder; levelCache: DecodedLevelCache; storedTileParts: LruCache | null } | null = null;
   private plain: PlainSettings | null = null;
 
   private readonly openers: Readonly<Record<Exclude<ImageFormat, 'plain'>, PageOpener>> = {
@@ -99,7 +102,9 @@ export class Formats {
     // A JPEG2000 image in a store is read by ranges where the decoder can (jp2/jp2-source.ts).
     jp2: async (file, name) => {
       const { storage } = this.settings;
-      const location = storage.local ? file.path : { file: await storage.openRandomAccess(file), localPath: () => storage.localPath(file, name) };
+      const location = storage.local
+        ? file.path
+        : { file: await storage.openRandomAccess(file), identity: `${file.path}\0${file.version}`, localPath: () => storage.localPath(file, name) };
       return Jp2Source.open(location, name, { ...this.jp2Shared(), maxLayers: this.settings.maxLayers, maxDecodeBytes: this.settings.jp2MaxDecodeBytes });
     },
   };
@@ -143,6 +148,7 @@ export class Formats {
   /** SIGHUP: forget decoded pixels kept across requests. */
   flush(): void {
     this.jp2?.levelCache.clear();
+    this.jp2?.storedTileParts?.clear();
     this.plain?.memory.clear();
   }
 
@@ -174,8 +180,13 @@ export class Formats {
     return this.plain;
   }
 
-  private jp2Shared(): { decoder: Jp2Decoder; levelCache: DecodedLevelCache } {
-    this.jp2 ??= { decoder: new Jp2Decoder(this.settings.jp2Decoder), levelCache: new DecodedLevelCache(JP2_LEVEL_CACHE_BYTES) };
+  private jp2Shared(): { decoder: Jp2Decoder; levelCache: DecodedLevelCache; storedTileParts: LruCache | null } {
+    this.jp2 ??= {
+      decoder: new Jp2Decoder(this.settings.jp2Decoder),
+      levelCache: new DecodedLevelCache(JP2_LEVEL_CACHE_BYTES),
+      // Only where images come from a store.
+      storedTileParts: this.settings.storage.local ? null : new LruCache(STORED_TILE_PART_BYTES),
+    };
     return this.jp2;
   }
 }

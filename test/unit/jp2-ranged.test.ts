@@ -13,6 +13,7 @@ import { FileError, UnavailableError } from '../../src/errors.ts';
 import { HELPER_BINARY, Jp2Decoder } from '../../src/engine/jp2/decoder.ts';
 import { HelperPool } from '../../src/engine/jp2/helper.ts';
 import type { DecodeError } from '../../src/engine/jp2/process-pool.ts';
+import { LruCache } from '../../src/engine/cache/lru.ts';
 import { Jp2Source, type StoredJp2 } from '../../src/engine/jp2/jp2-source.ts';
 import { DecodedLevelCache } from '../../src/engine/jp2/level-cache.ts';
 import { PositionedFile, type RandomAccessFile, type ReadPurpose } from '../../src/engine/tiff/positioned-file.ts';
@@ -72,7 +73,7 @@ describe('JPEG2000 read by ranges through the helper', { skip: SKIP }, () => {
   ): Promise<StoredJp2 & { file: CountingFile }> => {
     const file = await CountingFile.open(path);
     opened.push(file);
-    return { file, localPath };
+    return { file, identity: `${path}\0v1`, localPath };
   };
   const same = (a: { data: ArrayLike<number> }, b: { data: ArrayLike<number> }) => Buffer.from(a.data as Uint8Array).equals(Buffer.from(b.data as Uint8Array));
 
@@ -85,6 +86,19 @@ describe('JPEG2000 read by ranges through the helper', { skip: SKIP }, () => {
   after(async () => {
     for (const d of decoders) d.close();
     await Promise.all(opened.map((f) => f.close()));
+  });
+
+  it('keeps tile-parts read in the shared cache: a neighbouring tile of the same codestream tile reads no tile-part again', async () => {
+    const d = decoder();
+    const location = await stored(files.tlm!);
+    const source = await Jp2Source.open(location, 'tlm.jp2', { ...options(d), storedTileParts: new LruCache(16 << 20) });
+    await source.samples(0, { left: 0, top: 0, width: 256, height: 256 });
+    const big = () => location.file.reads.filter((r) => r.length > 64 * 1024).length;
+    assert.equal(big(), 1, 'the first tile reads its tile-part');
+    await source.samples(0, { left: 256, top: 256, width: 256, height: 256 });
+    assert.equal(big(), 1, 'the second tile, in the same 512x512 codestream tile, finds it kept');
+    await source.samples(0, { left: 512, top: 0, width: 256, height: 256 });
+    assert.equal(big(), 2, 'a tile of the next codestream tile reads that one');
   });
 
   it('gives the pixels the file gives from its path, reads a tile of a tiled codestream, not the file, and an untiled one from a copy', async () => {

@@ -23,6 +23,7 @@ import { fileHeaderBytes, Jp2FormatError, readJp2Header, type HeaderBytes, type 
 import { type DecodedLevelCache } from './level-cache.js';
 import { decodeMemory } from './memory.js';
 import { StoredCodestream } from './stored-codestream.js';
+import type { LruCache } from '../cache/lru.js';
 import type { DecodedPixels } from './pnm.js';
 import { DecodeError } from './process-pool.js';
 import type { ColourSpace, DecodeOptions, ImageDescription, ImageSource, RawPixels, Samples } from '../source.js';
@@ -71,6 +72,8 @@ export interface Jp2SourceOptions {
   levelCache: DecodedLevelCache;
   /** MAX_LAYERS: -1 all, 0 half of them (rounded up), n at most n. */
   maxLayers: number;
+  /** Tile-parts of JPEG2000 images in a store read lately, shared by all of them (see stored-codestream.ts). */
+  storedTileParts?: LruCache | null;
   /** Decode 512x512 blocks for tiles asked for together (default on). */
   blocks?: boolean;
   /** Most pixels decoded for one rectangle of a virtual level (default 64 Mpx). */
@@ -87,6 +90,8 @@ export interface Jp2SourceOptions {
 /** A JPEG2000 file in an object store: read by ranges, and its local copy for what needs a file. */
 export interface StoredJp2 {
   file: RandomAccessFile;
+  /** Location and version: what the tile-parts kept are named by. */
+  identity: string;
   localPath(): Promise<string>;
 }
 
@@ -234,7 +239,10 @@ export class Jp2Source implements ImageSource {
     };
     const header = await readHeader(bytes, file.size, name);
     if (header.highThroughput || codestreamTiles(header) < 2) return Jp2Source.open(await stored.localPath(), name, options);
-    const codestream = new StoredCodestream(file, header.tilePartsOffset, header.tilePartLengths, () => stored.localPath());
+    const codestream = new StoredCodestream(file, header.tilePartsOffset, header.tilePartLengths, () => stored.localPath(), {
+      cache: options.storedTileParts ?? null,
+      identity: stored.identity,
+    });
     return new Jp2Source(codestream, name, header, file.size, options);
   }
 

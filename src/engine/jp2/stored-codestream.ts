@@ -7,13 +7,16 @@
  *   buffer, native/jp2-decoder.c), which every decode of the image makes again, walking the
  *   tile-parts in turn: fetched exactly and kept here, so that only the first decode waits for
  *   them; a 64 KB block each would cost more than the tile's own data;
- * - larger reads, tile-part data: exact ranges, merged and coalesced, not kept (the decoded tile
- *   is what the caches keep).
+ * - larger reads, tile-part data: exact ranges, merged and coalesced, and kept a while in a cache
+ *   all stored JPEG2000 images share: a 1024x1024 codestream tile holds sixteen 256x256 tiles, and
+ *   each of their decodes reads the whole tile-part (OpenJPEG reads tile-parts whole), so a viewer
+ *   asking for neighbouring tiles would otherwise fetch the same tile-part sixteen times.
  * OpenJPEG (2.5.0) finds the tile-parts by walking them, one look after the other: a round trip to
  * the store for each tile-part of the image on its first decode. When the main header has TLM
  * markers (the length of every tile-part), all the looks are asked for at once instead, at the
  * first decode's first read past the main header.
  */
+import type { LruCache } from '../cache/lru.js';
 import type { RandomAccessFile } from '../tiff/positioned-file.js';
 import type { RangedJp2 } from './decoder.js';
 
@@ -36,6 +39,8 @@ export class StoredCodestream implements RangedJp2 {
     /** Every tile-part's length (TLM), or null. */
     tilePartLengths: number[] | null,
     readonly localPath: () => Promise<string>,
+    /** Where tile-parts read are kept (shared by every stored image), and this image's name in it. */
+    private readonly tileParts: { cache: LruCache | null; identity: string } = { cache: null, identity: '' },
   ) {
     this.tilePartStarts = tilePartLengths ? startsOf(tilePartsOffset, tilePartLengths, file.size) : null;
   }
@@ -47,8 +52,18 @@ export class StoredCodestream implements RangedJp2 {
   read(offset: number, length: number): Promise<Buffer> {
     if (offset + length <= this.tilePartsOffset) return this.file.read(offset, length, WHAT, 0, 'structure');
     this.askForAllLooks();
-    if (length > LOOK_BYTES) return this.file.read(offset, length, WHAT, 0, 'data');
+    if (length > LOOK_BYTES) return this.tilePart(offset, length);
     return this.look(offset, length);
+  }
+
+  private async tilePart(offset: number, length: number): Promise<Buffer> {
+    const { cache, identity } = this.tileParts;
+    const key = `${identity}\0${offset}+${length}`;
+    const kept = cache?.get(key);
+    if (kept) return kept;
+    const bytes = await this.file.read(offset, length, WHAT, 0, 'data');
+    cache?.set(key, bytes);
+    return bytes;
   }
 
   private look(offset: number, length: number): Promise<Buffer> {
