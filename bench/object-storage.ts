@@ -11,13 +11,14 @@
  *
  *   npm run build && node --import tsx bench/object-storage.ts
  *
- * Knobs: BENCH_OS_TILES=1500 (tiles per throughput run), BENCH_OS_CONCURRENCY=8, BENCH_OS_DELAY=20 (ms).
- * Uses the benchmark's 10000x7000 JPEG-tiled pyramid (bench/lib/image.ts, made once and kept).
+ * Knobs: BENCH_OS_TILES=1500 (tiles per throughput run), BENCH_OS_JP2_TILES=300, BENCH_OS_CONCURRENCY=8,
+ * BENCH_OS_DELAY=20 (ms). Uses the benchmark's 10000x7000 JPEG-tiled pyramid and its JPEG2000 copy
+ * (bench/lib/image.ts, made once and kept).
  */
 import { mkdirSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { TiffFile } from '../src/engine/tiff/index.ts';
-import { benchImage } from './lib/image.ts';
+import { benchImage, benchJp2 } from './lib/image.ts';
 import { startLoad } from './lib/load.ts';
 import { treeCpuSeconds } from './lib/procs.ts';
 import { startDaemon, tempDir } from '../test/helpers/daemon.ts';
@@ -30,6 +31,7 @@ import { startStaticNginx, webTempDir } from '../test/helpers/webservers.ts';
 const TILES = Number(process.env.BENCH_OS_TILES ?? 1500);
 const CONCURRENCY = Number(process.env.BENCH_OS_CONCURRENCY ?? 8);
 const DELAY_MS = Number(process.env.BENCH_OS_DELAY ?? 20);
+const JP2_TILES = Number(process.env.BENCH_OS_JP2_TILES ?? 300);
 
 const log = (line: string) => process.stdout.write(line + '\n');
 
@@ -94,8 +96,10 @@ async function main(): Promise<void> {
     .reverse();
   const name = image.name;
 
+  const jp2 = benchJp2(log);
   const s3 = await startS3();
   await s3.put(`bench/${name}`, { file: image.file });
+  await s3.put(`bench/${jp2.name}`, { file: jp2.file });
   const web = webTempDir();
   mkdirSync(path.join(web, 'root'));
   symlinkSync(image.dir, path.join(web, 'root', 'bench'));
@@ -126,6 +130,25 @@ async function main(): Promise<void> {
     log('|---|---|---|---|---|---|');
     for (const [label, result] of rows) {
       const ratio = (result.perSecond / rows[0]![1].perSecond).toFixed(2);
+      log(`| ${label} | ${result.perSecond.toFixed(0)} | ${result.p99.toFixed(1)} | ${result.failed} | ${ratio} | ${result.cpuMs.toFixed(3)} |`);
+    }
+
+    // 1b. JPEG2000 (1024x1024 codestream tiles with TLM markers): distinct full-size tiles, read by
+    // ranges through the decoder helper, against disk.
+    const resolutions = Number(/Resolution-number:(\d+)/.exec((await get(disk.port, `FIF=${jp2.name}&OBJ=Resolution-number`)).toString())?.[1]);
+    const jp2Paths = Array.from({ length: JP2_TILES }, (_, i) => `/?FIF=${jp2.name}&JTL=${resolutions - 1},${(i * 37) % 1000}`);
+    const jp2Rows: Array<[string, Awaited<ReturnType<typeof throughput>>]> = [];
+    for (const [label, server] of [
+      ['disk', disk],
+      ['S3 (s3rver)', bucket],
+    ] as const) {
+      await get(server.port, `FIF=${jp2.name}&OBJ=Max-size`);
+      jp2Rows.push([label, await throughput(server.port, server.process.child.pid!, jp2Paths)]);
+    }
+    log(`\n| ${JP2_TILES} distinct full-size JPEG2000 tiles | tiles/s | p99 ms | failed | against disk | our CPU ms a tile |`);
+    log('|---|---|---|---|---|---|');
+    for (const [label, result] of jp2Rows) {
+      const ratio = (result.perSecond / jp2Rows[0]![1].perSecond).toFixed(2);
       log(`| ${label} | ${result.perSecond.toFixed(0)} | ${result.p99.toFixed(1)} | ${result.failed} | ${ratio} | ${result.cpuMs.toFixed(3)} |`);
     }
 
