@@ -273,6 +273,7 @@ describe('images behind a web server that honours Range (nginx)', { skip: nginxA
       assert.ok(ok(remote, query).equals(ok(local, query)), `${query}: the same bytes as from disk`);
     }
     assert.equal((await get(port, 'FIF=seq/pano&OBJ=Horizontal-views')).status, 404);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200, 'healthy: nginx answers');
     const viewer = await startOn(nginx, { VIEWER: '1' });
     assert.match(await (await fetch(`http://127.0.0.1:${viewer}/viewer/`)).text(), /cannot be listed/);
     assert.equal((await get(port, 'FIF=missing.tif&JTL=0,0')).status, 404);

@@ -34,6 +34,9 @@ export type RemoteSettings = RemoteStoreConfig;
 const TAIL_SHARE = 0.01;
 const MAX_TAIL_BYTES = 1024 * 1024;
 
+/** What /health asks the store about, below the prefix: whether it exists does not matter. */
+const HEALTH_PROBE = '.iipsrv-health';
+
 /** Answers (found or missing) remembered per worker; beyond this the oldest go. */
 const MAX_LOOKS = 10_000;
 /** Keys a sequence's directory may list. */
@@ -177,8 +180,9 @@ export class RemoteStorage implements ImageStorage {
   async check(): Promise<{ ok: boolean; folder: string; error?: string }> {
     const folder = this.base + this.settings.keyPrefix;
     try {
-      // Any answer but a refusal or silence will do: the probe need not exist.
-      await this.store.head(this.settings.keyPrefix === '' ? '.health' : this.settings.keyPrefix);
+      // Any answer but a refusal or silence will do: the probe need not exist. A name of its own,
+      // not the prefix: a web server refuses (403) a HEAD of a directory it does not list.
+      await this.store.head(`${this.settings.keyPrefix}${HEALTH_PROBE}`);
       return { ok: true, folder };
     } catch (error) {
       return { ok: false, folder, error: error instanceof StoreError ? error.kind : (error as Error).message };
