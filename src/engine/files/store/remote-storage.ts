@@ -45,7 +45,16 @@ const MAX_LISTING = 10_000;
 interface Look {
   checkedAt: number;
   info: Promise<ObjectInfo | null>;
+  /** A look asked ahead of this one's expiry is under way. */
+  renewing?: boolean;
 }
+
+/**
+ * Past this share of the check interval, a request still takes the answer it has but asks the
+ * store again in the background: an image being viewed never has a request wait for its HEAD,
+ * and no answer is used longer than the interval.
+ */
+const RENEW_AHEAD = 0.75;
 
 export function createRemoteStorage(settings: RemoteSettings, memcached: MemcachedTier | null): RemoteStorage {
   const shared = memcached ? { get: (key: string) => memcached.get(key, false), set: (key: string, value: Buffer) => memcached.set(key, value) } : null;
@@ -124,10 +133,18 @@ export class RemoteStorage implements ImageStorage {
   /** The store's answer for a location, asked at most once per check interval however many requests want it. */
   private info(location: string): Promise<ObjectInfo | null> {
     const now = Date.now();
+    const interval = this.settings.checkIntervalMs;
     const known = this.looks.get(location);
-    if (known && now - known.checkedAt < this.settings.checkIntervalMs) return known.info;
+    if (known && now - known.checkedAt < interval) {
+      if (!known.renewing && now - known.checkedAt >= interval * RENEW_AHEAD) this.renew(location, known);
+      return known.info;
+    }
+    return this.look(location, now);
+  }
+
+  /** Asks the store, and keeps the answer from `now` on (a failure is not kept: the next request asks again). */
+  private look(location: string, now: number): Promise<ObjectInfo | null> {
     const info = this.store.head(this.keyOf(location)).catch((error: unknown) => {
-      // A failure is not remembered: the next request asks again.
       if (this.looks.get(location)?.info === info) this.looks.delete(location);
       throw this.failure(error);
     });
@@ -135,6 +152,21 @@ export class RemoteStorage implements ImageStorage {
     this.looks.set(location, { checkedAt: now, info });
     if (this.looks.size > MAX_LOOKS) this.looks.delete(this.looks.keys().next().value!);
     return info;
+  }
+
+  /** The next answer, asked before this one expires; it replaces it once it has come. */
+  private renew(location: string, known: Look): void {
+    known.renewing = true;
+    const asked = Date.now();
+    this.store.head(this.keyOf(location)).then(
+      (info) => {
+        if (this.looks.get(location) !== known) return;
+        this.looks.delete(location);
+        this.looks.set(location, { checkedAt: asked, info: Promise.resolve(info) });
+      },
+      // The answer in hand runs out as it would have; the request after that asks itself.
+      () => undefined,
+    );
   }
 
   private object(file: ImageFileStat): RemoteObject {
