@@ -544,9 +544,10 @@ export class TiffSource implements ImageSource {
     const wide = d.bitsPerSample > 8;
     // Keep the bands and the precision as stored: sharp would otherwise convert to 8-bit sRGB.
     const space = d.channels <= 2 ? (wide ? 'grey16' : 'b-w') : wide ? 'rgb16' : 'srgb';
-    const pipeline = await this.open(level);
-    const { data, info } = await decoding(this.name, () =>
-      pipeline
+    // A pipeline of its own for each try: decoding() may run it twice, and a pipeline given extract
+    // twice crops the crop ("bad extract area").
+    const { data, info } = await decoding(this.name, async () =>
+      (await this.open(level))
         .extract(rect)
         .toColourspace(space)
         .raw({ depth: wide ? 'ushort' : 'uchar' })
