@@ -15,6 +15,7 @@
  */
 import { open } from 'node:fs/promises';
 import sharp, { type Sharp } from 'sharp';
+import { samplesPipeline } from '../pixels/pixel-types.js';
 import { FileError, ServerFailureError, UnavailableError } from '../../errors.js';
 import type { DecodeArea } from './decode-area.js';
 import { type Jp2Decoder, type Jp2File } from './decoder.js';
@@ -265,10 +266,7 @@ export class Jp2Source implements ImageSource {
   }
 
   async decode(level: number, rect: Rect, options?: DecodeOptions): Promise<Sharp> {
-    const pixels = await this.pixels(level, rect, options);
-    const pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels as 1 | 2 | 3 | 4 } });
-    // libvips takes one 16-bit band for sRGB otherwise, and would hand back three.
-    return pixels.data instanceof Uint16Array && pixels.channels <= 2 ? pipeline.toColourspace('grey16') : pipeline;
+    return samplesPipeline(await this.pixels(level, rect, options));
   }
 
   async samples(level: number, rect: Rect, options?: DecodeOptions): Promise<Samples> {

@@ -4,7 +4,18 @@
  * Signed integers stay signed (Int8Array ...): iipsrv reads their bits as unsigned (§12.1), which
  * we do not copy.
  */
+import sharp, { type Sharp } from 'sharp';
 import type { Samples } from '../source.js';
+
+/**
+ * Decoded 8 or 16-bit samples as a libvips pipeline: what sources that decode themselves hand to
+ * the engine's resizing and encoding.
+ */
+export function samplesPipeline(pixels: { data: Uint8Array | Uint16Array; width: number; height: number; channels: number }): Sharp {
+  const pipeline = sharp(pixels.data, { raw: { width: pixels.width, height: pixels.height, channels: pixels.channels as 1 | 2 | 3 | 4 } });
+  // libvips takes one 16-bit band for sRGB otherwise, and would hand back three.
+  return pixels.data instanceof Uint16Array && pixels.channels <= 2 ? pipeline.toColourspace('grey16') : pipeline;
+}
 
 /**
  * 8-bit samples cut to what iipsrv sends without processing: the first band of 1 or 2 (grey,

@@ -75,6 +75,11 @@ export interface RandomAccessFile {
 
 export type ReadPurpose = 'structure' | 'data';
 
+/** True if [position, position+length) lies inside a file of `size` bytes. */
+export function rangeInside(size: number, position: number, length: number): boolean {
+  return Number.isSafeInteger(position) && Number.isSafeInteger(length) && position >= 0 && length >= 0 && position + length <= size;
+}
+
 /**
  * Refuses a read that cannot be right, with the messages clients see for a damaged file.
  * @throws TiffFormatError
@@ -111,7 +116,7 @@ export class PositionedFile implements RandomAccessFile {
 
   /** True if [position, position+length) lies inside the file. */
   contains(position: number, length: number): boolean {
-    return Number.isSafeInteger(position) && Number.isSafeInteger(length) && position >= 0 && length >= 0 && position + length <= this.size;
+    return rangeInside(this.size, position, length);
   }
 
   /**

@@ -9,7 +9,7 @@ import { jpegCodec } from '../codecs/jpeg.js';
 import { jpegFrame } from '../codecs/jpeg-frame.js';
 import { decoding } from '../codecs/libvips-errors.js';
 import { assertProcessable, DEFAULT_DECODE_LIMITS, type DecodeLimits } from '../decode-limits.js';
-import { firstBands } from '../pixels/pixel-types.js';
+import { firstBands, samplesPipeline } from '../pixels/pixel-types.js';
 import type { ColourSpace, ImageDescription, ImageSource, RawPixels, SampleFormat, Samples } from '../source.js';
 import { CHECK_COPY_BYTES, CHECK_ELEMENTS, TimeSlices } from '../time-slices.js';
 import { TiffFile, TiffFormatError, type TiffInfo, type TiffLevel } from './index.js';
@@ -385,19 +385,13 @@ export class TiffSource implements ImageSource {
     const stored = this.tiff.info.levels[level]!;
     this.assertTileSize(level);
     // libvips does not read tiled separate planes, and the packed depths and MinIsWhite are
-    // widened and inverted as iipsrv master does: decoded here, handed over raw.
-    if ((stored.planarConfig === 2 || this.ownDecoding) && nativelyUnpackable(stored)) {
+    // widened and inverted as iipsrv master does; a file in a store has its JPEG tiles fetched by
+    // their ranges: decoded here, handed over raw.
+    const own = (stored.planarConfig === 2 || this.ownDecoding) && nativelyUnpackable(stored);
+    if (own || this.assemblesJpeg(level)) {
       assertProcessable(this.name, rect, this.limits, 'decoding the samples here');
-      const { data, width, height, channels } = await this.samples(level, rect);
-      const pipeline = sharp(data as Uint8Array | Uint16Array, { raw: { width, height, channels: channels as 1 | 2 | 3 | 4 } });
-      // libvips takes one 16-bit band for sRGB otherwise, and would hand back three.
-      return data instanceof Uint16Array && channels <= 2 ? pipeline.toColourspace('grey16') : pipeline;
-    }
-    if (this.assemblesJpeg(level)) {
-      assertProcessable(this.name, rect, this.limits, 'decoding the samples here');
-      const assembled = await this.assembledJpeg(level, stored, rect);
-      if (assembled)
-        return sharp(assembled.data as Uint8Array, { raw: { width: assembled.width, height: assembled.height, channels: assembled.channels as 1 | 3 } });
+      const samples = own ? await this.decodeSamples(level, stored, rect) : await this.assembledJpeg(level, stored, rect);
+      if (samples) return samplesPipeline(samples as Samples & { data: Uint8Array | Uint16Array });
     }
     await this.checkJpegFrames(level, rect);
     return (await this.open(level)).extract(rect);
@@ -429,12 +423,9 @@ export class TiffSource implements ImageSource {
   private async jpegTileSamples(level: number, col: number, row: number): Promise<{ data: SampleArray; width: number }> {
     const stored = this.tiff.info.levels[level]!;
     const pixels = await this.decodeJpegTile(level, col, row);
-    if (!pixels || pixels.width < stored.tileWidth || pixels.height < stored.tileHeight) throw new NeedsLibvips();
-    const rowBytes = stored.tileWidth * pixels.channels;
-    if (pixels.stride === rowBytes && pixels.width === stored.tileWidth) return { data: pixels.data, width: stored.tileWidth };
-    const data = Buffer.allocUnsafe(rowBytes * stored.tileHeight);
-    for (let y = 0; y < stored.tileHeight; y++) pixels.data.copy(data, y * rowBytes, y * pixels.stride, y * pixels.stride + rowBytes);
-    return { data, width: stored.tileWidth };
+    // Its frame was checked to fit the tile (assertJpegFrame): only a smaller one is left to libvips.
+    if (!pixels || pixels.width !== stored.tileWidth || pixels.height !== stored.tileHeight) throw new NeedsLibvips();
+    return { data: pixels.data, width: stored.tileWidth };
   }
 
   /**

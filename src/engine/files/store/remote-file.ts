@@ -3,7 +3,7 @@
  * tile data by exact ranges (merged and coalesced). Reads ask the store for that version only
  * (If-Match), so a file replaced while open fails with 'changed' instead of mixing two versions.
  */
-import { checkRead, type RandomAccessFile, type ReadPurpose } from '../../tiff/positioned-file.js';
+import { checkRead, rangeInside, type RandomAccessFile, type ReadPurpose } from '../../tiff/positioned-file.js';
 import type { BlockCache, BlockSource } from './block-cache.js';
 import type { ObjectStore } from './object-store.js';
 import { RangeReader } from './range-reader.js';
@@ -41,7 +41,7 @@ export class RemoteFile implements RandomAccessFile {
   }
 
   contains(position: number, length: number): boolean {
-    return Number.isSafeInteger(position) && Number.isSafeInteger(length) && position >= 0 && length >= 0 && position + length <= this.size;
+    return rangeInside(this.size, position, length);
   }
 
   async read(position: number, length: number, what: string, headroom = 0, purpose: ReadPurpose = 'structure'): Promise<Buffer> {

@@ -16,8 +16,7 @@ import { identifyByHead, type ImageFileInfo, type ImageFileStat } from '../image
 import { UnsafePathError } from '../image-path.js';
 import type { DirectoryLister, ImageStorage } from '../storage.js';
 import { BLOCK_BYTES, BlockCache } from './block-cache.js';
-import { countedStore, type StoreCounts } from './counted-store.js';
-import { createObjectStore } from './index.js';
+import { createObjectStore, type StoreCounts } from './index.js';
 import { ObjectCopies } from './object-copies.js';
 import { StoreError, type ObjectInfo, type ObjectStore } from './object-store.js';
 import { RemoteFile, type RemoteObject } from './remote-file.js';
@@ -59,7 +58,7 @@ const RENEW_AHEAD = 0.75;
 export function createRemoteStorage(settings: RemoteSettings, memcached: MemcachedTier | null): RemoteStorage {
   const shared = memcached ? { get: (key: string) => memcached.get(key, false), set: (key: string, value: Buffer) => memcached.set(key, value) } : null;
   const counts: StoreCounts = { requests: { head: 0, read: 0, download: 0, list: 0 }, failures: {} };
-  const store = countedStore(createObjectStore(settings.location, settings.timeouts), counts);
+  const store = createObjectStore(settings.location, settings.timeouts, counts);
   return new RemoteStorage(store, settings, new BlockCache(settings.blockCacheBytes, shared), counts);
 }
 
