@@ -9,11 +9,11 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, renameSync } from 
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { BIN, ROOT, startDaemon, tempDir, testEnv, which } from '../helpers/daemon.ts';
+import { BIN, ROOT, startDaemon, tempDir, testEnv } from '../helpers/daemon.ts';
 import { makePyramidTiff } from '../helpers/images.ts';
-import { canConnect, childPids, freePort, startProgram, waitFor, waitUntilListening, type Started } from '../helpers/processes.ts';
+import { childPids, freePort, startProgram, waitFor, waitUntilListening, type Started } from '../helpers/processes.ts';
+import { memcachedMissing, startMemcached } from '../helpers/memcached.ts';
 
-const memcachedBinary = which('memcached');
 /** Its tiles are stored JPEG: sent as they are (CODEC_PASSTHROUGH's default). */
 const JPEG_IMAGES = path.join(ROOT, 'examples/images') + '/';
 
@@ -268,17 +268,15 @@ describe('ACCESS_LOG rotation: mv, then SIGHUP', () => {
   });
 });
 
-describe('ACCESS_LOG with memcached', { skip: memcachedBinary ? false : 'memcached not installed (apt-get install memcached)' }, () => {
+describe('ACCESS_LOG with memcached', { skip: memcachedMissing }, () => {
   it('after SIGHUP empties the RAM tier, a tile comes from memcached', async () => {
     const dir = tempDir();
     await makePyramidTiff(path.join(dir, 'ramp.tif'), { width: 800, height: 600, compression: 'deflate' });
-    const memcachedPort = await freePort();
-    const memcached = startProgram(memcachedBinary!, ['-l', '127.0.0.1', '-p', String(memcachedPort), '-U', '0', '-m', '16', '-u', 'root']);
+    const { port: memcachedPort, process: memcached } = await startMemcached();
     const file = path.join(dir, 'access.log');
     const port = await freePort();
     let daemon: Started | null = null;
     try {
-      await waitFor(() => canConnect({ port: memcachedPort }), 5000, 'memcached');
       daemon = await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '1'], {
         env: { FILESYSTEM_PREFIX: dir + '/', ACCESS_LOG: file, VERBOSITY: '0', MEMCACHED_SERVERS: `127.0.0.1:${memcachedPort}` },
         waitPort: port,

@@ -7,8 +7,9 @@ import { renameSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startDaemon, tempDir, which } from '../helpers/daemon.ts';
-import { canConnect, childPids, freePort, startProgram, stopGroup, waitFor, type Started } from '../helpers/processes.ts';
+import { startDaemon, tempDir } from '../helpers/daemon.ts';
+import { childPids, freePort, stopGroup, waitFor, type Started } from '../helpers/processes.ts';
+import { memcachedMissing, startMemcached } from '../helpers/memcached.ts';
 import { makePyramidTiff } from '../helpers/images.ts';
 import {
   copyExampleImages,
@@ -20,8 +21,6 @@ import {
   startNginx,
   webTempDir,
 } from '../helpers/webservers.ts';
-
-const memcachedBinary = which('memcached');
 
 /** The sum of a metric's samples whose labels include all of `labels`. */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number {
@@ -45,13 +44,6 @@ async function scrape(port: number, url = '/metrics'): Promise<string> {
   assert.equal(reply.status, 200, reply.body.toString());
   assert.match(String(reply.headers['content-type']), /^text\/plain; version=0\.0\.4/);
   return reply.body.toString();
-}
-
-async function startMemcached(): Promise<{ port: number; process: Started }> {
-  const port = await freePort();
-  const started = startProgram(memcachedBinary!, ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '32', '-u', 'root']);
-  await waitFor(() => canConnect({ port }), 5000, 'memcached');
-  return { port, process: started };
 }
 
 describe('health and metrics over HTTP (2 workers)', () => {
@@ -157,7 +149,7 @@ function hasSample(text: string, name: string, labels: Record<string, string>): 
   }
 }
 
-describe('health reports memcached without failing on it', { skip: memcachedBinary ? false : 'memcached not installed (apt-get install memcached)' }, () => {
+describe('health reports memcached without failing on it', { skip: memcachedMissing }, () => {
   it('up while memcached answers, down (and still 200) once it is stopped', async () => {
     const dir = tempDir();
     const memcached = await startMemcached();
@@ -227,56 +219,52 @@ describe('request coalescing', () => {
     }
   });
 
-  it(
-    'two daemons sharing one memcached render a new region once (the memcached lease)',
-    { skip: memcachedBinary ? false : 'memcached not installed' },
-    async () => {
-      const memcached = await startMemcached();
-      const daemons: Started[] = [];
-      const ports: number[] = [];
-      try {
-        for (let i = 0; i < 2; i++) {
-          const port = await freePort();
-          ports.push(port);
-          daemons.push(
-            await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '1'], {
-              env: { FILESYSTEM_PREFIX: dir + '/', MAX_IMAGE_CACHE_SIZE: '0', MEMCACHED_SERVERS: `127.0.0.1:${memcached.port}`, MEMCACHED_LEASE: '5' },
-              waitPort: port,
-            }),
-          );
-        }
-        const agents = await Promise.all(ports.map((port) => openConnections(port, 4)));
-        const replies = await Promise.all(
-          ports.flatMap((port, i) => Array.from({ length: 4 }, () => request(port, `/?${SLOW_REGION}&QLT=81`, { agent: agents[i]! }))),
+  it('two daemons sharing one memcached render a new region once (the memcached lease)', { skip: memcachedMissing }, async () => {
+    const memcached = await startMemcached();
+    const daemons: Started[] = [];
+    const ports: number[] = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const port = await freePort();
+        ports.push(port);
+        daemons.push(
+          await startDaemon(['--http', `127.0.0.1:${port}`, '--workers', '1'], {
+            env: { FILESYSTEM_PREFIX: dir + '/', MAX_IMAGE_CACHE_SIZE: '0', MEMCACHED_SERVERS: `127.0.0.1:${memcached.port}`, MEMCACHED_LEASE: '5' },
+            waitPort: port,
+          }),
         );
-        for (const agent of agents) agent.destroy();
-        for (const reply of replies) {
-          assert.equal(reply.status, 200);
-          assert.deepEqual(reply.body, replies[0]!.body);
-        }
-        const scraped = await Promise.all(ports.map((port) => scrape(port)));
-        const decodes = scraped.map((text) => sample(text, 'iipsrv_decodes_total', { codec: 'tiff' }));
-        assert.deepEqual(
-          decodes.reduce((a, b) => a + b, 0),
-          1,
-          `decodes per daemon: ${decodes.join(', ')}`,
-        );
-        // The daemon that did not render either waited for the other's lease (its 4 requests coalesced
-        // into one wait) or, on a slow machine, asked memcached after the value was there.
-        const other = decodes.indexOf(0);
-        const waited = sample(scraped[other]!, 'iipsrv_cache_lease_waits_total');
-        const found = sample(scraped[other]!, 'iipsrv_cache_hits_total', { tier: 'memcached' });
-        assert.ok((waited === 1 && found === 0) || (waited === 0 && found >= 1), `lease waits ${waited}, memcached hits ${found}`);
-        assert.equal(
-          scraped.map((text) => sample(text, 'iipsrv_cache_lease_timeouts_total')).reduce((a, b) => a + b, 0),
-          0,
-        );
-      } finally {
-        for (const daemon of daemons) await stopGroup(daemon);
-        await stopGroup(memcached.process);
       }
-    },
-  );
+      const agents = await Promise.all(ports.map((port) => openConnections(port, 4)));
+      const replies = await Promise.all(
+        ports.flatMap((port, i) => Array.from({ length: 4 }, () => request(port, `/?${SLOW_REGION}&QLT=81`, { agent: agents[i]! }))),
+      );
+      for (const agent of agents) agent.destroy();
+      for (const reply of replies) {
+        assert.equal(reply.status, 200);
+        assert.deepEqual(reply.body, replies[0]!.body);
+      }
+      const scraped = await Promise.all(ports.map((port) => scrape(port)));
+      const decodes = scraped.map((text) => sample(text, 'iipsrv_decodes_total', { codec: 'tiff' }));
+      assert.deepEqual(
+        decodes.reduce((a, b) => a + b, 0),
+        1,
+        `decodes per daemon: ${decodes.join(', ')}`,
+      );
+      // The daemon that did not render either waited for the other's lease (its 4 requests coalesced
+      // into one wait) or, on a slow machine, asked memcached after the value was there.
+      const other = decodes.indexOf(0);
+      const waited = sample(scraped[other]!, 'iipsrv_cache_lease_waits_total');
+      const found = sample(scraped[other]!, 'iipsrv_cache_hits_total', { tier: 'memcached' });
+      assert.ok((waited === 1 && found === 0) || (waited === 0 && found >= 1), `lease waits ${waited}, memcached hits ${found}`);
+      assert.equal(
+        scraped.map((text) => sample(text, 'iipsrv_cache_lease_timeouts_total')).reduce((a, b) => a + b, 0),
+        0,
+      );
+    } finally {
+      for (const daemon of daemons) await stopGroup(daemon);
+      await stopGroup(memcached.process);
+    }
+  });
 });
 
 const nginx = nginxAvailability();

@@ -1,4 +1,5 @@
 /** Test images made on the fly (big ones are never committed). */
+import assert from 'node:assert/strict';
 import sharp, { type Sharp } from 'sharp';
 
 export interface PyramidOptions {
@@ -84,4 +85,29 @@ export function meanAbsoluteDifference(a: Pixels, b: Pixels): number {
   let sum = 0;
   for (let i = 0; i < a.data.length; i++) sum += Math.abs(a.data[i]! - b.data[i]!);
   return sum / a.data.length;
+}
+
+/** Checks every pixel of an answer showing the image from (left, top) onwards against `expected(x, y)`. */
+export function assertPixels(p: Pixels, left: number, top: number, expected: (x: number, y: number) => number[], what: string): void {
+  for (let y = 0; y < p.height; y++) {
+    for (let x = 0; x < p.width; x++) {
+      const want = expected(left + x, top + y);
+      const got = [...p.data.subarray((y * p.width + x) * p.channels, (y * p.width + x + 1) * p.channels)];
+      if (got.join() !== want.join()) assert.fail(`${what}: pixel ${left + x},${top + y} is ${got}, expected ${want}`);
+    }
+  }
+}
+
+/** Smooth RGB colours with structure, so that scaled tiles can be compared with a scaled source. */
+export function smoothPicture(width: number, height: number): Buffer {
+  const raw = Buffer.alloc(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      raw[i] = Math.round(127 + 120 * Math.sin(x / 150));
+      raw[i + 1] = Math.round(127 + 120 * Math.cos(y / 100));
+      raw[i + 2] = Math.round((255 * (x + y)) / (width + height));
+    }
+  }
+  return raw;
 }

@@ -10,9 +10,9 @@ export const memcachedBinary = which('memcached');
 /** For `describe(..., { skip })`: false when memcached is installed. */
 export const memcachedMissing = memcachedBinary ? false : 'memcached not installed (apt-get install memcached)';
 
-/** A memcached of 32 MB on a free local port, answering. */
-export async function startMemcached(): Promise<{ port: number; process: Started }> {
-  const port = await freePort();
+/** A memcached of 32 MB on a local port (a free one unless given: a test restarting it keeps its port), answering. */
+export async function startMemcached(port?: number): Promise<{ port: number; process: Started }> {
+  port ??= await freePort();
   const started = startProgram(memcachedBinary!, ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '32', '-u', 'root']);
   await waitFor(() => canConnect({ port }), 5000, 'memcached');
   return { port, process: started };

@@ -148,23 +148,40 @@ export function levelDirectory(spec: LevelSpec): RawDirectory {
   return { tags, tiles: spec.tiles };
 }
 
-/** TIFF LZW as libtiff writes it: MSB-first codes of 9 to 12 bits, the width growing one code early. */
-export function lzwEncode(data: Uint8Array): Buffer {
-  // At most 12 bits a byte of input, plus the clear codes and the end.
-  const out = Buffer.alloc(Math.ceil((data.length * 12) / 8) + 16);
+/**
+ * The code writer both LZW makers share: MSB-first codes of the current width (9 to 12 bits), room
+ * for 12 bits a byte of input plus the clear codes and the end.
+ */
+function lzwCodes(inputLength: number) {
+  const out = Buffer.alloc(Math.ceil((inputLength * 12) / 8) + 16);
   let length = 0;
   let bits = 0;
   let count = 0;
-  let width = 9;
-  const put = (code: number) => {
-    bits = (bits << width) | code;
-    count += width;
-    while (count >= 8) {
-      out[length++] = (bits >>> (count - 8)) & 0xff;
-      count -= 8;
-    }
-    bits &= (1 << count) - 1;
+  const codes = {
+    width: 9,
+    put(code: number): void {
+      bits = (bits << codes.width) | code;
+      count += codes.width;
+      while (count >= 8) {
+        out[length++] = (bits >>> (count - 8)) & 0xff;
+        count -= 8;
+      }
+      bits &= (1 << count) - 1;
+    },
+    /** The stream, its last bits padded to a byte. */
+    finish(): Buffer {
+      if (count > 0) out[length++] = (bits << (8 - count)) & 0xff;
+      return out.subarray(0, length);
+    },
   };
+  return codes;
+}
+
+/** TIFF LZW as libtiff writes it: MSB-first codes of 9 to 12 bits, the width growing one code early. */
+export function lzwEncode(data: Uint8Array): Buffer {
+  // At most 12 bits a byte of input, plus the clear codes and the end.
+  const codes = lzwCodes(data.length);
+  const put = codes.put;
   // The table by (prefix code, byte), and the keys set since the last clear (to forget them fast).
   const table = new Int32Array(4096 * 256).fill(-1);
   const used = new Int32Array(4096);
@@ -192,17 +209,16 @@ export function lzwEncode(data: Uint8Array): Buffer {
       for (let i = 0; i < usedCount; i++) table[used[i]!] = -1;
       usedCount = 0;
       next = 258;
-      width = 9;
-    } else if (next > (1 << width) - 1 && width < 12) width++;
+      codes.width = 9;
+    } else if (next > (1 << codes.width) - 1 && codes.width < 12) codes.width++;
   }
   if (prefix >= 0) {
     put(prefix);
     next++;
-    if (next > (1 << width) - 1 && width < 12) width++;
+    if (next > (1 << codes.width) - 1 && codes.width < 12) codes.width++;
   }
   put(257);
-  if (count > 0) out[length++] = (bits << (8 - count)) & 0xff;
-  return out.subarray(0, length);
+  return codes.finish();
 }
 
 /**
@@ -210,20 +226,8 @@ export function lzwEncode(data: Uint8Array): Buffer {
  * learns): one code a byte, the slowest stream there is to decode per byte, and quick to make.
  */
 export function lzwLiterals(data: Uint8Array): Buffer {
-  const out = Buffer.alloc(Math.ceil((data.length * 12) / 8) + 16);
-  let length = 0;
-  let bits = 0;
-  let count = 0;
-  let width = 9;
-  const put = (code: number) => {
-    bits = (bits << width) | code;
-    count += width;
-    while (count >= 8) {
-      out[length++] = (bits >>> (count - 8)) & 0xff;
-      count -= 8;
-    }
-    bits &= (1 << count) - 1;
-  };
+  const codes = lzwCodes(data.length);
+  const put = codes.put;
   let next = 258;
   put(256);
   for (const byte of data) {
@@ -232,12 +236,11 @@ export function lzwLiterals(data: Uint8Array): Buffer {
     if (next === 4094) {
       put(256);
       next = 258;
-      width = 9;
-    } else if (next > (1 << width) - 1 && width < 12) width++;
+      codes.width = 9;
+    } else if (next > (1 << codes.width) - 1 && codes.width < 12) codes.width++;
   }
   put(257);
-  if (count > 0) out[length++] = (bits << (8 - count)) & 0xff;
-  return out.subarray(0, length);
+  return codes.finish();
 }
 
 /** Bytes of noise, the same on every run (xorshift32). */

@@ -18,7 +18,7 @@ import { TiffSource } from '../../src/engine/tiff/tiff-source.ts';
 import { silentLog } from '../../src/log.ts';
 import { createRouter } from '../../src/router.ts';
 import { tempDir, which } from '../helpers/daemon.ts';
-import { decodePixels, type Pixels } from '../helpers/images.ts';
+import { assertPixels, decodePixels, type Pixels } from '../helpers/images.ts';
 import { plainRequest } from '../helpers/requests.ts';
 import { pyramid, writeTiff, type TiffSpec } from '../helpers/tiff-writer.ts';
 
@@ -44,17 +44,6 @@ async function pixels(query: string): Promise<Pixels> {
   const response = await get(query);
   assert.equal(response.status, 200, `${query}: ${response.status} ${response.body.toString().slice(0, 200)}`);
   return decodePixels(response.body);
-}
-
-/** Checks every pixel of an answer showing the image's region (left, top) onwards against `expected(x, y)`. */
-function assertPixels(p: Pixels, left: number, top: number, expected: (x: number, y: number) => number[], what: string): void {
-  for (let y = 0; y < p.height; y++) {
-    for (let x = 0; x < p.width; x++) {
-      const want = expected(left + x, top + y);
-      const got = [...p.data.subarray((y * p.width + x) * p.channels, (y * p.width + x + 1) * p.channels)];
-      if (got.join() !== want.join()) assert.fail(`${what}: pixel ${left + x},${top + y} is ${got}, expected ${want}`);
-    }
-  }
 }
 
 const f = Math.fround;

@@ -19,22 +19,8 @@ import type { PlainResponse } from '../../src/request.ts';
 import { createRouter } from '../../src/router.ts';
 import { engineOptionsFor } from '../../src/server/engine-options.ts';
 import { tempDir } from '../helpers/daemon.ts';
-import { decodePixels, psnr, type Pixels } from '../helpers/images.ts';
+import { decodePixels, psnr, smoothPicture, type Pixels } from '../helpers/images.ts';
 import { plainRequest } from '../helpers/requests.ts';
-
-/** Smooth colours with structure, so that scaled tiles can be compared with a scaled source. */
-function picture(width: number, height: number): Buffer {
-  const raw = Buffer.alloc(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const i = (y * width + x) * 3;
-      raw[i] = Math.round(127 + 120 * Math.sin(x / 150));
-      raw[i + 1] = Math.round(127 + 120 * Math.cos(y / 100));
-      raw[i + 2] = Math.round((255 * (x + y)) / (width + height));
-    }
-  }
-  return raw;
-}
 
 function serverFor(dir: string, env: Record<string, string> = {}) {
   const config = loadConfig({ MEMCACHED_SERVERS: '', FILESYSTEM_PREFIX: dir + '/', URI_MAP: 'iiif=>IIIF', ...env });
@@ -74,7 +60,7 @@ let server: ReturnType<typeof serverFor>;
 
 before(async () => {
   dir = tempDir();
-  raw = picture(W, H);
+  raw = smoothPicture(W, H);
   const image = () => sharp(raw, { raw: { width: W, height: H, channels: 3 } });
   await image().jpeg({ quality: 95 }).toFile(path.join(dir, 'plain.jpg'));
   await image().png().toFile(path.join(dir, 'plain.png'));
@@ -191,7 +177,7 @@ describe('a big plain JPEG', () => {
   let bigDir: string;
   before(async () => {
     bigDir = tempDir();
-    bigRaw = picture(BW, BH);
+    bigRaw = smoothPicture(BW, BH);
     await sharp(bigRaw, { raw: { width: BW, height: BH, channels: 3 } })
       .jpeg({ quality: 95 })
       .toFile(path.join(bigDir, 'big.jpg'));
@@ -252,7 +238,7 @@ describe('bad input: a clear 4xx in bounded time', () => {
   let badDir: string;
   before(async () => {
     badDir = tempDir();
-    const jpeg = await sharp(picture(W, H), { raw: { width: W, height: H, channels: 3 } })
+    const jpeg = await sharp(smoothPicture(W, H), { raw: { width: W, height: H, channels: 3 } })
       .jpeg()
       .toBuffer();
     // A JPEG whose frame claims 60000x60000 pixels (3.6 Gpx).
@@ -298,7 +284,7 @@ describe('bad input: a clear 4xx in bounded time', () => {
 
   it('a truncated big JPEG: requests 404, its pyramid build fails and leaves nothing in the cache directory', async () => {
     const dir = tempDir();
-    const jpeg = await sharp(picture(2000, 1500), { raw: { width: 2000, height: 1500, channels: 3 } })
+    const jpeg = await sharp(smoothPicture(2000, 1500), { raw: { width: 2000, height: 1500, channels: 3 } })
       .jpeg()
       .toBuffer();
     writeFileSync(path.join(dir, 'cut.jpg'), jpeg.subarray(0, Math.floor(jpeg.length * 0.6)));

@@ -14,7 +14,7 @@ import type { PlainResponse } from '../../src/request.ts';
 import { getHeader } from '../../src/request.ts';
 import { createRouter } from '../../src/router.ts';
 import { tempDir } from '../helpers/daemon.ts';
-import { decodePixels, psnr, type Pixels } from '../helpers/images.ts';
+import { decodePixels, psnr, smoothPicture, type Pixels } from '../helpers/images.ts';
 import { plainRequest } from '../helpers/requests.ts';
 
 function serverFor(prefix: string, env: Record<string, string> = {}) {
@@ -22,20 +22,6 @@ function serverFor(prefix: string, env: Record<string, string> = {}) {
   const engine = new Engine({ paths: { prefix: config.filesystemPrefix, suffix: '' }, cacheBytes: config.maxImageCacheBytes });
   const router = createRouter({ config, engine, log: silentLog });
   return (query: string, extra: Parameters<typeof plainRequest>[1] = {}): Promise<PlainResponse> => router(plainRequest(query, extra));
-}
-
-/** Smooth colours with some structure, so that scaled tiles can be compared with a scaled source. */
-function picture(width: number, height: number): Buffer {
-  const raw = Buffer.alloc(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const i = (y * width + x) * 3;
-      raw[i] = Math.round(127 + 120 * Math.sin(x / 150));
-      raw[i + 1] = Math.round(127 + 120 * Math.cos(y / 100));
-      raw[i + 2] = Math.round((255 * (x + y)) / (width + height));
-    }
-  }
-  return raw;
 }
 
 const SIZES = {
@@ -54,7 +40,7 @@ before(async () => {
   dir = tempDir();
   await Promise.all(
     (Object.entries(SIZES) as Array<[Name, (typeof SIZES)[Name]]>).map(async ([name, { width, height, tile }]) => {
-      const raw = picture(width, height);
+      const raw = smoothPicture(width, height);
       sources.set(name, raw);
       await sharp(raw, { raw: { width, height, channels: 3 } })
         .tiff({ tile: true, pyramid: true, tileWidth: tile, tileHeight: tile, compression: 'deflate' })

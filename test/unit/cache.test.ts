@@ -7,8 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import { LruCache } from '../../src/engine/cache/lru.ts';
 import { MemcachedTier } from '../../src/engine/cache/memcached.ts';
 import { TileCache, type CacheResult } from '../../src/engine/cache/tile-cache.ts';
-import { which } from '../helpers/daemon.ts';
-import { canConnect, freePort, startProgram, waitFor, type Started } from '../helpers/processes.ts';
+import { freePort, waitFor, type Started } from '../helpers/processes.ts';
+import { memcachedMissing, startMemcached } from '../helpers/memcached.ts';
 
 describe('LRU cache', () => {
   it('returns what was stored and counts hits and misses', () => {
@@ -51,8 +51,6 @@ describe('LRU cache', () => {
     assert.equal(cache.bytes, 0);
   });
 });
-
-const memcachedBinary = which('memcached');
 
 describe('TileCache.fill: identical requests in flight render once', () => {
   const slow = (bytes: Buffer, counter: { n: number; signal?: AbortSignal }) => (signal?: AbortSignal) => {
@@ -112,12 +110,11 @@ describe('TileCache.fill: identical requests in flight render once', () => {
   });
 });
 
-describe('memcached tier (real memcached)', { skip: memcachedBinary ? false : 'memcached not installed (apt-get install memcached)' }, () => {
+describe('memcached tier (real memcached)', { skip: memcachedMissing }, () => {
   let port: number;
   let server: Started;
   const start = async () => {
-    server = startProgram(memcachedBinary!, ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-m', '16', '-u', 'root']);
-    await waitFor(() => canConnect({ port }), 5000, 'memcached');
+    server = (await startMemcached(port)).process;
   };
   before(async () => {
     port = await freePort();
