@@ -38,10 +38,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "helper-answer.h"
 #include "memory-limit.h"
 #include "opj-messages.h"
 
-#define MAGIC 0x334b324au /* "J2K3" little-endian */
 #define READ_MAGIC 0x5152324au /* "J2RQ" little-endian */
 /* OpenJPEG's read buffer: it reads what it parses in blocks of this size, and larger reads
    (tile-parts) directly. Small, since the codec seeks from tile-part to tile-part: the default
@@ -56,28 +56,11 @@
 
 enum { OK = 0, FAILED = 1, UNSUPPORTED = 2, OUT_OF_MEMORY = 3 };
 
-
 static int write_all(const void *bytes, size_t length) {
   return fwrite(bytes, 1, length, stdout) == length ? 0 : -1;
 }
 
-/* Resident memory in kB (0 if unknown), so that the server can replace a helper that a large
-   decode left big: freed memory often stays in the heap. */
-static uint32_t resident_kb(void) {
-  FILE *statm = fopen("/proc/self/statm", "r");
-  unsigned long size = 0, resident = 0;
-  if (!statm) return 0;
-  int got = fscanf(statm, "%lu %lu", &size, &resident);
-  fclose(statm);
-  return got == 2 ? (uint32_t)(resident * (unsigned long)sysconf(_SC_PAGESIZE) / 1024) : 0;
-}
-
-/* Above this, what the codec freed is handed back to the system before answering: glibc keeps
-   freed small blocks (OpenJPEG's code-block bookkeeping) in the heap otherwise. */
-#define TRIM_ABOVE_KB (64u * 1024u)
-
-/* One answer, sent once the codec has been destroyed, so that the resident size it reports is
-   what the helper keeps, not what the decode needed. */
+/* One answer, sent once the codec has been destroyed (see helper-answer.h). */
 struct reply {
   uint32_t status, width, height, channels;
   unsigned char *pixels;
@@ -86,17 +69,9 @@ struct reply {
 };
 
 static int send_reply(const struct reply *reply) {
-  uint32_t resident = resident_kb();
-  if (resident > TRIM_ABOVE_KB) {
-    malloc_trim(0);
-    resident = resident_kb();
-  }
   const void *payload = reply->pixels ? (const void *)reply->pixels : (const void *)reply->text;
   uint32_t length = reply->pixels ? reply->length : (uint32_t)strlen(reply->text);
-  uint32_t header[7] = {MAGIC, reply->status, reply->width, reply->height, reply->channels, length, resident};
-  if (write_all(header, sizeof header) != 0) return -1;
-  if (length > 0 && write_all(payload, length) != 0) return -1;
-  return fflush(stdout) == 0 ? 0 : -1;
+  return send_answer(reply->status, reply->width, reply->height, reply->channels, payload, length);
 }
 
 /* OpenJPEG reports a failed allocation in words of its own ("Not enough memory ...", "... memory

@@ -45,13 +45,12 @@
 #include <string>
 #include <vector>
 
+#include "helper-answer.h"
 #include "memory-limit.h"
 
 namespace {
 
-const uint32_t MAGIC = 0x334b324au; /* "J2K3" little-endian */
 enum { OK = 0, FAILED = 1, UNSUPPORTED = 2, OUT_OF_MEMORY = 3 };
-const uint32_t TRIM_ABOVE_KB = 64u * 1024u;
 
 /* OpenJPH prints its errors to a stream and then throws (its configure_error() copies the handler
    by value, so a handler of one's own is never called): the stream is this buffer, read into the
@@ -132,15 +131,6 @@ const char *find_codestream(FILE *file, int64_t *start, int64_t *length) {
   return "no codestream (jp2c box)";
 }
 
-uint32_t resident_kb() {
-  FILE *statm = fopen("/proc/self/statm", "r");
-  unsigned long size = 0, resident = 0;
-  if (!statm) return 0;
-  int got = fscanf(statm, "%lu %lu", &size, &resident);
-  fclose(statm);
-  return got == 2 ? (uint32_t)(resident * (unsigned long)sysconf(_SC_PAGESIZE) / 1024) : 0;
-}
-
 /* OpenJPH's words for an allocation that failed. */
 bool about_memory(const std::string &text) { return text.find("alloc") != std::string::npos || text.find("memory") != std::string::npos; }
 
@@ -160,18 +150,10 @@ void refuse(Reply &reply, uint32_t status, const std::string &why) {
 }
 
 int send_reply(const Reply &reply) {
-  uint32_t resident = resident_kb();
-  if (resident > TRIM_ABOVE_KB) {
-    malloc_trim(0);
-    resident = resident_kb();
-  }
   bool ok = reply.status == OK;
   const void *payload = ok ? (const void *)reply.pixels.data() : (const void *)reply.text.data();
   uint32_t length = ok ? (uint32_t)reply.pixels.size() : (uint32_t)reply.text.size();
-  uint32_t header[7] = {MAGIC, reply.status, reply.width, reply.height, reply.channels, length, resident};
-  if (fwrite(header, 1, sizeof header, stdout) != sizeof header) return -1;
-  if (length > 0 && fwrite(payload, 1, length, stdout) != length) return -1;
-  return fflush(stdout) == 0 ? 0 : -1;
+  return send_answer(reply.status, reply.width, reply.height, reply.channels, payload, length);
 }
 
 /*
