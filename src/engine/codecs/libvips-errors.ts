@@ -27,7 +27,9 @@ const OUR_ERRORS = [FileError, InvalidArgumentError, NotImplementedError, Server
  * Runs a pipeline that reads `name`, with its decoding failures as FileErrors. libvips keeps one
  * error buffer for every thread, so a pipeline failing at the same moment can take this one's
  * reason (sharp then says "Unknown error", or names only the encoder that got no pixels): an
- * unexplained libvips failure is tried once more to learn whether the image is at fault.
+ * unexplained libvips failure is tried once more to learn whether the image is at fault. So `run`
+ * must build its pipeline each time it is called: a sharp pipeline given its operations twice
+ * applies them twice (an extract of the extract).
  */
 export async function decoding<T>(name: string, run: () => Promise<T>): Promise<T> {
   try {
